@@ -1,0 +1,366 @@
+//! Length-prefixed frames: a 4-byte big-endian length, then a postcard payload.
+//!
+//! Buffers that may hold secret values are `Zeroizing`, and are sized exactly once so no
+//! reallocation leaves a stray copy on the heap.
+
+use std::io::{self, Read, Write};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use zeroize::Zeroizing;
+
+pub const FRAME_PREFIX_LEN: usize = 4;
+/// The largest payload either side accepts or sends.
+pub const MAX_FRAME_LEN: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {len} bytes is over the {MAX_FRAME_LEN}-byte limit")]
+    TooLarge { len: usize },
+    #[error("the connection closed in the middle of a frame")]
+    Truncated,
+    #[error("malformed message ({0})")]
+    Decode(postcard::Error),
+    #[error("message could not be encoded ({0})")]
+    Encode(postcard::Error),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// The payload length announced by a prefix, refused if over the cap. Call this before
+/// allocating anything for the payload.
+pub fn frame_len(prefix: [u8; FRAME_PREFIX_LEN]) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > MAX_FRAME_LEN {
+        return Err(FrameError::TooLarge { len });
+    }
+    Ok(len)
+}
+
+/// Encodes `msg` as a whole frame, prefix included.
+pub fn encode_frame<T: Serialize + ?Sized>(msg: &T) -> Result<Zeroizing<Vec<u8>>, FrameError> {
+    let len = postcard::experimental::serialized_size(msg).map_err(FrameError::Encode)?;
+    if len > MAX_FRAME_LEN {
+        return Err(FrameError::TooLarge { len });
+    }
+    let mut buf = Zeroizing::new(vec![0u8; FRAME_PREFIX_LEN + len]);
+    buf[..FRAME_PREFIX_LEN].copy_from_slice(&(len as u32).to_be_bytes());
+    postcard::to_slice(msg, &mut buf[FRAME_PREFIX_LEN..]).map_err(FrameError::Encode)?;
+    Ok(buf)
+}
+
+/// Decodes one payload; trailing bytes are an error, not silently ignored.
+pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
+    let (msg, rest) = postcard::take_from_bytes(payload).map_err(FrameError::Decode)?;
+    if !rest.is_empty() {
+        return Err(FrameError::Decode(postcard::Error::DeserializeBadEncoding));
+    }
+    Ok(msg)
+}
+
+/// Reads one frame's payload. `Ok(None)` is a clean end of stream between frames; an
+/// end anywhere inside a frame is [`FrameError::Truncated`].
+pub fn read_frame<R: Read + ?Sized>(r: &mut R) -> Result<Option<Zeroizing<Vec<u8>>>, FrameError> {
+    let mut prefix = [0u8; FRAME_PREFIX_LEN];
+    let mut got = 0;
+    while got < FRAME_PREFIX_LEN {
+        match r.read(&mut prefix[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(FrameError::Truncated),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let len = frame_len(prefix)?;
+    let mut payload = Zeroizing::new(vec![0u8; len]);
+    r.read_exact(&mut payload).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => FrameError::Truncated,
+        _ => FrameError::Io(e),
+    })?;
+    Ok(Some(payload))
+}
+
+/// Encodes and writes one frame in a single write call.
+pub fn write_frame<W: Write + ?Sized, T: Serialize + ?Sized>(
+    w: &mut W,
+    msg: &T,
+) -> Result<(), FrameError> {
+    let frame = encode_frame(msg)?;
+    w.write_all(&frame)?;
+    w.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::*;
+    use proptest::prelude::*;
+    use proptest::strategy::LazyJust;
+
+    fn secret() -> impl Strategy<Value = SecretBytes> {
+        proptest::collection::vec(any::<u8>(), 0..64).prop_map(SecretBytes::new)
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        ".{0,24}"
+    }
+
+    fn kdf() -> impl Strategy<Value = KdfParams> {
+        (any::<u32>(), any::<u32>()).prop_map(|(memory_mib, iterations)| KdfParams {
+            memory_mib,
+            iterations,
+        })
+    }
+
+    fn command() -> impl Strategy<Value = CommandLine> {
+        (text(), proptest::collection::vec(text(), 0..4), text())
+            .prop_map(|(path, argv, cwd)| CommandLine { path, argv, cwd })
+    }
+
+    fn request() -> impl Strategy<Value = Request> {
+        prop_oneof![
+            any::<u32>().prop_map(|v| Request::Hello(Hello {
+                protocol_version: v
+            })),
+            LazyJust::new(|| Request::Status),
+            (secret(), kdf()).prop_map(|(passphrase, kdf)| Request::Init { passphrase, kdf }),
+            secret().prop_map(|passphrase| Request::Unlock { passphrase }),
+            LazyJust::new(|| Request::Lock),
+            (text(), secret(), proptest::option::of(text()), any::<bool>()).prop_map(
+                |(name, value, description, replace)| Request::AddSecret(AddSecret {
+                    name,
+                    value,
+                    description,
+                    replace
+                })
+            ),
+            text().prop_map(|name| Request::RemoveSecret { name }),
+            LazyJust::new(|| Request::ListSecrets),
+            (
+                proptest::collection::vec(text(), 0..4),
+                command(),
+                proptest::option::of(text()),
+                proptest::option::of(any::<u64>()),
+                any::<bool>()
+            )
+                .prop_map(|(secrets, command, task, ttl_ms, masking)| {
+                    Request::Lease(LeaseRequest {
+                        secrets,
+                        command,
+                        task,
+                        ttl_ms,
+                        masking,
+                    })
+                }),
+            any::<u64>().prop_map(|lease| Request::Release { lease }),
+        ]
+    }
+
+    fn status() -> impl Strategy<Value = AgentStatus> {
+        (
+            (text(), any::<u32>(), text(), text(), any::<bool>(), any::<bool>()),
+            (
+                proptest::option::of(any::<u32>()),
+                any::<u32>(),
+                any::<u64>(),
+                proptest::option::of(any::<u64>()),
+                any::<bool>(),
+                any::<u32>(),
+            ),
+        )
+            .prop_map(
+                |(
+                    (agent_version, pid, socket, vault, vault_exists, locked),
+                    (secrets, leases, idle_lock_secs, locks_in_secs, memory_locked, unlock_failures),
+                )| AgentStatus {
+                    agent_version,
+                    pid,
+                    socket,
+                    vault,
+                    vault_exists,
+                    locked,
+                    secrets,
+                    leases,
+                    idle_lock_secs,
+                    locks_in_secs,
+                    memory_locked,
+                    unlock_failures,
+                },
+            )
+    }
+
+    fn response() -> impl Strategy<Value = Response> {
+        let info = (text(), proptest::option::of(text()), any::<u64>(), any::<u64>()).prop_map(
+            |(name, description, created, updated)| SecretInfo {
+                name,
+                description,
+                created,
+                updated,
+            },
+        );
+        let leased = (text(), secret()).prop_map(|(name, value)| LeasedValue { name, value });
+        prop_oneof![
+            (proptest::sample::select(ErrorCode::ALL.to_vec()), text())
+                .prop_map(|(code, message)| Response::Error { code, message }),
+            (any::<u32>(), text(), any::<u32>()).prop_map(|(protocol_version, agent_version, pid)| {
+                Response::Welcome(Welcome {
+                    protocol_version,
+                    agent_version,
+                    pid,
+                })
+            }),
+            LazyJust::new(|| Response::Done),
+            status().prop_map(Response::Status),
+            proptest::collection::vec(info, 0..4).prop_map(Response::Secrets),
+            (any::<u64>(), proptest::collection::vec(leased, 0..4), any::<u64>()).prop_map(
+                |(lease, values, expires_in_ms)| Response::Leased(LeaseGrant {
+                    lease,
+                    values,
+                    expires_in_ms
+                })
+            ),
+            (any::<u64>(), text()).prop_map(|(lease, reason)| Response::LeaseEnded { lease, reason }),
+        ]
+    }
+
+    fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(msg: &T) {
+        let frame = encode_frame(msg).unwrap();
+        let mut r = &frame[..];
+        let payload = read_frame(&mut r).unwrap().unwrap();
+        assert!(r.is_empty());
+        let back: T = decode(&payload).unwrap();
+        assert_eq!(&back, msg);
+    }
+
+    proptest! {
+        #[test]
+        fn requests_round_trip(msg in request()) {
+            round_trip(&msg);
+        }
+
+        #[test]
+        fn responses_round_trip(msg in response()) {
+            round_trip(&msg);
+        }
+
+        #[test]
+        fn truncated_frames_are_errors(msg in request(), cut in any::<prop::sample::Index>()) {
+            let frame = encode_frame(&msg).unwrap();
+            // Every strict, non-empty prefix of a frame is an error, never a message.
+            let cut = 1 + cut.index(frame.len() - 1);
+            let mut r = &frame[..cut];
+            prop_assert!(matches!(read_frame(&mut r), Err(FrameError::Truncated)));
+        }
+
+        #[test]
+        fn oversized_prefixes_are_refused(len in (MAX_FRAME_LEN as u32 + 1)..=u32::MAX) {
+            let mut r = &len.to_be_bytes()[..];
+            let err = read_frame(&mut r).unwrap_err();
+            let refused = matches!(err, FrameError::TooLarge { len: l } if l == len as usize);
+            prop_assert!(refused);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode::<Request>(&bytes);
+            let _ = decode::<Response>(&bytes);
+            let mut r = &bytes[..];
+            while let Ok(Some(p)) = read_frame(&mut r) {
+                let _ = decode::<Request>(&p);
+            }
+        }
+
+        #[test]
+        fn random_payloads_in_valid_frames_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let mut frame = (bytes.len() as u32).to_be_bytes().to_vec();
+            frame.extend_from_slice(&bytes);
+            let mut r = &frame[..];
+            let payload = read_frame(&mut r).unwrap().unwrap();
+            let _ = decode::<Request>(&payload);
+            let _ = decode::<Response>(&payload);
+        }
+    }
+
+    #[test]
+    fn clean_end_of_stream_is_none() {
+        let mut r: &[u8] = &[];
+        assert!(read_frame(&mut r).unwrap().is_none());
+    }
+
+    #[test]
+    fn cap_is_checked_before_allocating() {
+        // A reader that would fail the test if asked for more than the prefix.
+        struct PrefixOnly([u8; 4], bool);
+        impl Read for PrefixOnly {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                assert!(!self.1, "read past the prefix of an oversized frame");
+                self.1 = true;
+                buf[..4].copy_from_slice(&self.0);
+                Ok(4)
+            }
+        }
+        let mut r = PrefixOnly(u32::MAX.to_be_bytes(), false);
+        assert!(matches!(
+            read_frame(&mut r),
+            Err(FrameError::TooLarge { .. })
+        ));
+        let exact = (MAX_FRAME_LEN as u32).to_be_bytes();
+        assert_eq!(frame_len(exact).unwrap(), MAX_FRAME_LEN);
+    }
+
+    #[test]
+    fn oversized_messages_are_not_sent() {
+        let msg = Request::AddSecret(AddSecret {
+            name: "big".into(),
+            value: SecretBytes::new(vec![7; MAX_FRAME_LEN]),
+            description: None,
+            replace: false,
+        });
+        assert!(matches!(
+            encode_frame(&msg),
+            Err(FrameError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let mut payload = postcard::to_allocvec(&Request::Status).unwrap();
+        payload.push(0);
+        assert!(decode::<Request>(&payload).is_err());
+    }
+
+    #[test]
+    fn hello_and_error_keep_their_wire_positions() {
+        // Every version must be able to parse another's Hello and its refusal.
+        let hello = postcard::to_allocvec(&Request::Hello(Hello {
+            protocol_version: 7,
+        }))
+        .unwrap();
+        assert_eq!(hello, [0, 7]);
+        let err = postcard::to_allocvec(&Response::Error {
+            code: ErrorCode::Unavailable,
+            message: "x".into(),
+        })
+        .unwrap();
+        assert_eq!(err[0], 0);
+        let welcome = postcard::to_allocvec(&Response::Welcome(Welcome {
+            protocol_version: 1,
+            agent_version: String::new(),
+            pid: 1,
+        }))
+        .unwrap();
+        assert_eq!(welcome[0], 1);
+    }
+
+    #[test]
+    fn debug_output_never_shows_values() {
+        let msg = Request::Unlock {
+            passphrase: SecretBytes::from_slice(b"correct horse"),
+        };
+        let shown = format!("{msg:?}");
+        assert!(!shown.contains("correct horse"));
+        assert!(shown.contains("[redacted]"));
+    }
+}

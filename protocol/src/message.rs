@@ -1,0 +1,166 @@
+//! `Request` and `Response`: every message on the agent socket.
+//!
+//! Compatibility rule: `Request::Hello` and `Response::Error`/`Response::Welcome` keep
+//! their positions and shapes forever, so that any two versions can at least tell each
+//! other that they do not match. Everything else may change with `PROTOCOL_VERSION`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ErrorCode, SecretBytes};
+
+/// A message from `jitc` to the agent.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Request {
+    /// Always the first message on a connection.
+    Hello(Hello),
+    Status,
+    Init { passphrase: SecretBytes, kdf: KdfParams },
+    Unlock { passphrase: SecretBytes },
+    Lock,
+    AddSecret(AddSecret),
+    RemoveSecret { name: String },
+    ListSecrets,
+    /// Ask for a lease; it lasts until `Release`, expiry, or the connection closes.
+    Lease(LeaseRequest),
+    Release { lease: u64 },
+}
+
+/// A message from the agent to `jitc`.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Response {
+    /// The request failed; `code` decides the exit code, `message` is one line for humans.
+    Error { code: ErrorCode, message: String },
+    Welcome(Welcome),
+    /// The request succeeded and has nothing to report.
+    Done,
+    Status(AgentStatus),
+    Secrets(Vec<SecretInfo>),
+    Leased(LeaseGrant),
+    /// Pushed, unasked, when a lease ends before its holder released it.
+    LeaseEnded { lease: u64, reason: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Hello {
+    pub protocol_version: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Welcome {
+    pub protocol_version: u32,
+    pub agent_version: String,
+    pub pid: u32,
+}
+
+/// Argon2id cost parameters chosen at `jitc init`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KdfParams {
+    pub memory_mib: u32,
+    pub iterations: u32,
+}
+
+impl KdfParams {
+    pub const DEFAULT: KdfParams = KdfParams {
+        memory_mib: 64,
+        iterations: 3,
+    };
+    /// The floor, low enough for fast tests; nobody should choose it for a real vault.
+    pub const MIN: KdfParams = KdfParams {
+        memory_mib: 8,
+        iterations: 1,
+    };
+    /// The ceiling, so a corrupted or hostile header cannot ask for absurd work.
+    pub const MAX: KdfParams = KdfParams {
+        memory_mib: 4096,
+        iterations: 64,
+    };
+
+    /// `None` when within bounds, else a one-line explanation.
+    pub fn check(&self) -> Option<String> {
+        let (lo, hi) = (Self::MIN, Self::MAX);
+        if !(lo.memory_mib..=hi.memory_mib).contains(&self.memory_mib) {
+            return Some(format!(
+                "--kdf-memory must be between {} and {} MiB",
+                lo.memory_mib, hi.memory_mib
+            ));
+        }
+        if !(lo.iterations..=hi.iterations).contains(&self.iterations) {
+            return Some(format!(
+                "--kdf-iterations must be between {} and {}",
+                lo.iterations, hi.iterations
+            ));
+        }
+        None
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AddSecret {
+    pub name: String,
+    pub value: SecretBytes,
+    pub description: Option<String>,
+    /// Overwrite an existing secret of that name instead of refusing.
+    pub replace: bool,
+}
+
+/// What `jitc status` shows.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AgentStatus {
+    pub agent_version: String,
+    pub pid: u32,
+    pub socket: String,
+    pub vault: String,
+    pub vault_exists: bool,
+    pub locked: bool,
+    /// Known only while unlocked: the count lives inside the sealed body.
+    pub secrets: Option<u32>,
+    pub leases: u32,
+    pub idle_lock_secs: u64,
+    /// Seconds until the idle lock fires, while unlocked.
+    pub locks_in_secs: Option<u64>,
+    /// Whether the vault key sits in `mlock`ed memory.
+    pub memory_locked: bool,
+    pub unlock_failures: u32,
+}
+
+/// A secret's metadata; never its value.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SecretInfo {
+    pub name: String,
+    pub description: Option<String>,
+    /// Unix seconds.
+    pub created: u64,
+    pub updated: u64,
+}
+
+/// The command a lease is for, as the client will run it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CommandLine {
+    /// The resolved executable path the client will exec.
+    pub path: String,
+    pub argv: Vec<String>,
+    pub cwd: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LeaseRequest {
+    /// Secret names (no `jitc://`), deduplicated by the client.
+    pub secrets: Vec<String>,
+    pub command: CommandLine,
+    pub task: Option<String>,
+    pub ttl_ms: Option<u64>,
+    pub masking: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LeasedValue {
+    pub name: String,
+    pub value: SecretBytes,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LeaseGrant {
+    pub lease: u64,
+    pub values: Vec<LeasedValue>,
+    pub expires_in_ms: u64,
+}

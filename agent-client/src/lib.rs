@@ -1,1 +1,12 @@
+//! jitc: the client library for the jitc agent (`Client`, starting the agent, running a
+//! command under a lease) and, in `main.rs`, the `jitc` command line.
 
+pub mod client;
+pub mod error;
+pub mod exec;
+pub mod prompt;
+pub mod refs;
+pub mod start;
+
+pub use client::Client;
+pub use error::{Error, Result};

@@ -1,1 +1,212 @@
-fn main() {}
+//! `jitc-agentd`: resolve settings, harden the process, bind the socket, and serve until
+//! SIGTERM/SIGINT/SIGHUP. Prints `ready` on stdout once it accepts connections (and, when
+//! started by `jitc agent` with `--detach`, `error: …` if it cannot start).
+
+use std::fs::{DirBuilder, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use jitc_agentd::socket::{self, BoundSocket, SocketError};
+use jitc_agentd::vault::VaultFile;
+use jitc_agentd::{Agent, Config, config, hardening};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "jitc-agentd",
+    version,
+    about = "The jitc credential agent (usually started by 'jitc agent')"
+)]
+struct Args {
+    /// Socket to listen on [default: $XDG_RUNTIME_DIR/jitc/agent.sock]
+    #[arg(long, env = "JITC_SOCK", value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Vault file [default: $XDG_DATA_HOME/jitc/vault.jitc]
+    #[arg(long, env = "JITC_VAULT", value_name = "PATH")]
+    vault: Option<PathBuf>,
+    /// Lock the vault after this long unused, e.g. 15m, 90s
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    idle_lock: Option<Duration>,
+    /// Most connections served at once
+    #[arg(long, value_name = "N", default_value_t = Config::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Run as a background agent: new session, log to $XDG_STATE_HOME/jitc/agentd.log
+    #[arg(long)]
+    detach: bool,
+}
+
+enum Started {
+    Served,
+    AlreadyRunning(PathBuf),
+}
+
+fn main() -> ExitCode {
+    // Before anything else exists: nothing this process ever holds may be dumped.
+    if let Err(e) = hardening::harden() {
+        eprintln!("jitc-agentd: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let args = Args::parse();
+    let detach = args.detach;
+    match start(args) {
+        Ok(Started::Served) => ExitCode::SUCCESS,
+        Ok(Started::AlreadyRunning(path)) => {
+            // Not a failure for `jitc agent`: someone else won the race to start one.
+            println!("running {}", path.display());
+            eprintln!(
+                "jitc-agentd: another agent is already running on {}",
+                path.display()
+            );
+            ExitCode::from(3)
+        }
+        Err(e) => {
+            tracing::error!("{e:#}");
+            if detach {
+                println!("error: {e:#}");
+            }
+            eprintln!("jitc-agentd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn start(args: Args) -> anyhow::Result<Started> {
+    if args.detach {
+        detach()?;
+    }
+    init_logging();
+    let listener = match socket::from_systemd()? {
+        Some(l) => l,
+        None => {
+            let path = match args.socket {
+                Some(p) => p,
+                None => jitc_protocol::paths::default_socket_path(),
+            };
+            match socket::bind(&path) {
+                Ok(l) => l,
+                Err(SocketError::AlreadyRunning(p)) => return Ok(Started::AlreadyRunning(p)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    let result = serve(
+        args.vault,
+        args.idle_lock,
+        args.max_connections,
+        args.detach,
+        &listener,
+    );
+    listener.unlink();
+    result.map(|()| Started::Served)
+}
+
+fn serve(
+    vault: Option<PathBuf>,
+    idle_lock: Option<Duration>,
+    max_connections: usize,
+    detach: bool,
+    bound: &BoundSocket,
+) -> anyhow::Result<()> {
+    let vault = match vault {
+        Some(v) => v,
+        None => config::default_vault_path()?,
+    };
+    let vault_file = VaultFile::new(vault.clone());
+    let lock = vault_file.lock()?;
+    vault_file.remove_stale_temp_files();
+    let mut config = Config::new(bound.path.clone(), vault);
+    config.idle_lock = idle_lock.unwrap_or(Config::DEFAULT_IDLE_LOCK);
+    config.max_connections = max_connections.max(1);
+    let agent = Arc::new(Agent::new(config, lock));
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let std_listener = bound
+            .listener
+            .try_clone()
+            .context("cannot use the socket")?;
+        std_listener
+            .set_nonblocking(true)
+            .context("cannot use the socket")?;
+        let listener =
+            tokio::net::UnixListener::from_std(std_listener).context("cannot use the socket")?;
+        let shutdown = shutdown_signal()?;
+        tracing::info!(
+            socket = %bound.path.display(),
+            vault = %agent.vault_file.path().display(),
+            pid = std::process::id(),
+            "listening"
+        );
+        announce_ready(detach);
+        jitc_agentd::run(listener, agent, shutdown).await;
+        tracing::info!("stopped");
+        anyhow::Ok(())
+    })
+}
+
+/// Tells whoever started us that connections are accepted now. Detached, stdout is a
+/// pipe `jitc agent` stops reading after this line, so it is pointed at /dev/null.
+fn announce_ready(detach: bool) {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "ready");
+    let _ = out.flush();
+    if detach && let Ok(null) = OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdout(&null);
+    }
+}
+
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            _ = hup.recv() => {}
+        }
+    })
+}
+
+/// Leaves the caller's session and terminal, and sends our stderr to the log file.
+fn detach() -> anyhow::Result<()> {
+    let _ = nix::unistd::setsid();
+    nix::unistd::chdir("/").context("cannot change to /")?;
+    let dir = config::state_dir()?;
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let log = dir.join("agentd.log");
+    let file = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(&log)
+        .with_context(|| format!("cannot open {}", log.display()))?;
+    nix::unistd::dup2_stderr(&file).with_context(|| format!("cannot log to {}", log.display()))?;
+    Ok(())
+}
+
+fn init_logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}

@@ -128,14 +128,20 @@ mod tests {
             (secret(), kdf()).prop_map(|(passphrase, kdf)| Request::Init { passphrase, kdf }),
             secret().prop_map(|passphrase| Request::Unlock { passphrase }),
             LazyJust::new(|| Request::Lock),
-            (text(), secret(), proptest::option::of(text()), any::<bool>()).prop_map(
-                |(name, value, description, replace)| Request::AddSecret(AddSecret {
-                    name,
-                    value,
-                    description,
-                    replace
-                })
-            ),
+            (
+                text(),
+                secret(),
+                proptest::option::of(text()),
+                any::<bool>()
+            )
+                .prop_map(|(name, value, description, replace)| Request::AddSecret(
+                    AddSecret {
+                        name,
+                        value,
+                        description,
+                        replace
+                    }
+                )),
             text().prop_map(|name| Request::RemoveSecret { name }),
             LazyJust::new(|| Request::ListSecrets),
             (
@@ -160,7 +166,14 @@ mod tests {
 
     fn status() -> impl Strategy<Value = AgentStatus> {
         (
-            (text(), any::<u32>(), text(), text(), any::<bool>(), any::<bool>()),
+            (
+                text(),
+                any::<u32>(),
+                text(),
+                text(),
+                any::<bool>(),
+                any::<bool>(),
+            ),
             (
                 proptest::option::of(any::<u32>()),
                 any::<u32>(),
@@ -173,7 +186,14 @@ mod tests {
             .prop_map(
                 |(
                     (agent_version, pid, socket, vault, vault_exists, locked),
-                    (secrets, leases, idle_lock_secs, locks_in_secs, memory_locked, unlock_failures),
+                    (
+                        secrets,
+                        leases,
+                        idle_lock_secs,
+                        locks_in_secs,
+                        memory_locked,
+                        unlock_failures,
+                    ),
                 )| AgentStatus {
                     agent_version,
                     pid,
@@ -192,36 +212,48 @@ mod tests {
     }
 
     fn response() -> impl Strategy<Value = Response> {
-        let info = (text(), proptest::option::of(text()), any::<u64>(), any::<u64>()).prop_map(
-            |(name, description, created, updated)| SecretInfo {
+        let info = (
+            text(),
+            proptest::option::of(text()),
+            any::<u64>(),
+            any::<u64>(),
+        )
+            .prop_map(|(name, description, created, updated)| SecretInfo {
                 name,
                 description,
                 created,
                 updated,
-            },
-        );
+            });
         let leased = (text(), secret()).prop_map(|(name, value)| LeasedValue { name, value });
         prop_oneof![
             (proptest::sample::select(ErrorCode::ALL.to_vec()), text())
                 .prop_map(|(code, message)| Response::Error { code, message }),
-            (any::<u32>(), text(), any::<u32>()).prop_map(|(protocol_version, agent_version, pid)| {
-                Response::Welcome(Welcome {
-                    protocol_version,
-                    agent_version,
-                    pid,
-                })
-            }),
+            (any::<u32>(), text(), any::<u32>()).prop_map(
+                |(protocol_version, agent_version, pid)| {
+                    Response::Welcome(Welcome {
+                        protocol_version,
+                        agent_version,
+                        pid,
+                    })
+                }
+            ),
             LazyJust::new(|| Response::Done),
             status().prop_map(Response::Status),
             proptest::collection::vec(info, 0..4).prop_map(Response::Secrets),
-            (any::<u64>(), proptest::collection::vec(leased, 0..4), any::<u64>()).prop_map(
-                |(lease, values, expires_in_ms)| Response::Leased(LeaseGrant {
-                    lease,
-                    values,
-                    expires_in_ms
-                })
-            ),
-            (any::<u64>(), text()).prop_map(|(lease, reason)| Response::LeaseEnded { lease, reason }),
+            (
+                any::<u64>(),
+                proptest::collection::vec(leased, 0..4),
+                any::<u64>()
+            )
+                .prop_map(|(lease, values, expires_in_ms)| Response::Leased(
+                    LeaseGrant {
+                        lease,
+                        values,
+                        expires_in_ms
+                    }
+                )),
+            (any::<u64>(), text())
+                .prop_map(|(lease, reason)| Response::LeaseEnded { lease, reason }),
         ]
     }
 

@@ -11,6 +11,8 @@
 mod code;
 mod frame;
 mod message;
+pub mod names;
+pub mod paths;
 mod secret;
 
 pub use code::ErrorCode;

@@ -14,22 +14,34 @@ pub enum Request {
     /// Always the first message on a connection.
     Hello(Hello),
     Status,
-    Init { passphrase: SecretBytes, kdf: KdfParams },
-    Unlock { passphrase: SecretBytes },
+    Init {
+        passphrase: SecretBytes,
+        kdf: KdfParams,
+    },
+    Unlock {
+        passphrase: SecretBytes,
+    },
     Lock,
     AddSecret(AddSecret),
-    RemoveSecret { name: String },
+    RemoveSecret {
+        name: String,
+    },
     ListSecrets,
     /// Ask for a lease; it lasts until `Release`, expiry, or the connection closes.
     Lease(LeaseRequest),
-    Release { lease: u64 },
+    Release {
+        lease: u64,
+    },
 }
 
 /// A message from the agent to `jitc`.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Response {
     /// The request failed; `code` decides the exit code, `message` is one line for humans.
-    Error { code: ErrorCode, message: String },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
     Welcome(Welcome),
     /// The request succeeded and has nothing to report.
     Done,
@@ -37,7 +49,10 @@ pub enum Response {
     Secrets(Vec<SecretInfo>),
     Leased(LeaseGrant),
     /// Pushed, unasked, when a lease ends before its holder released it.
-    LeaseEnded { lease: u64, reason: String },
+    LeaseEnded {
+        lease: u64,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

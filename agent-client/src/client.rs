@@ -1,0 +1,181 @@
+//! `Client`: a blocking connection to the agent. No async runtime: `jitc` has to start
+//! and finish in about a millisecond.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jitc_protocol::{
+    AddSecret, AgentStatus, Hello, KdfParams, LeaseGrant, LeaseRequest, PROTOCOL_VERSION, Request,
+    Response, SecretBytes, SecretInfo, Welcome, decode, read_frame, write_frame,
+};
+
+use crate::error::{Error, Result};
+
+/// How long to wait for any one answer. Generous: unlocking may include Argon2 and the
+/// wrong-passphrase backoff; a hung agent still cannot hang `jitc` forever.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[derive(Debug)]
+pub struct Client {
+    stream: UnixStream,
+    path: PathBuf,
+    welcome: Welcome,
+    ended: Vec<(u64, String)>,
+}
+
+impl Client {
+    /// Connects and says hello. A socket nobody answers on is `Error::NotRunning`.
+    pub fn connect(path: &Path) -> Result<Client> {
+        let stream = UnixStream::connect(path).map_err(|source| Error::NotRunning {
+            path: path.to_owned(),
+            source,
+            hint: "start one with 'jitc agent'",
+        })?;
+        stream
+            .set_read_timeout(Some(REPLY_TIMEOUT))
+            .and_then(|()| stream.set_write_timeout(Some(REPLY_TIMEOUT)))
+            .map_err(|e| Error::Transport(e.into()))?;
+        let mut client = Client {
+            stream,
+            path: path.to_owned(),
+            welcome: Welcome {
+                protocol_version: 0,
+                agent_version: String::new(),
+                pid: 0,
+            },
+            ended: Vec::new(),
+        };
+        match client.call(&Request::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+        }))? {
+            Response::Welcome(w) if w.protocol_version == PROTOCOL_VERSION => {
+                client.welcome = w;
+                Ok(client)
+            }
+            Response::Welcome(w) => Err(Error::local(
+                jitc_protocol::ErrorCode::Unavailable,
+                format!(
+                    "the agent (pid {}) speaks protocol {} but this jitc speaks {PROTOCOL_VERSION}; restart it ('kill {}', then 'jitc agent')",
+                    w.pid, w.protocol_version, w.pid
+                ),
+            )),
+            _ => Err(Error::Unexpected("no welcome")),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// Sends one request and returns its answer; `Response::Error` becomes `Error::Agent`.
+    pub fn call(&mut self, request: &Request) -> Result<Response> {
+        write_frame(&mut self.stream, request)?;
+        self.expect_reply()
+    }
+
+    /// Reads the next message from the agent (a reply, or a push such as `LeaseEnded`).
+    /// `Ok(None)` when the agent closed the connection.
+    pub fn recv(&mut self) -> Result<Option<Response>> {
+        let Some(payload) = read_frame(&mut self.stream)? else {
+            return Ok(None);
+        };
+        match decode(&payload)? {
+            Response::Error { code, message } => Err(Error::Agent { code, message }),
+            r => Ok(Some(r)),
+        }
+    }
+
+    /// The reply to the request just sent. A `LeaseEnded` pushed in between is kept for
+    /// `take_ended` rather than mistaken for the reply.
+    fn expect_reply(&mut self) -> Result<Response> {
+        loop {
+            match self.recv()? {
+                Some(Response::LeaseEnded { lease, reason }) => self.ended.push((lease, reason)),
+                Some(r) => return Ok(r),
+                None => {
+                    return Err(Error::Transport(
+                        io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the agent closed the connection",
+                        )
+                        .into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Lease endings that arrived while waiting for a reply.
+    pub fn take_ended(&mut self) -> Vec<(u64, String)> {
+        std::mem::take(&mut self.ended)
+    }
+
+    fn expect_done(&mut self, request: &Request) -> Result<()> {
+        match self.call(request)? {
+            Response::Done => Ok(()),
+            _ => Err(Error::Unexpected("not done")),
+        }
+    }
+
+    pub fn status(&mut self) -> Result<AgentStatus> {
+        match self.call(&Request::Status)? {
+            Response::Status(s) => Ok(s),
+            _ => Err(Error::Unexpected("no status")),
+        }
+    }
+
+    pub fn init(&mut self, passphrase: SecretBytes, kdf: KdfParams) -> Result<()> {
+        self.expect_done(&Request::Init { passphrase, kdf })
+    }
+
+    pub fn unlock(&mut self, passphrase: SecretBytes) -> Result<()> {
+        self.expect_done(&Request::Unlock { passphrase })
+    }
+
+    pub fn lock(&mut self) -> Result<()> {
+        self.expect_done(&Request::Lock)
+    }
+
+    pub fn add(&mut self, add: AddSecret) -> Result<()> {
+        self.expect_done(&Request::AddSecret(add))
+    }
+
+    pub fn remove(&mut self, name: &str) -> Result<()> {
+        self.expect_done(&Request::RemoveSecret {
+            name: name.to_owned(),
+        })
+    }
+
+    pub fn list(&mut self) -> Result<Vec<SecretInfo>> {
+        match self.call(&Request::ListSecrets)? {
+            Response::Secrets(s) => Ok(s),
+            _ => Err(Error::Unexpected("no list")),
+        }
+    }
+
+    /// Asks for a lease. It lasts until `release`, the agent ends it (a `LeaseEnded`
+    /// arrives on this connection), or this client goes away.
+    pub fn lease(&mut self, request: LeaseRequest) -> Result<LeaseGrant> {
+        match self.call(&Request::Lease(request))? {
+            Response::Leased(grant) => Ok(grant),
+            _ => Err(Error::Unexpected("no lease")),
+        }
+    }
+
+    pub fn release(&mut self, lease: u64) -> Result<()> {
+        self.expect_done(&Request::Release { lease })
+    }
+}
+
+impl AsFd for Client {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+}

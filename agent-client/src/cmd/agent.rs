@@ -1,0 +1,69 @@
+//! `jitc agent`: make sure an agent runs on the socket and print where it is.
+
+use jitc::start::start_agent;
+use jitc::{Client, Error, Result};
+use jitc_protocol::paths::socket_path;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print a csh/tcsh line instead of a POSIX shell line
+    #[arg(long, conflicts_with = "fish")]
+    csh: bool,
+    /// Print a fish line instead of a POSIX shell line
+    #[arg(long)]
+    fish: bool,
+}
+
+/// Quotes `s` for any of the shells we print for, when it needs quoting at all.
+fn quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:@%,".contains(&b))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+pub fn run(args: Args) -> Result<u8> {
+    let path = socket_path();
+    let client = match Client::connect(&path) {
+        Ok(c) => c,
+        Err(Error::NotRunning { .. }) => {
+            start_agent(&path)?;
+            let c = Client::connect(&path)?;
+            eprintln!(
+                "jitc: started the agent (pid {}) on {}",
+                c.welcome().pid,
+                path.display()
+            );
+            c
+        }
+        Err(e) => return Err(e),
+    };
+    let sock = quote(&client.path().to_string_lossy());
+    if args.csh {
+        println!("setenv JITC_SOCK {sock};");
+    } else if args.fish {
+        println!("set -gx JITC_SOCK {sock};");
+    } else {
+        println!("export JITC_SOCK={sock};");
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quote;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(
+            quote("/run/user/1000/jitc/agent.sock"),
+            "/run/user/1000/jitc/agent.sock"
+        );
+        assert_eq!(quote("/tmp/a b"), "'/tmp/a b'");
+        assert_eq!(quote("/tmp/it's"), r"'/tmp/it'\''s'");
+    }
+}

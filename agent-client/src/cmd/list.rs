@@ -1,0 +1,45 @@
+//! `jitc ls`: secret names and metadata, never values.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use jitc::Result;
+use jitc::start::connect_or_start;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print JSON instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+fn date(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix)).to_string()
+}
+
+pub fn run(args: Args) -> Result<u8> {
+    let secrets = connect_or_start()?.list()?;
+    if args.json {
+        super::print_json(&secrets)?;
+        return Ok(0);
+    }
+    if secrets.is_empty() {
+        eprintln!("jitc: no secrets yet; store one with 'jitc add NAME'");
+        return Ok(0);
+    }
+    let width = secrets
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!("{:width$}  {:20}  DESCRIPTION", "NAME", "UPDATED");
+    for s in &secrets {
+        println!(
+            "{:width$}  {:20}  {}",
+            s.name,
+            date(s.updated),
+            s.description.as_deref().unwrap_or("")
+        );
+    }
+    Ok(0)
+}

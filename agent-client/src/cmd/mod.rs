@@ -1,0 +1,59 @@
+//! One module per `jitc` command; `run` is the single dispatcher.
+
+mod add;
+mod agent;
+mod exec;
+mod init;
+mod list;
+mod lock;
+mod remove;
+mod status;
+mod unlock;
+
+use clap::Subcommand;
+use jitc::Result;
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the agent if none answers, and print the shell line that points jitc at it
+    Agent(agent::Args),
+    /// Create a new vault
+    Init(init::Args),
+    /// Unlock the vault
+    Unlock(unlock::Args),
+    /// Lock the vault: wipe keys and values from the agent's memory, end every lease
+    Lock,
+    /// Show the agent and the vault
+    Status(status::Args),
+    /// Store a secret (value from stdin, or typed without echo)
+    Add(add::Args),
+    /// Remove a secret
+    Rm(remove::Args),
+    /// List secrets: names and metadata, never values
+    Ls(list::Args),
+    /// Run a command with secrets in its environment, under a lease
+    Exec(exec::Args),
+}
+
+/// Runs one command; the `u8` is the exit code on success (`exec`: the child's).
+pub fn run(command: Command) -> Result<u8> {
+    match command {
+        Command::Agent(a) => agent::run(a),
+        Command::Init(a) => init::run(a),
+        Command::Unlock(a) => unlock::run(a),
+        Command::Lock => lock::run(),
+        Command::Status(a) => status::run(a),
+        Command::Add(a) => add::run(a),
+        Command::Rm(a) => remove::run(a),
+        Command::Ls(a) => list::run(a),
+        Command::Exec(a) => exec::run(a),
+    }
+}
+
+/// Prints a JSON value on stdout.
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| jitc::Error::failure(format!("cannot format JSON ({e})")))?;
+    println!("{text}");
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! `jitc status`: the agent, the vault, and the leases, for humans or as JSON.
+
+use jitc::Result;
+use jitc::start::connect_or_start;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+fn plural(n: u64, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
+fn minutes(secs: u64) -> String {
+    if secs >= 120 {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+pub fn run(args: Args) -> Result<u8> {
+    let mut client = connect_or_start()?;
+    let s = client.status()?;
+    if args.json {
+        super::print_json(&s)?;
+        return Ok(0);
+    }
+    let state = if !s.vault_exists {
+        "no vault yet; create one with 'jitc init'".to_owned()
+    } else if s.locked {
+        "locked; run 'jitc unlock'".to_owned()
+    } else {
+        format!(
+            "unlocked, {}; locks after {} idle",
+            plural(u64::from(s.secrets.unwrap_or(0)), "secret"),
+            minutes(s.idle_lock_secs)
+        )
+    };
+    println!(
+        "agent    running (pid {}, jitc-agentd {})",
+        s.pid, s.agent_version
+    );
+    println!("socket   {}", s.socket);
+    println!("vault    {}", s.vault);
+    println!("state    {state}");
+    println!("leases   {} active", s.leases);
+    if !s.locked {
+        let mem = if s.memory_locked {
+            "vault key in locked memory"
+        } else {
+            "WARNING: vault key could not be locked in memory (raise RLIMIT_MEMLOCK)"
+        };
+        println!("memory   {mem}");
+    }
+    if s.unlock_failures > 0 {
+        println!(
+            "failures {} wrong passphrase(s) since the last unlock",
+            s.unlock_failures
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,115 @@
+//! Starting the child with `posix_spawn`, so that the environment holding the values is
+//! built in buffers we own and wipe, not in `std::process::Command`'s.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+
+use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags, posix_spawn};
+use nix::sys::signal::{SigSet, Signal};
+use nix::unistd::Pid;
+use zeroize::Zeroizing;
+
+use super::command::Program;
+use crate::error::{Error, Result};
+
+/// The environment for the child: ours, minus anything the lease overrides, plus the
+/// leased variables. Wiped when dropped.
+pub struct ChildEnv {
+    entries: Zeroizing<Vec<CString>>,
+}
+
+impl std::fmt::Debug for ChildEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ChildEnv([{} entries, redacted])", self.entries.len())
+    }
+}
+
+impl ChildEnv {
+    /// Starts from this process's environment, without the variables in `overridden`.
+    pub fn inherit(overridden: &[&str]) -> ChildEnv {
+        let mut entries = Zeroizing::new(Vec::new());
+        for (k, v) in std::env::vars_os() {
+            if overridden.iter().any(|o| k.as_bytes() == o.as_bytes()) {
+                continue;
+            }
+            let mut kv = Vec::with_capacity(k.len() + v.len() + 1);
+            kv.extend_from_slice(k.as_bytes());
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            if let Ok(c) = CString::new(kv) {
+                entries.push(c);
+            }
+        }
+        ChildEnv { entries }
+    }
+
+    /// Adds `var=value`. A value with a NUL byte cannot live in an environment.
+    pub fn set(&mut self, var: &str, secret: &str, value: &[u8]) -> Result<()> {
+        if value.contains(&0) {
+            return Err(Error::bad_input(format!(
+                "secret '{secret}' contains a NUL byte and cannot go into an environment variable"
+            )));
+        }
+        let mut kv = Zeroizing::new(Vec::with_capacity(var.len() + value.len() + 2));
+        kv.extend_from_slice(var.as_bytes());
+        kv.push(b'=');
+        kv.extend_from_slice(value);
+        // CString::new reuses the allocation (capacity suffices), so no copy is left.
+        let c = CString::new(std::mem::take(&mut *kv))
+            .map_err(|_| Error::bad_input("a variable contains a NUL byte"))?;
+        self.entries.push(c);
+        Ok(())
+    }
+}
+
+/// The signals `jitc exec` handles itself; the child gets their default dispositions and
+/// an empty mask, whatever ours are.
+pub fn handled_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGWINCH,
+        Signal::SIGCHLD,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+pub fn spawn(program: &Program, env: &ChildEnv) -> Result<Pid> {
+    let cannot = |e: nix::Error| {
+        Error::failure(format!(
+            "cannot run {} ({}); check the command",
+            program.path.display(),
+            e.desc()
+        ))
+    };
+    let argv: Vec<CString> = program
+        .argv
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| Error::bad_input("an argument contains a NUL byte"))?;
+    let mut attr = PosixSpawnAttr::init().map_err(cannot)?;
+    let mut defaults = handled_signals();
+    // Rust ignores SIGPIPE in its own processes; the child must not inherit that.
+    defaults.add(Signal::SIGPIPE);
+    attr.set_sigdefault(&defaults).map_err(cannot)?;
+    attr.set_sigmask(&SigSet::empty()).map_err(cannot)?;
+    attr.set_flags(
+        PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF | PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK,
+    )
+    .map_err(cannot)?;
+    let actions = PosixSpawnFileActions::init().map_err(cannot)?;
+    posix_spawn(
+        program.path.as_os_str(),
+        &actions,
+        &attr,
+        &argv,
+        &env.entries,
+    )
+    .map_err(cannot)
+}

@@ -1,0 +1,161 @@
+//! `Agent`: the daemon's shared state (the vault, when unlocked, and the lease table)
+//! and the one dispatcher that routes each request to its command module.
+
+use std::sync::Mutex as StdMutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use jitc_protocol::{Request, Response};
+use tokio::sync::{Mutex, MutexGuard, mpsc};
+
+use crate::cmd;
+use crate::config::Config;
+use crate::error::Refusal;
+use crate::idle::Idle;
+use crate::leases::Leases;
+use crate::peer::Peer;
+use crate::vault::{Vault, VaultFile, VaultLock};
+
+/// One client connection's view: who it is and what it holds.
+#[derive(Debug)]
+pub struct Session {
+    pub peer: Peer,
+    /// Pushes to this connection (`LeaseEnded`).
+    pub pushes: mpsc::UnboundedSender<Response>,
+    /// Leases this connection holds; released when it closes.
+    pub leases: Vec<u64>,
+}
+
+#[derive(Debug)]
+pub struct Agent {
+    pub config: Config,
+    pub vault_file: VaultFile,
+    _vault_lock: VaultLock,
+    /// `Some` while unlocked. Held across a save so that writes are serialised.
+    vault: Mutex<Option<Vault>>,
+    /// Serialises passphrase checks, so the backoff cannot be dodged in parallel.
+    pub passphrase_gate: Mutex<()>,
+    pub failures: AtomicU32,
+    pub leases: StdMutex<Leases>,
+    pub idle: Idle,
+}
+
+/// The delay before answering a wrong passphrase: 0.1 s per failure so far, at most 10 s.
+pub fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(u64::from(failures))).min(Duration::from_secs(10))
+}
+
+impl Agent {
+    pub fn new(config: Config, vault_lock: VaultLock) -> Agent {
+        let vault_file = VaultFile::new(config.vault.clone());
+        let idle = Idle::new(config.idle_lock);
+        Agent {
+            config,
+            vault_file,
+            _vault_lock: vault_lock,
+            vault: Mutex::new(None),
+            passphrase_gate: Mutex::new(()),
+            failures: AtomicU32::new(0),
+            leases: StdMutex::new(Leases::default()),
+            idle,
+        }
+    }
+
+    /// The routing `match`: one arm per request kind, each in its own module.
+    pub async fn handle(&self, session: &mut Session, request: Request) -> Response {
+        let reply = match request {
+            Request::Hello(_) => Err(Refusal::bad_input(
+                "protocol error: a second Hello on one connection; upgrade jitc",
+            )),
+            Request::Status => cmd::status::apply(self).await,
+            Request::Init { passphrase, kdf } => cmd::init::apply(self, passphrase, kdf).await,
+            Request::Unlock { passphrase } => cmd::unlock::apply(self, passphrase).await,
+            Request::Lock => cmd::lock::apply(self).await,
+            Request::AddSecret(add) => cmd::add::apply(self, add).await,
+            Request::RemoveSecret { name } => cmd::remove::apply(self, &name).await,
+            Request::ListSecrets => cmd::list::apply(self).await,
+            Request::Lease(req) => cmd::lease::apply(self, session, req).await,
+            Request::Release { lease } => cmd::lease::release(self, session, lease),
+        };
+        reply.unwrap_or_else(Response::from)
+    }
+
+    /// The vault slot, locked or not.
+    pub async fn vault_slot(&self) -> MutexGuard<'_, Option<Vault>> {
+        self.vault.lock().await
+    }
+
+    /// The unlocked vault, or the refusal a locked one deserves. Counts as use.
+    pub async fn unlocked(&self) -> Result<MutexGuard<'_, Option<Vault>>, Refusal> {
+        let guard = self.vault.lock().await;
+        if guard.is_none() {
+            return Err(if self.vault_file.exists() {
+                Refusal::locked()
+            } else {
+                Refusal::no_vault(&self.vault_file)
+            });
+        }
+        self.idle.touch();
+        Ok(guard)
+    }
+
+    /// Writes the vault atomically, off the async threads.
+    pub async fn save(&self, vault: &Vault) -> Result<(), Refusal> {
+        let bytes = vault
+            .to_file_bytes()
+            .map_err(|e| Refusal::from_vault(&self.vault_file, e))?;
+        let file = self.vault_file.clone();
+        tokio::task::spawn_blocking(move || file.write_atomic(&bytes))
+            .await
+            .map_err(|_| Refusal::internal("saving the vault"))?
+            .map_err(Refusal::from_file)
+    }
+
+    /// Wipes the key and every value from memory and ends every lease.
+    pub async fn lock(&self, reason: &str) -> bool {
+        let was_unlocked = self.vault.lock().await.take().is_some();
+        let ended = self.leases_mut().end_all(reason);
+        if was_unlocked || ended > 0 {
+            tracing::info!(leases_ended = ended, reason, "vault locked");
+        }
+        was_unlocked
+    }
+
+    pub fn leases_mut(&self) -> std::sync::MutexGuard<'_, Leases> {
+        self.leases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Releases whatever a closing connection still holds.
+    pub fn release_session(&self, session: &mut Session) {
+        let mut leases = self.leases_mut();
+        for id in session.leases.drain(..) {
+            if leases.remove(id).is_some() {
+                tracing::info!(lease = id, "lease released (connection closed)");
+            }
+        }
+        drop(leases);
+        self.idle.touch();
+    }
+
+    pub fn record_failure(&self) -> u32 {
+        self.failures.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    pub fn reset_failures(&self) {
+        self.failures.store(0, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff(0), Duration::ZERO);
+        assert_eq!(backoff(1), Duration::from_millis(100));
+        assert_eq!(backoff(7), Duration::from_millis(700));
+        assert_eq!(backoff(100), Duration::from_secs(10));
+        assert_eq!(backoff(u32::MAX), Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,47 @@
+//! `AddSecret`: store (or, with `replace`, overwrite) one secret and save the vault
+//! before answering, so an acknowledged secret is on disk.
+
+use jitc_protocol::names::{MAX_DESCRIPTION_LEN, MAX_VALUE_LEN};
+use jitc_protocol::{AddSecret, Response};
+
+use crate::agent::Agent;
+use crate::error::{Refusal, Reply};
+use crate::vault::Inserted;
+
+pub async fn apply(agent: &Agent, add: AddSecret) -> Reply {
+    super::check_name(&add.name)?;
+    if add.value.is_empty() {
+        return Err(Refusal::bad_input("the value is empty; nothing was stored"));
+    }
+    if add.value.len() > MAX_VALUE_LEN {
+        return Err(Refusal::bad_input(format!(
+            "the value is over {} KiB; store a path to the file instead",
+            MAX_VALUE_LEN / 1024
+        )));
+    }
+    if let Some(d) = &add.description
+        && (d.len() > MAX_DESCRIPTION_LEN || d.chars().any(char::is_control))
+    {
+        return Err(Refusal::bad_input(format!(
+            "the description must be one line of at most {MAX_DESCRIPTION_LEN} bytes"
+        )));
+    }
+    let mut slot = agent.unlocked().await?;
+    let Some(vault) = slot.as_mut() else {
+        return Err(Refusal::locked());
+    };
+    let undo = vault.undo_point(&add.name);
+    let inserted = vault
+        .insert(&add.name, &add.value, add.description, add.replace)
+        .map_err(|e| Refusal::from_vault(&agent.vault_file, e))?;
+    if let Err(e) = agent.save(vault).await {
+        vault.undo(undo);
+        return Err(e);
+    }
+    let what = match inserted {
+        Inserted::Added => "secret added",
+        Inserted::Replaced => "secret replaced",
+    };
+    tracing::info!(name = %add.name, "{what}");
+    Ok(Response::Done)
+}

@@ -1,0 +1,40 @@
+//! `Init`: create a new vault, refusing to overwrite one; it is left unlocked.
+
+use jitc_protocol::{ErrorCode, KdfParams, Response, SecretBytes};
+
+use crate::agent::Agent;
+use crate::error::{Refusal, Reply};
+use crate::vault::Vault;
+
+pub async fn apply(agent: &Agent, passphrase: SecretBytes, kdf: KdfParams) -> Reply {
+    if let Some(why) = kdf.check() {
+        return Err(Refusal::bad_input(why));
+    }
+    super::check_passphrase(&passphrase)?;
+    let _gate = agent.passphrase_gate.lock().await;
+    let mut slot = agent.vault_slot().await;
+    if agent.vault_file.exists() {
+        return Err(Refusal::new(
+            ErrorCode::Failure,
+            format!(
+                "a vault already exists at {}; unlock it with 'jitc unlock', or move it away to start over",
+                agent.vault_file.path().display()
+            ),
+        ));
+    }
+    let vault = tokio::task::spawn_blocking(move || Vault::create(passphrase.expose(), kdf))
+        .await
+        .map_err(|_| Refusal::internal("creating the vault"))?
+        .map_err(|e| Refusal::from_vault(&agent.vault_file, e))?;
+    agent.save(&vault).await?;
+    tracing::info!(
+        vault = %agent.vault_file.path().display(),
+        kdf_memory_mib = kdf.memory_mib,
+        kdf_iterations = kdf.iterations,
+        "vault created"
+    );
+    *slot = Some(vault);
+    agent.reset_failures();
+    agent.idle.touch();
+    Ok(Response::Done)
+}

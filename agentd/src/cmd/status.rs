@@ -1,0 +1,34 @@
+//! `Status`: what `jitc status` shows.
+
+use jitc_protocol::{AgentStatus, Response};
+use std::sync::atomic::Ordering;
+
+use crate::agent::Agent;
+use crate::error::Reply;
+
+pub async fn apply(agent: &Agent) -> Reply {
+    let slot = agent.vault_slot().await;
+    let unlocked = slot.as_ref();
+    let leases = agent.leases_mut().len();
+    let locks_in_secs = unlocked.map(|_| {
+        agent
+            .idle
+            .deadline()
+            .saturating_duration_since(tokio::time::Instant::now())
+            .as_secs()
+    });
+    Ok(Response::Status(AgentStatus {
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        pid: std::process::id(),
+        socket: agent.config.socket.display().to_string(),
+        vault: agent.vault_file.path().display().to_string(),
+        vault_exists: agent.vault_file.exists(),
+        locked: unlocked.is_none(),
+        secrets: unlocked.map(|v| u32::try_from(v.len()).unwrap_or(u32::MAX)),
+        leases: u32::try_from(leases).unwrap_or(u32::MAX),
+        idle_lock_secs: agent.idle.timeout().as_secs(),
+        locks_in_secs,
+        memory_locked: unlocked.is_some_and(|v| v.memory_locked()),
+        unlock_failures: agent.failures.load(Ordering::SeqCst),
+    }))
+}

@@ -1,0 +1,52 @@
+//! `Unlock`: derive the key from the passphrase and open the vault. Wrong passphrases
+//! are answered slowly (see `agent::backoff`), one attempt at a time.
+
+use jitc_protocol::{Response, SecretBytes};
+
+use crate::agent::{Agent, backoff};
+use crate::error::{Refusal, Reply};
+use crate::vault::{Vault, VaultError};
+
+pub async fn apply(agent: &Agent, passphrase: SecretBytes) -> Reply {
+    super::check_passphrase(&passphrase)?;
+    let _gate = agent.passphrase_gate.lock().await;
+    if agent.vault_slot().await.is_some() {
+        agent.idle.touch();
+        return Ok(Response::Done);
+    }
+    let file = agent.vault_file.clone();
+    let bytes = tokio::task::spawn_blocking(move || file.read())
+        .await
+        .map_err(|_| Refusal::internal("reading the vault"))?
+        .map_err(Refusal::from_file)?
+        .ok_or_else(|| Refusal::no_vault(&agent.vault_file))?;
+    let opened = tokio::task::spawn_blocking(move || Vault::open(&bytes, passphrase.expose()))
+        .await
+        .map_err(|_| Refusal::internal("opening the vault"))?;
+    match opened {
+        Ok(vault) => {
+            tracing::info!(
+                secrets = vault.len(),
+                memory_locked = vault.memory_locked(),
+                "vault unlocked"
+            );
+            *agent.vault_slot().await = Some(vault);
+            agent.reset_failures();
+            agent.idle.touch();
+            Ok(Response::Done)
+        }
+        Err(VaultError::WrongPassphrase) => {
+            let failures = agent.record_failure();
+            tracing::warn!(failures, "unlock refused: wrong passphrase");
+            tokio::time::sleep(backoff(failures)).await;
+            Err(Refusal::from_vault(
+                &agent.vault_file,
+                VaultError::WrongPassphrase,
+            ))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "unlock failed");
+            Err(Refusal::from_vault(&agent.vault_file, e))
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! `Refusal`: a request's failure as the client will see it, and the one place where
+//! internal errors become an exit code and a one-line message saying what to do next.
+
+use jitc_protocol::{ErrorCode, Response};
+
+use crate::vault::{FileError, VaultError, VaultFile};
+
+#[derive(Debug)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+pub type Reply = Result<Response, Refusal>;
+
+impl Refusal {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Refusal {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn locked() -> Refusal {
+        Refusal::new(ErrorCode::Locked, "the vault is locked; run 'jitc unlock'")
+    }
+
+    pub fn bad_input(message: impl Into<String>) -> Refusal {
+        Refusal::new(ErrorCode::DataErr, message)
+    }
+
+    pub fn no_vault(file: &VaultFile) -> Refusal {
+        Refusal::new(
+            ErrorCode::Failure,
+            format!(
+                "there is no vault at {} yet; create one with 'jitc init'",
+                file.path().display()
+            ),
+        )
+    }
+
+    pub fn internal(what: &str) -> Refusal {
+        Refusal::new(
+            ErrorCode::Failure,
+            format!("internal error while {what}; see the agent's log"),
+        )
+    }
+
+    /// Maps a vault error for `file` to what the user should hear.
+    pub fn from_vault(file: &VaultFile, e: VaultError) -> Refusal {
+        let path = file.path().display();
+        let damaged = |what: &dyn std::fmt::Display| {
+            Refusal::new(
+                ErrorCode::DataErr,
+                format!(
+                    "the vault at {path} is damaged ({what}); restore the previous generation with 'cp {bak} {path}'",
+                    bak = file.backup_path().display()
+                ),
+            )
+        };
+        match e {
+            VaultError::WrongPassphrase => Refusal::new(
+                ErrorCode::Refused,
+                "wrong passphrase; try again (each failure slows the next attempt)",
+            ),
+            VaultError::Header(crate::vault::HeaderError::NewerFormat(v)) => Refusal::new(
+                ErrorCode::DataErr,
+                format!(
+                    "the vault at {path} was written by a newer jitc (format {v}); upgrade jitc"
+                ),
+            ),
+            VaultError::Header(crate::vault::HeaderError::NotAVault) => Refusal::new(
+                ErrorCode::DataErr,
+                format!(
+                    "{path} is not a jitc vault; move it away, or restore {}",
+                    file.backup_path().display()
+                ),
+            ),
+            e @ (VaultError::Header(_) | VaultError::BodyAuth | VaultError::BodyDecode) => {
+                damaged(&e)
+            }
+            e @ VaultError::ValueAuth(_) => damaged(&e),
+            VaultError::NoSuchSecret(n) => Refusal::new(
+                ErrorCode::Failure,
+                format!("no secret named '{n}'; see 'jitc ls'"),
+            ),
+            VaultError::Exists(n) => Refusal::new(
+                ErrorCode::Failure,
+                format!("a secret named '{n}' exists already; add --replace to overwrite it"),
+            ),
+            e @ (VaultError::Memory(_) | VaultError::Kdf(_) | VaultError::Random) => {
+                tracing::error!(error = %e, "vault operation failed");
+                Refusal::new(ErrorCode::Failure, format!("{e}; see the agent's log"))
+            }
+        }
+    }
+
+    pub fn from_file(e: FileError) -> Refusal {
+        let code = match &e {
+            FileError::Insecure { .. } => ErrorCode::Refused,
+            FileError::Io { .. } | FileError::TooLarge { .. } => ErrorCode::IoErr,
+            FileError::Busy { .. } => ErrorCode::Unavailable,
+        };
+        let mut message = e.to_string();
+        if let FileError::Io { .. } = e {
+            message.push_str("; fix the file or its directory and retry");
+        }
+        Refusal::new(code, message)
+    }
+}
+
+impl From<Refusal> for Response {
+    fn from(r: Refusal) -> Response {
+        Response::Error {
+            code: r.code,
+            message: r.message,
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! The listening socket: a private directory, a 0600 socket, stale sockets replaced,
+//! live ones never stolen; or a socket handed over by systemd (`LISTEN_FDS`).
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    #[error("another jitc-agentd is already running on {0}")]
+    AlreadyRunning(PathBuf),
+    #[error("refusing to use {path}: {why}")]
+    Unsafe { path: PathBuf, why: String },
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SocketError + 'a {
+    move |source| SocketError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// A bound socket. Dropping it does not unlink the path; `unlink` does, on clean exit.
+#[derive(Debug)]
+pub struct BoundSocket {
+    pub listener: UnixListener,
+    pub path: PathBuf,
+    /// Held for the agent's life: serialises agents racing for the same path.
+    _lock: Option<File>,
+    /// Whether we created the path (and so should remove it at exit).
+    owned: bool,
+}
+
+impl BoundSocket {
+    pub fn unlink(&self) {
+        if self.owned {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Creates the socket's directory 0700 if missing, and refuses one that is a symlink,
+/// not ours, or open to group or others.
+pub fn prepare_dir(dir: &Path) -> Result<(), SocketError> {
+    if fs::symlink_metadata(dir).is_err() {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err("create", dir))?;
+    }
+    let meta = fs::symlink_metadata(dir).map_err(io_err("inspect", dir))?;
+    let unsafe_dir = |why: String| {
+        Err(SocketError::Unsafe {
+            path: dir.to_owned(),
+            why,
+        })
+    };
+    if !meta.is_dir() {
+        return unsafe_dir("it is not a directory (a symlink is not accepted)".into());
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return unsafe_dir(format!(
+            "it belongs to uid {}, not to you (uid {me})",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return unsafe_dir(format!(
+            "it is open to group or others (mode {:o}); run 'chmod 700 {}'",
+            meta.mode() & 0o777,
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Binds `path`. A socket left by a dead agent (nothing accepts on it) is replaced; one
+/// that answers belongs to a live agent and is left alone.
+pub fn bind(path: &Path) -> Result<BoundSocket, SocketError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    prepare_dir(dir)?;
+    let lock_path = {
+        let mut p = path.as_os_str().to_owned();
+        p.push(".lock");
+        PathBuf::from(p)
+    };
+    let lock = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&lock_path)
+        .map_err(io_err("open", &lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            return Err(SocketError::AlreadyRunning(path.to_owned()));
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", &lock_path)(e)),
+    }
+    match fs::symlink_metadata(path) {
+        Ok(meta) => {
+            use std::os::unix::fs::FileTypeExt;
+            if !meta.file_type().is_socket() {
+                return Err(SocketError::Unsafe {
+                    path: path.to_owned(),
+                    why: "it exists and is not a socket; move it away".into(),
+                });
+            }
+            match UnixStream::connect(path) {
+                Ok(_) => return Err(SocketError::AlreadyRunning(path.to_owned())),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    tracing::info!(path = %path.display(), "replacing a stale socket");
+                    fs::remove_file(path).map_err(io_err("remove the stale socket", path))?;
+                }
+                Err(e) => return Err(io_err("probe the existing socket", path)(e)),
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("inspect", path)(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(io_err("bind", path))?;
+    // The umask (077) already made it 0600; say so explicitly anyway.
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io_err("chmod", path))?;
+    Ok(BoundSocket {
+        listener,
+        path: path.to_owned(),
+        _lock: Some(lock),
+        owned: true,
+    })
+}
+
+/// The listening socket systemd passed (fd 3), if this process was socket-activated.
+#[allow(unsafe_code)]
+pub fn from_systemd() -> Result<Option<BoundSocket>, SocketError> {
+    use std::os::fd::{FromRawFd, RawFd};
+    const SD_LISTEN_FDS_START: RawFd = 3;
+    let pid_ok = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|p| p == std::process::id());
+    let fds = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse::<i32>().ok())
+        .unwrap_or(0);
+    // SAFETY: only the environment of this single-threaded start-up is modified, before
+    // any other thread exists. The variables must not leak into processes we spawn.
+    unsafe {
+        std::env::remove_var("LISTEN_PID");
+        std::env::remove_var("LISTEN_FDS");
+        std::env::remove_var("LISTEN_FDNAMES");
+    }
+    if !pid_ok || fds < 1 {
+        return Ok(None);
+    }
+    let fd = SD_LISTEN_FDS_START;
+    let kind = nix::sys::socket::getsockopt(
+        // SAFETY: fd 3 is open for the duration of this call (systemd's contract).
+        &unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+        nix::sys::socket::sockopt::SockType,
+    )
+    .map_err(|e| io_err("inspect the socket from systemd", Path::new("fd 3"))(e.into()))?;
+    if kind != nix::sys::socket::SockType::Stream {
+        return Err(SocketError::Unsafe {
+            path: PathBuf::from("fd 3"),
+            why: "systemd passed a socket that is not a stream socket".into(),
+        });
+    }
+    // SAFETY: systemd passed ownership of fd 3, a listening stream socket (checked
+    // above); nothing else in this process owns or closes it.
+    let listener = unsafe { UnixListener::from_raw_fd(fd) };
+    nix::fcntl::fcntl(
+        &listener,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(|e| io_err("configure the socket from systemd", Path::new("fd 3"))(e.into()))?;
+    let path = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_owned))
+        .unwrap_or_else(|| PathBuf::from("(socket from systemd)"));
+    Ok(Some(BoundSocket {
+        listener,
+        path,
+        _lock: None,
+        owned: false,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_socket_is_replaced_live_one_is_not() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("run");
+        let path = dir.join("agent.sock");
+        let first = bind(&path).unwrap();
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // Live: the lock is held.
+        assert!(matches!(bind(&path), Err(SocketError::AlreadyRunning(_))));
+        // Dead: drop the listener and lock, leave the path behind.
+        drop(first);
+        assert!(path.exists());
+        let second = bind(&path).unwrap();
+        second.unlink();
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn open_directory_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("run");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let e = bind(&dir.join("agent.sock")).unwrap_err().to_string();
+        assert!(e.contains("chmod 700"), "{e}");
+    }
+}

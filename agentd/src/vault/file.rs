@@ -1,0 +1,323 @@
+//! The vault on disk: safe reads, atomic saves with one backup generation, and the
+//! lock that keeps a second agent off the same vault.
+
+use std::ffi::OsString;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
+
+/// Larger than any vault `jitc` writes (values are capped at 512 KiB each), small enough
+/// that a planted file cannot make the agent allocate without bound.
+const MAX_VAULT_FILE: u64 = 256 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("refusing the vault at {path}: {why}")]
+    Insecure { path: PathBuf, why: String },
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("the vault at {path} is {len} bytes, more than any vault jitc writes")]
+    TooLarge { path: PathBuf, len: u64 },
+    #[error("another jitc-agentd{} is using the vault at {path}; stop it or set JITC_VAULT to another vault", holder.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Busy { path: PathBuf, holder: Option<u32> },
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FileError + 'a {
+    move |source| FileError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name: OsString = path.file_name().unwrap_or_default().to_owned();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// Holds the vault's lock file for as long as it lives.
+#[derive(Debug)]
+pub struct VaultLock {
+    _file: File,
+}
+
+#[derive(Debug, Clone)]
+pub struct VaultFile {
+    path: PathBuf,
+}
+
+impl VaultFile {
+    pub fn new(path: PathBuf) -> Self {
+        VaultFile { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn backup_path(&self) -> PathBuf {
+        with_suffix(&self.path, ".bak")
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        with_suffix(&self.path, ".lock")
+    }
+
+    fn dir(&self) -> &Path {
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        }
+    }
+
+    /// Whether a vault file (or something in its place) exists.
+    pub fn exists(&self) -> bool {
+        fs::symlink_metadata(&self.path).is_ok()
+    }
+
+    /// Creates the vault's directory (0700) if needed and refuses one that others may
+    /// write to: whoever can write there can swap the vault.
+    pub fn prepare_dir(&self) -> Result<(), FileError> {
+        let dir = self.dir();
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err("create the directory", dir))?;
+        let meta = fs::metadata(dir).map_err(io_err("inspect the directory", dir))?;
+        let me = nix::unistd::geteuid().as_raw();
+        if meta.uid() != me && meta.uid() != 0 {
+            return Err(FileError::Insecure {
+                path: self.path.clone(),
+                why: format!(
+                    "its directory {} belongs to uid {}",
+                    dir.display(),
+                    meta.uid()
+                ),
+            });
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(FileError::Insecure {
+                path: self.path.clone(),
+                why: format!(
+                    "its directory is writable by others; run 'chmod 700 {}'",
+                    dir.display()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Takes the exclusive lock beside the vault (not on it: saves replace the file, and
+    /// a lock on a replaced inode would protect nothing).
+    pub fn lock(&self) -> Result<VaultLock, FileError> {
+        self.prepare_dir()?;
+        let path = self.lock_path();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(io_err("open the lock file", &path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                return Err(FileError::Busy {
+                    path: self.path.clone(),
+                    holder: pid.trim().parse().ok(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
+        }
+        file.set_len(0).map_err(io_err("write", &path))?;
+        // The pid is only a hint for the error message another agent shows.
+        let _ = write!(file, "{}", std::process::id());
+        Ok(VaultLock { _file: file })
+    }
+
+    /// Reads the vault, refusing a symlink, another user's file, or one others may write.
+    /// `Ok(None)` when there is no vault yet.
+    pub fn read(&self) -> Result<Option<Zeroizing<Vec<u8>>>, FileError> {
+        let path = &self.path;
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(FileError::Insecure {
+                    path: path.clone(),
+                    why: "it is a symbolic link; put the real file there".into(),
+                });
+            }
+            Err(e) => return Err(io_err("read", path)(e)),
+        };
+        let meta = file.metadata().map_err(io_err("inspect", path))?;
+        self.check_meta(&meta)?;
+        if meta.len() > MAX_VAULT_FILE {
+            return Err(FileError::TooLarge {
+                path: path.clone(),
+                len: meta.len(),
+            });
+        }
+        let mut buf = Zeroizing::new(Vec::with_capacity(meta.len() as usize));
+        file.take(MAX_VAULT_FILE)
+            .read_to_end(&mut buf)
+            .map_err(io_err("read", path))?;
+        Ok(Some(buf))
+    }
+
+    fn check_meta(&self, meta: &fs::Metadata) -> Result<(), FileError> {
+        let insecure = |why: String| {
+            Err(FileError::Insecure {
+                path: self.path.clone(),
+                why,
+            })
+        };
+        let me = nix::unistd::geteuid().as_raw();
+        if !meta.is_file() {
+            return insecure("it is not a regular file".into());
+        }
+        if meta.uid() != me {
+            return insecure(format!(
+                "it belongs to uid {}, not to you (uid {me}); check who put it there",
+                meta.uid()
+            ));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return insecure(format!(
+                "it is writable by group or others; run 'chmod 600 {}'",
+                self.path.display()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses to go on if whatever sits at the vault path is unsafe to overwrite.
+    pub fn check_existing(&self) -> Result<(), FileError> {
+        self.read().map(drop)
+    }
+
+    /// Replaces the vault atomically: a 0600 temp file in the same directory, fsync,
+    /// the old generation hard-linked to `.bak`, rename over, fsync the directory.
+    /// At every instant `vault.jitc` is one complete generation.
+    pub fn write_atomic(&self, bytes: &[u8]) -> Result<(), FileError> {
+        self.prepare_dir()?;
+        self.check_existing()?;
+        let dir = self.dir();
+        let tmp = with_suffix(&self.path, &format!(".tmp-{}", std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&tmp)
+                .map_err(io_err("create", &tmp))?;
+            f.write_all(bytes).map_err(io_err("write", &tmp))?;
+            f.sync_all().map_err(io_err("sync", &tmp))?;
+            if self.exists() {
+                let bak = self.backup_path();
+                let bak_tmp = with_suffix(&bak, ".tmp");
+                let _ = fs::remove_file(&bak_tmp);
+                fs::hard_link(&self.path, &bak_tmp).map_err(io_err("back up", &self.path))?;
+                fs::rename(&bak_tmp, &bak).map_err(io_err("back up", &bak))?;
+            }
+            fs::rename(&tmp, &self.path).map_err(io_err("replace", &self.path))?;
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err("sync the directory", dir))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Removes temp files a killed agent left behind (we hold the lock, so none is live).
+    pub fn remove_stale_temp_files(&self) {
+        let Some(name) = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+        else {
+            return;
+        };
+        let Ok(entries) = fs::read_dir(self.dir()) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with(&format!("{name}.tmp-")) || n == format!("{name}.bak.tmp") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn vault_in(dir: &Path) -> VaultFile {
+        VaultFile::new(dir.join("sub").join("vault.jitc"))
+    }
+
+    #[test]
+    fn atomic_write_keeps_a_backup() {
+        let t = tempfile::tempdir().unwrap();
+        let v = vault_in(t.path());
+        assert!(v.read().unwrap().is_none());
+        v.write_atomic(b"one").unwrap();
+        v.write_atomic(b"two").unwrap();
+        assert_eq!(&v.read().unwrap().unwrap()[..], b"two");
+        assert_eq!(fs::read(v.backup_path()).unwrap(), b"one");
+        let mode = fs::metadata(v.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let dmode = fs::metadata(v.dir()).unwrap().permissions().mode();
+        assert_eq!(dmode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn refuses_symlink_and_writable() {
+        let t = tempfile::tempdir().unwrap();
+        let v = vault_in(t.path());
+        v.write_atomic(b"x").unwrap();
+        fs::set_permissions(v.path(), fs::Permissions::from_mode(0o620)).unwrap();
+        let e = v.read().unwrap_err().to_string();
+        assert!(e.contains("chmod 600"), "{e}");
+        assert!(v.write_atomic(b"y").is_err());
+        fs::remove_file(v.path()).unwrap();
+        std::os::unix::fs::symlink(t.path().join("elsewhere"), v.path()).unwrap();
+        let e = v.read().unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+    }
+
+    #[test]
+    fn second_lock_is_refused_with_pid() {
+        let t = tempfile::tempdir().unwrap();
+        let v = vault_in(t.path());
+        let _held = v.lock().unwrap();
+        match v.lock() {
+            Err(FileError::Busy { holder, .. }) => assert_eq!(holder, Some(std::process::id())),
+            other => panic!("{other:?}"),
+        }
+    }
+}

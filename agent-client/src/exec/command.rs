@@ -92,7 +92,10 @@ mod tests {
             )
             .is_err()
         );
-        assert!(resolve(vec!["/etc/hostname".into()], None, &cwd).is_err());
+        let t = tempfile::tempdir().unwrap();
+        let plain = t.path().join("not-executable");
+        std::fs::write(&plain, "x").unwrap();
+        assert!(resolve(vec![plain.into()], None, &cwd).is_err());
         assert!(resolve(vec![], None, &cwd).is_err());
     }
 }

@@ -35,6 +35,9 @@ struct Args {
     /// Most connections served at once
     #[arg(long, value_name = "N", default_value_t = Config::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
+    /// How long a peer may take to finish a frame it started (tests shorten it)
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, hide = true)]
+    frame_timeout: Option<Duration>,
     /// Run as a background agent: new session, log to $XDG_STATE_HOME/jitc/agentd.log
     #[arg(long)]
     detach: bool,
@@ -84,8 +87,8 @@ fn start(args: Args) -> anyhow::Result<Started> {
     let listener = match socket::from_systemd()? {
         Some(l) => l,
         None => {
-            let path = match args.socket {
-                Some(p) => p,
+            let path = match &args.socket {
+                Some(p) => p.clone(),
                 None => jitc_protocol::paths::default_socket_path(),
             };
             match socket::bind(&path) {
@@ -95,34 +98,23 @@ fn start(args: Args) -> anyhow::Result<Started> {
             }
         }
     };
-    let result = serve(
-        args.vault,
-        args.idle_lock,
-        args.max_connections,
-        args.detach,
-        &listener,
-    );
+    let result = serve(&args, &listener);
     listener.unlink();
     result.map(|()| Started::Served)
 }
 
-fn serve(
-    vault: Option<PathBuf>,
-    idle_lock: Option<Duration>,
-    max_connections: usize,
-    detach: bool,
-    bound: &BoundSocket,
-) -> anyhow::Result<()> {
-    let vault = match vault {
-        Some(v) => v,
+fn serve(args: &Args, bound: &BoundSocket) -> anyhow::Result<()> {
+    let vault = match &args.vault {
+        Some(v) => v.clone(),
         None => config::default_vault_path()?,
     };
     let vault_file = VaultFile::new(vault.clone());
     let lock = vault_file.lock()?;
     vault_file.remove_stale_temp_files();
     let mut config = Config::new(bound.path.clone(), vault);
-    config.idle_lock = idle_lock.unwrap_or(Config::DEFAULT_IDLE_LOCK);
-    config.max_connections = max_connections.max(1);
+    config.idle_lock = args.idle_lock.unwrap_or(Config::DEFAULT_IDLE_LOCK);
+    config.max_connections = args.max_connections.max(1);
+    config.frame_timeout = args.frame_timeout.unwrap_or(Config::DEFAULT_FRAME_TIMEOUT);
     let agent = Arc::new(Agent::new(config, lock));
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -146,7 +138,7 @@ fn serve(
             pid = std::process::id(),
             "listening"
         );
-        announce_ready(detach);
+        announce_ready(args.detach);
         jitc_agentd::run(listener, agent, shutdown).await;
         tracing::info!("stopped");
         anyhow::Ok(())

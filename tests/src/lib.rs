@@ -1,1 +1,488 @@
+//! jitc-tests: a harness for black-box tests that drive the real `jitc` and `jitc-agentd`
+//! binaries in a private temporary `HOME`/`XDG_*` tree.
+//!
+//! The binaries are the ones `cargo build --workspace --bins` put beside the test
+//! executable (`scripts/test.sh` builds them first); `JITC_BIN_DIR` overrides.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::ffi::OsString;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use jitc_protocol::{Hello, PROTOCOL_VERSION, Request, Response, decode, read_frame, write_frame};
+
+/// The passphrase every test vault uses.
+pub const PASSPHRASE: &str = "correct horse battery staple";
+
+/// Where the binaries under test are.
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("JITC_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    // target/<profile>/deps/<test-exe> → target/<profile>
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().to_owned()
+}
+
+fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: run 'cargo build --workspace --bins' first (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+pub fn jitc_bin() -> PathBuf {
+    bin("jitc")
+}
+
+pub fn agentd_bin() -> PathBuf {
+    bin("jitc-agentd")
+}
+
+/// What a finished command did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(status: ExitStatus, stdout: Vec<u8>, stderr: Vec<u8>) -> Run {
+        use std::os::unix::process::ExitStatusExt;
+        Run {
+            code: status
+                .code()
+                .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+
+    /// Asserts exit 0 and returns self.
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "expected success; stderr: {}", self.stderr);
+        self
+    }
+
+    /// Asserts exit `code` and returns self.
+    #[track_caller]
+    pub fn code(self, code: i32) -> Run {
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}; stdout: {} stderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Asserts stderr is one `jitc: …` line containing `needle`.
+    #[track_caller]
+    pub fn says(self, needle: &str) -> Run {
+        let line = self.stderr.trim_end();
+        assert!(
+            line.contains(needle),
+            "stderr should mention {needle:?}; it was: {line}"
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn one_line_error(self) -> Run {
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "errors are one line; got: {}", self.stderr);
+        assert!(lines[0].starts_with("jitc: "), "{}", lines[0]);
+        self
+    }
+}
+
+/// A private tree standing in for a user's home: `HOME`, `XDG_RUNTIME_DIR`,
+/// `XDG_DATA_HOME`, `XDG_STATE_HOME`, `XDG_CONFIG_HOME` all point inside it.
+pub struct TestEnv {
+    root: tempfile::TempDir,
+    pub home: PathBuf,
+    pub runtime: PathBuf,
+    pub data: PathBuf,
+    pub state: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Default for TestEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestEnv {
+    pub fn new() -> TestEnv {
+        // Short paths: a Unix socket path must fit in 108 bytes.
+        let root = tempfile::Builder::new()
+            .prefix("jt")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let r = root.path().to_owned();
+        let env = TestEnv {
+            home: r.join("home"),
+            runtime: r.join("run"),
+            data: r.join("home/.local/share"),
+            state: r.join("home/.local/state"),
+            config: r.join("home/.config"),
+            root,
+        };
+        for d in [&env.home, &env.runtime, &env.data, &env.state, &env.config] {
+            fs::create_dir_all(d).unwrap();
+        }
+        fs::set_permissions(&env.runtime, fs::Permissions::from_mode(0o700)).unwrap();
+        env
+    }
+
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The default socket path in this tree.
+    pub fn socket(&self) -> PathBuf {
+        self.runtime.join("jitc").join("agent.sock")
+    }
+
+    /// The default vault path in this tree.
+    pub fn vault(&self) -> PathBuf {
+        self.data.join("jitc").join("vault.jitc")
+    }
+
+    pub fn backup(&self) -> PathBuf {
+        self.data.join("jitc").join("vault.jitc.bak")
+    }
+
+    /// The environment every process in this tree gets (nothing else leaks in).
+    pub fn envs(&self) -> Vec<(&'static str, OsString)> {
+        vec![
+            (
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+            ),
+            ("HOME", self.home.clone().into()),
+            ("XDG_RUNTIME_DIR", self.runtime.clone().into()),
+            ("XDG_DATA_HOME", self.data.clone().into()),
+            ("XDG_STATE_HOME", self.state.clone().into()),
+            ("XDG_CONFIG_HOME", self.config.clone().into()),
+            ("XDG_CACHE_HOME", self.home.join(".cache").into()),
+            ("LANG", "C.UTF-8".into()),
+        ]
+    }
+
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(program);
+        c.env_clear().envs(self.envs()).current_dir(&self.home);
+        c
+    }
+
+    /// `jitc ARGS` in this tree.
+    pub fn jitc(&self, args: &[&str]) -> Command {
+        let mut c = self.command(jitc_bin());
+        c.args(args);
+        c
+    }
+
+    /// Runs `jitc ARGS` with `stdin` (empty if `None`) and waits.
+    pub fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Run {
+        run_with_stdin(self.jitc(args), stdin)
+    }
+
+    /// Starts `jitc-agentd` in the foreground on the default socket and waits until it
+    /// says it is ready.
+    pub fn start_agent(&self) -> Agent {
+        self.start_agent_with(&[])
+    }
+
+    pub fn start_agent_with(&self, args: &[&str]) -> Agent {
+        let mut c = self.command(agentd_bin());
+        c.args(args);
+        Agent::spawn(c).expect("the agent should start")
+    }
+
+    /// Creates the vault with the test passphrase and the cheapest KDF.
+    pub fn init(&self) {
+        self.run(
+            &[
+                "init",
+                "--passphrase-stdin",
+                "--kdf-memory",
+                "8",
+                "--kdf-iterations",
+                "1",
+            ],
+            Some(format!("{PASSPHRASE}\n").as_bytes()),
+        )
+        .ok();
+    }
+
+    pub fn unlock(&self) -> Run {
+        self.run(
+            &["unlock", "--passphrase-stdin"],
+            Some(format!("{PASSPHRASE}\n").as_bytes()),
+        )
+    }
+
+    pub fn add(&self, name: &str, value: &str) {
+        self.run(&["add", name], Some(value.as_bytes())).ok();
+    }
+
+    /// Every regular file under the tree, with its contents.
+    pub fn all_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        fn walk(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+            let Ok(entries) = fs::read_dir(dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                let Ok(ft) = e.file_type() else { continue };
+                if ft.is_dir() {
+                    walk(&p, out);
+                } else if ft.is_file() {
+                    if let Ok(bytes) = fs::read(&p) {
+                        out.push((p, bytes));
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.root(), &mut out);
+        out
+    }
+
+    /// Paths of files under the tree that contain `needle`.
+    pub fn files_containing(&self, needle: &[u8]) -> Vec<PathBuf> {
+        self.all_files()
+            .into_iter()
+            .filter(|(_, b)| b.windows(needle.len()).any(|w| w == needle))
+            .map(|(p, _)| p)
+            .collect()
+    }
+
+    /// The pid of whatever agent answers on the default socket.
+    pub fn agent_pid(&self) -> Option<u32> {
+        let mut s = UnixStream::connect(self.socket()).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write_frame(
+            &mut s,
+            &Request::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+            }),
+        )
+        .ok()?;
+        match decode(&read_frame(&mut s).ok()??).ok()? {
+            Response::Welcome(w) => Some(w.pid),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for TestEnv {
+    /// Stops an agent that `jitc` started detached in this tree, so none outlives a test.
+    fn drop(&mut self) {
+        if let Some(pid) = self.agent_pid() {
+            terminate_and_wait(pid);
+        }
+    }
+}
+
+/// SIGTERM, then waits (up to 10 s) for `pid` to be gone.
+pub fn terminate_and_wait(pid: u32) {
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nix::sys::signal::kill(pid, None).is_ok() && Instant::now() < deadline {
+        // Not our child: there is no event to wait for, only its disappearance.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn run_with_stdin(mut c: Command, stdin: Option<&[u8]>) -> Run {
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.unwrap_or_default().to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = writer.join();
+    Run::from(out.status, out.stdout, out.stderr)
+}
+
+/// Collected output of a background process, with a way to wait for a line.
+#[derive(Clone, Default)]
+pub struct Log {
+    inner: Arc<(Mutex<(String, bool)>, Condvar)>,
+}
+
+impl Log {
+    /// Collects `r` line by line on a thread until EOF.
+    pub fn collect(r: impl Read + Send + 'static) -> Log {
+        let log = Log::default();
+        let l = log.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(r);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match r.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let (m, cv) = &*l.inner;
+                        m.lock().unwrap().0.push_str(&line);
+                        cv.notify_all();
+                    }
+                }
+            }
+            let (m, cv) = &*l.inner;
+            m.lock().unwrap().1 = true;
+            cv.notify_all();
+        });
+        log
+    }
+
+    pub fn text(&self) -> String {
+        self.inner.0.lock().unwrap().0.clone()
+    }
+
+    /// Waits until the text contains `needle` (true) or the stream ends or `timeout`
+    /// passes (false).
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> bool {
+        let (m, cv) = &*self.inner;
+        let deadline = Instant::now() + timeout;
+        let mut g = m.lock().unwrap();
+        loop {
+            if g.0.contains(needle) {
+                return true;
+            }
+            let now = Instant::now();
+            if g.1 || now >= deadline {
+                return false;
+            }
+            g = cv.wait_timeout(g, deadline - now).unwrap().0;
+        }
+    }
+}
+
+/// A foreground `jitc-agentd` started by a test; SIGTERMed and reaped on drop.
+pub struct Agent {
+    child: Option<Child>,
+    pub pid: u32,
+    pub stdout: Log,
+    pub stderr: Log,
+}
+
+impl Agent {
+    /// Spawns `c` (a jitc-agentd command) and waits for its `ready` line.
+    pub fn spawn(mut c: Command) -> Result<Agent, String> {
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().map_err(|e| e.to_string())?;
+        let stdout = Log::collect(child.stdout.take().unwrap());
+        let stderr = Log::collect(child.stderr.take().unwrap());
+        let pid = child.id();
+        let mut agent = Agent {
+            child: Some(child),
+            pid,
+            stdout,
+            stderr,
+        };
+        if agent.stdout.wait_for("ready\n", Duration::from_secs(30)) {
+            Ok(agent)
+        } else {
+            let status = agent.wait();
+            Err(format!(
+                "agent did not become ready ({status:?}); stderr: {}",
+                agent.stderr.text()
+            ))
+        }
+    }
+
+    /// Sends `sig` to the agent.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), sig);
+    }
+
+    /// Waits for the agent to exit and returns its status.
+    pub fn wait(&mut self) -> Option<ExitStatus> {
+        self.child.take().and_then(|mut c| c.wait().ok())
+    }
+
+    /// SIGTERM and wait: a clean shutdown.
+    pub fn stop(mut self) -> Option<ExitStatus> {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.wait()
+    }
+
+    /// SIGKILL and reap: a crash.
+    pub fn kill9(mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        self.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.signal(nix::sys::signal::Signal::SIGTERM);
+            self.wait();
+        }
+    }
+}
+
+/// A raw protocol connection, for tests that speak frames directly.
+pub fn raw_connect(socket: &Path) -> UnixStream {
+    let s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+/// Sends Hello and expects Welcome.
+pub fn raw_hello(s: &mut UnixStream) {
+    write_frame(
+        s,
+        &Request::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+        }),
+    )
+    .unwrap();
+    let reply: Response = decode(&read_frame(s).unwrap().unwrap()).unwrap();
+    assert!(matches!(reply, Response::Welcome(_)), "{reply:?}");
+}
+
+/// Reads one response; `None` at end of stream.
+pub fn raw_read(s: &mut UnixStream) -> Option<Response> {
+    read_frame(s).ok().flatten().map(|p| decode(&p).unwrap())
+}
+
+/// The SHA-256 of `data`, hex: lets a child prove it got a value without printing it.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The `Name:  value` line of `/proc/PID/status`.
+pub fn proc_status_field(pid: u32, field: &str) -> Option<String> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with(&format!("{field}:")))
+        .map(|l| l[field.len() + 1..].trim().to_owned())
+}

@@ -1,0 +1,279 @@
+//! Every `jitc` command's happy path and its documented failures, through the real
+//! binaries in a private HOME.
+#![allow(clippy::unwrap_used)]
+
+use jitc_tests::*;
+
+#[test]
+fn agent_starts_once_and_prints_the_socket() {
+    let env = TestEnv::new();
+    let first = env.run(&["agent"], None).ok();
+    let sock = env.socket();
+    assert_eq!(
+        first.stdout,
+        format!("export JITC_SOCK={};\n", sock.display())
+    );
+    assert!(
+        first.stderr.contains("started the agent"),
+        "{}",
+        first.stderr
+    );
+    let pid = env.agent_pid().expect("an agent answers");
+    // A second call finds the running one and starts nothing.
+    let second = env.run(&["agent"], None).ok();
+    assert_eq!(second.stdout, first.stdout);
+    assert!(second.stderr.is_empty(), "{}", second.stderr);
+    assert_eq!(env.agent_pid(), Some(pid));
+    let csh = env.run(&["agent", "--csh"], None).ok();
+    assert_eq!(
+        csh.stdout,
+        format!("setenv JITC_SOCK {};\n", sock.display())
+    );
+    let fish = env.run(&["agent", "--fish"], None).ok();
+    assert_eq!(
+        fish.stdout,
+        format!("set -gx JITC_SOCK {};\n", sock.display())
+    );
+    // Detached, it logs to $XDG_STATE_HOME/jitc/agentd.log.
+    let log = std::fs::read_to_string(env.state.join("jitc/agentd.log")).unwrap();
+    assert!(log.contains("listening"), "{log}");
+}
+
+#[test]
+fn commands_start_the_agent_at_the_default_socket() {
+    let env = TestEnv::new();
+    assert!(env.agent_pid().is_none());
+    let out = env.run(&["status", "--json"], None).ok();
+    let s: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(s["socket"], env.socket().display().to_string());
+    assert_eq!(s["vault_exists"], false);
+    assert!(env.agent_pid().is_some());
+}
+
+#[test]
+fn explicit_socket_with_no_agent_is_69() {
+    let env = TestEnv::new();
+    let sock = env.root().join("nobody.sock");
+    let out = run_with_stdin(
+        {
+            let mut c = env.jitc(&["status"]);
+            c.env("JITC_SOCK", &sock);
+            c
+        },
+        None,
+    );
+    out.code(69).one_line_error().says("no agent answers");
+    assert!(
+        !sock.exists(),
+        "nothing may be started on an explicit socket"
+    );
+}
+
+#[test]
+fn init_unlock_lock_status() {
+    let env = TestEnv::new();
+    let _agent = env.start_agent();
+    let s = env.run(&["status"], None).ok();
+    assert!(s.stdout.contains("no vault yet"), "{}", s.stdout);
+    env.run(&["unlock", "--passphrase-stdin"], Some(b"x\n"))
+        .code(1)
+        .says("jitc init");
+    env.init();
+    assert!(env.vault().is_file());
+    let json = |env: &TestEnv| -> serde_json::Value {
+        serde_json::from_str(&env.run(&["status", "--json"], None).ok().stdout).unwrap()
+    };
+    let s = json(&env);
+    assert_eq!(s["locked"], false);
+    assert_eq!(s["secrets"], 0);
+    assert_eq!(s["vault"], env.vault().display().to_string());
+    // A second init is refused and leaves the vault alone.
+    let before = std::fs::read(env.vault()).unwrap();
+    env.run(
+        &[
+            "init",
+            "--passphrase-stdin",
+            "--kdf-memory",
+            "8",
+            "--kdf-iterations",
+            "1",
+        ],
+        Some(b"other passphrase\n"),
+    )
+    .code(1)
+    .one_line_error()
+    .says("already exists");
+    assert_eq!(std::fs::read(env.vault()).unwrap(), before);
+
+    env.run(&["lock"], None).ok();
+    assert_eq!(json(&env)["locked"], true);
+    assert_eq!(json(&env)["secrets"], serde_json::Value::Null);
+    env.run(&["ls"], None)
+        .code(75)
+        .one_line_error()
+        .says("jitc unlock");
+    env.run(&["unlock", "--passphrase-stdin"], Some(b"wrong\n"))
+        .code(77)
+        .one_line_error()
+        .says("wrong passphrase");
+    env.unlock().ok();
+    let s = json(&env);
+    assert_eq!(s["locked"], false);
+    assert_eq!(s["memory_locked"], true);
+    // Unlocking an unlocked vault is fine and asks nothing.
+    env.run(&["unlock", "--passphrase-stdin"], None).ok();
+}
+
+#[test]
+fn init_checks_its_input() {
+    let env = TestEnv::new();
+    let _agent = env.start_agent();
+    env.run(
+        &[
+            "init",
+            "--passphrase-stdin",
+            "--kdf-memory",
+            "4",
+            "--kdf-iterations",
+            "1",
+        ],
+        Some(b"pass\n"),
+    )
+    .code(65)
+    .one_line_error()
+    .says("--kdf-memory");
+    env.run(
+        &[
+            "init",
+            "--passphrase-stdin",
+            "--kdf-memory",
+            "8",
+            "--kdf-iterations",
+            "0",
+        ],
+        Some(b"pass\n"),
+    )
+    .code(65)
+    .says("--kdf-iterations");
+    env.run(&["init", "--passphrase-stdin"], Some(b"\n"))
+        .code(65)
+        .one_line_error()
+        .says("empty");
+    env.run(&["init", "--kdf-memory", "nope"], None).code(2);
+    assert!(!env.vault().exists());
+    // With no terminal (setsid: no controlling tty) and no --passphrase-stdin there is
+    // nobody to ask.
+    let out = run_with_stdin(
+        {
+            let mut c = env.command("setsid");
+            c.arg("-w").arg(jitc_bin()).args([
+                "init",
+                "--kdf-memory",
+                "8",
+                "--kdf-iterations",
+                "1",
+            ]);
+            c
+        },
+        None,
+    );
+    out.code(1).one_line_error().says("--passphrase-stdin");
+    assert!(!env.vault().exists());
+}
+
+#[test]
+fn add_ls_rm() {
+    let env = TestEnv::new();
+    let _agent = env.start_agent();
+    env.init();
+    env.run(
+        &["add", "GITHUB_TOKEN", "--description", "CI token"],
+        Some(b"ghp_value1\n"),
+    )
+    .ok()
+    .says("stored");
+    env.add("prod/db-password", "pw-value-2");
+    env.run(&["add", "GITHUB_TOKEN"], Some(b"other"))
+        .code(1)
+        .one_line_error()
+        .says("--replace");
+    env.run(&["add", "bad name"], Some(b"x"))
+        .code(65)
+        .one_line_error()
+        .says("invalid secret name");
+    env.run(&["add", "EMPTY"], Some(b""))
+        .code(65)
+        .one_line_error()
+        .says("empty");
+    env.run(&["add", "EMPTY"], Some(b"\n"))
+        .code(65)
+        .says("empty");
+    let big = vec![b'x'; 600 * 1024];
+    env.run(&["add", "BIG"], Some(&big))
+        .code(65)
+        .one_line_error();
+
+    let ls = env.run(&["ls"], None).ok();
+    assert!(ls.stdout.contains("GITHUB_TOKEN"));
+    assert!(ls.stdout.contains("CI token"));
+    assert!(ls.stdout.contains("prod/db-password"));
+    assert!(!ls.stdout.contains("ghp_value1") && !ls.stdout.contains("pw-value-2"));
+    let json: serde_json::Value =
+        serde_json::from_str(&env.run(&["ls", "--json"], None).ok().stdout).unwrap();
+    let names: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["GITHUB_TOKEN", "prod/db-password"]);
+    assert_eq!(json[0]["description"], "CI token");
+    assert!(json[0]["created"].as_u64().unwrap() > 1_600_000_000);
+
+    // --replace overwrites and keeps the description.
+    env.run(&["add", "GITHUB_TOKEN", "--replace"], Some(b"ghp_value3"))
+        .ok();
+    let out = env
+        .run(
+            &[
+                "exec",
+                "-s",
+                "GITHUB_TOKEN",
+                "--",
+                "sh",
+                "-c",
+                "printf %s \"$GITHUB_TOKEN\" | sha256sum",
+            ],
+            None,
+        )
+        .ok();
+    assert!(out.stdout.starts_with(&sha256_hex(b"ghp_value3")));
+    let json: serde_json::Value =
+        serde_json::from_str(&env.run(&["ls", "--json"], None).ok().stdout).unwrap();
+    assert_eq!(json[0]["description"], "CI token");
+
+    env.run(&["rm", "GITHUB_TOKEN"], None).ok().says("removed");
+    env.run(&["rm", "GITHUB_TOKEN"], None)
+        .code(1)
+        .one_line_error()
+        .says("no secret named");
+    let json: serde_json::Value =
+        serde_json::from_str(&env.run(&["ls", "--json"], None).ok().stdout).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn commands_on_a_locked_vault_say_75() {
+    let env = TestEnv::new();
+    let _agent = env.start_agent();
+    env.init();
+    env.add("A", "value-a");
+    env.run(&["lock"], None).ok();
+    env.run(&["add", "B"], Some(b"v")).code(75).one_line_error();
+    env.run(&["rm", "A"], None).code(75).one_line_error();
+    env.run(&["ls"], None).code(75).one_line_error();
+    env.run(&["exec", "-s", "A", "--", "true"], None)
+        .code(75)
+        .one_line_error()
+        .says("jitc unlock");
+}

@@ -1,0 +1,245 @@
+//! `jitc exec`: injection, exit codes, stdin, signals, and the lease around the command.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
+
+use jitc_tests::*;
+use nix::sys::signal::Signal;
+
+fn env_with_secrets() -> (TestEnv, Agent) {
+    let env = TestEnv::new();
+    let agent = env.start_agent();
+    env.init();
+    env.add("prod/db-password", "pw-1111");
+    env.add("GITHUB_TOKEN", "ghp-2222");
+    (env, agent)
+}
+
+/// `sh -c SCRIPT` under `jitc exec ARGS --`.
+fn exec_sh(env: &TestEnv, args: &[&str], script: &str) -> Run {
+    let mut all = vec!["exec"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--", "sh", "-c", script]);
+    env.run(&all, None)
+}
+
+fn leases(env: &TestEnv) -> u64 {
+    let s: serde_json::Value =
+        serde_json::from_str(&env.run(&["status", "--json"], None).ok().stdout).unwrap();
+    s["leases"].as_u64().unwrap()
+}
+
+#[test]
+fn injects_under_the_naming_rule_and_references() {
+    let (env, _agent) = env_with_secrets();
+    let out = exec_sh(
+        &env,
+        &["-s", "prod/db-password", "-e", "TOKEN=jitc://GITHUB_TOKEN", "-e", "ALSO=GITHUB_TOKEN"],
+        "printf %s \"$PROD_DB_PASSWORD\" | sha256sum; printf %s \"$TOKEN\" | sha256sum; printf %s \"$ALSO\" | sha256sum",
+    )
+    .ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines[0].starts_with(&sha256_hex(b"pw-1111")));
+    assert!(lines[1].starts_with(&sha256_hex(b"ghp-2222")));
+    assert!(lines[2].starts_with(&sha256_hex(b"ghp-2222")));
+}
+
+#[test]
+fn child_gets_our_environment_with_leased_variables_on_top() {
+    let (env, _agent) = env_with_secrets();
+    let mut c = env.jitc(&[
+        "exec",
+        "-e",
+        "OVERRIDE=GITHUB_TOKEN",
+        "--",
+        "sh",
+        "-c",
+        "echo \"marker=$MARKER\"; printf %s \"$OVERRIDE\" | sha256sum",
+    ]);
+    c.env("MARKER", "kept").env("OVERRIDE", "plain-value");
+    let out = run_with_stdin(c, None).ok();
+    assert!(out.stdout.contains("marker=kept"));
+    assert!(out.stdout.contains(&sha256_hex(b"ghp-2222")));
+}
+
+#[test]
+fn exit_codes_pass_through() {
+    let (env, _agent) = env_with_secrets();
+    exec_sh(&env, &["-s", "GITHUB_TOKEN"], "exit 3").code(3);
+    exec_sh(&env, &["-s", "GITHUB_TOKEN"], "exit 0").ok();
+    // Death by signal N is 128+N.
+    exec_sh(&env, &["-s", "GITHUB_TOKEN"], "kill -KILL $$").code(137);
+    exec_sh(&env, &["-s", "GITHUB_TOKEN"], "kill -TERM $$").code(143);
+    assert_eq!(leases(&env), 0, "every lease is released");
+}
+
+#[test]
+fn stdin_passes_through() {
+    let (env, _agent) = env_with_secrets();
+    let out = env
+        .run(
+            &["exec", "-s", "GITHUB_TOKEN", "--", "cat"],
+            Some(b"line one\nline two\n"),
+        )
+        .ok();
+    assert_eq!(out.stdout, "line one\nline two\n");
+}
+
+#[test]
+fn failures_are_one_line_with_their_codes() {
+    let (env, _agent) = env_with_secrets();
+    env.run(&["exec", "-s", "NOPE", "--", "true"], None)
+        .code(1)
+        .one_line_error()
+        .says("no secret named 'NOPE'");
+    env.run(&["exec", "-e", "X=jitc://bad name", "--", "true"], None)
+        .code(65)
+        .one_line_error()
+        .says("bad reference");
+    env.run(&["exec", "-e", "1X=GITHUB_TOKEN", "--", "true"], None)
+        .code(65)
+        .one_line_error();
+    env.run(&["exec", "-e", "NOEQUALS", "--", "true"], None)
+        .code(65)
+        .one_line_error();
+    env.add("9lives", "v");
+    env.run(&["exec", "-s", "9lives", "--", "true"], None)
+        .code(65)
+        .one_line_error()
+        .says("-e VAR=9lives");
+    env.run(&["exec", "--", "true"], None)
+        .code(65)
+        .one_line_error()
+        .says("-s NAME");
+    env.run(
+        &[
+            "exec",
+            "-e",
+            "X=GITHUB_TOKEN",
+            "-e",
+            "X=prod/db-password",
+            "--",
+            "true",
+        ],
+        None,
+    )
+    .code(65)
+    .one_line_error();
+    env.run(
+        &["exec", "-s", "GITHUB_TOKEN", "--", "no-such-command-jitc"],
+        None,
+    )
+    .code(1)
+    .one_line_error()
+    .says("command not found");
+    env.run(
+        &["exec", "-s", "GITHUB_TOKEN", "--ttl", "soon", "--", "true"],
+        None,
+    )
+    .code(2);
+    env.run(&["exec", "-s", "GITHUB_TOKEN"], None).code(2);
+    env.run(&["add", "WITHNUL"], Some(b"a\0b")).ok();
+    env.run(&["exec", "-s", "WITHNUL", "--", "true"], None)
+        .code(65)
+        .one_line_error()
+        .says("NUL");
+    assert_eq!(leases(&env), 0);
+}
+
+/// Starts `jitc exec` on a script that announces itself and traps signals.
+fn start_trapping(env: &TestEnv) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+    let mut c = env.jitc(&[
+        "exec", "-s", "GITHUB_TOKEN", "--", "sh", "-c",
+        "trap 'echo got-term; exit 42' TERM; trap 'echo got-hup; exit 43' HUP; trap 'echo got-int; exit 44' INT; echo ready; while :; do sleep 0.05; done",
+    ]);
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    (child, out)
+}
+
+#[test]
+fn signals_are_forwarded() {
+    let (env, _agent) = env_with_secrets();
+    for (sig, word, code) in [
+        (Signal::SIGTERM, "got-term", 42),
+        (Signal::SIGHUP, "got-hup", 43),
+        (Signal::SIGINT, "got-int", 44),
+    ] {
+        let (mut child, mut out) = start_trapping(&env);
+        assert_eq!(leases(&env), 1, "the lease is held while the command runs");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), word);
+        assert_eq!(child.wait().unwrap().code(), Some(code));
+    }
+    assert_eq!(leases(&env), 0);
+}
+
+#[test]
+fn locking_the_vault_stops_the_command() {
+    let (env, _agent) = env_with_secrets();
+    let (mut child, mut out) = start_trapping(&env);
+    env.run(&["lock"], None).ok();
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "got-term", "the command gets SIGTERM");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(42));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(err, "jitc: the vault was locked; stopped the command\n");
+}
+
+#[test]
+fn a_command_that_ignores_sigterm_is_killed() {
+    let (env, _agent) = env_with_secrets();
+    let mut c = env.jitc(&[
+        "exec",
+        "-s",
+        "GITHUB_TOKEN",
+        "--",
+        "sh",
+        "-c",
+        "trap '' TERM; echo ready; while :; do sleep 0.05; done",
+    ]);
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    env.run(&["lock"], None).ok();
+    let started = std::time::Instant::now();
+    let status = child.wait().unwrap();
+    // SIGKILL comes 5 s after SIGTERM: 128 + 9.
+    assert_eq!(status.code(), Some(137));
+    assert!(started.elapsed() >= Duration::from_secs(4));
+}
+
+#[test]
+fn agent_shutdown_ends_the_lease_and_stops_the_command() {
+    let (env, agent) = env_with_secrets();
+    let (mut child, mut out) = start_trapping(&env);
+    assert!(agent.stop().unwrap().success(), "clean exit on SIGTERM");
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "got-term");
+    assert_eq!(child.wait().unwrap().code(), Some(42));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(err, "jitc: the agent shut down; stopped the command\n");
+    assert!(
+        !env.socket().exists(),
+        "the socket is unlinked on a clean exit"
+    );
+}

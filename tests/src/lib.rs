@@ -249,10 +249,10 @@ impl TestEnv {
                 let Ok(ft) = e.file_type() else { continue };
                 if ft.is_dir() {
                     walk(&p, out);
-                } else if ft.is_file() {
-                    if let Ok(bytes) = fs::read(&p) {
-                        out.push((p, bytes));
-                    }
+                } else if ft.is_file()
+                    && let Ok(bytes) = fs::read(&p)
+                {
+                    out.push((p, bytes));
                 }
             }
         }

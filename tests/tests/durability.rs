@@ -1,0 +1,194 @@
+//! Nothing acknowledged is lost: restarts, crashes in the middle of a save, damaged
+//! files, and a second agent reaching for the same vault.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::time::Duration;
+
+use jitc_tests::*;
+
+fn names(env: &TestEnv) -> Vec<String> {
+    let json: serde_json::Value =
+        serde_json::from_str(&env.run(&["ls", "--json"], None).ok().stdout).unwrap();
+    json.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn secrets_survive_a_restart() {
+    let env = TestEnv::new();
+    let agent = env.start_agent();
+    env.init();
+    env.add("A", "value-a");
+    env.add("B", "value-b");
+    agent.stop();
+    let _agent = env.start_agent();
+    env.run(&["ls"], None).code(75);
+    env.unlock().ok();
+    assert_eq!(names(&env), ["A", "B"]);
+    let out = env
+        .run(
+            &[
+                "exec",
+                "-s",
+                "B",
+                "--",
+                "sh",
+                "-c",
+                "printf %s \"$B\" | sha256sum",
+            ],
+            None,
+        )
+        .ok();
+    assert!(out.stdout.starts_with(&sha256_hex(b"value-b")));
+}
+
+#[test]
+fn killing_the_agent_during_add_never_loses_an_acknowledged_secret() {
+    let env = TestEnv::new();
+    let agent = env.start_agent();
+    env.init();
+    agent.stop();
+    let mut acknowledged: Vec<String> = Vec::new();
+    for i in 0..24u64 {
+        let agent = env.start_agent();
+        env.unlock().ok();
+        let name = format!("S{i}");
+        let mut add = env.jitc(&["add", &name]);
+        // Explicit socket: a client that finds the agent dead must not start another.
+        add.env("JITC_SOCK", env.socket())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = add.spawn().unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"v").unwrap();
+        // Spread the kill across the request: before, during and after the save.
+        std::thread::sleep(Duration::from_micros(i * 250));
+        agent.kill9();
+        if child.wait().unwrap().success() {
+            acknowledged.push(name);
+        }
+        // The vault must open after every crash, and hold everything acknowledged.
+        let _agent = env.start_agent();
+        env.unlock().ok();
+        let present = names(&env);
+        for n in &acknowledged {
+            assert!(
+                present.contains(n),
+                "acknowledged secret {n} lost after crash {i}"
+            );
+        }
+    }
+    eprintln!(
+        "{} of 24 adds acknowledged before the kill",
+        acknowledged.len()
+    );
+    assert!(!acknowledged.is_empty(), "some adds should have completed");
+    let leftovers: Vec<_> = fs::read_dir(env.data.join("jitc"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files cleaned up: {leftovers:?}");
+}
+
+#[test]
+fn a_damaged_vault_is_told_apart_from_a_wrong_passphrase() {
+    let env = TestEnv::new();
+    let _agent = env.start_agent();
+    env.init();
+    env.add("A", "value-a");
+    env.run(&["lock"], None).ok();
+    let good = fs::read(env.vault()).unwrap();
+
+    env.run(&["unlock", "--passphrase-stdin"], Some(b"not it\n"))
+        .code(77)
+        .one_line_error()
+        .says("wrong passphrase");
+
+    // A flipped bit in the sealed body.
+    let mut body = good.clone();
+    let last = body.len() - 1;
+    body[last] ^= 0x01;
+    fs::write(env.vault(), &body).unwrap();
+    env.unlock()
+        .code(65)
+        .one_line_error()
+        .says("vault.jitc.bak");
+    // The same with a flipped bit in the header: damage, not a wrong passphrase.
+    let mut head = good.clone();
+    head[30] ^= 0x01;
+    fs::write(env.vault(), &head).unwrap();
+    env.unlock()
+        .code(65)
+        .one_line_error()
+        .says("vault.jitc.bak");
+    // Cut short.
+    fs::write(env.vault(), &good[..good.len() / 2]).unwrap();
+    env.unlock()
+        .code(65)
+        .one_line_error()
+        .says("vault.jitc.bak");
+    // Not a vault at all.
+    fs::write(env.vault(), b"DATABASE_URL=postgres://\n").unwrap();
+    env.unlock()
+        .code(65)
+        .one_line_error()
+        .says("not a jitc vault");
+
+    // The backup the message names is the previous generation, and opens.
+    fs::copy(env.backup(), env.vault()).unwrap();
+    env.unlock().ok();
+    assert!(
+        names(&env).is_empty(),
+        "the backup is the generation before 'add A'"
+    );
+    fs::write(env.vault(), &good).unwrap();
+    env.run(&["lock"], None).ok();
+    env.unlock().ok();
+    assert_eq!(names(&env), ["A"]);
+}
+
+#[test]
+fn a_second_agent_on_the_same_vault_is_refused() {
+    let env = TestEnv::new();
+    let first = env.start_agent();
+    env.init();
+    let other_sock = env.runtime.join("other").join("agent.sock");
+    let mut c = env.command(agentd_bin());
+    c.arg("--socket")
+        .arg(&other_sock)
+        .stdout(std::process::Stdio::null());
+    let out = run_with_stdin(c, None);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains(&format!(
+            "another jitc-agentd (pid {}) is using the vault",
+            first.pid
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(!other_sock.exists());
+    env.run(&["status"], None).ok();
+}
+
+#[test]
+fn a_live_agent_is_not_stolen_and_a_stale_socket_is_replaced() {
+    let env = TestEnv::new();
+    let first = env.start_agent();
+    let out = run_with_stdin(env.command(agentd_bin()), None);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("already running"), "{}", out.stderr);
+    assert_eq!(env.agent_pid(), Some(first.pid));
+    // A crash leaves the socket file behind; the next agent replaces it.
+    first.kill9();
+    assert!(env.socket().exists());
+    assert_eq!(env.agent_pid(), None);
+    let second = env.start_agent();
+    assert_eq!(env.agent_pid(), Some(second.pid));
+}

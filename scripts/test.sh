@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every test: installs what the tests need that a bare machine may lack, builds the
+# binaries the black-box tests drive, then runs the whole workspace's tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Test-only needs: setpriv/setsid (util-linux), systemd-socket-activate (systemd),
+# sha256sum (coreutils), chown.
+missing=()
+command -v setpriv >/dev/null || missing+=(util-linux)
+command -v setsid >/dev/null || missing+=(util-linux)
+command -v systemd-socket-activate >/dev/null || missing+=(systemd)
+command -v sha256sum >/dev/null || missing+=(coreutils)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "==> installing test tools: ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "test.sh: please install: ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "test.sh: note: the tests that switch uids (setpriv) need root; they will fail otherwise" >&2
+fi
+
+echo "==> building the binaries under test"
+cargo build --workspace --bins --locked
+echo "==> cargo test --workspace"
+cargo test --workspace --locked "$@"

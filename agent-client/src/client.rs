@@ -76,7 +76,14 @@ impl Client {
 
     /// Sends one request and returns its answer; `Response::Error` becomes `Error::Agent`.
     pub fn call(&mut self, request: &Request) -> Result<Response> {
-        write_frame(&mut self.stream, request)?;
+        if let Err(e) = write_frame(&mut self.stream, request) {
+            // The agent may have refused us and closed before reading (another uid):
+            // its refusal is still waiting to be read, and says more than EPIPE.
+            return match self.recv() {
+                Err(refusal @ Error::Agent { .. }) => Err(refusal),
+                _ => Err(e.into()),
+            };
+        }
         self.expect_reply()
     }
 

@@ -56,12 +56,15 @@ pub fn ask_hidden(label: &str) -> Result<SecretBytes> {
         !(LocalFlags::ECHO | LocalFlags::ICANON | LocalFlags::ISIG | LocalFlags::IEXTEN);
     raw.control_chars[SpecialCharacterIndices::VMIN as usize] = 1;
     raw.control_chars[SpecialCharacterIndices::VTIME as usize] = 0;
-    let _ = write!(tty, "{label}");
-    let _ = tty.flush();
     let result = {
         let guard = RawGuard { tty: &tty, saved };
+        // Echo off (and type-ahead, which was echoed, discarded) before the prompt shows,
+        // so nothing typed in answer to it can appear on the screen.
         termios::tcsetattr(guard.tty, SetArg::TCSAFLUSH, &raw)
             .map_err(|e| Error::failure(format!("cannot configure the terminal ({e})")))?;
+        let mut out = guard.tty;
+        let _ = write!(out, "{label}");
+        let _ = out.flush();
         read_hidden_line(guard.tty)
     };
     let _ = writeln!(tty);

@@ -486,3 +486,91 @@ pub fn proc_status_field(pid: u32, field: &str) -> Option<String> {
         .find(|l| l.starts_with(&format!("{field}:")))
         .map(|l| l[field.len() + 1..].trim().to_owned())
 }
+
+/// A process on a fresh pseudo-terminal (its controlling terminal, via `setsid -c`), for
+/// tests of prompts and terminal handling.
+pub struct PtySession {
+    master: fs::File,
+    child: Child,
+    pub output: Log,
+}
+
+impl PtySession {
+    /// Runs `program ARGS` (with `env`'s environment) as a session leader on a new pty.
+    pub fn spawn(env: &TestEnv, program: &Path, args: &[&str]) -> PtySession {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let mut c = env.command("setsid");
+        c.arg("-c").arg("-w").arg(program).args(args);
+        let slave = fs::File::from(pty.slave);
+        c.stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave));
+        let child = c.spawn().unwrap();
+        // Drop our copies of the slave (moved into Command, which `spawn` consumed), so
+        // reading the master ends (EIO) when the child's side closes.
+        drop(c);
+        let master = fs::File::from(pty.master);
+        let output = Log::collect_raw(master.try_clone().unwrap());
+        PtySession {
+            master,
+            child,
+            output,
+        }
+    }
+
+    /// Types `bytes` at the terminal.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.master.write_all(bytes).unwrap();
+    }
+
+    /// Waits for `text` on the terminal; panics with what was seen if it never comes.
+    #[track_caller]
+    pub fn expect(&self, text: &str) {
+        assert!(
+            self.output.wait_for(text, Duration::from_secs(30)),
+            "never saw {text:?}; the terminal showed: {:?}",
+            self.output.text()
+        );
+    }
+
+    /// The terminal's current settings (shared by master and slave).
+    pub fn termios(&self) -> nix::sys::termios::Termios {
+        nix::sys::termios::tcgetattr(&self.master).unwrap()
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait(&mut self) -> i32 {
+        use std::os::unix::process::ExitStatusExt;
+        let s = self.child.wait().unwrap();
+        s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
+    }
+}
+
+impl Log {
+    /// Like `collect`, but for a byte stream that need not be line-based or UTF-8 (a
+    /// pty): text appears as soon as it is read, lossily decoded.
+    pub fn collect_raw(mut r: impl Read + Send + 'static) -> Log {
+        let log = Log::default();
+        let l = log.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match r.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let (m, cv) = &*l.inner;
+                        m.lock()
+                            .unwrap()
+                            .0
+                            .push_str(&String::from_utf8_lossy(&buf[..n]));
+                        cv.notify_all();
+                    }
+                }
+            }
+            let (m, cv) = &*l.inner;
+            m.lock().unwrap().1 = true;
+            cv.notify_all();
+        });
+        log
+    }
+}

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Reproduces the figures in BENCHMARKS.md on this machine:
+#   1. wall time of `jitc status` and `jitc exec -s X -- true` against `ssh-add -l`
+#      talking to a running ssh-agent that holds one key (hyperfine, medians);
+#   2. the agent's memory after unlocking a vault of 1,000 secrets.
+# Everything runs in a throwaway home; nothing of yours is touched.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+runs="${RUNS:-1000}"
+if ! command -v hyperfine >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hyperfine >/dev/null
+    else
+        echo "bench.sh: please install hyperfine" >&2; exit 1
+    fi
+fi
+command -v ssh-agent >/dev/null || { echo "bench.sh: please install openssh-client" >&2; exit 1; }
+
+cargo build --release --locked --bins >/dev/null
+jitc="$PWD/target/release/jitc"
+
+tmp="$(mktemp -d /tmp/jitc-bench.XXXXXX)"
+cleanup() {
+    [ -n "${SSH_AGENT_PID:-}" ] && kill "$SSH_AGENT_PID" 2>/dev/null || true
+    [ -n "${agent_pid:-}" ] && kill "$agent_pid" 2>/dev/null || true
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+export HOME="$tmp" XDG_RUNTIME_DIR="$tmp/run" XDG_DATA_HOME="$tmp/data" \
+    XDG_STATE_HOME="$tmp/state" XDG_CONFIG_HOME="$tmp/config"
+unset JITC_SOCK JITC_VAULT
+mkdir -m 0700 "$XDG_RUNTIME_DIR"
+
+eval "$(ssh-agent -s -a "$tmp/ssh-agent.sock")" >/dev/null
+ssh-keygen -q -t ed25519 -N '' -f "$tmp/id_ed25519"
+ssh-add -q "$tmp/id_ed25519"
+
+eval "$("$jitc" agent 2>/dev/null)"
+agent_pid="$("$jitc" status --json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')"
+printf 'bench passphrase\n' | "$jitc" init --passphrase-stdin 2>/dev/null
+printf 'value-of-x' | "$jitc" add X 2>/dev/null
+
+echo "== start-up and one round trip (hyperfine -N, $runs runs each, after 100 warm-up runs)"
+hyperfine -N --warmup 100 --runs "$runs" --style basic \
+    --export-json "$tmp/latency.json" \
+    'ssh-add -l' "$jitc status" "$jitc exec -s X -- true" >/dev/null 2>&1
+python3 - "$tmp/latency.json" <<'PY'
+import json, statistics, sys
+res = json.load(open(sys.argv[1]))["results"]
+base = statistics.median(res[0]["times"])
+print(f"{'command':40} {'median':>10} {'mean':>10} {'p95':>10}  vs ssh-add -l")
+for r in res:
+    t = sorted(r["times"])
+    med = statistics.median(t)
+    p95 = t[int(len(t) * 0.95) - 1]
+    name = r["command"].replace(sys.argv[1].rsplit('/', 1)[0], "")
+    name = name.split("/target/release/")[-1]
+    print(f"{name:40} {med*1e3:8.3f}ms {r['mean']*1e3:8.3f}ms {p95*1e3:8.3f}ms  {med/base:5.2f}x")
+PY
+
+echo
+echo "== agent memory with 1,000 secrets (32-byte values), after a fresh unlock"
+for i in $(seq 1 1000); do
+    head -c 24 /dev/urandom | base64 | "$jitc" add "bench/secret-$i" 2>/dev/null
+done
+"$jitc" lock 2>/dev/null
+printf 'bench passphrase\n' | "$jitc" unlock --passphrase-stdin 2>/dev/null
+"$jitc" exec -s bench/secret-500 -- true
+for f in VmRSS VmHWM VmLck; do
+    printf '%-6s %s\n' "$f" "$(sed -n "s/^$f:[[:space:]]*//p" /proc/"$agent_pid"/status)"
+done
+printf 'vault  %s bytes on disk\n' "$(stat -c %s "$XDG_DATA_HOME/jitc/vault.jitc")"

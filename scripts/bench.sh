@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 runs="${RUNS:-1000}"
 if ! command -v hyperfine >/dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hyperfine >/dev/null
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hyperfine >/dev/null 2>&1
     else
         echo "bench.sh: please install hyperfine" >&2; exit 1
     fi

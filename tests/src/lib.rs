@@ -20,6 +20,16 @@ use jitc_protocol::{Hello, PROTOCOL_VERSION, Request, Response, decode, read_fra
 /// The passphrase every test vault uses.
 pub const PASSPHRASE: &str = "correct horse battery staple";
 
+/// `jitc init` reading the passphrase from stdin, with the cheapest allowed KDF.
+pub const INIT_ARGS: [&str; 6] = [
+    "init",
+    "--passphrase-stdin",
+    "--kdf-memory",
+    "8",
+    "--kdf-iterations",
+    "1",
+];
+
 /// Where the binaries under test are.
 pub fn bin_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("JITC_BIN_DIR") {
@@ -213,18 +223,30 @@ impl TestEnv {
 
     /// Creates the vault with the test passphrase and the cheapest KDF.
     pub fn init(&self) {
-        self.run(
-            &[
-                "init",
-                "--passphrase-stdin",
-                "--kdf-memory",
-                "8",
-                "--kdf-iterations",
-                "1",
-            ],
-            Some(format!("{PASSPHRASE}\n").as_bytes()),
-        )
-        .ok();
+        self.run(&INIT_ARGS, Some(format!("{PASSPHRASE}\n").as_bytes()))
+            .ok();
+    }
+
+    /// `jitc ARGS --json`, which must succeed, parsed.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        serde_json::from_str(&self.run(&all, None).ok().stdout).unwrap()
+    }
+
+    /// `jitc status --json`.
+    pub fn status(&self) -> serde_json::Value {
+        self.json(&["status"])
+    }
+
+    /// The names `jitc ls --json` lists.
+    pub fn secret_names(&self) -> Vec<String> {
+        self.json(&["ls"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_owned())
+            .collect()
     }
 
     pub fn unlock(&self) -> Run {

@@ -80,10 +80,7 @@ fn init_unlock_lock_status() {
         .says("jitc init");
     env.init();
     assert!(env.vault().is_file());
-    let json = |env: &TestEnv| -> serde_json::Value {
-        serde_json::from_str(&env.run(&["status", "--json"], None).ok().stdout).unwrap()
-    };
-    let s = json(&env);
+    let s = env.status();
     assert_eq!(s["locked"], false);
     assert_eq!(s["secrets"], 0);
     assert_eq!(s["vault"], env.vault().display().to_string());
@@ -106,8 +103,8 @@ fn init_unlock_lock_status() {
     assert_eq!(std::fs::read(env.vault()).unwrap(), before);
 
     env.run(&["lock"], None).ok();
-    assert_eq!(json(&env)["locked"], true);
-    assert_eq!(json(&env)["secrets"], serde_json::Value::Null);
+    assert_eq!(env.status()["locked"], true);
+    assert_eq!(env.status()["secrets"], serde_json::Value::Null);
     env.run(&["ls"], None)
         .code(75)
         .one_line_error()
@@ -117,7 +114,7 @@ fn init_unlock_lock_status() {
         .one_line_error()
         .says("wrong passphrase");
     env.unlock().ok();
-    let s = json(&env);
+    let s = env.status();
     assert_eq!(s["locked"], false);
     assert_eq!(s["memory_locked"], true);
     // Unlocking an unlocked vault is fine and asks nothing.
@@ -218,8 +215,7 @@ fn add_ls_rm() {
     assert!(ls.stdout.contains("CI token"));
     assert!(ls.stdout.contains("prod/db-password"));
     assert!(!ls.stdout.contains("ghp_value1") && !ls.stdout.contains("pw-value-2"));
-    let json: serde_json::Value =
-        serde_json::from_str(&env.run(&["ls", "--json"], None).ok().stdout).unwrap();
+    let json = env.json(&["ls"]);
     let names: Vec<&str> = json
         .as_array()
         .unwrap()
@@ -248,8 +244,7 @@ fn add_ls_rm() {
         )
         .ok();
     assert!(out.stdout.starts_with(&sha256_hex(b"ghp_value3")));
-    let json: serde_json::Value =
-        serde_json::from_str(&env.run(&["ls", "--json"], None).ok().stdout).unwrap();
+    let json = env.json(&["ls"]);
     assert_eq!(json[0]["description"], "CI token");
 
     env.run(&["rm", "GITHUB_TOKEN"], None).ok().says("removed");
@@ -257,8 +252,7 @@ fn add_ls_rm() {
         .code(1)
         .one_line_error()
         .says("no secret named");
-    let json: serde_json::Value =
-        serde_json::from_str(&env.run(&["ls", "--json"], None).ok().stdout).unwrap();
+    let json = env.json(&["ls"]);
     assert_eq!(json.as_array().unwrap().len(), 1);
 }
 

@@ -146,8 +146,7 @@ fn the_vault_locks_itself_when_idle_but_not_under_a_lease() {
             .stderr
             .wait_for("locked itself after being idle", Duration::from_secs(20))
     );
-    let s: serde_json::Value =
-        serde_json::from_str(&env.run(&["status", "--json"], None).ok().stdout).unwrap();
+    let s = env.status();
     assert_eq!(s["locked"], true);
 }
 
@@ -166,12 +165,10 @@ fn wrong_passphrases_are_slowed_down_and_reset_by_success() {
     }
     // The third failure is answered after at least 0.3 s.
     assert!(last >= Duration::from_millis(300), "{last:?}");
-    let s: serde_json::Value =
-        serde_json::from_str(&env.run(&["status", "--json"], None).ok().stdout).unwrap();
+    let s = env.status();
     assert_eq!(s["unlock_failures"], 3);
     env.unlock().ok();
-    let s: serde_json::Value =
-        serde_json::from_str(&env.run(&["status", "--json"], None).ok().stdout).unwrap();
+    let s = env.status();
     assert_eq!(s["unlock_failures"], 0);
 }
 

@@ -7,16 +7,6 @@ use std::time::Duration;
 
 use jitc_tests::*;
 
-fn names(env: &TestEnv) -> Vec<String> {
-    let json: serde_json::Value =
-        serde_json::from_str(&env.run(&["ls", "--json"], None).ok().stdout).unwrap();
-    json.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[test]
 fn secrets_survive_a_restart() {
     let env = TestEnv::new();
@@ -28,7 +18,7 @@ fn secrets_survive_a_restart() {
     let _agent = env.start_agent();
     env.run(&["ls"], None).code(75);
     env.unlock().ok();
-    assert_eq!(names(&env), ["A", "B"]);
+    assert_eq!(env.secret_names(), ["A", "B"]);
     let out = env
         .run(
             &[
@@ -74,7 +64,7 @@ fn killing_the_agent_during_add_never_loses_an_acknowledged_secret() {
         // The vault must open after every crash, and hold everything acknowledged.
         let _agent = env.start_agent();
         env.unlock().ok();
-        let present = names(&env);
+        let present = env.secret_names();
         for n in &acknowledged {
             assert!(
                 present.contains(n),
@@ -144,13 +134,13 @@ fn a_damaged_vault_is_told_apart_from_a_wrong_passphrase() {
     fs::copy(env.backup(), env.vault()).unwrap();
     env.unlock().ok();
     assert!(
-        names(&env).is_empty(),
+        env.secret_names().is_empty(),
         "the backup is the generation before 'add A'"
     );
     fs::write(env.vault(), &good).unwrap();
     env.run(&["lock"], None).ok();
     env.unlock().ok();
-    assert_eq!(names(&env), ["A"]);
+    assert_eq!(env.secret_names(), ["A"]);
 }
 
 #[test]

@@ -26,9 +26,7 @@ fn exec_sh(env: &TestEnv, args: &[&str], script: &str) -> Run {
 }
 
 fn leases(env: &TestEnv) -> u64 {
-    let s: serde_json::Value =
-        serde_json::from_str(&env.run(&["status", "--json"], None).ok().stdout).unwrap();
-    s["leases"].as_u64().unwrap()
+    env.status()["leases"].as_u64().unwrap()
 }
 
 #[test]
@@ -148,12 +146,12 @@ fn failures_are_one_line_with_their_codes() {
     assert_eq!(leases(&env), 0);
 }
 
-/// Starts `jitc exec` on a script that announces itself and traps signals.
-fn start_trapping(env: &TestEnv) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
-    let mut c = env.jitc(&[
-        "exec", "-s", "GITHUB_TOKEN", "--", "sh", "-c",
-        "trap 'echo got-term; exit 42' TERM; trap 'echo got-hup; exit 43' HUP; trap 'echo got-int; exit 44' INT; echo ready; while :; do sleep 0.05; done",
-    ]);
+type Started = (std::process::Child, BufReader<std::process::ChildStdout>);
+
+/// Starts `jitc exec -s GITHUB_TOKEN -- sh -c SCRIPT` and waits for the script's
+/// `ready` line.
+fn start_script(env: &TestEnv, script: &str) -> Started {
+    let mut c = env.jitc(&["exec", "-s", "GITHUB_TOKEN", "--", "sh", "-c", script]);
     c.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -163,6 +161,14 @@ fn start_trapping(env: &TestEnv) -> (std::process::Child, BufReader<std::process
     out.read_line(&mut line).unwrap();
     assert_eq!(line, "ready\n");
     (child, out)
+}
+
+/// A script that reports which signal reached it.
+fn start_trapping(env: &TestEnv) -> Started {
+    start_script(
+        env,
+        "trap 'echo got-term; exit 42' TERM; trap 'echo got-hup; exit 43' HUP; trap 'echo got-int; exit 44' INT; echo ready; while :; do sleep 0.05; done",
+    )
 }
 
 #[test]
@@ -202,22 +208,10 @@ fn locking_the_vault_stops_the_command() {
 #[test]
 fn a_command_that_ignores_sigterm_is_killed() {
     let (env, _agent) = env_with_secrets();
-    let mut c = env.jitc(&[
-        "exec",
-        "-s",
-        "GITHUB_TOKEN",
-        "--",
-        "sh",
-        "-c",
+    let (mut child, _out) = start_script(
+        &env,
         "trap '' TERM; echo ready; while :; do sleep 0.05; done",
-    ]);
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
+    );
     env.run(&["lock"], None).ok();
     let started = std::time::Instant::now();
     let status = child.wait().unwrap();

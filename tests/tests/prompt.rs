@@ -90,8 +90,7 @@ fn ctrl_c_at_a_prompt_cancels_and_restores_the_terminal() {
     t.expect("cancelled");
     let flags = t.termios().local_flags;
     assert!(flags.contains(LocalFlags::ECHO) && flags.contains(LocalFlags::ICANON));
-    let json: serde_json::Value =
-        serde_json::from_str(&env.run(&["ls", "--json"], None).ok().stdout).unwrap();
+    let json = env.json(&["ls"]);
     assert!(json.as_array().unwrap().is_empty(), "nothing stored");
 }
 

@@ -111,8 +111,7 @@ fn agent_run_as_a_user_is_not_dumpable_and_locks_its_key_in_memory() {
         .parse()
         .unwrap();
     assert!(locked_kib > 0, "the vault key sits in mlocked memory");
-    let s: serde_json::Value =
-        serde_json::from_str(&env.run(&["status", "--json"], None).ok().stdout).unwrap();
+    let s = env.status();
     assert_eq!(s["memory_locked"], true);
     env.run(&["lock"], None).ok();
     let after: u64 = proc_status_field(pid, "VmLck")

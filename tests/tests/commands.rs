@@ -86,20 +86,10 @@ fn init_unlock_lock_status() {
     assert_eq!(s["vault"], env.vault().display().to_string());
     // A second init is refused and leaves the vault alone.
     let before = std::fs::read(env.vault()).unwrap();
-    env.run(
-        &[
-            "init",
-            "--passphrase-stdin",
-            "--kdf-memory",
-            "8",
-            "--kdf-iterations",
-            "1",
-        ],
-        Some(b"other passphrase\n"),
-    )
-    .code(1)
-    .one_line_error()
-    .says("already exists");
+    env.run(&INIT_ARGS, Some(b"other passphrase\n"))
+        .code(1)
+        .one_line_error()
+        .says("already exists");
     assert_eq!(std::fs::read(env.vault()).unwrap(), before);
 
     env.run(&["lock"], None).ok();

@@ -217,14 +217,7 @@ fn socket_activation_by_systemd() {
     let s: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(s["socket"], sock.display().to_string());
     assert_eq!(s["vault"], env.vault().display().to_string());
-    let mut init = env.jitc(&[
-        "init",
-        "--passphrase-stdin",
-        "--kdf-memory",
-        "8",
-        "--kdf-iterations",
-        "1",
-    ]);
+    let mut init = env.jitc(&INIT_ARGS);
     init.env("JITC_SOCK", &sock);
     run_with_stdin(init, Some(format!("{PASSPHRASE}\n").as_bytes())).ok();
     let agent_pid = s["pid"].as_u64().unwrap() as i32;

@@ -141,14 +141,7 @@ fn no_value_or_passphrase_anywhere_on_disk_or_in_output() {
         run_with_stdin(c, stdin)
     };
     record(trace(
-        &[
-            "init",
-            "--passphrase-stdin",
-            "--kdf-memory",
-            "8",
-            "--kdf-iterations",
-            "1",
-        ],
+        &INIT_ARGS,
         Some(format!("{PASSPHRASE}\n").as_bytes()),
     ))
     .ok();

@@ -27,13 +27,15 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects and says hello. A socket nobody answers on is `Error::NotRunning`.
+    /// Connects and says hello. A socket nobody answers on is `Error::NotRunning`; an
+    /// agent run by another user is refused before a single byte is sent to it.
     pub fn connect(path: &Path) -> Result<Client> {
         let stream = UnixStream::connect(path).map_err(|source| Error::NotRunning {
             path: path.to_owned(),
             source,
             hint: "start one with 'jitc agent'",
         })?;
+        check_agent_owner(&stream, path)?;
         stream
             .set_read_timeout(Some(REPLY_TIMEOUT))
             .and_then(|()| stream.set_write_timeout(Some(REPLY_TIMEOUT)))
@@ -76,6 +78,12 @@ impl Client {
 
     /// Sends one request and returns its answer; `Response::Error` becomes `Error::Agent`.
     pub fn call(&mut self, request: &Request) -> Result<Response> {
+        self.send(request)?;
+        self.expect_reply()
+    }
+
+    /// Sends a request without waiting for its answer (read it with `recv`).
+    pub fn send(&mut self, request: &Request) -> Result<()> {
         if let Err(e) = write_frame(&mut self.stream, request) {
             // The agent may have refused us and closed before reading (another uid):
             // its refusal is still waiting to be read, and says more than EPIPE.
@@ -84,7 +92,7 @@ impl Client {
                 _ => Err(e.into()),
             };
         }
-        self.expect_reply()
+        Ok(())
     }
 
     /// Reads the next message from the agent (a reply, or a push such as `LeaseEnded`).
@@ -170,7 +178,13 @@ impl Client {
     /// Asks for a lease. It lasts until `release`, the agent ends it (a `LeaseEnded`
     /// arrives on this connection), or this client goes away.
     pub fn lease(&mut self, request: LeaseRequest) -> Result<LeaseGrant> {
-        match self.call(&Request::Lease(request))? {
+        self.send(&Request::Lease(request))?;
+        self.lease_reply()
+    }
+
+    /// The answer to a `Lease` request already sent.
+    pub fn lease_reply(&mut self) -> Result<LeaseGrant> {
+        match self.expect_reply()? {
             Response::Leased(grant) => Ok(grant),
             _ => Err(Error::Unexpected("no lease")),
         }
@@ -179,6 +193,29 @@ impl Client {
     pub fn release(&mut self, lease: u64) -> Result<()> {
         self.expect_done(&Request::Release { lease })
     }
+}
+
+/// The agent must run as us: whoever else listens on a path we were pointed at (a
+/// squatted `/tmp/jitc-$UID`, say) would receive passphrases and values. Only root may
+/// talk to another user's agent, and only on a socket it named itself in `JITC_SOCK`.
+fn check_agent_owner(stream: &UnixStream, path: &Path) -> Result<()> {
+    let me = nix::unistd::geteuid().as_raw();
+    let cred = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| Error::Transport(io::Error::from(e).into()))?;
+    let agent = cred.uid();
+    let chosen_by_root = me == 0
+        && std::env::var_os(jitc_protocol::paths::SOCKET_ENV)
+            .is_some_and(|p| Path::new(&p) == path);
+    if agent == me || chosen_by_root {
+        return Ok(());
+    }
+    Err(Error::local(
+        jitc_protocol::ErrorCode::Refused,
+        format!(
+            "refusing the agent at {}: it runs as uid {agent}, not as you (uid {me}); remove that socket or set JITC_SOCK to your own agent's",
+            path.display()
+        ),
+    ))
 }
 
 impl AsFd for Client {

@@ -61,3 +61,10 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A one-line note for the human on stderr (`jitc: …`). Best effort: a closed or full
+/// stderr is no reason to fail (or panic, as `eprintln!` would).
+pub fn note(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(io::stderr().lock(), "jitc: {text}");
+}

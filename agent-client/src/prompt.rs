@@ -7,7 +7,12 @@
 use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal, Read, Write};
 
+use std::os::fd::AsFd;
+
 use jitc_protocol::SecretBytes;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::termios::{self, LocalFlags, SetArg, SpecialCharacterIndices};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -28,17 +33,25 @@ impl Drop for RawGuard<'_> {
     }
 }
 
-/// Whether there is a terminal to prompt on.
-pub fn have_tty() -> bool {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/tty")
-        .is_ok()
+/// Signals that would end `jitc` while the terminal is in no-echo mode. They are held
+/// back during a prompt and delivered only after the terminal is restored.
+fn prompt_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGTSTP,
+    ] {
+        set.add(s);
+    }
+    set
 }
 
 /// Asks on `/dev/tty` with `label`, without echo. Ctrl-C or Ctrl-D on an empty line
-/// cancels (exit 1); the terminal is restored either way.
+/// cancels (exit 1). The terminal is restored however the prompt ends; a signal that
+/// arrives meanwhile (SIGTERM from `timeout`, say) takes effect right after.
 pub fn ask_hidden(label: &str) -> Result<SecretBytes> {
     let mut tty = OpenOptions::new()
         .read(true)
@@ -56,29 +69,66 @@ pub fn ask_hidden(label: &str) -> Result<SecretBytes> {
         !(LocalFlags::ECHO | LocalFlags::ICANON | LocalFlags::ISIG | LocalFlags::IEXTEN);
     raw.control_chars[SpecialCharacterIndices::VMIN as usize] = 1;
     raw.control_chars[SpecialCharacterIndices::VTIME as usize] = 0;
-    let result = {
-        let guard = RawGuard { tty: &tty, saved };
-        // Echo off (and type-ahead, which was echoed, discarded) before the prompt shows,
-        // so nothing typed in answer to it can appear on the screen.
-        termios::tcsetattr(guard.tty, SetArg::TCSAFLUSH, &raw)
-            .map_err(|e| Error::failure(format!("cannot configure the terminal ({e})")))?;
-        let mut out = guard.tty;
-        let _ = write!(out, "{label}");
-        let _ = out.flush();
-        read_hidden_line(guard.tty)
+    let held = prompt_signals();
+    let mut old_mask = SigSet::empty();
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&held), Some(&mut old_mask))
+        .map_err(|e| Error::failure(format!("cannot hold signals during the prompt ({e})")))?;
+    let signals = SignalFd::with_flags(&held, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK);
+    let result = match signals {
+        Err(e) => Err(Error::failure(format!("cannot watch signals ({e})"))),
+        Ok(signals) => {
+            let guard = RawGuard { tty: &tty, saved };
+            // Echo off (and type-ahead, which was echoed, discarded) before the prompt
+            // shows, so nothing typed in answer to it can appear on the screen.
+            match termios::tcsetattr(guard.tty, SetArg::TCSAFLUSH, &raw) {
+                Err(e) => Err(Error::failure(format!(
+                    "cannot configure the terminal ({e})"
+                ))),
+                Ok(()) => {
+                    let mut out = guard.tty;
+                    let _ = write!(out, "{label}");
+                    let _ = out.flush();
+                    read_hidden_line(guard.tty, &signals)
+                }
+            }
+        }
     };
     let _ = writeln!(tty);
+    // The terminal is restored (the guard is gone): a held signal may now act.
+    let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
     result
 }
 
-fn read_hidden_line(mut tty: &File) -> Result<SecretBytes> {
+/// Whether the terminal has input waiting right now.
+fn pending(tty: &File) -> bool {
+    let mut fds = [PollFd::new(tty.as_fd(), PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+}
+
+fn read_hidden_line(mut tty: &File, signals: &SignalFd) -> Result<SecretBytes> {
     let mut line = Zeroizing::new(Vec::with_capacity(MAX_TYPED));
     let mut byte = [0u8; 1];
     loop {
+        let mut fds = [
+            PollFd::new(tty.as_fd(), PollFlags::POLLIN),
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                return Err(Error::failure(format!(
+                    "cannot read from the terminal ({e})"
+                )));
+            }
+        }
+        if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+            return Err(Error::failure("interrupted"));
+        }
         match tty.read(&mut byte) {
             Ok(0) => break,
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 return Err(Error::failure(format!(
                     "cannot read from the terminal ({e})"
@@ -86,7 +136,16 @@ fn read_hidden_line(mut tty: &File) -> Result<SecretBytes> {
             }
         }
         match byte[0] {
-            b'\r' | b'\n' => break,
+            b'\r' | b'\n' => {
+                // More input right behind the newline is a multi-line paste (a PEM key,
+                // say): storing its first line alone would be silently wrong.
+                if pending(tty) {
+                    return Err(Error::bad_input(
+                        "that was several lines; pipe multi-line values in instead: jitc add NAME < FILE",
+                    ));
+                }
+                break;
+            }
             0x03 => return Err(Error::failure("cancelled")),
             0x04 if line.is_empty() => return Err(Error::failure("cancelled")),
             0x04 => break,
@@ -94,8 +153,12 @@ fn read_hidden_line(mut tty: &File) -> Result<SecretBytes> {
                 line.pop();
             }
             0x15 => line.clear(),
-            b if line.len() < MAX_TYPED => line.push(b),
-            _ => {}
+            _ if line.len() >= MAX_TYPED => {
+                return Err(Error::bad_input(format!(
+                    "that is longer than {MAX_TYPED} bytes; pipe long values in instead: jitc add NAME < FILE"
+                )));
+            }
+            b => line.push(b),
         }
     }
     byte.zeroize();

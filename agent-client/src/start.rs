@@ -2,6 +2,7 @@
 //! reports on its stdout once its socket accepts connections, so no polling is needed.
 
 use std::io::Read;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -83,8 +84,18 @@ pub fn start_agent(path: &Path) -> Result<()> {
     // The agent keeps running detached; we never wait for it (it is reparented when we exit).
     drop(child);
     let line = line.trim();
-    if line == "ready" || line.starts_with("running") {
+    if line == "ready" {
         return Ok(());
+    }
+    if line.starts_with("running") {
+        // Another agent won the race to start; it may not have bound the socket yet.
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if UnixStream::connect(path).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
     let why = line.strip_prefix("error: ").unwrap_or(if line.is_empty() {
         "it exited without saying why"

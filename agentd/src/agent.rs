@@ -2,7 +2,7 @@
 //! and the one dispatcher that routes each request to its command module.
 
 use std::sync::Mutex as StdMutex;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use jitc_protocol::{Request, Response};
@@ -38,6 +38,8 @@ pub struct Agent {
     pub failures: AtomicU32,
     pub leases: StdMutex<Leases>,
     pub idle: Idle,
+    /// Set once shutdown begins: nothing may unlock the vault after that.
+    shutting_down: AtomicBool,
 }
 
 /// The delay before answering a wrong passphrase: 0.1 s per failure so far, at most 10 s.
@@ -58,7 +60,29 @@ impl Agent {
             failures: AtomicU32::new(0),
             leases: StdMutex::new(Leases::default()),
             idle,
+            shutting_down: AtomicBool::new(false),
         }
+    }
+
+    /// Locks for good: requests still in flight (an unlock inside Argon2, say) cannot
+    /// put a key back afterwards.
+    pub async fn shut_down(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.lock("the agent shut down").await;
+    }
+
+    /// Installs an opened vault, unless shutdown has begun.
+    pub fn install(&self, slot: &mut Option<Vault>, vault: Vault) -> Result<(), Refusal> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(Refusal::new(
+                jitc_protocol::ErrorCode::Unavailable,
+                "the agent is shutting down; start it again with 'jitc agent'",
+            ));
+        }
+        *slot = Some(vault);
+        self.reset_failures();
+        self.idle.touch();
+        Ok(())
     }
 
     /// The routing `match`: one arm per request kind, each in its own module.

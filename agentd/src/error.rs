@@ -49,13 +49,22 @@ impl Refusal {
     /// Maps a vault error for `file` to what the user should hear.
     pub fn from_vault(file: &VaultFile, e: VaultError) -> Refusal {
         let path = file.path().display();
+        let bak = file.backup_path();
         let damaged = |what: &dyn std::fmt::Display| {
+            let next = if bak.exists() {
+                format!(
+                    "restore the previous generation with 'cp {} {path}'",
+                    bak.display()
+                )
+            } else {
+                format!(
+                    "there is no {} to fall back on; restore it from your own backup",
+                    bak.file_name().unwrap_or_default().to_string_lossy()
+                )
+            };
             Refusal::new(
                 ErrorCode::DataErr,
-                format!(
-                    "the vault at {path} is damaged ({what}); restore the previous generation with 'cp {bak} {path}'",
-                    bak = file.backup_path().display()
-                ),
+                format!("the vault at {path} is damaged ({what}); {next}"),
             )
         };
         match e {
@@ -73,7 +82,7 @@ impl Refusal {
                 ErrorCode::DataErr,
                 format!(
                     "{path} is not a jitc vault; move it away, or restore {}",
-                    file.backup_path().display()
+                    bak.display()
                 ),
             ),
             e @ (VaultError::Header(_) | VaultError::BodyAuth | VaultError::BodyDecode) => {

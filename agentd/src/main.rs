@@ -49,6 +49,22 @@ enum Started {
 }
 
 fn main() -> ExitCode {
+    // A bug is logged with where it happened, never with its payload (which could,
+    // in principle, be built from request data).
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(
+            at,
+            "internal error (panic); the connection it happened on is dropped"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "jitc-agentd: internal error (panic) at {at}"
+        );
+    }));
     // Before anything else exists: nothing this process ever holds may be dumped.
     if let Err(e) = hardening::harden() {
         eprintln!("jitc-agentd: {e:#}");
@@ -79,7 +95,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn start(args: Args) -> anyhow::Result<Started> {
+fn start(mut args: Args) -> anyhow::Result<Started> {
+    // Detaching changes to /: relative paths must be resolved against where we started.
+    for p in [&mut args.socket, &mut args.vault].into_iter().flatten() {
+        *p = std::path::absolute(&*p).with_context(|| format!("cannot resolve {}", p.display()))?;
+    }
     if args.detach {
         detach()?;
     }

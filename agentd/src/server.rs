@@ -42,7 +42,7 @@ pub async fn run(listener: UnixListener, agent: Arc<Agent>, shutdown: impl Futur
     }
     idle.abort();
     // Lock first: every lease holder is told why its lease ended before handlers stop.
-    agent.lock("the agent shut down").await;
+    agent.shut_down().await;
     let Listener {
         notify_shutdown,
         done_tx,
@@ -52,6 +52,8 @@ pub async fn run(listener: UnixListener, agent: Arc<Agent>, shutdown: impl Futur
     drop(done_tx);
     // Every handler holds a clone of done_tx; recv returns None once all have finished.
     let _ = done_rx.recv().await;
+    // Whatever finished in the meantime (a lease granted just before) is ended too.
+    agent.shut_down().await;
 }
 
 struct Listener {

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 /// The environment variable naming the agent's socket.
 pub const SOCKET_ENV: &str = "JITC_SOCK";
 
-/// `$JITC_SOCK` if set (and non-empty), else the default path.
+/// `$JITC_SOCK` if set (and non-empty), else the default path; always absolute, so it
+/// can be handed to an agent that changes directory, or exported to another shell.
 pub fn socket_path() -> PathBuf {
     match std::env::var_os(SOCKET_ENV) {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
+        Some(p) if !p.is_empty() => std::path::absolute(&p).unwrap_or_else(|_| PathBuf::from(p)),
         _ => default_socket_path(),
     }
 }

@@ -96,7 +96,7 @@ impl Run {
         self
     }
 
-    /// Asserts stderr is one `jitc: …` line containing `needle`.
+    /// Asserts stderr contains `needle` (pair with `one_line_error` for the form).
     #[track_caller]
     pub fn says(self, needle: &str) -> Run {
         let line = self.stderr.trim_end();
@@ -120,6 +120,8 @@ impl Run {
 /// `XDG_DATA_HOME`, `XDG_STATE_HOME`, `XDG_CONFIG_HOME` all point inside it.
 pub struct TestEnv {
     root: tempfile::TempDir,
+    /// Variables added to (or overriding) the tree's environment with `set_env`.
+    extra: std::cell::RefCell<Vec<(&'static str, OsString)>>,
     pub home: PathBuf,
     pub runtime: PathBuf,
     pub data: PathBuf,
@@ -148,6 +150,7 @@ impl TestEnv {
             state: r.join("home/.local/state"),
             config: r.join("home/.config"),
             root,
+            extra: Default::default(),
         };
         for d in [&env.home, &env.runtime, &env.data, &env.state, &env.config] {
             fs::create_dir_all(d).unwrap();
@@ -174,9 +177,14 @@ impl TestEnv {
         self.data.join("jitc").join("vault.jitc.bak")
     }
 
+    /// Sets a variable for every process started in this tree from now on.
+    pub fn set_env(&self, key: &'static str, value: impl Into<OsString>) {
+        self.extra.borrow_mut().push((key, value.into()));
+    }
+
     /// The environment every process in this tree gets (nothing else leaks in).
     pub fn envs(&self) -> Vec<(&'static str, OsString)> {
-        vec![
+        let mut envs = vec![
             (
                 "PATH",
                 std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
@@ -188,7 +196,9 @@ impl TestEnv {
             ("XDG_CONFIG_HOME", self.config.clone().into()),
             ("XDG_CACHE_HOME", self.home.join(".cache").into()),
             ("LANG", "C.UTF-8".into()),
-        ]
+        ];
+        envs.extend(self.extra.borrow().iter().cloned());
+        envs
     }
 
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {

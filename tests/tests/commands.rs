@@ -261,3 +261,127 @@ fn commands_on_a_locked_vault_say_75() {
         .one_line_error()
         .says("jitc unlock");
 }
+
+#[test]
+fn a_full_disk_is_an_io_error_and_loses_nothing() {
+    let env = TestEnv::new();
+    // The vault lives on a 128 KiB tmpfs, mounted in a private mount namespace that
+    // only the agent sees.
+    let small = env.root().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let vault = small.join("vault.jitc");
+    let mut c = env.command("unshare");
+    c.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs -o size=128k,mode=0700 tmpfs {} && exec {}",
+            small.display(),
+            agentd_bin().display()
+        ))
+        .env("JITC_VAULT", &vault);
+    let _agent = Agent::spawn(c).unwrap();
+    env.init();
+    env.add("KEPT", "kept-value");
+    let big = vec![b'x'; 200 * 1024];
+    env.run(&["add", "BIG"], Some(&big))
+        .code(74)
+        .one_line_error()
+        .says("No space left on device");
+    assert_eq!(env.secret_names(), ["KEPT"], "the failed add is undone");
+    env.run(&["lock"], None).ok();
+    env.unlock().ok();
+    assert_eq!(env.secret_names(), ["KEPT"], "the vault on disk is whole");
+}
+
+#[test]
+fn an_agent_that_cannot_start_is_69() {
+    let env = TestEnv::new();
+    env.set_env("JITC_AGENTD", "/nonexistent/jitc-agentd");
+    env.run(&["status"], None)
+        .code(69)
+        .one_line_error()
+        .says("cannot start the agent");
+    // An agent that starts but fails says why.
+    let env = TestEnv::new();
+    std::fs::create_dir_all(env.data.join("jitc")).unwrap();
+    std::fs::set_permissions(
+        env.data.join("jitc"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    env.run(&["status"], None)
+        .code(69)
+        .one_line_error()
+        .says("writable by others");
+}
+
+/// A stand-in agent on `sock`: welcomes with `version`, then answers nothing.
+fn fake_agent(sock: &std::path::Path, version: u32) -> std::thread::JoinHandle<()> {
+    use jitc_protocol::{Response, Welcome, read_frame, write_frame};
+    let listener = std::os::unix::net::UnixListener::bind(sock).unwrap();
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let _hello = read_frame(&mut conn).unwrap();
+        write_frame(
+            &mut conn,
+            &Response::Welcome(Welcome {
+                protocol_version: version,
+                agent_version: "9.9.9".into(),
+                pid: 4242,
+            }),
+        )
+        .unwrap();
+        // Swallow whatever comes next until the client hangs up.
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut conn, &mut sink);
+    })
+}
+
+#[test]
+fn an_agent_speaking_another_protocol_is_explained() {
+    let env = TestEnv::new();
+    let sock = env.runtime.join("fake.sock");
+    let fake = fake_agent(&sock, 99);
+    env.set_env("JITC_SOCK", &sock);
+    env.run(&["status"], None)
+        .code(69)
+        .one_line_error()
+        .says("speaks protocol 99 but this jitc speaks 1");
+    fake.join().unwrap();
+}
+
+#[test]
+fn ctrl_c_while_waiting_for_a_lease_runs_nothing() {
+    let env = TestEnv::new();
+    let sock = env.runtime.join("slow.sock");
+    let fake = fake_agent(&sock, jitc_protocol::PROTOCOL_VERSION);
+    let marker = env.root().join("ran");
+    let mut c = env.jitc(&["exec", "-s", "X", "--", "touch"]);
+    c.arg(&marker)
+        .env("JITC_SOCK", &sock)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    // The fake agent got the lease request once the client's Hello was answered; there
+    // is no event to wait on from here, so give the request a moment to arrive.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !proc_status_field(child.id(), "SigBlk")
+        .is_some_and(|m| u64::from_str_radix(&m, 16).unwrap_or(0) & (1 << 1) != 0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "jitc never blocked SIGINT"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("interrupted while waiting"), "{err}");
+    assert!(!marker.exists(), "the command never ran");
+    fake.join().unwrap();
+}

@@ -27,7 +27,9 @@ fn closed_by_agent(s: &mut std::os::unix::net::UnixStream) -> bool {
 #[test]
 fn oversized_and_garbage_frames_drop_only_that_connection() {
     let env = TestEnv::new();
-    let agent = env.start_agent();
+    // A long stall timeout, so only the checks under test can close these connections
+    // within the read timeout.
+    let agent = env.start_agent_with(&["--frame-timeout", "60s"]);
     // A length prefix over 1 MiB: refused from the prefix alone.
     let mut s = raw_connect(&env.socket());
     s.write_all(&(2u32 << 20).to_be_bytes()).unwrap();

@@ -182,3 +182,51 @@ fn a_live_agent_is_not_stolen_and_a_stale_socket_is_replaced() {
     let second = env.start_agent();
     assert_eq!(env.agent_pid(), Some(second.pid));
 }
+
+/// Crashes the agent at each step of a save (debug builds die on the spot when
+/// `JITC_TEST_CRASH_AT` names the step): the vault must open afterwards, holding either
+/// the old generation or the new one, and no temp file may survive the restart.
+#[test]
+fn a_crash_at_every_step_of_a_save_leaves_a_whole_vault() {
+    let env = TestEnv::new();
+    let agent = env.start_agent();
+    env.init();
+    env.add("BEFORE", "old");
+    agent.stop();
+    for (step, saved) in [
+        ("after-temp-write", false),
+        ("after-temp-sync", false),
+        ("after-backup-link", false),
+        ("after-backup", false),
+        ("after-rename", true),
+    ] {
+        let mut c = env.command(agentd_bin());
+        c.env("JITC_TEST_CRASH_AT", step);
+        let mut agent = Agent::spawn(c).unwrap();
+        env.unlock().ok();
+        let name = format!("NEW_{}", step.replace('-', "_").to_uppercase());
+        let mut add = env.jitc(&["add", &name]);
+        add.env("JITC_SOCK", env.socket());
+        let out = run_with_stdin(add, Some(b"v"));
+        assert_ne!(out.code, 0, "{step}: the agent died before acknowledging");
+        let status = agent.wait().unwrap();
+        assert!(!status.success(), "{step}: the agent crashed");
+
+        let _agent = env.start_agent();
+        env.unlock().ok();
+        let names = env.secret_names();
+        assert!(names.contains(&"BEFORE".to_owned()), "{step}: {names:?}");
+        assert_eq!(names.contains(&name), saved, "{step}: {names:?}");
+        let temps: Vec<_> = fs::read_dir(env.data.join("jitc"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp"))
+            .collect();
+        assert!(temps.is_empty(), "{step}: {temps:?}");
+        // Leave the vault without the new name for the next step.
+        if saved {
+            env.run(&["rm", &name], None).ok();
+        }
+    }
+}

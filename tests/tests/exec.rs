@@ -136,8 +136,21 @@ fn failures_are_one_line_with_their_codes() {
         &["exec", "-s", "GITHUB_TOKEN", "--ttl", "soon", "--", "true"],
         None,
     )
-    .code(2);
-    env.run(&["exec", "-s", "GITHUB_TOKEN"], None).code(2);
+    .code(65)
+    .one_line_error()
+    .says("bad duration");
+    env.run(
+        &["exec", "-s", "GITHUB_TOKEN", "--ttl", "0s", "--", "true"],
+        None,
+    )
+    .code(65)
+    .one_line_error();
+    // Usage errors are clap's (2), and one line too.
+    env.run(&["exec", "-s", "GITHUB_TOKEN"], None)
+        .code(2)
+        .one_line_error()
+        .says("jitc --help");
+    env.run(&["frobnicate"], None).code(2).one_line_error();
     env.run(&["add", "WITHNUL"], Some(b"a\0b")).ok();
     env.run(&["exec", "-s", "WITHNUL", "--", "true"], None)
         .code(65)
@@ -167,7 +180,7 @@ fn start_script(env: &TestEnv, script: &str) -> Started {
 fn start_trapping(env: &TestEnv) -> Started {
     start_script(
         env,
-        "trap 'echo got-term; exit 42' TERM; trap 'echo got-hup; exit 43' HUP; trap 'echo got-int; exit 44' INT; echo ready; while :; do sleep 0.05; done",
+        "trap 'echo got-term; exit 42' TERM; trap 'echo got-hup; exit 43' HUP; trap 'echo got-int; exit 44' INT; trap 'echo got-quit; exit 45' QUIT; trap 'echo got-winch; exit 46' WINCH; echo ready; while :; do sleep 0.05; done",
     )
 }
 
@@ -178,6 +191,8 @@ fn signals_are_forwarded() {
         (Signal::SIGTERM, "got-term", 42),
         (Signal::SIGHUP, "got-hup", 43),
         (Signal::SIGINT, "got-int", 44),
+        (Signal::SIGQUIT, "got-quit", 45),
+        (Signal::SIGWINCH, "got-winch", 46),
     ] {
         let (mut child, mut out) = start_trapping(&env);
         assert_eq!(leases(&env), 1, "the lease is held while the command runs");
@@ -236,4 +251,37 @@ fn agent_shutdown_ends_the_lease_and_stops_the_command() {
         !env.socket().exists(),
         "the socket is unlinked on a clean exit"
     );
+}
+
+#[test]
+fn a_script_without_a_shebang_runs_under_sh() {
+    let (env, _agent) = env_with_secrets();
+    let script = env.root().join("noshebang");
+    std::fs::write(&script, "printf %s \"$GITHUB_TOKEN\" | sha256sum\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = env
+        .run(
+            &["exec", "-s", "GITHUB_TOKEN", "--", script.to_str().unwrap()],
+            None,
+        )
+        .ok();
+    assert!(out.stdout.starts_with(&sha256_hex(b"ghp-2222")));
+}
+
+#[test]
+fn ctrl_c_at_the_terminal_reaches_the_command_once() {
+    let (env, _agent) = env_with_secrets();
+    // The child counts SIGINTs; jitc must not forward the terminal's own.
+    let script = "n=0; trap 'n=$((n+1))' INT; echo ready; \
+        while [ $n -eq 0 ]; do sleep 0.05; done; sleep 0.5; echo count=$n";
+    let mut t = PtySession::spawn(
+        &env,
+        &jitc_bin(),
+        &["exec", "-s", "GITHUB_TOKEN", "--", "sh", "-c", script],
+    );
+    t.expect("ready");
+    t.send(b"\x03");
+    t.expect("count=");
+    assert_eq!(t.wait(), 0);
+    assert!(t.output.text().contains("count=1"), "{:?}", t.output.text());
 }

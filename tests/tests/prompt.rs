@@ -104,3 +104,25 @@ fn a_locked_vault_is_reported_before_asking_for_a_value() {
     assert_eq!(t.wait(), 75);
     assert!(!t.output.text().contains("Value for"));
 }
+
+#[test]
+fn a_pasted_multi_line_value_is_refused_not_cut_short() {
+    let env = TestEnv::new();
+    let _agent = env.start_agent();
+    env.init();
+    let mut t = PtySession::spawn(&env, &jitc_bin(), &["add", "KEY"]);
+    t.expect("Value for KEY: ");
+    t.send(b"-----BEGIN KEY-----\rabc\r-----END KEY-----\r");
+    assert_eq!(t.wait(), 65);
+    t.expect("jitc add NAME < FILE");
+    assert!(env.secret_names().is_empty(), "nothing stored");
+}
+
+#[test]
+fn adding_at_a_terminal_before_init_says_to_init() {
+    let env = TestEnv::new();
+    let _agent = env.start_agent();
+    let mut t = PtySession::spawn(&env, &jitc_bin(), &["add", "KEY"]);
+    assert_eq!(t.wait(), 1);
+    t.expect("jitc init");
+}

@@ -7,11 +7,83 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use jitc_tests::*;
 
+/// Runs a raw protocol exchange as uid 65534 (python, since `jitc` itself would refuse
+/// a root-owned agent before sending anything): sends Hello, returns the reply frame.
+fn hello_as_nobody(env: &TestEnv) -> Vec<u8> {
+    let script = "import socket,sys\n\
+        s=socket.socket(socket.AF_UNIX)\n\
+        s.connect(sys.argv[1])\n\
+        try: s.sendall(bytes([0,0,0,2,0,1]))\n\
+        except OSError: pass\n\
+        d=b''\n\
+        while True:\n\
+        \x20   try: c=s.recv(4096)\n\
+        \x20   except OSError: break\n\
+        \x20   if not c: break\n\
+        \x20   d+=c\n\
+        sys.stdout.write(d.hex())\n";
+    let mut c = env.command("setpriv");
+    c.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=+dac_override",
+        "--ambient-caps=+dac_override",
+        "/usr/bin/python3",
+        "-c",
+        script,
+    ])
+    .arg(env.socket());
+    let out = run_with_stdin(c, None).ok();
+    (0..out.stdout.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&out.stdout[i..i + 2], 16).unwrap())
+        .collect()
+}
+
 #[test]
-fn another_uid_is_refused() {
+fn another_uid_is_refused_by_the_agent() {
     let env = TestEnv::new();
     let agent = env.start_agent();
     env.init();
+    // The agent answers a foreign uid with one error frame (77) and hangs up.
+    let reply = hello_as_nobody(&env);
+    let len = u32::from_be_bytes(reply[..4].try_into().unwrap()) as usize;
+    assert_eq!(
+        reply.len(),
+        4 + len,
+        "exactly one frame, then the connection closes"
+    );
+    match jitc_protocol::decode::<jitc_protocol::Response>(&reply[4..]).unwrap() {
+        jitc_protocol::Response::Error { code, message } => {
+            assert_eq!(code.exit_code(), 77);
+            assert!(message.contains("not to you (uid 65534)"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(agent.stderr.wait_for(
+        "refused a peer of another user",
+        std::time::Duration::from_secs(10)
+    ));
+    // The agent goes on serving its owner.
+    env.run(&["ls"], None).ok();
+}
+
+#[test]
+fn the_client_refuses_an_agent_run_by_someone_else() {
+    let env = TestEnv::new();
+    // A stand-in "agent" owned by root that records whatever it is sent.
+    let dir = env.runtime.join("squatted");
+    fs::create_dir(&dir).unwrap();
+    let sock = dir.join("agent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let received = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut conn, &mut got).unwrap();
+        got
+    });
+    // uid 65534, pointed at it, refuses before sending a byte of the value.
     let mut c = env.command("setpriv");
     c.args([
         "--reuid=65534",
@@ -21,16 +93,16 @@ fn another_uid_is_refused() {
         "--ambient-caps=+dac_override",
     ])
     .arg(jitc_bin())
-    .arg("ls")
-    .env("JITC_SOCK", env.socket());
-    let out = run_with_stdin(c, None);
-    out.code(77).one_line_error().says("not to you (uid 65534)");
-    assert!(agent.stderr.wait_for(
-        "refused a peer of another user",
-        std::time::Duration::from_secs(10)
-    ));
-    // The agent goes on serving its owner.
-    env.run(&["ls"], None).ok();
+    .args(["add", "STOLEN"])
+    .env("JITC_SOCK", &sock);
+    run_with_stdin(c, Some(b"victim-value"))
+        .code(77)
+        .one_line_error()
+        .says("runs as uid 0, not as you (uid 65534)");
+    assert!(
+        received.join().unwrap().is_empty(),
+        "nothing was sent to it"
+    );
 }
 
 #[test]
@@ -72,6 +144,8 @@ fn agent_run_as_a_user_is_not_dumpable_and_locks_its_key_in_memory() {
         .arg(agentd_bin());
     let agent = Agent::spawn(c).unwrap();
     let pid = agent.pid;
+    // Root may drive another user's agent, but only on a socket it names explicitly.
+    env.set_env("JITC_SOCK", env.socket());
     assert_eq!(
         proc_status_field(pid, "Uid")
             .unwrap()
@@ -102,7 +176,7 @@ fn agent_run_as_a_user_is_not_dumpable_and_locks_its_key_in_memory() {
         "soft descriptor limit raised to the hard one: {nofile}"
     );
 
-    // Root may talk to it (uid 0 is allowed); the files it creates are uid 1000's.
+    // The files the agent creates are uid 1000's.
     env.init();
     assert_eq!(fs::metadata(env.vault()).unwrap().uid(), 1000);
     let locked_kib: u64 = proc_status_field(pid, "VmLck")
@@ -114,12 +188,20 @@ fn agent_run_as_a_user_is_not_dumpable_and_locks_its_key_in_memory() {
     let s = env.status();
     assert_eq!(s["memory_locked"], true);
     env.run(&["lock"], None).ok();
-    let after: u64 = proc_status_field(pid, "VmLck")
-        .unwrap()
-        .trim_end_matches(" kB")
-        .parse()
-        .unwrap();
-    assert!(after < locked_kib, "locking frees the key's locked page");
+    let vm_lck = || -> u64 {
+        proc_status_field(pid, "VmLck")
+            .unwrap()
+            .trim_end_matches(" kB")
+            .parse()
+            .unwrap()
+    };
+    assert!(vm_lck() < locked_kib, "locking frees the key's locked page");
+    // Unlocking (not only init) puts the key in locked memory.
+    env.unlock().ok();
+    assert!(
+        vm_lck() > 0,
+        "the unlocked vault key sits in mlocked memory"
+    );
     drop(agent);
 }
 

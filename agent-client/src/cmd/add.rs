@@ -1,5 +1,6 @@
 //! `jitc add NAME`: store a secret. The value comes from stdin, or is typed without echo.
 
+use jitc::error::note;
 use jitc::prompt;
 use jitc::start::connect_or_start;
 use jitc::{Error, Result};
@@ -30,6 +31,12 @@ pub fn run(args: Args) -> Result<u8> {
     if interactive {
         // Ask before making someone type a value we would refuse anyway.
         let s = client.status()?;
+        if !s.vault_exists {
+            return Err(Error::failure(format!(
+                "there is no vault at {} yet; create one with 'jitc init'",
+                s.vault
+            )));
+        }
         if s.locked {
             return Err(Error::Agent {
                 code: jitc_protocol::ErrorCode::Locked,
@@ -51,6 +58,6 @@ pub fn run(args: Args) -> Result<u8> {
         description: args.description,
         replace: args.replace,
     })?;
-    eprintln!("jitc: stored '{}'", args.name);
+    note(&format!("stored '{}'", args.name));
     Ok(0)
 }

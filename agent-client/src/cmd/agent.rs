@@ -1,5 +1,6 @@
 //! `jitc agent`: make sure an agent runs on the socket and print where it is.
 
+use jitc::error::note;
 use jitc::start::start_agent;
 use jitc::{Client, Error, Result};
 use jitc_protocol::paths::socket_path;
@@ -33,23 +34,24 @@ pub fn run(args: Args) -> Result<u8> {
         Err(Error::NotRunning { .. }) => {
             start_agent(&path)?;
             let c = Client::connect(&path)?;
-            eprintln!(
-                "jitc: started the agent (pid {}) on {}",
+            note(&format!(
+                "started the agent (pid {}) on {}",
                 c.welcome().pid,
                 path.display()
-            );
+            ));
             c
         }
         Err(e) => return Err(e),
     };
     let sock = quote(&client.path().to_string_lossy());
-    if args.csh {
-        println!("setenv JITC_SOCK {sock};");
+    let line = if args.csh {
+        format!("setenv JITC_SOCK {sock};\n")
     } else if args.fish {
-        println!("set -gx JITC_SOCK {sock};");
+        format!("set -gx JITC_SOCK {sock};\n")
     } else {
-        println!("export JITC_SOCK={sock};");
-    }
+        format!("export JITC_SOCK={sock};\n")
+    };
+    super::emit(&line)?;
     Ok(0)
 }
 

@@ -17,8 +17,8 @@ pub struct Args {
     #[arg(short = 'e', long = "env", value_name = "VAR=REF")]
     env: Vec<String>,
     /// How long the lease may last, e.g. 90s, 15m
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    ttl: Option<Duration>,
+    #[arg(long, value_name = "DURATION")]
+    ttl: Option<String>,
     /// What this is for (shown in approval prompts and the audit trail)
     #[arg(long, value_name = "TEXT")]
     task: Option<String>,
@@ -35,10 +35,18 @@ pub struct Args {
     command: Vec<OsString>,
 }
 
-fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try 90s, 15m or 1h)"))?;
+/// A lease duration; a bad one is bad input (65), as the contract has it.
+fn parse_duration(s: &str) -> Result<Duration> {
+    let d = humantime::parse_duration(s).map_err(|e| {
+        Error::bad_input(format!(
+            "bad duration '{}' for --ttl ({e}); try 90s, 15m or 1h",
+            s.escape_debug()
+        ))
+    })?;
     if d.is_zero() {
-        return Err("a lease cannot last 0s".into());
+        return Err(Error::bad_input(
+            "a lease cannot last 0s; give --ttl a positive duration",
+        ));
     }
     Ok(d)
 }
@@ -52,6 +60,7 @@ pub fn run(args: Args) -> Result<u8> {
         bindings.push(refs::binding_for_assignment(e)?);
     }
     let bindings = refs::dedup(bindings)?;
+    let ttl = args.ttl.as_deref().map(parse_duration).transpose()?;
     if bindings.is_empty() {
         return Err(Error::bad_input(
             "no secrets named; add -s NAME or -e VAR=NAME before '--'",
@@ -66,7 +75,7 @@ pub fn run(args: Args) -> Result<u8> {
         program,
         cwd,
         task: args.task,
-        ttl: args.ttl,
+        ttl,
         masking: !args.no_masking,
     };
     let mut client = connect_or_start()?;

@@ -1,5 +1,6 @@
 //! `jitc init`: create a new vault (refusing to touch an existing one).
 
+use jitc::error::note;
 use jitc::prompt;
 use jitc::start::connect_or_start;
 use jitc::{Error, Result};
@@ -43,9 +44,9 @@ pub fn run(args: Args) -> Result<u8> {
         prompt::ask_new_passphrase()?
     };
     client.init(passphrase, kdf)?;
-    eprintln!(
-        "jitc: created the vault at {} (unlocked); store a secret with 'jitc add NAME'",
+    note(&format!(
+        "created the vault at {} (unlocked); store a secret with 'jitc add NAME'",
         status.vault
-    );
+    ));
     Ok(0)
 }

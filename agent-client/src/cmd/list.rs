@@ -3,6 +3,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use jitc::Result;
+use jitc::error::note;
 use jitc::start::connect_or_start;
 
 #[derive(Debug, clap::Args)]
@@ -23,7 +24,7 @@ pub fn run(args: Args) -> Result<u8> {
         return Ok(0);
     }
     if secrets.is_empty() {
-        eprintln!("jitc: no secrets yet; store one with 'jitc add NAME'");
+        note("no secrets yet; store one with 'jitc add NAME'");
         return Ok(0);
     }
     let width = secrets
@@ -32,14 +33,15 @@ pub fn run(args: Args) -> Result<u8> {
         .max()
         .unwrap_or(4)
         .max(4);
-    println!("{:width$}  {:20}  DESCRIPTION", "NAME", "UPDATED");
+    let mut text = format!("{:width$}  {:20}  DESCRIPTION\n", "NAME", "UPDATED");
     for s in &secrets {
-        println!(
-            "{:width$}  {:20}  {}",
+        text.push_str(&format!(
+            "{:width$}  {:20}  {}\n",
             s.name,
             date(s.updated),
             s.description.as_deref().unwrap_or("")
-        );
+        ));
     }
+    super::emit(&text)?;
     Ok(0)
 }

@@ -50,10 +50,23 @@ pub fn run(command: Command) -> Result<u8> {
     }
 }
 
+/// Writes `text` to stdout. A full disk or closed pipe is an error (74), not a panic.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| {
+            jitc::Error::local(
+                jitc_protocol::ErrorCode::IoErr,
+                format!("cannot write the output ({e})"),
+            )
+        })
+}
+
 /// Prints a JSON value on stdout.
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| jitc::Error::failure(format!("cannot format JSON ({e})")))?;
-    println!("{text}");
-    Ok(())
+    emit(&format!("{text}\n"))
 }

@@ -1,6 +1,7 @@
 //! `jitc rm NAME`: remove a secret.
 
 use jitc::Result;
+use jitc::error::note;
 use jitc::start::connect_or_start;
 
 #[derive(Debug, clap::Args)]
@@ -11,6 +12,6 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<u8> {
     connect_or_start()?.remove(&args.name)?;
-    eprintln!("jitc: removed '{}'", args.name);
+    note(&format!("removed '{}'", args.name));
     Ok(0)
 }

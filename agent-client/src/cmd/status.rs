@@ -40,27 +40,24 @@ pub fn run(args: Args) -> Result<u8> {
             minutes(s.idle_lock_secs)
         )
     };
-    println!(
-        "agent    running (pid {}, jitc-agentd {})",
-        s.pid, s.agent_version
+    let mut text = format!(
+        "agent    running (pid {}, jitc-agentd {})\nsocket   {}\nvault    {}\nstate    {state}\nleases   {} active\n",
+        s.pid, s.agent_version, s.socket, s.vault, s.leases
     );
-    println!("socket   {}", s.socket);
-    println!("vault    {}", s.vault);
-    println!("state    {state}");
-    println!("leases   {} active", s.leases);
     if !s.locked {
         let mem = if s.memory_locked {
             "vault key in locked memory"
         } else {
             "WARNING: vault key could not be locked in memory (raise RLIMIT_MEMLOCK)"
         };
-        println!("memory   {mem}");
+        text.push_str(&format!("memory   {mem}\n"));
     }
     if s.unlock_failures > 0 {
-        println!(
-            "failures {} wrong passphrase(s) since the last unlock",
+        text.push_str(&format!(
+            "failures {} wrong passphrase(s) since the last unlock\n",
             s.unlock_failures
-        );
+        ));
     }
+    super::emit(&text)?;
     Ok(0)
 }

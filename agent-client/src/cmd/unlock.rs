@@ -1,5 +1,6 @@
 //! `jitc unlock`: open the vault in the agent.
 
+use jitc::error::note;
 use jitc::prompt;
 use jitc::start::connect_or_start;
 use jitc::{Error, Result};
@@ -21,7 +22,7 @@ pub fn run(args: Args) -> Result<u8> {
         )));
     }
     if !status.locked {
-        eprintln!("jitc: the vault is already unlocked");
+        note("the vault is already unlocked");
         return Ok(0);
     }
     let passphrase = if args.passphrase_stdin {
@@ -31,9 +32,9 @@ pub fn run(args: Args) -> Result<u8> {
     };
     client.unlock(passphrase)?;
     let secrets = client.status()?.secrets.unwrap_or(0);
-    eprintln!(
-        "jitc: unlocked ({secrets} secret{})",
+    note(&format!(
+        "unlocked ({secrets} secret{})",
         if secrets == 1 { "" } else { "s" }
-    );
+    ));
     Ok(0)
 }

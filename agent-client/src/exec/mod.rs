@@ -69,7 +69,11 @@ pub fn run(plan: Plan, client: &mut Client) -> Result<u8> {
     let signals = SignalFd::with_flags(&handled, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| Error::failure(format!("cannot set up signal handling ({e})")))?;
 
-    let grant = client.lease(plan.lease_request())?;
+    client.send(&jitc_protocol::Request::Lease(plan.lease_request()))?;
+    if let Some(code) = supervise::wait_for_reply(client, &signals)? {
+        return Ok(code);
+    }
+    let grant = client.lease_reply()?;
     let lease = grant.lease;
     let child = {
         let overridden: Vec<&str> = plan.bindings.iter().map(|b| b.var.as_str()).collect();
@@ -89,7 +93,6 @@ pub fn run(plan: Plan, client: &mut Client) -> Result<u8> {
         child,
         signals: &signals,
         client,
-        child_in_our_group: true,
     }
     .run()?;
     if outcome.lease_held {

@@ -104,12 +104,23 @@ pub fn spawn(program: &Program, env: &ChildEnv) -> Result<Pid> {
     )
     .map_err(cannot)?;
     let actions = PosixSpawnFileActions::init().map_err(cannot)?;
-    posix_spawn(
+    match posix_spawn(
         program.path.as_os_str(),
         &actions,
         &attr,
         &argv,
         &env.entries,
-    )
-    .map_err(cannot)
+    ) {
+        // A script without a `#!` line: run it with sh, as execvp does.
+        Err(nix::errno::Errno::ENOEXEC) => {
+            let mut sh_argv = vec![c"/bin/sh".to_owned()];
+            sh_argv.push(
+                CString::new(program.path.as_os_str().as_bytes())
+                    .map_err(|_| Error::bad_input("the command path contains a NUL byte"))?,
+            );
+            sh_argv.extend(argv.into_iter().skip(1));
+            posix_spawn(c"/bin/sh", &actions, &attr, &sh_argv, &env.entries).map_err(cannot)
+        }
+        r => r.map_err(cannot),
+    }
 }

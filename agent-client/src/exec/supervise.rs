@@ -25,8 +25,48 @@ pub struct Supervisor<'a> {
     pub child: Pid,
     pub signals: &'a SignalFd,
     pub client: &'a mut Client,
-    /// Whether the child shares our process group (and so our terminal's signals).
-    pub child_in_our_group: bool,
+}
+
+/// Signals that end `jitc exec` while it is still waiting for the agent.
+fn is_terminating(sig: Signal) -> bool {
+    matches!(
+        sig,
+        Signal::SIGINT | Signal::SIGTERM | Signal::SIGHUP | Signal::SIGQUIT
+    )
+}
+
+/// Waits for the agent's answer while watching signals: Ctrl-C (or SIGTERM…) before
+/// any child exists ends `jitc` at once, with 128+N. `Ok(None)` when the answer is
+/// ready to be read.
+pub fn wait_for_reply(client: &Client, signals: &SignalFd) -> Result<Option<u8>> {
+    loop {
+        let mut fds = [
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+            PollFd::new(client.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(Error::failure(format!("cannot wait for the agent ({e})"))),
+        }
+        if fds[0].revents().is_some_and(|r| !r.is_empty()) {
+            while let Ok(Some(info)) = signals.read_signal() {
+                if let Ok(sig) = Signal::try_from(info.ssi_signo as i32)
+                    && is_terminating(sig)
+                {
+                    crate::error::note("interrupted while waiting for the agent; nothing was run");
+                    return Ok(Some(128u8.wrapping_add(sig as u8)));
+                }
+            }
+        }
+        if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+            return Ok(None);
+        }
+    }
+}
+
+/// Whether `child` is in our process group, and so gets the terminal's signals itself.
+fn shares_our_group(child: Pid) -> bool {
+    nix::unistd::getpgid(Some(child)).is_ok_and(|g| g == nix::unistd::getpgrp())
 }
 
 /// How the supervision ended.
@@ -79,7 +119,7 @@ impl Supervisor<'_> {
                         continue;
                     }
                     let from_terminal = info.ssi_code == SI_KERNEL;
-                    if !(from_terminal && self.child_in_our_group) {
+                    if !(from_terminal && shares_our_group(self.child)) {
                         let _ = kill(self.child, sig);
                     }
                 }
@@ -103,7 +143,7 @@ impl Supervisor<'_> {
     }
 
     fn stop_child(&self, reason: &str, kill_at: &mut Option<Instant>) {
-        eprintln!("jitc: {reason}; stopped the command");
+        crate::error::note(&format!("{reason}; stopped the command"));
         let _ = kill(self.child, Signal::SIGTERM);
         kill_at.get_or_insert_with(|| Instant::now() + KILL_GRACE);
     }

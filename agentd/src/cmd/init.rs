@@ -33,8 +33,6 @@ pub async fn apply(agent: &Agent, passphrase: SecretBytes, kdf: KdfParams) -> Re
         kdf_iterations = kdf.iterations,
         "vault created"
     );
-    *slot = Some(vault);
-    agent.reset_failures();
-    agent.idle.touch();
+    agent.install(&mut slot, vault)?;
     Ok(Response::Done)
 }

@@ -33,7 +33,6 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
             value,
         });
     }
-    drop(slot);
     let ttl = req.ttl_ms.map(Duration::from_millis).unwrap_or(DEFAULT_TTL);
     let mut leases = agent.leases_mut();
     let id = leases.next_id();
@@ -55,6 +54,8 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
         holder: session.pushes.clone(),
     });
     drop(leases);
+    // Held until the lease is in the table, so a concurrent lock ends it too.
+    drop(slot);
     session.leases.push(id);
     Ok(Response::Leased(LeaseGrant {
         lease: id,

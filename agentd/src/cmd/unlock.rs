@@ -30,9 +30,7 @@ pub async fn apply(agent: &Agent, passphrase: SecretBytes) -> Reply {
                 memory_locked = vault.memory_locked(),
                 "vault unlocked"
             );
-            *agent.vault_slot().await = Some(vault);
-            agent.reset_failures();
-            agent.idle.touch();
+            agent.install(&mut *agent.vault_slot().await, vault)?;
             Ok(Response::Done)
         }
         Err(VaultError::WrongPassphrase) => {

@@ -43,6 +43,18 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Debug builds only: dies on the spot (as `kill -9` would) when `JITC_TEST_CRASH_AT`
+/// names this step of a save, so tests can crash the agent at every step for certain.
+#[cfg(debug_assertions)]
+fn crash_point(step: &str) {
+    if std::env::var("JITC_TEST_CRASH_AT").is_ok_and(|s| s == step) {
+        std::process::abort();
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn crash_point(_step: &str) {}
+
 /// Holds the vault's lock file for as long as it lives.
 #[derive(Debug)]
 pub struct VaultLock {
@@ -231,15 +243,20 @@ impl VaultFile {
                 .open(&tmp)
                 .map_err(io_err("create", &tmp))?;
             f.write_all(bytes).map_err(io_err("write", &tmp))?;
+            crash_point("after-temp-write");
             f.sync_all().map_err(io_err("sync", &tmp))?;
+            crash_point("after-temp-sync");
             if self.exists() {
                 let bak = self.backup_path();
                 let bak_tmp = with_suffix(&bak, ".tmp");
                 let _ = fs::remove_file(&bak_tmp);
                 fs::hard_link(&self.path, &bak_tmp).map_err(io_err("back up", &self.path))?;
+                crash_point("after-backup-link");
                 fs::rename(&bak_tmp, &bak).map_err(io_err("back up", &bak))?;
+                crash_point("after-backup");
             }
             fs::rename(&tmp, &self.path).map_err(io_err("replace", &self.path))?;
+            crash_point("after-rename");
             File::open(dir)
                 .and_then(|d| d.sync_all())
                 .map_err(io_err("sync the directory", dir))

@@ -360,12 +360,12 @@ fn ctrl_c_while_waiting_for_a_lease_runs_nothing() {
         .env("JITC_SOCK", &sock)
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    // The fake agent got the lease request once the client's Hello was answered; there
-    // is no event to wait on from here, so give the request a moment to arrive.
+    let child = c.spawn().unwrap();
+    // jitc blocks SIGINT (into its signalfd) just before it asks for the lease; watch
+    // its signal mask in /proc for that moment, since it announces nothing.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !proc_status_field(child.id(), "SigBlk")
-        .is_some_and(|m| u64::from_str_radix(&m, 16).unwrap_or(0) & (1 << 1) != 0)
+    while proc_status_field(child.id(), "SigBlk")
+        .is_none_or(|m| u64::from_str_radix(&m, 16).unwrap_or(0) & (1 << 1) == 0)
     {
         assert!(
             std::time::Instant::now() < deadline,

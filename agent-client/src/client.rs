@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jitc_protocol::{
-    AddSecret, AgentStatus, Hello, KdfParams, LeaseGrant, LeaseRequest, PROTOCOL_VERSION, Request,
-    Response, SecretBytes, SecretInfo, Welcome, decode, read_frame, write_frame,
+    AddSecret, AgentStatus, Explanation, Hello, KdfParams, LeaseGrant, LeaseInfo, LeaseRequest,
+    PROTOCOL_VERSION, PendingInfo, Request, Response, SecretBytes, SecretInfo, Welcome, decode,
+    read_frame, write_frame,
 };
 
 use crate::error::{Error, Result};
@@ -17,6 +18,14 @@ use crate::error::{Error, Result};
 /// How long to wait for any one answer. Generous: unlocking may include Argon2 and the
 /// wrong-passphrase backoff; a hung agent still cannot hang `jitc` forever.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// One answer to a lease request.
+#[derive(Debug)]
+pub enum LeaseReply {
+    Granted(LeaseGrant),
+    /// The request waits for a human; the grant (or a refusal) comes later.
+    Waiting(jitc_protocol::Waiting),
+}
 
 #[derive(Debug)]
 pub struct Client {
@@ -179,19 +188,62 @@ impl Client {
     /// arrives on this connection), or this client goes away.
     pub fn lease(&mut self, request: LeaseRequest) -> Result<LeaseGrant> {
         self.send(&Request::Lease(request))?;
-        self.lease_reply()
+        loop {
+            if let LeaseReply::Granted(g) = self.lease_reply()? {
+                return Ok(g);
+            }
+        }
     }
 
-    /// The answer to a `Lease` request already sent.
-    pub fn lease_reply(&mut self) -> Result<LeaseGrant> {
+    /// The next answer to a `Lease` request already sent: the grant, or a notice that
+    /// it waits for approval (more will follow).
+    pub fn lease_reply(&mut self) -> Result<LeaseReply> {
         match self.expect_reply()? {
-            Response::Leased(grant) => Ok(grant),
+            Response::Leased(grant) => Ok(LeaseReply::Granted(grant)),
+            Response::Waiting(w) => Ok(LeaseReply::Waiting(w)),
             _ => Err(Error::Unexpected("no lease")),
         }
     }
 
     pub fn release(&mut self, lease: u64) -> Result<()> {
         self.expect_done(&Request::Release { lease })
+    }
+
+    pub fn leases(&mut self) -> Result<Vec<LeaseInfo>> {
+        match self.call(&Request::ListLeases)? {
+            Response::Leases(l) => Ok(l),
+            _ => Err(Error::Unexpected("no leases")),
+        }
+    }
+
+    /// Ends lease `lease`, or every lease; returns how many ended.
+    pub fn revoke(&mut self, lease: Option<u64>) -> Result<u32> {
+        match self.call(&Request::Revoke { lease })? {
+            Response::Revoked { count } => Ok(count),
+            _ => Err(Error::Unexpected("no revoke count")),
+        }
+    }
+
+    pub fn pending(&mut self) -> Result<Vec<PendingInfo>> {
+        match self.call(&Request::ListPending)? {
+            Response::Pending(p) => Ok(p),
+            _ => Err(Error::Unexpected("no pending list")),
+        }
+    }
+
+    pub fn approve(&mut self, id: u64, passphrase: SecretBytes) -> Result<()> {
+        self.expect_done(&Request::Approve { id, passphrase })
+    }
+
+    pub fn deny(&mut self, id: u64) -> Result<()> {
+        self.expect_done(&Request::Deny { id })
+    }
+
+    pub fn explain(&mut self, request: LeaseRequest) -> Result<Explanation> {
+        match self.call(&Request::Explain(request))? {
+            Response::Explanation(e) => Ok(e),
+            _ => Err(Error::Unexpected("no explanation")),
+        }
     }
 }
 

@@ -1,29 +1,50 @@
 //! `Agent`: the daemon's shared state (the vault, when unlocked, and the lease table)
 //! and the one dispatcher that routes each request to its command module.
 
-use std::sync::Mutex as StdMutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use jitc_protocol::{Request, Response};
-use tokio::sync::{Mutex, MutexGuard, mpsc};
+use jitc_protocol::{ErrorCode, ProcessInfo, Request, Response};
+use tokio::sync::{Mutex, MutexGuard, Notify, mpsc};
 
+use crate::approval::Approvals;
 use crate::cmd;
 use crate::config::Config;
 use crate::error::Refusal;
 use crate::idle::Idle;
 use crate::leases::Leases;
 use crate::peer::Peer;
+use crate::policy::{Policy, PolicySource};
 use crate::vault::{Vault, VaultFile, VaultLock};
 
 /// One client connection's view: who it is and what it holds.
 #[derive(Debug)]
 pub struct Session {
     pub peer: Peer,
-    /// Pushes to this connection (`LeaseEnded`).
+    /// Pushes to this connection (`LeaseEnded`, `Waiting`).
     pub pushes: mpsc::UnboundedSender<Response>,
     /// Leases this connection holds; released when it closes.
     pub leases: Vec<u64>,
+    /// The peer's ancestry, read from /proc the first time a request needs it.
+    chain: Option<Vec<ProcessInfo>>,
+}
+
+impl Session {
+    pub fn new(peer: Peer, pushes: mpsc::UnboundedSender<Response>) -> Session {
+        Session {
+            peer,
+            pushes,
+            leases: Vec::new(),
+            chain: None,
+        }
+    }
+
+    /// The peer and its ancestors up to init.
+    pub fn chain(&mut self) -> &[ProcessInfo] {
+        let pid = self.peer.pid;
+        self.chain.get_or_insert_with(|| crate::peer::chain(pid))
+    }
 }
 
 #[derive(Debug)]
@@ -37,6 +58,10 @@ pub struct Agent {
     pub passphrase_gate: Mutex<()>,
     pub failures: AtomicU32,
     pub leases: StdMutex<Leases>,
+    /// Wakes the expiry timer when the earliest expiry may have changed.
+    pub leases_changed: Notify,
+    pub approvals: StdMutex<Approvals>,
+    pub policy: PolicySource,
     pub idle: Idle,
     /// Set once shutdown begins: nothing may unlock the vault after that.
     shutting_down: AtomicBool,
@@ -50,7 +75,11 @@ pub fn backoff(failures: u32) -> Duration {
 impl Agent {
     pub fn new(config: Config, vault_lock: VaultLock) -> Agent {
         let vault_file = VaultFile::new(config.vault.clone());
-        let idle = Idle::new(config.idle_lock);
+        let policy = PolicySource::new(config.policy.clone());
+        let idle_lock = config
+            .idle_lock
+            .or_else(|| policy.current().ok().map(|p| p.defaults.idle_lock))
+            .unwrap_or(Config::DEFAULT_IDLE_LOCK);
         Agent {
             config,
             vault_file,
@@ -59,9 +88,29 @@ impl Agent {
             passphrase_gate: Mutex::new(()),
             failures: AtomicU32::new(0),
             leases: StdMutex::new(Leases::default()),
-            idle,
+            leases_changed: Notify::new(),
+            approvals: StdMutex::new(Approvals::default()),
+            policy,
+            idle: Idle::new(idle_lock),
             shutting_down: AtomicBool::new(false),
         }
+    }
+
+    /// The policy in force, or the refusal every lease gets while it is broken. Also
+    /// carries a changed `idle_lock` over to the idle timer (unless a flag fixed it).
+    pub fn policy(&self) -> Result<Arc<Policy>, Refusal> {
+        let policy = self
+            .policy
+            .current()
+            .map_err(|e| Refusal::new(ErrorCode::Refused, format!("refused: {e}")))?;
+        if self.config.idle_lock.is_none() {
+            self.idle.set_timeout(policy.defaults.idle_lock);
+        }
+        Ok(policy)
+    }
+
+    pub fn approvals_mut(&self) -> std::sync::MutexGuard<'_, Approvals> {
+        self.approvals.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Locks for good: requests still in flight (an unlock inside Argon2, say) cannot
@@ -75,7 +124,7 @@ impl Agent {
     pub fn install(&self, slot: &mut Option<Vault>, vault: Vault) -> Result<(), Refusal> {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err(Refusal::new(
-                jitc_protocol::ErrorCode::Unavailable,
+                ErrorCode::Unavailable,
                 "the agent is shutting down; start it again with 'jitc agent'",
             ));
         }
@@ -100,6 +149,14 @@ impl Agent {
             Request::ListSecrets => cmd::list::apply(self).await,
             Request::Lease(req) => cmd::lease::apply(self, session, req).await,
             Request::Release { lease } => cmd::lease::release(self, session, lease),
+            Request::ListLeases => cmd::leases::list(self),
+            Request::Revoke { lease } => cmd::leases::revoke(self, lease),
+            Request::ListPending => cmd::approve::pending(self),
+            Request::Approve { id, passphrase } => {
+                cmd::approve::approve(self, session, id, passphrase).await
+            }
+            Request::Deny { id } => cmd::approve::deny(self, id),
+            Request::Explain(req) => cmd::explain::apply(self, session, req),
         };
         reply.unwrap_or_else(Response::from)
     }
@@ -113,14 +170,19 @@ impl Agent {
     pub async fn unlocked(&self) -> Result<MutexGuard<'_, Option<Vault>>, Refusal> {
         let guard = self.vault.lock().await;
         if guard.is_none() {
-            return Err(if self.vault_file.exists() {
-                Refusal::locked()
-            } else {
-                Refusal::no_vault(&self.vault_file)
-            });
+            return Err(self.locked_refusal());
         }
         self.idle.touch();
         Ok(guard)
+    }
+
+    /// Why a request that needs the vault cannot be served now.
+    pub fn locked_refusal(&self) -> Refusal {
+        if self.vault_file.exists() {
+            Refusal::locked()
+        } else {
+            Refusal::no_vault(&self.vault_file)
+        }
     }
 
     /// Writes the vault atomically, off the async threads.
@@ -138,7 +200,10 @@ impl Agent {
     /// Wipes the key and every value from memory and ends every lease.
     pub async fn lock(&self, reason: &str) -> bool {
         let was_unlocked = self.vault.lock().await.take().is_some();
+        // Approvals given for the unlocked vault do not outlive it.
+        self.approvals_mut().forget_all();
         let ended = self.leases_mut().end_all(reason);
+        self.leases_changed.notify_one();
         if was_unlocked || ended > 0 {
             tracing::info!(leases_ended = ended, reason, "vault locked");
         }
@@ -158,6 +223,7 @@ impl Agent {
             }
         }
         drop(leases);
+        self.leases_changed.notify_one();
         self.idle.touch();
     }
 

@@ -12,8 +12,10 @@ pub const VAULT_ENV: &str = "JITC_VAULT";
 pub struct Config {
     pub socket: PathBuf,
     pub vault: PathBuf,
-    /// Lock the vault after this long without use (and no active lease).
-    pub idle_lock: Duration,
+    pub policy: PathBuf,
+    /// Lock the vault after this long without use (and no active lease). `None`: the
+    /// policy's `idle_lock` (default 15m).
+    pub idle_lock: Option<Duration>,
     /// Connections served at once; further clients wait in the listen backlog.
     pub max_connections: usize,
     /// A peer that starts a frame must finish it (and read our replies) within this.
@@ -25,11 +27,12 @@ impl Config {
     pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
     pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
-    pub fn new(socket: PathBuf, vault: PathBuf) -> Config {
+    pub fn new(socket: PathBuf, vault: PathBuf, policy: PathBuf) -> Config {
         Config {
             socket,
             vault,
-            idle_lock: Self::DEFAULT_IDLE_LOCK,
+            policy,
+            idle_lock: None,
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             frame_timeout: Self::DEFAULT_FRAME_TIMEOUT,
         }
@@ -46,6 +49,11 @@ pub fn default_vault_path() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(p));
     }
     Ok(base_dirs()?.data_dir().join("jitc").join("vault.jitc"))
+}
+
+/// `$XDG_CONFIG_HOME/jitc/policy.toml`.
+pub fn default_policy_path() -> anyhow::Result<PathBuf> {
+    Ok(base_dirs()?.config_dir().join("jitc").join("policy.toml"))
 }
 
 /// `$XDG_STATE_HOME/jitc`: the agent's log (and, later, the audit log).

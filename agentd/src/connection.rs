@@ -1,9 +1,11 @@
-//! `Connection`: reads `Request` frames and writes `Response` frames on one client socket.
+//! One client socket, split in two: `FrameReader` reads `Request` frames, `FrameWriter`
+//! writes `Response` frames. Split so that a handler can watch for the next frame (or
+//! the peer hanging up) while it writes pushes during a long request.
 //!
-//! Reading is cancel-safe (it can sit in a `select!` beside pushes and shutdown): bytes
-//! are kept in `self` between calls and only whole frames come out. A peer that starts a
-//! frame has `frame_timeout` to finish it; the length is checked before allocating; the
-//! buffers are zeroized, since requests carry passphrases and values.
+//! Reading is cancel-safe (it can sit in a `select!`): bytes are kept between calls and
+//! only whole frames come out. A peer that starts a frame has `frame_timeout` to finish
+//! it; the length is checked before allocating; the buffers are zeroized, since
+//! requests carry passphrases and values.
 
 use std::time::Duration;
 
@@ -12,6 +14,7 @@ use jitc_protocol::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
@@ -27,9 +30,28 @@ pub enum ConnError {
     Io(#[from] std::io::Error),
 }
 
+/// Splits `stream` into its reading and writing halves.
+pub fn split(stream: UnixStream, frame_timeout: Duration) -> (FrameReader, FrameWriter) {
+    let (read, write) = stream.into_split();
+    (
+        FrameReader {
+            read,
+            buf: Zeroizing::new(vec![0; FRAME_PREFIX_LEN]),
+            filled: 0,
+            payload_len: None,
+            deadline: None,
+            frame_timeout,
+        },
+        FrameWriter {
+            write,
+            frame_timeout,
+        },
+    )
+}
+
 #[derive(Debug)]
-pub struct Connection {
-    stream: UnixStream,
+pub struct FrameReader {
+    read: OwnedReadHalf,
     /// The frame being read: the prefix, then prefix + payload once its length is known.
     buf: Zeroizing<Vec<u8>>,
     filled: usize,
@@ -40,22 +62,7 @@ pub struct Connection {
     frame_timeout: Duration,
 }
 
-impl Connection {
-    pub fn new(stream: UnixStream, frame_timeout: Duration) -> Connection {
-        Connection {
-            stream,
-            buf: Zeroizing::new(vec![0; FRAME_PREFIX_LEN]),
-            filled: 0,
-            payload_len: None,
-            deadline: None,
-            frame_timeout,
-        }
-    }
-
-    pub fn stream(&self) -> &UnixStream {
-        &self.stream
-    }
-
+impl FrameReader {
     /// The next request; `Ok(None)` when the peer closed cleanly between frames.
     pub async fn read_request(&mut self) -> Result<Option<Request>, ConnError> {
         loop {
@@ -73,7 +80,7 @@ impl Connection {
                 self.reset();
                 return Ok(Some(msg?));
             }
-            let read = self.stream.read(&mut self.buf[self.filled..]);
+            let read = self.read.read(&mut self.buf[self.filled..]);
             let n = match self.deadline {
                 Some(d) => tokio::time::timeout_at(d, read)
                     .await
@@ -100,10 +107,18 @@ impl Connection {
         self.payload_len = None;
         self.deadline = None;
     }
+}
 
+#[derive(Debug)]
+pub struct FrameWriter {
+    write: OwnedWriteHalf,
+    frame_timeout: Duration,
+}
+
+impl FrameWriter {
     pub async fn write(&mut self, response: &Response) -> Result<(), ConnError> {
         let frame = encode_frame(response)?;
-        tokio::time::timeout(self.frame_timeout, self.stream.write_all(&frame))
+        tokio::time::timeout(self.frame_timeout, self.write.write_all(&frame))
             .await
             .map_err(|_| ConnError::WriteStalled)??;
         Ok(())

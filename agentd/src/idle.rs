@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 #[derive(Debug)]
 pub struct Idle {
-    timeout: Duration,
+    timeout: Mutex<Duration>,
     last_use: Mutex<Instant>,
     changed: Notify,
 }
@@ -16,14 +16,25 @@ pub struct Idle {
 impl Idle {
     pub fn new(timeout: Duration) -> Idle {
         Idle {
-            timeout,
+            timeout: Mutex::new(timeout),
             last_use: Mutex::new(Instant::now()),
             changed: Notify::new(),
         }
     }
 
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        *self.timeout.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes the period (the policy's `idle_lock` was edited); wakes the countdown
+    /// if it actually changed.
+    pub fn set_timeout(&self, timeout: Duration) {
+        let mut t = self.timeout.lock().unwrap_or_else(|p| p.into_inner());
+        if *t != timeout {
+            *t = timeout;
+            drop(t);
+            self.changed.notify_one();
+        }
     }
 
     /// Restarts the countdown.
@@ -33,7 +44,7 @@ impl Idle {
     }
 
     pub fn deadline(&self) -> Instant {
-        *self.last_use.lock().unwrap_or_else(|p| p.into_inner()) + self.timeout
+        *self.last_use.lock().unwrap_or_else(|p| p.into_inner()) + self.timeout()
     }
 
     /// Waits until the deadline passes without a `touch` in between.

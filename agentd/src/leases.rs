@@ -1,15 +1,15 @@
-//! The lease table: which connection holds which secrets for which command.
+//! The lease table: which connection holds which secrets, for which command and task,
+//! on behalf of which process chain, until when.
 //!
-//! A lease lives as long as the connection that asked for it; ending one from the agent's
-//! side (lock, shutdown) pushes `LeaseEnded` to its holder, which stops the command.
+//! A lease lives as long as the connection that asked for it. Ending one from the
+//! agent's side (expiry, revoke, lock, shutdown) pushes `LeaseEnded` to its holder,
+//! which stops the command. Expiry instants are on `CLOCK_BOOTTIME` (see `clock`).
 
 use std::collections::BTreeMap;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jitc_protocol::{CommandLine, Response};
+use jitc_protocol::{CommandLine, LeaseInfo, ProcessInfo, Response};
 use tokio::sync::mpsc;
-
-use crate::peer::Peer;
 
 #[derive(Debug)]
 pub struct Lease {
@@ -17,11 +17,47 @@ pub struct Lease {
     pub secrets: Vec<String>,
     pub command: CommandLine,
     pub task: Option<String>,
-    pub peer: Peer,
-    pub started: Instant,
+    pub pid: u32,
+    pub chain: Vec<ProcessInfo>,
+    pub profile: Option<String>,
+    pub ttl: Duration,
     pub started_at: SystemTime,
+    /// Boot-time instant at which it ends.
+    pub expires: Duration,
     /// Where `LeaseEnded` goes: the holder's connection.
     pub holder: mpsc::UnboundedSender<Response>,
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Lease {
+    pub fn info(&self) -> LeaseInfo {
+        LeaseInfo {
+            id: self.id,
+            secrets: self.secrets.clone(),
+            task: self.task.clone(),
+            command: self.command.path.clone(),
+            argv: self.command.argv.clone(),
+            pid: self.pid,
+            chain: self.chain.clone(),
+            profile: self.profile.clone(),
+            started: unix(self.started_at),
+            expires: unix(self.started_at + self.ttl),
+            ttl_secs: self.ttl.as_secs(),
+        }
+    }
+
+    fn end(&self, reason: &str) {
+        // A holder that already went away needs no telling.
+        let _ = self.holder.send(Response::LeaseEnded {
+            lease: self.id,
+            reason: reason.to_owned(),
+        });
+    }
 }
 
 #[derive(Debug, Default)]
@@ -40,6 +76,7 @@ impl Leases {
         self.active.insert(lease.id, lease);
     }
 
+    /// Removes a lease its holder released (nobody needs telling).
     pub fn remove(&mut self, id: u64) -> Option<Lease> {
         self.active.remove(&id)
     }
@@ -52,16 +89,45 @@ impl Leases {
         self.active.is_empty()
     }
 
+    pub fn infos(&self) -> Vec<LeaseInfo> {
+        self.active.values().map(Lease::info).collect()
+    }
+
+    /// Ends one lease, telling its holder why.
+    pub fn end(&mut self, id: u64, reason: &str) -> bool {
+        self.active.remove(&id).inspect(|l| l.end(reason)).is_some()
+    }
+
     /// Ends every lease, telling each holder why.
     pub fn end_all(&mut self, reason: &str) -> usize {
         let ended = std::mem::take(&mut self.active);
         for lease in ended.values() {
-            // A holder that already went away needs no telling.
-            let _ = lease.holder.send(Response::LeaseEnded {
-                lease: lease.id,
-                reason: reason.to_owned(),
-            });
+            lease.end(reason);
         }
         ended.len()
+    }
+
+    /// The earliest boot-time expiry, if any lease is active.
+    pub fn next_expiry(&self) -> Option<Duration> {
+        self.active.values().map(|l| l.expires).min()
+    }
+
+    /// Ends the leases whose time is up at boot-time `now`; returns their ids.
+    pub fn expire(&mut self, now: Duration) -> Vec<u64> {
+        let due: Vec<u64> = self
+            .active
+            .values()
+            .filter(|l| l.expires <= now)
+            .map(|l| l.id)
+            .collect();
+        for id in &due {
+            if let Some(l) = self.active.remove(id) {
+                l.end(&format!(
+                    "lease expired after {}",
+                    humantime::format_duration(l.ttl)
+                ));
+            }
+        }
+        due
     }
 }

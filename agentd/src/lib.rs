@@ -4,6 +4,8 @@
 //! hardens the process, binds the socket and calls it.
 
 pub mod agent;
+pub mod approval;
+pub mod clock;
 mod cmd;
 pub mod config;
 pub mod connection;
@@ -13,6 +15,7 @@ pub mod idle;
 pub mod leases;
 pub mod locked;
 pub mod peer;
+pub mod policy;
 pub mod server;
 pub mod socket;
 pub mod vault;

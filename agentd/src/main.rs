@@ -29,7 +29,10 @@ struct Args {
     /// Vault file [default: $XDG_DATA_HOME/jitc/vault.jitc]
     #[arg(long, env = "JITC_VAULT", value_name = "PATH")]
     vault: Option<PathBuf>,
-    /// Lock the vault after this long unused, e.g. 15m, 90s
+    /// Policy file [default: $XDG_CONFIG_HOME/jitc/policy.toml]
+    #[arg(long, value_name = "PATH")]
+    policy: Option<PathBuf>,
+    /// Lock the vault after this long unused, e.g. 15m, 90s [default: the policy's idle_lock]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     idle_lock: Option<Duration>,
     /// Most connections served at once
@@ -97,7 +100,10 @@ fn main() -> ExitCode {
 
 fn start(mut args: Args) -> anyhow::Result<Started> {
     // Detaching changes to /: relative paths must be resolved against where we started.
-    for p in [&mut args.socket, &mut args.vault].into_iter().flatten() {
+    for p in [&mut args.socket, &mut args.vault, &mut args.policy]
+        .into_iter()
+        .flatten()
+    {
         *p = std::path::absolute(&*p).with_context(|| format!("cannot resolve {}", p.display()))?;
     }
     if args.detach {
@@ -131,8 +137,12 @@ fn serve(args: &Args, bound: &BoundSocket) -> anyhow::Result<()> {
     let vault_file = VaultFile::new(vault.clone());
     let lock = vault_file.lock()?;
     vault_file.remove_stale_temp_files();
-    let mut config = Config::new(bound.path.clone(), vault);
-    config.idle_lock = args.idle_lock.unwrap_or(Config::DEFAULT_IDLE_LOCK);
+    let policy = match &args.policy {
+        Some(p) => p.clone(),
+        None => config::default_policy_path()?,
+    };
+    let mut config = Config::new(bound.path.clone(), vault, policy);
+    config.idle_lock = args.idle_lock;
     config.max_connections = args.max_connections.max(1);
     config.frame_timeout = args.frame_timeout.unwrap_or(Config::DEFAULT_FRAME_TIMEOUT);
     let agent = Arc::new(Agent::new(config, lock));

@@ -51,3 +51,52 @@ pub fn process_info(pid: u32) -> (Option<String>, Vec<String>) {
         .unwrap_or_default();
     (exe, argv)
 }
+
+/// The parent of `pid`, from `/proc/PID/stat` (the field after the parenthesised
+/// command name, which may itself contain spaces and parentheses).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Longest ancestry walked; deeper trees are cut (and the cut is harmless: profiles
+/// are matched nearest first).
+const MAX_CHAIN: usize = 64;
+
+/// `pid` and its ancestors up to init, each with its executable and argv as `/proc`
+/// shows them now.
+pub fn chain(pid: u32) -> Vec<jitc_protocol::ProcessInfo> {
+    let mut out = Vec::new();
+    let mut next = Some(pid);
+    while let Some(p) = next.filter(|p| *p > 0) {
+        if out.len() >= MAX_CHAIN {
+            break;
+        }
+        let (exe, argv) = process_info(p);
+        out.push(jitc_protocol::ProcessInfo { pid: p, exe, argv });
+        if p == 1 {
+            break;
+        }
+        next = parent_of(p);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_own_chain_reaches_init() {
+        let c = chain(std::process::id());
+        assert_eq!(c[0].pid, std::process::id());
+        assert!(c[0].exe.is_some());
+        assert!(c.len() >= 2);
+        assert!(
+            c.last().unwrap().pid == 1
+                || c.len() == MAX_CHAIN
+                || parent_of(c.last().unwrap().pid) == Some(0)
+        );
+    }
+}

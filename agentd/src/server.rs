@@ -1,5 +1,6 @@
 //! `Listener` accepts under a connection cap; one `Handler` task serves each connection.
-//! No error of a single connection can end the daemon.
+//! No error of a single connection can end the daemon. Beside them run the idle lock
+//! and the lease-expiry timer.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,11 +10,13 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, broadcast, mpsc};
 
 use crate::agent::{Agent, Session};
-use crate::connection::{ConnError, Connection};
+use crate::clock::{BootTimer, boot_now};
+use crate::connection::{ConnError, FrameReader, FrameWriter, split};
 use crate::peer::Peer;
 
-/// Serves `listener` until `shutdown` completes, then stops accepting, lets every handler
-/// finish its current request, locks the vault (wiping keys) and returns.
+/// Serves `listener` until `shutdown` completes, then stops accepting, ends every lease
+/// (telling its holder), waits for the handlers to finish, and returns with the vault
+/// locked and the keys wiped.
 pub async fn run(listener: UnixListener, agent: Arc<Agent>, shutdown: impl Future) {
     let (notify_shutdown, _) = broadcast::channel(1);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
@@ -24,23 +27,14 @@ pub async fn run(listener: UnixListener, agent: Arc<Agent>, shutdown: impl Futur
         notify_shutdown,
         done_tx,
     };
-    let idle_agent = agent.clone();
-    let idle = tokio::spawn(async move {
-        loop {
-            idle_agent.idle.expired().await;
-            if idle_agent.leases_mut().is_empty() {
-                idle_agent
-                    .lock("the vault locked itself after being idle")
-                    .await;
-            }
-            idle_agent.idle.touch();
-        }
-    });
+    let idle = tokio::spawn(idle_lock(agent.clone()));
+    let expiry = tokio::spawn(expire_leases(agent.clone()));
     tokio::select! {
         () = server.accept_loop() => {}
         _ = shutdown => tracing::info!("shutting down"),
     }
     idle.abort();
+    expiry.abort();
     // Lock first: every lease holder is told why its lease ended before handlers stop.
     agent.shut_down().await;
     let Listener {
@@ -54,6 +48,47 @@ pub async fn run(listener: UnixListener, agent: Arc<Agent>, shutdown: impl Futur
     let _ = done_rx.recv().await;
     // Whatever finished in the meantime (a lease granted just before) is ended too.
     agent.shut_down().await;
+}
+
+/// Locks the vault once it has gone unused for the idle period with no lease active.
+async fn idle_lock(agent: Arc<Agent>) {
+    loop {
+        agent.idle.expired().await;
+        if agent.leases_mut().is_empty() {
+            agent.lock("the vault locked itself after being idle").await;
+        }
+        agent.idle.touch();
+    }
+}
+
+/// Ends leases when their time is up, on a boot-time timer armed at the earliest expiry.
+async fn expire_leases(agent: Arc<Agent>) {
+    let timer = match BootTimer::new() {
+        Ok(t) => t,
+        Err(e) => {
+            // Without it no lease could expire: refuse to pretend otherwise.
+            tracing::error!(error = %e, "cannot create the lease timer; leases will not expire");
+            return;
+        }
+    };
+    loop {
+        let next = agent.leases_mut().next_expiry();
+        if let Err(e) = timer.arm(next) {
+            tracing::error!(error = %e, "cannot arm the lease timer");
+        }
+        tokio::select! {
+            fired = timer.fired() => {
+                if let Err(e) = fired {
+                    tracing::error!(error = %e, "the lease timer failed");
+                }
+                let ended = agent.leases_mut().expire(boot_now());
+                for id in ended {
+                    tracing::info!(lease = id, "lease expired");
+                }
+            }
+            () = agent.leases_changed.notified() => {}
+        }
+    }
 }
 
 struct Listener {
@@ -107,11 +142,11 @@ impl Handler {
                 return;
             }
         };
-        let mut conn = Connection::new(stream, self.agent.config.frame_timeout);
+        let (mut reader, mut writer) = split(stream, self.agent.config.frame_timeout);
         let me = nix::unistd::geteuid().as_raw();
         if peer.uid != me && peer.uid != 0 {
             tracing::warn!(pid = peer.pid, uid = peer.uid, exe = ?peer.exe, "refused a peer of another user");
-            let _ = conn
+            let _ = writer
                 .write(&Response::Error {
                     code: ErrorCode::Refused,
                     message: format!(
@@ -123,77 +158,105 @@ impl Handler {
             return;
         }
         let (pushes, mut pushed) = mpsc::unbounded_channel();
-        let mut session = Session {
-            peer,
-            pushes,
-            leases: Vec::new(),
-        };
-        if let Err(e) = self.serve(&mut conn, &mut session, &mut pushed).await {
+        let mut session = Session::new(peer, pushes);
+        if let Err(e) = self
+            .serve(&mut reader, &mut writer, &mut session, &mut pushed)
+            .await
+        {
             tracing::debug!(pid = session.peer.pid, error = %e, "connection ended with an error");
         }
         self.agent.release_session(&mut session);
     }
 
-    async fn serve(
+    /// Answers the Hello; `false` if the connection should end there.
+    async fn greet(
         &mut self,
-        conn: &mut Connection,
-        session: &mut Session,
-        pushed: &mut mpsc::UnboundedReceiver<Response>,
-    ) -> Result<(), ConnError> {
+        reader: &mut FrameReader,
+        writer: &mut FrameWriter,
+    ) -> Result<bool, ConnError> {
         // The first frame must be a Hello, and arrive promptly.
-        let first = tokio::time::timeout(self.agent.config.frame_timeout, conn.read_request())
+        let first = tokio::time::timeout(self.agent.config.frame_timeout, reader.read_request())
             .await
             .map_err(|_| ConnError::Stalled)??;
-        match first {
-            None => return Ok(()),
-            Some(Request::Hello(hello)) if hello.protocol_version == PROTOCOL_VERSION => {
-                conn.write(&Response::Welcome(Welcome {
+        let (reply, go_on) = match first {
+            None => return Ok(false),
+            Some(Request::Hello(hello)) if hello.protocol_version == PROTOCOL_VERSION => (
+                Response::Welcome(Welcome {
                     protocol_version: PROTOCOL_VERSION,
                     agent_version: env!("CARGO_PKG_VERSION").to_owned(),
                     pid: std::process::id(),
-                }))
-                .await?;
-            }
+                }),
+                true,
+            ),
             Some(Request::Hello(hello)) => {
-                let message = format!(
-                    "the agent (pid {}) speaks protocol {PROTOCOL_VERSION} but this jitc speaks {}; restart the agent ('kill {}', then 'jitc agent')",
-                    std::process::id(),
-                    hello.protocol_version,
-                    std::process::id()
-                );
-                conn.write(&Response::Error {
-                    code: ErrorCode::Unavailable,
-                    message,
-                })
-                .await?;
-                return Ok(());
+                let pid = std::process::id();
+                (
+                    Response::Error {
+                        code: ErrorCode::Unavailable,
+                        message: format!(
+                            "the agent (pid {pid}) speaks protocol {PROTOCOL_VERSION} but this jitc speaks {}; restart the agent ('kill {pid}', then 'jitc agent')",
+                            hello.protocol_version
+                        ),
+                    },
+                    false,
+                )
             }
-            Some(_) => {
-                conn.write(&Response::Error {
+            Some(_) => (
+                Response::Error {
                     code: ErrorCode::DataErr,
                     message: "protocol error: the first message must be Hello; upgrade jitc".into(),
-                })
-                .await?;
-                return Ok(());
-            }
+                },
+                false,
+            ),
+        };
+        writer.write(&reply).await?;
+        Ok(go_on)
+    }
+
+    async fn serve(
+        &mut self,
+        reader: &mut FrameReader,
+        writer: &mut FrameWriter,
+        session: &mut Session,
+        pushed: &mut mpsc::UnboundedReceiver<Response>,
+    ) -> Result<(), ConnError> {
+        if !self.greet(reader, writer).await? {
+            return Ok(());
         }
         loop {
-            tokio::select! {
+            let request = tokio::select! {
                 // Pushes first, so a lease holder hears why before shutdown closes it.
                 biased;
                 Some(push) = pushed.recv() => {
-                    conn.write(&push).await?;
+                    writer.write(&push).await?;
                     if let Response::LeaseEnded { lease, .. } = push {
                         session.leases.retain(|l| *l != lease);
                     }
+                    continue;
                 }
                 _ = self.shutdown.recv() => return Ok(()),
-                request = conn.read_request() => {
-                    let Some(request) = request? else { return Ok(()) };
-                    let response = self.agent.handle(session, request).await;
-                    conn.write(&response).await?;
+                request = reader.read_request() => match request? {
+                    Some(r) => r,
+                    None => return Ok(()),
+                },
+            };
+            // While a request is handled (an approval can take a minute), pushes still go
+            // out, and the request is dropped (cancelled) if the peer hangs up or the
+            // agent shuts down.
+            let handling = self.agent.handle(session, request);
+            tokio::pin!(handling);
+            let response = loop {
+                tokio::select! {
+                    biased;
+                    Some(push) = pushed.recv() => writer.write(&push).await?,
+                    _ = self.shutdown.recv() => return Ok(()),
+                    // Our client never sends while it waits: a frame or EOF here means it
+                    // gave up (or misbehaves); either way the request is abandoned.
+                    _ = reader.read_request() => return Ok(()),
+                    response = &mut handling => break response,
                 }
-            }
+            };
+            writer.write(&response).await?;
         }
     }
 }

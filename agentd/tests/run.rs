@@ -21,7 +21,11 @@ fn call(s: &mut UnixStream, req: &Request) -> Response {
 async fn shutdown_ends_every_lease_then_locks_and_returns() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("agent.sock");
-    let config = Config::new(sock.clone(), dir.path().join("data/vault.jitc"));
+    let config = Config::new(
+        sock.clone(),
+        dir.path().join("data/vault.jitc"),
+        dir.path().join("policy.toml"),
+    );
     let lock = VaultFile::new(config.vault.clone()).lock().unwrap();
     let agent = Arc::new(Agent::new(config, lock));
     let listener = tokio::net::UnixListener::bind(&sock).unwrap();

@@ -32,6 +32,22 @@ pub enum Request {
     Release {
         lease: u64,
     },
+    ListLeases,
+    /// End one lease, or every lease (`None`).
+    Revoke {
+        lease: Option<u64>,
+    },
+    ListPending,
+    /// Approve a waiting request; the vault passphrase proves a human is there.
+    Approve {
+        id: u64,
+        passphrase: SecretBytes,
+    },
+    Deny {
+        id: u64,
+    },
+    /// What the policy would decide for this lease request; nothing is leased.
+    Explain(LeaseRequest),
 }
 
 /// A message from the agent to `jitc`.
@@ -53,6 +69,14 @@ pub enum Response {
         lease: u64,
         reason: String,
     },
+    Leases(Vec<LeaseInfo>),
+    Revoked {
+        count: u32,
+    },
+    Pending(Vec<PendingInfo>),
+    /// Sent before the final answer to a `Lease` that waits for a human's approval.
+    Waiting(Waiting),
+    Explanation(Explanation),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -136,6 +160,19 @@ pub struct AgentStatus {
     /// Whether the vault key sits in `mlock`ed memory.
     pub memory_locked: bool,
     pub unlock_failures: u32,
+    /// Requests waiting for approval.
+    pub pending: u32,
+    pub policy: PolicyState,
+}
+
+/// Whether `policy.toml` is in force, and if not, why every lease is refused.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicyState {
+    pub path: String,
+    /// Whether the file exists (without it, the defaults apply).
+    pub exists: bool,
+    /// The parse or permission error that makes the agent refuse every lease.
+    pub error: Option<String>,
 }
 
 /// A secret's metadata; never its value.
@@ -178,4 +215,82 @@ pub struct LeaseGrant {
     pub lease: u64,
     pub values: Vec<LeasedValue>,
     pub expires_in_ms: u64,
+}
+
+/// One process in a requester's ancestry, from the requester up to init.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub exe: Option<String>,
+    pub argv: Vec<String>,
+}
+
+/// An active lease, as `jitc leases` shows it: never a value.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LeaseInfo {
+    pub id: u64,
+    pub secrets: Vec<String>,
+    pub task: Option<String>,
+    pub command: String,
+    pub argv: Vec<String>,
+    pub pid: u32,
+    pub chain: Vec<ProcessInfo>,
+    pub profile: Option<String>,
+    /// Unix seconds.
+    pub started: u64,
+    pub expires: u64,
+    pub ttl_secs: u64,
+}
+
+/// A request waiting for approval, as `jitc pending` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingInfo {
+    pub id: u64,
+    pub secrets: Vec<String>,
+    pub task: Option<String>,
+    pub command: String,
+    pub argv: Vec<String>,
+    pub pid: u32,
+    pub chain: Vec<ProcessInfo>,
+    pub profile: Option<String>,
+    /// Unix seconds.
+    pub requested: u64,
+    /// Seconds until it is denied for want of an answer.
+    pub expires_in_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Waiting {
+    pub id: u64,
+    /// The approver program asked, if one is configured.
+    pub approver: Option<String>,
+    pub timeout_secs: u64,
+}
+
+/// How the policy judges one secret of a request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SecretVerdict {
+    pub secret: String,
+    /// 1-based index of the `[[rule]]` that decides it; `None`: the defaults.
+    pub rule: Option<u32>,
+    /// That rule as written, in one line.
+    pub rule_text: String,
+}
+
+/// `jitc policy explain`: what would happen, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Explanation {
+    pub policy: PolicyState,
+    pub profile: Option<String>,
+    pub chain: Vec<ProcessInfo>,
+    pub command: String,
+    pub verdicts: Vec<SecretVerdict>,
+    /// `None` when the lease would be granted (possibly after approval).
+    pub refusal: Option<String>,
+    /// "never", "once-per-task", "always", or "remembered" when a recent approval of
+    /// the same task covers it.
+    pub approval: String,
+    pub ttl_secs: u64,
+    pub max_ttl_secs: u64,
+    pub masking_required: bool,
 }

@@ -237,10 +237,11 @@ impl TestEnv {
             .ok();
     }
 
-    /// `jitc ARGS --json`, which must succeed, parsed.
+    /// `jitc ARGS --json`, which must succeed, parsed. `--json` goes before a `--`.
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = args.to_vec();
-        all.push("--json");
+        let at = all.iter().position(|a| *a == "--").unwrap_or(all.len());
+        all.insert(at, "--json");
         serde_json::from_str(&self.run(&all, None).ok().stdout).unwrap()
     }
 
@@ -389,6 +390,21 @@ impl Log {
 
     pub fn text(&self) -> String {
         self.inner.0.lock().unwrap().0.clone()
+    }
+
+    /// Waits until the stream has ended (true) or `timeout` passes (false).
+    pub fn wait_closed(&self, timeout: Duration) -> bool {
+        let (m, cv) = &*self.inner;
+        let deadline = Instant::now() + timeout;
+        let mut g = m.lock().unwrap();
+        while !g.1 {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            g = cv.wait_timeout(g, deadline - now).unwrap().0;
+        }
+        true
     }
 
     /// Waits until the text contains `needle` (true) or the stream ends or `timeout`
@@ -604,5 +620,112 @@ impl Log {
             cv.notify_all();
         });
         log
+    }
+}
+
+/// A `jitc` command running in the background, its output collected as it comes.
+pub struct Background {
+    child: Child,
+    pub stdout: Log,
+    pub stderr: Log,
+}
+
+impl Background {
+    /// Waits for `text` on stderr; panics with what was seen if it never comes.
+    #[track_caller]
+    pub fn expect_stderr(&self, text: &str) {
+        assert!(
+            self.stderr.wait_for(text, Duration::from_secs(30)),
+            "never saw {text:?} on stderr; got: {:?}",
+            self.stderr.text()
+        );
+    }
+
+    #[track_caller]
+    pub fn expect_stdout(&self, text: &str) {
+        assert!(
+            self.stdout.wait_for(text, Duration::from_secs(30)),
+            "never saw {text:?} on stdout; got: {:?}",
+            self.stdout.text()
+        );
+    }
+
+    /// The approval request id from jitc's "waiting for approval" line.
+    #[track_caller]
+    pub fn approval_id(&self) -> u64 {
+        self.expect_stderr("in your terminal");
+        let text = self.stderr.text();
+        let at = text.find("jitc approve ").expect("an approve hint") + "jitc approve ".len();
+        text[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("a request id")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for exit; the whole output.
+    pub fn wait(mut self) -> Run {
+        use std::os::unix::process::ExitStatusExt;
+        let status = self.child.wait().unwrap();
+        // The collectors finish at EOF, which follows the exit.
+        self.stdout.wait_closed(Duration::from_secs(10));
+        self.stderr.wait_closed(Duration::from_secs(10));
+        Run {
+            code: status
+                .code()
+                .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+            stdout: self.stdout.text(),
+            stderr: self.stderr.text(),
+        }
+    }
+}
+
+impl TestEnv {
+    /// Starts `jitc ARGS` in the background (stdin empty).
+    pub fn spawn(&self, args: &[&str]) -> Background {
+        Self::spawn_command(self.jitc(args))
+    }
+
+    /// Starts any command of this tree in the background (stdin empty).
+    pub fn spawn_command(mut c: Command) -> Background {
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let stdout = Log::collect(child.stdout.take().unwrap());
+        let stderr = Log::collect(child.stderr.take().unwrap());
+        Background {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Writes `policy.toml` (0600) where the agent looks for it.
+    pub fn write_policy(&self, text: &str) {
+        let dir = self.config.join("jitc");
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("policy.toml");
+        // Write beside and rename, as editors do: the agent must notice either way.
+        let tmp = dir.join(".policy.toml.tmp");
+        fs::write(&tmp, text).unwrap();
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::rename(&tmp, path).unwrap();
+    }
+
+    pub fn policy_path(&self) -> PathBuf {
+        self.config.join("jitc").join("policy.toml")
+    }
+
+    /// Approves request `id` with the right passphrase.
+    pub fn approve(&self, id: u64) -> Run {
+        self.run(
+            &["approve", &id.to_string(), "--passphrase-stdin"],
+            Some(format!("{PASSPHRASE}\n").as_bytes()),
+        )
     }
 }

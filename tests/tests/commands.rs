@@ -345,7 +345,10 @@ fn an_agent_speaking_another_protocol_is_explained() {
     env.run(&["status"], None)
         .code(69)
         .one_line_error()
-        .says("speaks protocol 99 but this jitc speaks 1");
+        .says(&format!(
+            "speaks protocol 99 but this jitc speaks {}",
+            jitc_protocol::PROTOCOL_VERSION
+        ));
     fake.join().unwrap();
 }
 

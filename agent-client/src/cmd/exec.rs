@@ -1,83 +1,13 @@
 //! `jitc exec`: run a command with leased secrets in its environment.
 
-use std::ffi::OsString;
-use std::time::Duration;
-
-use jitc::exec::{self, Plan, command};
-use jitc::refs::{self, Binding};
+use jitc::Result;
+use jitc::exec;
 use jitc::start::connect_or_start;
-use jitc::{Error, Result};
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Inject secret NAME as variable NAME ('/' and '-' become '_', upper-cased)
-    #[arg(short = 's', long = "secret", value_name = "NAME")]
-    secrets: Vec<String>,
-    /// Inject a secret as VAR (REF is NAME or jitc://NAME)
-    #[arg(short = 'e', long = "env", value_name = "VAR=REF")]
-    env: Vec<String>,
-    /// How long the lease may last, e.g. 90s, 15m
-    #[arg(long, value_name = "DURATION")]
-    ttl: Option<String>,
-    /// What this is for (shown in approval prompts and the audit trail)
-    #[arg(long, value_name = "TEXT")]
-    task: Option<String>,
-    /// Do not mask leased values in the command's output
-    #[arg(long)]
-    no_masking: bool,
-    /// The command and its arguments
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "CMD"
-    )]
-    command: Vec<OsString>,
-}
+use super::request::{RequestArgs, plan};
 
-/// A lease duration; a bad one is bad input (65), as the contract has it.
-fn parse_duration(s: &str) -> Result<Duration> {
-    let d = humantime::parse_duration(s).map_err(|e| {
-        Error::bad_input(format!(
-            "bad duration '{}' for --ttl ({e}); try 90s, 15m or 1h",
-            s.escape_debug()
-        ))
-    })?;
-    if d.is_zero() {
-        return Err(Error::bad_input(
-            "a lease cannot last 0s; give --ttl a positive duration",
-        ));
-    }
-    Ok(d)
-}
-
-pub fn run(args: Args) -> Result<u8> {
-    let mut bindings: Vec<Binding> = Vec::new();
-    for s in &args.secrets {
-        bindings.push(refs::binding_for_secret(s)?);
-    }
-    for e in &args.env {
-        bindings.push(refs::binding_for_assignment(e)?);
-    }
-    let bindings = refs::dedup(bindings)?;
-    let ttl = args.ttl.as_deref().map(parse_duration).transpose()?;
-    if bindings.is_empty() {
-        return Err(Error::bad_input(
-            "no secrets named; add -s NAME or -e VAR=NAME before '--'",
-        ));
-    }
-    let cwd = std::env::current_dir()
-        .map_err(|e| Error::failure(format!("cannot read the current directory ({e})")))?;
-    let path_var = std::env::var_os("PATH");
-    let program = command::resolve(args.command, path_var.as_deref(), &cwd)?;
-    let plan = Plan {
-        bindings,
-        program,
-        cwd,
-        task: args.task,
-        ttl,
-        masking: !args.no_masking,
-    };
+pub fn run(args: RequestArgs) -> Result<u8> {
+    let plan = plan(args)?;
     let mut client = connect_or_start()?;
     exec::run(plan, &mut client)
 }

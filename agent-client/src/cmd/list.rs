@@ -1,7 +1,5 @@
 //! `jitc ls`: secret names and metadata, never values.
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use jitc::Result;
 use jitc::error::note;
 use jitc::start::connect_or_start;
@@ -11,10 +9,6 @@ pub struct Args {
     /// Print JSON instead of a table
     #[arg(long)]
     json: bool,
-}
-
-fn date(unix: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix)).to_string()
 }
 
 pub fn run(args: Args) -> Result<u8> {
@@ -38,7 +32,7 @@ pub fn run(args: Args) -> Result<u8> {
         text.push_str(&format!(
             "{:width$}  {:20}  {}\n",
             s.name,
-            date(s.updated),
+            super::date(s.updated),
             s.description.as_deref().unwrap_or("")
         ));
     }

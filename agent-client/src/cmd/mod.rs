@@ -2,11 +2,18 @@
 
 mod add;
 mod agent;
+mod approve;
+mod deny;
 mod exec;
 mod init;
+mod leases;
 mod list;
 mod lock;
+mod pending;
+mod policy;
 mod remove;
+mod request;
+mod revoke;
 mod status;
 mod unlock;
 
@@ -32,7 +39,20 @@ pub enum Command {
     /// List secrets: names and metadata, never values
     Ls(list::Args),
     /// Run a command with secrets in its environment, under a lease
-    Exec(exec::Args),
+    Exec(request::RequestArgs),
+    /// List active leases: secrets, command, requester, expiry; never values
+    Leases(leases::Args),
+    /// End a lease (or all) now; its command is stopped
+    Revoke(revoke::Args),
+    /// List requests waiting for approval
+    Pending(pending::Args),
+    /// Approve a waiting request (asks for the vault passphrase)
+    Approve(approve::Args),
+    /// Deny a waiting request
+    Deny(deny::Args),
+    /// Inspect the policy
+    #[command(subcommand)]
+    Policy(policy::Command),
 }
 
 /// Runs one command; the `u8` is the exit code on success (`exec`: the child's).
@@ -47,7 +67,43 @@ pub fn run(command: Command) -> Result<u8> {
         Command::Rm(a) => remove::run(a),
         Command::Ls(a) => list::run(a),
         Command::Exec(a) => exec::run(a),
+        Command::Leases(a) => leases::run(a),
+        Command::Revoke(a) => revoke::run(a),
+        Command::Pending(a) => pending::run(a),
+        Command::Approve(a) => approve::run(a),
+        Command::Deny(a) => deny::run(a),
+        Command::Policy(c) => policy::run(c),
     }
+}
+
+/// A Unix time as RFC 3339, to the second.
+fn date(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix))
+        .to_string()
+}
+
+/// The last component of a path.
+fn program_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// A process chain as `jitc (4242) ← sh (4240) ← codex (4100) …`.
+fn chain_text(chain: &[jitc_protocol::ProcessInfo]) -> String {
+    let names: Vec<String> = chain
+        .iter()
+        .take(8)
+        .map(|p| {
+            let name = p
+                .argv
+                .first()
+                .or(p.exe.as_ref())
+                .map(|a| program_name(a).to_owned())
+                .unwrap_or_else(|| "?".into());
+            format!("{name} ({})", p.pid)
+        })
+        .collect();
+    let more = if chain.len() > 8 { " ← …" } else { "" };
+    format!("{}{more}", names.join(" ← "))
 }
 
 /// Writes `text` to stdout. A full disk or closed pipe is an error (74), not a panic.

@@ -40,9 +40,14 @@ pub fn run(args: Args) -> Result<u8> {
             minutes(s.idle_lock_secs)
         )
     };
+    let policy = match (&s.policy.error, s.policy.exists) {
+        (Some(e), _) => format!("BROKEN, every lease is refused: {e}"),
+        (None, true) => s.policy.path.clone(),
+        (None, false) => format!("{} (absent: defaults apply)", s.policy.path),
+    };
     let mut text = format!(
-        "agent    running (pid {}, jitc-agentd {})\nsocket   {}\nvault    {}\nstate    {state}\nleases   {} active\n",
-        s.pid, s.agent_version, s.socket, s.vault, s.leases
+        "agent    running (pid {}, jitc-agentd {})\nsocket   {}\nvault    {}\nstate    {state}\nleases   {} active, {} waiting for approval\npolicy   {policy}\n",
+        s.pid, s.agent_version, s.socket, s.vault, s.leases, s.pending
     );
     if !s.locked {
         let mem = if s.memory_locked {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use jitc_protocol::{CommandLine, LeaseRequest};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use crate::client::Client;
+use crate::client::{Client, LeaseReply};
 use crate::error::{Error, Result};
 use crate::refs::Binding;
 pub use command::Program;
@@ -29,7 +29,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    fn lease_request(&self) -> LeaseRequest {
+    pub fn lease_request(&self) -> LeaseRequest {
         let mut secrets: Vec<String> = Vec::new();
         for b in &self.bindings {
             if !secrets.contains(&b.secret) {
@@ -70,10 +70,24 @@ pub fn run(plan: Plan, client: &mut Client) -> Result<u8> {
         .map_err(|e| Error::failure(format!("cannot set up signal handling ({e})")))?;
 
     client.send(&jitc_protocol::Request::Lease(plan.lease_request()))?;
-    if let Some(code) = supervise::wait_for_reply(client, &signals)? {
-        return Ok(code);
-    }
-    let grant = client.lease_reply()?;
+    let grant = loop {
+        if let Some(code) = supervise::wait_for_reply(client, &signals)? {
+            return Ok(code);
+        }
+        match client.lease_reply()? {
+            LeaseReply::Granted(g) => break g,
+            LeaseReply::Waiting(w) => crate::error::note(&match w.approver {
+                Some(a) => format!(
+                    "waiting for approval from {a} — or run 'jitc approve {}' in your terminal",
+                    w.id
+                ),
+                None => format!(
+                    "waiting for approval — run 'jitc approve {}' in your terminal",
+                    w.id
+                ),
+            }),
+        }
+    };
     let lease = grant.lease;
     let child = {
         let overridden: Vec<&str> = plan.bindings.iter().map(|b| b.var.as_str()).collect();

@@ -1,18 +1,38 @@
-//! `Lease` and `Release`: open the named values for one command, and record who holds
-//! them until the command ends.
+//! `Lease` and `Release`: judge a request by the policy, wait for a human where the
+//! policy says so, then open the named values for one command and record who holds
+//! them until the command ends or the lease expires.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use jitc_protocol::{ErrorCode, LeaseGrant, LeaseRequest, LeasedValue, Response};
+use jitc_protocol::{
+    ErrorCode, LeaseGrant, LeaseRequest, LeasedValue, PendingInfo, ProcessInfo, Response, Waiting,
+};
 
 use crate::agent::{Agent, Session};
+use crate::approval::{MemoryKey, Verdict};
+use crate::clock::boot_now;
 use crate::error::{Refusal, Reply};
 use crate::leases::Lease;
+use crate::policy::{Approval, Decision, Policy};
 
-/// Until policy sets one, a lease is granted for this long.
-const DEFAULT_TTL: Duration = Duration::from_secs(15 * 60);
+/// Longest task text kept (it is shown in prompts and listings).
+const MAX_TASK_LEN: usize = 512;
 
-pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> Reply {
+/// Everything the policy needs to know about a request and who made it.
+pub struct Judged {
+    pub policy: Arc<Policy>,
+    pub decision: Decision,
+    pub profile: Option<String>,
+    /// Index in the chain of the process that gave the profile.
+    pub anchor: Option<usize>,
+    pub chain: Vec<ProcessInfo>,
+    pub remembered: bool,
+}
+
+/// Checks a request's form, then judges it by the policy (without leasing anything).
+pub fn judge(agent: &Agent, session: &mut Session, req: &LeaseRequest) -> Result<Judged, Refusal> {
     if req.secrets.is_empty() {
         return Err(Refusal::bad_input(
             "a lease needs at least one secret; name one with -s NAME or -e VAR=NAME",
@@ -21,6 +41,72 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
     for name in &req.secrets {
         super::check_name(name)?;
     }
+    if let Some(t) = &req.task
+        && (t.len() > MAX_TASK_LEN || t.chars().any(char::is_control))
+    {
+        return Err(Refusal::bad_input(format!(
+            "--task must be one line of at most {MAX_TASK_LEN} bytes"
+        )));
+    }
+    let policy = agent.policy()?;
+    let chain = session.chain().to_vec();
+    let (profile, anchor) = match policy.profile_for(&chain) {
+        Some((p, i)) => (Some(p), Some(i)),
+        None => (None, None),
+    };
+    let decision = policy.decide(req, profile.as_deref());
+    let remembered = decision.approval == Approval::OncePerTask
+        && agent.approvals_mut().is_remembered(
+            &MemoryKey::new(req.task.as_deref(), &req.secrets, profile.as_deref()),
+            boot_now(),
+        );
+    Ok(Judged {
+        policy,
+        decision,
+        profile,
+        anchor,
+        chain,
+        remembered,
+    })
+}
+
+pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> Reply {
+    // Fail fast: a locked vault cannot serve, whatever the policy says.
+    if agent.vault_slot().await.is_none() {
+        return Err(agent.locked_refusal());
+    }
+    let judged = judge(agent, session, &req)?;
+    if let Some(why) = &judged.decision.refusal {
+        tracing::warn!(
+            secrets = ?req.secrets,
+            command = %req.command.path,
+            pid = session.peer.pid,
+            profile = ?judged.profile,
+            reason = %why,
+            "lease refused by policy"
+        );
+        return Err(Refusal::new(ErrorCode::Refused, format!("refused: {why}")));
+    }
+    let needs_approval = match judged.decision.approval {
+        Approval::Never => false,
+        Approval::OncePerTask => !judged.remembered,
+        Approval::Always => true,
+    };
+    if needs_approval {
+        await_approval(agent, session, &req, &judged).await?;
+        if judged.decision.approval == Approval::OncePerTask {
+            agent.approvals_mut().remember(
+                MemoryKey::new(req.task.as_deref(), &req.secrets, judged.profile.as_deref()),
+                boot_now() + judged.policy.defaults.approval_memory,
+            );
+        }
+    }
+    grant(agent, session, req, &judged).await
+}
+
+/// Opens the values and records the lease. The vault guard is held until the lease is
+/// in the table, so a concurrent lock ends it too.
+async fn grant(agent: &Agent, session: &mut Session, req: LeaseRequest, judged: &Judged) -> Reply {
     let slot = agent.unlocked().await?;
     let vault = slot.as_ref().ok_or_else(Refusal::locked)?;
     let mut values = Vec::with_capacity(req.secrets.len());
@@ -33,7 +119,7 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
             value,
         });
     }
-    let ttl = req.ttl_ms.map(Duration::from_millis).unwrap_or(DEFAULT_TTL);
+    let ttl = judged.decision.ttl;
     let mut leases = agent.leases_mut();
     let id = leases.next_id();
     tracing::info!(
@@ -41,6 +127,8 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
         secrets = ?req.secrets,
         command = %req.command.path,
         pid = session.peer.pid,
+        profile = ?judged.profile,
+        ttl = %humantime::format_duration(ttl),
         "lease granted"
     );
     leases.insert(Lease {
@@ -48,20 +136,165 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
         secrets: req.secrets,
         command: req.command,
         task: req.task,
-        peer: session.peer.clone(),
-        started: Instant::now(),
+        pid: session.peer.pid,
+        chain: judged.chain.clone(),
+        profile: judged.profile.clone(),
+        ttl,
         started_at: SystemTime::now(),
+        expires: boot_now() + ttl,
         holder: session.pushes.clone(),
     });
     drop(leases);
-    // Held until the lease is in the table, so a concurrent lock ends it too.
     drop(slot);
+    agent.leases_changed.notify_one();
     session.leases.push(id);
     Ok(Response::Leased(LeaseGrant {
         lease: id,
         values,
         expires_in_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
     }))
+}
+
+/// Removes a waiting request from `jitc pending` however the wait ends (answered,
+/// timed out, or the requester hung up and this future was dropped).
+struct Registered<'a> {
+    agent: &'a Agent,
+    id: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.agent.approvals_mut().remove(self.id);
+    }
+}
+
+/// The approver's prompt: who asks, for what, to do what.
+fn prompt(id: u64, req: &LeaseRequest, judged: &Judged) -> String {
+    let chain: Vec<String> = judged
+        .chain
+        .iter()
+        .take(6)
+        .map(|p| {
+            let name = p
+                .argv
+                .first()
+                .or(p.exe.as_ref())
+                .map(|a| a.rsplit('/').next().unwrap_or(a).to_owned())
+                .unwrap_or_else(|| "?".into());
+            format!("{name} ({})", p.pid)
+        })
+        .collect();
+    format!(
+        "jitc: allow this command to use secrets?\n\ncommand:  {}\nsecrets:  {}\ntask:     {}\nasked by: {}\nprofile:  {}\n\n(request {id}; or run 'jitc approve {id}' / 'jitc deny {id}')",
+        req.command.argv.join(" "),
+        req.secrets.join(", "),
+        req.task.as_deref().unwrap_or("(none given)"),
+        chain.join(" ← "),
+        judged.profile.as_deref().unwrap_or("(none)"),
+    )
+}
+
+/// Puts the request in `jitc pending`, tells the requester it waits, asks the approver
+/// program if there is one, and waits for the first answer or the timeout.
+async fn await_approval(
+    agent: &Agent,
+    session: &mut Session,
+    req: &LeaseRequest,
+    judged: &Judged,
+) -> Result<(), Refusal> {
+    let defaults = &judged.policy.defaults;
+    let timeout = defaults.approval_timeout;
+    let mut requesters = vec![session.peer.pid];
+    if let Some(anchor) = judged.anchor.and_then(|i| judged.chain.get(i)) {
+        requesters.push(anchor.pid);
+    }
+    let info = PendingInfo {
+        id: 0,
+        secrets: req.secrets.clone(),
+        task: req.task.clone(),
+        command: req.command.path.clone(),
+        argv: req.command.argv.clone(),
+        pid: session.peer.pid,
+        chain: judged.chain.clone(),
+        profile: judged.profile.clone(),
+        requested: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        expires_in_secs: timeout.as_secs(),
+    };
+    let (id, answer) = agent
+        .approvals_mut()
+        .register(info, requesters, boot_now() + timeout);
+    let _registered = Registered { agent, id };
+    let approver = defaults.approver.clone();
+    let _ = session.pushes.send(Response::Waiting(Waiting {
+        id,
+        approver: approver.as_ref().and_then(|a| a.first().cloned()),
+        timeout_secs: timeout.as_secs(),
+    }));
+    tracing::info!(
+        approval = id,
+        secrets = ?req.secrets,
+        command = %req.command.path,
+        pid = session.peer.pid,
+        profile = ?judged.profile,
+        "approval requested"
+    );
+    let mut asked = approver.as_ref().and_then(|argv| {
+        let mut c = tokio::process::Command::new(&argv[0]);
+        c.args(&argv[1..])
+            .arg(prompt(id, req, judged))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        c.spawn()
+            .inspect_err(
+                |e| tracing::warn!(approver = %argv[0], error = %e, "cannot run the approver"),
+            )
+            .ok()
+    });
+    let approver_answer = async {
+        match asked.as_mut() {
+            Some(child) => child.wait().await.ok(),
+            None => std::future::pending().await,
+        }
+    };
+    let verdict = tokio::select! {
+        v = answer => v.unwrap_or_else(|_| Verdict::Denied("the request was withdrawn".into())),
+        status = approver_answer => match status {
+            Some(s) if s.success() => Verdict::Approved,
+            _ => Verdict::Denied(format!(
+                "{} said no",
+                approver.as_ref().map_or("the approver", |a| a[0].as_str())
+            )),
+        },
+        () = tokio::time::sleep(timeout) => {
+            tracing::warn!(approval = id, "approval timed out");
+            return Err(Refusal::new(
+                ErrorCode::Refused,
+                format!(
+                    "approval timed out after {}; while a command waits, list requests with 'jitc pending' and approve with 'jitc approve ID'",
+                    humantime::format_duration(timeout)
+                ),
+            ));
+        }
+    };
+    // The approver, if still running, is killed as `asked` drops.
+    match verdict {
+        Verdict::Approved => {
+            tracing::info!(approval = id, "approval granted");
+            Ok(())
+        }
+        Verdict::Denied(why) => {
+            tracing::warn!(approval = id, reason = %why, "approval denied");
+            Err(Refusal::new(
+                ErrorCode::Refused,
+                format!("approval denied: {why}"),
+            ))
+        }
+    }
 }
 
 pub fn release(agent: &Agent, session: &mut Session, id: u64) -> Reply {
@@ -74,6 +307,7 @@ pub fn release(agent: &Agent, session: &mut Session, id: u64) -> Reply {
     session.leases.swap_remove(at);
     if agent.leases_mut().remove(id).is_some() {
         tracing::info!(lease = id, "lease released");
+        agent.leases_changed.notify_one();
     }
     agent.idle.touch();
     Ok(Response::Done)

@@ -1,8 +1,11 @@
 //! One module per request kind, each with an `apply` that turns a request into a reply.
 
 pub mod add;
+pub mod approve;
+pub mod explain;
 pub mod init;
 pub mod lease;
+pub mod leases;
 pub mod list;
 pub mod lock;
 pub mod remove;

@@ -7,6 +7,8 @@ use crate::agent::Agent;
 use crate::error::Reply;
 
 pub async fn apply(agent: &Agent) -> Reply {
+    // Consulting the policy also picks up an edited idle_lock.
+    let _ = agent.policy();
     let slot = agent.vault_slot().await;
     let unlocked = slot.as_ref();
     let leases = agent.leases_mut().len();
@@ -30,5 +32,7 @@ pub async fn apply(agent: &Agent) -> Reply {
         locks_in_secs,
         memory_locked: unlocked.is_some_and(|v| v.memory_locked()),
         unlock_failures: agent.failures.load(Ordering::SeqCst),
+        pending: u32::try_from(agent.approvals_mut().len()).unwrap_or(u32::MAX),
+        policy: agent.policy.state(),
     }))
 }

@@ -65,6 +65,19 @@ impl std::fmt::Debug for Vault {
     }
 }
 
+/// The vault's key slot, detached from the vault: re-derives and unwraps the key from a
+/// passphrase (slow; call off the runtime).
+#[derive(Debug, Clone)]
+pub struct PassphraseCheck {
+    slot: KeySlot,
+}
+
+impl PassphraseCheck {
+    pub fn unwrap_key(&self, passphrase: &[u8]) -> Result<LockedKey, VaultError> {
+        Vault::unwrap_key(&self.slot, passphrase)
+    }
+}
+
 /// What a name looked like before a change, to put back if the save fails.
 #[derive(Debug)]
 pub struct Undo {
@@ -224,10 +237,23 @@ impl Vault {
         })
     }
 
+    /// What re-checking a passphrase needs, so the slow part can run without holding
+    /// the vault.
+    pub fn passphrase_check(&self) -> PassphraseCheck {
+        PassphraseCheck {
+            slot: self.slot.clone(),
+        }
+    }
+
+    /// Whether `key` is this vault's key.
+    pub fn has_key(&self, key: &LockedKey) -> bool {
+        key.expose() == self.key.expose()
+    }
+
     /// Whether `passphrase` opens this vault (for re-authenticating a human).
     pub fn check_passphrase(&self, passphrase: &[u8]) -> Result<(), VaultError> {
-        let key = Self::unwrap_key(&self.slot, passphrase)?;
-        if key.expose() == self.key.expose() {
+        let key = self.passphrase_check().unwrap_key(passphrase)?;
+        if self.has_key(&key) {
             Ok(())
         } else {
             Err(VaultError::WrongPassphrase)

@@ -1,0 +1,43 @@
+//! `jitc approve ID`: let a waiting request through, after showing what it is and
+//! proving with the vault passphrase that a human is at the keyboard.
+
+use jitc::start::connect_or_start;
+use jitc::{Error, Result, prompt};
+
+use super::chain_text;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The request to approve (see 'jitc pending')
+    id: u64,
+    /// Read the passphrase from the first line of stdin instead of the terminal
+    #[arg(long)]
+    passphrase_stdin: bool,
+}
+
+pub fn run(args: Args) -> Result<u8> {
+    let mut client = connect_or_start()?;
+    let Some(p) = client.pending()?.into_iter().find(|p| p.id == args.id) else {
+        return Err(Error::failure(format!(
+            "no request {} is waiting for approval; see 'jitc pending'",
+            args.id
+        )));
+    };
+    // Show what is being approved before asking, on stderr (stdout may be a pipe).
+    jitc::error::note(&format!(
+        "approving request {}: {} with {} (task: {}), asked by {}",
+        p.id,
+        p.argv.join(" "),
+        p.secrets.join(", "),
+        p.task.as_deref().unwrap_or("none given"),
+        chain_text(&p.chain)
+    ));
+    let passphrase = if args.passphrase_stdin {
+        prompt::read_stdin_line("the passphrase")?
+    } else {
+        prompt::ask_hidden(&format!("Vault passphrase to approve request {}: ", p.id))?
+    };
+    client.approve(args.id, passphrase)?;
+    jitc::error::note(&format!("approved request {}", args.id));
+    Ok(0)
+}

@@ -1,0 +1,42 @@
+//! `jitc pending`: requests waiting for a human's approval, with who asked and why.
+
+use jitc::Result;
+use jitc::start::connect_or_start;
+
+use super::{chain_text, emit, print_json};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> Result<u8> {
+    let pending = connect_or_start()?.pending()?;
+    if args.json {
+        print_json(&pending)?;
+        return Ok(0);
+    }
+    if pending.is_empty() {
+        jitc::error::note("no requests are waiting for approval");
+        return Ok(0);
+    }
+    let mut text = String::new();
+    for p in &pending {
+        text.push_str(&format!(
+            "request {}  (denied in {}s unless approved: jitc approve {} / jitc deny {})\n  command   {}\n  secrets   {}\n  task      {}\n  asked by  {}\n  profile   {}\n",
+            p.id,
+            p.expires_in_secs,
+            p.id,
+            p.id,
+            p.argv.join(" "),
+            p.secrets.join(", "),
+            p.task.as_deref().unwrap_or("(none given)"),
+            chain_text(&p.chain),
+            p.profile.as_deref().unwrap_or("(none)"),
+        ));
+    }
+    emit(&text)?;
+    Ok(0)
+}

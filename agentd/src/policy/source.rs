@@ -1,0 +1,166 @@
+//! `PolicySource`: `policy.toml` on disk, re-read whenever it changes.
+//!
+//! The file is checked (a `stat`) each time the policy is consulted, and parsed again
+//! when its identity, size or times differ: an edit takes effect on the very next
+//! request, whichever way the editor saved it. A file that does not parse, or that
+//! others could have written, refuses every lease until it is fixed (fail closed).
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use jitc_protocol::PolicyState;
+
+use super::Policy;
+
+/// Larger than any hand-written policy.
+const MAX_POLICY_FILE: u64 = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl Stamp {
+    fn of(m: &fs::Metadata) -> Stamp {
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Loaded {
+    /// `None`: no file (the defaults apply).
+    stamp: Option<Stamp>,
+    policy: Result<Arc<Policy>, String>,
+}
+
+#[derive(Debug)]
+pub struct PolicySource {
+    path: PathBuf,
+    loaded: Mutex<Option<Loaded>>,
+}
+
+impl PolicySource {
+    pub fn new(path: PathBuf) -> PolicySource {
+        PolicySource {
+            path,
+            loaded: Mutex::new(None),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The policy in force now, or why every lease is refused.
+    pub fn current(&self) -> Result<Arc<Policy>, String> {
+        let mut slot = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        let meta = fs::metadata(&self.path);
+        let stamp = meta.as_ref().ok().map(Stamp::of);
+        let stale = match slot.as_ref() {
+            None => true,
+            Some(l) => l.stamp != stamp,
+        };
+        if stale {
+            let policy = self.load(meta).map(Arc::new);
+            match &policy {
+                Ok(_) if slot.is_some() => {
+                    tracing::info!(path = %self.path.display(), "policy reloaded")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "policy refused; every lease is refused until it is fixed")
+                }
+            }
+            *slot = Some(Loaded { stamp, policy });
+        }
+        match slot.as_ref() {
+            Some(l) => l.policy.clone(),
+            None => Err("the policy could not be loaded".into()),
+        }
+    }
+
+    /// For `jitc status`.
+    pub fn state(&self) -> PolicyState {
+        let error = self.current().err();
+        PolicyState {
+            path: self.path.display().to_string(),
+            exists: self.path.exists(),
+            error,
+        }
+    }
+
+    fn load(&self, meta: std::io::Result<fs::Metadata>) -> Result<Policy, String> {
+        let path = self.path.display();
+        let meta = match meta {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Policy::default()),
+            Err(e) => return Err(format!("cannot read the policy at {path} ({e})")),
+        };
+        let me = nix::unistd::geteuid().as_raw();
+        if !meta.is_file() {
+            return Err(format!("the policy at {path} is not a regular file"));
+        }
+        if meta.uid() != me && meta.uid() != 0 {
+            return Err(format!(
+                "the policy at {path} belongs to uid {}, not to you; check who put it there",
+                meta.uid()
+            ));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(format!(
+                "the policy at {path} is writable by others; run 'chmod 600 {path}'"
+            ));
+        }
+        if meta.len() > MAX_POLICY_FILE {
+            return Err(format!("the policy at {path} is over 1 MiB"));
+        }
+        let mut text = String::new();
+        fs::File::open(&self.path)
+            .and_then(|f| f.take(MAX_POLICY_FILE).read_to_string(&mut text))
+            .map_err(|e| format!("cannot read the policy at {path} ({e})"))?;
+        Policy::parse(&text).map_err(|e| format!("the policy at {path} is invalid ({e}); fix it"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn reloads_on_change_and_fails_closed() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("policy.toml");
+        let src = PolicySource::new(path.clone());
+        assert_eq!(src.current().unwrap().rules.len(), 0, "no file: defaults");
+        fs::write(&path, "[[rule]]\nsecrets = [\"a\"]\n").unwrap();
+        assert_eq!(src.current().unwrap().rules.len(), 1);
+        fs::write(
+            &path,
+            "[[rule]]\nsecrets = [\"a\"]\n[[rule]]\nsecrets = [\"b\"]\n",
+        )
+        .unwrap();
+        assert_eq!(src.current().unwrap().rules.len(), 2);
+        fs::write(&path, "[[rule]\n").unwrap();
+        let e = src.current().unwrap_err();
+        assert!(e.contains("invalid") && e.contains("line 1"), "{e}");
+        assert_eq!(src.state().error, Some(e));
+        fs::write(&path, "").unwrap();
+        assert!(src.current().is_ok());
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(src.current().unwrap_err().contains("chmod 600"));
+    }
+}

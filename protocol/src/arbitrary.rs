@@ -1,0 +1,321 @@
+//! proptest strategies for every message, so round-trip and robustness properties cover
+//! the whole protocol (tests only).
+
+use proptest::collection::vec;
+use proptest::option::of;
+use proptest::prelude::*;
+use proptest::strategy::{LazyJust, Union};
+
+use crate::*;
+
+fn secret() -> impl Strategy<Value = SecretBytes> {
+    vec(any::<u8>(), 0..64).prop_map(SecretBytes::new)
+}
+
+fn text() -> BoxedStrategy<String> {
+    ".{0,24}".boxed()
+}
+
+fn texts() -> BoxedStrategy<Vec<String>> {
+    vec(text(), 0..4).boxed()
+}
+
+fn kdf() -> impl Strategy<Value = KdfParams> {
+    (any::<u32>(), any::<u32>()).prop_map(|(memory_mib, iterations)| KdfParams {
+        memory_mib,
+        iterations,
+    })
+}
+
+fn command() -> impl Strategy<Value = CommandLine> {
+    (text(), texts(), text()).prop_map(|(path, argv, cwd)| CommandLine { path, argv, cwd })
+}
+
+fn lease_request() -> impl Strategy<Value = LeaseRequest> {
+    (
+        texts(),
+        command(),
+        of(text()),
+        of(any::<u64>()),
+        any::<bool>(),
+    )
+        .prop_map(|(secrets, command, task, ttl_ms, masking)| LeaseRequest {
+            secrets,
+            command,
+            task,
+            ttl_ms,
+            masking,
+        })
+}
+
+pub fn request() -> impl Strategy<Value = Request> {
+    Union::new(vec![
+        any::<u32>()
+            .prop_map(|v| {
+                Request::Hello(Hello {
+                    protocol_version: v,
+                })
+            })
+            .boxed(),
+        LazyJust::new(|| Request::Status).boxed(),
+        (secret(), kdf())
+            .prop_map(|(passphrase, kdf)| Request::Init { passphrase, kdf })
+            .boxed(),
+        secret()
+            .prop_map(|passphrase| Request::Unlock { passphrase })
+            .boxed(),
+        LazyJust::new(|| Request::Lock).boxed(),
+        (text(), secret(), of(text()), any::<bool>())
+            .prop_map(|(name, value, description, replace)| {
+                Request::AddSecret(AddSecret {
+                    name,
+                    value,
+                    description,
+                    replace,
+                })
+            })
+            .boxed(),
+        text()
+            .prop_map(|name| Request::RemoveSecret { name })
+            .boxed(),
+        LazyJust::new(|| Request::ListSecrets).boxed(),
+        lease_request().prop_map(Request::Lease).boxed(),
+        any::<u64>()
+            .prop_map(|lease| Request::Release { lease })
+            .boxed(),
+        LazyJust::new(|| Request::ListLeases).boxed(),
+        of(any::<u64>())
+            .prop_map(|lease| Request::Revoke { lease })
+            .boxed(),
+        LazyJust::new(|| Request::ListPending).boxed(),
+        (any::<u64>(), secret())
+            .prop_map(|(id, passphrase)| Request::Approve { id, passphrase })
+            .boxed(),
+        any::<u64>().prop_map(|id| Request::Deny { id }).boxed(),
+        lease_request().prop_map(Request::Explain).boxed(),
+    ])
+}
+
+fn process() -> impl Strategy<Value = ProcessInfo> {
+    (any::<u32>(), of(text()), texts()).prop_map(|(pid, exe, argv)| ProcessInfo { pid, exe, argv })
+}
+
+fn policy_state() -> impl Strategy<Value = PolicyState> {
+    (text(), any::<bool>(), of(text())).prop_map(|(path, exists, error)| PolicyState {
+        path,
+        exists,
+        error,
+    })
+}
+
+fn status() -> impl Strategy<Value = AgentStatus> {
+    (
+        (
+            text(),
+            any::<u32>(),
+            text(),
+            text(),
+            any::<bool>(),
+            any::<bool>(),
+        ),
+        (
+            of(any::<u32>()),
+            any::<u32>(),
+            any::<u64>(),
+            of(any::<u64>()),
+            any::<bool>(),
+            any::<u32>(),
+        ),
+        (any::<u32>(), policy_state()),
+    )
+        .prop_map(
+            |(
+                (agent_version, pid, socket, vault, vault_exists, locked),
+                (secrets, leases, idle_lock_secs, locks_in_secs, memory_locked, unlock_failures),
+                (pending, policy),
+            )| AgentStatus {
+                agent_version,
+                pid,
+                socket,
+                vault,
+                vault_exists,
+                locked,
+                secrets,
+                leases,
+                idle_lock_secs,
+                locks_in_secs,
+                memory_locked,
+                unlock_failures,
+                pending,
+                policy,
+            },
+        )
+}
+
+fn lease_info() -> impl Strategy<Value = LeaseInfo> {
+    (
+        (
+            any::<u64>(),
+            texts(),
+            of(text()),
+            text(),
+            texts(),
+            any::<u32>(),
+        ),
+        (
+            vec(process(), 0..3),
+            of(text()),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+        ),
+    )
+        .prop_map(
+            |(
+                (id, secrets, task, command, argv, pid),
+                (chain, profile, started, expires, ttl_secs),
+            )| {
+                LeaseInfo {
+                    id,
+                    secrets,
+                    task,
+                    command,
+                    argv,
+                    pid,
+                    chain,
+                    profile,
+                    started,
+                    expires,
+                    ttl_secs,
+                }
+            },
+        )
+}
+
+fn pending_info() -> impl Strategy<Value = PendingInfo> {
+    (
+        (
+            any::<u64>(),
+            texts(),
+            of(text()),
+            text(),
+            texts(),
+            any::<u32>(),
+        ),
+        (vec(process(), 0..3), of(text()), any::<u64>(), any::<u64>()),
+    )
+        .prop_map(
+            |(
+                (id, secrets, task, command, argv, pid),
+                (chain, profile, requested, expires_in_secs),
+            )| {
+                PendingInfo {
+                    id,
+                    secrets,
+                    task,
+                    command,
+                    argv,
+                    pid,
+                    chain,
+                    profile,
+                    requested,
+                    expires_in_secs,
+                }
+            },
+        )
+}
+
+fn explanation() -> impl Strategy<Value = Explanation> {
+    let verdict =
+        (text(), of(any::<u32>()), text()).prop_map(|(secret, rule, rule_text)| SecretVerdict {
+            secret,
+            rule,
+            rule_text,
+        });
+    (
+        (policy_state(), of(text()), vec(process(), 0..3), text()),
+        (
+            vec(verdict, 0..3),
+            of(text()),
+            text(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<bool>(),
+        ),
+    )
+        .prop_map(
+            |(
+                (policy, profile, chain, command),
+                (verdicts, refusal, approval, ttl_secs, max_ttl_secs, masking_required),
+            )| Explanation {
+                policy,
+                profile,
+                chain,
+                command,
+                verdicts,
+                refusal,
+                approval,
+                ttl_secs,
+                max_ttl_secs,
+                masking_required,
+            },
+        )
+}
+
+pub fn response() -> impl Strategy<Value = Response> {
+    let info = (text(), of(text()), any::<u64>(), any::<u64>()).prop_map(
+        |(name, description, created, updated)| SecretInfo {
+            name,
+            description,
+            created,
+            updated,
+        },
+    );
+    let leased = (text(), secret()).prop_map(|(name, value)| LeasedValue { name, value });
+    Union::new(vec![
+        (proptest::sample::select(ErrorCode::ALL.to_vec()), text())
+            .prop_map(|(code, message)| Response::Error { code, message })
+            .boxed(),
+        (any::<u32>(), text(), any::<u32>())
+            .prop_map(|(protocol_version, agent_version, pid)| {
+                Response::Welcome(Welcome {
+                    protocol_version,
+                    agent_version,
+                    pid,
+                })
+            })
+            .boxed(),
+        LazyJust::new(|| Response::Done).boxed(),
+        status().prop_map(Response::Status).boxed(),
+        vec(info, 0..4).prop_map(Response::Secrets).boxed(),
+        (any::<u64>(), vec(leased, 0..4), any::<u64>())
+            .prop_map(|(lease, values, expires_in_ms)| {
+                Response::Leased(LeaseGrant {
+                    lease,
+                    values,
+                    expires_in_ms,
+                })
+            })
+            .boxed(),
+        (any::<u64>(), text())
+            .prop_map(|(lease, reason)| Response::LeaseEnded { lease, reason })
+            .boxed(),
+        vec(lease_info(), 0..3).prop_map(Response::Leases).boxed(),
+        any::<u32>()
+            .prop_map(|count| Response::Revoked { count })
+            .boxed(),
+        vec(pending_info(), 0..3)
+            .prop_map(Response::Pending)
+            .boxed(),
+        (any::<u64>(), of(text()), any::<u64>())
+            .prop_map(|(id, approver, timeout_secs)| {
+                Response::Waiting(Waiting {
+                    id,
+                    approver,
+                    timeout_secs,
+                })
+            })
+            .boxed(),
+        explanation().prop_map(Response::Explanation).boxed(),
+    ])
+}

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jitc_protocol::{
-    AddSecret, AgentStatus, Explanation, Hello, KdfParams, LeaseGrant, LeaseInfo, LeaseRequest,
-    PROTOCOL_VERSION, PendingInfo, Request, Response, SecretBytes, SecretInfo, Welcome, decode,
-    read_frame, write_frame,
+    AddSecret, AgentStatus, Explanation, FrameBuf, Hello, KdfParams, LeaseGrant, LeaseInfo,
+    LeaseRequest, PROTOCOL_VERSION, PendingInfo, Request, Response, SecretBytes, SecretInfo,
+    Welcome, write_frame,
 };
 
 use crate::error::{Error, Result};
@@ -33,6 +33,8 @@ pub struct Client {
     path: PathBuf,
     welcome: Welcome,
     ended: Vec<(u64, String)>,
+    /// Frames read ahead (one read usually brings a whole answer).
+    buf: FrameBuf,
 }
 
 impl Client {
@@ -58,6 +60,7 @@ impl Client {
                 pid: 0,
             },
             ended: Vec::new(),
+            buf: FrameBuf::default(),
         };
         match client.call(&Request::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
@@ -107,13 +110,17 @@ impl Client {
     /// Reads the next message from the agent (a reply, or a push such as `LeaseEnded`).
     /// `Ok(None)` when the agent closed the connection.
     pub fn recv(&mut self) -> Result<Option<Response>> {
-        let Some(payload) = read_frame(&mut self.stream)? else {
-            return Ok(None);
-        };
-        match decode(&payload)? {
-            Response::Error { code, message } => Err(Error::Agent { code, message }),
-            r => Ok(Some(r)),
+        match self.buf.read(&mut &self.stream)? {
+            None => Ok(None),
+            Some(Response::Error { code, message }) => Err(Error::Agent { code, message }),
+            Some(r) => Ok(Some(r)),
         }
+    }
+
+    /// Whether bytes from the agent are already buffered here: then `recv` may return
+    /// without the socket ever polling readable again, so check this before polling.
+    pub fn has_buffered(&self) -> bool {
+        self.buf.has_data()
     }
 
     /// The reply to the request just sent. A `LeaseEnded` pushed in between is kept for
@@ -205,8 +212,10 @@ impl Client {
         }
     }
 
+    /// Hands a lease back. One-way (the agent does not answer), so a lease costs one
+    /// round trip; closing the connection releases it too.
     pub fn release(&mut self, lease: u64) -> Result<()> {
-        self.expect_done(&Request::Release { lease })
+        self.send(&Request::Release { lease })
     }
 
     pub fn leases(&mut self) -> Result<Vec<LeaseInfo>> {

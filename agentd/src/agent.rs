@@ -27,7 +27,7 @@ pub struct Session {
     /// Leases this connection holds; released when it closes.
     pub leases: Vec<u64>,
     /// The peer's ancestry, read from /proc the first time a request needs it.
-    chain: Option<Vec<ProcessInfo>>,
+    chain: Option<Arc<[ProcessInfo]>>,
 }
 
 impl Session {
@@ -40,10 +40,12 @@ impl Session {
         }
     }
 
-    /// The peer and its ancestors up to init.
-    pub fn chain(&mut self) -> &[ProcessInfo] {
+    /// The peer and its ancestors up to init (shared, so leases keep it cheaply).
+    pub fn chain(&mut self) -> Arc<[ProcessInfo]> {
         let pid = self.peer.pid;
-        self.chain.get_or_insert_with(|| crate::peer::chain(pid))
+        self.chain
+            .get_or_insert_with(|| crate::peer::chain(pid).into())
+            .clone()
     }
 }
 
@@ -135,7 +137,8 @@ impl Agent {
     }
 
     /// The routing `match`: one arm per request kind, each in its own module.
-    pub async fn handle(&self, session: &mut Session, request: Request) -> Response {
+    /// `None` for the one request that has no answer (`Release`).
+    pub async fn handle(&self, session: &mut Session, request: Request) -> Option<Response> {
         let reply = match request {
             Request::Hello(_) => Err(Refusal::bad_input(
                 "protocol error: a second Hello on one connection; upgrade jitc",
@@ -148,7 +151,10 @@ impl Agent {
             Request::RemoveSecret { name } => cmd::remove::apply(self, &name).await,
             Request::ListSecrets => cmd::list::apply(self).await,
             Request::Lease(req) => cmd::lease::apply(self, session, req).await,
-            Request::Release { lease } => cmd::lease::release(self, session, lease),
+            Request::Release { lease } => {
+                cmd::lease::release(self, session, lease);
+                return None;
+            }
             Request::ListLeases => cmd::leases::list(self),
             Request::Revoke { lease } => cmd::leases::revoke(self, lease),
             Request::ListPending => cmd::approve::pending(self),
@@ -158,7 +164,7 @@ impl Agent {
             Request::Deny { id } => cmd::approve::deny(self, id),
             Request::Explain(req) => cmd::explain::apply(self, session, req),
         };
-        reply.unwrap_or_else(Response::from)
+        Some(reply.unwrap_or_else(Response::from))
     }
 
     /// The vault slot, locked or not.
@@ -223,7 +229,6 @@ impl Agent {
             }
         }
         drop(leases);
-        self.leases_changed.notify_one();
         self.idle.touch();
     }
 

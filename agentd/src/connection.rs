@@ -9,14 +9,11 @@
 
 use std::time::Duration;
 
-use jitc_protocol::{
-    FRAME_PREFIX_LEN, FrameError, Request, Response, decode, encode_frame, frame_len,
-};
+use jitc_protocol::{FrameBuf, FrameError, Request, Response, encode_frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
-use zeroize::Zeroizing;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
@@ -36,9 +33,7 @@ pub fn split(stream: UnixStream, frame_timeout: Duration) -> (FrameReader, Frame
     (
         FrameReader {
             read,
-            buf: Zeroizing::new(vec![0; FRAME_PREFIX_LEN]),
-            filled: 0,
-            payload_len: None,
+            buf: FrameBuf::default(),
             deadline: None,
             frame_timeout,
         },
@@ -52,12 +47,8 @@ pub fn split(stream: UnixStream, frame_timeout: Duration) -> (FrameReader, Frame
 #[derive(Debug)]
 pub struct FrameReader {
     read: OwnedReadHalf,
-    /// The frame being read: the prefix, then prefix + payload once its length is known.
-    buf: Zeroizing<Vec<u8>>,
-    filled: usize,
-    /// The payload length, once the prefix is in.
-    payload_len: Option<usize>,
-    /// When the frame being read must be complete.
+    buf: FrameBuf,
+    /// When the frame being received must be complete.
     deadline: Option<Instant>,
     frame_timeout: Duration,
 }
@@ -66,21 +57,16 @@ impl FrameReader {
     /// The next request; `Ok(None)` when the peer closed cleanly between frames.
     pub async fn read_request(&mut self) -> Result<Option<Request>, ConnError> {
         loop {
-            if self.payload_len.is_none() && self.filled == FRAME_PREFIX_LEN {
-                let mut prefix = [0u8; FRAME_PREFIX_LEN];
-                prefix.copy_from_slice(&self.buf[..]);
-                let len = frame_len(prefix)?;
-                let mut frame = Zeroizing::new(vec![0u8; FRAME_PREFIX_LEN + len]);
-                frame[..FRAME_PREFIX_LEN].copy_from_slice(&prefix);
-                self.buf = frame;
-                self.payload_len = Some(len);
+            if let Some(msg) = self.buf.take()? {
+                // Part of the next frame may be here already: its clock starts now.
+                self.deadline = self
+                    .buf
+                    .has_data()
+                    .then(|| Instant::now() + self.frame_timeout);
+                return Ok(Some(msg));
             }
-            if self.payload_len.is_some() && self.filled == self.buf.len() {
-                let msg = decode(&self.buf[FRAME_PREFIX_LEN..]);
-                self.reset();
-                return Ok(Some(msg?));
-            }
-            let read = self.read.read(&mut self.buf[self.filled..]);
+            let was_empty = !self.buf.has_data();
+            let read = self.read.read(self.buf.spare()?);
             let n = match self.deadline {
                 Some(d) => tokio::time::timeout_at(d, read)
                     .await
@@ -88,24 +74,17 @@ impl FrameReader {
                 None => read.await?,
             };
             if n == 0 {
-                return if self.filled == 0 {
+                return if was_empty {
                     Ok(None)
                 } else {
                     Err(FrameError::Truncated.into())
                 };
             }
-            if self.filled == 0 {
+            if was_empty {
                 self.deadline = Some(Instant::now() + self.frame_timeout);
             }
-            self.filled += n;
+            self.buf.filled(n);
         }
-    }
-
-    fn reset(&mut self) {
-        self.buf = Zeroizing::new(vec![0; FRAME_PREFIX_LEN]);
-        self.filled = 0;
-        self.payload_len = None;
-        self.deadline = None;
     }
 }
 

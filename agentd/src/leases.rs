@@ -5,7 +5,7 @@
 //! agent's side (expiry, revoke, lock, shutdown) pushes `LeaseEnded` to its holder,
 //! which stops the command. Expiry instants are on `CLOCK_BOOTTIME` (see `clock`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jitc_protocol::{CommandLine, LeaseInfo, ProcessInfo, Response};
@@ -18,7 +18,7 @@ pub struct Lease {
     pub command: CommandLine,
     pub task: Option<String>,
     pub pid: u32,
-    pub chain: Vec<ProcessInfo>,
+    pub chain: std::sync::Arc<[ProcessInfo]>,
     pub profile: Option<String>,
     pub ttl: Duration,
     pub started_at: SystemTime,
@@ -43,7 +43,7 @@ impl Lease {
             command: self.command.path.clone(),
             argv: self.command.argv.clone(),
             pid: self.pid,
-            chain: self.chain.clone(),
+            chain: self.chain.to_vec(),
             profile: self.profile.clone(),
             started: unix(self.started_at),
             expires: unix(self.started_at + self.ttl),
@@ -64,6 +64,8 @@ impl Lease {
 pub struct Leases {
     next_id: u64,
     active: BTreeMap<u64, Lease>,
+    /// (expiry, id) of every active lease, earliest first.
+    by_expiry: BTreeSet<(Duration, u64)>,
 }
 
 impl Leases {
@@ -72,13 +74,20 @@ impl Leases {
         self.next_id
     }
 
-    pub fn insert(&mut self, lease: Lease) {
+    /// Adds a lease; true if it is now the first to expire (the timer must be re-armed).
+    pub fn insert(&mut self, lease: Lease) -> bool {
+        let key = (lease.expires, lease.id);
+        self.by_expiry.insert(key);
         self.active.insert(lease.id, lease);
+        self.by_expiry.first() == Some(&key)
     }
 
-    /// Removes a lease its holder released (nobody needs telling).
+    /// Removes a lease its holder released (nobody needs telling). The timer may stay
+    /// armed for it: firing early only finds nothing due.
     pub fn remove(&mut self, id: u64) -> Option<Lease> {
-        self.active.remove(&id)
+        let lease = self.active.remove(&id)?;
+        self.by_expiry.remove(&(lease.expires, id));
+        Some(lease)
     }
 
     pub fn len(&self) -> usize {
@@ -95,11 +104,12 @@ impl Leases {
 
     /// Ends one lease, telling its holder why.
     pub fn end(&mut self, id: u64, reason: &str) -> bool {
-        self.active.remove(&id).inspect(|l| l.end(reason)).is_some()
+        self.remove(id).inspect(|l| l.end(reason)).is_some()
     }
 
     /// Ends every lease, telling each holder why.
     pub fn end_all(&mut self, reason: &str) -> usize {
+        self.by_expiry.clear();
         let ended = std::mem::take(&mut self.active);
         for lease in ended.values() {
             lease.end(reason);
@@ -109,19 +119,19 @@ impl Leases {
 
     /// The earliest boot-time expiry, if any lease is active.
     pub fn next_expiry(&self) -> Option<Duration> {
-        self.active.values().map(|l| l.expires).min()
+        self.by_expiry.first().map(|(at, _)| *at)
     }
 
     /// Ends the leases whose time is up at boot-time `now`; returns their ids.
     pub fn expire(&mut self, now: Duration) -> Vec<u64> {
         let due: Vec<u64> = self
-            .active
-            .values()
-            .filter(|l| l.expires <= now)
-            .map(|l| l.id)
+            .by_expiry
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, id)| *id)
             .collect();
         for id in &due {
-            if let Some(l) = self.active.remove(id) {
+            if let Some(l) = self.remove(*id) {
                 l.end(&format!(
                     "lease expired after {}",
                     humantime::format_duration(l.ttl)

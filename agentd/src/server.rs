@@ -250,13 +250,16 @@ impl Handler {
                     biased;
                     Some(push) = pushed.recv() => writer.write(&push).await?,
                     _ = self.shutdown.recv() => return Ok(()),
+                    // Most requests finish at once: try that before touching the socket.
+                    response = &mut handling => break response,
                     // Our client never sends while it waits: a frame or EOF here means it
                     // gave up (or misbehaves); either way the request is abandoned.
                     _ = reader.read_request() => return Ok(()),
-                    response = &mut handling => break response,
                 }
             };
-            writer.write(&response).await?;
+            if let Some(response) = response {
+                writer.write(&response).await?;
+            }
         }
     }
 }

@@ -7,7 +7,7 @@ use std::io::{self, Read, Write};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 pub const FRAME_PREFIX_LEN: usize = 4;
 /// The largest payload either side accepts or sends.
@@ -79,6 +79,122 @@ pub fn read_frame<R: Read + ?Sized>(r: &mut R) -> Result<Option<Zeroizing<Vec<u8
         _ => FrameError::Io(e),
     })?;
     Ok(Some(payload))
+}
+
+/// What one read asks the kernel for: a typical message (and then some) in one call.
+const READ_CHUNK: usize = 4096;
+
+/// Received bytes on their way to becoming messages, for readers of either kind (the
+/// agent's async one, the client's blocking one): usually a whole frame arrives in one
+/// read. The buffer is zeroizing, each decoded frame is wiped at once, and a frame's
+/// length is checked against the cap before any room is made for it.
+#[derive(Debug)]
+pub struct FrameBuf {
+    /// Undecoded bytes are `buf[start..end]`.
+    buf: Zeroizing<Vec<u8>>,
+    start: usize,
+    end: usize,
+}
+
+impl Default for FrameBuf {
+    fn default() -> Self {
+        FrameBuf {
+            buf: Zeroizing::new(vec![0; READ_CHUNK]),
+            start: 0,
+            end: 0,
+        }
+    }
+}
+
+impl FrameBuf {
+    /// Whether any received byte is still undecoded.
+    pub fn has_data(&self) -> bool {
+        self.end > self.start
+    }
+
+    /// Decodes the next whole frame, if one is buffered.
+    pub fn take<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
+        let avail = self.end - self.start;
+        if avail < FRAME_PREFIX_LEN {
+            return Ok(None);
+        }
+        let mut prefix = [0u8; FRAME_PREFIX_LEN];
+        prefix.copy_from_slice(&self.buf[self.start..self.start + FRAME_PREFIX_LEN]);
+        let total = FRAME_PREFIX_LEN + frame_len(prefix)?;
+        if avail < total {
+            return Ok(None);
+        }
+        let frame = self.start..self.start + total;
+        let msg = decode(&self.buf[frame.start + FRAME_PREFIX_LEN..frame.end]);
+        self.buf[frame.clone()].zeroize();
+        self.start = frame.end;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.buf.len() > READ_CHUNK {
+                self.buf = Zeroizing::new(vec![0; READ_CHUNK]);
+            }
+        }
+        msg.map(Some)
+    }
+
+    /// Room to read into: enough for the rest of a frame whose prefix is in (checked
+    /// against the cap first), else whatever the buffer has left.
+    pub fn spare(&mut self) -> Result<&mut [u8], FrameError> {
+        let avail = self.end - self.start;
+        let mut needed = READ_CHUNK;
+        if avail >= FRAME_PREFIX_LEN {
+            let mut prefix = [0u8; FRAME_PREFIX_LEN];
+            prefix.copy_from_slice(&self.buf[self.start..self.start + FRAME_PREFIX_LEN]);
+            needed = needed.max(FRAME_PREFIX_LEN + frame_len(prefix)?);
+        }
+        if self.buf.len() < needed {
+            // Moved into a buffer that fits; the old one is wiped as it drops.
+            let mut bigger = Zeroizing::new(vec![0u8; needed]);
+            bigger[..avail].copy_from_slice(&self.buf[self.start..self.end]);
+            self.buf = bigger;
+            self.start = 0;
+            self.end = avail;
+        } else if self.end == self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.buf[avail..self.end].zeroize();
+            self.start = 0;
+            self.end = avail;
+        }
+        Ok(&mut self.buf[self.end..])
+    }
+
+    /// Records `n` bytes read into `spare()`.
+    pub fn filled(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.buf.len());
+    }
+
+    /// A blocking read of the next message. `Ok(None)` is a clean end of stream between
+    /// frames; an end inside a frame is [`FrameError::Truncated`].
+    pub fn read<T: DeserializeOwned, R: Read + ?Sized>(
+        &mut self,
+        r: &mut R,
+    ) -> Result<Option<T>, FrameError> {
+        loop {
+            if let Some(msg) = self.take()? {
+                return Ok(Some(msg));
+            }
+            let n = loop {
+                match r.read(self.spare()?) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    other => break other?,
+                }
+            };
+            if n == 0 {
+                return if self.has_data() {
+                    Err(FrameError::Truncated)
+                } else {
+                    Ok(None)
+                };
+            }
+            self.filled(n);
+        }
+    }
 }
 
 /// Encodes and writes one frame in a single write call.
@@ -156,6 +272,68 @@ mod tests {
             let _ = decode::<Request>(&payload);
             let _ = decode::<Response>(&payload);
         }
+    }
+
+    proptest! {
+        #[test]
+        fn a_buffered_reader_yields_every_message_whatever_the_read_sizes(
+            msgs in proptest::collection::vec(request(), 1..8),
+            sizes in proptest::collection::vec(1usize..600, 1..64),
+        ) {
+            // A reader that hands out the stream in arbitrary pieces.
+            struct Pieces { data: Vec<u8>, at: usize, sizes: Vec<usize>, i: usize }
+            impl Read for Pieces {
+                fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                    let want = self.sizes[self.i % self.sizes.len()].min(buf.len());
+                    self.i += 1;
+                    let n = want.min(self.data.len() - self.at);
+                    buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+                    self.at += n;
+                    Ok(n)
+                }
+            }
+            let mut data = Vec::new();
+            for m in &msgs {
+                data.extend_from_slice(&encode_frame(m).unwrap());
+            }
+            let total = data.len();
+            let mut r = Pieces { data, at: 0, sizes, i: 0 };
+            let mut fb = FrameBuf::default();
+            for m in &msgs {
+                let got: Request = fb.read(&mut r).unwrap().unwrap();
+                prop_assert_eq!(&got, m);
+            }
+            prop_assert!(fb.read::<Request, _>(&mut r).unwrap().is_none());
+            prop_assert_eq!(r.at, total);
+        }
+    }
+
+    #[test]
+    fn a_buffered_reader_refuses_oversized_and_truncated_frames() {
+        let mut fb = FrameBuf::default();
+        let mut r = &u32::MAX.to_be_bytes()[..];
+        assert!(matches!(
+            fb.read::<Request, _>(&mut r),
+            Err(FrameError::TooLarge { .. })
+        ));
+        let frame = encode_frame(&Request::Status).unwrap();
+        let mut fb = FrameBuf::default();
+        let mut r = &frame[..frame.len() - 1];
+        assert!(matches!(
+            fb.read::<Request, _>(&mut r),
+            Err(FrameError::Truncated)
+        ));
+        // A large frame (over the read chunk) still arrives whole.
+        let big = Request::AddSecret(AddSecret {
+            name: "big".into(),
+            value: SecretBytes::new(vec![7; 100_000]),
+            description: None,
+            replace: false,
+        });
+        let frame = encode_frame(&big).unwrap();
+        let mut fb = FrameBuf::default();
+        let mut r = &frame[..];
+        assert_eq!(fb.read::<Request, _>(&mut r).unwrap().unwrap(), big);
     }
 
     #[test]

@@ -19,8 +19,8 @@ mod secret;
 
 pub use code::ErrorCode;
 pub use frame::{
-    FRAME_PREFIX_LEN, FrameError, MAX_FRAME_LEN, decode, encode_frame, frame_len, read_frame,
-    write_frame,
+    FRAME_PREFIX_LEN, FrameBuf, FrameError, MAX_FRAME_LEN, decode, encode_frame, frame_len,
+    read_frame, write_frame,
 };
 pub use message::*;
 pub use secret::SecretBytes;

@@ -29,6 +29,7 @@ pub enum Request {
     ListSecrets,
     /// Ask for a lease; it lasts until `Release`, expiry, or the connection closes.
     Lease(LeaseRequest),
+    /// Hand a lease back. The only request without an answer.
     Release {
         lease: u64,
     },

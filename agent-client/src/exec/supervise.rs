@@ -44,7 +44,13 @@ pub fn wait_for_reply(client: &Client, signals: &SignalFd) -> Result<Option<u8>>
             PollFd::new(signals.as_fd(), PollFlags::POLLIN),
             PollFd::new(client.as_fd(), PollFlags::POLLIN),
         ];
-        match poll(&mut fds, PollTimeout::NONE) {
+        // An answer already read ahead is not announced by the socket again.
+        let timeout = if client.has_buffered() {
+            PollTimeout::ZERO
+        } else {
+            PollTimeout::NONE
+        };
+        match poll(&mut fds, timeout) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(Error::failure(format!("cannot wait for the agent ({e})"))),
         }
@@ -58,7 +64,7 @@ pub fn wait_for_reply(client: &Client, signals: &SignalFd) -> Result<Option<u8>>
                 }
             }
         }
-        if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+        if client.has_buffered() || fds[1].revents().is_some_and(|r| !r.is_empty()) {
             return Ok(None);
         }
     }
@@ -86,7 +92,10 @@ impl Supervisor<'_> {
             lease_held = false;
         }
         loop {
+            let buffered = lease_held && self.client.has_buffered();
             let timeout = match kill_at {
+                // A message already read ahead is not announced by the socket again.
+                _ if buffered => PollTimeout::ZERO,
                 Some(t) => {
                     let ms = t.saturating_duration_since(Instant::now()).as_millis();
                     PollTimeout::try_from(ms.min(60_000) as i32).unwrap_or(PollTimeout::MAX)
@@ -105,7 +114,7 @@ impl Supervisor<'_> {
                     }
                 }
                 let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-                (ready(&fds[0]), fds.get(1).is_some_and(ready))
+                (ready(&fds[0]), buffered || fds.get(1).is_some_and(ready))
             };
             if sig_ready {
                 while let Ok(Some(info)) = self.signals.read_signal() {

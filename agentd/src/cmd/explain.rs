@@ -35,7 +35,7 @@ pub fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> Reply {
     Ok(Response::Explanation(Explanation {
         policy,
         profile: judged.profile.clone(),
-        chain: judged.chain.clone(),
+        chain: judged.chain.to_vec(),
         command: req.command.path,
         verdicts: d.verdicts.clone(),
         refusal: d.refusal.clone(),

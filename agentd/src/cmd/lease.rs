@@ -27,7 +27,7 @@ pub struct Judged {
     pub profile: Option<String>,
     /// Index in the chain of the process that gave the profile.
     pub anchor: Option<usize>,
-    pub chain: Vec<ProcessInfo>,
+    pub chain: Arc<[ProcessInfo]>,
     pub remembered: bool,
 }
 
@@ -49,7 +49,7 @@ pub fn judge(agent: &Agent, session: &mut Session, req: &LeaseRequest) -> Result
         )));
     }
     let policy = agent.policy()?;
-    let chain = session.chain().to_vec();
+    let chain = session.chain();
     let (profile, anchor) = match policy.profile_for(&chain) {
         Some((p, i)) => (Some(p), Some(i)),
         None => (None, None),
@@ -122,7 +122,9 @@ async fn grant(agent: &Agent, session: &mut Session, req: LeaseRequest, judged: 
     let ttl = judged.decision.ttl;
     let mut leases = agent.leases_mut();
     let id = leases.next_id();
-    tracing::info!(
+    // The audit trail records every grant; the log only at debug level, so that a busy
+    // agent does not write a log line per lease.
+    tracing::debug!(
         lease = id,
         secrets = ?req.secrets,
         command = %req.command.path,
@@ -131,7 +133,7 @@ async fn grant(agent: &Agent, session: &mut Session, req: LeaseRequest, judged: 
         ttl = %humantime::format_duration(ttl),
         "lease granted"
     );
-    leases.insert(Lease {
+    let earliest = leases.insert(Lease {
         id,
         secrets: req.secrets,
         command: req.command,
@@ -146,7 +148,9 @@ async fn grant(agent: &Agent, session: &mut Session, req: LeaseRequest, judged: 
     });
     drop(leases);
     drop(slot);
-    agent.leases_changed.notify_one();
+    if earliest {
+        agent.leases_changed.notify_one();
+    }
     session.leases.push(id);
     Ok(Response::Leased(LeaseGrant {
         lease: id,
@@ -215,7 +219,7 @@ async fn await_approval(
         command: req.command.path.clone(),
         argv: req.command.argv.clone(),
         pid: session.peer.pid,
-        chain: judged.chain.clone(),
+        chain: judged.chain.to_vec(),
         profile: judged.profile.clone(),
         requested: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -297,18 +301,20 @@ async fn await_approval(
     }
 }
 
-pub fn release(agent: &Agent, session: &mut Session, id: u64) -> Reply {
+/// Releases a lease this connection holds. One-way: there is no answer (the holder is
+/// done with it either way, and closing the connection releases it too), which keeps a
+/// lease to one round trip.
+pub fn release(agent: &Agent, session: &mut Session, id: u64) {
     let Some(at) = session.leases.iter().position(|l| *l == id) else {
-        return Err(Refusal::new(
-            ErrorCode::Failure,
-            format!("this connection holds no lease {id}"),
-        ));
+        tracing::debug!(
+            lease = id,
+            "release of a lease this connection does not hold"
+        );
+        return;
     };
     session.leases.swap_remove(at);
     if agent.leases_mut().remove(id).is_some() {
-        tracing::info!(lease = id, "lease released");
-        agent.leases_changed.notify_one();
+        tracing::debug!(lease = id, "lease released");
     }
     agent.idle.touch();
-    Ok(Response::Done)
 }

@@ -2,7 +2,10 @@
 # Reproduces the figures in BENCHMARKS.md on this machine:
 #   1. wall time of `jitc status` and `jitc exec -s X -- true` against `ssh-add -l`
 #      talking to a running ssh-agent that holds one key (hyperfine, medians);
-#   2. the agent's memory after unlocking a vault of 1,000 secrets.
+#   2. lease grant+release pairs per second and latency with 1, 8, 32 and 128
+#      concurrent clients, beside ssh-agent answering REQUEST_IDENTITIES driven by the
+#      same client loop (jitc-lease-bench);
+#   3. the agent's memory after unlocking a vault of 1,000 secrets.
 # Everything runs in a throwaway home; nothing of yours is touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +22,7 @@ command -v ssh-agent >/dev/null || { echo "bench.sh: please install openssh-clie
 
 cargo build --release --locked --bins >/dev/null
 jitc="$PWD/target/release/jitc"
+lease_bench="$PWD/target/release/jitc-lease-bench"
 
 tmp="$(mktemp -d /tmp/jitc-bench.XXXXXX)"
 cleanup() {
@@ -57,6 +61,34 @@ for r in res:
     name = r["command"].replace(sys.argv[1].rsplit('/', 1)[0], "")
     name = name.split("/target/release/")[-1]
     print(f"{name:40} {med*1e3:8.3f}ms {r['mean']*1e3:8.3f}ms {p95*1e3:8.3f}ms  {med/base:5.2f}x")
+PY
+
+echo
+seconds="${SECONDS_PER_RUN:-3}"
+rounds="${ROUNDS:-3}"
+echo "== lease grant+release pairs vs ssh-agent REQUEST_IDENTITIES"
+echo "   (${rounds} alternating rounds of ${seconds}s per setting; medians of the rounds)"
+: > "$tmp/leases.txt"
+for clients in 1 8 32 128; do
+    for _ in $(seq 1 "$rounds"); do
+        "$lease_bench" jitc "$JITC_SOCK" X "$clients" "$seconds" >> "$tmp/leases.txt"
+        "$lease_bench" ssh "$SSH_AUTH_SOCK" - "$clients" "$seconds" >> "$tmp/leases.txt"
+    done
+done
+python3 - "$tmp/leases.txt" <<'PY'
+import re, statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    kind, clients = line.split()[0], int(re.search(r"clients=(\d+)", line).group(1))
+    rate = float(re.search(r"rate=(\d+)", line).group(1))
+    p99 = float(re.search(r"p99=([\d.]+)", line).group(1))
+    runs.setdefault((kind, clients), []).append((rate, p99))
+print(f"{'clients':>7}  {'jitc pairs/s':>12}  {'jitc p99':>9}  {'ssh-agent req/s':>15}  {'ssh p99':>9}  ratio")
+for clients in sorted({c for _, c in runs}):
+    j, s = runs[("jitc", clients)], runs[("ssh", clients)]
+    jr, jp = statistics.median(r for r, _ in j), statistics.median(p for _, p in j)
+    sr, sp = statistics.median(r for r, _ in s), statistics.median(p for _, p in s)
+    print(f"{clients:>7}  {jr:>12.0f}  {jp/1000:>7.2f}ms  {sr:>15.0f}  {sp/1000:>7.2f}ms  {jr/sr:5.2f}x")
 PY
 
 echo

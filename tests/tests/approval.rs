@@ -309,3 +309,18 @@ fn a_request_cannot_be_approved_from_inside_the_agent_that_made_it() {
     );
     assert!(out.stderr.contains("approval timed out"), "{}", out.stderr);
 }
+
+#[test]
+fn approve_asks_for_the_passphrase_at_the_terminal() {
+    let (env, _agent) = setup(ALWAYS);
+    let bg = env.spawn(&["exec", "-s", "prod/db", "--task", "ship it", "--", "true"]);
+    let id = bg.approval_id().to_string();
+    let mut t = PtySession::spawn(&env, &jitc_bin(), &["approve", &id]);
+    // What is being approved is shown before the question.
+    t.expect("ship it");
+    t.expect(&format!("Vault passphrase to approve request {id}: "));
+    t.send(format!("{PASSPHRASE}\r").as_bytes());
+    assert_eq!(t.wait(), 0);
+    assert!(!t.output.text().contains(PASSPHRASE));
+    assert_eq!(bg.wait().code, 0);
+}

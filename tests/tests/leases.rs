@@ -160,3 +160,23 @@ fn revoke_one_then_all() {
     assert_eq!(second.wait().code, 42);
     assert_eq!(env.status()["leases"], 0);
 }
+
+#[test]
+fn locking_ends_every_lease() {
+    let (env, _agent) = setup();
+    let a = env.spawn(&["exec", "-s", "dev/x", "--", "sh", "-c", TRAP]);
+    let b = env.spawn(&["exec", "-s", "prod/db", "--", "sh", "-c", TRAP]);
+    a.expect_stdout("ready");
+    b.expect_stdout("ready");
+    assert_eq!(env.status()["leases"], 2);
+    env.run(&["lock"], None).ok();
+    for bg in [a, b] {
+        let out = bg.wait();
+        assert_eq!(out.code, 42);
+        assert_eq!(
+            out.stderr,
+            "jitc: the vault was locked; stopped the command\n"
+        );
+    }
+    assert_eq!(env.status()["leases"], 0);
+}

@@ -136,13 +136,15 @@ mod tests {
     fn info() -> PendingInfo {
         PendingInfo {
             id: 0,
-            secrets: vec!["a".into()],
-            task: None,
-            command: "/bin/true".into(),
-            argv: vec![],
-            pid: 9,
-            chain: vec![],
-            profile: None,
+            scope: jitc_protocol::Scope {
+                secrets: vec!["a".into()],
+                task: None,
+                command: "/bin/true".into(),
+                argv: vec![],
+                pid: 9,
+                chain: vec![],
+                profile: None,
+            },
             requested: 0,
             expires_in_secs: 0,
         }

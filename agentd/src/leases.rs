@@ -8,15 +8,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jitc_protocol::{CommandLine, LeaseInfo, ProcessInfo, Response};
+use jitc_protocol::{LeaseInfo, LeaseRequest, ProcessInfo, Response, Scope};
 use tokio::sync::mpsc;
 
 #[derive(Debug)]
 pub struct Lease {
     pub id: u64,
-    pub secrets: Vec<String>,
-    pub command: CommandLine,
-    pub task: Option<String>,
+    /// The request as granted (secrets, command, task).
+    pub request: LeaseRequest,
     pub pid: u32,
     pub chain: std::sync::Arc<[ProcessInfo]>,
     pub profile: Option<String>,
@@ -38,13 +37,12 @@ impl Lease {
     pub fn info(&self) -> LeaseInfo {
         LeaseInfo {
             id: self.id,
-            secrets: self.secrets.clone(),
-            task: self.task.clone(),
-            command: self.command.path.clone(),
-            argv: self.command.argv.clone(),
-            pid: self.pid,
-            chain: self.chain.to_vec(),
-            profile: self.profile.clone(),
+            scope: Scope::new(
+                &self.request,
+                self.pid,
+                &self.chain,
+                self.profile.as_deref(),
+            ),
             started: unix(self.started_at),
             expires: unix(self.started_at + self.ttl),
             ttl_secs: self.ttl.as_secs(),

@@ -152,77 +152,50 @@ fn status() -> impl Strategy<Value = AgentStatus> {
         )
 }
 
-fn lease_info() -> impl Strategy<Value = LeaseInfo> {
+fn scope() -> impl Strategy<Value = Scope> {
     (
-        (
-            any::<u64>(),
-            texts(),
-            of(text()),
-            text(),
-            texts(),
-            any::<u32>(),
-        ),
-        (
-            vec(process(), 0..3),
-            of(text()),
-            any::<u64>(),
-            any::<u64>(),
-            any::<u64>(),
-        ),
+        (texts(), of(text()), text(), texts()),
+        (any::<u32>(), vec(process(), 0..3), of(text())),
     )
         .prop_map(
-            |(
-                (id, secrets, task, command, argv, pid),
-                (chain, profile, started, expires, ttl_secs),
-            )| {
-                LeaseInfo {
-                    id,
-                    secrets,
-                    task,
-                    command,
-                    argv,
-                    pid,
-                    chain,
-                    profile,
-                    started,
-                    expires,
-                    ttl_secs,
-                }
+            |((secrets, task, command, argv), (pid, chain, profile))| Scope {
+                secrets,
+                task,
+                command,
+                argv,
+                pid,
+                chain,
+                profile,
             },
         )
 }
 
-fn pending_info() -> impl Strategy<Value = PendingInfo> {
+fn lease_info() -> impl Strategy<Value = LeaseInfo> {
     (
-        (
-            any::<u64>(),
-            texts(),
-            of(text()),
-            text(),
-            texts(),
-            any::<u32>(),
-        ),
-        (vec(process(), 0..3), of(text()), any::<u64>(), any::<u64>()),
+        any::<u64>(),
+        scope(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
     )
-        .prop_map(
-            |(
-                (id, secrets, task, command, argv, pid),
-                (chain, profile, requested, expires_in_secs),
-            )| {
-                PendingInfo {
-                    id,
-                    secrets,
-                    task,
-                    command,
-                    argv,
-                    pid,
-                    chain,
-                    profile,
-                    requested,
-                    expires_in_secs,
-                }
-            },
-        )
+        .prop_map(|(id, scope, started, expires, ttl_secs)| LeaseInfo {
+            id,
+            scope,
+            started,
+            expires,
+            ttl_secs,
+        })
+}
+
+fn pending_info() -> impl Strategy<Value = PendingInfo> {
+    (any::<u64>(), scope(), any::<u64>(), any::<u64>()).prop_map(
+        |(id, scope, requested, expires_in_secs)| PendingInfo {
+            id,
+            scope,
+            requested,
+            expires_in_secs,
+        },
+    )
 }
 
 fn explanation() -> impl Strategy<Value = Explanation> {

@@ -226,17 +226,45 @@ pub struct ProcessInfo {
     pub argv: Vec<String>,
 }
 
+/// What a lease is for and who asked for it: these secrets, this command, this task,
+/// this process chain. Shared by active leases and requests waiting for approval.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Scope {
+    pub secrets: Vec<String>,
+    pub task: Option<String>,
+    /// The resolved executable.
+    pub command: String,
+    pub argv: Vec<String>,
+    /// The requesting process, and it and its ancestors up to init.
+    pub pid: u32,
+    pub chain: Vec<ProcessInfo>,
+    pub profile: Option<String>,
+}
+
+impl Scope {
+    pub fn new(
+        req: &LeaseRequest,
+        pid: u32,
+        chain: &[ProcessInfo],
+        profile: Option<&str>,
+    ) -> Scope {
+        Scope {
+            secrets: req.secrets.clone(),
+            task: req.task.clone(),
+            command: req.command.path.clone(),
+            argv: req.command.argv.clone(),
+            pid,
+            chain: chain.to_vec(),
+            profile: profile.map(str::to_owned),
+        }
+    }
+}
+
 /// An active lease, as `jitc leases` shows it: never a value.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LeaseInfo {
     pub id: u64,
-    pub secrets: Vec<String>,
-    pub task: Option<String>,
-    pub command: String,
-    pub argv: Vec<String>,
-    pub pid: u32,
-    pub chain: Vec<ProcessInfo>,
-    pub profile: Option<String>,
+    pub scope: Scope,
     /// Unix seconds.
     pub started: u64,
     pub expires: u64,
@@ -247,13 +275,7 @@ pub struct LeaseInfo {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PendingInfo {
     pub id: u64,
-    pub secrets: Vec<String>,
-    pub task: Option<String>,
-    pub command: String,
-    pub argv: Vec<String>,
-    pub pid: u32,
-    pub chain: Vec<ProcessInfo>,
-    pub profile: Option<String>,
+    pub scope: Scope,
     /// Unix seconds.
     pub requested: u64,
     /// Seconds until it is denied for want of an answer.

@@ -144,9 +144,9 @@ fn pending_then_approve_with_the_passphrase() {
     let pending = env.json(&["pending"]);
     let p = &pending[0];
     assert_eq!(p["id"], id);
-    assert_eq!(p["secrets"], serde_json::json!(["prod/db"]));
-    assert_eq!(p["task"], "t1");
-    assert_eq!(p["pid"], bg.pid());
+    assert_eq!(p["scope"]["secrets"], serde_json::json!(["prod/db"]));
+    assert_eq!(p["scope"]["task"], "t1");
+    assert_eq!(p["scope"]["pid"], bg.pid());
     assert!(p["expires_in_secs"].as_u64().unwrap() <= 30);
     let text = env.run(&["pending"], None).ok().stdout;
     assert!(

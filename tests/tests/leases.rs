@@ -94,12 +94,15 @@ fn leases_are_listed_without_values() {
     bg.expect_stdout("ready");
     let json = env.json(&["leases"]);
     let l = &json.as_array().unwrap()[0];
-    assert_eq!(l["secrets"], serde_json::json!(["prod/db", "dev/x"]));
-    assert_eq!(l["task"], "migrate users");
-    assert_eq!(l["command"], "/usr/bin/sh");
-    assert_eq!(l["argv"][0], "sh");
-    assert_eq!(l["pid"], bg.pid());
-    assert_eq!(l["chain"][0]["pid"], bg.pid());
+    assert_eq!(
+        l["scope"]["secrets"],
+        serde_json::json!(["prod/db", "dev/x"])
+    );
+    assert_eq!(l["scope"]["task"], "migrate users");
+    assert_eq!(l["scope"]["command"], "/usr/bin/sh");
+    assert_eq!(l["scope"]["argv"][0], "sh");
+    assert_eq!(l["scope"]["pid"], bg.pid());
+    assert_eq!(l["scope"]["chain"][0]["pid"], bg.pid());
     assert_eq!(l["ttl_secs"], 600);
     assert_eq!(
         l["expires"].as_u64().unwrap() - l["started"].as_u64().unwrap(),

@@ -221,8 +221,8 @@ commands = ["psql"]
     let bg = TestEnv::spawn_command(c);
     bg.expect_stdout("ready");
     let l = &env.json(&["leases"])[0];
-    assert_eq!(l["profile"], "agent");
-    assert!(l["chain"].as_array().unwrap().len() >= 3);
+    assert_eq!(l["scope"]["profile"], "agent");
+    assert!(l["scope"]["chain"].as_array().unwrap().len() >= 3);
     env.run(&["revoke", "--all"], None).ok();
     bg.wait();
 }

@@ -7,6 +7,21 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use jitc_tests::*;
 
+/// `program` run as uid 65534 (nobody), able to reach root's private directories
+/// (dac_override) so that only the agent's own checks can stop it.
+fn as_nobody(env: &TestEnv, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let mut c = env.command("setpriv");
+    c.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=+dac_override",
+        "--ambient-caps=+dac_override",
+    ])
+    .arg(program);
+    c
+}
+
 /// Runs a raw protocol exchange as uid 65534 (python, since `jitc` itself would refuse
 /// a root-owned agent before sending anything): sends Hello, returns the reply frame.
 fn hello_as_nobody(env: &TestEnv) -> Vec<u8> {
@@ -22,18 +37,8 @@ fn hello_as_nobody(env: &TestEnv) -> Vec<u8> {
         \x20   if not c: break\n\
         \x20   d+=c\n\
         sys.stdout.write(d.hex())\n";
-    let mut c = env.command("setpriv");
-    c.args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "--inh-caps=+dac_override",
-        "--ambient-caps=+dac_override",
-        "/usr/bin/python3",
-        "-c",
-        script,
-    ])
-    .arg(env.socket());
+    let mut c = as_nobody(env, "/usr/bin/python3");
+    c.args(["-c", script]).arg(env.socket());
     let out = run_with_stdin(c, None).ok();
     (0..out.stdout.len())
         .step_by(2)
@@ -84,17 +89,8 @@ fn the_client_refuses_an_agent_run_by_someone_else() {
         got
     });
     // uid 65534, pointed at it, refuses before sending a byte of the value.
-    let mut c = env.command("setpriv");
-    c.args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "--inh-caps=+dac_override",
-        "--ambient-caps=+dac_override",
-    ])
-    .arg(jitc_bin())
-    .args(["add", "STOLEN"])
-    .env("JITC_SOCK", &sock);
+    let mut c = as_nobody(&env, jitc_bin());
+    c.args(["add", "STOLEN"]).env("JITC_SOCK", &sock);
     run_with_stdin(c, Some(b"victim-value"))
         .code(77)
         .one_line_error()

@@ -4,7 +4,7 @@
 use jitc::start::connect_or_start;
 use jitc::{Error, Result, prompt};
 
-use super::chain_text;
+use super::scope_text;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -25,12 +25,9 @@ pub fn run(args: Args) -> Result<u8> {
     };
     // Show what is being approved before asking, on stderr (stdout may be a pipe).
     jitc::error::note(&format!(
-        "approving request {}: {} with {} (task: {}), asked by {}",
+        "approving request {}: {}",
         p.id,
-        p.argv.join(" "),
-        p.secrets.join(", "),
-        p.task.as_deref().unwrap_or("none given"),
-        chain_text(&p.chain)
+        scope_text(&p.scope)
     ));
     let passphrase = if args.passphrase_stdin {
         prompt::read_stdin_line("the passphrase")?

@@ -30,13 +30,13 @@ pub fn run(args: Args) -> Result<u8> {
         text.push_str(&format!(
             "{:>4}  {:24}  {:20}  {:>7}  {:8}  {:20}  {:20}  {}\n",
             l.id,
-            l.secrets.join(","),
-            program_name(&l.command),
-            l.pid,
-            l.profile.as_deref().unwrap_or("-"),
+            l.scope.secrets.join(","),
+            program_name(&l.scope.command),
+            l.scope.pid,
+            l.scope.profile.as_deref().unwrap_or("-"),
             date(l.started),
             date(l.expires),
-            l.task.as_deref().unwrap_or("")
+            l.scope.task.as_deref().unwrap_or("")
         ));
     }
     emit(&text)?;

@@ -87,6 +87,21 @@ fn program_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
+/// A lease's scope for a human, in one line.
+fn scope_text(s: &jitc_protocol::Scope) -> String {
+    format!(
+        "{} with {} (task: {}), asked by {}{}",
+        s.argv.join(" "),
+        s.secrets.join(", "),
+        s.task.as_deref().unwrap_or("none given"),
+        chain_text(&s.chain),
+        s.profile
+            .as_deref()
+            .map(|p| format!(" [profile {p}]"))
+            .unwrap_or_default()
+    )
+}
+
 /// A process chain as `jitc (4242) ← sh (4240) ← codex (4100) …`.
 fn chain_text(chain: &[jitc_protocol::ProcessInfo]) -> String {
     let names: Vec<String> = chain

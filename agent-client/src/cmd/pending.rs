@@ -3,7 +3,7 @@
 use jitc::Result;
 use jitc::start::connect_or_start;
 
-use super::{chain_text, emit, print_json};
+use super::{emit, print_json, scope_text};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -25,16 +25,12 @@ pub fn run(args: Args) -> Result<u8> {
     let mut text = String::new();
     for p in &pending {
         text.push_str(&format!(
-            "request {}  (denied in {}s unless approved: jitc approve {} / jitc deny {})\n  command   {}\n  secrets   {}\n  task      {}\n  asked by  {}\n  profile   {}\n",
+            "request {}  (denied in {}s unless approved: jitc approve {} / jitc deny {})\n  {}\n",
             p.id,
             p.expires_in_secs,
             p.id,
             p.id,
-            p.argv.join(" "),
-            p.secrets.join(", "),
-            p.task.as_deref().unwrap_or("(none given)"),
-            chain_text(&p.chain),
-            p.profile.as_deref().unwrap_or("(none)"),
+            scope_text(&p.scope)
         ));
     }
     emit(&text)?;

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jitc_protocol::{
-    ErrorCode, LeaseGrant, LeaseRequest, LeasedValue, PendingInfo, ProcessInfo, Response, Waiting,
+    ErrorCode, LeaseGrant, LeaseRequest, LeasedValue, PendingInfo, ProcessInfo, Response, Scope,
+    Waiting,
 };
 
 use crate::agent::{Agent, Session};
@@ -135,9 +136,7 @@ async fn grant(agent: &Agent, session: &mut Session, req: LeaseRequest, judged: 
     );
     let earliest = leases.insert(Lease {
         id,
-        secrets: req.secrets,
-        command: req.command,
-        task: req.task,
+        request: req,
         pid: session.peer.pid,
         chain: judged.chain.clone(),
         profile: judged.profile.clone(),
@@ -214,13 +213,12 @@ async fn await_approval(
     }
     let info = PendingInfo {
         id: 0,
-        secrets: req.secrets.clone(),
-        task: req.task.clone(),
-        command: req.command.path.clone(),
-        argv: req.command.argv.clone(),
-        pid: session.peer.pid,
-        chain: judged.chain.to_vec(),
-        profile: judged.profile.clone(),
+        scope: Scope::new(
+            req,
+            session.peer.pid,
+            &judged.chain,
+            judged.profile.as_deref(),
+        ),
         requested: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod error;
 pub mod exec;
+pub mod mask;
 pub mod prompt;
 pub mod refs;
 pub mod start;

@@ -5,6 +5,10 @@
 pub const MAX_NAME_LEN: usize = 128;
 /// Longest description accepted.
 pub const MAX_DESCRIPTION_LEN: usize = 1024;
+/// Values shorter than this are not masked in output (their encodings would match all
+/// over ordinary text); under `masking = "required"` such a lease is refused.
+pub const MIN_MASKED_LEN: usize = 4;
+
 /// Largest secret value accepted (certificates fit; whole files do not belong here).
 pub const MAX_VALUE_LEN: usize = 512 * 1024;
 

@@ -4,6 +4,7 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
+use jitc::exec::inject::{self, EnvEntry};
 use jitc::exec::{Plan, command};
 use jitc::refs::{self, Binding};
 use jitc::{Error, Result};
@@ -16,6 +17,15 @@ pub struct RequestArgs {
     /// Inject a secret as VAR (REF is NAME or jitc://NAME)
     #[arg(short = 'e', long = "env", value_name = "VAR=REF")]
     env: Vec<String>,
+    /// Read variables from a dotenv file; values that are jitc://NAME are leased
+    #[arg(long, value_name = "FILE")]
+    env_file: Option<std::path::PathBuf>,
+    /// Put a secret in an in-memory file; VAR holds its /dev/fd/N path
+    #[arg(long = "file", value_name = "VAR=REF")]
+    files: Vec<String>,
+    /// Serve the leased values in dotenv form from a FIFO at PATH while the command runs
+    #[arg(long, value_name = "PATH")]
+    mount: Option<std::path::PathBuf>,
     /// How long the lease may last, e.g. 90s, 15m
     #[arg(long, value_name = "DURATION")]
     ttl: Option<String>,
@@ -60,11 +70,35 @@ pub fn plan(args: RequestArgs) -> Result<Plan> {
     for e in &args.env {
         bindings.push(refs::binding_for_assignment(e)?);
     }
+    let mut plain = Vec::new();
+    if let Some(file) = &args.env_file {
+        for (key, entry) in inject::read_env_file(file)? {
+            match entry {
+                EnvEntry::Secret(secret) => bindings.push(Binding { var: key, secret }),
+                EnvEntry::Plain(value) => plain.push((key, value)),
+            }
+        }
+    }
     let bindings = refs::dedup(bindings)?;
+    let files = refs::dedup(
+        args.files
+            .iter()
+            .map(|f| refs::binding_for_assignment(f))
+            .collect::<Result<Vec<_>>>()?,
+    )?;
+    if let Some(clash) = files
+        .iter()
+        .find(|f| bindings.iter().any(|b| b.var == f.var))
+    {
+        return Err(Error::bad_input(format!(
+            "{} is given both as a variable and as a --file; keep one",
+            clash.var
+        )));
+    }
     let ttl = args.ttl.as_deref().map(parse_duration).transpose()?;
-    if bindings.is_empty() {
+    if bindings.is_empty() && files.is_empty() {
         return Err(Error::bad_input(
-            "no secrets named; add -s NAME or -e VAR=NAME before '--'",
+            "no secrets named; add -s NAME, -e VAR=NAME, --file VAR=NAME or an --env-file with jitc:// values before '--'",
         ));
     }
     let cwd = std::env::current_dir()
@@ -73,6 +107,9 @@ pub fn plan(args: RequestArgs) -> Result<Plan> {
     let program = command::resolve(args.command, path_var.as_deref(), &cwd)?;
     let plan = Plan {
         bindings,
+        files,
+        plain,
+        mount: args.mount.map(|m| cwd.join(m)),
         program,
         cwd,
         task: args.task,

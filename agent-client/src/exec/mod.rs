@@ -2,25 +2,39 @@
 //! forward signals, stop it if the lease ends, and release the lease when it exits.
 
 pub mod command;
+pub mod inject;
+pub mod output;
 pub mod spawn;
 pub mod supervise;
+pub mod terminal;
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use jitc_protocol::{CommandLine, LeaseRequest};
+use jitc_protocol::{CommandLine, LeaseGrant, LeaseRequest};
+use nix::fcntl::OFlag;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::client::{Client, LeaseReply};
 use crate::error::{Error, Result};
+use crate::mask::Masker;
 use crate::refs::Binding;
 pub use command::Program;
-use spawn::ChildEnv;
+use output::Pump;
+use spawn::{ChildEnv, ChildIo};
 
 /// Everything `jitc exec` needs, parsed and checked before the agent is asked.
 #[derive(Debug)]
 pub struct Plan {
+    /// Secrets injected as environment variables (from -s, -e and --env-file).
     pub bindings: Vec<Binding>,
+    /// Secrets handed over as in-memory files (`--file VAR=REF`).
+    pub files: Vec<Binding>,
+    /// Plain variables from --env-file, passed through.
+    pub plain: Vec<(String, String)>,
+    /// A FIFO serving the values in dotenv form (`--mount PATH`).
+    pub mount: Option<PathBuf>,
     pub program: Program,
     pub cwd: PathBuf,
     pub task: Option<String>,
@@ -31,7 +45,7 @@ pub struct Plan {
 impl Plan {
     pub fn lease_request(&self) -> LeaseRequest {
         let mut secrets: Vec<String> = Vec::new();
-        for b in &self.bindings {
+        for b in self.bindings.iter().chain(&self.files) {
             if !secrets.contains(&b.secret) {
                 secrets.push(b.secret.clone());
             }
@@ -57,6 +71,49 @@ impl Plan {
     }
 }
 
+fn value<'g>(grant: &'g LeaseGrant, secret: &str) -> Result<&'g [u8]> {
+    grant
+        .values
+        .iter()
+        .find(|v| v.name == secret)
+        .map(|v| v.value.expose())
+        .ok_or(Error::Unexpected("a leased value is missing"))
+}
+
+/// A non-blocking, close-on-exec pipe: (read end, write end).
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+        .map_err(|e| Error::failure(format!("cannot make a pipe for the command ({e})")))
+}
+
+/// Asks for the lease, telling the user while it waits for approval. `Err(code)`:
+/// interrupted before anything ran.
+fn lease(
+    plan: &Plan,
+    client: &mut Client,
+    signals: &SignalFd,
+) -> Result<std::result::Result<LeaseGrant, u8>> {
+    client.send(&jitc_protocol::Request::Lease(plan.lease_request()))?;
+    loop {
+        if let Some(code) = supervise::wait_for_reply(client, signals)? {
+            return Ok(Err(code));
+        }
+        match client.lease_reply()? {
+            LeaseReply::Granted(g) => return Ok(Ok(g)),
+            LeaseReply::Waiting(w) => crate::error::note(&match w.approver {
+                Some(a) => format!(
+                    "waiting for approval from {a} — or run 'jitc approve {}' in your terminal",
+                    w.id
+                ),
+                None => format!(
+                    "waiting for approval — run 'jitc approve {}' in your terminal",
+                    w.id
+                ),
+            }),
+        }
+    }
+}
+
 /// Runs the plan under a lease from `client`; returns the exit code for `jitc` (the
 /// child's, or 128+N if it died of signal N).
 pub fn run(plan: Plan, client: &mut Client) -> Result<u8> {
@@ -69,49 +126,121 @@ pub fn run(plan: Plan, client: &mut Client) -> Result<u8> {
     let signals = SignalFd::with_flags(&handled, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| Error::failure(format!("cannot set up signal handling ({e})")))?;
 
-    client.send(&jitc_protocol::Request::Lease(plan.lease_request()))?;
-    let grant = loop {
-        if let Some(code) = supervise::wait_for_reply(client, &signals)? {
-            return Ok(code);
-        }
-        match client.lease_reply()? {
-            LeaseReply::Granted(g) => break g,
-            LeaseReply::Waiting(w) => crate::error::note(&match w.approver {
-                Some(a) => format!(
-                    "waiting for approval from {a} — or run 'jitc approve {}' in your terminal",
-                    w.id
-                ),
-                None => format!(
-                    "waiting for approval — run 'jitc approve {}' in your terminal",
-                    w.id
-                ),
-            }),
-        }
+    let grant = match lease(&plan, client, &signals)? {
+        Ok(g) => g,
+        Err(code) => return Ok(code),
     };
-    let lease = grant.lease;
-    let child = {
-        let overridden: Vec<&str> = plan.bindings.iter().map(|b| b.var.as_str()).collect();
-        let mut env = ChildEnv::inherit(&overridden);
-        for b in &plan.bindings {
-            let value = grant
+    let lease_id = grant.lease;
+
+    let masker = plan.masking.then(|| {
+        Masker::new(
+            grant
                 .values
                 .iter()
-                .find(|v| v.name == b.secret)
-                .ok_or(Error::Unexpected("a leased value is missing"))?;
-            env.set(&b.var, &b.secret, value.value.expose())?;
+                .map(|v| (v.name.as_str(), v.value.expose())),
+        )
+    });
+    // The environment, in-memory files and FIFO, built while the values are at hand.
+    let overridden: Vec<&str> = plan
+        .bindings
+        .iter()
+        .chain(&plan.files)
+        .map(|b| b.var.as_str())
+        .chain(plan.plain.iter().map(|(k, _)| k.as_str()))
+        .collect();
+    let mut env = ChildEnv::inherit(&overridden);
+    for (k, v) in &plan.plain {
+        env.set_plain(k, v);
+    }
+    for b in &plan.bindings {
+        env.set(&b.var, &b.secret, value(&grant, &b.secret)?)?;
+    }
+    let mut memfds = Vec::with_capacity(plan.files.len());
+    for b in &plan.files {
+        let fd = inject::memfd(&b.var, value(&grant, &b.secret)?)?;
+        env.set_plain(&b.var, &inject::fd_path(&fd));
+        memfds.push(fd);
+    }
+    let _mount = match &plan.mount {
+        Some(path) => {
+            let mut entries: Vec<(&str, &[u8])> = Vec::new();
+            for b in plan.bindings.iter().chain(&plan.files) {
+                entries.push((b.var.as_str(), value(&grant, &b.secret)?));
+            }
+            Some(inject::Mount::create(path, inject::dotenv_text(&entries))?)
         }
-        drop(grant);
-        spawn::spawn(&plan.program, &env)?
+        None => None,
     };
+
+    // Where the command's output goes: straight to ours without masking; through the
+    // masker on a pty when we are on a terminal; through pipes otherwise.
+    let mut io = ChildIo::default();
+    let mut outputs: Vec<Pump<'_>> = Vec::new();
+    let mut write_ends: Vec<OwnedFd> = Vec::new();
+    let pty = match &masker {
+        Some(_) if terminal::stdout_is_terminal() => {
+            Some(terminal::open_like(terminal::stdout_fd())?)
+        }
+        _ => None,
+    };
+    if let Some(m) = &masker {
+        let (stdout, stderr) = (terminal::stdout_fd(), terminal::stderr_fd());
+        if let Some(p) = &pty {
+            io.tty = Some(p.slave_path.clone());
+            io.tty_stdin = terminal::stdin_is_terminal();
+            io.tty_stderr = terminal::stderr_is_terminal();
+            let master = p.master.try_clone().map_err(|e| {
+                Error::failure(format!("cannot set up the command's terminal ({e})"))
+            })?;
+            outputs.push(Pump::new(master, stdout, Some(m), true));
+        } else {
+            let (r, w) = pipe()?;
+            io.stdout = Some(std::os::fd::AsRawFd::as_raw_fd(&w));
+            write_ends.push(w);
+            outputs.push(Pump::new(r, stdout, Some(m), false));
+        }
+        if !io.tty_stderr {
+            let (r, w) = pipe()?;
+            io.stderr = Some(std::os::fd::AsRawFd::as_raw_fd(&w));
+            write_ends.push(w);
+            outputs.push(Pump::new(r, stderr, Some(m), false));
+        }
+    }
+    if let Some(m) = &masker {
+        for name in m.unmasked() {
+            crate::error::note(&format!(
+                "'{name}' is shorter than {} bytes, so it is not masked in the output",
+                crate::mask::MIN_MASKED_LEN
+            ));
+        }
+    }
+    let raw = match &pty {
+        Some(_) if io.tty_stdin => terminal::RawMode::stdin(),
+        _ => None,
+    };
+    let child = spawn::spawn(&plan.program, &env, &io)?;
+    // Our copies would keep the command's streams (and values) alive.
+    drop(write_ends);
+    drop(memfds);
+    drop(env);
+    drop(grant);
+
     let outcome = supervise::Supervisor {
         child,
         signals: &signals,
         client,
+        outputs,
+        pty: pty
+            .as_ref()
+            .filter(|_| io.tty_stdin)
+            .map(|p| p.master.as_fd()),
     }
-    .run()?;
+    .run();
+    drop(raw);
+    let outcome = outcome?;
     if outcome.lease_held {
         // Best effort: closing the connection releases it too.
-        let _ = client.release(lease);
+        let _ = client.release(lease_id);
     }
     Ok(outcome.code)
 }

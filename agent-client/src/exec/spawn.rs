@@ -2,7 +2,12 @@
 //! built in buffers we own and wipe, not in `std::process::Command`'s.
 
 use std::ffi::CString;
+use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
 use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags, posix_spawn};
 use nix::sys::signal::{SigSet, Signal};
@@ -43,6 +48,13 @@ impl ChildEnv {
         ChildEnv { entries }
     }
 
+    /// Adds a plain `var=value` (from an env file: not a secret).
+    pub fn set_plain(&mut self, var: &str, value: &str) {
+        if let Ok(c) = CString::new(format!("{var}={value}")) {
+            self.entries.push(c);
+        }
+    }
+
     /// Adds `var=value`. A value with a NUL byte cannot live in an environment.
     pub fn set(&mut self, var: &str, secret: &str, value: &[u8]) -> Result<()> {
         if value.contains(&0) {
@@ -79,7 +91,22 @@ pub fn handled_signals() -> SigSet {
     set
 }
 
-pub fn spawn(program: &Program, env: &ChildEnv) -> Result<Pid> {
+/// Where the child's standard streams go.
+#[derive(Debug, Default)]
+pub struct ChildIo {
+    /// A pty slave to open as the child's stdout (and controlling terminal: the child
+    /// starts a new session first).
+    pub tty: Option<PathBuf>,
+    /// With `tty`: the child's stdin is the pty too.
+    pub tty_stdin: bool,
+    /// With `tty`: the child's stderr is the pty too.
+    pub tty_stderr: bool,
+    /// Descriptors to put at 1 and 2 (pipes' write ends), unless the pty takes them.
+    pub stdout: Option<RawFd>,
+    pub stderr: Option<RawFd>,
+}
+
+pub fn spawn(program: &Program, env: &ChildEnv, io: &ChildIo) -> Result<Pid> {
     let cannot = |e: nix::Error| {
         Error::failure(format!(
             "cannot run {} ({}); check the command",
@@ -99,11 +126,30 @@ pub fn spawn(program: &Program, env: &ChildEnv) -> Result<Pid> {
     defaults.add(Signal::SIGPIPE);
     attr.set_sigdefault(&defaults).map_err(cannot)?;
     attr.set_sigmask(&SigSet::empty()).map_err(cannot)?;
-    attr.set_flags(
-        PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF | PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK,
-    )
-    .map_err(cannot)?;
-    let actions = PosixSpawnFileActions::init().map_err(cannot)?;
+    let mut flags =
+        PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF | PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK;
+    let mut actions = PosixSpawnFileActions::init().map_err(cannot)?;
+    if let Some(tty) = &io.tty {
+        // A new session, then opening the slave makes it the controlling terminal.
+        flags |= PosixSpawnFlags::from_bits_retain(libc::c_int::from(libc::POSIX_SPAWN_SETSID));
+        actions
+            .add_open(1, tty.as_path(), OFlag::O_RDWR, Mode::empty())
+            .map_err(cannot)?;
+        if io.tty_stdin {
+            actions.add_dup2(1, 0).map_err(cannot)?;
+        }
+        if io.tty_stderr {
+            actions.add_dup2(1, 2).map_err(cannot)?;
+        }
+    } else if let Some(out) = io.stdout {
+        actions.add_dup2(out, 1).map_err(cannot)?;
+    }
+    if !(io.tty.is_some() && io.tty_stderr)
+        && let Some(err) = io.stderr
+    {
+        actions.add_dup2(err, 2).map_err(cannot)?;
+    }
+    attr.set_flags(flags).map_err(cannot)?;
     match posix_spawn(
         program.path.as_os_str(),
         &actions,

@@ -120,6 +120,7 @@ async fn grant(agent: &Agent, session: &mut Session, req: LeaseRequest, judged: 
             value,
         });
     }
+    check_values(&req, &values, judged.decision.masking_required)?;
     let ttl = judged.decision.ttl;
     let mut leases = agent.leases_mut();
     let id = leases.next_id();
@@ -156,6 +157,48 @@ async fn grant(agent: &Agent, session: &mut Session, req: LeaseRequest, judged: 
         values,
         expires_in_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
     }))
+}
+
+/// Refuses a lease whose values would leak by the way they are used: one typed on the
+/// command line (argv lands in shell history, `ps` and the agent's transcript), or
+/// one too short to mask when the policy requires masking.
+fn check_values(
+    req: &LeaseRequest,
+    values: &[LeasedValue],
+    masking_required: bool,
+) -> Result<(), Refusal> {
+    use jitc_protocol::names::MIN_MASKED_LEN;
+    for v in values {
+        let value = v.value.expose();
+        let found = req.command.argv.iter().enumerate().find(|(_, arg)| {
+            let arg = arg.as_bytes();
+            if value.len() >= MIN_MASKED_LEN {
+                arg.windows(value.len()).any(|w| w == value)
+            } else {
+                arg == value
+            }
+        });
+        if let Some((i, _)) = found {
+            tracing::warn!(secret = %v.name, argument = i, "lease refused: the value is on the command line");
+            return Err(Refusal::new(
+                ErrorCode::Refused,
+                format!(
+                    "refused: argument {i} of the command contains the value of '{}'; a value on a command line lands in shell history, in ps and in the agent's transcript, so pass it with -s, -e, --file or --env-file instead",
+                    v.name
+                ),
+            ));
+        }
+        if masking_required && value.len() < MIN_MASKED_LEN {
+            return Err(Refusal::new(
+                ErrorCode::Refused,
+                format!(
+                    "refused: the policy requires masking, but '{}' is shorter than {MIN_MASKED_LEN} bytes and cannot be masked",
+                    v.name
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Removes a waiting request from `jitc pending` however the wait ends (answered,

@@ -1,0 +1,265 @@
+//! Ways to hand values to a command besides its environment: `--env-file` (a dotenv
+//! file whose `jitc://` values are resolved), `--file VAR=REF` (a sealed in-memory file,
+//! `/dev/fd/N`), and `--mount PATH` (a FIFO that serves the values in dotenv form to each
+//! reader while the command runs). None of them puts a value on disk.
+
+use std::ffi::CString;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+use nix::sys::memfd::{MFdFlags, memfd_create};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::refs;
+
+/// A line of an env file: a reference to lease, or a plain value to pass through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvEntry {
+    Secret(String),
+    Plain(String),
+}
+
+/// Where `line` (as dotenvy reports it) starts in `text`, as a 1-based line number.
+fn line_number(text: &str, line: &str) -> Option<usize> {
+    let first = line.lines().next().filter(|l| !l.is_empty())?;
+    text.lines()
+        .position(|l| l == first || l.trim() == first.trim())
+        .map(|i| i + 1)
+}
+
+/// Parses a dotenv file. A malformed line is bad input (65), reported by line number
+/// only: the line itself may hold a secret.
+pub fn read_env_file(path: &Path) -> Result<Vec<(String, EnvEntry)>> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::local(
+            jitc_protocol::ErrorCode::IoErr,
+            format!("cannot read the env file {shown} ({e})"),
+        )
+    })?;
+    let iter = dotenvy::from_read_iter(text.as_bytes());
+    let mut out = Vec::new();
+    for item in iter {
+        match item {
+            Ok((key, value)) => {
+                let entry = if refs::is_ref(&value) {
+                    EnvEntry::Secret(refs::parse_ref(&value)?)
+                } else {
+                    EnvEntry::Plain(value)
+                };
+                if !jitc_protocol::names::is_env_var_name(&key) {
+                    return Err(Error::bad_input(format!(
+                        "{shown}: '{}' is not a valid variable name",
+                        key.escape_debug()
+                    )));
+                }
+                out.push((key, entry));
+            }
+            Err(dotenvy::Error::LineParse(line, _)) => {
+                let at = line_number(&text, &line)
+                    .map(|n| format!("line {n}"))
+                    .unwrap_or_else(|| "a line".into());
+                return Err(Error::bad_input(format!(
+                    "{shown}: {at} is malformed; write it as KEY=value (quote values with spaces)"
+                )));
+            }
+            Err(e) => {
+                let what = match e {
+                    dotenvy::Error::EnvVar(_) => {
+                        "it refers to a variable that is not set".to_owned()
+                    }
+                    dotenvy::Error::Io(io) => io.to_string(),
+                    _ => "it cannot be parsed".to_owned(),
+                };
+                return Err(Error::bad_input(format!("{shown} is malformed ({what})")));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `value` in a sealed, in-memory file the command inherits (not close-on-exec).
+pub fn memfd(var: &str, value: &[u8]) -> Result<OwnedFd> {
+    let failed =
+        |e: nix::Error| Error::failure(format!("cannot make the in-memory file for {var} ({e})"));
+    let name =
+        CString::new(format!("jitc:{var}")).map_err(|_| Error::bad_input("bad variable name"))?;
+    let fd = memfd_create(name.as_c_str(), MFdFlags::MFD_ALLOW_SEALING).map_err(failed)?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(value)
+        .map_err(|e| failed(nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
+    let fd = OwnedFd::from(file);
+    fcntl(
+        &fd,
+        FcntlArg::F_ADD_SEALS(
+            SealFlag::F_SEAL_SHRINK
+                | SealFlag::F_SEAL_GROW
+                | SealFlag::F_SEAL_WRITE
+                | SealFlag::F_SEAL_SEAL,
+        ),
+    )
+    .map_err(failed)?;
+    Ok(fd)
+}
+
+/// The `/dev/fd/N` path of an inherited descriptor.
+pub fn fd_path(fd: &OwnedFd) -> String {
+    format!("/dev/fd/{}", fd.as_raw_fd())
+}
+
+/// `VAR="value"` lines, escaped for dotenv's double quotes.
+pub fn dotenv_text(entries: &[(&str, &[u8])]) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::new());
+    for (var, value) in entries {
+        out.extend_from_slice(var.as_bytes());
+        out.extend_from_slice(b"=\"");
+        for &b in *value {
+            match b {
+                b'\\' | b'"' | b'$' => out.extend_from_slice(&[b'\\', b]),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b => out.push(b),
+            }
+        }
+        out.extend_from_slice(b"\"\n");
+    }
+    out
+}
+
+/// A FIFO at a path, serving a dotenv text to every reader until dropped; then removed.
+pub struct Mount {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Mount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mount({})", self.path.display())
+    }
+}
+
+impl Mount {
+    /// Creates the FIFO (0600). Refuses a path that exists: jitc replaces nothing.
+    pub fn create(path: &Path, content: Zeroizing<Vec<u8>>) -> Result<Mount> {
+        if std::fs::symlink_metadata(path).is_ok() {
+            return Err(Error::bad_input(format!(
+                "--mount {}: something is there already; choose a path that does not exist",
+                path.display()
+            )));
+        }
+        nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(
+            |e| Error::failure(format!("cannot create the FIFO {} ({e})", path.display())),
+        )?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (path.to_owned(), stop.clone());
+        let server = std::thread::spawn(move || {
+            loop {
+                // Blocks until a reader opens the FIFO.
+                let Ok(mut w) = OpenOptions::new().write(true).open(&p) else {
+                    return;
+                };
+                if s.load(Ordering::SeqCst) {
+                    return;
+                }
+                // A reader that goes away early is its business.
+                let _ = w.write_all(&content);
+            }
+        });
+        Ok(Mount {
+            path: path.to_owned(),
+            stop,
+            server: Some(server),
+        })
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Open it for reading ourselves, so the server's blocking open returns and it
+        // sees the stop flag.
+        let unblock = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&self.path);
+        let _ = std::fs::remove_file(&self.path);
+        if let Some(s) = self.server.take() {
+            let _ = s.join();
+        }
+        drop(unblock);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_files() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join(".env");
+        std::fs::write(
+            &p,
+            "# comment\nDB=jitc://prod/db\nMODE=debug\nQUOTED=\"a b\"\n",
+        )
+        .unwrap();
+        let e = read_env_file(&p).unwrap();
+        assert_eq!(
+            e,
+            vec![
+                ("DB".into(), EnvEntry::Secret("prod/db".into())),
+                ("MODE".into(), EnvEntry::Plain("debug".into())),
+                ("QUOTED".into(), EnvEntry::Plain("a b".into())),
+            ]
+        );
+        std::fs::write(&p, "A=1\nB=2\nthis is not an assignment secretvalue\nC=3\n").unwrap();
+        let err = read_env_file(&p).unwrap_err().to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(!err.contains("secretvalue"), "{err}");
+    }
+
+    #[test]
+    fn dotenv_text_round_trips_through_dotenvy() {
+        let values: [(&str, &[u8]); 2] = [("A", b"plain"), ("B", b"q\"uo$te\\s\nnext")];
+        let text = dotenv_text(&values);
+        let parsed: Vec<(String, String)> = dotenvy::from_read_iter(&text[..])
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(parsed[0], ("A".into(), "plain".into()));
+        assert_eq!(parsed[1], ("B".into(), "q\"uo$te\\s\nnext".into()));
+    }
+
+    #[test]
+    fn memfd_is_sealed_and_readable() {
+        let fd = memfd("X", b"the value").unwrap();
+        assert_eq!(std::fs::read(fd_path(&fd)).unwrap(), b"the value");
+        // Writing through a fresh open fails: the file is sealed.
+        assert!(
+            OpenOptions::new()
+                .write(true)
+                .open(fd_path(&fd))
+                .and_then(|mut f| f.write_all(b"x"))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn mount_serves_every_reader_and_is_removed() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("secrets.env");
+        let m = Mount::create(&p, Zeroizing::new(b"A=\"1\"\n".to_vec())).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"A=\"1\"\n");
+        assert_eq!(std::fs::read(&p).unwrap(), b"A=\"1\"\n");
+        assert!(Mount::create(&p, Zeroizing::new(Vec::new())).is_err());
+        drop(m);
+        assert!(!p.exists());
+    }
+}

@@ -1,0 +1,568 @@
+//! The streaming masker: every leased value, and its common encodings, replaced by
+//! `<concealed:NAME>` in a command's output as it streams past.
+//!
+//! Patterns are each value of at least [`MIN_MASKED_LEN`] bytes and its base64 (the
+//! stable interior at all three alignments, standard and URL alphabets), hex (lower,
+//! upper), percent-encoded (upper, lower) and JSON-escaped (as is, and ASCII-only)
+//! forms. All occurrences are found, overlapping ones included, and each maximal run of
+//! overlapping occurrences is replaced, so one value cannot leak around another.
+//!
+//! Across reads, a stream holds back only the shortest tail that could still become
+//! part of an occurrence: the earliest suffix that is a proper prefix of some pattern
+//! (or an occurrence overlapping it). It is released as soon as the next bytes show
+//! it cannot be, so output that cannot match is never delayed, and a value split
+//! across writes, or across a pause, never escapes.
+
+use aho_corasick::automaton::Automaton;
+use aho_corasick::dfa::DFA;
+use aho_corasick::{AhoCorasick, AhoCorasickKind, Anchored, Input, MatchKind, StartKind};
+use zeroize::Zeroizing;
+
+/// Values shorter than this are not masked (their encodings would match all over
+/// ordinary output); `jitc exec` says so, and `masking = "required"` refuses them.
+pub use jitc_protocol::names::MIN_MASKED_LEN;
+
+const B64_STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const B64_URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Base64 without padding.
+fn base64(data: &[u8], alphabet: &[u8; 64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            out.push(alphabet[((n >> (18 - 6 * i)) & 63) as usize]);
+        }
+    }
+    out
+}
+
+/// The base64 characters that depend on `value` alone when it starts `offset` bytes
+/// into a 3-byte group: what any base64 text containing the value must contain.
+fn base64_interior(value: &[u8], offset: usize, alphabet: &[u8; 64]) -> Vec<u8> {
+    let mut buf = vec![0u8; offset];
+    buf.extend_from_slice(value);
+    buf.extend_from_slice(&[0, 0]);
+    let enc = base64(&buf, alphabet);
+    let first = (8 * offset).div_ceil(6);
+    let last = (8 * (offset + value.len())) / 6;
+    enc[first..last.min(enc.len())].to_vec()
+}
+
+fn hex(value: &[u8], digits: &[u8; 16]) -> Vec<u8> {
+    value
+        .iter()
+        .flat_map(|b| [digits[usize::from(b >> 4)], digits[usize::from(b & 15)]])
+        .collect()
+}
+
+/// RFC 3986 percent-encoding: everything but the unreserved characters.
+fn percent(value: &[u8], digits: &[u8; 16]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.len() * 3);
+    for &b in value {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[
+                b'%',
+                digits[usize::from(b >> 4)],
+                digits[usize::from(b & 15)],
+            ]);
+        }
+    }
+    out
+}
+
+/// The inside of a JSON string holding `value`; `ascii_only` escapes non-ASCII as
+/// `\uXXXX` (Python's default), otherwise it stays UTF-8 (serde_json, JavaScript).
+fn json_escaped(value: &[u8], ascii_only: bool) -> Vec<u8> {
+    let text = String::from_utf8_lossy(value);
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c if ascii_only && !c.is_ascii() => {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{u:04x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.into_bytes()
+}
+
+/// Every form of `value` that is masked.
+pub fn encodings(value: &[u8]) -> Vec<Vec<u8>> {
+    const LOWER: &[u8; 16] = b"0123456789abcdef";
+    const UPPER: &[u8; 16] = b"0123456789ABCDEF";
+    let mut forms = vec![value.to_vec()];
+    for offset in 0..3 {
+        forms.push(base64_interior(value, offset, B64_STD));
+        forms.push(base64_interior(value, offset, B64_URL));
+    }
+    forms.push(hex(value, LOWER));
+    forms.push(hex(value, UPPER));
+    forms.push(percent(value, UPPER));
+    forms.push(percent(value, LOWER));
+    if std::str::from_utf8(value).is_ok() {
+        forms.push(json_escaped(value, false));
+        forms.push(json_escaped(value, true));
+    }
+    forms.retain(|f| f.len() >= MIN_MASKED_LEN);
+    forms.sort();
+    forms.dedup();
+    forms
+}
+
+/// The compiled patterns of one lease's values.
+pub struct Masker {
+    /// Finds the next occurrence fast (prefilters, leftmost-first): most output has none.
+    finder: Option<AhoCorasick>,
+    /// Reports every occurrence, overlapping ones included, near one that was found; and
+    /// answers, anchored, whether a tail could still grow into one.
+    dfa: Option<DFA>,
+    /// Secret name of each pattern, by pattern index.
+    owners: Vec<usize>,
+    names: Vec<String>,
+    max_len: usize,
+    /// Names of values too short to mask.
+    unmasked: Vec<String>,
+}
+
+impl std::fmt::Debug for Masker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Masker")
+            .field("names", &self.names)
+            .field("patterns", &self.owners.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Masker {
+    /// Compiles the masks for `values` (name, value).
+    pub fn new<'a>(values: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Masker {
+        let mut patterns: Vec<Zeroizing<Vec<u8>>> = Vec::new();
+        let mut owners = Vec::new();
+        let mut names = Vec::new();
+        let mut unmasked = Vec::new();
+        for (name, value) in values {
+            if value.len() < MIN_MASKED_LEN {
+                unmasked.push(name.to_owned());
+                continue;
+            }
+            let owner = names.len();
+            names.push(name.to_owned());
+            for form in encodings(value) {
+                patterns.push(Zeroizing::new(form));
+                owners.push(owner);
+            }
+        }
+        let max_len = patterns.iter().map(|p| p.len()).max().unwrap_or(0);
+        let (finder, dfa) = if patterns.is_empty() {
+            (None, None)
+        } else {
+            let finder = AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostFirst)
+                .kind(Some(AhoCorasickKind::DFA))
+                .build(patterns.iter().map(|p| p.as_slice()))
+                .ok();
+            let dfa = DFA::builder()
+                .match_kind(MatchKind::Standard)
+                .start_kind(StartKind::Both)
+                .byte_classes(true)
+                .build(patterns.iter().map(|p| p.as_slice()))
+                .ok();
+            (finder, dfa)
+        };
+        Masker {
+            finder,
+            dfa,
+            owners,
+            names,
+            max_len,
+            unmasked,
+        }
+    }
+
+    /// Names of leased values too short to be masked.
+    pub fn unmasked(&self) -> &[String] {
+        &self.unmasked
+    }
+
+    /// A stream (stdout, stderr, a terminal) to mask.
+    pub fn stream(&self) -> MaskStream<'_> {
+        MaskStream {
+            masker: self,
+            pending: Zeroizing::new(Vec::new()),
+        }
+    }
+
+    /// Whether `s` is a proper prefix of some pattern: an occurrence could still start
+    /// here and finish in bytes not read yet.
+    fn could_continue(&self, dfa: &DFA, s: &[u8]) -> bool {
+        let Ok(mut sid) = dfa.start_state(Anchored::Yes) else {
+            return false;
+        };
+        for &b in s {
+            sid = dfa.next_state(Anchored::Yes, sid, b);
+            if dfa.is_dead(sid) {
+                return false;
+            }
+        }
+        // Alive after all of `s`: some pattern is longer, unless `s` is a whole
+        // pattern that nothing extends.
+        !dfa.is_match(sid)
+            || (0..=255u8).any(|b| !dfa.is_dead(dfa.next_state(Anchored::Yes, sid, b)))
+    }
+
+    /// Where the held-back tail of `data` starts: the earliest position from which the
+    /// rest could still grow into an occurrence.
+    fn hold_from(&self, dfa: &DFA, data: &[u8]) -> usize {
+        let from = data.len().saturating_sub(self.max_len.saturating_sub(1));
+        (from..data.len())
+            .find(|&p| self.could_continue(dfa, &data[p..]))
+            .unwrap_or(data.len())
+    }
+}
+
+/// One output stream's masking state.
+pub struct MaskStream<'a> {
+    masker: &'a Masker,
+    /// Bytes held back: they may be the start of an occurrence.
+    pending: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for MaskStream<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MaskStream({} bytes held)", self.pending.len())
+    }
+}
+
+/// A maximal run of overlapping occurrences, and whose values they are.
+struct Region {
+    start: usize,
+    end: usize,
+    owners: Vec<usize>,
+}
+
+impl MaskStream<'_> {
+    /// Masks `chunk` (following everything pushed before) into `out`.
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        let Some(dfa) = &self.masker.dfa else {
+            out.extend_from_slice(chunk);
+            return;
+        };
+        if self.pending.is_empty() {
+            let keep = self.mask(dfa, chunk, false, out);
+            self.pending.extend_from_slice(&chunk[keep..]);
+        } else {
+            let mut data = Zeroizing::new(Vec::with_capacity(self.pending.len() + chunk.len()));
+            data.extend_from_slice(&self.pending);
+            data.extend_from_slice(chunk);
+            let keep = self.mask(dfa, &data, false, out);
+            self.pending.clear();
+            self.pending.extend_from_slice(&data[keep..]);
+        }
+    }
+
+    /// The stream ended: releases what was held back, masked.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        let data = std::mem::take(&mut *self.pending);
+        let data = Zeroizing::new(data);
+        match &self.masker.dfa {
+            Some(dfa) => {
+                self.mask(dfa, &data, true, out);
+            }
+            None => out.extend_from_slice(&data),
+        }
+    }
+
+    /// The run of overlapping occurrences that begins with the occurrence at `start`:
+    /// every occurrence starting inside the run so far joins it, until none does.
+    fn region_at(&self, dfa: &DFA, data: &[u8], start: usize) -> Region {
+        let max_len = self.masker.max_len;
+        let mut upto = (start + 2 * max_len).min(data.len());
+        loop {
+            // Every occurrence starting in [start, upto), in order of start.
+            let mut found: Vec<(usize, usize, usize)> = dfa
+                .try_find_overlapping_iter(Input::new(&data[..upto]).span(start..upto))
+                .map(|iter| {
+                    iter.map(|m| {
+                        (
+                            m.start(),
+                            m.end(),
+                            self.masker.owners[m.pattern().as_usize()],
+                        )
+                    })
+                    .collect()
+                })
+                .unwrap_or_default();
+            found.sort_unstable();
+            let mut region = Region {
+                start,
+                end: start,
+                owners: Vec::new(),
+            };
+            for (s, e, owner) in found {
+                if s > start && s >= region.end {
+                    break;
+                }
+                region.end = region.end.max(e);
+                if !region.owners.contains(&owner) {
+                    region.owners.push(owner);
+                }
+            }
+            // Done once nothing past `upto` could still start inside the run.
+            if region.end + max_len <= upto || upto == data.len() {
+                return region;
+            }
+            upto = (region.end + 2 * max_len).min(data.len());
+        }
+    }
+
+    /// Writes `data` to `out` with every final occurrence replaced; returns where the
+    /// held-back tail starts (`data.len()` at the end of the stream).
+    fn mask(&self, dfa: &DFA, data: &[u8], end: bool, out: &mut Vec<u8>) -> usize {
+        let mut cut = if end {
+            data.len()
+        } else {
+            self.masker.hold_from(dfa, data)
+        };
+        let mut at = 0;
+        while let Some(m) = self
+            .masker
+            .finder
+            .as_ref()
+            .and_then(|f| f.find(Input::new(data).span(at..data.len())))
+        {
+            if m.start() >= cut {
+                break;
+            }
+            let r = self.region_at(dfa, data, m.start());
+            // An occurrence running into the held tail is held with it: it may yet grow.
+            if r.end > cut {
+                cut = r.start;
+                break;
+            }
+            out.extend_from_slice(&data[at..r.start]);
+            for &o in &r.owners {
+                out.extend_from_slice(b"<concealed:");
+                out.extend_from_slice(self.masker.names[o].as_bytes());
+                out.push(b'>');
+            }
+            at = r.end;
+        }
+        out.extend_from_slice(&data[at..cut]);
+        cut
+    }
+
+    /// Whether bytes are held back (waiting for more output or the end).
+    pub fn holding(&self) -> bool {
+        !self.pending.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn mask_all(m: &Masker, chunks: &[&[u8]]) -> Vec<u8> {
+        let mut s = m.stream();
+        let mut out = Vec::new();
+        for c in chunks {
+            s.push(c, &mut out);
+        }
+        s.finish(&mut out);
+        out
+    }
+
+    fn text(b: &[u8]) -> String {
+        String::from_utf8_lossy(b).into_owned()
+    }
+
+    const VALUE: &[u8] = b"s3cr3t-T0ken/value+42";
+
+    #[test]
+    fn every_encoding_is_masked() {
+        let m = Masker::new([("TOKEN", VALUE)]);
+        let lower: &[u8; 16] = b"0123456789abcdef";
+        let upper: &[u8; 16] = b"0123456789ABCDEF";
+        let mut cases: Vec<Vec<u8>> = vec![
+            VALUE.to_vec(),
+            hex(VALUE, lower),
+            hex(VALUE, upper),
+            percent(VALUE, upper),
+            percent(VALUE, lower),
+            json_escaped(b"a\"quoted\\value\n", false),
+        ];
+        // base64 of the value embedded at every alignment in longer data.
+        for pad in 0..3 {
+            for alphabet in [B64_STD, B64_URL] {
+                let mut data = vec![b'x'; pad];
+                data.extend_from_slice(VALUE);
+                data.extend_from_slice(b"tail");
+                cases.push(base64(&data, alphabet));
+            }
+        }
+        for case in &cases {
+            let m2;
+            let masker = if case.starts_with(b"a\\\"") {
+                m2 = Masker::new([("TOKEN", &b"a\"quoted\\value\n"[..])]);
+                &m2
+            } else {
+                &m
+            };
+            let mut data = b"before ".to_vec();
+            data.extend_from_slice(case);
+            data.extend_from_slice(b" after");
+            let out = text(&mask_all(masker, &[&data]));
+            assert!(out.contains("<concealed:TOKEN>"), "{} -> {out}", text(case));
+            assert!(
+                out.starts_with("before ") || out.starts_with("<concealed"),
+                "{out}"
+            );
+        }
+    }
+
+    #[test]
+    fn json_ascii_only_and_unicode() {
+        let v = "pässwörd-✓".as_bytes();
+        let m = Masker::new([("P", v)]);
+        let python = json_escaped(v, true);
+        assert!(text(&python).contains("\\u00e4"));
+        let out = mask_all(&m, &[b"{\"p\": \"", &python, b"\"}"]);
+        assert_eq!(text(&out), "{\"p\": \"<concealed:P>\"}");
+    }
+
+    #[test]
+    fn splits_at_every_offset_never_leak() {
+        let m = Masker::new([("TOKEN", VALUE)]);
+        let mut data = b"log: token=".to_vec();
+        data.extend_from_slice(VALUE);
+        data.extend_from_slice(b" done\n");
+        let whole = mask_all(&m, &[&data]);
+        assert_eq!(text(&whole), "log: token=<concealed:TOKEN> done\n");
+        for i in 0..=data.len() {
+            for j in i..=data.len() {
+                let out = mask_all(&m, &[&data[..i], &data[i..j], &data[j..]]);
+                assert_eq!(out, whole, "split at {i},{j}");
+            }
+        }
+    }
+
+    #[test]
+    fn nothing_that_cannot_match_is_held() {
+        let m = Masker::new([("TOKEN", VALUE)]);
+        let mut s = m.stream();
+        let mut out = Vec::new();
+        s.push(b"hello world\n", &mut out);
+        assert_eq!(out, b"hello world\n");
+        assert!(!s.holding());
+        // A possible start is held, and released the moment it cannot be one.
+        out.clear();
+        s.push(b"prefix s3cr", &mut out);
+        assert_eq!(text(&out), "prefix ");
+        assert!(s.holding());
+        s.push(b"et", &mut out);
+        assert_eq!(text(&out), "prefix s3cret");
+        assert!(!s.holding());
+    }
+
+    #[test]
+    fn overlapping_values_are_both_concealed() {
+        let m = Masker::new([("A", &b"abcd1234"[..]), ("B", &b"1234wxyz"[..])]);
+        let out = mask_all(&m, &[b"[abcd1234wxyz]"]);
+        assert_eq!(text(&out), "[<concealed:A><concealed:B>]");
+        // Split inside the overlap.
+        let out = mask_all(&m, &[b"[abcd12", b"34wxyz]"]);
+        assert_eq!(text(&out), "[<concealed:A><concealed:B>]");
+        // One value inside another.
+        let m = Masker::new([("LONG", &b"xxsecretxx"[..]), ("SHORT", &b"secret"[..])]);
+        let out = mask_all(&m, &[b"(xxsecretxx)(secret)"]);
+        assert_eq!(
+            text(&out),
+            "(<concealed:LONG><concealed:SHORT>)(<concealed:SHORT>)"
+        );
+    }
+
+    #[test]
+    fn short_values_are_reported_not_masked() {
+        let m = Masker::new([("PIN", &b"123"[..]), ("OK", &b"long-enough"[..])]);
+        assert_eq!(m.unmasked(), ["PIN"]);
+        assert_eq!(
+            text(&mask_all(&m, &[b"123 long-enough"])),
+            "123 <concealed:OK>"
+        );
+    }
+
+    #[test]
+    fn binary_data_passes_through() {
+        let m = Masker::new([("K", &b"\x00\xff\x10\x80key"[..])]);
+        let data: Vec<u8> = (0..=255u8)
+            .chain([0, 0xff, 0x10, 0x80, b'k', b'e', b'y'])
+            .collect();
+        let out = mask_all(&m, &[&data]);
+        assert!(out.starts_with(&(0..=255u8).collect::<Vec<_>>()));
+        assert!(out.ends_with(b"<concealed:K>"));
+    }
+
+    proptest! {
+        /// However the output is cut into writes, the result is the same as masking it
+        /// whole, and no value survives in it.
+        #[test]
+        fn chunking_never_changes_the_result(
+            value in proptest::collection::vec(any::<u8>(), 4..24),
+            noise in proptest::collection::vec(any::<u8>(), 0..200),
+            at in any::<prop::sample::Index>(),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
+        ) {
+            let m = Masker::new([("V", value.as_slice())]);
+            let mut data = noise.clone();
+            let pos = at.index(noise.len() + 1);
+            data.splice(pos..pos, value.iter().copied());
+            let whole = mask_all(&m, &[&data]);
+            let mut points: Vec<usize> = cuts.iter().map(|c| c.index(data.len() + 1)).collect();
+            points.sort();
+            let mut chunks = Vec::new();
+            let mut last = 0;
+            for p in points {
+                chunks.push(&data[last..p]);
+                last = p;
+            }
+            chunks.push(&data[last..]);
+            let out = mask_all(&m, &chunks);
+            prop_assert_eq!(&out, &whole);
+            // Any occurrence of the value left in the output must be inside a marker's
+            // text (a value such as "ceal" is part of "<concealed:V>").
+            let marker = b"<concealed:V>";
+            let spans: Vec<(usize, usize)> = out
+                .windows(marker.len())
+                .enumerate()
+                .filter(|(_, w)| w == marker)
+                .map(|(i, _)| (i, i + marker.len()))
+                .collect();
+            for (i, w) in out.windows(value.len()).enumerate() {
+                if w == value.as_slice() {
+                    let inside = spans.iter().any(|&(s, e)| i >= s && i + value.len() <= e);
+                    prop_assert!(inside, "value survives at {}", i);
+                }
+            }
+        }
+    }
+}

@@ -5,6 +5,7 @@ mod agent;
 mod approve;
 mod deny;
 mod exec;
+mod import;
 mod init;
 mod leases;
 mod list;
@@ -14,6 +15,7 @@ mod policy;
 mod remove;
 mod request;
 mod revoke;
+mod scan;
 mod status;
 mod unlock;
 
@@ -53,6 +55,10 @@ pub enum Command {
     /// Inspect the policy
     #[command(subcommand)]
     Policy(policy::Command),
+    /// Move a plaintext .env file into the vault; prints the reference file to commit
+    Import(import::Args),
+    /// Find plaintext credentials an agent could read; exit 1 if any
+    Scan(scan::Args),
 }
 
 /// Runs one command; the `u8` is the exit code on success (`exec`: the child's).
@@ -73,6 +79,8 @@ pub fn run(command: Command) -> Result<u8> {
         Command::Approve(a) => approve::run(a),
         Command::Deny(a) => deny::run(a),
         Command::Policy(c) => policy::run(c),
+        Command::Import(a) => import::run(a),
+        Command::Scan(a) => scan::run(a),
     }
 }
 

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 use zeroize::Zeroizing;
 
@@ -158,10 +159,26 @@ impl Mount {
         nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(
             |e| Error::failure(format!("cannot create the FIFO {} ({e})", path.display())),
         )?;
+        // Tells when a reader closes the FIFO (IN_CLOSE_NOWRITE): only then may it be
+        // opened for the next one, or a reader still draining would get the text twice.
+        let closes = Inotify::init(InitFlags::IN_CLOEXEC).and_then(|i| {
+            i.add_watch(path, AddWatchFlags::IN_CLOSE_NOWRITE)
+                .map(|_| i)
+        });
+        let closes = match closes {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = std::fs::remove_file(path);
+                return Err(Error::failure(format!(
+                    "cannot watch the FIFO {} ({e})",
+                    path.display()
+                )));
+            }
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let (p, s) = (path.to_owned(), stop.clone());
         let server = std::thread::spawn(move || {
-            loop {
+            while !s.load(Ordering::SeqCst) {
                 // Blocks until a reader opens the FIFO.
                 let Ok(mut w) = OpenOptions::new().write(true).open(&p) else {
                     return;
@@ -171,6 +188,8 @@ impl Mount {
                 }
                 // A reader that goes away early is its business.
                 let _ = w.write_all(&content);
+                drop(w);
+                wait_for_reader_close(&closes);
             }
         });
         Ok(Mount {
@@ -178,6 +197,38 @@ impl Mount {
             stop,
             server: Some(server),
         })
+    }
+}
+
+/// Waits (at most a few seconds) until a reader of the watched FIFO closes it.
+fn wait_for_reader_close(closes: &Inotify) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        if ms == 0 {
+            return;
+        }
+        let mut fds = [PollFd::new(closes.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+        }
+        match closes.read_events() {
+            Ok(events)
+                if events
+                    .iter()
+                    .any(|e| e.mask.contains(AddWatchFlags::IN_CLOSE_NOWRITE)) =>
+            {
+                return;
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
     }
 }
 
@@ -191,10 +242,11 @@ impl Drop for Mount {
             .custom_flags(libc::O_NONBLOCK)
             .open(&self.path);
         let _ = std::fs::remove_file(&self.path);
+        // Closing it also wakes a server waiting for a reader to close.
+        drop(unblock);
         if let Some(s) = self.server.take() {
             let _ = s.join();
         }
-        drop(unblock);
     }
 }
 

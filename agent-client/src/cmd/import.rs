@@ -94,13 +94,12 @@ pub fn run(args: Args) -> Result<u8> {
                 description: Some(format!("imported from {shown}")),
                 replace: args.replace,
             })
-            .map_err(|e| {
+            .inspect_err(|_| {
                 if stored > 0 {
                     note(&format!(
                         "{stored} secret(s) were imported before this failed"
                     ));
                 }
-                e
             })?;
         stored += 1;
     }

@@ -541,12 +541,15 @@ pub struct PtySession {
     master: fs::File,
     child: Child,
     pub output: Log,
+    /// The terminal's device, for `stty -F`.
+    pub tty: PathBuf,
 }
 
 impl PtySession {
     /// Runs `program ARGS` (with `env`'s environment) as a session leader on a new pty.
     pub fn spawn(env: &TestEnv, program: &Path, args: &[&str]) -> PtySession {
         let pty = nix::pty::openpty(None, None).unwrap();
+        let tty = nix::unistd::ttyname(&pty.slave).unwrap();
         let mut c = env.command("setsid");
         c.arg("-c").arg("-w").arg(program).args(args);
         let slave = fs::File::from(pty.slave);
@@ -563,7 +566,13 @@ impl PtySession {
             master,
             child,
             output,
+            tty,
         }
+    }
+
+    /// The pid of the process started on the terminal (setsid's).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Types `bytes` at the terminal.
@@ -728,4 +737,33 @@ impl TestEnv {
             Some(format!("{PASSPHRASE}\n").as_bytes()),
         )
     }
+}
+
+/// The pid of a child of `parent` whose command name is `name` (from /proc); panics if
+/// there is none.
+pub fn find_child_named(parent: u32, name: &str) -> u32 {
+    // `setsid` may have exec'd the program itself.
+    if fs::read_to_string(format!("/proc/{parent}/comm")).is_ok_and(|c| c.trim() == name) {
+        return parent;
+    }
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let ppid: Option<u32> = stat[close + 1..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok());
+        if comm == name && ppid == Some(parent) {
+            return pid;
+        }
+    }
+    panic!("no child {name} of {parent}");
 }

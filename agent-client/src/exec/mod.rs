@@ -80,10 +80,17 @@ fn value<'g>(grant: &'g LeaseGrant, secret: &str) -> Result<&'g [u8]> {
         .ok_or(Error::Unexpected("a leased value is missing"))
 }
 
-/// A non-blocking, close-on-exec pipe: (read end, write end).
+/// A close-on-exec pipe for one of the command's output streams: (read end, made
+/// non-blocking for our poll loop; write end, left blocking for the command).
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
-        .map_err(|e| Error::failure(format!("cannot make a pipe for the command ({e})")))
+    let failed =
+        |e: nix::Error| Error::failure(format!("cannot make a pipe for the command ({e})"));
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(failed)?;
+    let fl = OFlag::from_bits_truncate(
+        nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_GETFL).map_err(failed)?,
+    );
+    nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK)).map_err(failed)?;
+    Ok((r, w))
 }
 
 /// Asks for the lease, telling the user while it waits for approval. `Err(code)`:

@@ -46,7 +46,8 @@ fn bench(c: &mut Criterion) {
     group.sample_size(20);
     for n in [1, 100] {
         let vals = values(n);
-        let masker = Masker::new(vals.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
+        let masker = Masker::new(vals.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+            .expect("the masks compile");
         let data = output(&vals, SIZE);
         let mut out = Vec::with_capacity(SIZE + 1024);
         group.bench_function(format!("{n} value(s), all encodings"), |b| {
@@ -54,9 +55,9 @@ fn bench(c: &mut Criterion) {
                 out.clear();
                 let mut s = masker.stream();
                 for chunk in data.chunks(64 << 10) {
-                    s.push(chunk, &mut out);
+                    s.push_into(chunk, &mut out);
                 }
-                s.finish(&mut out);
+                s.finish_into(&mut out);
                 assert!(out.len() < data.len() + 1024);
             })
         });

@@ -86,6 +86,9 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     let failed =
         |e: nix::Error| Error::failure(format!("cannot make a pipe for the command ({e})"));
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(failed)?;
+    // A bigger pipe means fewer hand-offs between the command and us on a busy stream
+    // (best effort: the system's pipe-max-size may be lower).
+    let _ = nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
     let fl = OFlag::from_bits_truncate(
         nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_GETFL).map_err(failed)?,
     );
@@ -139,14 +142,23 @@ pub fn run(plan: Plan, client: &mut Client) -> Result<u8> {
     };
     let lease_id = grant.lease;
 
-    let masker = plan.masking.then(|| {
-        Masker::new(
-            grant
-                .values
-                .iter()
-                .map(|v| (v.name.as_str(), v.value.expose())),
-        )
-    });
+    let masker = match plan.masking {
+        // Masking that cannot be set up stops the command (fail closed).
+        true => Some(
+            Masker::new(
+                grant
+                    .values
+                    .iter()
+                    .map(|v| (v.name.as_str(), v.value.expose())),
+            )
+            .map_err(|e| {
+                Error::failure(format!(
+                    "cannot set up output masking ({e}); nothing was run"
+                ))
+            })?,
+        ),
+        false => None,
+    };
     // The environment, in-memory files and FIFO, built while the values are at hand.
     let overridden: Vec<&str> = plan
         .bindings

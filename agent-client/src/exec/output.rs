@@ -9,7 +9,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use crate::mask::{MaskStream, Masker};
 
 /// Bytes read per call.
-pub const CHUNK: usize = 128 * 1024;
+pub const CHUNK: usize = 1 << 20;
 
 /// Writes all of `data` to `fd`, waiting out a non-blocking sink. `Err` when the reader
 /// went away (EPIPE) or the sink failed.
@@ -36,7 +36,6 @@ pub struct Pump<'m> {
     mask: Option<MaskStream<'m>>,
     /// A pty master reports the end with EIO rather than EOF.
     pty: bool,
-    out: Vec<u8>,
 }
 
 impl std::fmt::Debug for Pump<'_> {
@@ -58,7 +57,6 @@ impl<'m> Pump<'m> {
             sink,
             mask: masker.map(Masker::stream),
             pty,
-            out: Vec::with_capacity(CHUNK + 1024),
         }
     }
 
@@ -88,12 +86,18 @@ impl<'m> Pump<'m> {
                 self.finish();
                 return;
             }
-            self.out.clear();
+            let sink = self.sink;
+            let mut failed = false;
+            let mut emit = |piece: &[u8]| {
+                if !failed && write_all(sink, piece).is_err() {
+                    failed = true;
+                }
+            };
             match &mut self.mask {
-                Some(m) => m.push(&buf[..n], &mut self.out),
-                None => self.out.extend_from_slice(&buf[..n]),
+                Some(m) => m.push(&buf[..n], &mut emit),
+                None => emit(&buf[..n]),
             }
-            if write_all(self.sink, &self.out).is_err() {
+            if failed {
                 self.source = None;
                 return;
             }
@@ -103,9 +107,10 @@ impl<'m> Pump<'m> {
     /// The stream ended: releases anything held back (masked) and closes.
     pub fn finish(&mut self) {
         if let Some(m) = &mut self.mask {
-            self.out.clear();
-            m.finish(&mut self.out);
-            let _ = write_all(self.sink, &self.out);
+            let sink = self.sink;
+            m.finish(&mut |piece| {
+                let _ = write_all(sink, piece);
+            });
         }
         self.mask = None;
         self.source = None;

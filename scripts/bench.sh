@@ -5,7 +5,9 @@
 #   2. lease grant+release pairs per second and latency with 1, 8, 32 and 128
 #      concurrent clients, beside ssh-agent answering REQUEST_IDENTITIES driven by the
 #      same client loop (jitc-lease-bench);
-#   3. the agent's memory after unlocking a vault of 1,000 secrets.
+#   3. the masker alone (criterion, one core, 1 and 100 values with all encodings), and
+#      `jitc exec -s X -- cat` of a 1 GB file beside plain `cat`;
+#   4. the agent's memory after unlocking a vault of 1,000 secrets.
 # Everything runs in a throwaway home; nothing of yours is touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +23,11 @@ fi
 command -v ssh-agent >/dev/null || { echo "bench.sh: please install openssh-client" >&2; exit 1; }
 
 cargo build --release --locked --bins >/dev/null
+# The masker's criterion bench runs now, while HOME is still the real one (cargo and
+# rustup live there); its figures are printed in their place below.
+masker_bench="$(cargo bench --locked -p jitc --bench mask -- --noplot 2>/dev/null \
+    | grep -E '^mask/|thrpt:' | grep -v '%' | paste - - \
+    | sed -E 's/ +/ /g; s/thrpt: \[[^ ]+ [^ ]+ ([^ ]+ [^ ]+) [^]]+\]/median \1/')"
 jitc="$PWD/target/release/jitc"
 lease_bench="$PWD/target/release/jitc-lease-bench"
 
@@ -90,6 +97,28 @@ for clients in sorted({c for _, c in runs}):
     sr, sp = statistics.median(r for r, _ in s), statistics.median(p for _, p in s)
     print(f"{clients:>7}  {jr:>12.0f}  {jp/1000:>7.2f}ms  {sr:>15.0f}  {sp/1000:>7.2f}ms  {jr/sr:5.2f}x")
 PY
+
+echo
+echo "== masker throughput (criterion; one core; 16 MiB of log lines in 64 KiB writes)"
+echo "$masker_bench"
+
+echo
+echo "== jitc exec -s Y -- cat of a 1 GB file, beside plain cat (output to /dev/null)"
+printf 'sk_live_9fQ2xLm7Rt4Vb8Nc1Kd6Ab' | "$jitc" add Y 2>/dev/null
+# 1 GiB of base64 lines (the last head closes the pipe early: no pipefail here).
+(set +o pipefail; head -c 805306368 /dev/urandom | base64 -w 100 | head -c 1073741824) > "$tmp/big.txt"
+hyperfine -N --warmup 2 --runs 10 --style basic --export-json "$tmp/cat.json" \
+    "cat $tmp/big.txt" "$jitc exec -s Y -- cat $tmp/big.txt" >/dev/null 2>&1
+python3 - "$tmp/cat.json" <<'PY'
+import json, statistics, sys
+res = json.load(open(sys.argv[1]))["results"]
+base = statistics.median(res[0]["times"])
+for r in res:
+    med = statistics.median(r["times"])
+    name = "jitc exec -s Y -- cat" if " exec -s Y " in r["command"] else "cat"
+    print(f"{name:24} median {med*1e3:7.1f} ms  {1.073741824/med:5.2f} GB/s  {base/med:4.2f}x of cat's throughput")
+PY
+rm -f "$tmp/big.txt"
 
 echo
 echo "== agent memory with 1,000 secrets (32-byte values), after a fresh unlock"

@@ -248,6 +248,13 @@ impl Client {
         self.expect_done(&Request::Deny { id })
     }
 
+    pub fn audit_verify(&mut self) -> Result<jitc_protocol::AuditReport> {
+        match self.call(&Request::AuditVerify)? {
+            Response::AuditReport(r) => Ok(r),
+            _ => Err(Error::Unexpected("no audit report")),
+        }
+    }
+
     pub fn explain(&mut self, request: LeaseRequest) -> Result<Explanation> {
         match self.call(&Request::Explain(request))? {
             Response::Explanation(e) => Ok(e),

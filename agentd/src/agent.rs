@@ -9,11 +9,12 @@ use jitc_protocol::{ErrorCode, ProcessInfo, Request, Response};
 use tokio::sync::{Mutex, MutexGuard, Notify, mpsc};
 
 use crate::approval::Approvals;
+use crate::audit::{Audit, Event};
 use crate::cmd;
 use crate::config::Config;
 use crate::error::Refusal;
 use crate::idle::Idle;
-use crate::leases::Leases;
+use crate::leases::{Lease, Leases};
 use crate::peer::Peer;
 use crate::policy::{Policy, PolicySource};
 use crate::vault::{Vault, VaultFile, VaultLock};
@@ -64,6 +65,11 @@ pub struct Agent {
     pub leases_changed: Notify,
     pub approvals: StdMutex<Approvals>,
     pub policy: PolicySource,
+    /// The last policy error recorded, so a broken file is recorded once, not per lease.
+    policy_error: StdMutex<Option<String>>,
+    pub audit: Audit,
+    /// Behind the burst and repeated-denial anomalies.
+    pub counters: StdMutex<crate::anomaly::Counters>,
     pub idle: Idle,
     /// Set once shutdown begins: nothing may unlock the vault after that.
     shutting_down: AtomicBool,
@@ -78,6 +84,7 @@ impl Agent {
     pub fn new(config: Config, vault_lock: VaultLock) -> Agent {
         let vault_file = VaultFile::new(config.vault.clone());
         let policy = PolicySource::new(config.policy.clone());
+        let config_audit = config.audit.clone();
         let idle_lock = config
             .idle_lock
             .or_else(|| policy.current().ok().map(|p| p.defaults.idle_lock))
@@ -93,6 +100,9 @@ impl Agent {
             leases_changed: Notify::new(),
             approvals: StdMutex::new(Approvals::default()),
             policy,
+            policy_error: StdMutex::new(None),
+            audit: Audit::start(config_audit),
+            counters: StdMutex::new(Default::default()),
             idle: Idle::new(idle_lock),
             shutting_down: AtomicBool::new(false),
         }
@@ -101,10 +111,20 @@ impl Agent {
     /// The policy in force, or the refusal every lease gets while it is broken. Also
     /// carries a changed `idle_lock` over to the idle timer (unless a flag fixed it).
     pub fn policy(&self) -> Result<Arc<Policy>, Refusal> {
-        let policy = self
-            .policy
-            .current()
-            .map_err(|e| Refusal::new(ErrorCode::Refused, format!("refused: {e}")))?;
+        let current = self.policy.current();
+        {
+            let mut last = self.policy_error.lock().unwrap_or_else(|p| p.into_inner());
+            let now = current.as_ref().err();
+            if now != last.as_ref() {
+                if let Some(e) = now {
+                    self.audit
+                        .record_later(Event::new("policy_error").reason(e.clone()));
+                }
+                *last = now.cloned();
+            }
+        }
+        let policy =
+            current.map_err(|e| Refusal::new(ErrorCode::Refused, format!("refused: {e}")))?;
         if self.config.idle_lock.is_none() {
             self.idle.set_timeout(policy.defaults.idle_lock);
         }
@@ -144,11 +164,13 @@ impl Agent {
                 "protocol error: a second Hello on one connection; upgrade jitc",
             )),
             Request::Status => cmd::status::apply(self).await,
-            Request::Init { passphrase, kdf } => cmd::init::apply(self, passphrase, kdf).await,
-            Request::Unlock { passphrase } => cmd::unlock::apply(self, passphrase).await,
+            Request::Init { passphrase, kdf } => {
+                cmd::init::apply(self, session, passphrase, kdf).await
+            }
+            Request::Unlock { passphrase } => cmd::unlock::apply(self, session, passphrase).await,
             Request::Lock => cmd::lock::apply(self).await,
-            Request::AddSecret(add) => cmd::add::apply(self, add).await,
-            Request::RemoveSecret { name } => cmd::remove::apply(self, &name).await,
+            Request::AddSecret(add) => cmd::add::apply(self, session, add).await,
+            Request::RemoveSecret { name } => cmd::remove::apply(self, session, &name).await,
             Request::ListSecrets => cmd::list::apply(self).await,
             Request::Lease(req) => cmd::lease::apply(self, session, req).await,
             Request::Release { lease } => {
@@ -163,6 +185,7 @@ impl Agent {
             }
             Request::Deny { id } => cmd::approve::deny(self, id),
             Request::Explain(req) => cmd::explain::apply(self, session, req),
+            Request::AuditVerify => cmd::audit::verify(self).await,
         };
         Some(reply.unwrap_or_else(Response::from))
     }
@@ -192,7 +215,8 @@ impl Agent {
     }
 
     /// Writes the vault atomically, off the async threads.
-    pub async fn save(&self, vault: &Vault) -> Result<(), Refusal> {
+    pub async fn save(&self, vault: &mut Vault) -> Result<(), Refusal> {
+        self.checkpoint(vault);
         let bytes = vault
             .to_file_bytes()
             .map_err(|e| Refusal::from_vault(&self.vault_file, e))?;
@@ -203,17 +227,48 @@ impl Agent {
             .map_err(Refusal::from_file)
     }
 
+    /// Copies the audit trail's latest checkpoint into the vault (saved with it), so a
+    /// log whose tail is cut off while the agent is down is still caught.
+    fn checkpoint(&self, vault: &mut Vault) {
+        if let Some((seq, tag)) = self.audit.last_keyed()
+            && vault.audit_checkpoint().is_none_or(|c| c.seq < seq)
+        {
+            vault.set_audit_checkpoint(Some(crate::vault::AuditCheckpoint { seq, tag }));
+        }
+    }
+
     /// Wipes the key and every value from memory and ends every lease.
     pub async fn lock(&self, reason: &str) -> bool {
-        let was_unlocked = self.vault.lock().await.take().is_some();
+        let mut slot = self.vault.lock().await;
+        let was_unlocked = slot.take().is_some();
+        if was_unlocked {
+            // Written before the key goes, so the line is sealed.
+            self.audit.record_later(Event::new("lock").reason(reason));
+        }
+        drop(slot);
         // Approvals given for the unlocked vault do not outlive it.
         self.approvals_mut().forget_all();
         let ended = self.leases_mut().end_all(reason);
+        for lease in &ended {
+            self.record_ended(lease, reason);
+        }
+        self.audit.set_key(None);
         self.leases_changed.notify_one();
-        if was_unlocked || ended > 0 {
-            tracing::info!(leases_ended = ended, reason, "vault locked");
+        if was_unlocked || !ended.is_empty() {
+            tracing::info!(leases_ended = ended.len(), reason, "vault locked");
         }
         was_unlocked
+    }
+
+    /// Records that `lease` ended, and why.
+    pub fn record_ended(&self, lease: &Lease, reason: &str) {
+        self.audit.record_later(Event {
+            lease: Some(lease.id),
+            profile: lease.profile.clone(),
+            ..Event::new("lease_ended")
+                .request(&lease.request)
+                .reason(reason)
+        });
     }
 
     pub fn leases_mut(&self) -> std::sync::MutexGuard<'_, Leases> {
@@ -222,14 +277,79 @@ impl Agent {
 
     /// Releases whatever a closing connection still holds.
     pub fn release_session(&self, session: &mut Session) {
-        let mut leases = self.leases_mut();
-        for id in session.leases.drain(..) {
-            if leases.remove(id).is_some() {
-                tracing::info!(lease = id, "lease released (connection closed)");
+        let ended: Vec<Lease> = {
+            let mut leases = self.leases_mut();
+            session
+                .leases
+                .drain(..)
+                .filter_map(|id| leases.remove(id))
+                .collect()
+        };
+        for lease in &ended {
+            tracing::debug!(lease = lease.id, "lease released (connection closed)");
+            self.record_ended(lease, "the connection closed");
+        }
+        self.idle.touch();
+    }
+
+    /// Records an anomaly (and announces it through the policy's `alert_command`).
+    pub fn anomaly(&self, kind: &'static str, description: String, base: Event) {
+        tracing::warn!(kind, "{description}");
+        self.audit.record_later(Event {
+            anomaly: Some(kind),
+            reason: Some(description.clone()),
+            event: "anomaly",
+            ..base
+        });
+        let alert = self
+            .policy
+            .current()
+            .ok()
+            .and_then(|p| p.defaults.alert_command.clone());
+        if let Some(argv) = alert {
+            let spawned = tokio::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .arg(format!("jitc: {description}"))
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            if let Err(e) = spawned {
+                tracing::warn!(command = %argv[0], error = %e, "cannot run the alert command");
             }
         }
-        drop(leases);
-        self.idle.touch();
+    }
+
+    /// A wrong passphrase (at unlock or approve): repeated ones are an anomaly.
+    pub fn wrong_passphrase(&self, peer: &Peer, failures: u32) {
+        if failures == crate::anomaly::WRONG_PASSPHRASES_BEFORE_ALERT {
+            let chain = crate::peer::chain(peer.pid);
+            self.anomaly(
+                "wrong_passphrases",
+                format!("{failures} wrong passphrases in a row"),
+                Event::default().peer(peer, &chain),
+            );
+        }
+    }
+
+    /// A refused lease: repeated refusals of one executable are an anomaly.
+    pub fn denied(&self, peer: &Peer, base: Event) {
+        let who = peer
+            .exe
+            .clone()
+            .unwrap_or_else(|| format!("pid {}", peer.pid));
+        let n = self
+            .counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .denial(&who, std::time::Instant::now());
+        if let Some(n) = n {
+            self.anomaly(
+                "repeated_denials",
+                format!("{n} leases refused to {who} within 10 minutes"),
+                base,
+            );
+        }
     }
 
     pub fn record_failure(&self) -> u32 {

@@ -13,6 +13,7 @@ pub struct Config {
     pub socket: PathBuf,
     pub vault: PathBuf,
     pub policy: PathBuf,
+    pub audit: crate::audit::AuditConfig,
     /// Lock the vault after this long without use (and no active lease). `None`: the
     /// policy's `idle_lock` (default 15m).
     pub idle_lock: Option<Duration>,
@@ -26,12 +27,19 @@ impl Config {
     pub const DEFAULT_IDLE_LOCK: Duration = Duration::from_secs(15 * 60);
     pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
     pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+    /// The audit log is rotated past this size.
+    pub const DEFAULT_AUDIT_MAX_BYTES: u64 = 10 << 20;
 
-    pub fn new(socket: PathBuf, vault: PathBuf, policy: PathBuf) -> Config {
+    pub fn new(socket: PathBuf, vault: PathBuf, policy: PathBuf, audit: PathBuf) -> Config {
         Config {
             socket,
             vault,
             policy,
+            audit: crate::audit::AuditConfig {
+                path: audit,
+                sync: true,
+                max_bytes: Self::DEFAULT_AUDIT_MAX_BYTES,
+            },
             idle_lock: None,
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             frame_timeout: Self::DEFAULT_FRAME_TIMEOUT,

@@ -49,6 +49,13 @@ impl Lease {
         }
     }
 
+    pub fn expiry_reason(&self) -> String {
+        format!(
+            "lease expired after {}",
+            humantime::format_duration(self.ttl)
+        )
+    }
+
     fn end(&self, reason: &str) {
         // A holder that already went away needs no telling.
         let _ = self.holder.send(Response::LeaseEnded {
@@ -60,6 +67,9 @@ impl Lease {
 
 #[derive(Debug, Default)]
 pub struct Leases {
+    /// Bumped by every `end_all` (lock, shutdown): a grant prepared before one must not
+    /// be inserted after it.
+    pub epoch: u64,
     next_id: u64,
     active: BTreeMap<u64, Lease>,
     /// (expiry, id) of every active lease, earliest first.
@@ -101,18 +111,19 @@ impl Leases {
     }
 
     /// Ends one lease, telling its holder why.
-    pub fn end(&mut self, id: u64, reason: &str) -> bool {
-        self.remove(id).inspect(|l| l.end(reason)).is_some()
+    pub fn end(&mut self, id: u64, reason: &str) -> Option<Lease> {
+        self.remove(id).inspect(|l| l.end(reason))
     }
 
     /// Ends every lease, telling each holder why.
-    pub fn end_all(&mut self, reason: &str) -> usize {
+    pub fn end_all(&mut self, reason: &str) -> Vec<Lease> {
+        self.epoch += 1;
         self.by_expiry.clear();
         let ended = std::mem::take(&mut self.active);
         for lease in ended.values() {
             lease.end(reason);
         }
-        ended.len()
+        ended.into_values().collect()
     }
 
     /// The earliest boot-time expiry, if any lease is active.
@@ -120,22 +131,21 @@ impl Leases {
         self.by_expiry.first().map(|(at, _)| *at)
     }
 
-    /// Ends the leases whose time is up at boot-time `now`; returns their ids.
-    pub fn expire(&mut self, now: Duration) -> Vec<u64> {
+    /// Ends the leases whose time is up at boot-time `now`; returns them.
+    pub fn expire(&mut self, now: Duration) -> Vec<Lease> {
         let due: Vec<u64> = self
             .by_expiry
             .iter()
             .take_while(|(at, _)| *at <= now)
             .map(|(_, id)| *id)
             .collect();
+        let mut ended = Vec::with_capacity(due.len());
         for id in &due {
             if let Some(l) = self.remove(*id) {
-                l.end(&format!(
-                    "lease expired after {}",
-                    humantime::format_duration(l.ttl)
-                ));
+                l.end(&l.expiry_reason());
+                ended.push(l);
             }
         }
-        due
+        ended
     }
 }

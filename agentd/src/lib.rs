@@ -4,7 +4,9 @@
 //! hardens the process, binds the socket and calls it.
 
 pub mod agent;
+pub mod anomaly;
 pub mod approval;
+pub mod audit;
 pub mod clock;
 mod cmd;
 pub mod config;

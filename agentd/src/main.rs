@@ -29,6 +29,15 @@ struct Args {
     /// Vault file [default: $XDG_DATA_HOME/jitc/vault.jitc]
     #[arg(long, env = "JITC_VAULT", value_name = "PATH")]
     vault: Option<PathBuf>,
+    /// Audit log [default: $XDG_STATE_HOME/jitc/audit.log]
+    #[arg(long, value_name = "PATH")]
+    audit_log: Option<PathBuf>,
+    /// Rotate the audit log past this many bytes
+    #[arg(long, value_name = "BYTES", hide = true)]
+    audit_max_bytes: Option<u64>,
+    /// Do not fdatasync audit records (only to measure what durability costs)
+    #[arg(long, hide = true)]
+    no_audit_sync: bool,
     /// Policy file [default: $XDG_CONFIG_HOME/jitc/policy.toml]
     #[arg(long, value_name = "PATH")]
     policy: Option<PathBuf>,
@@ -100,9 +109,14 @@ fn main() -> ExitCode {
 
 fn start(mut args: Args) -> anyhow::Result<Started> {
     // Detaching changes to /: relative paths must be resolved against where we started.
-    for p in [&mut args.socket, &mut args.vault, &mut args.policy]
-        .into_iter()
-        .flatten()
+    for p in [
+        &mut args.socket,
+        &mut args.vault,
+        &mut args.policy,
+        &mut args.audit_log,
+    ]
+    .into_iter()
+    .flatten()
     {
         *p = std::path::absolute(&*p).with_context(|| format!("cannot resolve {}", p.display()))?;
     }
@@ -141,7 +155,15 @@ fn serve(args: &Args, bound: &BoundSocket) -> anyhow::Result<()> {
         Some(p) => p.clone(),
         None => config::default_policy_path()?,
     };
-    let mut config = Config::new(bound.path.clone(), vault, policy);
+    let audit = match &args.audit_log {
+        Some(p) => p.clone(),
+        None => config::state_dir()?.join("audit.log"),
+    };
+    let mut config = Config::new(bound.path.clone(), vault, policy, audit);
+    config.audit.sync = !args.no_audit_sync;
+    if let Some(max) = args.audit_max_bytes {
+        config.audit.max_bytes = max;
+    }
     config.idle_lock = args.idle_lock;
     config.max_connections = args.max_connections.max(1);
     config.frame_timeout = args.frame_timeout.unwrap_or(Config::DEFAULT_FRAME_TIMEOUT);

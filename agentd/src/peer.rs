@@ -34,6 +34,9 @@ impl Peer {
     }
 }
 
+/// Longest argument kept of another process's argv.
+const MAX_ARG: usize = 256;
+
 /// Executable path and argv of `pid`, as far as `/proc` will tell (another user's
 /// process, or one that already exited, tells nothing).
 pub fn process_info(pid: u32) -> (Option<String>, Vec<String>) {
@@ -45,7 +48,15 @@ pub fn process_info(pid: u32) -> (Option<String>, Vec<String>) {
             raw.split(|b| *b == 0)
                 .filter(|a| !a.is_empty())
                 .take(64)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .map(|a| {
+                    // Enough to recognise a process; a huge argument would bloat every
+                    // audit record and prompt.
+                    let mut s = String::from_utf8_lossy(&a[..a.len().min(MAX_ARG)]).into_owned();
+                    if a.len() > MAX_ARG {
+                        s.push('…');
+                    }
+                    s
+                })
                 .collect()
         })
         .unwrap_or_default();

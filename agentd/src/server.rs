@@ -27,6 +27,14 @@ pub async fn run(listener: UnixListener, agent: Arc<Agent>, shutdown: impl Futur
         notify_shutdown,
         done_tx,
     };
+    agent.audit.record_later(crate::audit::Event {
+        reason: Some(format!(
+            "jitc-agentd {} (pid {})",
+            env!("CARGO_PKG_VERSION"),
+            std::process::id()
+        )),
+        ..crate::audit::Event::new("start")
+    });
     let idle = tokio::spawn(idle_lock(agent.clone()));
     let expiry = tokio::spawn(expire_leases(agent.clone()));
     tokio::select! {
@@ -48,6 +56,7 @@ pub async fn run(listener: UnixListener, agent: Arc<Agent>, shutdown: impl Futur
     let _ = done_rx.recv().await;
     // Whatever finished in the meantime (a lease granted just before) is ended too.
     agent.shut_down().await;
+    let _ = agent.audit.record(crate::audit::Event::new("stop")).await;
 }
 
 /// Locks the vault once it has gone unused for the idle period with no lease active.
@@ -82,8 +91,9 @@ async fn expire_leases(agent: Arc<Agent>) {
                     tracing::error!(error = %e, "the lease timer failed");
                 }
                 let ended = agent.leases_mut().expire(boot_now());
-                for id in ended {
-                    tracing::info!(lease = id, "lease expired");
+                for lease in ended {
+                    tracing::info!(lease = lease.id, "lease expired");
+                    agent.record_ended(&lease, &lease.expiry_reason());
                 }
             }
             () = agent.leases_changed.notified() => {}
@@ -146,6 +156,11 @@ impl Handler {
         let me = nix::unistd::geteuid().as_raw();
         if peer.uid != me && peer.uid != 0 {
             tracing::warn!(pid = peer.pid, uid = peer.uid, exe = ?peer.exe, "refused a peer of another user");
+            self.agent.audit.record_later(
+                crate::audit::Event::new("peer_refused")
+                    .peer(&peer, &crate::peer::chain(peer.pid))
+                    .reason(format!("uid {} is not the agent's", peer.uid)),
+            );
             let _ = writer
                 .write(&Response::Error {
                     code: ErrorCode::Refused,

@@ -25,6 +25,7 @@ async fn shutdown_ends_every_lease_then_locks_and_returns() {
         sock.clone(),
         dir.path().join("data/vault.jitc"),
         dir.path().join("policy.toml"),
+        dir.path().join("audit.log"),
     );
     let lock = VaultFile::new(config.vault.clone()).lock().unwrap();
     let agent = Arc::new(Agent::new(config, lock));
@@ -51,6 +52,7 @@ async fn shutdown_ends_every_lease_then_locks_and_returns() {
             value: SecretBytes::from_slice(b"value"),
             description: None,
             replace: false,
+            canary: false,
         });
         assert_eq!(call(&mut s, &add), Response::Done);
         let lease = Request::Lease(LeaseRequest {

@@ -65,13 +65,14 @@ pub fn request() -> impl Strategy<Value = Request> {
             .prop_map(|passphrase| Request::Unlock { passphrase })
             .boxed(),
         LazyJust::new(|| Request::Lock).boxed(),
-        (text(), secret(), of(text()), any::<bool>())
-            .prop_map(|(name, value, description, replace)| {
+        (text(), secret(), of(text()), any::<bool>(), any::<bool>())
+            .prop_map(|(name, value, description, replace, canary)| {
                 Request::AddSecret(AddSecret {
                     name,
                     value,
                     description,
                     replace,
+                    canary,
                 })
             })
             .boxed(),
@@ -93,6 +94,7 @@ pub fn request() -> impl Strategy<Value = Request> {
             .boxed(),
         any::<u64>().prop_map(|id| Request::Deny { id }).boxed(),
         lease_request().prop_map(Request::Explain).boxed(),
+        LazyJust::new(|| Request::AuditVerify).boxed(),
     ])
 }
 
@@ -105,6 +107,14 @@ fn policy_state() -> impl Strategy<Value = PolicyState> {
         path,
         exists,
         error,
+    })
+}
+
+fn audit_state() -> impl Strategy<Value = AuditState> {
+    (text(), of(text()), any::<u64>()).prop_map(|(path, error, last_seq)| AuditState {
+        path,
+        error,
+        last_seq,
     })
 }
 
@@ -126,13 +136,13 @@ fn status() -> impl Strategy<Value = AgentStatus> {
             any::<bool>(),
             any::<u32>(),
         ),
-        (any::<u32>(), policy_state()),
+        (any::<u32>(), policy_state(), audit_state()),
     )
         .prop_map(
             |(
                 (agent_version, pid, socket, vault, vault_exists, locked),
                 (secrets, leases, idle_lock_secs, locks_in_secs, memory_locked, unlock_failures),
-                (pending, policy),
+                (pending, policy, audit),
             )| AgentStatus {
                 agent_version,
                 pid,
@@ -148,6 +158,7 @@ fn status() -> impl Strategy<Value = AgentStatus> {
                 unlock_failures,
                 pending,
                 policy,
+                audit,
             },
         )
 }
@@ -290,5 +301,15 @@ pub fn response() -> impl Strategy<Value = Response> {
             })
             .boxed(),
         explanation().prop_map(Response::Explanation).boxed(),
+        (texts(), any::<u64>(), of(text()), any::<u64>())
+            .prop_map(|(files, lines, problem, unsealed)| {
+                Response::AuditReport(AuditReport {
+                    files,
+                    lines,
+                    problem,
+                    unsealed,
+                })
+            })
+            .boxed(),
     ])
 }

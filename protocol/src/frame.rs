@@ -329,6 +329,7 @@ mod tests {
             value: SecretBytes::new(vec![7; 100_000]),
             description: None,
             replace: false,
+            canary: false,
         });
         let frame = encode_frame(&big).unwrap();
         let mut fb = FrameBuf::default();
@@ -370,6 +371,7 @@ mod tests {
             value: SecretBytes::new(vec![7; MAX_FRAME_LEN]),
             description: None,
             replace: false,
+            canary: false,
         });
         assert!(matches!(
             encode_frame(&msg),

@@ -49,6 +49,8 @@ pub enum Request {
     },
     /// What the policy would decide for this lease request; nothing is leased.
     Explain(LeaseRequest),
+    /// Check the audit trail's chain of tags (needs the unlocked vault's key).
+    AuditVerify,
 }
 
 /// A message from the agent to `jitc`.
@@ -78,6 +80,28 @@ pub enum Response {
     /// Sent before the final answer to a `Lease` that waits for a human's approval.
     Waiting(Waiting),
     Explanation(Explanation),
+    AuditReport(AuditReport),
+}
+
+/// The result of `jitc audit verify`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditReport {
+    /// Files checked, oldest first.
+    pub files: Vec<String>,
+    pub lines: u64,
+    /// The first problem found (file, line number, what is wrong); `None`: intact.
+    pub problem: Option<String>,
+    /// Lines at the end written while the vault was locked: sealed by the next line
+    /// written after an unlock, not checkable yet.
+    pub unsealed: u64,
+}
+
+/// Whether events can be recorded (if not, leases are refused).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditState {
+    pub path: String,
+    pub error: Option<String>,
+    pub last_seq: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -141,6 +165,8 @@ pub struct AddSecret {
     pub description: Option<String>,
     /// Overwrite an existing secret of that name instead of refusing.
     pub replace: bool,
+    /// A decoy: every lease that names it is refused and recorded as an anomaly.
+    pub canary: bool,
 }
 
 /// What `jitc status` shows.
@@ -164,6 +190,7 @@ pub struct AgentStatus {
     /// Requests waiting for approval.
     pub pending: u32,
     pub policy: PolicyState,
+    pub audit: AuditState,
 }
 
 /// Whether `policy.toml` is in force, and if not, why every lease is refused.

@@ -17,6 +17,9 @@ pub struct Args {
     /// What the secret is for (shown by 'jitc ls')
     #[arg(long, value_name = "TEXT")]
     description: Option<String>,
+    /// A decoy: every lease that names it is refused and recorded as an anomaly
+    #[arg(long)]
+    canary: bool,
 }
 
 pub fn run(args: Args) -> Result<u8> {
@@ -57,6 +60,7 @@ pub fn run(args: Args) -> Result<u8> {
         value,
         description: args.description,
         replace: args.replace,
+        canary: args.canary,
     })?;
     note(&format!("stored '{}'", args.name));
     Ok(0)

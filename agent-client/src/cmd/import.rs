@@ -93,6 +93,7 @@ pub fn run(args: Args) -> Result<u8> {
                 value: SecretBytes::from_slice(value.as_bytes()),
                 description: Some(format!("imported from {shown}")),
                 replace: args.replace,
+                canary: false,
             })
             .inspect_err(|_| {
                 if stored > 0 {

@@ -3,6 +3,7 @@
 mod add;
 mod agent;
 mod approve;
+mod audit;
 mod deny;
 mod exec;
 mod import;
@@ -59,6 +60,8 @@ pub enum Command {
     Import(import::Args),
     /// Find plaintext credentials an agent could read; exit 1 if any
     Scan(scan::Args),
+    /// Read the audit trail (or check it: 'jitc audit verify')
+    Audit(audit::Args),
 }
 
 /// Runs one command; the `u8` is the exit code on success (`exec`: the child's).
@@ -81,6 +84,7 @@ pub fn run(command: Command) -> Result<u8> {
         Command::Policy(c) => policy::run(c),
         Command::Import(a) => import::run(a),
         Command::Scan(a) => scan::run(a),
+        Command::Audit(a) => audit::run(a),
     }
 }
 

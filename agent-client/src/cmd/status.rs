@@ -49,6 +49,10 @@ pub fn run(args: Args) -> Result<u8> {
         "agent    running (pid {}, jitc-agentd {})\nsocket   {}\nvault    {}\nstate    {state}\nleases   {} active, {} waiting for approval\npolicy   {policy}\n",
         s.pid, s.agent_version, s.socket, s.vault, s.leases, s.pending
     );
+    text.push_str(&match &s.audit.error {
+        Some(e) => format!("audit    FAILING, every lease is refused: {e}\n"),
+        None => format!("audit    {} ({} records)\n", s.audit.path, s.audit.last_seq),
+    });
     if !s.locked {
         let mem = if s.memory_locked {
             "vault key in locked memory"

@@ -4,11 +4,12 @@
 use jitc_protocol::names::{MAX_DESCRIPTION_LEN, MAX_VALUE_LEN};
 use jitc_protocol::{AddSecret, Response};
 
-use crate::agent::Agent;
+use crate::agent::{Agent, Session};
+use crate::audit::Event;
 use crate::error::{Refusal, Reply};
 use crate::vault::Inserted;
 
-pub async fn apply(agent: &Agent, add: AddSecret) -> Reply {
+pub async fn apply(agent: &Agent, session: &mut Session, add: AddSecret) -> Reply {
     super::check_name(&add.name)?;
     if add.value.is_empty() {
         return Err(Refusal::bad_input("the value is empty; nothing was stored"));
@@ -30,9 +31,37 @@ pub async fn apply(agent: &Agent, add: AddSecret) -> Reply {
     let Some(vault) = slot.as_mut() else {
         return Err(Refusal::locked());
     };
+    let exists = vault.contains(&add.name);
+    if exists && !add.replace {
+        return Err(Refusal::from_vault(
+            &agent.vault_file,
+            crate::vault::VaultError::Exists(add.name),
+        ));
+    }
+    // On record before it takes effect.
+    let chain = session.chain();
+    let event = if exists {
+        "secret_replaced"
+    } else {
+        "secret_added"
+    };
+    agent
+        .audit
+        .record(Event {
+            secrets: vec![add.name.clone()],
+            reason: add.canary.then(|| "canary".to_owned()),
+            ..Event::new(event).peer(&session.peer, &chain)
+        })
+        .await?;
     let undo = vault.undo_point(&add.name);
     let inserted = vault
-        .insert(&add.name, &add.value, add.description, add.replace)
+        .insert(
+            &add.name,
+            &add.value,
+            add.description,
+            add.replace,
+            add.canary,
+        )
         .map_err(|e| Refusal::from_vault(&agent.vault_file, e))?;
     if let Err(e) = agent.save(vault).await {
         vault.undo(undo);

@@ -2,11 +2,17 @@
 
 use jitc_protocol::{ErrorCode, KdfParams, Response, SecretBytes};
 
-use crate::agent::Agent;
+use crate::agent::{Agent, Session};
+use crate::audit::Event;
 use crate::error::{Refusal, Reply};
 use crate::vault::Vault;
 
-pub async fn apply(agent: &Agent, passphrase: SecretBytes, kdf: KdfParams) -> Reply {
+pub async fn apply(
+    agent: &Agent,
+    session: &mut Session,
+    passphrase: SecretBytes,
+    kdf: KdfParams,
+) -> Reply {
     if let Some(why) = kdf.check() {
         return Err(Refusal::bad_input(why));
     }
@@ -22,11 +28,21 @@ pub async fn apply(agent: &Agent, passphrase: SecretBytes, kdf: KdfParams) -> Re
             ),
         ));
     }
-    let vault = tokio::task::spawn_blocking(move || Vault::create(passphrase.expose(), kdf))
+    let mut vault = tokio::task::spawn_blocking(move || Vault::create(passphrase.expose(), kdf))
         .await
         .map_err(|_| Refusal::internal("creating the vault"))?
         .map_err(|e| Refusal::from_vault(&agent.vault_file, e))?;
-    agent.save(&vault).await?;
+    agent.audit.set_key(Some(vault.key()));
+    let chain = session.chain();
+    if let Err(e) = agent
+        .audit
+        .record(Event::new("init").peer(&session.peer, &chain))
+        .await
+    {
+        agent.audit.set_key(None);
+        return Err(e);
+    }
+    agent.save(&mut vault).await?;
     tracing::info!(
         vault = %agent.vault_file.path().display(),
         kdf_memory_mib = kdf.memory_mib,

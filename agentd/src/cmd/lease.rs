@@ -13,6 +13,7 @@ use jitc_protocol::{
 
 use crate::agent::{Agent, Session};
 use crate::approval::{MemoryKey, Verdict};
+use crate::audit::Event;
 use crate::clock::boot_now;
 use crate::error::{Refusal, Reply};
 use crate::leases::Lease;
@@ -73,20 +74,80 @@ pub fn judge(agent: &Agent, session: &mut Session, req: &LeaseRequest) -> Result
 
 pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> Reply {
     // Fail fast: a locked vault cannot serve, whatever the policy says.
-    if agent.vault_slot().await.is_none() {
-        return Err(agent.locked_refusal());
-    }
+    let canaries: Vec<String> = match agent.vault_slot().await.as_ref() {
+        None => return Err(agent.locked_refusal()),
+        Some(v) => req
+            .secrets
+            .iter()
+            .filter(|s| v.is_canary(s))
+            .cloned()
+            .collect(),
+    };
     let judged = judge(agent, session, &req)?;
-    if let Some(why) = &judged.decision.refusal {
-        tracing::warn!(
-            secrets = ?req.secrets,
-            command = %req.command.path,
-            pid = session.peer.pid,
-            profile = ?judged.profile,
-            reason = %why,
-            "lease refused by policy"
+    let base = Event {
+        profile: judged.profile.clone(),
+        ..Event::default()
+            .peer(&session.peer, &judged.chain)
+            .request(&req)
+    };
+    if let Some((text, hours)) = &judged.policy.defaults.working_hours {
+        let (day, minute) = crate::anomaly::local_now();
+        if !hours.contains(day, minute) {
+            agent.anomaly(
+                "outside_working_hours",
+                format!(
+                    "{} requested at {:02}:{:02} on {}, outside working hours ({text})",
+                    req.secrets.join(", "),
+                    minute / 60,
+                    minute % 60,
+                    [
+                        "Sunday",
+                        "Monday",
+                        "Tuesday",
+                        "Wednesday",
+                        "Thursday",
+                        "Friday",
+                        "Saturday"
+                    ][usize::from(day % 7)]
+                ),
+                base.clone(),
+            );
+        }
+    }
+    if !canaries.is_empty() {
+        // A decoy: record why, then refuse like any refusal, revealing nothing.
+        let who = session
+            .peer
+            .exe
+            .clone()
+            .unwrap_or_else(|| format!("pid {}", session.peer.pid));
+        agent.anomaly(
+            "canary",
+            format!(
+                "canary secret {} requested by {who} (pid {})",
+                canaries.join(", "),
+                session.peer.pid
+            ),
+            base.clone(),
         );
-        return Err(Refusal::new(ErrorCode::Refused, format!("refused: {why}")));
+        return Err(deny(
+            agent,
+            session,
+            &base,
+            "canary",
+            Refusal::new(
+                ErrorCode::Refused,
+                format!(
+                    "refused: '{}' is not available to this command",
+                    canaries[0]
+                ),
+            ),
+        )
+        .await);
+    }
+    if let Some(why) = &judged.decision.refusal {
+        let refusal = Refusal::new(ErrorCode::Refused, format!("refused: {why}"));
+        return Err(deny(agent, session, &base, why, refusal).await);
     }
     let needs_approval = match judged.decision.approval {
         Approval::Never => false,
@@ -94,7 +155,9 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
         Approval::Always => true,
     };
     if needs_approval {
-        await_approval(agent, session, &req, &judged).await?;
+        if let Err(refusal) = await_approval(agent, session, &req, &judged, &base).await {
+            return Err(deny(agent, session, &base, &refusal.message.clone(), refusal).await);
+        }
         if judged.decision.approval == Approval::OncePerTask {
             agent.approvals_mut().remember(
                 MemoryKey::new(req.task.as_deref(), &req.secrets, judged.profile.as_deref()),
@@ -102,56 +165,137 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
             );
         }
     }
-    grant(agent, session, req, &judged).await
+    match grant(agent, session, req, &judged, &base).await {
+        Ok(r) => Ok(r),
+        // Refusals at grant time (a value on the command line) are denials too; the
+        // audit log being unavailable is recorded by its failing, not in it.
+        Err(refusal) if refusal.message.starts_with("audit log unavailable") => Err(refusal),
+        Err(refusal) if refusal.code == ErrorCode::Refused => {
+            Err(deny(agent, session, &base, &refusal.message.clone(), refusal).await)
+        }
+        Err(refusal) => Err(refusal),
+    }
 }
 
-/// Opens the values and records the lease. The vault guard is held until the lease is
-/// in the table, so a concurrent lock ends it too.
-async fn grant(agent: &Agent, session: &mut Session, req: LeaseRequest, judged: &Judged) -> Reply {
-    let slot = agent.unlocked().await?;
-    let vault = slot.as_ref().ok_or_else(Refusal::locked)?;
-    let mut values = Vec::with_capacity(req.secrets.len());
-    for name in &req.secrets {
-        let value = vault
-            .open_value(name)
-            .map_err(|e| Refusal::from_vault(&agent.vault_file, e))?;
-        values.push(LeasedValue {
-            name: name.clone(),
-            value,
-        });
+/// Records a refused lease (waiting for it to be on disk: if it cannot be, that is the
+/// answer) and counts it towards the repeated-denials anomaly.
+async fn deny(
+    agent: &Agent,
+    session: &Session,
+    base: &Event,
+    reason: &str,
+    refusal: Refusal,
+) -> Refusal {
+    tracing::warn!(pid = session.peer.pid, reason, "lease refused");
+    let recorded = agent
+        .audit
+        .record(
+            Event {
+                decision: Some("denied"),
+                ..Event::new("lease_denied").reason(reason)
+            }
+            .merge(base),
+        )
+        .await;
+    agent.denied(&session.peer, base.clone());
+    match recorded {
+        Ok(()) => refusal,
+        Err(audit) => audit,
     }
-    check_values(&req, &values, judged.decision.masking_required)?;
+}
+
+/// Opens the values, records the grant (on disk before the values leave), and enters
+/// the lease in the table — unless the vault was locked meanwhile (the epoch moved).
+async fn grant(
+    agent: &Agent,
+    session: &mut Session,
+    req: LeaseRequest,
+    judged: &Judged,
+    base: &Event,
+) -> Reply {
+    let (values, new_uses, id, epoch) = {
+        let mut slot = agent.unlocked().await?;
+        let vault = slot.as_mut().ok_or_else(Refusal::locked)?;
+        let mut values = Vec::with_capacity(req.secrets.len());
+        for name in &req.secrets {
+            let value = vault
+                .open_value(name)
+                .map_err(|e| Refusal::from_vault(&agent.vault_file, e))?;
+            values.push(LeasedValue {
+                name: name.clone(),
+                value,
+            });
+        }
+        check_values(&req, &values, judged.decision.masking_required)?;
+        let new_uses: Vec<String> = req
+            .secrets
+            .iter()
+            .filter(|s| vault.first_use(s, &req.command.path))
+            .cloned()
+            .collect();
+        if !new_uses.is_empty() {
+            // Remembered across restarts; a failed save only means asking again.
+            if let Err(e) = agent.save(vault).await {
+                tracing::warn!(error = %e.message, "cannot save the first-use record");
+            }
+        }
+        let mut leases = agent.leases_mut();
+        (values, new_uses, leases.next_id(), leases.epoch)
+    };
     let ttl = judged.decision.ttl;
-    let mut leases = agent.leases_mut();
-    let id = leases.next_id();
-    // The audit trail records every grant; the log only at debug level, so that a busy
-    // agent does not write a log line per lease.
-    tracing::debug!(
-        lease = id,
-        secrets = ?req.secrets,
-        command = %req.command.path,
-        pid = session.peer.pid,
-        profile = ?judged.profile,
-        ttl = %humantime::format_duration(ttl),
-        "lease granted"
-    );
-    let earliest = leases.insert(Lease {
-        id,
-        request: req,
-        pid: session.peer.pid,
-        chain: judged.chain.clone(),
-        profile: judged.profile.clone(),
-        ttl,
-        started_at: SystemTime::now(),
-        expires: boot_now() + ttl,
-        holder: session.pushes.clone(),
-    });
-    drop(leases);
-    drop(slot);
+    agent
+        .audit
+        .record(Event {
+            lease: Some(id),
+            ttl_secs: Some(ttl.as_secs()),
+            decision: Some("granted"),
+            ..Event::new("lease_granted").merge(base)
+        })
+        .await?;
+    let earliest = {
+        let mut leases = agent.leases_mut();
+        if leases.epoch != epoch {
+            return Err(agent.locked_refusal());
+        }
+        tracing::debug!(lease = id, secrets = ?req.secrets, command = %req.command.path, "lease granted");
+        leases.insert(Lease {
+            id,
+            request: req.clone(),
+            pid: session.peer.pid,
+            chain: judged.chain.clone(),
+            profile: judged.profile.clone(),
+            ttl,
+            started_at: SystemTime::now(),
+            expires: boot_now() + ttl,
+            holder: session.pushes.clone(),
+        })
+    };
     if earliest {
         agent.leases_changed.notify_one();
     }
     session.leases.push(id);
+    for secret in &new_uses {
+        agent.anomaly(
+            "new_executable",
+            format!("first use of '{secret}' by {}", req.command.path),
+            base.clone(),
+        );
+    }
+    let limit = judged.policy.defaults.burst_per_minute;
+    for secret in &req.secrets {
+        let burst = agent
+            .counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .grant(secret, limit, std::time::Instant::now());
+        if let Some(n) = burst {
+            agent.anomaly(
+                "burst",
+                format!("{n} leases of '{secret}' within a minute (more than {limit})"),
+                base.clone(),
+            );
+        }
+    }
     Ok(Response::Leased(LeaseGrant {
         lease: id,
         values,
@@ -247,6 +391,7 @@ async fn await_approval(
     session: &mut Session,
     req: &LeaseRequest,
     judged: &Judged,
+    base: &Event,
 ) -> Result<(), Refusal> {
     let defaults = &judged.policy.defaults;
     let timeout = defaults.approval_timeout;
@@ -286,6 +431,14 @@ async fn await_approval(
         profile = ?judged.profile,
         "approval requested"
     );
+    let approval_event = |kind: &'static str, reason: Option<String>| Event {
+        approval: Some(id),
+        reason,
+        ..Event::new(kind).merge(base)
+    };
+    agent
+        .audit
+        .record_later(approval_event("approval_requested", None));
     let mut asked = approver.as_ref().and_then(|argv| {
         let mut c = tokio::process::Command::new(&argv[0]);
         c.args(&argv[1..])
@@ -317,6 +470,7 @@ async fn await_approval(
         },
         () = tokio::time::sleep(timeout) => {
             tracing::warn!(approval = id, "approval timed out");
+            agent.audit.record_later(approval_event("approval_timed_out", None));
             return Err(Refusal::new(
                 ErrorCode::Refused,
                 format!(
@@ -330,10 +484,16 @@ async fn await_approval(
     match verdict {
         Verdict::Approved => {
             tracing::info!(approval = id, "approval granted");
+            agent
+                .audit
+                .record_later(approval_event("approval_granted", None));
             Ok(())
         }
         Verdict::Denied(why) => {
             tracing::warn!(approval = id, reason = %why, "approval denied");
+            agent
+                .audit
+                .record_later(approval_event("approval_denied", Some(why.clone())));
             Err(Refusal::new(
                 ErrorCode::Refused,
                 format!("approval denied: {why}"),

@@ -14,15 +14,22 @@ pub fn revoke(agent: &Agent, lease: Option<u64>) -> Reply {
     const REASON: &str = "the lease was revoked with 'jitc revoke'";
     let count = match lease {
         Some(id) => {
-            if !agent.leases_mut().end(id, REASON) {
+            let Some(lease) = agent.leases_mut().end(id, REASON) else {
                 return Err(Refusal::new(
                     ErrorCode::Failure,
                     format!("no active lease {id}; see 'jitc leases'"),
                 ));
-            }
+            };
+            agent.record_ended(&lease, REASON);
             1
         }
-        None => agent.leases_mut().end_all(REASON),
+        None => {
+            let ended = agent.leases_mut().end_all(REASON);
+            for lease in &ended {
+                agent.record_ended(lease, REASON);
+            }
+            ended.len()
+        }
     };
     agent.leases_changed.notify_one();
     tracing::info!(lease = ?lease, count, "leases revoked");

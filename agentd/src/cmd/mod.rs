@@ -2,6 +2,7 @@
 
 pub mod add;
 pub mod approve;
+pub mod audit;
 pub mod explain;
 pub mod init;
 pub mod lease;

@@ -2,15 +2,32 @@
 
 use jitc_protocol::Response;
 
-use crate::agent::Agent;
+use crate::agent::{Agent, Session};
+use crate::audit::Event;
 use crate::error::{Refusal, Reply};
+use crate::vault::VaultError;
 
-pub async fn apply(agent: &Agent, name: &str) -> Reply {
+pub async fn apply(agent: &Agent, session: &mut Session, name: &str) -> Reply {
     super::check_name(name)?;
     let mut slot = agent.unlocked().await?;
     let Some(vault) = slot.as_mut() else {
         return Err(Refusal::locked());
     };
+    if !vault.contains(name) {
+        return Err(Refusal::from_vault(
+            &agent.vault_file,
+            VaultError::NoSuchSecret(name.to_owned()),
+        ));
+    }
+    // On record before it takes effect.
+    let chain = session.chain();
+    agent
+        .audit
+        .record(Event {
+            secrets: vec![name.to_owned()],
+            ..Event::new("secret_removed").peer(&session.peer, &chain)
+        })
+        .await?;
     let undo = vault.undo_point(name);
     vault
         .remove(name)

@@ -34,5 +34,6 @@ pub async fn apply(agent: &Agent) -> Reply {
         unlock_failures: agent.failures.load(Ordering::SeqCst),
         pending: u32::try_from(agent.approvals_mut().len()).unwrap_or(u32::MAX),
         policy: agent.policy.state(),
+        audit: agent.audit.state(),
     }))
 }

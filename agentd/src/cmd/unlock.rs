@@ -3,11 +3,12 @@
 
 use jitc_protocol::{Response, SecretBytes};
 
-use crate::agent::{Agent, backoff};
+use crate::agent::{Agent, Session, backoff};
+use crate::audit::Event;
 use crate::error::{Refusal, Reply};
 use crate::vault::{Vault, VaultError};
 
-pub async fn apply(agent: &Agent, passphrase: SecretBytes) -> Reply {
+pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes) -> Reply {
     super::check_passphrase(&passphrase)?;
     let _gate = agent.passphrase_gate.lock().await;
     if agent.vault_slot().await.is_some() {
@@ -30,12 +31,30 @@ pub async fn apply(agent: &Agent, passphrase: SecretBytes) -> Reply {
                 memory_locked = vault.memory_locked(),
                 "vault unlocked"
             );
+            // On record before it takes effect: no audit, no unlock.
+            agent.audit.set_key(Some(vault.key()));
+            let chain = session.chain();
+            if let Err(e) = agent
+                .audit
+                .record(Event::new("unlock").peer(&session.peer, &chain))
+                .await
+            {
+                agent.audit.set_key(None);
+                return Err(e);
+            }
             agent.install(&mut *agent.vault_slot().await, vault)?;
             Ok(Response::Done)
         }
         Err(VaultError::WrongPassphrase) => {
             let failures = agent.record_failure();
             tracing::warn!(failures, "unlock refused: wrong passphrase");
+            let chain = session.chain();
+            agent.audit.record_later(
+                Event::new("unlock_failed")
+                    .peer(&session.peer, &chain)
+                    .reason("wrong passphrase"),
+            );
+            agent.wrong_passphrase(&session.peer, failures);
             tokio::time::sleep(backoff(failures)).await;
             Err(Refusal::from_vault(
                 &agent.vault_file,

@@ -15,6 +15,8 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use jitc_protocol::{LeaseRequest, ProcessInfo, SecretVerdict};
 use serde::Deserialize;
 
+use crate::anomaly::WorkingHours;
+
 pub use source::PolicySource;
 
 /// How much a human must be involved before a lease is granted.
@@ -53,6 +55,9 @@ struct FileDefaults {
     approval_memory: Option<String>,
     approver: Option<Vec<String>>,
     idle_lock: Option<String>,
+    working_hours: Option<String>,
+    alert_command: Option<Vec<String>>,
+    burst_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,6 +97,12 @@ pub struct Defaults {
     pub approval_memory: Duration,
     pub approver: Option<Vec<String>>,
     pub idle_lock: Duration,
+    /// Requests outside these hours (local time) are recorded as anomalies.
+    pub working_hours: Option<(String, WorkingHours)>,
+    /// Run with each anomaly's one-line description as its last argument.
+    pub alert_command: Option<Vec<String>>,
+    /// More leases of one secret than this in a minute is an anomaly.
+    pub burst_per_minute: u32,
 }
 
 impl Default for Defaults {
@@ -104,6 +115,9 @@ impl Default for Defaults {
             approval_memory: Duration::from_secs(30 * 60),
             approver: None,
             idle_lock: Duration::from_secs(15 * 60),
+            working_hours: None,
+            alert_command: None,
+            burst_per_minute: 30,
         }
     }
 }
@@ -189,7 +203,22 @@ impl Policy {
                 .unwrap_or(base.approval_memory),
             approver: fd.approver,
             idle_lock: duration("idle_lock", &fd.idle_lock)?.unwrap_or(base.idle_lock),
+            working_hours: match fd.working_hours {
+                Some(w) => Some((w.clone(), WorkingHours::parse(&w)?)),
+                None => None,
+            },
+            alert_command: fd.alert_command,
+            burst_per_minute: fd.burst_per_minute.unwrap_or(base.burst_per_minute),
         };
+        if defaults
+            .alert_command
+            .as_ref()
+            .is_some_and(|a| a.is_empty())
+        {
+            return Err(
+                "alert_command = [] names no program; remove it or give the program's path".into(),
+            );
+        }
         if defaults.approver.as_ref().is_some_and(|a| a.is_empty()) {
             return Err(
                 "approver = [] names no program; remove it or give the program's path".into(),

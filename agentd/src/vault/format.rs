@@ -152,6 +152,9 @@ pub struct Body {
     /// The audit log's last sequence number and chain tag at this save, so truncating
     /// the log's tail can be detected.
     pub audit_checkpoint: Option<AuditCheckpoint>,
+    /// (secret, executable) pairs that have been leased together: the first use of a
+    /// secret by a new executable is an anomaly.
+    pub seen: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

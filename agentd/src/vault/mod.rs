@@ -55,6 +55,7 @@ pub struct Vault {
     slot: KeySlot,
     secrets: BTreeMap<String, StoredSecret>,
     audit_checkpoint: Option<AuditCheckpoint>,
+    seen: std::collections::BTreeSet<(String, String)>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -195,6 +196,7 @@ impl Vault {
             slot,
             secrets: BTreeMap::new(),
             audit_checkpoint: None,
+            seen: Default::default(),
         })
     }
 
@@ -234,6 +236,7 @@ impl Vault {
             slot: header.slot,
             secrets,
             audit_checkpoint: body.audit_checkpoint,
+            seen: body.seen.into_iter().collect(),
         })
     }
 
@@ -270,6 +273,7 @@ impl Vault {
         let body = Body {
             secrets: self.secrets.values().cloned().collect(),
             audit_checkpoint: self.audit_checkpoint.clone(),
+            seen: self.seen.iter().cloned().collect(),
         };
         let plain =
             Zeroizing::new(postcard::to_allocvec(&body).map_err(|_| VaultError::BodyDecode)?);
@@ -289,6 +293,16 @@ impl Vault {
 
     pub fn contains(&self, name: &str) -> bool {
         self.secrets.contains_key(name)
+    }
+
+    /// Records that `secret` went to `exe`; true if that had never happened before.
+    pub fn first_use(&mut self, secret: &str, exe: &str) -> bool {
+        self.seen.insert((secret.to_owned(), exe.to_owned()))
+    }
+
+    /// Whether `name` is a decoy (`jitc add --canary`).
+    pub fn is_canary(&self, name: &str) -> bool {
+        self.secrets.get(name).is_some_and(|s| s.canary)
     }
 
     pub fn memory_locked(&self) -> bool {
@@ -314,6 +328,7 @@ impl Vault {
         value: &SecretBytes,
         description: Option<String>,
         replace: bool,
+        canary: bool,
     ) -> Result<Inserted, VaultError> {
         let now = now_unix();
         let nonce = random()?;
@@ -335,7 +350,7 @@ impl Vault {
                 description,
                 created,
                 updated: now,
-                canary: false,
+                canary,
                 nonce,
                 sealed,
             },
@@ -398,7 +413,7 @@ mod tests {
     fn vault_with(values: &[(&str, &[u8])]) -> Vault {
         let mut v = Vault::create(b"pass", FAST).unwrap();
         for (n, val) in values {
-            v.insert(n, &SecretBytes::from_slice(val), None, false)
+            v.insert(n, &SecretBytes::from_slice(val), None, false, false)
                 .unwrap();
         }
         v
@@ -455,7 +470,7 @@ mod tests {
     fn replace_and_remove() {
         let mut v = vault_with(&[("a", b"one")]);
         assert!(matches!(
-            v.insert("a", &SecretBytes::from_slice(b"two"), None, false),
+            v.insert("a", &SecretBytes::from_slice(b"two"), None, false, false),
             Err(VaultError::Exists(_))
         ));
         v.insert(
@@ -463,6 +478,7 @@ mod tests {
             &SecretBytes::from_slice(b"two"),
             Some("d".into()),
             true,
+            false,
         )
         .unwrap();
         assert_eq!(v.open_value("a").unwrap().expose(), b"two");

@@ -1,0 +1,368 @@
+//! The audit log's tamper evidence: each keyed line ends with a tag,
+//! HMAC-SHA256(K, previous tag ‖ every unkeyed line since ‖ this line), K derived from
+//! the vault key with HKDF. Lines written while no key is at hand (before the first
+//! unlock of an agent's life) carry no tag and are sealed by the next keyed line. Every
+//! line carries a sequence number, so drops, insertions and reorders show even before
+//! they are sealed; a checkpoint (last sequence and tag) kept in the vault and by the
+//! running agent shows a cut-off tail.
+
+use std::fmt::Write as _;
+
+use hmac::{KeyInit, Mac};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+pub type Tag = [u8; 32];
+pub type Key = Zeroizing<[u8; 32]>;
+
+/// The tag of the chain's first line's predecessor.
+pub const GENESIS: Tag = [0; 32];
+
+const TAG_FIELD: &str = ",\"tag\":\"";
+
+/// The audit key for a vault key.
+pub fn derive_key(vault_key: &[u8; 32]) -> Key {
+    let mut k = Zeroizing::new([0u8; 32]);
+    let hk = hkdf::Hkdf::<Sha256>::new(None, vault_key);
+    // 32 bytes is far below HKDF-SHA256's limit.
+    let _ = hk.expand(b"jitc audit chain v1", &mut *k);
+    k
+}
+
+/// HMAC over the previous tag, the unkeyed bodies since, and this body, each
+/// length-prefixed so no two sequences collide.
+pub fn tag(key: &Key, prev: &Tag, pending: &[String], body: &str) -> Tag {
+    let Ok(mut mac) = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(&key[..]) else {
+        return GENESIS;
+    };
+    mac.update(prev);
+    for part in pending.iter().map(String::as_str).chain([body]) {
+        mac.update(&(part.len() as u64).to_be_bytes());
+        mac.update(part.as_bytes());
+    }
+    mac.finalize().into_bytes().into()
+}
+
+pub fn hex(tag: &Tag) -> String {
+    let mut s = String::with_capacity(64);
+    for b in tag {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+pub fn parse_hex(s: &str) -> Option<Tag> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut t = [0u8; 32];
+    for (i, b) in t.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(t)
+}
+
+/// A body (a JSON object) with its tag appended as the last field.
+pub fn seal(body: &str, tag: &Tag) -> String {
+    let open = body.strip_suffix('}').unwrap_or(body);
+    format!("{open}{TAG_FIELD}{}\"}}", hex(tag))
+}
+
+/// Splits a line into its body and its tag (`None`: an unkeyed line).
+pub fn unseal(line: &str) -> (String, Option<Tag>) {
+    if let Some(at) = line.rfind(TAG_FIELD) {
+        let rest = &line[at + TAG_FIELD.len()..];
+        if let Some(t) = rest.strip_suffix("\"}").and_then(parse_hex) {
+            return (format!("{}}}", &line[..at]), Some(t));
+        }
+    }
+    (line.to_owned(), None)
+}
+
+/// The fields verification reads from a body.
+pub struct Parsed {
+    pub seq: u64,
+    pub event: String,
+    /// For `log_continued`: the tag the chain had when the file was started.
+    pub prev_tag: Option<Tag>,
+}
+
+pub fn parse(body: &str) -> Option<Parsed> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    Some(Parsed {
+        seq: v.get("seq")?.as_u64()?,
+        event: v.get("event")?.as_str()?.to_owned(),
+        prev_tag: v
+            .get("prev_tag")
+            .and_then(|t| t.as_str())
+            .and_then(parse_hex),
+    })
+}
+
+/// Where the chain stands: what the next line must follow.
+#[derive(Debug, Clone)]
+pub struct State {
+    pub seq: u64,
+    pub prev: Tag,
+    /// Unkeyed bodies since `prev`.
+    pub pending: Vec<String>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            seq: 0,
+            prev: GENESIS,
+            pending: Vec::new(),
+        }
+    }
+}
+
+impl State {
+    /// Takes one more line as written (no checking): how an agent resumes a log.
+    pub fn follow(&mut self, line: &str) {
+        let (body, tag) = unseal(line);
+        if let Some(p) = parse(&body) {
+            self.seq = p.seq;
+        }
+        match tag {
+            Some(t) => {
+                self.prev = t;
+                self.pending.clear();
+            }
+            None => self.pending.push(body),
+        }
+    }
+
+    /// Seals `body` (already carrying `seq`) with `key`, or leaves it for later.
+    pub fn append(&mut self, body: String, key: Option<&Key>) -> String {
+        match key {
+            Some(k) => {
+                let t = tag(k, &self.prev, &self.pending, &body);
+                self.prev = t;
+                self.pending.clear();
+                seal(&body, &t)
+            }
+            None => {
+                self.pending.push(body.clone());
+                body
+            }
+        }
+    }
+}
+
+/// The outcome of checking a sequence of lines.
+#[derive(Debug, Default)]
+pub struct Check {
+    pub lines: u64,
+    pub problem: Option<String>,
+    /// Unkeyed lines at the end.
+    pub unsealed: u64,
+    /// The last keyed line's (seq, tag).
+    pub last_keyed: Option<(u64, Tag)>,
+    pub last_seq: Option<u64>,
+}
+
+/// Checks `lines` (file name, line number, text) in order against `key`. The first
+/// line may be a `log_continued` marker that says what preceded it (older files rotated
+/// away); otherwise the chain starts at genesis. `checkpoint`, the last keyed line the
+/// agent knows it wrote, must be there, or the log's tail was cut off.
+pub fn verify<'a>(
+    key: &Key,
+    lines: impl IntoIterator<Item = (&'a str, usize, &'a str)>,
+    checkpoint: Option<(u64, Tag)>,
+) -> Check {
+    let mut check = verify_lines(key, lines, checkpoint);
+    if check.problem.is_none()
+        && let Some((seq, _)) = checkpoint
+        && check.last_seq.unwrap_or(0) < seq
+    {
+        check.problem = Some(format!(
+            "the log ends at sequence {} but the agent recorded sequence {seq}: its tail was cut off",
+            check.last_seq.unwrap_or(0)
+        ));
+    }
+    check
+}
+
+fn verify_lines<'a>(
+    key: &Key,
+    lines: impl IntoIterator<Item = (&'a str, usize, &'a str)>,
+    checkpoint: Option<(u64, Tag)>,
+) -> Check {
+    let mut check = Check::default();
+    let mut state: Option<State> = None;
+    for (file, n, line) in lines {
+        let at = || format!("{file} line {n}");
+        check.lines += 1;
+        let (body, tag) = unseal(line);
+        let Some(p) = parse(&body) else {
+            check.problem = Some(format!("{}: not an audit record", at()));
+            return check;
+        };
+        let st = state.get_or_insert_with(|| match (p.event.as_str(), p.prev_tag) {
+            ("log_continued", Some(prev)) => State {
+                seq: p.seq.saturating_sub(1),
+                prev,
+                pending: Vec::new(),
+            },
+            _ => State::default(),
+        });
+        if p.seq != st.seq + 1 {
+            check.problem = Some(format!(
+                "{}: sequence {} follows {} (a line was removed, added or moved)",
+                at(),
+                p.seq,
+                st.seq
+            ));
+            return check;
+        }
+        st.seq = p.seq;
+        match tag {
+            Some(t) => {
+                if super::chain::tag(key, &st.prev, &st.pending, &body) != t {
+                    check.problem = Some(format!(
+                        "{}: its tag does not match (this line, or an unsealed one before it, was changed)",
+                        at()
+                    ));
+                    return check;
+                }
+                st.prev = t;
+                st.pending.clear();
+                check.last_keyed = Some((p.seq, t));
+                if let Some((seq, cp)) = checkpoint
+                    && seq == p.seq
+                    && cp != t
+                {
+                    check.problem = Some(format!(
+                        "{}: differs from the checkpoint the agent kept (the log was rewritten)",
+                        at()
+                    ));
+                    return check;
+                }
+            }
+            None => st.pending.push(body),
+        }
+        check.last_seq = Some(p.seq);
+    }
+    check.unsealed = state.map_or(0, |s| s.pending.len() as u64);
+    check
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> Key {
+        derive_key(&[7; 32])
+    }
+
+    fn log(n: u64, keyed_from: u64) -> Vec<String> {
+        let k = key();
+        let mut st = State::default();
+        (1..=n)
+            .map(|seq| {
+                let body = format!("{{\"event\":\"e\",\"seq\":{seq},\"x\":\"v{seq}\"}}");
+                st.append(body, (seq >= keyed_from).then_some(&k))
+            })
+            .collect()
+    }
+
+    fn check(lines: &[String]) -> Check {
+        verify(
+            &key(),
+            lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| ("audit.log", i + 1, l.as_str())),
+            None,
+        )
+    }
+
+    #[test]
+    fn an_untouched_log_verifies_and_unkeyed_lines_are_sealed_later() {
+        let lines = log(10, 4);
+        assert!(lines[0].ends_with('}') && !lines[0].contains("\"tag\""));
+        assert!(lines[5].contains("\"tag\":\""));
+        let c = check(&lines);
+        assert!(c.problem.is_none(), "{:?}", c.problem);
+        assert_eq!((c.lines, c.unsealed), (10, 0));
+        assert_eq!(c.last_keyed.map(|k| k.0), Some(10));
+    }
+
+    #[test]
+    fn edits_drops_reorders_and_insertions_are_found() {
+        let lines = log(8, 1);
+        let mut edited = lines.clone();
+        edited[3] = edited[3].replace("v4", "v5");
+        assert!(check(&edited).problem.unwrap().contains("line 4"));
+        let mut dropped = lines.clone();
+        dropped.remove(5);
+        assert!(check(&dropped).problem.unwrap().contains("line 6"));
+        let mut swapped = lines.clone();
+        swapped.swap(2, 3);
+        assert!(check(&swapped).problem.unwrap().contains("line 3"));
+        let mut inserted = lines.clone();
+        inserted.insert(4, lines[4].clone());
+        assert!(check(&inserted).problem.is_some());
+        // An edited unkeyed line is caught by the keyed line that seals it.
+        let mut early = log(6, 4);
+        early[1] = early[1].replace("v2", "vX");
+        assert!(check(&early).problem.unwrap().contains("line 4"));
+        // A wrong key fails at the first keyed line.
+        let lines = log(3, 1);
+        let c = verify(
+            &derive_key(&[8; 32]),
+            lines.iter().map(|l| ("a", 1, l.as_str())),
+            None,
+        );
+        assert!(c.problem.is_some());
+    }
+
+    #[test]
+    fn a_cut_off_tail_is_found_against_the_checkpoint() {
+        let lines = log(6, 1);
+        let whole = check(&lines);
+        let cp = whole.last_keyed;
+        let all = |ls: &[String]| {
+            verify(
+                &key(),
+                ls.iter()
+                    .enumerate()
+                    .map(|(i, l)| ("audit.log", i + 1, l.as_str())),
+                cp,
+            )
+        };
+        assert!(all(&lines).problem.is_none());
+        let cut = &lines[..4];
+        assert!(
+            check(cut).problem.is_none(),
+            "without the checkpoint it looks fine"
+        );
+        assert!(all(cut).problem.unwrap().contains("cut off"));
+    }
+
+    #[test]
+    fn resuming_continues_the_chain() {
+        let lines = log(5, 2);
+        let mut st = State::default();
+        for l in &lines {
+            st.follow(l);
+        }
+        let k = key();
+        let mut all = lines.clone();
+        all.push(st.append("{\"event\":\"e\",\"seq\":6}".into(), Some(&k)));
+        assert!(check(&all).problem.is_none());
+    }
+
+    #[test]
+    fn tags_survive_tag_lookalikes_in_values() {
+        let k = key();
+        let mut st = State::default();
+        let tricky = "{\"argv\":[\",\\\"tag\\\":\\\"\"],\"event\":\"e\",\"seq\":1}";
+        let line = st.append(tricky.into(), Some(&k));
+        let (body, tag) = unseal(&line);
+        assert_eq!(body, tricky);
+        assert!(tag.is_some());
+    }
+}

@@ -1,0 +1,29 @@
+//! `AuditVerify`: check the audit trail's chain with the unlocked vault's key, and its
+//! tail against the checkpoint (the agent's own, or the one saved in the vault).
+
+use jitc_protocol::Response;
+
+use crate::agent::Agent;
+use crate::audit::chain;
+use crate::audit::verify::verify_files;
+use crate::error::{Refusal, Reply};
+
+pub async fn verify(agent: &Agent) -> Reply {
+    let (key, stored) = {
+        let slot = agent.unlocked().await?;
+        let vault = slot.as_ref().ok_or_else(Refusal::locked)?;
+        (
+            chain::derive_key(vault.key()),
+            vault.audit_checkpoint().map(|c| (c.seq, c.tag)),
+        )
+    };
+    let checkpoint = match (agent.audit.last_keyed(), stored) {
+        (Some(a), Some(b)) => Some(if a.0 >= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    };
+    let files = agent.audit.files();
+    let report = tokio::task::spawn_blocking(move || verify_files(&files, &key, checkpoint))
+        .await
+        .map_err(|_| Refusal::internal("verifying the audit log"))?;
+    Ok(Response::AuditReport(report))
+}

@@ -693,6 +693,16 @@ impl Background {
     }
 }
 
+impl Drop for Background {
+    /// A command still running when its test is done is not left behind.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl TestEnv {
     /// Starts `jitc ARGS` in the background (stdin empty).
     pub fn spawn(&self, args: &[&str]) -> Background {

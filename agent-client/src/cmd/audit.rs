@@ -1,12 +1,15 @@
 //! `jitc audit`: the record of every decision, as a table a person reads (or JSON
 //! lines), filtered, optionally followed; `jitc audit verify`: is it intact?
 
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use clap::Subcommand;
 use jitc::start::connect_or_start;
 use jitc::{Error, Result};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use serde_json::Value;
 
 use super::emit;
@@ -140,12 +143,14 @@ fn row(v: &Value) -> String {
         .as_u64()
         .map(|l| format!("#{l} "))
         .unwrap_or_default();
+    let event = v["event"].as_str().unwrap_or("?");
+    let event = match v["anomaly"].as_str() {
+        Some(kind) => format!("{event}:{kind}"),
+        None => event.to_owned(),
+    };
     format!(
-        "{time}  {:<20} {:<24} {:<12} {:<28} {lease}{decision}\n",
-        v["event"].as_str().unwrap_or("?"),
-        secrets,
-        command,
-        requester
+        "{time}  {event:<20} {:<24} {:<12} {:<28} {lease}{decision}\n",
+        secrets, command, requester
     )
 }
 
@@ -208,65 +213,123 @@ pub fn run(args: Args) -> Result<u8> {
             "TIME", "EVENT", "SECRETS", "COMMAND", "REQUESTER"
         ));
     }
+    // Watching starts before the reading, so nothing written in between is missed.
+    let watch = args.follow.then(|| Watch::new(&path)).transpose()?;
+    let mut tail = Tail::default();
     for f in files(&path) {
-        let text = std::fs::read_to_string(&f).map_err(|e| {
-            Error::local(
-                jitc_protocol::ErrorCode::IoErr,
-                format!("cannot read {} ({e})", f.display()),
-            )
-        })?;
+        let newest = f == path;
+        let mut file = std::fs::File::open(&f).map_err(|e| cannot_read(&f, &e))?;
+        let mut text = String::new();
+        if newest {
+            tail.ino = file.metadata().ok().map(|m| m.ino());
+            tail.read(&mut file, &mut text);
+        } else {
+            file.read_to_string(&mut text)
+                .map_err(|e| cannot_read(&f, &e))?;
+        }
         for line in text.lines() {
             show(line, &filter, args.json, &mut out);
         }
     }
     emit(&out)?;
-    if args.follow {
-        follow(&path, &filter, args.json)?;
+    if let Some(watch) = watch {
+        follow(&path, watch, tail, &filter, args.json)?;
     }
     Ok(0)
 }
 
-/// Prints records as they are appended, across rotation, until interrupted.
-fn follow(path: &Path, filter: &Filter, json: bool) -> Result<()> {
-    use std::io::{Read, Seek, SeekFrom};
-    use std::os::unix::fs::MetadataExt;
-    let open = || std::fs::File::open(path).ok();
-    let mut file = open();
-    let mut pos = file
-        .as_ref()
-        .and_then(|f| f.metadata().ok())
-        .map_or(0, |m| m.len());
-    let mut ino = file
-        .as_ref()
-        .and_then(|f| f.metadata().ok())
-        .map(|m| m.ino());
-    let mut partial = String::new();
-    loop {
-        // The log has no readiness to wait on from here: look again shortly.
-        std::thread::sleep(Duration::from_millis(200));
-        let now = std::fs::metadata(path).ok();
-        if now.as_ref().map(|m| m.ino()) != ino || now.as_ref().is_some_and(|m| m.len() < pos) {
-            // Rotated: the old file's last lines were read; start the new one.
-            file = open();
-            ino = now.map(|m| m.ino());
-            pos = 0;
-        }
-        let Some(f) = file.as_mut() else { continue };
-        if f.seek(SeekFrom::Start(pos)).is_err() {
-            continue;
+fn cannot_read(path: &Path, e: &std::io::Error) -> Error {
+    Error::local(
+        jitc_protocol::ErrorCode::IoErr,
+        format!("cannot read {} ({e})", path.display()),
+    )
+}
+
+/// Where reading the newest file has got to.
+#[derive(Default)]
+struct Tail {
+    ino: Option<u64>,
+    pos: u64,
+    /// A line not yet ended (being written right now).
+    partial: String,
+}
+
+impl Tail {
+    /// Appends the whole lines written to `file` since the last read to `out`.
+    fn read(&mut self, file: &mut std::fs::File, out: &mut String) {
+        if file.seek(SeekFrom::Start(self.pos)).is_err() {
+            return;
         }
         let mut chunk = String::new();
-        if let Ok(n) = f.read_to_string(&mut chunk) {
-            pos += n as u64;
+        if let Ok(n) = file.read_to_string(&mut chunk) {
+            self.pos += n as u64;
         }
-        partial.push_str(&chunk);
+        self.partial.push_str(&chunk);
+        if let Some(at) = self.partial.rfind('\n') {
+            out.extend(self.partial.drain(..=at));
+        }
+    }
+}
+
+/// Changes in the log's directory: appends, and rotation's renames and creations.
+struct Watch(Inotify);
+
+impl Watch {
+    fn new(path: &Path) -> Result<Watch> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let fail = |e: nix::Error| {
+            Error::local(
+                jitc_protocol::ErrorCode::IoErr,
+                format!("cannot watch {} for new records ({e})", dir.display()),
+            )
+        };
+        let inotify = Inotify::init(InitFlags::IN_CLOEXEC).map_err(fail)?;
+        inotify
+            .add_watch(
+                dir,
+                AddWatchFlags::IN_MODIFY
+                    | AddWatchFlags::IN_CREATE
+                    | AddWatchFlags::IN_MOVED_FROM
+                    | AddWatchFlags::IN_MOVED_TO
+                    | AddWatchFlags::IN_DELETE,
+            )
+            .map_err(fail)?;
+        Ok(Watch(inotify))
+    }
+}
+
+/// Prints records as they are appended, across rotation, until interrupted.
+fn follow(path: &Path, watch: Watch, mut tail: Tail, filter: &Filter, json: bool) -> Result<()> {
+    let mut file = std::fs::File::open(path).ok();
+    loop {
+        let mut lines = String::new();
+        if let Some(f) = file.as_mut() {
+            tail.read(f, &mut lines);
+        }
+        let now = std::fs::metadata(path).ok();
+        let rotated = now.as_ref().map(|m| m.ino()) != tail.ino
+            || now.as_ref().is_some_and(|m| m.len() < tail.pos);
         let mut out = String::new();
-        while let Some(at) = partial.find('\n') {
-            let line: String = partial.drain(..=at).collect();
-            show(line.trim_end(), filter, json, &mut out);
+        for line in lines.lines() {
+            show(line, filter, json, &mut out);
         }
         if !out.is_empty() {
             emit(&out)?;
+        }
+        if rotated {
+            // The old file's last lines were read above; on to the new one.
+            file = std::fs::File::open(path).ok();
+            tail = Tail {
+                ino: now.map(|m| m.ino()),
+                ..Tail::default()
+            };
+            continue;
+        }
+        if let Err(e) = watch.0.read_events() {
+            return Err(Error::local(
+                jitc_protocol::ErrorCode::IoErr,
+                format!("cannot watch the audit log ({e})"),
+            ));
         }
     }
 }

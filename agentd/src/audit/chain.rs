@@ -13,7 +13,15 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 pub type Tag = [u8; 32];
-pub type Key = Zeroizing<[u8; 32]>;
+
+/// The chain's HMAC key: wiped on drop, never printed.
+pub struct Key(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
 
 /// The tag of the chain's first line's predecessor.
 pub const GENESIS: Tag = [0; 32];
@@ -26,13 +34,13 @@ pub fn derive_key(vault_key: &[u8; 32]) -> Key {
     let hk = hkdf::Hkdf::<Sha256>::new(None, vault_key);
     // 32 bytes is far below HKDF-SHA256's limit.
     let _ = hk.expand(b"jitc audit chain v1", &mut *k);
-    k
+    Key(k)
 }
 
 /// HMAC over the previous tag, the unkeyed bodies since, and this body, each
 /// length-prefixed so no two sequences collide.
 pub fn tag(key: &Key, prev: &Tag, pending: &[String], body: &str) -> Tag {
-    let Ok(mut mac) = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(&key[..]) else {
+    let Ok(mut mac) = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(&key.0[..]) else {
         return GENESIS;
     };
     mac.update(prev);
@@ -165,16 +173,18 @@ pub struct Check {
 
 /// Checks `lines` (file name, line number, text) in order against `key`. The first
 /// line may be a `log_continued` marker that says what preceded it (older files rotated
-/// away); otherwise the chain starts at genesis. `checkpoint`, the last keyed line the
-/// agent knows it wrote, must be there, or the log's tail was cut off.
+/// away); otherwise the chain starts at genesis. Each of `checkpoints`, a keyed line
+/// the agent knows it wrote (its own latest, and the one saved in the vault), must be
+/// there unchanged, or the log's tail was cut off or rewritten.
 pub fn verify<'a>(
     key: &Key,
     lines: impl IntoIterator<Item = (&'a str, usize, &'a str)>,
-    checkpoint: Option<(u64, Tag)>,
+    checkpoints: &[(u64, Tag)],
 ) -> Check {
-    let mut check = verify_lines(key, lines, checkpoint);
+    let mut check = verify_lines(key, lines, checkpoints);
+    let newest = checkpoints.iter().map(|c| c.0).max();
     if check.problem.is_none()
-        && let Some((seq, _)) = checkpoint
+        && let Some(seq) = newest
         && check.last_seq.unwrap_or(0) < seq
     {
         check.problem = Some(format!(
@@ -188,7 +198,7 @@ pub fn verify<'a>(
 fn verify_lines<'a>(
     key: &Key,
     lines: impl IntoIterator<Item = (&'a str, usize, &'a str)>,
-    checkpoint: Option<(u64, Tag)>,
+    checkpoints: &[(u64, Tag)],
 ) -> Check {
     let mut check = Check::default();
     let mut state: Option<State> = None;
@@ -218,6 +228,17 @@ fn verify_lines<'a>(
             return check;
         }
         st.seq = p.seq;
+        // A line the agent knows it wrote with a tag must be there with that tag.
+        if checkpoints
+            .iter()
+            .any(|&(seq, cp)| seq == p.seq && tag != Some(cp))
+        {
+            check.problem = Some(format!(
+                "{}: differs from the checkpoint the agent kept: the log was cut off or rewritten there",
+                at()
+            ));
+            return check;
+        }
         match tag {
             Some(t) => {
                 if super::chain::tag(key, &st.prev, &st.pending, &body) != t {
@@ -230,16 +251,6 @@ fn verify_lines<'a>(
                 st.prev = t;
                 st.pending.clear();
                 check.last_keyed = Some((p.seq, t));
-                if let Some((seq, cp)) = checkpoint
-                    && seq == p.seq
-                    && cp != t
-                {
-                    check.problem = Some(format!(
-                        "{}: differs from the checkpoint the agent kept (the log was rewritten)",
-                        at()
-                    ));
-                    return check;
-                }
             }
             None => st.pending.push(body),
         }
@@ -252,6 +263,11 @@ fn verify_lines<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_is_never_printed() {
+        assert_eq!(format!("{:?}", key()), "[redacted]");
+    }
 
     fn key() -> Key {
         derive_key(&[7; 32])
@@ -275,7 +291,7 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, l)| ("audit.log", i + 1, l.as_str())),
-            None,
+            &[],
         )
     }
 
@@ -314,7 +330,7 @@ mod tests {
         let c = verify(
             &derive_key(&[8; 32]),
             lines.iter().map(|l| ("a", 1, l.as_str())),
-            None,
+            &[],
         );
         assert!(c.problem.is_some());
     }
@@ -330,7 +346,7 @@ mod tests {
                 ls.iter()
                     .enumerate()
                     .map(|(i, l)| ("audit.log", i + 1, l.as_str())),
-                cp,
+                cp.as_slice(),
             )
         };
         assert!(all(&lines).problem.is_none());

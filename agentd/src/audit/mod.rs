@@ -297,7 +297,17 @@ impl Writer {
             .chain((1..=KEEP).map(|i| rotated(&self.config.path, i)))
             .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() > 0));
         let Some(path) = newest else { return };
-        if let Ok(text) = fs::read_to_string(&path) {
+        if let Ok(mut text) = fs::read_to_string(&path) {
+            // A line cut short by a crash was never acknowledged (the sync comes
+            // first): it goes, so that the next line starts on a line of its own.
+            let whole = text.rfind('\n').map_or(0, |i| i + 1);
+            if whole < text.len() {
+                tracing::warn!(path = %path.display(), "dropping a torn last line of the audit log");
+                let torn = OpenOptions::new().write(true).open(&path);
+                if torn.and_then(|f| f.set_len(whole as u64)).is_ok() {
+                    text.truncate(whole);
+                }
+            }
             for line in text.lines().filter(|l| !l.is_empty()) {
                 self.state.follow(line);
             }
@@ -382,7 +392,7 @@ impl Writer {
             let before = (self.state.clone(), self.size);
             let mut lines = String::new();
             let mut waiters = Vec::new();
-            let mut keyed = false;
+            let mut keyed = None;
             let rotated = self
                 .ensure_open()
                 .and_then(|()| self.rotate_if_full(&mut lines));
@@ -392,7 +402,9 @@ impl Writer {
                     Job::Record(event, waiter) => {
                         let body = self.body(&event);
                         let line = self.state.append(body, self.key.as_ref());
-                        keyed |= self.key.is_some();
+                        if self.key.is_some() {
+                            keyed = Some((self.state.seq, self.state.prev));
+                        }
                         lines.push_str(&line);
                         lines.push('\n');
                         waiters.extend(waiter);
@@ -408,8 +420,8 @@ impl Writer {
                     self.set_error(None);
                     let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
                     s.last_seq = self.state.seq;
-                    if keyed {
-                        s.last_keyed = Some((self.state.seq, self.state.prev));
+                    if keyed.is_some() {
+                        s.last_keyed = keyed;
                     }
                 }
                 Err(e) => {

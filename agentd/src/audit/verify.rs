@@ -7,9 +7,9 @@ use jitc_protocol::AuditReport;
 
 use super::chain::{self, Key, Tag};
 
-/// Checks `files` (oldest first) with `key`; `checkpoint` is the last keyed line the
-/// agent knows of (in memory, or from the vault).
-pub fn verify_files(files: &[PathBuf], key: &Key, checkpoint: Option<(u64, Tag)>) -> AuditReport {
+/// Checks `files` (oldest first) with `key` against `checkpoints`, keyed lines the
+/// agent knows it wrote (in memory, and from the vault).
+pub fn verify_files(files: &[PathBuf], key: &Key, checkpoints: &[(u64, Tag)]) -> AuditReport {
     let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     let mut texts = Vec::with_capacity(files.len());
     for f in files {
@@ -33,13 +33,17 @@ pub fn verify_files(files: &[PathBuf], key: &Key, checkpoint: Option<(u64, Tag)>
                 .unwrap_or_default()
         })
         .collect();
+    // The newest file's last line may be being written right now: only whole lines.
+    if let Some(last) = texts.last_mut() {
+        last.truncate(last.rfind('\n').map_or(0, |i| i + 1));
+    }
     let lines = texts.iter().zip(&short).flat_map(|(text, name)| {
         text.lines()
             .enumerate()
             .filter(|(_, l)| !l.is_empty())
             .map(move |(i, l)| (name.as_str(), i + 1, l))
     });
-    let check = chain::verify(key, lines, checkpoint);
+    let check = chain::verify(key, lines, checkpoints);
     AuditReport {
         files: names,
         lines: check.lines,

@@ -17,12 +17,9 @@ pub async fn verify(agent: &Agent) -> Reply {
             vault.audit_checkpoint().map(|c| (c.seq, c.tag)),
         )
     };
-    let checkpoint = match (agent.audit.last_keyed(), stored) {
-        (Some(a), Some(b)) => Some(if a.0 >= b.0 { a } else { b }),
-        (a, b) => a.or(b),
-    };
+    let checkpoints: Vec<_> = agent.audit.last_keyed().into_iter().chain(stored).collect();
     let files = agent.audit.files();
-    let report = tokio::task::spawn_blocking(move || verify_files(&files, &key, checkpoint))
+    let report = tokio::task::spawn_blocking(move || verify_files(&files, &key, &checkpoints))
         .await
         .map_err(|_| Refusal::internal("verifying the audit log"))?;
     Ok(Response::AuditReport(report))

@@ -514,8 +514,10 @@ pub fn release(agent: &Agent, session: &mut Session, id: u64) {
         return;
     };
     session.leases.swap_remove(at);
-    if agent.leases_mut().remove(id).is_some() {
+    let ended = agent.leases_mut().remove(id);
+    if let Some(lease) = ended {
         tracing::debug!(lease = id, "lease released");
+        agent.record_ended(&lease, "released by its holder");
     }
     agent.idle.touch();
 }

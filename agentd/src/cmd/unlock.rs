@@ -1,10 +1,12 @@
 //! `Unlock`: derive the key from the passphrase and open the vault. Wrong passphrases
 //! are answered slowly (see `agent::backoff`), one attempt at a time.
 
-use jitc_protocol::{Response, SecretBytes};
+use jitc_protocol::{AuditReport, Response, SecretBytes};
 
 use crate::agent::{Agent, Session, backoff};
 use crate::audit::Event;
+use crate::audit::chain::{Key, Tag};
+use crate::audit::verify::verify_files;
 use crate::error::{Refusal, Reply};
 use crate::vault::{Vault, VaultError};
 
@@ -31,6 +33,8 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
                 memory_locked = vault.memory_locked(),
                 "vault unlocked"
             );
+            let checkpoint = vault.audit_checkpoint().map(|c| (c.seq, c.tag));
+            let key = crate::audit::chain::derive_key(vault.key());
             // On record before it takes effect: no audit, no unlock.
             agent.audit.set_key(Some(vault.key()));
             let chain = session.chain();
@@ -43,6 +47,15 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
                 return Err(e);
             }
             agent.install(&mut *agent.vault_slot().await, vault)?;
+            if let Some(cp) = checkpoint {
+                check_log(
+                    agent,
+                    key,
+                    cp,
+                    Event::new("anomaly").peer(&session.peer, &chain),
+                )
+                .await;
+            }
             Ok(Response::Done)
         }
         Err(VaultError::WrongPassphrase) => {
@@ -65,5 +78,24 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
             tracing::error!(error = %e, "unlock failed");
             Err(Refusal::from_vault(&agent.vault_file, e))
         }
+    }
+}
+
+/// Checks the newest audit file against the checkpoint the vault kept, so a log cut
+/// short or rewritten while the agent was down is reported at the next unlock, not
+/// only when someone runs `jitc audit verify`.
+async fn check_log(agent: &Agent, key: Key, checkpoint: (u64, Tag), base: Event) {
+    let newest: Vec<_> = agent.audit.files().into_iter().rev().take(1).collect();
+    let report = tokio::task::spawn_blocking(move || verify_files(&newest, &key, &[checkpoint]));
+    if let Ok(AuditReport {
+        problem: Some(problem),
+        ..
+    }) = report.await
+    {
+        agent.anomaly(
+            "audit_log_tampered",
+            format!("the audit log does not verify: {problem}"),
+            base,
+        );
     }
 }

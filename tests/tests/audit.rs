@@ -1,0 +1,663 @@
+//! The audit trail: every event kind with its fields and never a value; verification
+//! against edits, drops, reorders, insertions and a cut-off tail; rotation; fail-closed
+//! when the log cannot be written; the reader's filters; and the anomalies.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::time::Duration;
+
+use jitc_tests::*;
+use serde_json::Value;
+
+const VALUE: &str = "audit-secret-value-7713";
+
+fn audit_path(env: &TestEnv) -> std::path::PathBuf {
+    env.state.join("jitc").join("audit.log")
+}
+
+fn records(env: &TestEnv) -> Vec<Value> {
+    fs::read_to_string(audit_path(env))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn of_kind<'a>(recs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    recs.iter().filter(|r| r["event"] == kind).collect()
+}
+
+fn setup() -> (TestEnv, Agent) {
+    let env = TestEnv::new();
+    let agent = env.start_agent();
+    env.init();
+    env.add("prod/db", VALUE);
+    (env, agent)
+}
+
+/// Waits (following the log with `jitc audit --follow`) for a record of `kind` whose
+/// JSON holds `needle`; records of events that have already happened are written
+/// without the request waiting for them.
+fn wait_for_record(env: &TestEnv, kind: &str, needle: &str) -> Value {
+    let bg = env.spawn(&["audit", "--follow", "--json", "--event", kind]);
+    bg.expect_stdout(needle);
+    let text = bg.stdout.text();
+    let line = text.lines().find(|l| l.contains(needle)).unwrap();
+    serde_json::from_str(line).unwrap()
+}
+
+#[test]
+fn every_event_kind_is_recorded_with_its_fields_and_no_value() {
+    let env = TestEnv::new();
+    let agent = env.start_agent_with(&["--frame-timeout", "2s"]);
+    env.init();
+    env.add("prod/db", VALUE);
+    env.run(&["add", "prod/db", "--replace"], Some(VALUE.as_bytes()))
+        .ok();
+    env.add("tmp", "temporary-value-1");
+    env.run(&["rm", "tmp"], None).ok();
+    env.run(
+        &["exec", "-s", "prod/db", "--task", "nightly", "--", "true"],
+        None,
+    )
+    .ok();
+    env.run(
+        &["exec", "-s", "prod/db", "--ttl", "1s", "--", "sleep", "5"],
+        None,
+    )
+    .code(143);
+    env.write_policy("[defaults]\napproval_timeout = \"1s\"\n[[rule]]\nsecrets = [\"prod/*\"]\ncommands = [\"true\"]\napproval = \"always\"\n");
+    env.run(&["exec", "-s", "prod/db", "--", "sh", "-c", "true"], None)
+        .code(77);
+    env.run(&["exec", "-s", "prod/db", "--", "true"], None)
+        .code(77);
+    let bg = env.spawn(&["exec", "-s", "prod/db", "--", "true"]);
+    let id = bg.approval_id();
+    env.approve(id).ok();
+    assert_eq!(bg.wait().code, 0);
+    let bg = env.spawn(&["exec", "-s", "prod/db", "--", "true"]);
+    let id = bg.approval_id();
+    env.run(&["deny", &id.to_string()], None).ok();
+    assert_eq!(bg.wait().code, 77);
+    env.write_policy("[defaults\n");
+    env.run(&["exec", "-s", "prod/db", "--", "true"], None)
+        .code(77);
+    fs::remove_file(env.policy_path()).unwrap();
+    env.run(&["lock"], None).ok();
+    env.run(
+        &["unlock", "--passphrase-stdin"],
+        Some(b"not-the-passphrase-42\n"),
+    )
+    .code(77);
+    env.unlock().ok();
+    let mut c = env.command("setpriv");
+    c.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=+dac_override",
+        "--ambient-caps=+dac_override",
+        "/usr/bin/python3",
+        "-c",
+    ])
+    .arg("import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\ns.recv(100)")
+    .arg(env.socket());
+    run_with_stdin(c, None);
+    wait_for_record(&env, "peer_refused", "\"uid\":65534");
+    agent.stop();
+
+    let recs = records(&env);
+    for kind in [
+        "start",
+        "init",
+        "unlock",
+        "unlock_failed",
+        "lock",
+        "lease_granted",
+        "lease_denied",
+        "lease_ended",
+        "secret_added",
+        "secret_replaced",
+        "secret_removed",
+        "approval_requested",
+        "approval_granted",
+        "approval_denied",
+        "approval_timed_out",
+        "peer_refused",
+        "policy_error",
+        "anomaly",
+        "stop",
+    ] {
+        assert!(!of_kind(&recs, kind).is_empty(), "no {kind} record");
+    }
+    // Sequence numbers run 1, 2, 3… and every record has a time.
+    for (i, r) in recs.iter().enumerate() {
+        assert_eq!(r["seq"], (i + 1) as u64);
+        assert!(r["time"].as_str().unwrap().ends_with('Z'));
+    }
+    let g = of_kind(&recs, "lease_granted")[0];
+    assert_eq!(g["secrets"], serde_json::json!(["prod/db"]));
+    assert_eq!(g["task"], "nightly");
+    assert_eq!(g["command"], "/usr/bin/true");
+    assert!(g["lease"].as_u64().is_some());
+    assert_eq!(g["peer"]["uid"], 0);
+    assert!(g["peer"]["pid"].as_u64().is_some());
+    assert!(g["peer"]["exe"].as_str().unwrap().ends_with("/jitc"));
+    assert_eq!(g["peer"]["argv"][1], "exec");
+    assert!(g["peer"]["chain"].as_array().unwrap().len() >= 2);
+    assert!(g["tag"].as_str().unwrap().len() == 64);
+    let reasons: Vec<&str> = of_kind(&recs, "lease_ended")
+        .iter()
+        .filter_map(|r| r["reason"].as_str())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("expired after 1s")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("closed") || r.contains("released")),
+        "{reasons:?}"
+    );
+    let denied: Vec<&str> = of_kind(&recs, "lease_denied")
+        .iter()
+        .filter_map(|r| r["reason"].as_str())
+        .collect();
+    assert!(
+        denied.iter().any(|r| r.contains("only to true")),
+        "{denied:?}"
+    );
+    assert!(denied.iter().any(|r| r.contains("timed out")), "{denied:?}");
+    assert!(
+        denied.iter().any(|r| r.contains("denied with 'jitc deny'")),
+        "{denied:?}"
+    );
+    assert!(
+        of_kind(&recs, "policy_error")[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("invalid")
+    );
+    // Never a value or a passphrase.
+    let text = fs::read_to_string(audit_path(&env)).unwrap();
+    for secret in [
+        VALUE,
+        "temporary-value-1",
+        PASSPHRASE,
+        "not-the-passphrase-42",
+    ] {
+        assert!(!text.contains(secret), "{secret} is in the audit log");
+    }
+}
+
+#[test]
+fn verify_passes_untouched_and_names_the_first_bad_line() {
+    let (env, _agent) = setup();
+    for _ in 0..3 {
+        env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    }
+    env.run(&["audit", "verify"], None)
+        .ok()
+        .says("audit log intact");
+    let path = audit_path(&env);
+    let good = fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = good.lines().collect();
+    let write = |ls: &[&str]| fs::write(&path, ls.join("\n") + "\n").unwrap();
+    let check = |what: &str, needle: &str| {
+        let out = env.run(&["audit", "verify"], None);
+        assert_eq!(out.code, 1, "{what}: {}", out.stderr);
+        assert!(out.stderr.contains(needle), "{what}: {}", out.stderr);
+    };
+
+    let mut edited = lines.clone();
+    let changed = edited[4].replace("/usr/bin/true", "/usr/bin/tru3");
+    edited[4] = &changed;
+    write(&edited);
+    check("edit", "audit.log line 5");
+
+    let mut dropped = lines.clone();
+    dropped.remove(3);
+    write(&dropped);
+    check("drop", "audit.log line 4");
+
+    let mut swapped = lines.clone();
+    swapped.swap(2, 3);
+    write(&swapped);
+    check("reorder", "audit.log line 3");
+
+    let mut inserted = lines.clone();
+    inserted.insert(5, lines[2]);
+    write(&inserted);
+    check("insert", "audit.log line 6");
+
+    write(&lines[..lines.len() - 2]);
+    check("truncation", "cut off");
+
+    fs::write(&path, &good).unwrap();
+    env.run(&["audit", "verify"], None).ok();
+}
+
+#[test]
+fn a_cut_off_tail_is_caught_after_a_restart_by_the_vault_checkpoint() {
+    let (env, agent) = setup();
+    env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    // The vault is saved (with the checkpoint) by this add.
+    env.add("other", "other-value-99");
+    agent.stop();
+    let path = audit_path(&env);
+    let text = fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // Cut back to before the add (which the checkpoint covers).
+    let cut = lines
+        .iter()
+        .position(|l| l.contains("\"secret_added\"") && l.contains("\"other\""))
+        .unwrap();
+    fs::write(&path, lines[..cut].join("\n") + "\n").unwrap();
+    let _agent = env.start_agent();
+    env.unlock().ok();
+    // The unlock itself notices, and says so where a person will see it.
+    let a = wait_for_record(&env, "anomaly", "audit_log_tampered");
+    assert!(
+        a["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cut off or rewritten"),
+        "{a}"
+    );
+    assert!(
+        env.run(&["audit", "--anomalies"], None)
+            .ok()
+            .stdout
+            .contains("audit_log_tampered")
+    );
+    let out = env.run(&["audit", "verify"], None);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("cut off"), "{}", out.stderr);
+}
+
+#[test]
+fn a_line_torn_by_a_crash_is_dropped_not_taken_for_tampering() {
+    let (env, agent) = setup();
+    env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    agent.kill9();
+    let path = audit_path(&env);
+    let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
+    std::io::Write::write_all(&mut f, b"{\"event\":\"lease_gran").unwrap();
+    drop(f);
+    let _agent = env.start_agent();
+    env.unlock().ok();
+    env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    env.run(&["audit", "verify"], None)
+        .ok()
+        .says("audit log intact");
+    let recs = records(&env);
+    assert!(
+        of_kind(&recs, "anomaly")
+            .iter()
+            .all(|r| r["anomaly"] != "audit_log_tampered")
+    );
+    assert_eq!(of_kind(&recs, "start").len(), 2);
+}
+
+#[test]
+fn rotation_continues_the_chain_across_files() {
+    let env = TestEnv::new();
+    let _agent = env.start_agent_with(&["--audit-max-bytes", "3000"]);
+    env.init();
+    env.add("prod/db", VALUE);
+    env.run(
+        &["exec", "-s", "prod/db", "--task", "lease-0", "--", "true"],
+        None,
+    )
+    .ok();
+    // A follower that has listed the first lease is watching: it sees the rest,
+    // across the rotations.
+    let follower = env.spawn(&["audit", "--follow", "--json", "--event", "lease_granted"]);
+    follower.expect_stdout("lease-0");
+    for i in 1..12 {
+        env.run(
+            &[
+                "exec",
+                "-s",
+                "prod/db",
+                "--task",
+                &format!("lease-{i}"),
+                "--",
+                "true",
+            ],
+            None,
+        )
+        .ok();
+    }
+    follower.expect_stdout("lease-11");
+    let followed = follower.stdout.text();
+    let tasks: Vec<String> = followed
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["task"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        tasks,
+        (0..12).map(|i| format!("lease-{i}")).collect::<Vec<_>>()
+    );
+    let rotated = env.state.join("jitc").join("audit.log.1");
+    assert!(rotated.is_file(), "the log was rotated");
+    let current = fs::read_to_string(audit_path(&env)).unwrap();
+    assert!(
+        current
+            .lines()
+            .next()
+            .unwrap()
+            .contains("\"log_continued\"")
+    );
+    let out = env.run(&["audit", "verify"], None).ok();
+    assert!(
+        out.stderr.contains("file(s)") && !out.stderr.contains("in 1 file"),
+        "{}",
+        out.stderr
+    );
+    // The reader spans the files too.
+    let json = env
+        .run(&["audit", "--json", "--event", "lease_granted"], None)
+        .ok();
+    assert_eq!(json.stdout.lines().count(), 12);
+}
+
+#[test]
+fn an_unwritable_log_refuses_and_shows_in_status() {
+    // /dev/full: every write fails with ENOSPC.
+    let env = TestEnv::new();
+    let _agent = env.start_agent_with(&["--audit-log", "/dev/full"]);
+    env.run(&INIT_ARGS, Some(format!("{PASSPHRASE}\n").as_bytes()))
+        .code(77)
+        .one_line_error()
+        .says("audit log unavailable");
+    let s = env.status();
+    assert!(
+        s["audit"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("No space left"),
+        "{s}"
+    );
+    let text = env.run(&["status"], None).ok().stdout;
+    assert!(text.contains("audit    FAILING"), "{text}");
+}
+
+#[test]
+fn a_read_only_log_directory_refuses() {
+    let env = TestEnv::new();
+    let dir = env.state.join("jitc");
+    fs::create_dir_all(&dir).unwrap();
+    let mut c = env.command("unshare");
+    c.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs -o ro,mode=0700 tmpfs {} && exec {}",
+            dir.display(),
+            agentd_bin().display()
+        ));
+    let _agent = Agent::spawn(c).unwrap();
+    env.run(&INIT_ARGS, Some(format!("{PASSPHRASE}\n").as_bytes()))
+        .code(77)
+        .says("audit log unavailable");
+    assert!(
+        env.status()["audit"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("Read-only")
+    );
+}
+
+#[test]
+fn a_full_disk_mid_run_refuses_leases() {
+    let env = TestEnv::new();
+    let dir = env.state.join("jitc");
+    fs::create_dir_all(&dir).unwrap();
+    let mut c = env.command("unshare");
+    c.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs -o size=48k,mode=0700 tmpfs {} && exec {}",
+            dir.display(),
+            agentd_bin().display()
+        ));
+    let _agent = Agent::spawn(c).unwrap();
+    env.init();
+    env.add("prod/db", VALUE);
+    // Leases are granted until the log's filesystem is full, then refused.
+    let mut refused = None;
+    for i in 0..200 {
+        let out = env.run(&["exec", "-s", "prod/db", "--", "true"], None);
+        if out.code != 0 {
+            refused = Some((i, out));
+            break;
+        }
+    }
+    let (i, out) = refused.expect("the log filled up");
+    assert!(i > 0, "some leases were granted first");
+    out.code(77).one_line_error().says("audit log unavailable");
+    assert!(env.status()["audit"]["error"].is_string());
+}
+
+#[test]
+fn the_reader_filters_and_follows() {
+    let (env, _agent) = setup();
+    env.add("other", "other-value-1234");
+    env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    env.run(&["exec", "-s", "other", "--", "true"], None).ok();
+    let table = env.run(&["audit"], None).ok().stdout;
+    assert!(table.starts_with("TIME"), "{table}");
+    assert!(
+        table.contains("lease_granted") && table.contains("true") && table.contains("#1 granted"),
+        "{table}"
+    );
+    let only = env
+        .run(&["audit", "--json", "--secret", "other"], None)
+        .ok()
+        .stdout;
+    let kinds: Vec<String> = only
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["event"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        kinds.contains(&"secret_added".to_owned()) && kinds.contains(&"lease_granted".to_owned()),
+        "{kinds:?}"
+    );
+    assert!(!only.contains("prod/db"));
+    let granted = env
+        .run(&["audit", "--json", "--event", "lease_granted"], None)
+        .ok()
+        .stdout;
+    assert_eq!(granted.lines().count(), 2);
+    assert_eq!(
+        env.run(&["audit", "--json", "--since", "1h"], None)
+            .ok()
+            .stdout
+            .lines()
+            .count(),
+        records(&env).len()
+    );
+    assert_eq!(
+        env.run(
+            &["audit", "--json", "--since", "2999-01-01T00:00:00Z"],
+            None
+        )
+        .ok()
+        .stdout,
+        ""
+    );
+    env.run(&["audit", "--since", "yesterday-ish"], None)
+        .code(65)
+        .one_line_error();
+    // --follow prints records as they are written.
+    let bg = env.spawn(&["audit", "--follow", "--json", "--event", "lease_granted"]);
+    bg.expect_stdout("\"lease\":2");
+    env.run(
+        &["exec", "-s", "prod/db", "--task", "followed", "--", "true"],
+        None,
+    )
+    .ok();
+    bg.expect_stdout("followed");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(bg.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    bg.wait();
+}
+
+#[test]
+fn a_canary_is_refused_like_anything_else_and_raises_an_anomaly() {
+    let env = TestEnv::new();
+    let _agent = env.start_agent();
+    env.init();
+    env.run(
+        &["add", "aws/root-key", "--canary"],
+        Some(b"AKIA-decoy-value-000"),
+    )
+    .ok();
+    let out = env
+        .run(&["exec", "-s", "aws/root-key", "--", "true"], None)
+        .code(77)
+        .one_line_error();
+    assert!(
+        !out.stderr.to_lowercase().contains("canary") && !out.stderr.contains("decoy"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        env.secret_names().contains(&"aws/root-key".to_owned()),
+        "listed like any secret"
+    );
+    let a = wait_for_record(&env, "anomaly", "\"anomaly\":\"canary\"");
+    assert!(a["reason"].as_str().unwrap().contains("aws/root-key"));
+    let d = of_kind(&records(&env), "lease_denied")[0].clone();
+    assert_eq!(d["reason"], "canary");
+    let listed = env.run(&["audit", "--anomalies"], None).ok().stdout;
+    assert!(
+        listed.contains("canary secret aws/root-key requested"),
+        "{listed}"
+    );
+}
+
+#[test]
+fn requests_outside_working_hours_are_anomalies() {
+    let env = TestEnv::new();
+    env.set_env("JITC_TEST_LOCAL_TIME", "Sat 03:00");
+    let _agent = env.start_agent();
+    env.init();
+    env.add("prod/db", VALUE);
+    env.write_policy("[defaults]\nworking_hours = \"08:00-19:00 Mon-Fri\"\n");
+    env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    let a = wait_for_record(&env, "anomaly", "\"anomaly\":\"outside_working_hours\"");
+    assert!(
+        a["reason"].as_str().unwrap().contains("03:00 on Saturday"),
+        "{a}"
+    );
+    // Inside the window: none.
+    env.write_policy("[defaults]\nworking_hours = \"00:00-23:59\"\n");
+    let before = of_kind(&records(&env), "anomaly")
+        .iter()
+        .filter(|r| r["anomaly"] == "outside_working_hours")
+        .count();
+    env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    let after = of_kind(&records(&env), "anomaly")
+        .iter()
+        .filter(|r| r["anomaly"] == "outside_working_hours")
+        .count();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn bursts_new_executables_denials_and_wrong_passphrases_are_anomalies() {
+    let (env, _agent) = setup();
+    // The alert command writes to a FIFO this test holds open at both ends (so it
+    // never sees end-of-file) and reads as the alerts come.
+    let alerts = env.root().join("alerts.fifo");
+    nix::unistd::mkfifo(&alerts, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let fifo = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&alerts)
+        .unwrap();
+    let seen = Log::collect(fifo);
+    let alert = env.root().join("alert.sh");
+    fs::write(
+        &alert,
+        format!("#!/bin/sh\nprintf '%s\\n' \"$*\" >> {}\n", alerts.display()),
+    )
+    .unwrap();
+    fs::set_permissions(&alert, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    env.write_policy(&format!(
+        "[defaults]\nburst_per_minute = 3\nalert_command = [\"{}\", \"--urgency=critical\"]\n[[rule]]\nsecrets = [\"prod/*\"]\ncommands = [\"true\", \"env\"]\n",
+        alert.display()
+    ));
+    for _ in 0..5 {
+        env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    }
+    env.run(&["exec", "-s", "prod/db", "--", "env", "true"], None)
+        .ok();
+    for _ in 0..3 {
+        env.run(&["exec", "-s", "prod/db", "--", "sh", "-c", "true"], None)
+            .code(77);
+    }
+    env.run(&["lock"], None).ok();
+    for _ in 0..3 {
+        env.run(&["unlock", "--passphrase-stdin"], Some(b"nope\n"))
+            .code(77);
+    }
+    let kinds = |recs: &[Value]| -> Vec<String> {
+        of_kind(recs, "anomaly")
+            .iter()
+            .map(|r| r["anomaly"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    wait_for_record(&env, "anomaly", "\"anomaly\":\"wrong_passphrases\"");
+    let k = kinds(&records(&env));
+    assert_eq!(k.iter().filter(|k| *k == "burst").count(), 1, "{k:?}");
+    assert_eq!(
+        k.iter().filter(|k| *k == "new_executable").count(),
+        2,
+        "true, then env: {k:?}"
+    );
+    assert!(k.contains(&"repeated_denials".to_owned()), "{k:?}");
+    let recs = records(&env);
+    let burst = recs.iter().find(|r| r["anomaly"] == "burst").unwrap();
+    assert!(
+        burst["reason"]
+            .as_str()
+            .unwrap()
+            .contains("within a minute")
+    );
+    // The alert command got each description, after its own arguments.
+    assert!(
+        seen.wait_for("wrong passphrases", Duration::from_secs(30)),
+        "alerts: {}",
+        seen.text()
+    );
+    assert!(
+        seen.wait_for("within a minute", Duration::from_secs(30)),
+        "alerts: {}",
+        seen.text()
+    );
+    let text = seen.text();
+    assert!(
+        text.lines()
+            .all(|l| l.starts_with("--urgency=critical jitc: ")),
+        "{text}"
+    );
+    assert!(
+        text.contains("leases of 'prod/db' within a minute"),
+        "{text}"
+    );
+}

@@ -5,6 +5,7 @@
 #   2. lease grant+release pairs per second and latency with 1, 8, 32 and 128
 #      concurrent clients, beside ssh-agent answering REQUEST_IDENTITIES driven by the
 #      same client loop (jitc-lease-bench);
+#   2b. the cost of the audit's fdatasync at 32 clients (a second agent, no sync);
 #   3. the masker alone (criterion, one core, 1 and 100 values with all encodings), and
 #      `jitc exec -s X -- cat` of a 1 GB file beside plain `cat`;
 #   4. the agent's memory after unlocking a vault of 1,000 secrets.
@@ -35,6 +36,7 @@ tmp="$(mktemp -d /tmp/jitc-bench.XXXXXX)"
 cleanup() {
     [ -n "${SSH_AGENT_PID:-}" ] && kill "$SSH_AGENT_PID" 2>/dev/null || true
     [ -n "${agent_pid:-}" ] && kill "$agent_pid" 2>/dev/null || true
+    [ -n "${nosync_pid:-}" ] && kill "$nosync_pid" 2>/dev/null || true
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -96,6 +98,39 @@ for clients in sorted({c for _, c in runs}):
     jr, jp = statistics.median(r for r, _ in j), statistics.median(p for _, p in j)
     sr, sp = statistics.median(r for r, _ in s), statistics.median(p for _, p in s)
     print(f"{clients:>7}  {jr:>12.0f}  {jp/1000:>7.2f}ms  {sr:>15.0f}  {sp/1000:>7.2f}ms  {jr/sr:5.2f}x")
+PY
+
+echo
+echo "== the cost of durability: 32 clients, audit records fdatasync'd (group commit)"
+echo "   against a second agent whose audit writes skip the sync (--no-audit-sync);"
+echo "   the log is on $(stat -f -c %T "$XDG_STATE_HOME"); ${rounds} alternating rounds of ${seconds}s"
+nosync_sock="$XDG_RUNTIME_DIR/nosync.sock"
+JITC_SOCK="$nosync_sock" JITC_VAULT="$tmp/nosync.jitc" "$PWD/target/release/jitc-agentd" \
+    --no-audit-sync --audit-log "$tmp/nosync-audit.log" 2>/dev/null &
+nosync_pid=$!
+while ! [ -S "$nosync_sock" ]; do sleep 0.05; done
+printf 'bench passphrase\n' | JITC_SOCK="$nosync_sock" "$jitc" init --passphrase-stdin 2>/dev/null
+printf 'value-of-x' | JITC_SOCK="$nosync_sock" "$jitc" add X 2>/dev/null
+: > "$tmp/sync.txt"
+for _ in $(seq 1 "$rounds"); do
+    "$lease_bench" jitc "$JITC_SOCK" X 32 "$seconds" | sed 's/^/sync /' >> "$tmp/sync.txt"
+    "$lease_bench" jitc "$nosync_sock" X 32 "$seconds" | sed 's/^/nosync /' >> "$tmp/sync.txt"
+done
+kill "$nosync_pid"
+python3 - "$tmp/sync.txt" <<'PY'
+import re, statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    kind = line.split()[0]
+    rate = float(re.search(r"rate=(\d+)", line).group(1))
+    p50 = float(re.search(r"p50=([\d.]+)", line).group(1))
+    p99 = float(re.search(r"p99=([\d.]+)", line).group(1))
+    runs.setdefault(kind, []).append((rate, p50, p99))
+med = {k: [statistics.median(x[i] for x in v) for i in range(3)] for k, v in runs.items()}
+for k, label in (("sync", "audit synced (default)"), ("nosync", "audit not synced")):
+    r, p50, p99 = med[k]
+    print(f"{label:24} {r:>8.0f} pairs/s  p50 {p50/1000:.2f}ms  p99 {p99/1000:.2f}ms")
+print(f"durability keeps {med['sync'][0]/med['nosync'][0]*100:.0f}% of the unsynced rate")
 PY
 
 echo

@@ -9,7 +9,7 @@ use jitc_protocol::{ErrorCode, ProcessInfo, Request, Response};
 use tokio::sync::{Mutex, MutexGuard, Notify, mpsc};
 
 use crate::approval::Approvals;
-use crate::audit::{Audit, Event};
+use crate::audit::{Audit, Event, PeerJson};
 use crate::cmd;
 use crate::config::Config;
 use crate::error::Refusal;
@@ -29,6 +29,8 @@ pub struct Session {
     pub leases: Vec<u64>,
     /// The peer's ancestry, read from /proc the first time a request needs it.
     chain: Option<Arc<[ProcessInfo]>>,
+    /// The peer and its ancestry as audit records carry them, made once.
+    peer_json: Option<PeerJson>,
 }
 
 impl Session {
@@ -38,6 +40,7 @@ impl Session {
             pushes,
             leases: Vec::new(),
             chain: None,
+            peer_json: None,
         }
     }
 
@@ -47,6 +50,17 @@ impl Session {
         self.chain
             .get_or_insert_with(|| crate::peer::chain(pid).into())
             .clone()
+    }
+
+    /// The peer as audit records carry it.
+    pub fn peer_json(&mut self) -> PeerJson {
+        if let Some(p) = &self.peer_json {
+            return p.clone();
+        }
+        let chain = self.chain();
+        let p = PeerJson::new(&self.peer, &chain);
+        self.peer_json = Some(p.clone());
+        p
     }
 }
 
@@ -321,13 +335,12 @@ impl Agent {
     }
 
     /// A wrong passphrase (at unlock or approve): repeated ones are an anomaly.
-    pub fn wrong_passphrase(&self, peer: &Peer, failures: u32) {
+    pub fn wrong_passphrase(&self, peer: PeerJson, failures: u32) {
         if failures == crate::anomaly::WRONG_PASSPHRASES_BEFORE_ALERT {
-            let chain = crate::peer::chain(peer.pid);
             self.anomaly(
                 "wrong_passphrases",
                 format!("{failures} wrong passphrases in a row"),
-                Event::default().peer(peer, &chain),
+                Event::default().peer(peer),
             );
         }
     }

@@ -27,6 +27,10 @@ pub async fn run(listener: UnixListener, agent: Arc<Agent>, shutdown: impl Futur
         notify_shutdown,
         done_tx,
     };
+    let writer = {
+        let agent = agent.clone();
+        tokio::spawn(async move { agent.audit.run_writer().await })
+    };
     agent.audit.record_later(crate::audit::Event {
         reason: Some(format!(
             "jitc-agentd {} (pid {})",
@@ -57,6 +61,7 @@ pub async fn run(listener: UnixListener, agent: Arc<Agent>, shutdown: impl Futur
     // Whatever finished in the meantime (a lease granted just before) is ended too.
     agent.shut_down().await;
     let _ = agent.audit.record(crate::audit::Event::new("stop")).await;
+    writer.abort();
 }
 
 /// Locks the vault once it has gone unused for the idle period with no lease active.
@@ -158,7 +163,10 @@ impl Handler {
             tracing::warn!(pid = peer.pid, uid = peer.uid, exe = ?peer.exe, "refused a peer of another user");
             self.agent.audit.record_later(
                 crate::audit::Event::new("peer_refused")
-                    .peer(&peer, &crate::peer::chain(peer.pid))
+                    .peer(crate::audit::PeerJson::new(
+                        &peer,
+                        &crate::peer::chain(peer.pid),
+                    ))
                     .reason(format!("uid {} is not the agent's", peer.uid)),
             );
             let _ = writer

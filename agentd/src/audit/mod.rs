@@ -4,8 +4,10 @@
 //! One writer thread owns the file. Requests hand it events and (for decisions) wait
 //! until their line is written and `fdatasync`ed; events that arrive while a sync is
 //! under way are written and synced together (group commit), so durability costs one
-//! sync per batch, not per request. If a line cannot be written, the request it belongs
-//! to is refused and `jitc status` shows the audit as failing.
+//! sync per batch, not per request. Records of what has already happened (a lease
+//! released, an anomaly) do not wake the writer: they go with the next decision, or
+//! within `LINGER`. If a line cannot be written, the request it belongs to is refused
+//! and `jitc status` shows the audit as failing.
 
 pub mod chain;
 pub mod verify;
@@ -14,13 +16,13 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use jitc_protocol::{AuditState, ErrorCode, LeaseRequest, ProcessInfo};
 use serde::Serialize;
-use tokio::sync::oneshot;
+use serde_json::value::RawValue;
+use tokio::sync::{Notify, oneshot};
 
 use crate::error::Refusal;
 use crate::peer::Peer;
@@ -29,31 +31,52 @@ use chain::{Key, Tag};
 /// Rotated files kept (`audit.log.1` … `audit.log.9`).
 const KEEP: usize = 9;
 
-/// The process behind a request, as recorded.
-#[derive(Debug, Clone, Serialize)]
-pub struct PeerRecord {
-    pub pid: u32,
-    pub uid: u32,
-    pub exe: Option<String>,
-    pub argv: Vec<String>,
-    pub chain: Vec<ProcessInfo>,
-}
+/// The longest a record nobody waits for stays queued.
+const LINGER: Duration = Duration::from_millis(50);
 
-impl PeerRecord {
-    pub fn new(peer: &Peer, chain: &[ProcessInfo]) -> PeerRecord {
-        PeerRecord {
+/// The process behind a request, as recorded: serialized once per connection (its
+/// ancestry is most of a record) and shared by every event of that connection.
+#[derive(Debug, Clone)]
+pub struct PeerJson(Arc<RawValue>);
+
+impl PeerJson {
+    pub fn new(peer: &Peer, chain: &[ProcessInfo]) -> PeerJson {
+        #[derive(Serialize)]
+        struct Record<'a> {
+            pid: u32,
+            uid: u32,
+            exe: &'a Option<String>,
+            argv: &'a [String],
+            chain: &'a [ProcessInfo],
+        }
+        let record = Record {
             pid: peer.pid,
             uid: peer.uid,
-            exe: peer.exe.clone(),
-            argv: peer.argv.clone(),
-            chain: chain.to_vec(),
-        }
+            exe: &peer.exe,
+            argv: &peer.argv,
+            chain,
+        };
+        // Serializing strings and numbers cannot fail; the fallback is still valid JSON.
+        let raw = serde_json::to_string(&record)
+            .ok()
+            .and_then(|s| RawValue::from_string(s).ok())
+            .unwrap_or_default();
+        PeerJson(Arc::from(raw))
+    }
+}
+
+impl Serialize for PeerJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
     }
 }
 
 /// One event. Never a value or a passphrase: there is no field that could hold one.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Event {
+    /// Set by the writer: when the line was written, and its place in the chain.
+    pub time: String,
+    pub seq: u64,
     pub event: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease: Option<u64>,
@@ -65,8 +88,6 @@ pub struct Event {
     pub command: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub argv: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub peer: Option<PeerRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -83,6 +104,8 @@ pub struct Event {
     /// For `log_continued`: the chain's tag where the previous file ended.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prev_tag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<PeerJson>,
 }
 
 impl Event {
@@ -93,8 +116,8 @@ impl Event {
         }
     }
 
-    pub fn peer(mut self, peer: &Peer, chain: &[ProcessInfo]) -> Event {
-        self.peer = Some(PeerRecord::new(peer, chain));
+    pub fn peer(mut self, peer: PeerJson) -> Event {
+        self.peer = Some(peer);
         self
     }
 
@@ -132,9 +155,78 @@ impl Event {
     }
 }
 
+type Waiter = oneshot::Sender<Result<(), String>>;
+
 enum Job {
-    Record(Box<Event>, Option<oneshot::Sender<Result<(), String>>>),
+    Record(Box<Event>, Option<Waiter>),
     Key(Option<Key>),
+    /// Answered once everything queued before it is written.
+    Flush(Waiter),
+}
+
+/// Jobs for the writer. Only `urgent` ones (someone waits) wake it at once.
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<Job>,
+    urgent: bool,
+}
+
+#[derive(Default)]
+struct Jobs {
+    queue: Mutex<Queue>,
+    ready: Notify,
+}
+
+impl std::fmt::Debug for Jobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Jobs({} queued)", self.lock().jobs.len())
+    }
+}
+
+impl Jobs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, job: Job, urgent: bool) {
+        let mut q = self.lock();
+        let first = q.jobs.is_empty();
+        q.jobs.push(job);
+        if urgent && !q.urgent {
+            q.urgent = true;
+            self.ready.notify_one();
+        } else if first {
+            // The writer starts the clock on this one.
+            self.ready.notify_one();
+        }
+    }
+
+    /// The next batch: everything queued, once something urgent is among it or the
+    /// oldest has waited `LINGER`.
+    async fn next_batch(&self) -> Vec<Job> {
+        let mut deadline = None;
+        loop {
+            {
+                let mut q = self.lock();
+                let due = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
+                if q.urgent || (due && !q.jobs.is_empty()) {
+                    q.urgent = false;
+                    return std::mem::take(&mut q.jobs);
+                }
+                if q.jobs.is_empty() {
+                    deadline = None;
+                } else if deadline.is_none() {
+                    deadline = Some(tokio::time::Instant::now() + LINGER);
+                }
+            }
+            match deadline {
+                Some(d) => {
+                    let _ = tokio::time::timeout_at(d, self.ready.notified()).await;
+                }
+                None => self.ready.notified().await,
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -147,9 +239,11 @@ struct Shared {
 /// The handle requests use to record events.
 #[derive(Debug)]
 pub struct Audit {
-    jobs: Mutex<std_mpsc::Sender<Job>>,
+    jobs: Jobs,
     shared: Arc<Mutex<Shared>>,
     path: PathBuf,
+    /// Taken by `run_writer`.
+    writer: Mutex<Option<Writer>>,
 }
 
 /// Options of the writer.
@@ -163,21 +257,29 @@ pub struct AuditConfig {
 }
 
 impl Audit {
-    /// Opens (or creates, 0600) the log, resumes its chain, and starts the writer.
+    /// Opens (or creates, 0600) the log and resumes its chain; `run_writer` writes.
     pub fn start(config: AuditConfig) -> Audit {
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let (tx, rx) = std_mpsc::channel();
         let path = config.path.clone();
-        let mut writer = Writer::open(config, shared.clone());
-        std::thread::Builder::new()
-            .name("audit".into())
-            .spawn(move || writer.run(rx))
-            .map(drop)
-            .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the audit writer"));
+        let writer = Writer::open(config, shared.clone());
         Audit {
-            jobs: Mutex::new(tx),
+            jobs: Jobs::default(),
             shared,
             path,
+            writer: Mutex::new(Some(writer)),
+        }
+    }
+
+    /// Writes what is queued, batch after batch, for as long as the agent runs. It is
+    /// a task on the agent's runtime, not a thread of its own: a request and the line
+    /// that records it are handed over without waking another thread. Only the
+    /// `fdatasync`, once per batch, runs on a blocking thread.
+    pub async fn run_writer(&self) {
+        let taken = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(mut writer) = taken else { return };
+        loop {
+            let batch = self.jobs.next_batch().await;
+            writer.commit(batch).await;
         }
     }
 
@@ -185,12 +287,19 @@ impl Audit {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn send(&self, job: Job) -> bool {
-        self.jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(job)
-            .is_ok()
+    fn send(&self, job: Job) {
+        let urgent = matches!(job, Job::Record(_, Some(_)) | Job::Flush(_));
+        self.jobs.push(job, urgent);
+    }
+
+    /// Waits until every record queued so far is written (for readers of the log).
+    pub async fn flush(&self) {
+        if self.jobs.lock().jobs.is_empty() {
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.send(Job::Flush(tx));
+        let _ = rx.await;
     }
 
     /// Records `event` and waits until it is on disk. The refusal says the audit log is
@@ -198,9 +307,7 @@ impl Audit {
     pub async fn record(&self, event: Event) -> Result<(), Refusal> {
         let (tx, rx) = oneshot::channel();
         let kind = event.event;
-        if !self.send(Job::Record(Box::new(event), Some(tx))) {
-            return Err(unavailable("the audit writer stopped"));
-        }
+        self.send(Job::Record(Box::new(event), Some(tx)));
         match rx.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
@@ -264,9 +371,11 @@ fn rotated(path: &Path, i: usize) -> PathBuf {
     PathBuf::from(name)
 }
 
+#[derive(Debug)]
 struct Writer {
     config: AuditConfig,
-    file: Option<File>,
+    /// Shared with the blocking thread that syncs it.
+    file: Option<Arc<File>>,
     /// Bytes in the current file.
     size: u64,
     state: chain::State,
@@ -334,7 +443,7 @@ impl Writer {
             .open(path)
             .map_err(|e| format!("cannot open {} ({e})", path.display()))?;
         self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        self.file = Some(file);
+        self.file = Some(Arc::new(file));
         Ok(())
     }
 
@@ -343,20 +452,12 @@ impl Writer {
     }
 
     /// The body of the next line: the event with its sequence number and time.
-    fn body(&mut self, event: &Event) -> String {
+    fn body(&mut self, event: &mut Event) -> String {
         self.state.seq += 1;
-        let mut map = match serde_json::to_value(event) {
-            Ok(serde_json::Value::Object(m)) => m,
-            _ => serde_json::Map::new(),
-        };
-        map.insert("seq".into(), self.state.seq.into());
-        map.insert(
-            "time".into(),
-            humantime::format_rfc3339_millis(SystemTime::now())
-                .to_string()
-                .into(),
-        );
-        serde_json::Value::Object(map).to_string()
+        event.seq = self.state.seq;
+        event.time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        // Strings, numbers and raw JSON: serializing cannot fail.
+        serde_json::to_string(event).unwrap_or_default()
     }
 
     /// Starts a new file when this one is full: `audit.log` becomes `audit.log.1`, and
@@ -374,83 +475,100 @@ impl Writer {
             .map_err(|e| format!("cannot rotate {} ({e})", path.display()))?;
         self.file = None;
         self.ensure_open()?;
-        let marker = Event {
+        let mut marker = Event {
             prev_tag: Some(chain::hex(&self.state.prev)),
             ..Event::new("log_continued")
         };
-        let body = self.body(&marker);
+        let body = self.body(&mut marker);
         out.push_str(&self.state.append(body, self.key.as_ref()));
         out.push('\n');
         Ok(())
     }
 
-    fn run(&mut self, jobs: std_mpsc::Receiver<Job>) {
-        while let Ok(first) = jobs.recv() {
-            // Everything that queued up while the last sync ran goes in one batch.
-            let mut batch = vec![first];
-            batch.extend(jobs.try_iter());
-            let before = (self.state.clone(), self.size);
-            let mut lines = String::new();
-            let mut waiters = Vec::new();
-            let mut keyed = None;
-            let rotated = self
-                .ensure_open()
-                .and_then(|()| self.rotate_if_full(&mut lines));
-            for job in batch {
-                match job {
-                    Job::Key(k) => self.key = k,
-                    Job::Record(event, waiter) => {
-                        let body = self.body(&event);
-                        let line = self.state.append(body, self.key.as_ref());
-                        if self.key.is_some() {
-                            keyed = Some((self.state.seq, self.state.prev));
-                        }
-                        lines.push_str(&line);
-                        lines.push('\n');
-                        waiters.extend(waiter);
+    /// Writes one batch (with a sync, unless turned off) and answers its waiters.
+    async fn commit(&mut self, batch: Vec<Job>) {
+        let before = (self.state.clone(), self.size);
+        let mut lines = String::new();
+        let mut waiters = Vec::new();
+        let mut keyed = None;
+        let rotated = self
+            .ensure_open()
+            .and_then(|()| self.rotate_if_full(&mut lines));
+        for job in batch {
+            match job {
+                Job::Key(k) => self.key = k,
+                Job::Flush(w) => waiters.push(w),
+                Job::Record(mut event, waiter) => {
+                    let body = self.body(&mut event);
+                    let line = self.state.append(body, self.key.as_ref());
+                    if self.key.is_some() {
+                        keyed = Some((self.state.seq, self.state.prev));
                     }
+                    lines.push_str(&line);
+                    lines.push('\n');
+                    waiters.extend(waiter);
                 }
             }
-            if lines.is_empty() {
-                continue;
-            }
-            let result = rotated.and_then(|()| self.write(&lines));
-            match &result {
-                Ok(()) => {
-                    self.set_error(None);
-                    let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
-                    s.last_seq = self.state.seq;
-                    if keyed.is_some() {
-                        s.last_keyed = keyed;
-                    }
-                }
-                Err(e) => {
-                    // Nothing of this batch counts: the chain goes back to where the
-                    // file is, and the file loses any torn tail.
-                    (self.state, self.size) = before;
-                    if let Some(f) = &self.file {
-                        let _ = f.set_len(self.size);
-                    }
-                    self.set_error(Some(e.clone()));
-                }
-            }
+        }
+        if lines.is_empty() {
+            // Nothing to write (a key change, a flush): nothing learnt about the log.
             for w in waiters {
-                let _ = w.send(result.clone());
+                let _ = w.send(Ok(()));
             }
+            return;
+        }
+        let result = match rotated.and_then(|()| self.write(&lines)) {
+            Ok(()) => self.sync().await,
+            Err(e) => Err(e),
+        };
+        match &result {
+            Ok(()) => {
+                self.set_error(None);
+                let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+                s.last_seq = self.state.seq;
+                if keyed.is_some() {
+                    s.last_keyed = keyed;
+                }
+            }
+            Err(e) => {
+                // Nothing of this batch counts: the chain goes back to where the file
+                // is, and the file loses any torn tail.
+                (self.state, self.size) = before;
+                if let Some(f) = &self.file {
+                    let _ = f.set_len(self.size);
+                }
+                self.set_error(Some(e.clone()));
+            }
+        }
+        for w in waiters {
+            let _ = w.send(result.clone());
         }
     }
 
+    /// Appends `lines`: one small write to the page cache, done in place.
     fn write(&mut self, lines: &str) -> Result<(), String> {
         self.ensure_open()?;
         let path = self.config.path.display().to_string();
-        let file = self.file.as_mut().ok_or("the log is not open")?;
+        let file = self.file.as_deref().ok_or("the log is not open")?;
+        let mut file: &File = file;
         file.write_all(lines.as_bytes())
             .map_err(|e| format!("cannot write {path} ({e})"))?;
-        if self.config.sync {
-            file.sync_data()
-                .map_err(|e| format!("cannot sync {path} ({e})"))?;
-        }
         self.size += lines.len() as u64;
         Ok(())
+    }
+
+    /// `fdatasync`, off the runtime: everything written so far is on disk.
+    async fn sync(&self) -> Result<(), String> {
+        if !self.config.sync {
+            return Ok(());
+        }
+        let Some(file) = self.file.clone() else {
+            return Err("the log is not open".into());
+        };
+        let path = self.config.path.display().to_string();
+        tokio::task::spawn_blocking(move || file.sync_data())
+            .await
+            .map_err(|_| format!("cannot sync {path} (the sync did not finish)"))?
+            .map_err(|e| format!("cannot sync {path} ({e})"))
     }
 }

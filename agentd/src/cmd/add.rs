@@ -39,7 +39,6 @@ pub async fn apply(agent: &Agent, session: &mut Session, add: AddSecret) -> Repl
         ));
     }
     // On record before it takes effect.
-    let chain = session.chain();
     let event = if exists {
         "secret_replaced"
     } else {
@@ -50,7 +49,7 @@ pub async fn apply(agent: &Agent, session: &mut Session, add: AddSecret) -> Repl
         .record(Event {
             secrets: vec![add.name.clone()],
             reason: add.canary.then(|| "canary".to_owned()),
-            ..Event::new(event).peer(&session.peer, &chain)
+            ..Event::new(event).peer(session.peer_json())
         })
         .await?;
     let undo = vault.undo_point(&add.name);

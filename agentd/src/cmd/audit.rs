@@ -9,6 +9,7 @@ use crate::audit::verify::verify_files;
 use crate::error::{Refusal, Reply};
 
 pub async fn verify(agent: &Agent) -> Reply {
+    agent.audit.flush().await;
     let (key, stored) = {
         let slot = agent.unlocked().await?;
         let vault = slot.as_ref().ok_or_else(Refusal::locked)?;

@@ -33,10 +33,9 @@ pub async fn apply(
         .map_err(|_| Refusal::internal("creating the vault"))?
         .map_err(|e| Refusal::from_vault(&agent.vault_file, e))?;
     agent.audit.set_key(Some(vault.key()));
-    let chain = session.chain();
     if let Err(e) = agent
         .audit
-        .record(Event::new("init").peer(&session.peer, &chain))
+        .record(Event::new("init").peer(session.peer_json()))
         .await
     {
         agent.audit.set_key(None);

@@ -86,9 +86,7 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
     let judged = judge(agent, session, &req)?;
     let base = Event {
         profile: judged.profile.clone(),
-        ..Event::default()
-            .peer(&session.peer, &judged.chain)
-            .request(&req)
+        ..Event::default().peer(session.peer_json()).request(&req)
     };
     if let Some((text, hours)) = &judged.policy.defaults.working_hours {
         let (day, minute) = crate::anomaly::local_now();

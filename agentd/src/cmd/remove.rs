@@ -20,12 +20,11 @@ pub async fn apply(agent: &Agent, session: &mut Session, name: &str) -> Reply {
         ));
     }
     // On record before it takes effect.
-    let chain = session.chain();
     agent
         .audit
         .record(Event {
             secrets: vec![name.to_owned()],
-            ..Event::new("secret_removed").peer(&session.peer, &chain)
+            ..Event::new("secret_removed").peer(session.peer_json())
         })
         .await?;
     let undo = vault.undo_point(name);

@@ -9,6 +9,8 @@ use crate::error::Reply;
 pub async fn apply(agent: &Agent) -> Reply {
     // Consulting the policy also picks up an edited idle_lock.
     let _ = agent.policy();
+    // `jitc audit` reads the log after asking this: everything so far is in it.
+    agent.audit.flush().await;
     let slot = agent.vault_slot().await;
     let unlocked = slot.as_ref();
     let leases = agent.leases_mut().len();

@@ -37,10 +37,9 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
             let key = crate::audit::chain::derive_key(vault.key());
             // On record before it takes effect: no audit, no unlock.
             agent.audit.set_key(Some(vault.key()));
-            let chain = session.chain();
             if let Err(e) = agent
                 .audit
-                .record(Event::new("unlock").peer(&session.peer, &chain))
+                .record(Event::new("unlock").peer(session.peer_json()))
                 .await
             {
                 agent.audit.set_key(None);
@@ -52,7 +51,7 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
                     agent,
                     key,
                     cp,
-                    Event::new("anomaly").peer(&session.peer, &chain),
+                    Event::new("anomaly").peer(session.peer_json()),
                 )
                 .await;
             }
@@ -61,13 +60,12 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
         Err(VaultError::WrongPassphrase) => {
             let failures = agent.record_failure();
             tracing::warn!(failures, "unlock refused: wrong passphrase");
-            let chain = session.chain();
             agent.audit.record_later(
                 Event::new("unlock_failed")
-                    .peer(&session.peer, &chain)
+                    .peer(session.peer_json())
                     .reason("wrong passphrase"),
             );
-            agent.wrong_passphrase(&session.peer, failures);
+            agent.wrong_passphrase(session.peer_json(), failures);
             tokio::time::sleep(backoff(failures)).await;
             Err(Refusal::from_vault(
                 &agent.vault_file,

@@ -106,7 +106,7 @@ echo "   against a second agent whose audit writes skip the sync (--no-audit-syn
 echo "   the log is on $(stat -f -c %T "$XDG_STATE_HOME"); ${rounds} alternating rounds of ${seconds}s"
 nosync_sock="$XDG_RUNTIME_DIR/nosync.sock"
 JITC_SOCK="$nosync_sock" JITC_VAULT="$tmp/nosync.jitc" "$PWD/target/release/jitc-agentd" \
-    --no-audit-sync --audit-log "$tmp/nosync-audit.log" 2>/dev/null &
+    --no-audit-sync --audit-log "$tmp/nosync-audit.log" >/dev/null 2>&1 &
 nosync_pid=$!
 while ! [ -S "$nosync_sock" ]; do sleep 0.05; done
 printf 'bench passphrase\n' | JITC_SOCK="$nosync_sock" "$jitc" init --passphrase-stdin 2>/dev/null

@@ -777,3 +777,18 @@ pub fn find_child_named(parent: u32, name: &str) -> u32 {
     }
     panic!("no child {name} of {parent}");
 }
+
+/// `program` run as uid 65534 (nobody), able to reach root's private directories
+/// (dac_override) so that only the agent's own checks can stop it.
+pub fn as_nobody(env: &TestEnv, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = env.command("setpriv");
+    c.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=+dac_override",
+        "--ambient-caps=+dac_override",
+    ])
+    .arg(program);
+    c
+}

@@ -35,6 +35,21 @@ fn setup() -> (TestEnv, Agent) {
     (env, agent)
 }
 
+/// An agent whose state directory (the audit log's) is a tmpfs of its own, mounted
+/// with `options` in a private mount namespace.
+fn agent_on_tmpfs(env: &TestEnv, options: &str) -> Agent {
+    let dir = env.state.join("jitc");
+    fs::create_dir_all(&dir).unwrap();
+    let mut c = env.command("unshare");
+    c.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs -o {options},mode=0700 tmpfs {} && exec {}",
+            dir.display(),
+            agentd_bin().display()
+        ));
+    Agent::spawn(c).unwrap()
+}
+
 /// Waits (following the log with `jitc audit --follow`) for a record of `kind` whose
 /// JSON holds `needle`; records of events that have already happened are written
 /// without the request waiting for them.
@@ -90,17 +105,8 @@ fn every_event_kind_is_recorded_with_its_fields_and_no_value() {
     )
     .code(77);
     env.unlock().ok();
-    let mut c = env.command("setpriv");
-    c.args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "--inh-caps=+dac_override",
-        "--ambient-caps=+dac_override",
-        "/usr/bin/python3",
-        "-c",
-    ])
-    .arg("import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\ns.recv(100)")
+    let mut c = as_nobody(&env, "/usr/bin/python3");
+    c.arg("-c").arg("import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\ns.recv(100)")
     .arg(env.socket());
     run_with_stdin(c, None);
     wait_for_record(&env, "peer_refused", "\"uid\":65534");
@@ -392,16 +398,7 @@ fn an_unwritable_log_refuses_and_shows_in_status() {
 #[test]
 fn a_read_only_log_directory_refuses() {
     let env = TestEnv::new();
-    let dir = env.state.join("jitc");
-    fs::create_dir_all(&dir).unwrap();
-    let mut c = env.command("unshare");
-    c.args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg(format!(
-            "mount -t tmpfs -o ro,mode=0700 tmpfs {} && exec {}",
-            dir.display(),
-            agentd_bin().display()
-        ));
-    let _agent = Agent::spawn(c).unwrap();
+    let _agent = agent_on_tmpfs(&env, "ro");
     env.run(&INIT_ARGS, Some(format!("{PASSPHRASE}\n").as_bytes()))
         .code(77)
         .says("audit log unavailable");
@@ -416,16 +413,7 @@ fn a_read_only_log_directory_refuses() {
 #[test]
 fn a_full_disk_mid_run_refuses_leases() {
     let env = TestEnv::new();
-    let dir = env.state.join("jitc");
-    fs::create_dir_all(&dir).unwrap();
-    let mut c = env.command("unshare");
-    c.args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg(format!(
-            "mount -t tmpfs -o size=48k,mode=0700 tmpfs {} && exec {}",
-            dir.display(),
-            agentd_bin().display()
-        ));
-    let _agent = Agent::spawn(c).unwrap();
+    let _agent = agent_on_tmpfs(&env, "size=48k");
     env.init();
     env.add("prod/db", VALUE);
     // Leases are granted until the log's filesystem is full, then refused.

@@ -7,21 +7,6 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use jitc_tests::*;
 
-/// `program` run as uid 65534 (nobody), able to reach root's private directories
-/// (dac_override) so that only the agent's own checks can stop it.
-fn as_nobody(env: &TestEnv, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
-    let mut c = env.command("setpriv");
-    c.args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "--inh-caps=+dac_override",
-        "--ambient-caps=+dac_override",
-    ])
-    .arg(program);
-    c
-}
-
 /// Runs a raw protocol exchange as uid 65534 (python, since `jitc` itself would refuse
 /// a root-owned agent before sending anything): sends Hello, returns the reply frame.
 fn hello_as_nobody(env: &TestEnv) -> Vec<u8> {

@@ -318,6 +318,18 @@ impl Audit {
         }
     }
 
+    /// Keys the chain with `vault_key` (a vault just opened or created) and records
+    /// `event`, the opening itself; if that cannot be written, the key is dropped again
+    /// and the opening must not take effect.
+    pub async fn record_opening(&self, vault_key: &[u8; 32], event: Event) -> Result<(), Refusal> {
+        self.set_key(Some(vault_key));
+        let recorded = self.record(event).await;
+        if recorded.is_err() {
+            self.set_key(None);
+        }
+        recorded
+    }
+
     /// Records `event` without waiting (for what has already happened).
     pub fn record_later(&self, event: Event) {
         self.send(Job::Record(Box::new(event), None));

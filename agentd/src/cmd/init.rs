@@ -32,15 +32,10 @@ pub async fn apply(
         .await
         .map_err(|_| Refusal::internal("creating the vault"))?
         .map_err(|e| Refusal::from_vault(&agent.vault_file, e))?;
-    agent.audit.set_key(Some(vault.key()));
-    if let Err(e) = agent
+    agent
         .audit
-        .record(Event::new("init").peer(session.peer_json()))
-        .await
-    {
-        agent.audit.set_key(None);
-        return Err(e);
-    }
+        .record_opening(vault.key(), Event::new("init").peer(session.peer_json()))
+        .await?;
     agent.save(&mut vault).await?;
     tracing::info!(
         vault = %agent.vault_file.path().display(),

@@ -36,15 +36,10 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
             let checkpoint = vault.audit_checkpoint().map(|c| (c.seq, c.tag));
             let key = crate::audit::chain::derive_key(vault.key());
             // On record before it takes effect: no audit, no unlock.
-            agent.audit.set_key(Some(vault.key()));
-            if let Err(e) = agent
+            agent
                 .audit
-                .record(Event::new("unlock").peer(session.peer_json()))
-                .await
-            {
-                agent.audit.set_key(None);
-                return Err(e);
-            }
+                .record_opening(vault.key(), Event::new("unlock").peer(session.peer_json()))
+                .await?;
             agent.install(&mut *agent.vault_slot().await, vault)?;
             if let Some(cp) = checkpoint {
                 check_log(

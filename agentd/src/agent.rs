@@ -351,15 +351,18 @@ impl Agent {
             .exe
             .clone()
             .unwrap_or_else(|| format!("pid {}", peer.pid));
-        let n = self
+        let repeated = self
             .counters
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .denial(&who, std::time::Instant::now());
-        if let Some(n) = n {
+        if repeated {
             self.anomaly(
                 "repeated_denials",
-                format!("{n} leases refused to {who} within 10 minutes"),
+                format!(
+                    "{} leases refused to {who} within 10 minutes",
+                    crate::anomaly::DENIALS_BEFORE_ALERT
+                ),
                 base,
             );
         }

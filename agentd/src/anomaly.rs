@@ -18,45 +18,89 @@ pub const DENIALS_BEFORE_ALERT: usize = 3;
 /// Consecutive wrong passphrases that count as "repeated".
 pub const WRONG_PASSPHRASES_BEFORE_ALERT: u32 = 3;
 
-/// Sliding-window counters behind the burst and denial anomalies.
-#[derive(Debug, Default)]
-pub struct Counters {
-    grants: HashMap<String, VecDeque<Instant>>,
-    /// When a burst of a secret was last reported (once per minute at most).
-    burst_reported: HashMap<String, Instant>,
-    denials: HashMap<String, VecDeque<Instant>>,
+/// The most keys a window keeps before it forgets the quiet ones.
+const MAX_KEYS: usize = 4096;
+
+/// Events per key (a secret, an executable) in a sliding window. Only the newest
+/// `limit + 1` times of a key are kept — that is all it takes to tell that more than
+/// `limit` fell within the window — so memory stays small at any rate.
+#[derive(Debug)]
+struct Window {
+    span: Duration,
+    /// Recent times, and when the key last passed its limit.
+    keys: HashMap<String, (VecDeque<Instant>, Option<Instant>)>,
 }
 
-fn prune(q: &mut VecDeque<Instant>, window: Duration, now: Instant) {
-    while q.front().is_some_and(|t| now.duration_since(*t) > window) {
-        q.pop_front();
+impl Window {
+    fn new(span: Duration) -> Window {
+        Window {
+            span,
+            keys: HashMap::new(),
+        }
+    }
+
+    /// Counts one event of `key`; `Some(limit + 1)` when that takes it past `limit`
+    /// within the window, at most once per window.
+    fn count(&mut self, key: &str, limit: usize, now: Instant) -> Option<usize> {
+        let span = self.span;
+        if self.keys.len() >= MAX_KEYS {
+            self.keys
+                .retain(|_, (q, _)| q.back().is_some_and(|t| now.duration_since(*t) <= span));
+            if self.keys.len() >= MAX_KEYS {
+                // Thousands of keys active at once: start counting afresh rather than
+                // grow (the events themselves are all in the audit log).
+                tracing::warn!(keys = self.keys.len(), "anomaly counters full; reset");
+                self.keys.clear();
+            }
+        }
+        if !self.keys.contains_key(key) {
+            self.keys.insert(key.to_owned(), Default::default());
+        }
+        let (q, reported) = self.keys.get_mut(key)?;
+        while q.front().is_some_and(|t| now.duration_since(*t) > span) {
+            q.pop_front();
+        }
+        q.push_back(now);
+        while q.len() > limit + 1 {
+            q.pop_front();
+        }
+        if q.len() <= limit || reported.is_some_and(|t| now.duration_since(t) < span) {
+            return None;
+        }
+        *reported = Some(now);
+        Some(q.len())
+    }
+}
+
+/// The counters behind the burst and denial anomalies.
+#[derive(Debug)]
+pub struct Counters {
+    grants: Window,
+    denials: Window,
+}
+
+impl Default for Counters {
+    fn default() -> Counters {
+        Counters {
+            grants: Window::new(Duration::from_secs(60)),
+            denials: Window::new(DENIAL_WINDOW),
+        }
     }
 }
 
 impl Counters {
-    /// Counts a grant of `secret`; `Some(n)` when it makes a new burst of n in a minute.
-    pub fn grant(&mut self, secret: &str, limit: u32, now: Instant) -> Option<usize> {
-        let q = self.grants.entry(secret.to_owned()).or_default();
-        prune(q, Duration::from_secs(60), now);
-        q.push_back(now);
-        let n = q.len();
-        if n <= limit as usize {
-            return None;
-        }
-        let last = self.burst_reported.get(secret);
-        if last.is_some_and(|t| now.duration_since(*t) < Duration::from_secs(60)) {
-            return None;
-        }
-        self.burst_reported.insert(secret.to_owned(), now);
-        Some(n)
+    /// Counts a grant of `secret`; `true` when it makes more than `limit` in a minute
+    /// (said once a minute at most).
+    pub fn grant(&mut self, secret: &str, limit: u32, now: Instant) -> bool {
+        self.grants.count(secret, limit as usize, now).is_some()
     }
 
-    /// Counts a denial for `who`; `Some(n)` when it reaches the alert threshold.
-    pub fn denial(&mut self, who: &str, now: Instant) -> Option<usize> {
-        let q = self.denials.entry(who.to_owned()).or_default();
-        prune(q, DENIAL_WINDOW, now);
-        q.push_back(now);
-        (q.len() == DENIALS_BEFORE_ALERT).then_some(q.len())
+    /// Counts a denial for `who`; `true` when it reaches `DENIALS_BEFORE_ALERT` within
+    /// the window (said once per window at most).
+    pub fn denial(&mut self, who: &str, now: Instant) -> bool {
+        self.denials
+            .count(who, DENIALS_BEFORE_ALERT - 1, now)
+            .is_some()
     }
 }
 
@@ -195,19 +239,38 @@ mod tests {
     fn bursts_and_denials() {
         let mut c = Counters::default();
         let t = Instant::now();
+        let ms = |i: u64| t + Duration::from_millis(i);
         for i in 0..5 {
-            assert_eq!(c.grant("s", 5, t + Duration::from_millis(i)), None);
+            assert!(!c.grant("s", 5, ms(i)));
         }
-        assert_eq!(c.grant("s", 5, t + Duration::from_millis(10)), Some(6));
-        assert_eq!(
-            c.grant("s", 5, t + Duration::from_millis(11)),
-            None,
-            "once a minute"
-        );
-        assert_eq!(c.grant("other", 5, t), None);
-        assert_eq!(c.denial("curl", t), None);
-        assert_eq!(c.denial("curl", t), None);
-        assert_eq!(c.denial("curl", t), Some(3));
-        assert_eq!(c.denial("curl", t), None);
+        assert!(c.grant("s", 5, ms(10)));
+        assert!(!c.grant("s", 5, ms(11)), "once a minute");
+        assert!(!c.grant("other", 5, t));
+        // A minute after the report, a burst is reported again.
+        let later = t + Duration::from_secs(61);
+        for i in 0..5 {
+            assert!(!c.grant("s", 5, later + Duration::from_millis(i)));
+        }
+        assert!(c.grant("s", 5, later + Duration::from_millis(10)));
+        // Slow and steady is no burst.
+        for i in 0..100 {
+            assert!(!c.grant("steady", 5, t + Duration::from_secs(15 * i)));
+        }
+        assert!(!c.denial("curl", t));
+        assert!(!c.denial("curl", t));
+        assert!(c.denial("curl", t));
+        assert!(!c.denial("curl", t));
+    }
+
+    #[test]
+    fn memory_stays_bounded_at_any_rate() {
+        let mut c = Counters::default();
+        let t = Instant::now();
+        for i in 0..100_000 {
+            c.grant("s", 30, t + Duration::from_micros(i));
+            c.denial(&format!("exe-{i}"), t + Duration::from_micros(i));
+        }
+        assert!(c.grants.keys["s"].0.len() <= 31);
+        assert!(c.denials.keys.len() <= MAX_KEYS + 1);
     }
 }

@@ -286,10 +286,10 @@ async fn grant(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .grant(secret, limit, std::time::Instant::now());
-        if let Some(n) = burst {
+        if burst {
             agent.anomaly(
                 "burst",
-                format!("{n} leases of '{secret}' within a minute (more than {limit})"),
+                format!("more than {limit} leases of '{secret}' within a minute"),
                 base.clone(),
             );
         }

@@ -14,8 +14,8 @@
 //! across writes, or across a pause, never escapes.
 
 use aho_corasick::automaton::Automaton;
-use aho_corasick::dfa::DFA;
-use aho_corasick::{AhoCorasick, AhoCorasickKind, Anchored, Input, MatchKind, StartKind};
+use aho_corasick::nfa::contiguous::NFA;
+use aho_corasick::{AhoCorasick, AhoCorasickKind, Anchored, Input, MatchKind};
 use zeroize::Zeroizing;
 
 /// Values shorter than this are not masked (their encodings would match all over
@@ -166,7 +166,7 @@ impl Finder {
             }
             AhoCorasick::builder()
                 .match_kind(MatchKind::LeftmostFirst)
-                .kind(Some(AhoCorasickKind::DFA))
+                .kind(Some(AhoCorasickKind::ContiguousNFA))
                 .build(set)
                 .map(Some)
                 .map_err(|e| e.to_string())
@@ -274,7 +274,7 @@ pub struct Masker {
     finder: Option<Finder>,
     /// Reports every occurrence, overlapping ones included, near one that was found; and
     /// answers, anchored, whether a tail could still grow into one.
-    dfa: Option<DFA>,
+    nfa: Option<NFA>,
     /// Secret name of each pattern, by pattern index.
     owners: Vec<usize>,
     names: Vec<String>,
@@ -317,21 +317,20 @@ impl Masker {
             }
         }
         let max_len = patterns.iter().map(|p| p.len()).max().unwrap_or(0);
-        let (finder, dfa) = if patterns.is_empty() {
+        let (finder, nfa) = if patterns.is_empty() {
             (None, None)
         } else {
             let finder = Finder::build(&patterns)?;
-            let dfa = DFA::builder()
+            let nfa = NFA::builder()
                 .match_kind(MatchKind::Standard)
-                .start_kind(StartKind::Both)
                 .byte_classes(true)
                 .build(patterns.iter().map(|p| p.as_slice()))
                 .map_err(|e| e.to_string())?;
-            (Some(finder), Some(dfa))
+            (Some(finder), Some(nfa))
         };
         Ok(Masker {
             finder,
-            dfa,
+            nfa,
             owners,
             markers: names.iter().map(|n| format!("<concealed:{n}>")).collect(),
             names,
@@ -355,28 +354,28 @@ impl Masker {
 
     /// Whether `s` is a proper prefix of some pattern: an occurrence could still start
     /// here and finish in bytes not read yet.
-    fn could_continue(&self, dfa: &DFA, s: &[u8]) -> bool {
-        let Ok(mut sid) = dfa.start_state(Anchored::Yes) else {
+    fn could_continue(&self, nfa: &NFA, s: &[u8]) -> bool {
+        let Ok(mut sid) = nfa.start_state(Anchored::Yes) else {
             return false;
         };
         for &b in s {
-            sid = dfa.next_state(Anchored::Yes, sid, b);
-            if dfa.is_dead(sid) {
+            sid = nfa.next_state(Anchored::Yes, sid, b);
+            if nfa.is_dead(sid) {
                 return false;
             }
         }
         // Alive after all of `s`: some pattern is longer, unless `s` is a whole
         // pattern that nothing extends.
-        !dfa.is_match(sid)
-            || (0..=255u8).any(|b| !dfa.is_dead(dfa.next_state(Anchored::Yes, sid, b)))
+        !nfa.is_match(sid)
+            || (0..=255u8).any(|b| !nfa.is_dead(nfa.next_state(Anchored::Yes, sid, b)))
     }
 
     /// Where the held-back tail of `data` starts: the earliest position from which the
     /// rest could still grow into an occurrence.
-    fn hold_from(&self, dfa: &DFA, data: &[u8]) -> usize {
+    fn hold_from(&self, nfa: &NFA, data: &[u8]) -> usize {
         let from = data.len().saturating_sub(self.max_len.saturating_sub(1));
         (from..data.len())
-            .find(|&p| self.could_continue(dfa, &data[p..]))
+            .find(|&p| self.could_continue(nfa, &data[p..]))
             .unwrap_or(data.len())
     }
 }
@@ -406,18 +405,18 @@ impl MaskStream<'_> {
     /// in pieces: slices of `chunk` itself where nothing is replaced (no copy), markers
     /// in between.
     pub fn push(&mut self, chunk: &[u8], emit: &mut dyn FnMut(&[u8])) {
-        let Some(dfa) = &self.masker.dfa else {
+        let Some(nfa) = &self.masker.nfa else {
             emit(chunk);
             return;
         };
         if self.pending.is_empty() {
-            let keep = self.mask(dfa, chunk, false, emit);
+            let keep = self.mask(nfa, chunk, false, emit);
             self.pending.extend_from_slice(&chunk[keep..]);
         } else {
             let mut data = Zeroizing::new(Vec::with_capacity(self.pending.len() + chunk.len()));
             data.extend_from_slice(&self.pending);
             data.extend_from_slice(chunk);
-            let keep = self.mask(dfa, &data, false, emit);
+            let keep = self.mask(nfa, &data, false, emit);
             self.pending.clear();
             self.pending.extend_from_slice(&data[keep..]);
         }
@@ -426,9 +425,9 @@ impl MaskStream<'_> {
     /// The stream ended: releases what was held back, masked.
     pub fn finish(&mut self, emit: &mut dyn FnMut(&[u8])) {
         let data = Zeroizing::new(std::mem::take(&mut *self.pending));
-        match &self.masker.dfa {
-            Some(dfa) => {
-                self.mask(dfa, &data, true, emit);
+        match &self.masker.nfa {
+            Some(nfa) => {
+                self.mask(nfa, &data, true, emit);
             }
             None => emit(&data),
         }
@@ -446,12 +445,12 @@ impl MaskStream<'_> {
 
     /// The run of overlapping occurrences that begins with the occurrence at `start`:
     /// every occurrence starting inside the run so far joins it, until none does.
-    fn region_at(&self, dfa: &DFA, data: &[u8], start: usize) -> Region {
+    fn region_at(&self, nfa: &NFA, data: &[u8], start: usize) -> Region {
         let max_len = self.masker.max_len;
         let mut upto = (start + 2 * max_len).min(data.len());
         loop {
             // Every occurrence starting in [start, upto), in order of start.
-            let mut found: Vec<(usize, usize, usize)> = dfa
+            let mut found: Vec<(usize, usize, usize)> = nfa
                 .try_find_overlapping_iter(Input::new(&data[..upto]).span(start..upto))
                 .map(|iter| {
                     iter.map(|m| {
@@ -489,18 +488,18 @@ impl MaskStream<'_> {
 
     /// Writes `data` to `out` with every final occurrence replaced; returns where the
     /// held-back tail starts (`data.len()` at the end of the stream).
-    fn mask(&self, dfa: &DFA, data: &[u8], end: bool, emit: &mut dyn FnMut(&[u8])) -> usize {
+    fn mask(&self, nfa: &NFA, data: &[u8], end: bool, emit: &mut dyn FnMut(&[u8])) -> usize {
         let mut cut = if end {
             data.len()
         } else {
-            self.masker.hold_from(dfa, data)
+            self.masker.hold_from(nfa, data)
         };
         let mut at = 0;
         while let Some(start) = self.masker.finder.as_ref().and_then(|f| f.find(data, at)) {
             if start >= cut {
                 break;
             }
-            let r = self.region_at(dfa, data, start);
+            let r = self.region_at(nfa, data, start);
             // An occurrence running into the held tail is held with it: it may yet grow.
             if r.end > cut {
                 cut = r.start;

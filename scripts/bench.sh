@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces the figures in BENCHMARKS.md on this machine:
 #   1. wall time of `jitc status` and `jitc exec -s X -- true` against `ssh-add -l`
-#      talking to a running ssh-agent that holds one key (hyperfine, medians);
+#      talking to a running ssh-agent that holds one key (hyperfine, medians), and the
+#      same exec against a second agent whose audit log is not synced;
 #   2. lease grant+release pairs per second and latency with 1, 8, 32 and 128
 #      concurrent clients, beside ssh-agent answering REQUEST_IDENTITIES driven by the
 #      same client loop (jitc-lease-bench);
@@ -53,23 +54,38 @@ eval "$("$jitc" agent 2>/dev/null)"
 agent_pid="$("$jitc" status --json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')"
 printf 'bench passphrase\n' | "$jitc" init --passphrase-stdin 2>/dev/null
 printf 'value-of-x' | "$jitc" add X 2>/dev/null
+# A second agent, the same but for the audit's fdatasync: what durability costs.
+nosync_sock="$XDG_RUNTIME_DIR/nosync.sock"
+JITC_SOCK="$nosync_sock" JITC_VAULT="$tmp/nosync.jitc" "$PWD/target/release/jitc-agentd" \
+    --no-audit-sync --audit-log "$tmp/nosync-audit.log" >/dev/null 2>&1 &
+nosync_pid=$!
+while ! [ -S "$nosync_sock" ]; do sleep 0.05; done
+printf 'bench passphrase\n' | JITC_SOCK="$nosync_sock" "$jitc" init --passphrase-stdin 2>/dev/null
+printf 'value-of-x' | JITC_SOCK="$nosync_sock" "$jitc" add X 2>/dev/null
 
 echo "== start-up and one round trip (hyperfine -N, $runs runs each, after 100 warm-up runs)"
 hyperfine -N --warmup 100 --runs "$runs" --style basic \
     --export-json "$tmp/latency.json" \
     'ssh-add -l' "$jitc status" "$jitc exec -s X -- true" >/dev/null 2>&1
-python3 - "$tmp/latency.json" <<'PY'
+# The same exec against the agent whose audit is not synced (hyperfine -N cannot set
+# a variable per command, so it is a run of its own, right after).
+JITC_SOCK="$nosync_sock" hyperfine -N --warmup 100 --runs "$runs" --style basic \
+    --export-json "$tmp/latency-nosync.json" "$jitc exec -s X -- true" >/dev/null 2>&1
+python3 - "$tmp/latency.json" "$tmp/latency-nosync.json" <<'PY'
 import json, statistics, sys
 res = json.load(open(sys.argv[1]))["results"]
+nosync = json.load(open(sys.argv[2]))["results"][0]
+nosync["command"] += " (audit not synced)"
+res.append(nosync)
 base = statistics.median(res[0]["times"])
-print(f"{'command':40} {'median':>10} {'mean':>10} {'p95':>10}  vs ssh-add -l")
+print(f"{'command':44} {'median':>10} {'mean':>10} {'p95':>10}  vs ssh-add -l")
 for r in res:
     t = sorted(r["times"])
     med = statistics.median(t)
     p95 = t[int(len(t) * 0.95) - 1]
     name = r["command"].replace(sys.argv[1].rsplit('/', 1)[0], "")
     name = name.split("/target/release/")[-1]
-    print(f"{name:40} {med*1e3:8.3f}ms {r['mean']*1e3:8.3f}ms {p95*1e3:8.3f}ms  {med/base:5.2f}x")
+    print(f"{name:44} {med*1e3:8.3f}ms {r['mean']*1e3:8.3f}ms {p95*1e3:8.3f}ms  {med/base:5.2f}x")
 PY
 
 echo
@@ -103,14 +119,7 @@ PY
 echo
 echo "== the cost of durability: 32 clients, audit records fdatasync'd (group commit)"
 echo "   against a second agent whose audit writes skip the sync (--no-audit-sync);"
-echo "   the log is on $(stat -f -c %T "$XDG_STATE_HOME"); ${rounds} alternating rounds of ${seconds}s"
-nosync_sock="$XDG_RUNTIME_DIR/nosync.sock"
-JITC_SOCK="$nosync_sock" JITC_VAULT="$tmp/nosync.jitc" "$PWD/target/release/jitc-agentd" \
-    --no-audit-sync --audit-log "$tmp/nosync-audit.log" >/dev/null 2>&1 &
-nosync_pid=$!
-while ! [ -S "$nosync_sock" ]; do sleep 0.05; done
-printf 'bench passphrase\n' | JITC_SOCK="$nosync_sock" "$jitc" init --passphrase-stdin 2>/dev/null
-printf 'value-of-x' | JITC_SOCK="$nosync_sock" "$jitc" add X 2>/dev/null
+echo "   the log is on $(df --output=fstype "$XDG_STATE_HOME" | tail -1); ${rounds} alternating rounds of ${seconds}s"
 : > "$tmp/sync.txt"
 for _ in $(seq 1 "$rounds"); do
     "$lease_bench" jitc "$JITC_SOCK" X 32 "$seconds" | sed 's/^/sync /' >> "$tmp/sync.txt"

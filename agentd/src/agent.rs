@@ -320,7 +320,20 @@ impl Agent {
             .current()
             .ok()
             .and_then(|p| p.defaults.alert_command.clone());
-        if let Some(argv) = alert {
+        let allowed = || {
+            let ok = self
+                .counters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .alert_allowed(std::time::Instant::now());
+            if !ok {
+                tracing::warn!(kind, "alert command skipped: too many alerts this minute");
+            }
+            ok
+        };
+        if let Some(argv) = alert
+            && allowed()
+        {
             let spawned = tokio::process::Command::new(&argv[0])
                 .args(&argv[1..])
                 .arg(format!("jitc: {description}"))
@@ -332,6 +345,14 @@ impl Agent {
                 tracing::warn!(command = %argv[0], error = %e, "cannot run the alert command");
             }
         }
+    }
+
+    /// Whether `kind` about `subject` is news: not reported in the last 10 minutes.
+    pub fn first_in_a_while(&self, kind: &str, subject: &str) -> bool {
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .first_in_a_while(kind, subject, std::time::Instant::now())
     }
 
     /// A wrong passphrase (at unlock or approve): repeated ones are an anomaly.

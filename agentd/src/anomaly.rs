@@ -39,9 +39,31 @@ impl Window {
         }
     }
 
+    /// Counts one event of `key`; how many fell within the window, up to `limit + 1`.
+    fn push(&mut self, key: &str, limit: usize, now: Instant) -> usize {
+        self.entry(key, limit, now).0.len()
+    }
+
     /// Counts one event of `key`; `Some(limit + 1)` when that takes it past `limit`
     /// within the window, at most once per window.
     fn count(&mut self, key: &str, limit: usize, now: Instant) -> Option<usize> {
+        let span = self.span;
+        let (q, reported) = self.entry(key, limit, now);
+        if q.len() <= limit || reported.is_some_and(|t| now.duration_since(t) < span) {
+            return None;
+        }
+        *reported = Some(now);
+        Some(q.len())
+    }
+
+    /// `key`'s times with `now` counted (the newest `limit + 1`), and when it last
+    /// passed its limit.
+    fn entry(
+        &mut self,
+        key: &str,
+        limit: usize,
+        now: Instant,
+    ) -> (&mut VecDeque<Instant>, &mut Option<Instant>) {
         let span = self.span;
         if self.keys.len() >= MAX_KEYS {
             self.keys
@@ -53,10 +75,7 @@ impl Window {
                 self.keys.clear();
             }
         }
-        if !self.keys.contains_key(key) {
-            self.keys.insert(key.to_owned(), Default::default());
-        }
-        let (q, reported) = self.keys.get_mut(key)?;
+        let (q, reported) = self.keys.entry(key.to_owned()).or_default();
         while q.front().is_some_and(|t| now.duration_since(*t) > span) {
             q.pop_front();
         }
@@ -64,26 +83,34 @@ impl Window {
         while q.len() > limit + 1 {
             q.pop_front();
         }
-        if q.len() <= limit || reported.is_some_and(|t| now.duration_since(t) < span) {
-            return None;
-        }
-        *reported = Some(now);
-        Some(q.len())
+        (q, reported)
     }
 }
 
-/// The counters behind the burst and denial anomalies.
+/// The counters behind the burst and denial anomalies, and the limits on how often
+/// the same thing is reported.
 #[derive(Debug)]
 pub struct Counters {
     grants: Window,
     denials: Window,
+    /// Reports of the same kind and subject (at most one per window).
+    reports: Window,
+    /// Alert commands started (at most `ALERTS_PER_MINUTE`).
+    alerts: Window,
 }
+
+/// A repeated report of the same kind about the same subject is held back this long.
+const REPORT_WINDOW: Duration = Duration::from_secs(600);
+/// At most this many alert commands a minute; the anomalies themselves are all recorded.
+pub const ALERTS_PER_MINUTE: usize = 10;
 
 impl Default for Counters {
     fn default() -> Counters {
         Counters {
             grants: Window::new(Duration::from_secs(60)),
             denials: Window::new(DENIAL_WINDOW),
+            reports: Window::new(REPORT_WINDOW),
+            alerts: Window::new(Duration::from_secs(60)),
         }
     }
 }
@@ -93,6 +120,19 @@ impl Counters {
     /// (said once a minute at most).
     pub fn grant(&mut self, secret: &str, limit: u32, now: Instant) -> bool {
         self.grants.count(secret, limit as usize, now).is_some()
+    }
+
+    /// Whether `kind` about `subject` was not reported in the last 10 minutes (and now
+    /// counts as reported).
+    pub fn first_in_a_while(&mut self, kind: &str, subject: &str, now: Instant) -> bool {
+        self.reports
+            .count(&format!("{kind}\0{subject}"), 0, now)
+            .is_some()
+    }
+
+    /// Whether another alert command may start now (at most `ALERTS_PER_MINUTE`).
+    pub fn alert_allowed(&mut self, now: Instant) -> bool {
+        self.alerts.push("", ALERTS_PER_MINUTE, now) <= ALERTS_PER_MINUTE
     }
 
     /// Counts a denial for `who`; `true` when it reaches `DENIALS_BEFORE_ALERT` within

@@ -649,3 +649,62 @@ fn bursts_new_executables_denials_and_wrong_passphrases_are_anomalies() {
         "{text}"
     );
 }
+
+#[test]
+fn values_on_command_lines_never_reach_the_log() {
+    let (env, _agent) = setup();
+    // On the command's own argv: refused, and recorded with the value concealed.
+    env.run(
+        &[
+            "exec",
+            "-s",
+            "prod/db",
+            "--",
+            "echo",
+            &format!("Bearer {VALUE}"),
+        ],
+        None,
+    )
+    .code(77)
+    .says("argument 1");
+    // In the task text: refused too.
+    env.run(
+        &["exec", "-s", "prod/db", "--task", VALUE, "--", "true"],
+        None,
+    )
+    .code(77)
+    .says("--task");
+    // On an ancestor's command line (a shell that stays the parent): granted, and
+    // concealed in the record's process chain.
+    let mut c = env.command("sh");
+    c.arg("-c").arg(format!(
+        "{} exec -s prod/db -- true; true '{VALUE}'",
+        jitc_bin().display()
+    ));
+    run_with_stdin(c, None).ok();
+    env.run(&["status"], None).ok();
+    let text = fs::read_to_string(audit_path(&env)).unwrap();
+    assert!(!text.contains(VALUE), "the value is in the audit log");
+    let recs = records(&env);
+    let denied = of_kind(&recs, "lease_denied");
+    assert_eq!(denied[0]["argv"][1], "Bearer <concealed:prod/db>");
+    assert!(
+        denied[0]["peer"]["argv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "Bearer <concealed:prod/db>"),
+        "{}",
+        denied[0]["peer"]
+    );
+    assert_eq!(denied[1]["task"], "<concealed:prod/db>");
+    let granted = *of_kind(&recs, "lease_granted").last().unwrap();
+    let shell = &granted["peer"]["chain"][1]["argv"];
+    assert!(
+        shell[2]
+            .as_str()
+            .unwrap()
+            .ends_with("'<concealed:prod/db>'"),
+        "{shell}"
+    );
+}

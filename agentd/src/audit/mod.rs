@@ -39,6 +39,10 @@ const LINGER: Duration = Duration::from_millis(50);
 #[derive(Debug, Clone)]
 pub struct PeerJson(Arc<RawValue>);
 
+/// The most a peer may take up in a record; a deeper ancestry is cut from the top
+/// (init's end) until it fits.
+const MAX_PEER_JSON: usize = 64 << 10;
+
 impl PeerJson {
     pub fn new(peer: &Peer, chain: &[ProcessInfo]) -> PeerJson {
         #[derive(Serialize)]
@@ -49,20 +53,93 @@ impl PeerJson {
             argv: &'a [String],
             chain: &'a [ProcessInfo],
         }
-        let record = Record {
-            pid: peer.pid,
-            uid: peer.uid,
-            exe: &peer.exe,
-            argv: &peer.argv,
-            chain,
+        let mut kept = chain.len();
+        let raw = loop {
+            let record = Record {
+                pid: peer.pid,
+                uid: peer.uid,
+                exe: &peer.exe,
+                argv: &peer.argv,
+                chain: &chain[..kept],
+            };
+            // Serializing strings and numbers cannot fail.
+            let json = serde_json::to_string(&record).unwrap_or_default();
+            if json.len() <= MAX_PEER_JSON || kept == 0 {
+                break json;
+            }
+            kept = kept.saturating_sub((kept / 4).max(1));
         };
-        // Serializing strings and numbers cannot fail; the fallback is still valid JSON.
-        let raw = serde_json::to_string(&record)
-            .ok()
-            .and_then(|s| RawValue::from_string(s).ok())
-            .unwrap_or_default();
-        PeerJson(Arc::from(raw))
+        PeerJson(Arc::from(RawValue::from_string(raw).unwrap_or_default()))
     }
+
+    /// The peer with every leased value in its argv (or its ancestors') concealed;
+    /// `None` when no value appears there.
+    pub fn concealing(
+        peer: &Peer,
+        chain: &[ProcessInfo],
+        values: &[Concealed<'_>],
+    ) -> Option<PeerJson> {
+        let hit = |exe: &Option<String>, argv: &[String]| {
+            exe.iter().chain(argv).any(|s| conceal(s, values).is_some())
+        };
+        if !hit(&peer.exe, &peer.argv) && !chain.iter().any(|p| hit(&p.exe, &p.argv)) {
+            return None;
+        }
+        let fix = |s: &String| conceal(s, values).unwrap_or_else(|| s.clone());
+        let peer = Peer {
+            exe: peer.exe.as_ref().map(fix),
+            argv: peer.argv.iter().map(fix).collect(),
+            ..peer.clone()
+        };
+        let chain: Vec<ProcessInfo> = chain
+            .iter()
+            .map(|p| ProcessInfo {
+                pid: p.pid,
+                exe: p.exe.as_ref().map(fix),
+                argv: p.argv.iter().map(fix).collect(),
+            })
+            .collect();
+        Some(PeerJson::new(&peer, &chain))
+    }
+}
+
+/// A value being leased, kept out of records: its secret's name and its bytes.
+pub type Concealed<'a> = (&'a str, &'a [u8]);
+
+/// `s` with each occurrence of a value replaced by `<concealed:NAME>` (a value too
+/// short to mask only when it is the whole of `s`, as the argv check treats it), or
+/// `None` when no value occurs in it.
+pub fn conceal(s: &str, values: &[Concealed<'_>]) -> Option<String> {
+    let mut out: Option<Vec<u8>> = None;
+    for (name, value) in values {
+        let cur = out.as_deref().unwrap_or(s.as_bytes());
+        if value.is_empty() {
+            continue;
+        }
+        let marker = format!("<concealed:{name}>");
+        if value.len() < jitc_protocol::names::MIN_MASKED_LEN {
+            if cur == *value {
+                out = Some(marker.into_bytes());
+            }
+            continue;
+        }
+        if !cur.windows(value.len()).any(|w| w == *value) {
+            continue;
+        }
+        let mut next = Vec::with_capacity(cur.len());
+        let mut i = 0;
+        while i < cur.len() {
+            if cur[i..].starts_with(value) {
+                next.extend_from_slice(marker.as_bytes());
+                i += value.len();
+            } else {
+                next.push(cur[i]);
+                i += 1;
+            }
+        }
+        out = Some(next);
+    }
+    out.map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
 impl Serialize for PeerJson {
@@ -119,6 +196,26 @@ impl Event {
     pub fn peer(mut self, peer: PeerJson) -> Event {
         self.peer = Some(peer);
         self
+    }
+
+    /// Conceals the leased `values` wherever this event could carry one: the task, the
+    /// command and its argv, and the requesting process's argv and ancestry.
+    pub fn conceal(&mut self, peer: &Peer, chain: &[ProcessInfo], values: &[Concealed<'_>]) {
+        for field in [&mut self.task, &mut self.command].into_iter().flatten() {
+            if let Some(c) = conceal(field, values) {
+                *field = c;
+            }
+        }
+        for arg in self.argv.iter_mut().flatten() {
+            if let Some(c) = conceal(arg, values) {
+                *arg = c;
+            }
+        }
+        if self.peer.is_some()
+            && let Some(p) = PeerJson::concealing(peer, chain, values)
+        {
+            self.peer = Some(p);
+        }
     }
 
     /// The secrets, task and command of a lease request.

@@ -13,7 +13,7 @@ use jitc_protocol::{
 
 use crate::agent::{Agent, Session};
 use crate::approval::{MemoryKey, Verdict};
-use crate::audit::Event;
+use crate::audit::{Concealed, Event};
 use crate::clock::boot_now;
 use crate::error::{Refusal, Reply};
 use crate::leases::Lease;
@@ -72,25 +72,98 @@ pub fn judge(agent: &Agent, session: &mut Session, req: &LeaseRequest) -> Result
     })
 }
 
+/// The values a request names, opened to check it and to keep them out of every record
+/// about it; dropped again before anything waits.
+struct Opened {
+    values: Vec<LeasedValue>,
+    canaries: Vec<String>,
+    /// A name the vault does not hold (or cannot open).
+    missing: Option<Refusal>,
+}
+
+async fn open_values(agent: &Agent, req: &LeaseRequest) -> Result<Opened, Refusal> {
+    let mut slot = agent.unlocked().await?;
+    let vault = slot.as_mut().ok_or_else(Refusal::locked)?;
+    let mut opened = Opened {
+        values: Vec::with_capacity(req.secrets.len()),
+        canaries: Vec::new(),
+        missing: None,
+    };
+    for name in &req.secrets {
+        if vault.is_canary(name) {
+            opened.canaries.push(name.clone());
+        }
+        match vault.open_value(name) {
+            Ok(value) => opened.values.push(LeasedValue {
+                name: name.clone(),
+                value,
+            }),
+            Err(e) => {
+                opened.missing = Some(Refusal::from_vault(&agent.vault_file, e));
+                break;
+            }
+        }
+    }
+    Ok(opened)
+}
+
+fn concealed(values: &[LeasedValue]) -> Vec<Concealed<'_>> {
+    values
+        .iter()
+        .map(|v| (v.name.as_str(), v.value.expose()))
+        .collect()
+}
+
+/// What every record about this request carries: who asked, for what, under which
+/// profile — with the leased values concealed wherever the request or the requester's
+/// command lines could hold one.
+fn base_event(
+    session: &mut Session,
+    req: &LeaseRequest,
+    profile: Option<String>,
+    values: &[LeasedValue],
+) -> Event {
+    let mut base = Event {
+        profile,
+        ..Event::default().peer(session.peer_json()).request(req)
+    };
+    let chain = session.chain();
+    base.conceal(&session.peer, &chain, &concealed(values));
+    base
+}
+
 pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> Reply {
-    // Fail fast: a locked vault cannot serve, whatever the policy says.
-    let canaries: Vec<String> = match agent.vault_slot().await.as_ref() {
-        None => return Err(agent.locked_refusal()),
-        Some(v) => req
-            .secrets
-            .iter()
-            .filter(|s| v.is_canary(s))
-            .cloned()
-            .collect(),
+    let judged = match judge(agent, session, &req) {
+        Ok(j) => j,
+        Err(refusal) if refusal.code == ErrorCode::DataErr => return Err(refusal),
+        Err(refusal) => {
+            // A broken policy: refused and recorded, knowing the values if it can.
+            let values = open_values(agent, &req).await.map(|o| o.values);
+            let base = base_event(session, &req, None, values.as_deref().unwrap_or(&[]));
+            drop(values);
+            return Err(deny(agent, session, &base, &refusal.message.clone(), refusal).await);
+        }
     };
-    let judged = judge(agent, session, &req)?;
-    let base = Event {
-        profile: judged.profile.clone(),
-        ..Event::default().peer(session.peer_json()).request(&req)
+    let opened = match open_values(agent, &req).await {
+        Ok(o) => o,
+        Err(refusal) => {
+            let base = base_event(session, &req, judged.profile.clone(), &[]);
+            return Err(deny(agent, session, &base, &refusal.message.clone(), refusal).await);
+        }
     };
+    let base = base_event(session, &req, judged.profile.clone(), &opened.values);
+    let checked = match opened.missing {
+        Some(refusal) => Err(refusal),
+        None => check_values(&req, &opened.values, judged.decision.masking_required),
+    };
+    let canaries = opened.canaries;
+    // Nothing waits with a value open.
+    drop(opened.values);
     if let Some((text, hours)) = &judged.policy.defaults.working_hours {
         let (day, minute) = crate::anomaly::local_now();
-        if !hours.contains(day, minute) {
+        if !hours.contains(day, minute)
+            && agent.first_in_a_while("outside_working_hours", &req.secrets.join(","))
+        {
             agent.anomaly(
                 "outside_working_hours",
                 format!(
@@ -147,6 +220,11 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
         let refusal = Refusal::new(ErrorCode::Refused, format!("refused: {why}"));
         return Err(deny(agent, session, &base, why, refusal).await);
     }
+    // A value on the command line (or an unknown name) is refused before anyone is
+    // asked to approve it.
+    if let Err(refusal) = checked {
+        return Err(deny(agent, session, &base, &refusal.message.clone(), refusal).await);
+    }
     let needs_approval = match judged.decision.approval {
         Approval::Never => false,
         Approval::OncePerTask => !judged.remembered,
@@ -154,6 +232,9 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
     };
     if needs_approval {
         if let Err(refusal) = await_approval(agent, session, &req, &judged, &base).await {
+            if refusal.message.starts_with("audit log unavailable") {
+                return Err(refusal);
+            }
             return Err(deny(agent, session, &base, &refusal.message.clone(), refusal).await);
         }
         if judged.decision.approval == Approval::OncePerTask {
@@ -163,16 +244,7 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
             );
         }
     }
-    match grant(agent, session, req, &judged, &base).await {
-        Ok(r) => Ok(r),
-        // Refusals at grant time (a value on the command line) are denials too; the
-        // audit log being unavailable is recorded by its failing, not in it.
-        Err(refusal) if refusal.message.starts_with("audit log unavailable") => Err(refusal),
-        Err(refusal) if refusal.code == ErrorCode::Refused => {
-            Err(deny(agent, session, &base, &refusal.message.clone(), refusal).await)
-        }
-        Err(refusal) => Err(refusal),
-    }
+    grant(agent, session, req, &judged, base).await
 }
 
 /// Records a refused lease (waiting for it to be on disk: if it cannot be, that is the
@@ -204,27 +276,36 @@ async fn deny(
 
 /// Opens the values, records the grant (on disk before the values leave), and enters
 /// the lease in the table — unless the vault was locked meanwhile (the epoch moved).
+/// Its refusals are recorded here.
 async fn grant(
     agent: &Agent,
     session: &mut Session,
     req: LeaseRequest,
     judged: &Judged,
-    base: &Event,
+    mut base: Event,
 ) -> Reply {
-    let (values, new_uses, id, epoch) = {
+    let opened = match open_values(agent, &req).await {
+        Ok(o) => o,
+        Err(refusal) => {
+            return Err(deny(agent, session, &base, &refusal.message.clone(), refusal).await);
+        }
+    };
+    // The values may have been replaced while a human was asked: check them again,
+    // and conceal the ones that are leased now.
+    let chain = session.chain();
+    base.conceal(&session.peer, &chain, &concealed(&opened.values));
+    let checked = match opened.missing {
+        Some(refusal) => Err(refusal),
+        None => check_values(&req, &opened.values, judged.decision.masking_required),
+    };
+    if let Err(refusal) = checked {
+        drop(opened.values);
+        return Err(deny(agent, session, &base, &refusal.message.clone(), refusal).await);
+    }
+    let values = opened.values;
+    let (new_uses, id, epoch) = {
         let mut slot = agent.unlocked().await?;
         let vault = slot.as_mut().ok_or_else(Refusal::locked)?;
-        let mut values = Vec::with_capacity(req.secrets.len());
-        for name in &req.secrets {
-            let value = vault
-                .open_value(name)
-                .map_err(|e| Refusal::from_vault(&agent.vault_file, e))?;
-            values.push(LeasedValue {
-                name: name.clone(),
-                value,
-            });
-        }
-        check_values(&req, &values, judged.decision.masking_required)?;
         let new_uses: Vec<String> = req
             .secrets
             .iter()
@@ -238,21 +319,27 @@ async fn grant(
             }
         }
         let mut leases = agent.leases_mut();
-        (values, new_uses, leases.next_id(), leases.epoch)
+        (new_uses, leases.next_id(), leases.epoch)
     };
     let ttl = judged.decision.ttl;
-    agent
-        .audit
-        .record(Event {
-            lease: Some(id),
-            ttl_secs: Some(ttl.as_secs()),
-            decision: Some("granted"),
-            ..Event::new("lease_granted").merge(base)
-        })
-        .await?;
+    let granted = Event {
+        lease: Some(id),
+        ttl_secs: Some(ttl.as_secs()),
+        decision: Some("granted"),
+        ..Event::new("lease_granted").merge(&base)
+    };
+    agent.audit.record(granted).await?;
     let earliest = {
         let mut leases = agent.leases_mut();
         if leases.epoch != epoch {
+            drop(leases);
+            // On record as granted, so on record as ended, too.
+            agent.audit.record_later(Event {
+                lease: Some(id),
+                ..Event::new("lease_ended")
+                    .reason("the vault was locked before the lease began")
+                    .merge(&base)
+            });
             return Err(agent.locked_refusal());
         }
         tracing::debug!(lease = id, secrets = ?req.secrets, command = %req.command.path, "lease granted");
@@ -320,6 +407,20 @@ fn check_values(
                 arg == value
             }
         });
+        let in_task = value.len() >= MIN_MASKED_LEN
+            && req
+                .task
+                .as_ref()
+                .is_some_and(|t| t.as_bytes().windows(value.len()).any(|w| w == value));
+        if in_task {
+            return Err(Refusal::new(
+                ErrorCode::Refused,
+                format!(
+                    "refused: the --task text contains the value of '{}'; it would be shown in prompts, listings and the audit log — describe the task instead",
+                    v.name
+                ),
+            ));
+        }
         if let Some((i, _)) = found {
             tracing::warn!(secret = %v.name, argument = i, "lease refused: the value is on the command line");
             return Err(Refusal::new(

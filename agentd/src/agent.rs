@@ -68,6 +68,8 @@ impl Session {
 pub struct Agent {
     pub config: Config,
     pub vault_file: VaultFile,
+    /// The vault file as the agent last read or wrote it (see `VaultFile::stamp`).
+    pub vault_stamp: StdMutex<Option<crate::vault::FileStamp>>,
     _vault_lock: VaultLock,
     /// `Some` while unlocked. Held across a save so that writes are serialised.
     vault: Mutex<Option<Vault>>,
@@ -106,6 +108,7 @@ impl Agent {
         Agent {
             config,
             vault_file,
+            vault_stamp: StdMutex::new(None),
             _vault_lock: vault_lock,
             vault: Mutex::new(None),
             passphrase_gate: Mutex::new(()),
@@ -230,15 +233,42 @@ impl Agent {
 
     /// Writes the vault atomically, off the async threads.
     pub async fn save(&self, vault: &mut Vault) -> Result<(), Refusal> {
+        self.write_vault(vault, true).await
+    }
+
+    /// Saves bookkeeping (the audit checkpoint, first uses) into the vault, leaving
+    /// `vault.jitc.bak` alone: the secrets did not change. Skipped when the file is not
+    /// the one the agent last read or wrote (someone restored or replaced it): nothing
+    /// the user put there is overwritten for bookkeeping's sake.
+    pub async fn save_checkpoint(&self, vault: &mut Vault) -> Result<(), Refusal> {
+        let known = *self.vault_stamp.lock().unwrap_or_else(|p| p.into_inner());
+        if known.is_none() || known != self.vault_file.stamp() {
+            tracing::warn!(
+                vault = %self.vault_file.path().display(),
+                "the vault file changed behind the agent; not saving the audit checkpoint into it"
+            );
+            return Ok(());
+        }
+        self.write_vault(vault, false).await
+    }
+
+    /// Notes the vault file as it is now: the agent's own.
+    pub fn note_vault_file(&self) {
+        *self.vault_stamp.lock().unwrap_or_else(|p| p.into_inner()) = self.vault_file.stamp();
+    }
+
+    async fn write_vault(&self, vault: &mut Vault, backup: bool) -> Result<(), Refusal> {
         self.checkpoint(vault);
         let bytes = vault
             .to_file_bytes()
             .map_err(|e| Refusal::from_vault(&self.vault_file, e))?;
         let file = self.vault_file.clone();
-        tokio::task::spawn_blocking(move || file.write_atomic(&bytes))
+        tokio::task::spawn_blocking(move || file.replace(&bytes, backup))
             .await
             .map_err(|_| Refusal::internal("saving the vault"))?
-            .map_err(Refusal::from_file)
+            .map_err(Refusal::from_file)?;
+        self.note_vault_file();
+        Ok(())
     }
 
     /// Copies the audit trail's latest checkpoint into the vault (saved with it), so a
@@ -254,19 +284,29 @@ impl Agent {
     /// Wipes the key and every value from memory and ends every lease.
     pub async fn lock(&self, reason: &str) -> bool {
         let mut slot = self.vault.lock().await;
-        let was_unlocked = slot.take().is_some();
-        if was_unlocked {
-            // Written before the key goes, so the line is sealed.
-            self.audit.record_later(Event::new("lock").reason(reason));
-        }
-        drop(slot);
+        let vault = slot.take();
+        let was_unlocked = vault.is_some();
         // Approvals given for the unlocked vault do not outlive it.
         self.approvals_mut().forget_all();
         let ended = self.leases_mut().end_all(reason);
         for lease in &ended {
             self.record_ended(lease, reason);
         }
-        self.audit.set_key(None);
+        if let Some(mut vault) = vault {
+            // Written while the key is still there, so these lines are sealed; then the
+            // vault keeps the checkpoint of the last of them, so a log cut back while
+            // the agent is locked or down is caught.
+            let locked = self.audit.record(Event::new("lock").reason(reason)).await;
+            if locked.is_ok()
+                && self.vault_file.exists()
+                && let Err(e) = self.save_checkpoint(&mut vault).await
+            {
+                tracing::warn!(error = %e.message, "cannot save the audit checkpoint at lock");
+            }
+            self.audit.set_key(None);
+            drop(vault);
+        }
+        drop(slot);
         self.leases_changed.notify_one();
         if was_unlocked || !ended.is_empty() {
             tracing::info!(leases_ended = ended.len(), reason, "vault locked");

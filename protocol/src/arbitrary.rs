@@ -301,15 +301,26 @@ pub fn response() -> impl Strategy<Value = Response> {
             })
             .boxed(),
         explanation().prop_map(Response::Explanation).boxed(),
-        (texts(), any::<u64>(), of(text()), any::<u64>())
-            .prop_map(|(files, lines, problem, unsealed)| {
-                Response::AuditReport(AuditReport {
-                    files,
-                    lines,
-                    problem,
-                    unsealed,
-                })
-            })
+        (
+            texts(),
+            any::<u64>(),
+            of(text()),
+            any::<u64>(),
+            any::<u64>(),
+            of(text()),
+        )
+            .prop_map(
+                |(files, lines, problem, unsealed, never_sealed, never_sealed_at)| {
+                    Response::AuditReport(AuditReport {
+                        files,
+                        lines,
+                        problem,
+                        unsealed,
+                        never_sealed,
+                        never_sealed_at,
+                    })
+                },
+            )
             .boxed(),
     ])
 }

@@ -94,6 +94,11 @@ pub struct AuditReport {
     /// Lines at the end written while the vault was locked: sealed by the next line
     /// written after an unlock, not checkable yet.
     pub unsealed: u64,
+    /// Lines written while the vault was locked that were never sealed (the agent
+    /// stopped, or too many piled up, before an unlock): nothing vouches for them.
+    pub never_sealed: u64,
+    /// Where the first run of such lines ends (file and line).
+    pub never_sealed_at: Option<String>,
 }
 
 /// Whether events can be recorded (if not, leases are refused).

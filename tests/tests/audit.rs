@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use jitc_tests::*;
@@ -11,7 +12,7 @@ use serde_json::Value;
 
 const VALUE: &str = "audit-secret-value-7713";
 
-fn audit_path(env: &TestEnv) -> std::path::PathBuf {
+fn audit_path(env: &TestEnv) -> PathBuf {
     env.state.join("jitc").join("audit.log")
 }
 
@@ -35,17 +36,18 @@ fn setup() -> (TestEnv, Agent) {
     (env, agent)
 }
 
-/// An agent whose state directory (the audit log's) is a tmpfs of its own, mounted
-/// with `options` in a private mount namespace.
-fn agent_on_tmpfs(env: &TestEnv, options: &str) -> Agent {
+/// An agent (started with `args`) whose state directory, the audit log's, is a tmpfs
+/// of its own, mounted with `options` in a private mount namespace.
+fn agent_on_tmpfs(env: &TestEnv, options: &str, args: &[&str]) -> Agent {
     let dir = env.state.join("jitc");
     fs::create_dir_all(&dir).unwrap();
     let mut c = env.command("unshare");
     c.args(["--mount", "--propagation", "private", "sh", "-c"])
         .arg(format!(
-            "mount -t tmpfs -o {options},mode=0700 tmpfs {} && exec {}",
+            "mount -t tmpfs -o {options},mode=0700 tmpfs {} && exec {} {}",
             dir.display(),
-            agentd_bin().display()
+            agentd_bin().display(),
+            args.join(" ")
         ));
     Agent::spawn(c).unwrap()
 }
@@ -264,13 +266,7 @@ fn a_cut_off_tail_is_caught_after_a_restart_by_the_vault_checkpoint() {
     env.unlock().ok();
     // The unlock itself notices, and says so where a person will see it.
     let a = wait_for_record(&env, "anomaly", "audit_log_tampered");
-    assert!(
-        a["reason"]
-            .as_str()
-            .unwrap()
-            .contains("cut off or rewritten"),
-        "{a}"
-    );
+    assert!(a["reason"].as_str().unwrap().contains("cut off"), "{a}");
     assert!(
         env.run(&["audit", "--anomalies"], None)
             .ok()
@@ -289,7 +285,8 @@ fn a_line_torn_by_a_crash_is_dropped_not_taken_for_tampering() {
     agent.kill9();
     let path = audit_path(&env);
     let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
-    std::io::Write::write_all(&mut f, b"{\"event\":\"lease_gran").unwrap();
+    // Torn inside a character, too: the cut is made on bytes.
+    std::io::Write::write_all(&mut f, b"{\"event\":\"lease_granted\",\"task\":\"caf\xc3").unwrap();
     drop(f);
     let _agent = env.start_agent();
     env.unlock().ok();
@@ -398,7 +395,7 @@ fn an_unwritable_log_refuses_and_shows_in_status() {
 #[test]
 fn a_read_only_log_directory_refuses() {
     let env = TestEnv::new();
-    let _agent = agent_on_tmpfs(&env, "ro");
+    let _agent = agent_on_tmpfs(&env, "ro", &[]);
     env.run(&INIT_ARGS, Some(format!("{PASSPHRASE}\n").as_bytes()))
         .code(77)
         .says("audit log unavailable");
@@ -413,7 +410,7 @@ fn a_read_only_log_directory_refuses() {
 #[test]
 fn a_full_disk_mid_run_refuses_leases() {
     let env = TestEnv::new();
-    let _agent = agent_on_tmpfs(&env, "size=48k");
+    let _agent = agent_on_tmpfs(&env, "size=48k", &[]);
     env.init();
     env.add("prod/db", VALUE);
     // Leases are granted until the log's filesystem is full, then refused.
@@ -428,7 +425,8 @@ fn a_full_disk_mid_run_refuses_leases() {
     let (i, out) = refused.expect("the log filled up");
     assert!(i > 0, "some leases were granted first");
     out.code(77).one_line_error().says("audit log unavailable");
-    assert!(env.status()["audit"]["error"].is_string());
+    let s = env.status();
+    assert!(s["audit"]["error"].is_string(), "{s}");
 }
 
 #[test]
@@ -707,4 +705,122 @@ fn values_on_command_lines_never_reach_the_log() {
             .ends_with("'<concealed:prod/db>'"),
         "{shell}"
     );
+}
+
+/// The log's lines, and the sequence number of the last.
+fn lines_and_last_seq(env: &TestEnv) -> (Vec<String>, u64) {
+    let recs = records(env);
+    let text = fs::read_to_string(audit_path(env)).unwrap();
+    (
+        text.lines().map(str::to_owned).collect(),
+        recs.last().unwrap()["seq"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn lines_forged_while_the_agent_was_down_are_never_vouched_for() {
+    let (env, agent) = setup();
+    env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    env.run(&["lock"], None).ok();
+    agent.stop();
+    // While no agent runs, someone appends a line of their own (it has no tag: only a
+    // keyed line could have one).
+    let (_, last) = lines_and_last_seq(&env);
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(audit_path(&env))
+        .unwrap();
+    let forged = format!(
+        "{{\"time\":\"2026-01-01T00:00:00.000Z\",\"seq\":{},\"event\":\"lease_denied\",\"reason\":\"nothing happened here\"}}\n",
+        last + 1
+    );
+    std::io::Write::write_all(&mut f, forged.as_bytes()).unwrap();
+    drop(f);
+    let _agent = env.start_agent();
+    env.unlock().ok();
+    env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    // The chain goes on, but does not vouch for the `stop` and the forged line: they
+    // were never sealed, and verify says so.
+    let out = env.run(&["audit", "verify"], None).ok();
+    assert!(
+        out.stderr
+            .contains("2 line(s) written while the vault was locked were never sealed"),
+        "{}",
+        out.stderr
+    );
+    let start = records(&env)
+        .into_iter()
+        .filter(|r| r["event"] == "start")
+        .nth(1)
+        .unwrap();
+    assert_eq!(start["unsealed_before"], 2);
+}
+
+#[test]
+fn a_tail_cut_while_locked_is_caught_by_the_checkpoint_saved_at_lock() {
+    let (env, agent) = setup();
+    for _ in 0..3 {
+        env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    }
+    // No save since the add: only the lock saves the checkpoint that covers the grants.
+    env.run(&["lock"], None).ok();
+    agent.stop();
+    let (lines, _) = lines_and_last_seq(&env);
+    let first_grant = lines
+        .iter()
+        .position(|l| l.contains("\"lease_granted\""))
+        .unwrap();
+    fs::write(audit_path(&env), lines[..first_grant].join("\n") + "\n").unwrap();
+    let _agent = env.start_agent();
+    env.unlock().ok();
+    wait_for_record(&env, "anomaly", "audit_log_tampered");
+    env.run(&["audit", "verify"], None).code(1).says("cut off");
+}
+
+#[test]
+fn removing_older_files_is_caught() {
+    let env = TestEnv::new();
+    let _agent = env.start_agent_with(&["--audit-max-bytes", "2000"]);
+    env.init();
+    env.add("prod/db", VALUE);
+    for _ in 0..12 {
+        env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    }
+    let dir = env.state.join("jitc");
+    assert!(
+        dir.join("audit.log.3").is_file(),
+        "rotated at least three times"
+    );
+    env.run(&["audit", "verify"], None).ok();
+    // Keep audit.log.1 (which begins with a log_continued line) and remove the older
+    // ones: every line that is left still chains, but the beginning is gone.
+    for i in 2..=9 {
+        let _ = fs::remove_file(dir.join(format!("audit.log.{i}")));
+    }
+    env.run(&["audit", "verify"], None)
+        .code(1)
+        .says("older files were removed");
+}
+
+#[test]
+fn a_write_that_fails_leaves_the_log_whole() {
+    let env = TestEnv::new();
+    let _agent = agent_on_tmpfs(&env, "size=64k", &["--audit-max-bytes", "6000"]);
+    env.init();
+    env.add("prod/db", VALUE);
+    let refused =
+        (0..300).any(|_| env.run(&["exec", "-s", "prod/db", "--", "true"], None).code != 0);
+    assert!(refused, "the log filled its filesystem");
+    // The files as the agent sees them, in its own mount namespace.
+    let seen = PathBuf::from(format!("/proc/{}/root", env.agent_pid().unwrap()))
+        .join(env.state.join("jitc").strip_prefix("/").unwrap());
+    assert!(seen.join("audit.log.1").is_file(), "rotated on the way");
+    // What is on disk is whole: no hole left by a failed write, the chain intact.
+    for f in fs::read_dir(&seen).unwrap() {
+        let text = fs::read(f.unwrap().path()).unwrap();
+        assert!(!text.contains(&0), "a hole in the log");
+    }
+    env.run(&["audit", "verify"], None)
+        .ok()
+        .says("audit log intact");
 }

@@ -182,8 +182,17 @@ pub fn run(args: Args) -> Result<u8> {
                 } else {
                     String::new()
                 };
+                let never = match (r.never_sealed, &r.never_sealed_at) {
+                    (0, _) => String::new(),
+                    (n, at) => format!(
+                        "; {n} line(s) written while the vault was locked were never sealed (the agent stopped before an unlock{}): nothing vouches for them",
+                        at.as_deref()
+                            .map(|a| format!("; the first run ends before {a}"))
+                            .unwrap_or_default()
+                    ),
+                };
                 jitc::error::note(&format!(
-                    "audit log intact: {} records in {} file(s){unsealed}",
+                    "audit log intact: {} records in {} file(s){unsealed}{never}",
                     r.lines,
                     r.files.len()
                 ));

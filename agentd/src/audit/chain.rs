@@ -93,6 +93,9 @@ pub struct Parsed {
     pub event: String,
     /// For `log_continued`: the tag the chain had when the file was started.
     pub prev_tag: Option<Tag>,
+    /// How many unkeyed lines just before this one the chain gave up on (they were
+    /// never sealed, and this line's chain does not cover them).
+    pub unsealed_before: Option<u64>,
 }
 
 pub fn parse(body: &str) -> Option<Parsed> {
@@ -104,6 +107,7 @@ pub fn parse(body: &str) -> Option<Parsed> {
             .get("prev_tag")
             .and_then(|t| t.as_str())
             .and_then(parse_hex),
+        unsealed_before: v.get("unsealed_before").and_then(|n| n.as_u64()),
     })
 }
 
@@ -132,6 +136,9 @@ impl State {
         let (body, tag) = unseal(line);
         if let Some(p) = parse(&body) {
             self.seq = p.seq;
+            if p.unsealed_before.is_some() {
+                self.pending.clear();
+            }
         }
         match tag {
             Some(t) => {
@@ -166,6 +173,9 @@ pub struct Check {
     pub problem: Option<String>,
     /// Unkeyed lines at the end.
     pub unsealed: u64,
+    /// Unkeyed lines the chain gave up on, and where the first run of them ends.
+    pub never_sealed: u64,
+    pub never_sealed_at: Option<String>,
     /// The last keyed line's (seq, tag).
     pub last_keyed: Option<(u64, Tag)>,
     pub last_seq: Option<u64>,
@@ -228,6 +238,21 @@ fn verify_lines<'a>(
             return check;
         }
         st.seq = p.seq;
+        if let Some(n) = p.unsealed_before {
+            if st.pending.len() as u64 != n {
+                check.problem = Some(format!(
+                    "{}: says {n} unkeyed line(s) before it were never sealed, but {} are there (a line was added or removed)",
+                    at(),
+                    st.pending.len()
+                ));
+                return check;
+            }
+            check.never_sealed += n;
+            if n > 0 && check.never_sealed_at.is_none() {
+                check.never_sealed_at = Some(at());
+            }
+            st.pending.clear();
+        }
         // A line the agent knows it wrote with a tag must be there with that tag.
         if checkpoints
             .iter()

@@ -14,7 +14,7 @@ pub mod verify;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -29,7 +29,26 @@ use crate::peer::Peer;
 use chain::{Key, Tag};
 
 /// Rotated files kept (`audit.log.1` … `audit.log.9`).
-const KEEP: usize = 9;
+pub const KEEP: usize = 9;
+
+/// Unkeyed lines kept for the next keyed line to seal; past this many (a locked agent
+/// flooded with requests), the chain gives them up (see `Writer::give_up`).
+const MAX_PENDING: usize = 10_000;
+
+/// Records nobody waits for, kept to try again while the log cannot be written.
+const MAX_RETRY: usize = 10_000;
+
+/// Where a batch found the chain, to go back to if it cannot be written.
+struct Snapshot {
+    seq: u64,
+    prev: Tag,
+    /// How many pending lines there were; the whole list if the batch cleared it.
+    pending: usize,
+    cleared: Option<Vec<String>>,
+    give_up: u64,
+    size: u64,
+    needs_marker: Option<Option<String>>,
+}
 
 /// The longest a record nobody waits for stays queued.
 const LINGER: Duration = Duration::from_millis(50);
@@ -181,6 +200,9 @@ pub struct Event {
     /// For `log_continued`: the chain's tag where the previous file ended.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prev_tag: Option<String>,
+    /// Unkeyed lines just before this one that will never be sealed (see `Writer`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsealed_before: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<PeerJson>,
 }
@@ -285,6 +307,22 @@ impl Jobs {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Puts records that could not be written back at the front, to go with the next
+    /// batch; past `MAX_RETRY` the oldest are dropped (and said so).
+    fn requeue(&self, mut retry: Vec<Job>) {
+        let mut q = self.lock();
+        let dropped = (retry.len() + q.jobs.len()).saturating_sub(MAX_RETRY);
+        if dropped > 0 {
+            tracing::error!(
+                dropped,
+                "audit records dropped: the log has been failing too long"
+            );
+            retry.drain(..dropped.min(retry.len()));
+        }
+        retry.append(&mut q.jobs);
+        q.jobs = retry;
+    }
+
     fn push(&self, job: Job, urgent: bool) {
         let mut q = self.lock();
         let first = q.jobs.is_empty();
@@ -376,7 +414,10 @@ impl Audit {
         let Some(mut writer) = taken else { return };
         loop {
             let batch = self.jobs.next_batch().await;
-            writer.commit(batch).await;
+            let retry = writer.commit(batch).await;
+            if !retry.is_empty() {
+                self.jobs.requeue(retry);
+            }
         }
     }
 
@@ -451,6 +492,11 @@ impl Audit {
         self.shared().last_keyed
     }
 
+    /// The current file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The log's files, oldest first.
     pub fn files(&self) -> Vec<PathBuf> {
         let mut out: Vec<PathBuf> = (1..=KEEP)
@@ -474,6 +520,27 @@ fn unavailable(why: &str) -> Refusal {
     )
 }
 
+/// The last `max` bytes of `path` at most, from the start of a line: all the chain
+/// needs to resume (the last keyed line; the unkeyed ones after it are given up), and a
+/// file grown far past the rotation size is not read whole into memory.
+fn read_tail(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    let from = len.saturating_sub(max);
+    f.seek(SeekFrom::Start(from))?;
+    let mut bytes = Vec::with_capacity((len - from) as usize);
+    f.take(max).read_to_end(&mut bytes)?;
+    if from > 0 {
+        let start = bytes
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(bytes.len(), |i| i + 1);
+        bytes.drain(..start);
+    }
+    Ok(bytes)
+}
+
 fn rotated(path: &Path, i: usize) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(format!(".{i}"));
@@ -482,6 +549,18 @@ fn rotated(path: &Path, i: usize) -> PathBuf {
 
 #[derive(Debug)]
 struct Writer {
+    /// Set when the log cannot be continued safely: every batch fails with this.
+    broken: Option<String>,
+    /// A new file was started: its first line must be a `log_continued` marker (with
+    /// this reason, if any).
+    needs_marker: Option<Option<String>>,
+    /// A file was created or renamed: the next sync covers the directory too.
+    dir_dirty: bool,
+    /// Unkeyed lines the chain has given up sealing, said on the next line written
+    /// (`unsealed_before`): those a previous agent left (sealing them now would vouch
+    /// for whatever was put in the file while no agent ran), and any past
+    /// `MAX_PENDING`. `jitc audit verify` reports them as never sealed.
+    give_up: u64,
     config: AuditConfig,
     /// Shared with the blocking thread that syncs it.
     file: Option<Arc<File>>,
@@ -495,6 +574,10 @@ struct Writer {
 impl Writer {
     fn open(config: AuditConfig, shared: Arc<Mutex<Shared>>) -> Writer {
         let mut w = Writer {
+            broken: None,
+            needs_marker: None,
+            dir_dirty: false,
+            give_up: 0,
             config,
             file: None,
             size: 0,
@@ -509,50 +592,99 @@ impl Writer {
         w
     }
 
-    /// Picks the chain up where the log on disk leaves it.
+    /// Picks the chain up where the log on disk leaves it: the newest file with a
+    /// whole line in it. A line cut short by a crash was never acknowledged (the sync
+    /// comes first): it is cut off, so the next line starts on a line of its own. A log
+    /// that cannot be read leaves the writer broken — refusing — rather than starting
+    /// the chain over.
     fn resume(&mut self) {
-        let newest = std::iter::once(self.config.path.clone())
-            .chain((1..=KEEP).map(|i| rotated(&self.config.path, i)))
-            .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() > 0));
-        let Some(path) = newest else { return };
-        if let Ok(mut text) = fs::read_to_string(&path) {
-            // A line cut short by a crash was never acknowledged (the sync comes
-            // first): it goes, so that the next line starts on a line of its own.
-            let whole = text.rfind('\n').map_or(0, |i| i + 1);
-            if whole < text.len() {
+        let files = std::iter::once(self.config.path.clone())
+            .chain((1..=KEEP).map(|i| rotated(&self.config.path, i)));
+        for (i, path) in files.enumerate() {
+            // Only regular files (`--audit-log /dev/full` is one way to test failing).
+            if !fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+                continue;
+            }
+            let bytes = match read_tail(&path, 2 * self.config.max_bytes + (1 << 20)) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.broken = Some(format!("cannot read {} ({e})", path.display()));
+                    return;
+                }
+            };
+            let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            if i == 0 && whole < bytes.len() {
                 tracing::warn!(path = %path.display(), "dropping a torn last line of the audit log");
-                let torn = OpenOptions::new().write(true).open(&path);
-                if torn.and_then(|f| f.set_len(whole as u64)).is_ok() {
-                    text.truncate(whole);
+                let cut = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_len(whole as u64));
+                if let Err(e) = cut {
+                    self.broken = Some(format!(
+                        "cannot cut the torn last line off {} ({e})",
+                        path.display()
+                    ));
+                    return;
                 }
             }
+            if whole == 0 {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&bytes[..whole]);
             for line in text.lines().filter(|l| !l.is_empty()) {
                 self.state.follow(line);
             }
+            // Another file than audit.log holds the newest line: audit.log starts anew.
+            if i > 0 {
+                self.needs_marker = Some(None);
+            }
+            break;
         }
+        self.give_up_pending();
         let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         s.last_seq = self.state.seq;
     }
 
+    /// Opens the log (creating it, 0600, in a 0700 directory), or reopens it when the
+    /// file the agent holds was removed or replaced: lines written to an unlinked file
+    /// would be lost. A new file opens with a `log_continued` line.
     fn ensure_open(&mut self) -> Result<(), String> {
-        if self.file.is_some() {
-            return Ok(());
+        let path = self.config.path.clone();
+        if let Some(file) = &self.file {
+            let held = file.metadata().map(|m| (m.dev(), m.ino(), m.nlink()));
+            let there = fs::metadata(&path).map(|m| (m.dev(), m.ino()));
+            match (held, there) {
+                (Ok((dev, ino, links)), Ok(t)) if links > 0 && (dev, ino) == t => return Ok(()),
+                _ => {
+                    tracing::warn!(path = %path.display(), "the audit log was removed or replaced; starting a new file");
+                    self.file = None;
+                    self.needs_marker = Some(Some(
+                        "the log file was removed or replaced while the agent ran".into(),
+                    ));
+                }
+            }
         }
-        let path = &self.config.path;
         if let Some(dir) = path.parent() {
             let _ = fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(dir);
         }
+        let existed = path.exists();
         let file = OpenOptions::new()
             .append(true)
             .create(true)
             .mode(0o600)
-            .open(path)
+            .open(&path)
             .map_err(|e| format!("cannot open {} ({e})", path.display()))?;
         self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
         self.file = Some(Arc::new(file));
+        if !existed {
+            self.dir_dirty = true;
+            if self.state.seq > 0 && self.needs_marker.is_none() {
+                self.needs_marker = Some(None);
+            }
+        }
         Ok(())
     }
 
@@ -560,18 +692,30 @@ impl Writer {
         self.shared.lock().unwrap_or_else(|p| p.into_inner()).error = error;
     }
 
+    /// Stops carrying the unkeyed lines since the last keyed one: the next line says
+    /// how many there were, and the chain goes on without them.
+    fn give_up_pending(&mut self) {
+        self.give_up += self.state.pending.len() as u64;
+        self.state.pending.clear();
+    }
+
     /// The body of the next line: the event with its sequence number and time.
     fn body(&mut self, event: &mut Event) -> String {
+        event.unsealed_before = (self.give_up > 0).then(|| std::mem::take(&mut self.give_up));
         self.state.seq += 1;
         event.seq = self.state.seq;
-        event.time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        // A record tried again keeps the time it first had.
+        if event.time.is_empty() {
+            event.time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        }
         // Strings, numbers and raw JSON: serializing cannot fail.
         serde_json::to_string(event).unwrap_or_default()
     }
 
-    /// Starts a new file when this one is full: `audit.log` becomes `audit.log.1`, and
-    /// the new file opens with a `log_continued` line carrying the chain's tag.
-    fn rotate_if_full(&mut self, out: &mut String) -> Result<(), String> {
+    /// Starts a new file when this one is full: `audit.log` becomes `audit.log.1` (and
+    /// so on; the oldest of `KEEP` is dropped), and the new file opens with a
+    /// `log_continued` line carrying the chain's tag.
+    fn rotate_if_full(&mut self) -> Result<(), String> {
         if self.size < self.config.max_bytes {
             return Ok(());
         }
@@ -583,39 +727,55 @@ impl Writer {
         fs::rename(&path, rotated(&path, 1))
             .map_err(|e| format!("cannot rotate {} ({e})", path.display()))?;
         self.file = None;
-        self.ensure_open()?;
-        let mut marker = Event {
-            prev_tag: Some(chain::hex(&self.state.prev)),
-            ..Event::new("log_continued")
-        };
-        let body = self.body(&mut marker);
-        out.push_str(&self.state.append(body, self.key.as_ref()));
-        out.push('\n');
-        Ok(())
+        self.dir_dirty = true;
+        self.needs_marker = Some(None);
+        self.ensure_open()
     }
 
-    /// Writes one batch (with a sync, unless turned off) and answers its waiters.
-    async fn commit(&mut self, batch: Vec<Job>) {
-        let before = (self.state.clone(), self.size);
-        let mut lines = String::new();
+    /// Writes one batch (with a sync, unless turned off) and answers its waiters. What
+    /// nobody waits for comes back if the batch could not be written, to be tried again.
+    async fn commit(&mut self, batch: Vec<Job>) -> Vec<Job> {
         let mut waiters = Vec::new();
+        let mut retry = Vec::new();
+        let ready = match &self.broken {
+            Some(why) => Err(why.clone()),
+            None => self.ensure_open().and_then(|()| self.rotate_if_full()),
+        };
+        // Where to go back to if the batch cannot be written.
+        let before = Snapshot {
+            seq: self.state.seq,
+            prev: self.state.prev,
+            pending: self.state.pending.len(),
+            cleared: None,
+            give_up: self.give_up,
+            size: self.size,
+            needs_marker: self.needs_marker.clone(),
+        };
+        let mut snapshot = before;
+        let mut lines = String::new();
         let mut keyed = None;
-        let rotated = self
-            .ensure_open()
-            .and_then(|()| self.rotate_if_full(&mut lines));
+        let mut decisions = false;
+        if let Some(reason) = self.needs_marker.take() {
+            let mut marker = Event {
+                prev_tag: Some(chain::hex(&self.state.prev)),
+                reason,
+                ..Event::new("log_continued")
+            };
+            self.append(&mut marker, &mut lines, &mut keyed, &mut snapshot);
+        }
         for job in batch {
             match job {
                 Job::Key(k) => self.key = k,
                 Job::Flush(w) => waiters.push(w),
                 Job::Record(mut event, waiter) => {
-                    let body = self.body(&mut event);
-                    let line = self.state.append(body, self.key.as_ref());
-                    if self.key.is_some() {
-                        keyed = Some((self.state.seq, self.state.prev));
+                    self.append(&mut event, &mut lines, &mut keyed, &mut snapshot);
+                    match waiter {
+                        Some(w) => {
+                            decisions = true;
+                            waiters.push(w);
+                        }
+                        None => retry.push(Job::Record(event, None)),
                     }
-                    lines.push_str(&line);
-                    lines.push('\n');
-                    waiters.extend(waiter);
                 }
             }
         }
@@ -624,15 +784,20 @@ impl Writer {
             for w in waiters {
                 let _ = w.send(Ok(()));
             }
-            return;
+            return Vec::new();
         }
-        let result = match rotated.and_then(|()| self.write(&lines)) {
+        let result = match ready.and_then(|()| self.write(&lines)) {
             Ok(()) => self.sync().await,
             Err(e) => Err(e),
         };
         match &result {
             Ok(()) => {
-                self.set_error(None);
+                retry.clear();
+                // Only a decision written again shows the log is back (a few small
+                // leftovers may fit where the next decision will not).
+                if decisions {
+                    self.set_error(None);
+                }
                 let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
                 s.last_seq = self.state.seq;
                 if keyed.is_some() {
@@ -641,10 +806,18 @@ impl Writer {
             }
             Err(e) => {
                 // Nothing of this batch counts: the chain goes back to where the file
-                // is, and the file loses any torn tail.
-                (self.state, self.size) = before;
-                if let Some(f) = &self.file {
-                    let _ = f.set_len(self.size);
+                // is, and the file loses whatever part of the batch reached it.
+                self.restore(snapshot);
+                if let Some(f) = &self.file
+                    && self.broken.is_none()
+                    && f.metadata().is_ok_and(|m| m.is_file())
+                    && let Err(cut) = f.set_len(self.size)
+                {
+                    // Lines the agent disowned stay in the file: write nothing more
+                    // after them (a restart cuts them off, see `resume`).
+                    self.broken = Some(format!(
+                        "a failed write left lines that could not be removed ({cut}); restart the agent"
+                    ));
                 }
                 self.set_error(Some(e.clone()));
             }
@@ -652,6 +825,45 @@ impl Writer {
         for w in waiters {
             let _ = w.send(result.clone());
         }
+        retry
+    }
+
+    /// Adds `event`'s line to `lines`, noting what `restore` needs.
+    fn append(
+        &mut self,
+        event: &mut Event,
+        lines: &mut String,
+        keyed: &mut Option<(u64, Tag)>,
+        snapshot: &mut Snapshot,
+    ) {
+        let body = self.body(event);
+        if self.key.is_some() || self.state.pending.len() + 1 >= MAX_PENDING {
+            // This line ends the pending run (it seals it, or the chain gives it up).
+            snapshot
+                .cleared
+                .get_or_insert_with(|| self.state.pending.clone());
+        }
+        let line = self.state.append(body, self.key.as_ref());
+        if self.key.is_some() {
+            *keyed = Some((self.state.seq, self.state.prev));
+        } else if self.state.pending.len() >= MAX_PENDING {
+            self.give_up_pending();
+        }
+        lines.push_str(&line);
+        lines.push('\n');
+    }
+
+    /// Puts the chain back where `snapshot` found it.
+    fn restore(&mut self, snapshot: Snapshot) {
+        self.state.seq = snapshot.seq;
+        self.state.prev = snapshot.prev;
+        if let Some(cleared) = snapshot.cleared {
+            self.state.pending = cleared;
+        }
+        self.state.pending.truncate(snapshot.pending);
+        self.give_up = snapshot.give_up;
+        self.size = snapshot.size;
+        self.needs_marker = snapshot.needs_marker;
     }
 
     /// Appends `lines`: one small write to the page cache, done in place.
@@ -666,18 +878,33 @@ impl Writer {
         Ok(())
     }
 
-    /// `fdatasync`, off the runtime: everything written so far is on disk.
-    async fn sync(&self) -> Result<(), String> {
+    /// `fdatasync`, off the runtime: everything written so far is on disk — and the
+    /// directory too when a file was created or renamed in it.
+    async fn sync(&mut self) -> Result<(), String> {
         if !self.config.sync {
             return Ok(());
         }
         let Some(file) = self.file.clone() else {
             return Err("the log is not open".into());
         };
-        let path = self.config.path.display().to_string();
-        tokio::task::spawn_blocking(move || file.sync_data())
-            .await
-            .map_err(|_| format!("cannot sync {path} (the sync did not finish)"))?
-            .map_err(|e| format!("cannot sync {path} ({e})"))
+        let path = self.config.path.clone();
+        let dir = std::mem::take(&mut self.dir_dirty)
+            .then(|| path.parent().map(Path::to_path_buf))
+            .flatten();
+        let shown = path.display().to_string();
+        let synced = tokio::task::spawn_blocking(move || {
+            file.sync_data()?;
+            match dir {
+                Some(d) => File::open(d)?.sync_all(),
+                None => Ok(()),
+            }
+        })
+        .await
+        .map_err(|_| format!("cannot sync {shown} (the sync did not finish)"))?
+        .map_err(|e| format!("cannot sync {shown} ({e})"));
+        if synced.is_err() {
+            self.dir_dirty = true;
+        }
+        synced
     }
 }

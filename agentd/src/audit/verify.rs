@@ -8,8 +8,16 @@ use jitc_protocol::AuditReport;
 use super::chain::{self, Key, Tag};
 
 /// Checks `files` (oldest first) with `key` against `checkpoints`, keyed lines the
-/// agent knows it wrote (in memory, and from the vault).
-pub fn verify_files(files: &[PathBuf], key: &Key, checkpoints: &[(u64, Tag)]) -> AuditReport {
+/// agent knows it wrote (in memory, and from the vault). With `whole_log` (how many of
+/// `files` are rotated ones, and how many the agent keeps), `files` are all there is: a
+/// log that goes on from older files must have them all, since the agent drops only
+/// the oldest of a full set.
+pub fn verify_files(
+    files: &[PathBuf],
+    key: &Key,
+    checkpoints: &[(u64, Tag)],
+    whole_log: Option<(usize, usize)>,
+) -> AuditReport {
     let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     let mut texts = Vec::with_capacity(files.len());
     for f in files {
@@ -21,6 +29,8 @@ pub fn verify_files(files: &[PathBuf], key: &Key, checkpoints: &[(u64, Tag)]) ->
                     lines: 0,
                     problem: Some(format!("cannot read {} ({e})", f.display())),
                     unsealed: 0,
+                    never_sealed: 0,
+                    never_sealed_at: None,
                 };
             }
         }
@@ -43,11 +53,25 @@ pub fn verify_files(files: &[PathBuf], key: &Key, checkpoints: &[(u64, Tag)]) ->
             .filter(|(_, l)| !l.is_empty())
             .map(move |(i, l)| (name.as_str(), i + 1, l))
     });
-    let check = chain::verify(key, lines, checkpoints);
+    let mut check = chain::verify(key, lines, checkpoints);
+    if let Some((rotated_files, keep)) = whole_log
+        && rotated_files < keep
+        && let Some(first) = texts.first().and_then(|t| t.lines().next())
+        && chain::parse(&chain::unseal(first).0).is_some_and(|p| p.event == "log_continued")
+    {
+        check.problem.get_or_insert_with(|| {
+            format!(
+                "{} line 1: the log goes on from older files, but {rotated_files} of the {keep} the agent keeps are there: older files were removed",
+                short[0]
+            )
+        });
+    }
     AuditReport {
         files: names,
         lines: check.lines,
         problem: check.problem,
         unsealed: check.unsealed,
+        never_sealed: check.never_sealed,
+        never_sealed_at: check.never_sealed_at,
     }
 }

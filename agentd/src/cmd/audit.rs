@@ -20,8 +20,19 @@ pub async fn verify(agent: &Agent) -> Reply {
     };
     let checkpoints: Vec<_> = agent.audit.last_keyed().into_iter().chain(stored).collect();
     let files = agent.audit.files();
-    let report = tokio::task::spawn_blocking(move || verify_files(&files, &key, &checkpoints))
-        .await
-        .map_err(|_| Refusal::internal("verifying the audit log"))?;
+    let rotated = files
+        .iter()
+        .filter(|f| f.as_path() != agent.audit.path())
+        .count();
+    let report = tokio::task::spawn_blocking(move || {
+        verify_files(
+            &files,
+            &key,
+            &checkpoints,
+            Some((rotated, crate::audit::KEEP)),
+        )
+    })
+    .await
+    .map_err(|_| Refusal::internal("verifying the audit log"))?;
     Ok(Response::AuditReport(report))
 }

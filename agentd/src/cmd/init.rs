@@ -36,13 +36,20 @@ pub async fn apply(
         .audit
         .record_opening(vault.key(), Event::new("init").peer(session.peer_json()))
         .await?;
-    agent.save(&mut vault).await?;
+    if let Err(e) = agent.save(&mut vault).await {
+        // The vault never reached the disk: nothing may be keyed for it.
+        agent.audit.set_key(None);
+        return Err(e);
+    }
     tracing::info!(
         vault = %agent.vault_file.path().display(),
         kdf_memory_mib = kdf.memory_mib,
         kdf_iterations = kdf.iterations,
         "vault created"
     );
-    agent.install(&mut slot, vault)?;
+    if let Err(e) = agent.install(&mut slot, vault) {
+        agent.audit.set_key(None);
+        return Err(e);
+    }
     Ok(Response::Done)
 }

@@ -314,7 +314,7 @@ async fn grant(
             .collect();
         if !new_uses.is_empty() {
             // Remembered across restarts; a failed save only means asking again.
-            if let Err(e) = agent.save(vault).await {
+            if let Err(e) = agent.save_checkpoint(vault).await {
                 tracing::warn!(error = %e.message, "cannot save the first-use record");
             }
         }

@@ -5,7 +5,7 @@ use jitc_protocol::{AuditReport, Response, SecretBytes};
 
 use crate::agent::{Agent, Session, backoff};
 use crate::audit::Event;
-use crate::audit::chain::{Key, Tag};
+use crate::audit::chain::{Tag, derive_key};
 use crate::audit::verify::verify_files;
 use crate::error::{Refusal, Reply};
 use crate::vault::{Vault, VaultError};
@@ -18,6 +18,7 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
         return Ok(Response::Done);
     }
     let file = agent.vault_file.clone();
+    let stamp = agent.vault_file.stamp();
     let bytes = tokio::task::spawn_blocking(move || file.read())
         .await
         .map_err(|_| Refusal::internal("reading the vault"))?
@@ -33,22 +34,35 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
                 memory_locked = vault.memory_locked(),
                 "vault unlocked"
             );
-            let checkpoint = vault.audit_checkpoint().map(|c| (c.seq, c.tag));
-            let key = crate::audit::chain::derive_key(vault.key());
+            // The log as the agent found it, against the checkpoint the vault kept —
+            // before anything new is appended to it.
+            let problem = match vault.audit_checkpoint() {
+                Some(cp) => check_log(agent, vault.key(), (cp.seq, cp.tag)).await,
+                None => None,
+            };
+            // Held from the record to the install, so a `lock` cannot slip in between
+            // and leave the chain keyed for a vault that is not there (or the reverse).
+            let mut slot = agent.vault_slot().await;
+            if slot.is_some() {
+                return Ok(Response::Done);
+            }
             // On record before it takes effect: no audit, no unlock.
             agent
                 .audit
                 .record_opening(vault.key(), Event::new("unlock").peer(session.peer_json()))
                 .await?;
-            agent.install(&mut *agent.vault_slot().await, vault)?;
-            if let Some(cp) = checkpoint {
-                check_log(
-                    agent,
-                    key,
-                    cp,
+            if let Err(e) = agent.install(&mut slot, vault) {
+                agent.audit.set_key(None);
+                return Err(e);
+            }
+            *agent.vault_stamp.lock().unwrap_or_else(|p| p.into_inner()) = stamp;
+            drop(slot);
+            if let Some(problem) = problem {
+                agent.anomaly(
+                    "audit_log_tampered",
+                    format!("the audit log does not verify: {problem}"),
                     Event::new("anomaly").peer(session.peer_json()),
-                )
-                .await;
+                );
             }
             Ok(Response::Done)
         }
@@ -76,19 +90,14 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
 
 /// Checks the newest audit file against the checkpoint the vault kept, so a log cut
 /// short or rewritten while the agent was down is reported at the next unlock, not
-/// only when someone runs `jitc audit verify`.
-async fn check_log(agent: &Agent, key: Key, checkpoint: (u64, Tag), base: Event) {
+/// only when someone runs `jitc audit verify`. The problem, if any.
+async fn check_log(agent: &Agent, vault_key: &[u8; 32], checkpoint: (u64, Tag)) -> Option<String> {
+    let key = derive_key(vault_key);
     let newest: Vec<_> = agent.audit.files().into_iter().rev().take(1).collect();
-    let report = tokio::task::spawn_blocking(move || verify_files(&newest, &key, &[checkpoint]));
-    if let Ok(AuditReport {
-        problem: Some(problem),
-        ..
-    }) = report.await
-    {
-        agent.anomaly(
-            "audit_log_tampered",
-            format!("the audit log does not verify: {problem}"),
-            base,
-        );
+    let report =
+        tokio::task::spawn_blocking(move || verify_files(&newest, &key, &[checkpoint], None));
+    match report.await {
+        Ok(AuditReport { problem, .. }) => problem,
+        Err(_) => None,
     }
 }

@@ -66,6 +66,9 @@ pub struct VaultFile {
     path: PathBuf,
 }
 
+/// A file's device, inode, size and change time.
+pub type FileStamp = (u64, u64, u64, i64, i64);
+
 impl VaultFile {
     pub fn new(path: PathBuf) -> Self {
         VaultFile { path }
@@ -93,6 +96,15 @@ impl VaultFile {
     /// Whether a vault file (or something in its place) exists.
     pub fn exists(&self) -> bool {
         fs::symlink_metadata(&self.path).is_ok()
+    }
+
+    /// Which file is there now: to tell whether someone replaced it since the agent
+    /// last read or wrote it.
+    pub fn stamp(&self) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        fs::symlink_metadata(&self.path)
+            .ok()
+            .map(|m| (m.dev(), m.ino(), m.size(), m.ctime(), m.ctime_nsec()))
     }
 
     /// Creates the vault's directory (0700) if needed and refuses one that others may
@@ -229,6 +241,13 @@ impl VaultFile {
     /// the old generation hard-linked to `.bak`, rename over, fsync the directory.
     /// At every instant `vault.jitc` is one complete generation.
     pub fn write_atomic(&self, bytes: &[u8]) -> Result<(), FileError> {
+        self.replace(bytes, true)
+    }
+
+    /// `write_atomic`, keeping the backup as it is when `backup` is false: for a save
+    /// that changes only bookkeeping (the audit checkpoint), so `vault.jitc.bak` stays
+    /// the generation before the last real change.
+    pub fn replace(&self, bytes: &[u8], backup: bool) -> Result<(), FileError> {
         self.prepare_dir()?;
         self.check_existing()?;
         let dir = self.dir();
@@ -246,7 +265,7 @@ impl VaultFile {
             crash_point("after-temp-write");
             f.sync_all().map_err(io_err("sync", &tmp))?;
             crash_point("after-temp-sync");
-            if self.exists() {
+            if backup && self.exists() {
                 let bak = self.backup_path();
                 let bak_tmp = with_suffix(&bak, ".tmp");
                 let _ = fs::remove_file(&bak_tmp);

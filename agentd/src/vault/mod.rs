@@ -16,7 +16,7 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use jitc_protocol::{KdfParams, SecretBytes, SecretInfo};
 use zeroize::Zeroizing;
 
-pub use file::{FileError, VaultFile, VaultLock};
+pub use file::{FileError, FileStamp, VaultFile, VaultLock};
 pub use format::{AuditCheckpoint, HeaderError};
 use format::{Body, HEADER_LEN, Header, Kdf, KeySlot, NONCE_LEN, StoredSecret, TAG_LEN};
 

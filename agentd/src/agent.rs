@@ -200,7 +200,7 @@ impl Agent {
             Request::Approve { id, passphrase } => {
                 cmd::approve::approve(self, session, id, passphrase).await
             }
-            Request::Deny { id } => cmd::approve::deny(self, id),
+            Request::Deny { id } => cmd::approve::deny(self, session, id),
             Request::Explain(req) => cmd::explain::apply(self, session, req),
             Request::AuditVerify => cmd::audit::verify(self).await,
         };
@@ -312,6 +312,16 @@ impl Agent {
             tracing::info!(leases_ended = ended.len(), reason, "vault locked");
         }
         was_unlocked
+    }
+
+    /// Records that a change already on record (`kind` of `secret`) did not take effect
+    /// after all: the vault could not be changed or saved.
+    pub fn record_not_done(&self, kind: &'static str, secret: &str, why: &str) {
+        self.audit.record_later(Event {
+            secrets: vec![secret.to_owned()],
+            decision: Some("failed"),
+            ..Event::new(kind).reason(format!("not done: {why}"))
+        });
     }
 
     /// Records that `lease` ended, and why.

@@ -9,8 +9,10 @@ use tokio::sync::oneshot;
 
 #[derive(Debug)]
 pub enum Verdict {
-    Approved,
-    Denied(String),
+    /// By whom (for the record).
+    Approved(String),
+    /// Why (told to the requester), and by whom (for the record only).
+    Denied(String, Option<String>),
 }
 
 /// What an approval covers under `once-per-task`: the same task, the same secrets, the
@@ -156,9 +158,12 @@ mod tests {
         let (id, mut rx) = a.register(info(), vec![9], Duration::from_secs(60));
         assert_eq!(a.list(Duration::from_secs(10))[0].expires_in_secs, 50);
         assert_eq!(a.requesters(id), Some(&[9][..]));
-        assert!(a.answer(id, Verdict::Approved));
-        assert!(matches!(rx.try_recv(), Ok(Verdict::Approved)));
-        assert!(!a.answer(id, Verdict::Approved), "answered once");
+        assert!(a.answer(id, Verdict::Approved("me".into())));
+        assert!(matches!(rx.try_recv(), Ok(Verdict::Approved(_))));
+        assert!(
+            !a.answer(id, Verdict::Approved("me".into())),
+            "answered once"
+        );
         let key = MemoryKey::new(Some("t"), &["b".into(), "a".into()], None);
         a.remember(key.clone(), Duration::from_secs(100));
         let same = MemoryKey::new(Some("t"), &["a".into(), "b".into()], None);

@@ -36,6 +36,10 @@ impl Peer {
 
 /// Longest argument kept of another process's argv.
 const MAX_ARG: usize = 256;
+/// Most of a process's argv kept in all (the rest is cut, marked `…`).
+const MAX_ARGV_BYTES: usize = 4096;
+/// Most of `/proc/PID/cmdline` read.
+const MAX_CMDLINE: u64 = 64 << 10;
 
 /// Executable path and argv of `pid`, as far as `/proc` will tell (another user's
 /// process, or one that already exited, tells nothing).
@@ -43,23 +47,28 @@ pub fn process_info(pid: u32) -> (Option<String>, Vec<String>) {
     let exe = fs::read_link(format!("/proc/{pid}/exe"))
         .ok()
         .map(|p| p.to_string_lossy().into_owned());
-    let argv = fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|raw| {
-            raw.split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .take(64)
-                .map(|a| {
-                    // Enough to recognise a process; a huge argument would bloat every
-                    // audit record and prompt.
-                    let mut s = String::from_utf8_lossy(&a[..a.len().min(MAX_ARG)]).into_owned();
-                    if a.len() > MAX_ARG {
-                        s.push('…');
-                    }
-                    s
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut raw = Vec::new();
+    let read = fs::File::open(format!("/proc/{pid}/cmdline")).and_then(|f| {
+        std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_CMDLINE), &mut raw)
+    });
+    let mut argv: Vec<String> = Vec::new();
+    if read.is_ok() {
+        let mut total = 0;
+        for a in raw.split(|b| *b == 0).filter(|a| !a.is_empty()).take(64) {
+            // Enough to recognise a process; a huge argument would bloat every audit
+            // record and prompt.
+            let mut s = String::from_utf8_lossy(&a[..a.len().min(MAX_ARG)]).into_owned();
+            if a.len() > MAX_ARG {
+                s.push('…');
+            }
+            total += s.len();
+            if total > MAX_ARGV_BYTES {
+                argv.push("…".into());
+                break;
+            }
+            argv.push(s);
+        }
+    }
     (exe, argv)
 }
 

@@ -308,6 +308,15 @@ fn a_request_cannot_be_approved_from_inside_the_agent_that_made_it() {
         out.stderr
     );
     assert!(out.stderr.contains("approval timed out"), "{}", out.stderr);
+    // And the attempt is an anomaly a person will see.
+    let anomalies = env
+        .run(&["audit", "--anomalies", "--json"], None)
+        .ok()
+        .stdout;
+    assert!(
+        anomalies.contains("\"anomaly\":\"self_approval\""),
+        "{anomalies}"
+    );
 }
 
 #[test]

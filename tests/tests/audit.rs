@@ -824,3 +824,55 @@ fn a_write_that_fails_leaves_the_log_whole() {
         .ok()
         .says("audit log intact");
 }
+
+#[test]
+fn approvals_record_who_answered_and_the_attempts_that_failed() {
+    let (env, _agent) = setup();
+    env.write_policy("[[rule]]\nsecrets = [\"prod/*\"]\napproval = \"always\"\n");
+    let bg = env.spawn(&["exec", "-s", "prod/db", "--", "true"]);
+    let id = bg.approval_id().to_string();
+    env.run(
+        &["approve", &id, "--passphrase-stdin"],
+        Some(b"guessing-passphrase-1\n"),
+    )
+    .code(77);
+    env.approve(id.parse().unwrap()).ok();
+    assert_eq!(bg.wait().code, 0);
+    let bg = env.spawn(&["exec", "-s", "prod/db", "--", "true"]);
+    let denied_id = bg.approval_id().to_string();
+    env.run(&["deny", &denied_id], None).ok();
+    let out = bg.wait();
+    assert_eq!(out.code, 77);
+    assert!(
+        !out.stderr.contains(" by "),
+        "who denied is for the record, not for the requester: {}",
+        out.stderr
+    );
+    env.run(&["status"], None).ok();
+    let recs = records(&env);
+    let failed = of_kind(&recs, "approve_failed");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["approval"].to_string(), id);
+    assert_eq!(failed[0]["reason"], "wrong passphrase");
+    let granted = of_kind(&recs, "approval_granted")[0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        granted.starts_with("approved with 'jitc approve' by ") && granted.contains("/jitc (pid "),
+        "{granted}"
+    );
+    let denied = of_kind(&recs, "approval_denied")[0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        denied.starts_with("denied with 'jitc deny' by "),
+        "{denied}"
+    );
+    assert!(
+        !fs::read_to_string(audit_path(&env))
+            .unwrap()
+            .contains("guessing-passphrase-1")
+    );
+}

@@ -225,6 +225,7 @@ pub fn run(args: Args) -> Result<u8> {
     // Watching starts before the reading, so nothing written in between is missed.
     let watch = args.follow.then(|| Watch::new(&path)).transpose()?;
     let mut tail = Tail::default();
+    let mut current = None;
     for f in files(&path) {
         let newest = f == path;
         let mut file = std::fs::File::open(&f).map_err(|e| cannot_read(&f, &e))?;
@@ -232,6 +233,7 @@ pub fn run(args: Args) -> Result<u8> {
         if newest {
             tail.ino = file.metadata().ok().map(|m| m.ino());
             tail.read(&mut file, &mut text);
+            current = Some(file);
         } else {
             file.read_to_string(&mut text)
                 .map_err(|e| cannot_read(&f, &e))?;
@@ -242,7 +244,7 @@ pub fn run(args: Args) -> Result<u8> {
     }
     emit(&out)?;
     if let Some(watch) = watch {
-        follow(&path, watch, tail, &filter, args.json)?;
+        follow(&path, watch, current, tail, &filter, args.json)?;
     }
     Ok(0)
 }
@@ -308,16 +310,26 @@ impl Watch {
 }
 
 /// Prints records as they are appended, across rotation, until interrupted.
-fn follow(path: &Path, watch: Watch, mut tail: Tail, filter: &Filter, json: bool) -> Result<()> {
-    let mut file = std::fs::File::open(path).ok();
+/// `file` is the handle the listing read `audit.log` through (so nothing written between
+/// the two is missed, even across a rotation in between).
+fn follow(
+    path: &Path,
+    watch: Watch,
+    mut file: Option<std::fs::File>,
+    mut tail: Tail,
+    filter: &Filter,
+    json: bool,
+) -> Result<()> {
     loop {
+        let now = std::fs::metadata(path).ok();
+        let rotated = now.as_ref().map(|m| m.ino()) != tail.ino
+            || now.as_ref().is_some_and(|m| m.len() < tail.pos);
+        // Read after looking: once rotated, the old file gets nothing more, so reading
+        // it to the end now leaves nothing behind.
         let mut lines = String::new();
         if let Some(f) = file.as_mut() {
             tail.read(f, &mut lines);
         }
-        let now = std::fs::metadata(path).ok();
-        let rotated = now.as_ref().map(|m| m.ino()) != tail.ino
-            || now.as_ref().is_some_and(|m| m.len() < tail.pos);
         let mut out = String::new();
         for line in lines.lines() {
             show(line, filter, json, &mut out);

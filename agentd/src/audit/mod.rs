@@ -288,6 +288,8 @@ enum Job {
 struct Queue {
     jobs: Vec<Job>,
     urgent: bool,
+    /// A batch is being written (its records are not on disk yet).
+    busy: bool,
 }
 
 #[derive(Default)]
@@ -311,13 +313,17 @@ impl Jobs {
     /// batch; past `MAX_RETRY` the oldest are dropped (and said so).
     fn requeue(&self, mut retry: Vec<Job>) {
         let mut q = self.lock();
-        let dropped = (retry.len() + q.jobs.len()).saturating_sub(MAX_RETRY);
+        q.busy = false;
+        if retry.is_empty() {
+            return;
+        }
+        let dropped = retry.len().saturating_sub(MAX_RETRY);
         if dropped > 0 {
             tracing::error!(
                 dropped,
                 "audit records dropped: the log has been failing too long"
             );
-            retry.drain(..dropped.min(retry.len()));
+            retry.drain(..dropped);
         }
         retry.append(&mut q.jobs);
         q.jobs = retry;
@@ -346,6 +352,7 @@ impl Jobs {
                 let due = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
                 if q.urgent || (due && !q.jobs.is_empty()) {
                     q.urgent = false;
+                    q.busy = true;
                     return std::mem::take(&mut q.jobs);
                 }
                 if q.jobs.is_empty() {
@@ -415,9 +422,7 @@ impl Audit {
         loop {
             let batch = self.jobs.next_batch().await;
             let retry = writer.commit(batch).await;
-            if !retry.is_empty() {
-                self.jobs.requeue(retry);
-            }
+            self.jobs.requeue(retry);
         }
     }
 
@@ -432,8 +437,11 @@ impl Audit {
 
     /// Waits until every record queued so far is written (for readers of the log).
     pub async fn flush(&self) {
-        if self.jobs.lock().jobs.is_empty() {
-            return;
+        {
+            let q = self.jobs.lock();
+            if q.jobs.is_empty() && !q.busy {
+                return;
+            }
         }
         let (tx, rx) = oneshot::channel();
         self.send(Job::Flush(tx));

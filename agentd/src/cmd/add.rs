@@ -61,9 +61,11 @@ pub async fn apply(agent: &Agent, session: &mut Session, add: AddSecret) -> Repl
             add.replace,
             add.canary,
         )
-        .map_err(|e| Refusal::from_vault(&agent.vault_file, e))?;
+        .map_err(|e| Refusal::from_vault(&agent.vault_file, e))
+        .inspect_err(|e| agent.record_not_done(event, &add.name, &e.message))?;
     if let Err(e) = agent.save(vault).await {
         vault.undo(undo);
+        agent.record_not_done(event, &add.name, &e.message);
         return Err(e);
     }
     let what = match inserted {

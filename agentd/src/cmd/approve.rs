@@ -6,6 +6,7 @@ use jitc_protocol::{ErrorCode, Response, SecretBytes};
 
 use crate::agent::{Agent, Session, backoff};
 use crate::approval::Verdict;
+use crate::audit::Event;
 use crate::clock::boot_now;
 use crate::error::{Refusal, Reply};
 use crate::vault::VaultError;
@@ -42,6 +43,17 @@ pub async fn approve(
             via = p.pid,
             "self-approval refused"
         );
+        agent.anomaly(
+            "self_approval",
+            format!(
+                "request {id} was approved from inside the process tree that made it (pid {approver_pid}, under pid {}); refused",
+                p.pid
+            ),
+            Event {
+                approval: Some(id),
+                ..Event::default().peer(session.peer_json())
+            },
+        );
         return Err(Refusal::new(
             ErrorCode::Refused,
             format!(
@@ -69,6 +81,13 @@ pub async fn approve(
                 failures,
                 "approval refused: wrong passphrase"
             );
+            agent.audit.record_later(Event {
+                approval: Some(id),
+                ..Event::new("approve_failed")
+                    .peer(session.peer_json())
+                    .reason("wrong passphrase")
+            });
+            agent.wrong_passphrase(session.peer_json(), failures);
             tokio::time::sleep(backoff(failures)).await;
             return Err(Refusal::from_vault(
                 &agent.vault_file,
@@ -86,7 +105,12 @@ pub async fn approve(
         return Err(agent.locked_refusal());
     }
     agent.reset_failures();
-    if !agent.approvals_mut().answer(id, Verdict::Approved) {
+    let by = format!(
+        "approved with 'jitc approve' by {} (pid {})",
+        session.peer.exe.as_deref().unwrap_or("?"),
+        session.peer.pid
+    );
+    if !agent.approvals_mut().answer(id, Verdict::Approved(by)) {
         return Err(not_waiting(id));
     }
     tracing::info!(
@@ -97,11 +121,14 @@ pub async fn approve(
     Ok(Response::Done)
 }
 
-pub fn deny(agent: &Agent, id: u64) -> Reply {
-    if !agent
-        .approvals_mut()
-        .answer(id, Verdict::Denied("denied with 'jitc deny'".into()))
-    {
+pub fn deny(agent: &Agent, session: &Session, id: u64) -> Reply {
+    let by = format!(
+        "by {} (pid {})",
+        session.peer.exe.as_deref().unwrap_or("?"),
+        session.peer.pid
+    );
+    let verdict = Verdict::Denied("denied with 'jitc deny'".into(), Some(by));
+    if !agent.approvals_mut().answer(id, verdict) {
         return Err(not_waiting(id));
     }
     Ok(Response::Done)

@@ -559,13 +559,19 @@ async fn await_approval(
         }
     };
     let verdict = tokio::select! {
-        v = answer => v.unwrap_or_else(|_| Verdict::Denied("the request was withdrawn".into())),
+        v = answer => v.unwrap_or_else(|_| Verdict::Denied("the request was withdrawn".into(), None)),
         status = approver_answer => match status {
-            Some(s) if s.success() => Verdict::Approved,
-            _ => Verdict::Denied(format!(
-                "{} said no",
+            Some(s) if s.success() => Verdict::Approved(format!(
+                "approved by {}",
                 approver.as_ref().map_or("the approver", |a| a[0].as_str())
             )),
+            _ => Verdict::Denied(
+                format!(
+                    "{} said no",
+                    approver.as_ref().map_or("the approver", |a| a[0].as_str())
+                ),
+                None,
+            ),
         },
         () = tokio::time::sleep(timeout) => {
             tracing::warn!(approval = id, "approval timed out");
@@ -581,18 +587,23 @@ async fn await_approval(
     };
     // The approver, if still running, is killed as `asked` drops.
     match verdict {
-        Verdict::Approved => {
+        Verdict::Approved(by) => {
             tracing::info!(approval = id, "approval granted");
+            // On record before it counts (and before once-per-task remembers it).
             agent
                 .audit
-                .record_later(approval_event("approval_granted", None));
-            Ok(())
+                .record(approval_event("approval_granted", Some(by)))
+                .await
         }
-        Verdict::Denied(why) => {
+        Verdict::Denied(why, by) => {
             tracing::warn!(approval = id, reason = %why, "approval denied");
+            let recorded = match by {
+                Some(by) => format!("{why} {by}"),
+                None => why.clone(),
+            };
             agent
                 .audit
-                .record_later(approval_event("approval_denied", Some(why.clone())));
+                .record_later(approval_event("approval_denied", Some(recorded)));
             Err(Refusal::new(
                 ErrorCode::Refused,
                 format!("approval denied: {why}"),

@@ -30,9 +30,11 @@ pub async fn apply(agent: &Agent, session: &mut Session, name: &str) -> Reply {
     let undo = vault.undo_point(name);
     vault
         .remove(name)
-        .map_err(|e| Refusal::from_vault(&agent.vault_file, e))?;
+        .map_err(|e| Refusal::from_vault(&agent.vault_file, e))
+        .inspect_err(|e| agent.record_not_done("secret_removed", name, &e.message))?;
     if let Err(e) = agent.save(vault).await {
         vault.undo(undo);
+        agent.record_not_done("secret_removed", name, &e.message);
         return Err(e);
     }
     tracing::info!(name, "secret removed");

@@ -31,6 +31,8 @@ pub struct Session {
     chain: Option<Arc<[ProcessInfo]>>,
     /// The peer and its ancestry as audit records carry them, made once.
     peer_json: Option<PeerJson>,
+    /// The same strings, to look for leased values in (see `audit::haystack`).
+    haystack: Option<Arc<[u8]>>,
 }
 
 impl Session {
@@ -41,6 +43,7 @@ impl Session {
             leases: Vec::new(),
             chain: None,
             peer_json: None,
+            haystack: None,
         }
     }
 
@@ -50,6 +53,17 @@ impl Session {
         self.chain
             .get_or_insert_with(|| crate::peer::chain(pid).into())
             .clone()
+    }
+
+    /// The requester's and its ancestors' strings, to look for leased values in.
+    pub fn haystack(&mut self) -> Arc<[u8]> {
+        if let Some(h) = &self.haystack {
+            return h.clone();
+        }
+        let chain = self.chain();
+        let h: Arc<[u8]> = crate::audit::haystack(&self.peer, &chain).into();
+        self.haystack = Some(h.clone());
+        h
     }
 
     /// The peer as audit records carry it.

@@ -96,12 +96,10 @@ impl PeerJson {
     pub fn concealing(
         peer: &Peer,
         chain: &[ProcessInfo],
+        haystack: &[u8],
         values: &[Concealed<'_>],
     ) -> Option<PeerJson> {
-        let hit = |exe: &Option<String>, argv: &[String]| {
-            exe.iter().chain(argv).any(|s| conceal(s, values).is_some())
-        };
-        if !hit(&peer.exe, &peer.argv) && !chain.iter().any(|p| hit(&p.exe, &p.argv)) {
+        if !values.iter().any(|(_, v)| occurs(haystack, v)) {
             return None;
         }
         let fix = |s: &String| conceal(s, values).unwrap_or_else(|| s.clone());
@@ -125,6 +123,38 @@ impl PeerJson {
 /// A value being leased, kept out of records: its secret's name and its bytes.
 pub type Concealed<'a> = (&'a str, &'a [u8]);
 
+/// Every string of a requester and its ancestry (executables and argv), each between
+/// NUL bytes: one buffer to look for values in, made once per connection.
+pub fn haystack(peer: &Peer, chain: &[ProcessInfo]) -> Vec<u8> {
+    let mut hay = vec![0u8];
+    let strings = peer
+        .exe
+        .iter()
+        .chain(&peer.argv)
+        .chain(chain.iter().flat_map(|p| p.exe.iter().chain(&p.argv)));
+    for s in strings {
+        hay.extend_from_slice(s.as_bytes());
+        hay.push(0);
+    }
+    hay
+}
+
+/// Whether `value` occurs in `haystack`: anywhere, or — too short to mask — as a whole
+/// string (as the argv check treats it).
+fn occurs(haystack: &[u8], value: &[u8]) -> bool {
+    if value.is_empty() {
+        return false;
+    }
+    if value.len() < jitc_protocol::names::MIN_MASKED_LEN {
+        let mut whole = Vec::with_capacity(value.len() + 2);
+        whole.push(0);
+        whole.extend_from_slice(value);
+        whole.push(0);
+        return memchr::memmem::find(haystack, &whole).is_some();
+    }
+    memchr::memmem::find(haystack, value).is_some()
+}
+
 /// `s` with each occurrence of a value replaced by `<concealed:NAME>` (a value too
 /// short to mask only when it is the whole of `s`, as the argv check treats it), or
 /// `None` when no value occurs in it.
@@ -142,20 +172,20 @@ pub fn conceal(s: &str, values: &[Concealed<'_>]) -> Option<String> {
             }
             continue;
         }
-        if !cur.windows(value.len()).any(|w| w == *value) {
+        let mut next = Vec::new();
+        let mut from = 0;
+        for at in memchr::memmem::find_iter(cur, value) {
+            if at < from {
+                continue;
+            }
+            next.extend_from_slice(&cur[from..at]);
+            next.extend_from_slice(marker.as_bytes());
+            from = at + value.len();
+        }
+        if from == 0 {
             continue;
         }
-        let mut next = Vec::with_capacity(cur.len());
-        let mut i = 0;
-        while i < cur.len() {
-            if cur[i..].starts_with(value) {
-                next.extend_from_slice(marker.as_bytes());
-                i += value.len();
-            } else {
-                next.push(cur[i]);
-                i += 1;
-            }
-        }
+        next.extend_from_slice(&cur[from..]);
         out = Some(next);
     }
     out.map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -222,7 +252,13 @@ impl Event {
 
     /// Conceals the leased `values` wherever this event could carry one: the task, the
     /// command and its argv, and the requesting process's argv and ancestry.
-    pub fn conceal(&mut self, peer: &Peer, chain: &[ProcessInfo], values: &[Concealed<'_>]) {
+    pub fn conceal(
+        &mut self,
+        peer: &Peer,
+        chain: &[ProcessInfo],
+        haystack: &[u8],
+        values: &[Concealed<'_>],
+    ) {
         for field in [&mut self.task, &mut self.command].into_iter().flatten() {
             if let Some(c) = conceal(field, values) {
                 *field = c;
@@ -234,7 +270,7 @@ impl Event {
             }
         }
         if self.peer.is_some()
-            && let Some(p) = PeerJson::concealing(peer, chain, values)
+            && let Some(p) = PeerJson::concealing(peer, chain, haystack, values)
         {
             self.peer = Some(p);
         }

@@ -128,7 +128,8 @@ fn base_event(
         ..Event::default().peer(session.peer_json()).request(req)
     };
     let chain = session.chain();
-    base.conceal(&session.peer, &chain, &concealed(values));
+    let haystack = session.haystack();
+    base.conceal(&session.peer, &chain, &haystack, &concealed(values));
     base
 }
 
@@ -157,8 +158,7 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
         None => check_values(&req, &opened.values, judged.decision.masking_required),
     };
     let canaries = opened.canaries;
-    // Nothing waits with a value open.
-    drop(opened.values);
+    let mut values = Some(opened.values);
     if let Some((text, hours)) = &judged.policy.defaults.working_hours {
         let (day, minute) = crate::anomaly::local_now();
         if !hours.contains(day, minute)
@@ -231,6 +231,8 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
         Approval::Always => true,
     };
     if needs_approval {
+        // Nothing waits for a human with a value open: the grant opens them again.
+        values = None;
         if let Err(refusal) = await_approval(agent, session, &req, &judged, &base).await {
             if refusal.message.starts_with("audit log unavailable") {
                 return Err(refusal);
@@ -244,7 +246,7 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
             );
         }
     }
-    grant(agent, session, req, &judged, base).await
+    grant(agent, session, req, &judged, base, values).await
 }
 
 /// Records a refused lease (waiting for it to be on disk: if it cannot be, that is the
@@ -274,35 +276,45 @@ async fn deny(
     }
 }
 
-/// Opens the values, records the grant (on disk before the values leave), and enters
-/// the lease in the table — unless the vault was locked meanwhile (the epoch moved).
-/// Its refusals are recorded here.
+/// Records the grant (on disk before the values leave) and enters the lease in the
+/// table — unless the vault was locked meanwhile (the epoch moved). `checked_values`
+/// are the values already opened and checked, if nothing waited since; otherwise they
+/// are opened and checked again. Its refusals are recorded here.
 async fn grant(
     agent: &Agent,
     session: &mut Session,
     req: LeaseRequest,
     judged: &Judged,
     mut base: Event,
+    checked_values: Option<Vec<LeasedValue>>,
 ) -> Reply {
-    let opened = match open_values(agent, &req).await {
-        Ok(o) => o,
-        Err(refusal) => {
-            return Err(deny(agent, session, &base, &refusal.message.clone(), refusal).await);
+    let values = match checked_values {
+        Some(v) => v,
+        None => {
+            let opened = match open_values(agent, &req).await {
+                Ok(o) => o,
+                Err(refusal) => {
+                    return Err(
+                        deny(agent, session, &base, &refusal.message.clone(), refusal).await,
+                    );
+                }
+            };
+            // The values may have been replaced while a human was asked: check them
+            // again, and conceal the ones that are leased now.
+            let chain = session.chain();
+            let haystack = session.haystack();
+            base.conceal(&session.peer, &chain, &haystack, &concealed(&opened.values));
+            let checked = match opened.missing {
+                Some(refusal) => Err(refusal),
+                None => check_values(&req, &opened.values, judged.decision.masking_required),
+            };
+            if let Err(refusal) = checked {
+                drop(opened.values);
+                return Err(deny(agent, session, &base, &refusal.message.clone(), refusal).await);
+            }
+            opened.values
         }
     };
-    // The values may have been replaced while a human was asked: check them again,
-    // and conceal the ones that are leased now.
-    let chain = session.chain();
-    base.conceal(&session.peer, &chain, &concealed(&opened.values));
-    let checked = match opened.missing {
-        Some(refusal) => Err(refusal),
-        None => check_values(&req, &opened.values, judged.decision.masking_required),
-    };
-    if let Err(refusal) = checked {
-        drop(opened.values);
-        return Err(deny(agent, session, &base, &refusal.message.clone(), refusal).await);
-    }
-    let values = opened.values;
     let (new_uses, id, epoch) = {
         let mut slot = agent.unlocked().await?;
         let vault = slot.as_mut().ok_or_else(Refusal::locked)?;
@@ -402,7 +414,7 @@ fn check_values(
         let found = req.command.argv.iter().enumerate().find(|(_, arg)| {
             let arg = arg.as_bytes();
             if value.len() >= MIN_MASKED_LEN {
-                arg.windows(value.len()).any(|w| w == value)
+                memchr::memmem::find(arg, value).is_some()
             } else {
                 arg == value
             }
@@ -411,7 +423,7 @@ fn check_values(
             && req
                 .task
                 .as_ref()
-                .is_some_and(|t| t.as_bytes().windows(value.len()).any(|w| w == value));
+                .is_some_and(|t| memchr::memmem::find(t.as_bytes(), value).is_some());
         if in_task {
             return Err(Refusal::new(
                 ErrorCode::Refused,

@@ -255,6 +255,13 @@ impl Client {
         }
     }
 
+    pub fn audit_accept(&mut self, passphrase: SecretBytes) -> Result<jitc_protocol::AuditReport> {
+        match self.call(&Request::AuditAccept { passphrase })? {
+            Response::AuditReport(r) => Ok(r),
+            _ => Err(Error::Unexpected("no audit report")),
+        }
+    }
+
     pub fn explain(&mut self, request: LeaseRequest) -> Result<Explanation> {
         match self.call(&Request::Explain(request))? {
             Response::Explanation(e) => Ok(e),

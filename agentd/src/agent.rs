@@ -217,6 +217,9 @@ impl Agent {
             Request::Deny { id } => cmd::approve::deny(self, session, id),
             Request::Explain(req) => cmd::explain::apply(self, session, req),
             Request::AuditVerify => cmd::audit::verify(self).await,
+            Request::AuditAccept { passphrase } => {
+                cmd::audit::accept(self, session, passphrase).await
+            }
         };
         Some(reply.unwrap_or_else(Response::from))
     }
@@ -255,8 +258,7 @@ impl Agent {
     /// the one the agent last read or wrote (someone restored or replaced it): nothing
     /// the user put there is overwritten for bookkeeping's sake.
     pub async fn save_checkpoint(&self, vault: &mut Vault) -> Result<(), Refusal> {
-        let known = *self.vault_stamp.lock().unwrap_or_else(|p| p.into_inner());
-        if known.is_none() || known != self.vault_file.stamp() {
+        if !self.vault_file_is_ours() {
             tracing::warn!(
                 vault = %self.vault_file.path().display(),
                 "the vault file changed behind the agent; not saving the audit checkpoint into it"
@@ -264,6 +266,12 @@ impl Agent {
             return Ok(());
         }
         self.write_vault(vault, false).await
+    }
+
+    /// Whether the vault file is the one the agent last read or wrote.
+    pub fn vault_file_is_ours(&self) -> bool {
+        let known = *self.vault_stamp.lock().unwrap_or_else(|p| p.into_inner());
+        known.is_some() && known == self.vault_file.stamp()
     }
 
     /// Notes the vault file as it is now: the agent's own.

@@ -95,6 +95,9 @@ pub fn request() -> impl Strategy<Value = Request> {
         any::<u64>().prop_map(|id| Request::Deny { id }).boxed(),
         lease_request().prop_map(Request::Explain).boxed(),
         LazyJust::new(|| Request::AuditVerify).boxed(),
+        secret()
+            .prop_map(|passphrase| Request::AuditAccept { passphrase })
+            .boxed(),
     ])
 }
 

@@ -51,6 +51,11 @@ pub enum Request {
     Explain(LeaseRequest),
     /// Check the audit trail's chain of tags (needs the unlocked vault's key).
     AuditVerify,
+    /// Accept the audit log as it now is, after it was cut short or started afresh
+    /// (the break stays on record); the vault passphrase proves a human is there.
+    AuditAccept {
+        passphrase: SecretBytes,
+    },
 }
 
 /// A message from the agent to `jitc`.

@@ -876,3 +876,69 @@ fn approvals_record_who_answered_and_the_attempts_that_failed() {
             .contains("guessing-passphrase-1")
     );
 }
+
+#[test]
+fn a_log_started_afresh_is_accepted_only_by_a_human_and_stays_on_record() {
+    let (env, agent) = setup();
+    env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    // Saved with the vault: the checkpoint a fresh log falls short of.
+    env.add("other", "other-value-99");
+    // Nothing to accept while the log is whole.
+    env.run(&["audit", "accept", "--passphrase-stdin"], None)
+        .ok()
+        .says("nothing to accept");
+    agent.stop();
+    // The state directory is lost (or the vault was copied to another machine).
+    let dir = env.state.join("jitc");
+    let aside = env.root().join("old-audit");
+    fs::rename(&dir, &aside).unwrap();
+    let agent = env.start_agent();
+    env.unlock().ok();
+    wait_for_record(&env, "anomaly", "audit_log_tampered");
+    env.run(&["audit", "verify"], None).code(1).says("cut off");
+    // A process without the passphrase (an agent in the repository) cannot hide it.
+    env.run(
+        &["audit", "accept", "--passphrase-stdin"],
+        Some(b"guessing-passphrase-2\n"),
+    )
+    .code(77)
+    .says("wrong passphrase");
+    env.run(&["audit", "verify"], None).code(1).says("cut off");
+    let run = env.run(
+        &["audit", "accept", "--passphrase-stdin"],
+        Some(format!("{PASSPHRASE}\n").as_bytes()),
+    );
+    run.ok().says("cut off").says("audit log intact");
+    env.run(&["audit", "verify"], None).ok();
+    let recs = records(&env);
+    assert_eq!(of_kind(&recs, "accept_failed").len(), 1);
+    let accepted = of_kind(&recs, "audit_accepted");
+    assert_eq!(accepted.len(), 1);
+    let reason = accepted[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("cut off"), "{reason}");
+    assert!(accepted[0]["peer"]["pid"].is_u64(), "{}", accepted[0]);
+    // The new checkpoint is the vault's: a restart and an unlock find nothing wrong.
+    agent.stop();
+    let _agent = env.start_agent();
+    env.unlock().ok();
+    env.run(&["audit", "verify"], None).ok();
+    env.run(&["status"], None).ok();
+    let tampered = of_kind(&records(&env), "anomaly")
+        .into_iter()
+        .filter(|a| a["anomaly"] == "audit_log_tampered")
+        .count();
+    assert_eq!(tampered, 1, "the accepted log is not reported again");
+    // A chain broken in the middle is evidence, not a fresh start: not accepted.
+    let path = audit_path(&env);
+    let text = fs::read_to_string(&path).unwrap();
+    fs::write(&path, text.replacen("\"unlock\"", "\"unlock \"", 1)).unwrap();
+    env.run(&["audit", "verify"], None).code(1);
+    env.run(
+        &["audit", "accept", "--passphrase-stdin"],
+        Some(format!("{PASSPHRASE}\n").as_bytes()),
+    )
+    .code(1)
+    .says("not accepted: the chain itself is broken");
+    assert_eq!(of_kind(&records(&env), "audit_accepted").len(), 1);
+    assert!(!fs::read_to_string(&path).unwrap().contains("guessing-passphrase-2"));
+}

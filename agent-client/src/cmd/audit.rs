@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use clap::Subcommand;
 use jitc::start::connect_or_start;
-use jitc::{Error, Result};
+use jitc::{Error, Result, prompt};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use serde_json::Value;
 
@@ -42,6 +42,13 @@ pub struct Args {
 enum Action {
     /// Check the chain of tags (edits, drops, reorders, insertions, a cut-off tail)
     Verify,
+    /// Accept a log that was cut short or started afresh, so that verify goes on from
+    /// it as it now is; the break stays on record. Asks for the vault passphrase
+    Accept {
+        /// Read the passphrase from the first line of stdin instead of the terminal
+        #[arg(long)]
+        passphrase_stdin: bool,
+    },
 }
 
 struct Filter {
@@ -168,41 +175,65 @@ fn show(line: &str, filter: &Filter, json: bool, out: &mut String) {
     }
 }
 
+/// Prints a verification report on stderr; the exit code it deserves.
+fn report(r: &jitc_protocol::AuditReport) -> u8 {
+    match &r.problem {
+        None => {
+            let unsealed = if r.unsealed > 0 {
+                format!(
+                    "; the last {} written while the vault was locked are sealed at the next unlock",
+                    r.unsealed
+                )
+            } else {
+                String::new()
+            };
+            let never = match (r.never_sealed, &r.never_sealed_at) {
+                (0, _) => String::new(),
+                (n, at) => format!(
+                    "; {n} line(s) written while the vault was locked were never sealed (the agent stopped before an unlock{}): nothing vouches for them",
+                    at.as_deref()
+                        .map(|a| format!("; the first run ends before {a}"))
+                        .unwrap_or_default()
+                ),
+            };
+            jitc::error::note(&format!(
+                "audit log intact: {} records in {} file(s){unsealed}{never}",
+                r.lines,
+                r.files.len()
+            ));
+            0
+        }
+        Some(p) => {
+            jitc::error::note(&format!("audit log NOT intact: {p}"));
+            1
+        }
+    }
+}
+
 pub fn run(args: Args) -> Result<u8> {
     let mut client = connect_or_start()?;
-    if let Some(Action::Verify) = args.action {
-        let r = client.audit_verify()?;
-        return match r.problem {
-            None => {
-                let unsealed = if r.unsealed > 0 {
-                    format!(
-                        "; the last {} written while the vault was locked are sealed at the next unlock",
-                        r.unsealed
-                    )
-                } else {
-                    String::new()
-                };
-                let never = match (r.never_sealed, &r.never_sealed_at) {
-                    (0, _) => String::new(),
-                    (n, at) => format!(
-                        "; {n} line(s) written while the vault was locked were never sealed (the agent stopped before an unlock{}): nothing vouches for them",
-                        at.as_deref()
-                            .map(|a| format!("; the first run ends before {a}"))
-                            .unwrap_or_default()
-                    ),
-                };
-                jitc::error::note(&format!(
-                    "audit log intact: {} records in {} file(s){unsealed}{never}",
-                    r.lines,
-                    r.files.len()
-                ));
-                Ok(0)
-            }
-            Some(p) => {
-                jitc::error::note(&format!("audit log NOT intact: {p}"));
-                Ok(1)
-            }
-        };
+    match args.action {
+        Some(Action::Verify) => return Ok(report(&client.audit_verify()?)),
+        Some(Action::Accept { passphrase_stdin }) => {
+            let before = client.audit_verify()?;
+            let Some(problem) = &before.problem else {
+                report(&before);
+                jitc::error::note("nothing to accept");
+                return Ok(0);
+            };
+            jitc::error::note(&format!("audit log NOT intact: {problem}"));
+            jitc::error::note(
+                "accepting keeps this on record (audit_accepted) and verifies the log from here on as it now is",
+            );
+            let passphrase = if passphrase_stdin {
+                prompt::read_stdin_line("the passphrase")?
+            } else {
+                prompt::ask_hidden("Vault passphrase to accept the audit log as it is: ")?
+            };
+            let after = client.audit_accept(passphrase)?;
+            return Ok(report(&after));
+        }
+        None => {}
     }
     let path = PathBuf::from(client.status()?.audit.path);
     drop(client);

@@ -4,12 +4,11 @@
 
 use jitc_protocol::{ErrorCode, Response, SecretBytes};
 
-use crate::agent::{Agent, Session, backoff};
+use crate::agent::{Agent, Session};
 use crate::approval::Verdict;
 use crate::audit::Event;
 use crate::clock::boot_now;
 use crate::error::{Refusal, Reply};
-use crate::vault::VaultError;
 
 pub fn pending(agent: &Agent) -> Reply {
     Ok(Response::Pending(agent.approvals_mut().list(boot_now())))
@@ -62,49 +61,11 @@ pub async fn approve(
             ),
         ));
     }
-    let _gate = agent.passphrase_gate.lock().await;
-    let check = {
-        let slot = agent.unlocked().await?;
-        slot.as_ref()
-            .ok_or_else(Refusal::locked)?
-            .passphrase_check()
+    let failed = Event {
+        approval: Some(id),
+        ..Event::new("approve_failed").peer(session.peer_json())
     };
-    let unwrapped = tokio::task::spawn_blocking(move || check.unwrap_key(passphrase.expose()))
-        .await
-        .map_err(|_| Refusal::internal("checking the passphrase"))?;
-    let key = match unwrapped {
-        Ok(k) => k,
-        Err(VaultError::WrongPassphrase) => {
-            let failures = agent.record_failure();
-            tracing::warn!(
-                approval = id,
-                failures,
-                "approval refused: wrong passphrase"
-            );
-            agent.audit.record_later(Event {
-                approval: Some(id),
-                ..Event::new("approve_failed")
-                    .peer(session.peer_json())
-                    .reason("wrong passphrase")
-            });
-            agent.wrong_passphrase(session.peer_json(), failures);
-            tokio::time::sleep(backoff(failures)).await;
-            return Err(Refusal::from_vault(
-                &agent.vault_file,
-                VaultError::WrongPassphrase,
-            ));
-        }
-        Err(e) => return Err(Refusal::from_vault(&agent.vault_file, e)),
-    };
-    let same_vault = agent
-        .vault_slot()
-        .await
-        .as_ref()
-        .is_some_and(|v| v.has_key(&key));
-    if !same_vault {
-        return Err(agent.locked_refusal());
-    }
-    agent.reset_failures();
+    super::confirm_passphrase(agent, session, passphrase, failed).await?;
     let by = format!(
         "approved with 'jitc approve' by {} (pid {})",
         session.peer.exe.as_deref().unwrap_or("?"),

@@ -1,14 +1,23 @@
 //! `AuditVerify`: check the audit trail's chain with the unlocked vault's key, and its
 //! tail against the checkpoint (the agent's own, or the one saved in the vault).
+//! `AuditAccept`: a human accepts a log that was cut short or started afresh, so that
+//! verification goes on from the log as it now is, with the break on record.
 
-use jitc_protocol::Response;
+use jitc_protocol::{AuditReport, ErrorCode, Response, SecretBytes};
 
-use crate::agent::Agent;
+use crate::agent::{Agent, Session};
+use crate::audit::Event;
 use crate::audit::chain;
 use crate::audit::verify::verify_files;
 use crate::error::{Refusal, Reply};
 
 pub async fn verify(agent: &Agent) -> Reply {
+    Ok(Response::AuditReport(check(agent, true).await?))
+}
+
+/// The whole log checked with the unlocked vault's key; `against_checkpoints`: also
+/// against the checkpoints (the agent's latest keyed line, and the vault's).
+async fn check(agent: &Agent, against_checkpoints: bool) -> Result<AuditReport, Refusal> {
     agent.audit.flush().await;
     let (key, stored) = {
         let slot = agent.unlocked().await?;
@@ -18,13 +27,17 @@ pub async fn verify(agent: &Agent) -> Reply {
             vault.audit_checkpoint().map(|c| (c.seq, c.tag)),
         )
     };
-    let checkpoints: Vec<_> = agent.audit.last_keyed().into_iter().chain(stored).collect();
+    let checkpoints: Vec<_> = if against_checkpoints {
+        agent.audit.last_keyed().into_iter().chain(stored).collect()
+    } else {
+        Vec::new()
+    };
     let files = agent.audit.files();
     let rotated = files
         .iter()
         .filter(|f| f.as_path() != agent.audit.path())
         .count();
-    let report = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         verify_files(
             &files,
             &key,
@@ -33,6 +46,53 @@ pub async fn verify(agent: &Agent) -> Reply {
         )
     })
     .await
-    .map_err(|_| Refusal::internal("verifying the audit log"))?;
-    Ok(Response::AuditReport(report))
+    .map_err(|_| Refusal::internal("verifying the audit log"))
+}
+
+/// Accepts the log as it is when its only fault is against the checkpoint: its tail
+/// was cut off, or it was started afresh (the state directory lost, the vault copied
+/// to another machine). The `audit_accepted` record, keyed and on disk before anything
+/// changes, says what was wrong; then the vault's checkpoint moves to that record. A log
+/// whose chain itself is broken is not accepted: that evidence stays until it rotates
+/// away or is moved aside. The answer is the log verified again.
+pub async fn accept(agent: &Agent, session: &mut Session, passphrase: SecretBytes) -> Reply {
+    let failed = Event::new("accept_failed").peer(session.peer_json());
+    super::confirm_passphrase(agent, session, passphrase, failed).await?;
+    let report = check(agent, true).await?;
+    let Some(problem) = report.problem else {
+        return Ok(Response::AuditReport(report));
+    };
+    if let Some(damage) = check(agent, false).await?.problem {
+        let dir = agent.audit.path().parent().unwrap_or(agent.audit.path());
+        return Err(Refusal::new(
+            ErrorCode::Failure,
+            format!(
+                "not accepted: the chain itself is broken ({damage}); only a log cut short or started afresh can be accepted. Keep the files as evidence: stop the agent, move {}/audit.log* aside, start it, unlock, and accept again",
+                dir.display()
+            ),
+        ));
+    }
+    {
+        // Held from the record to the save, so a `lock` cannot come in between.
+        let mut slot = agent.unlocked().await?;
+        let vault = slot.as_mut().ok_or_else(Refusal::locked)?;
+        if !agent.vault_file_is_ours() {
+            return Err(Refusal::new(
+                ErrorCode::Failure,
+                "not accepted: the vault file changed behind the agent (restored or replaced?); run 'jitc lock', 'jitc unlock', then accept again",
+            ));
+        }
+        agent
+            .audit
+            .record(
+                Event::new("audit_accepted")
+                    .peer(session.peer_json())
+                    .reason(format!("accepted with the vault passphrase: {problem}")),
+            )
+            .await?;
+        vault.set_audit_checkpoint(None);
+        agent.save_checkpoint(vault).await?;
+    }
+    tracing::warn!("audit log accepted as it is; the break is on record");
+    Ok(Response::AuditReport(check(agent, true).await?))
 }

@@ -15,7 +15,10 @@ pub mod unlock;
 
 use jitc_protocol::SecretBytes;
 
+use crate::agent::{Agent, Session, backoff};
+use crate::audit::Event;
 use crate::error::Refusal;
+use crate::vault::VaultError;
 
 /// Longest passphrase accepted; Argon2 would take more, but nobody types more.
 const MAX_PASSPHRASE_LEN: usize = 4096;
@@ -41,4 +44,53 @@ fn check_name(name: &str) -> Result<(), Refusal> {
             name.escape_debug()
         ))
     })
+}
+
+/// Proves a human is at the keyboard for an act an agent must not do on its own
+/// (approving a request, accepting the audit log as it is): the vault passphrase,
+/// checked against the unlocked vault. A wrong one is slowed down like `unlock`,
+/// recorded as `failed` (with the reason added) and counted toward the
+/// `wrong_passphrases` anomaly.
+async fn confirm_passphrase(
+    agent: &Agent,
+    session: &mut Session,
+    passphrase: SecretBytes,
+    failed: Event,
+) -> Result<(), Refusal> {
+    check_passphrase(&passphrase)?;
+    let _gate = agent.passphrase_gate.lock().await;
+    let check = {
+        let slot = agent.unlocked().await?;
+        slot.as_ref()
+            .ok_or_else(Refusal::locked)?
+            .passphrase_check()
+    };
+    let unwrapped = tokio::task::spawn_blocking(move || check.unwrap_key(passphrase.expose()))
+        .await
+        .map_err(|_| Refusal::internal("checking the passphrase"))?;
+    let key = match unwrapped {
+        Ok(k) => k,
+        Err(VaultError::WrongPassphrase) => {
+            let failures = agent.record_failure();
+            tracing::warn!(event = failed.event, failures, "refused: wrong passphrase");
+            agent.audit.record_later(failed.reason("wrong passphrase"));
+            agent.wrong_passphrase(session.peer_json(), failures);
+            tokio::time::sleep(backoff(failures)).await;
+            return Err(Refusal::from_vault(
+                &agent.vault_file,
+                VaultError::WrongPassphrase,
+            ));
+        }
+        Err(e) => return Err(Refusal::from_vault(&agent.vault_file, e)),
+    };
+    let same_vault = agent
+        .vault_slot()
+        .await
+        .as_ref()
+        .is_some_and(|v| v.has_key(&key));
+    if !same_vault {
+        return Err(agent.locked_refusal());
+    }
+    agent.reset_failures();
+    Ok(())
 }

@@ -429,7 +429,9 @@ impl Agent {
 
     /// A wrong passphrase (at unlock or approve): repeated ones are an anomaly.
     pub fn wrong_passphrase(&self, peer: PeerJson, failures: u32) {
-        if failures == crate::anomaly::WRONG_PASSPHRASES_BEFORE_ALERT {
+        // Said at the threshold, then at every tenth failure of a run that goes on.
+        let n = crate::anomaly::WRONG_PASSPHRASES_BEFORE_ALERT;
+        if failures == n || (failures > n && failures.is_multiple_of(10)) {
             self.anomaly(
                 "wrong_passphrases",
                 format!("{failures} wrong passphrases in a row"),
@@ -438,12 +440,15 @@ impl Agent {
         }
     }
 
-    /// A refused lease: repeated refusals of one executable are an anomaly.
-    pub fn denied(&self, peer: &Peer, base: Event) {
-        let who = peer
-            .exe
-            .clone()
-            .unwrap_or_else(|| format!("pid {}", peer.pid));
+    /// A refused lease: repeated refusals of one command (under one profile: the
+    /// agent that asks) are an anomaly. Counted by what is asked for, not by the `jitc`
+    /// binary every request comes through.
+    pub fn denied(&self, base: Event) {
+        let command = base.command.as_deref().unwrap_or("?");
+        let who = match &base.profile {
+            Some(p) => format!("{command} (profile {p})"),
+            None => command.to_owned(),
+        };
         let repeated = self
             .counters
             .lock()

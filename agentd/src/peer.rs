@@ -53,12 +53,21 @@ pub fn process_info(pid: u32) -> (Option<String>, Vec<String>) {
     });
     let mut argv: Vec<String> = Vec::new();
     if read.is_ok() {
+        // The read stopped inside an argument: it is cut short like a long one.
+        let cut_last = raw.len() as u64 == MAX_CMDLINE && raw.last() != Some(&0);
+        let pieces = raw.split(|b| *b == 0).count();
         let mut total = 0;
-        for a in raw.split(|b| *b == 0).filter(|a| !a.is_empty()).take(64) {
+        for (i, a) in raw
+            .split(|b| *b == 0)
+            .enumerate()
+            .filter(|(_, a)| !a.is_empty())
+            .take(64)
+        {
             // Enough to recognise a process; a huge argument would bloat every audit
-            // record and prompt.
+            // record and prompt. An argument cut short ends with `…` (the audit trail
+            // conceals a value's beginning there).
             let mut s = String::from_utf8_lossy(&a[..a.len().min(MAX_ARG)]).into_owned();
-            if a.len() > MAX_ARG {
+            if a.len() > MAX_ARG || (cut_last && i + 1 == pieces) {
                 s.push('…');
             }
             total += s.len();

@@ -427,6 +427,28 @@ fn a_full_disk_mid_run_refuses_leases() {
     out.code(77).one_line_error().says("audit log unavailable");
     let s = env.status();
     assert!(s["audit"]["error"].is_string(), "{s}");
+    // A first use refused for want of a record is not remembered as a use...
+    env.run(&["exec", "-s", "prod/db", "--", "echo"], None)
+        .code(77);
+    // ...so once there is room again, the real first use is an anomaly.
+    let pid = env.agent_pid().unwrap().to_string();
+    let dir = env.state.join("jitc");
+    let grown = env
+        .command("nsenter")
+        .args(["-t", &pid, "-m", "mount", "-o", "remount,size=4m"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(grown.success());
+    env.run(&["exec", "-s", "prod/db", "--", "echo"], None).ok();
+    env.run(&["status"], None).ok();
+    let log = format!("/proc/{pid}/root{}", dir.join("audit.log").display());
+    let text = fs::read_to_string(log).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("\"new_executable\"") && l.contains("/echo")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -533,6 +555,23 @@ fn a_canary_is_refused_like_anything_else_and_raises_an_anomaly() {
         listed.contains("canary secret aws/root-key requested"),
         "{listed}"
     );
+    // Named after an unknown secret, or under a broken policy: still noticed.
+    env.run(
+        &["exec", "-s", "no/such", "-s", "aws/root-key", "--", "true"],
+        None,
+    )
+    .code(1)
+    .says("no secret named 'no/such'");
+    env.write_policy("this is not toml [");
+    env.run(&["exec", "-s", "aws/root-key", "--", "true"], None)
+        .code(77)
+        .says("policy");
+    env.run(&["status"], None);
+    let canaries = of_kind(&records(&env), "anomaly")
+        .into_iter()
+        .filter(|a| a["anomaly"] == "canary")
+        .count();
+    assert_eq!(canaries, 3);
 }
 
 #[test]
@@ -705,6 +744,51 @@ fn values_on_command_lines_never_reach_the_log() {
             .ends_with("'<concealed:prod/db>'"),
         "{shell}"
     );
+    // Cut short where an ancestor's long argument is (256 bytes kept): the part of
+    // the value before the cut is concealed too.
+    let mut c = env.command("sh");
+    c.arg("-c").arg(format!(
+        "true {}{VALUE}; {} exec -s prod/db -- true; true",
+        "x".repeat(240),
+        jitc_bin().display()
+    ));
+    run_with_stdin(c, None).ok();
+    // While locked, no value is at hand to conceal: argv and task are withheld.
+    env.run(&["lock"], None).ok();
+    env.run(
+        &[
+            "exec",
+            "-s",
+            "prod/db",
+            "--task",
+            &format!("deploy {VALUE}"),
+            "--",
+            "echo",
+            &format!("Bearer {VALUE}"),
+        ],
+        None,
+    )
+    .code(75);
+    env.run(&["status"], None).ok();
+    let text = fs::read_to_string(audit_path(&env)).unwrap();
+    assert!(
+        !text.contains(&VALUE[..10]),
+        "part of the value is in the log"
+    );
+    let recs = records(&env);
+    let granted = *of_kind(&recs, "lease_granted").last().unwrap();
+    let shell = granted["peer"]["chain"][1]["argv"][2].as_str().unwrap();
+    assert!(shell.ends_with("<concealed:prod/db>…"), "{shell}");
+    let locked = *of_kind(&recs, "lease_denied").last().unwrap();
+    assert!(
+        locked["withheld"]
+            .as_str()
+            .unwrap()
+            .contains("argv and task")
+    );
+    assert!(locked.get("argv").is_none() && locked.get("task").is_none());
+    assert_eq!(locked["secrets"][0], "prod/db");
+    assert!(locked["command"].as_str().unwrap().ends_with("/echo"));
 }
 
 /// The log's lines, and the sequence number of the last.
@@ -797,6 +881,16 @@ fn removing_older_files_is_caught() {
     for i in 2..=9 {
         let _ = fs::remove_file(dir.join(format!("audit.log.{i}")));
     }
+    env.run(&["audit", "verify"], None)
+        .code(1)
+        .says("older files were removed");
+    // Empty files in their place, or a blank line on top, do not hide it.
+    for i in 2..=9 {
+        fs::write(dir.join(format!("audit.log.{i}")), "").unwrap();
+    }
+    let one = dir.join("audit.log.1");
+    let text = fs::read_to_string(&one).unwrap();
+    fs::write(&one, format!("\n{text}")).unwrap();
     env.run(&["audit", "verify"], None)
         .code(1)
         .says("older files were removed");
@@ -940,5 +1034,125 @@ fn a_log_started_afresh_is_accepted_only_by_a_human_and_stays_on_record() {
     .code(1)
     .says("not accepted: the chain itself is broken");
     assert_eq!(of_kind(&records(&env), "audit_accepted").len(), 1);
-    assert!(!fs::read_to_string(&path).unwrap().contains("guessing-passphrase-2"));
+    assert!(
+        !fs::read_to_string(&path)
+            .unwrap()
+            .contains("guessing-passphrase-2")
+    );
+}
+
+fn inode(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).ok().map(|m| m.ino())
+}
+
+fn no_tampering_reported(env: &TestEnv) {
+    env.run(&["status"], None).ok();
+    let dir = env.state.join("jitc");
+    for f in fs::read_dir(&dir).unwrap() {
+        let text = fs::read_to_string(f.unwrap().path()).unwrap();
+        assert!(!text.contains("audit_log_tampered"), "{text}");
+    }
+    env.run(&["audit", "verify"], None)
+        .ok()
+        .says("audit log intact");
+}
+
+#[test]
+fn a_rotation_while_locked_keeps_each_file_checkable() {
+    let env = TestEnv::new();
+    let _agent = env.start_agent_with(&["--audit-max-bytes", "4000"]);
+    env.init();
+    env.add("prod/db", VALUE);
+    env.run(&["lock"], None).ok();
+    let dir = env.state.join("jitc");
+    let log = dir.join("audit.log");
+    // Refusals while locked are written unkeyed until the log rotates, and one more
+    // after: the run the next unlock seals spans two files.
+    let first = inode(&log);
+    for _ in 0..200 {
+        if inode(&log) != first {
+            break;
+        }
+        env.run(&["exec", "-s", "prod/db", "--", "true"], None)
+            .code(75);
+    }
+    assert_ne!(inode(&log), first, "rotated");
+    env.run(&["exec", "-s", "prod/db", "--", "true"], None)
+        .code(75);
+    // The unlock checks the newest file on its own: it must not cry wolf.
+    env.unlock().ok();
+    env.run(&["lock"], None).ok();
+    env.unlock().ok();
+    no_tampering_reported(&env);
+    // Nor once the file where that run began has rotated away.
+    let began = inode(&dir.join("audit.log.1")).unwrap();
+    for _ in 0..2000 {
+        let present = (1..=9).any(|i| inode(&dir.join(format!("audit.log.{i}"))) == Some(began));
+        if !present {
+            break;
+        }
+        env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    }
+    assert!(dir.join("audit.log.9").is_file());
+    no_tampering_reported(&env);
+}
+
+#[test]
+fn a_restart_that_rotates_at_once_keeps_the_new_file_checkable() {
+    let env = TestEnv::new();
+    let agent = env.start_agent();
+    env.init();
+    env.add("prod/db", VALUE);
+    env.run(&["lock"], None).ok();
+    // Unkeyed lines fill the log past the size a restarted agent rotates at.
+    let log = audit_path(&env);
+    for _ in 0..200 {
+        if fs::metadata(&log).unwrap().len() >= 4000 {
+            break;
+        }
+        env.run(&["exec", "-s", "prod/db", "--", "true"], None)
+            .code(75);
+    }
+    agent.stop();
+    // The new agent gives those lines up (unsealed_before) on the first line of a new file.
+    let _agent = env.start_agent_with(&["--audit-max-bytes", "4000"]);
+    env.unlock().ok();
+    env.run(&["lock"], None).ok();
+    env.unlock().ok();
+    let first = fs::read_to_string(&log).unwrap();
+    let marker = first.lines().next().unwrap();
+    assert!(
+        marker.contains("log_continued") && marker.contains("\"unsealed_before\""),
+        "{first}"
+    );
+
+    no_tampering_reported(&env);
+}
+
+#[test]
+fn a_failed_init_leaves_nothing_keyed_for_a_vault_that_never_was() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    let dir = env.root().join("vaultdir");
+    fs::create_dir_all(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+    env.set_env("JITC_VAULT", dir.join("vault.jitc"));
+    let _agent = env.start_agent();
+    // The vault's temporary file cannot be created: the save fails.
+    let blocker = dir.join(format!("vault.jitc.tmp-{}", env.agent_pid().unwrap()));
+    fs::create_dir_all(blocker.join("x")).unwrap();
+    let failed = env.run(&INIT_ARGS, Some(format!("{PASSPHRASE}\n").as_bytes()));
+    assert_ne!(failed.code, 0, "{failed:?}");
+    fs::remove_dir_all(&blocker).unwrap();
+    env.init();
+    env.add("prod/db", VALUE);
+    env.run(&["audit", "verify"], None)
+        .ok()
+        .says("audit log intact");
+    let recs = records(&env);
+    let inits = of_kind(&recs, "init");
+    assert_eq!(inits.len(), 3, "tried, failed, done: {inits:?}");
+    assert_eq!(inits[1]["decision"], "failed");
+    assert!(inits.iter().all(|r| r.get("tag").is_none()));
 }

@@ -1,7 +1,10 @@
 //! The audit log's tamper evidence: each keyed line ends with a tag,
-//! HMAC-SHA256(K, previous tag ‖ every unkeyed line since ‖ this line), K derived from
+//! HMAC-SHA256(K, previous tag ‖ the unkeyed lines since ‖ this line), K derived from
 //! the vault key with HKDF. Lines written while no key is at hand (before the first
-//! unlock of an agent's life) carry no tag and are sealed by the next keyed line. Every
+//! unlock of an agent's life, or while locked) carry no tag and are sealed by the next
+//! keyed line. They enter the tag as a count and a running SHA-256 digest, which needs
+//! no key: the writer keeps it while locked, and a `log_continued` line at the top of a
+//! new file carries it, so each file can be checked on its own. Every
 //! line carries a sequence number, so drops, insertions and reorders show even before
 //! they are sealed; a checkpoint (last sequence and tag) kept in the vault and by the
 //! running agent shows a cut-off tail.
@@ -37,17 +40,28 @@ pub fn derive_key(vault_key: &[u8; 32]) -> Key {
     Key(k)
 }
 
-/// HMAC over the previous tag, the unkeyed bodies since, and this body, each
-/// length-prefixed so no two sequences collide.
-pub fn tag(key: &Key, prev: &Tag, pending: &[String], body: &str) -> Tag {
+/// The digest of the unkeyed bodies so far, `digest`, with one more: SHA-256 over the
+/// digest and the length-prefixed body, so no two sequences collide.
+pub fn absorb(digest: &Tag, body: &str) -> Tag {
+    use sha2::Digest;
+    let mut h = Sha256::new();
+    h.update(digest);
+    h.update((body.len() as u64).to_be_bytes());
+    h.update(body.as_bytes());
+    h.finalize().into()
+}
+
+/// HMAC over the previous tag, how many unkeyed bodies came since and their digest,
+/// and this body (length-prefixed).
+pub fn tag(key: &Key, prev: &Tag, pending: u64, digest: &Tag, body: &str) -> Tag {
     let Ok(mut mac) = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(&key.0[..]) else {
         return GENESIS;
     };
     mac.update(prev);
-    for part in pending.iter().map(String::as_str).chain([body]) {
-        mac.update(&(part.len() as u64).to_be_bytes());
-        mac.update(part.as_bytes());
-    }
+    mac.update(&pending.to_be_bytes());
+    mac.update(digest);
+    mac.update(&(body.len() as u64).to_be_bytes());
+    mac.update(body.as_bytes());
     mac.finalize().into_bytes().into()
 }
 
@@ -91,8 +105,11 @@ pub fn unseal(line: &str) -> (String, Option<Tag>) {
 pub struct Parsed {
     pub seq: u64,
     pub event: String,
-    /// For `log_continued`: the tag the chain had when the file was started.
+    /// For `log_continued`: the tag the chain had when the file was started, and the
+    /// unkeyed lines it carried then (how many, and their digest).
     pub prev_tag: Option<Tag>,
+    pub pending: Option<u64>,
+    pub pending_digest: Option<Tag>,
     /// How many unkeyed lines just before this one the chain gave up on (they were
     /// never sealed, and this line's chain does not cover them).
     pub unsealed_before: Option<u64>,
@@ -107,17 +124,38 @@ pub fn parse(body: &str) -> Option<Parsed> {
             .get("prev_tag")
             .and_then(|t| t.as_str())
             .and_then(parse_hex),
+        pending: v.get("pending").and_then(|n| n.as_u64()),
+        pending_digest: v
+            .get("pending_digest")
+            .and_then(|t| t.as_str())
+            .and_then(parse_hex),
         unsealed_before: v.get("unsealed_before").and_then(|n| n.as_u64()),
     })
 }
 
+impl Parsed {
+    /// The chain a `log_continued` line says it follows (`None` for other lines).
+    pub fn continues(&self) -> Option<State> {
+        if self.event != "log_continued" {
+            return None;
+        }
+        Some(State {
+            seq: self.seq.saturating_sub(1),
+            prev: self.prev_tag?,
+            pending: self.pending.unwrap_or(0),
+            digest: self.pending_digest.unwrap_or(GENESIS),
+        })
+    }
+}
+
 /// Where the chain stands: what the next line must follow.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct State {
     pub seq: u64,
     pub prev: Tag,
-    /// Unkeyed bodies since `prev`.
-    pub pending: Vec<String>,
+    /// Unkeyed bodies since `prev`: how many, and their digest (see `absorb`).
+    pub pending: u64,
+    pub digest: Tag,
 }
 
 impl Default for State {
@@ -125,7 +163,8 @@ impl Default for State {
         State {
             seq: 0,
             prev: GENESIS,
-            pending: Vec::new(),
+            pending: 0,
+            digest: GENESIS,
         }
     }
 }
@@ -135,33 +174,44 @@ impl State {
     pub fn follow(&mut self, line: &str) {
         let (body, tag) = unseal(line);
         if let Some(p) = parse(&body) {
+            if let Some(from) = p.continues() {
+                *self = from;
+            }
             self.seq = p.seq;
             if p.unsealed_before.is_some() {
-                self.pending.clear();
+                self.drop_pending();
             }
         }
+        self.take(&body, tag);
+    }
+
+    /// Forgets the unkeyed lines since the last keyed one.
+    pub fn drop_pending(&mut self) {
+        self.pending = 0;
+        self.digest = GENESIS;
+    }
+
+    /// One more line: keyed (`tag`) or left for the next keyed line to seal.
+    fn take(&mut self, body: &str, tag: Option<Tag>) {
         match tag {
             Some(t) => {
                 self.prev = t;
-                self.pending.clear();
+                self.drop_pending();
             }
-            None => self.pending.push(body),
+            None => {
+                self.pending += 1;
+                self.digest = absorb(&self.digest, body);
+            }
         }
     }
 
     /// Seals `body` (already carrying `seq`) with `key`, or leaves it for later.
     pub fn append(&mut self, body: String, key: Option<&Key>) -> String {
-        match key {
-            Some(k) => {
-                let t = tag(k, &self.prev, &self.pending, &body);
-                self.prev = t;
-                self.pending.clear();
-                seal(&body, &t)
-            }
-            None => {
-                self.pending.push(body.clone());
-                body
-            }
+        let t = key.map(|k| tag(k, &self.prev, self.pending, &self.digest, &body));
+        self.take(&body, t);
+        match t {
+            Some(t) => seal(&body, &t),
+            None => body,
         }
     }
 }
@@ -220,14 +270,9 @@ fn verify_lines<'a>(
             check.problem = Some(format!("{}: not an audit record", at()));
             return check;
         };
-        let st = state.get_or_insert_with(|| match (p.event.as_str(), p.prev_tag) {
-            ("log_continued", Some(prev)) => State {
-                seq: p.seq.saturating_sub(1),
-                prev,
-                pending: Vec::new(),
-            },
-            _ => State::default(),
-        });
+        // A log that goes on from older files starts where its first line says.
+        let continues = p.continues();
+        let st = state.get_or_insert_with(|| continues.unwrap_or_default());
         if p.seq != st.seq + 1 {
             check.problem = Some(format!(
                 "{}: sequence {} follows {} (a line was removed, added or moved)",
@@ -237,13 +282,25 @@ fn verify_lines<'a>(
             ));
             return check;
         }
+        // Further on, a file's first line must say where the chain really stood.
+        if let Some(c) = continues
+            && (c.prev != st.prev
+                || c.pending != st.pending
+                || (p.unsealed_before.is_none() && c.digest != st.digest))
+        {
+            check.problem = Some(format!(
+                "{}: says the chain stood elsewhere than the lines before it show (a file was replaced, or lines removed)",
+                at()
+            ));
+            return check;
+        }
         st.seq = p.seq;
         if let Some(n) = p.unsealed_before {
-            if st.pending.len() as u64 != n {
+            if st.pending != n {
                 check.problem = Some(format!(
                     "{}: says {n} unkeyed line(s) before it were never sealed, but {} are there (a line was added or removed)",
                     at(),
-                    st.pending.len()
+                    st.pending
                 ));
                 return check;
             }
@@ -251,7 +308,7 @@ fn verify_lines<'a>(
             if n > 0 && check.never_sealed_at.is_none() {
                 check.never_sealed_at = Some(at());
             }
-            st.pending.clear();
+            st.drop_pending();
         }
         // A line the agent knows it wrote with a tag must be there with that tag.
         if checkpoints
@@ -264,24 +321,20 @@ fn verify_lines<'a>(
             ));
             return check;
         }
-        match tag {
-            Some(t) => {
-                if super::chain::tag(key, &st.prev, &st.pending, &body) != t {
-                    check.problem = Some(format!(
-                        "{}: its tag does not match (this line, or an unsealed one before it, was changed)",
-                        at()
-                    ));
-                    return check;
-                }
-                st.prev = t;
-                st.pending.clear();
-                check.last_keyed = Some((p.seq, t));
+        if let Some(t) = tag {
+            if super::chain::tag(key, &st.prev, st.pending, &st.digest, &body) != t {
+                check.problem = Some(format!(
+                    "{}: its tag does not match (this line, or an unsealed one before it, was changed)",
+                    at()
+                ));
+                return check;
             }
-            None => st.pending.push(body),
+            check.last_keyed = Some((p.seq, t));
         }
+        st.take(&body, tag);
         check.last_seq = Some(p.seq);
     }
-    check.unsealed = state.map_or(0, |s| s.pending.len() as u64);
+    check.unsealed = state.map_or(0, |s| s.pending);
     check
 }
 
@@ -405,5 +458,40 @@ mod tests {
         let (body, tag) = unseal(&line);
         assert_eq!(body, tricky);
         assert!(tag.is_some());
+    }
+
+    #[test]
+    fn a_file_going_on_from_unkeyed_lines_checks_on_its_own_and_in_sequence() {
+        let k = key();
+        let mut st = State::default();
+        let older: Vec<String> = (1..=4)
+            .map(|seq| {
+                let body = format!("{{\"event\":\"e\",\"seq\":{seq}}}");
+                st.append(body, (seq == 1).then_some(&k))
+            })
+            .collect();
+        assert_eq!(st.pending, 3);
+        let marker = format!(
+            "{{\"event\":\"log_continued\",\"pending\":3,\"pending_digest\":\"{}\",\"prev_tag\":\"{}\",\"seq\":5}}",
+            hex(&st.digest),
+            hex(&st.prev)
+        );
+        let newer = vec![
+            st.append(marker, None),
+            st.append("{\"event\":\"e\",\"seq\":6}".into(), Some(&k)),
+        ];
+        assert!(check(&newer).problem.is_none(), "{:?}", check(&newer));
+        let all: Vec<String> = older.iter().chain(&newer).cloned().collect();
+        assert!(check(&all).problem.is_none());
+        // A line of the older file changed: caught in sequence by the seal...
+        let mut edited = all.clone();
+        edited[2] = edited[2].replace("\"e\"", "\"f\"");
+        assert!(check(&edited).problem.unwrap().contains("line 5"));
+        // ...and a marker that misstates the chain, on its own and in sequence.
+        let mut lying = newer.clone();
+        lying[0] = lying[0].replace("\"pending\":3", "\"pending\":2");
+        assert!(check(&lying).problem.is_some());
+        let all: Vec<String> = older.iter().chain(&lying).cloned().collect();
+        assert!(check(&all).problem.unwrap().contains("line 5"));
     }
 }

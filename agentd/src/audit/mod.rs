@@ -31,20 +31,12 @@ use chain::{Key, Tag};
 /// Rotated files kept (`audit.log.1` … `audit.log.9`).
 pub const KEEP: usize = 9;
 
-/// Unkeyed lines kept for the next keyed line to seal; past this many (a locked agent
-/// flooded with requests), the chain gives them up (see `Writer::give_up`).
-const MAX_PENDING: usize = 10_000;
-
 /// Records nobody waits for, kept to try again while the log cannot be written.
 const MAX_RETRY: usize = 10_000;
 
 /// Where a batch found the chain, to go back to if it cannot be written.
 struct Snapshot {
-    seq: u64,
-    prev: Tag,
-    /// How many pending lines there were; the whole list if the batch cleared it.
-    pending: usize,
-    cleared: Option<Vec<String>>,
+    state: chain::State,
     give_up: u64,
     size: u64,
     needs_marker: Option<Option<String>>,
@@ -91,6 +83,24 @@ impl PeerJson {
         PeerJson(Arc::from(RawValue::from_string(raw).unwrap_or_default()))
     }
 
+    /// The peer with its executables but none of the command lines (nothing can be
+    /// concealed in them when no value is at hand).
+    pub fn without_argv(peer: &Peer, chain: &[ProcessInfo]) -> PeerJson {
+        let peer = Peer {
+            argv: Vec::new(),
+            ..peer.clone()
+        };
+        let chain: Vec<ProcessInfo> = chain
+            .iter()
+            .map(|p| ProcessInfo {
+                pid: p.pid,
+                exe: p.exe.clone(),
+                argv: Vec::new(),
+            })
+            .collect();
+        PeerJson::new(&peer, &chain)
+    }
+
     /// The peer with every leased value in its argv (or its ancestors') concealed;
     /// `None` when no value appears there.
     pub fn concealing(
@@ -99,7 +109,13 @@ impl PeerJson {
         haystack: &[u8],
         values: &[Concealed<'_>],
     ) -> Option<PeerJson> {
-        if !values.iter().any(|(_, v)| occurs(haystack, v)) {
+        let cut_short = || {
+            peer.argv
+                .iter()
+                .chain(chain.iter().flat_map(|p| &p.argv))
+                .any(|s| cut_tail(s, values).is_some())
+        };
+        if !values.iter().any(|(_, v)| occurs(haystack, v)) && !cut_short() {
             return None;
         }
         let fix = |s: &String| conceal(s, values).unwrap_or_else(|| s.clone());
@@ -155,10 +171,49 @@ fn occurs(haystack: &[u8], value: &[u8]) -> bool {
     memchr::memmem::find(haystack, value).is_some()
 }
 
+/// For an argument cut short (it ends with `…`, see `peer::process_info`) whose end is
+/// the beginning of a value: where that beginning starts, and the value's name. The
+/// longest such beginning wins; a character the cut broke in two counts with it.
+fn cut_tail<'a>(s: &str, values: &[Concealed<'a>]) -> Option<(usize, &'a str)> {
+    let head = s.strip_suffix('…')?.trim_end_matches('\u{FFFD}');
+    let head = head.as_bytes();
+    let mut best: Option<(usize, &str)> = None;
+    for (name, value) in values {
+        if value.len() < jitc_protocol::names::MIN_MASKED_LEN {
+            continue;
+        }
+        let longest = (1..value.len().min(head.len() + 1))
+            .rev()
+            .find(|&k| head.ends_with(&value[..k]));
+        if let Some(k) = longest
+            && best.is_none_or(|(at, _)| head.len() - k < at)
+        {
+            best = Some((head.len() - k, name));
+        }
+    }
+    best
+}
+
 /// `s` with each occurrence of a value replaced by `<concealed:NAME>` (a value too
-/// short to mask only when it is the whole of `s`, as the argv check treats it), or
-/// `None` when no value occurs in it.
+/// short to mask only when it is the whole of `s`, as the argv check treats it), and
+/// the beginning of one at the end of an argument cut short; `None` when no value
+/// occurs in it.
 pub fn conceal(s: &str, values: &[Concealed<'_>]) -> Option<String> {
+    let whole = conceal_whole(s, values);
+    let cur = whole.as_deref().unwrap_or(s);
+    match cut_tail(cur, values) {
+        Some((mut at, name)) => {
+            // From where the character it falls in starts.
+            while !cur.is_char_boundary(at) {
+                at -= 1;
+            }
+            Some(format!("{}<concealed:{name}>…", &cur[..at]))
+        }
+        None => whole,
+    }
+}
+
+fn conceal_whole(s: &str, values: &[Concealed<'_>]) -> Option<String> {
     let mut out: Option<Vec<u8>> = None;
     for (name, value) in values {
         let cur = out.as_deref().unwrap_or(s.as_bytes());
@@ -227,9 +282,18 @@ pub struct Event {
     /// For `anomaly`: what kind.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub anomaly: Option<&'static str>,
-    /// For `log_continued`: the chain's tag where the previous file ended.
+    /// For `log_continued`: the chain's tag where the previous file ended, and the
+    /// unkeyed lines since that tag (how many, and their digest) that the next keyed
+    /// line seals, so that this file can be checked on its own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prev_tag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_digest: Option<String>,
+    /// What a record leaves out, and why (a request whose values were not at hand).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub withheld: Option<&'static str>,
     /// Unkeyed lines just before this one that will never be sealed (see `Writer`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unsealed_before: Option<u64>,
@@ -306,6 +370,7 @@ impl Event {
         self.reason = self.reason.or(b.reason);
         self.approval = self.approval.or(b.approval);
         self.ttl_secs = self.ttl_secs.or(b.ttl_secs);
+        self.withheld = self.withheld.or(b.withheld);
         self
     }
 }
@@ -602,8 +667,8 @@ struct Writer {
     dir_dirty: bool,
     /// Unkeyed lines the chain has given up sealing, said on the next line written
     /// (`unsealed_before`): those a previous agent left (sealing them now would vouch
-    /// for whatever was put in the file while no agent ran), and any past
-    /// `MAX_PENDING`. `jitc audit verify` reports them as never sealed.
+    /// for whatever was put in the file while no agent ran). `jitc audit verify`
+    /// reports them as never sealed.
     give_up: u64,
     config: AuditConfig,
     /// Shared with the blocking thread that syncs it.
@@ -739,8 +804,8 @@ impl Writer {
     /// Stops carrying the unkeyed lines since the last keyed one: the next line says
     /// how many there were, and the chain goes on without them.
     fn give_up_pending(&mut self) {
-        self.give_up += self.state.pending.len() as u64;
-        self.state.pending.clear();
+        self.give_up += self.state.pending;
+        self.state.drop_pending();
     }
 
     /// The body of the next line: the event with its sequence number and time.
@@ -786,33 +851,33 @@ impl Writer {
             None => self.ensure_open().and_then(|()| self.rotate_if_full()),
         };
         // Where to go back to if the batch cannot be written.
-        let before = Snapshot {
-            seq: self.state.seq,
-            prev: self.state.prev,
-            pending: self.state.pending.len(),
-            cleared: None,
+        let snapshot = Snapshot {
+            state: self.state,
             give_up: self.give_up,
             size: self.size,
             needs_marker: self.needs_marker.clone(),
         };
-        let mut snapshot = before;
         let mut lines = String::new();
         let mut keyed = None;
         let mut decisions = false;
         if let Some(reason) = self.needs_marker.take() {
+            // Where the chain stands, unkeyed lines given up now included.
+            let pending = self.state.pending + self.give_up;
             let mut marker = Event {
                 prev_tag: Some(chain::hex(&self.state.prev)),
+                pending: (pending > 0).then_some(pending),
+                pending_digest: (self.state.pending > 0).then(|| chain::hex(&self.state.digest)),
                 reason,
                 ..Event::new("log_continued")
             };
-            self.append(&mut marker, &mut lines, &mut keyed, &mut snapshot);
+            self.append(&mut marker, &mut lines, &mut keyed);
         }
         for job in batch {
             match job {
                 Job::Key(k) => self.key = k,
                 Job::Flush(w) => waiters.push(w),
                 Job::Record(mut event, waiter) => {
-                    self.append(&mut event, &mut lines, &mut keyed, &mut snapshot);
+                    self.append(&mut event, &mut lines, &mut keyed);
                     match waiter {
                         Some(w) => {
                             decisions = true;
@@ -872,26 +937,12 @@ impl Writer {
         retry
     }
 
-    /// Adds `event`'s line to `lines`, noting what `restore` needs.
-    fn append(
-        &mut self,
-        event: &mut Event,
-        lines: &mut String,
-        keyed: &mut Option<(u64, Tag)>,
-        snapshot: &mut Snapshot,
-    ) {
+    /// Adds `event`'s line to `lines`.
+    fn append(&mut self, event: &mut Event, lines: &mut String, keyed: &mut Option<(u64, Tag)>) {
         let body = self.body(event);
-        if self.key.is_some() || self.state.pending.len() + 1 >= MAX_PENDING {
-            // This line ends the pending run (it seals it, or the chain gives it up).
-            snapshot
-                .cleared
-                .get_or_insert_with(|| self.state.pending.clone());
-        }
         let line = self.state.append(body, self.key.as_ref());
         if self.key.is_some() {
             *keyed = Some((self.state.seq, self.state.prev));
-        } else if self.state.pending.len() >= MAX_PENDING {
-            self.give_up_pending();
         }
         lines.push_str(&line);
         lines.push('\n');
@@ -899,12 +950,7 @@ impl Writer {
 
     /// Puts the chain back where `snapshot` found it.
     fn restore(&mut self, snapshot: Snapshot) {
-        self.state.seq = snapshot.seq;
-        self.state.prev = snapshot.prev;
-        if let Some(cleared) = snapshot.cleared {
-            self.state.pending = cleared;
-        }
-        self.state.pending.truncate(snapshot.pending);
+        self.state = snapshot.state;
         self.give_up = snapshot.give_up;
         self.size = snapshot.size;
         self.needs_marker = snapshot.needs_marker;
@@ -950,5 +996,35 @@ impl Writer {
             self.dir_dirty = true;
         }
         synced
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V: &[u8] = "sk-live-0123456789".as_bytes();
+
+    #[test]
+    fn values_are_concealed_whole_and_where_an_argument_was_cut_short() {
+        let values: &[Concealed<'_>] = &[("api", V)];
+        assert_eq!(
+            conceal("Bearer sk-live-0123456789!", values).as_deref(),
+            Some("Bearer <concealed:api>!")
+        );
+        assert_eq!(conceal("nothing here", values), None);
+        // Cut inside the value: its beginning goes too.
+        assert_eq!(
+            conceal("xxxx sk-live-01…", values).as_deref(),
+            Some("xxxx <concealed:api>…")
+        );
+        // A cut that broke a character in two (shown as U+FFFD) right after it.
+        let multi: &[Concealed<'_>] = &[("m", "ключ-секрет-42".as_bytes())];
+        assert_eq!(
+            conceal("a=ключ-се\u{FFFD}…", multi).as_deref(),
+            Some("a=<concealed:m>…")
+        );
+        // An argument not cut short keeps a mere look-alike ending.
+        assert_eq!(conceal("xxxx sk-live-01", values), None);
     }
 }

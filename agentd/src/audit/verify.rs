@@ -1,22 +1,22 @@
 //! `jitc audit verify`: the whole log, across rotated files, against the chain and the
 //! checkpoint.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use jitc_protocol::AuditReport;
 
 use super::chain::{self, Key, Tag};
 
 /// Checks `files` (oldest first) with `key` against `checkpoints`, keyed lines the
-/// agent knows it wrote (in memory, and from the vault). With `whole_log` (how many of
-/// `files` are rotated ones, and how many the agent keeps), `files` are all there is: a
-/// log that goes on from older files must have them all, since the agent drops only
-/// the oldest of a full set.
+/// agent knows it wrote (in memory, and from the vault). With `whole_log` (the current
+/// file, and how many rotated ones the agent keeps), `files` are all there is: a log
+/// that goes on from older files must have them all, since the agent drops only the
+/// oldest of a full set (files with no line in them do not count).
 pub fn verify_files(
     files: &[PathBuf],
     key: &Key,
     checkpoints: &[(u64, Tag)],
-    whole_log: Option<(usize, usize)>,
+    whole_log: Option<(&Path, usize)>,
 ) -> AuditReport {
     let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     let mut texts = Vec::with_capacity(files.len());
@@ -54,15 +54,28 @@ pub fn verify_files(
             .map(move |(i, l)| (name.as_str(), i + 1, l))
     });
     let mut check = chain::verify(key, lines, checkpoints);
-    if let Some((rotated_files, keep)) = whole_log
+    let has_lines = |t: &String| t.lines().any(|l| !l.is_empty());
+    let rotated_files = files
+        .iter()
+        .zip(&texts)
+        .filter(|(f, t)| {
+            whole_log.is_some_and(|(current, _)| f.as_path() != current) && has_lines(t)
+        })
+        .count();
+    let first = texts.iter().zip(&short).find_map(|(t, name)| {
+        t.lines()
+            .enumerate()
+            .find(|(_, l)| !l.is_empty())
+            .map(|(i, l)| (name, i + 1, l))
+    });
+    if let Some((_, keep)) = whole_log
         && rotated_files < keep
-        && let Some(first) = texts.first().and_then(|t| t.lines().next())
+        && let Some((name, n, first)) = first
         && chain::parse(&chain::unseal(first).0).is_some_and(|p| p.event == "log_continued")
     {
         check.problem.get_or_insert_with(|| {
             format!(
-                "{} line 1: the log goes on from older files, but {rotated_files} of the {keep} the agent keeps are there: older files were removed",
-                short[0]
+                "{name} line {n}: the log goes on from older files, but {rotated_files} of the {keep} the agent keeps are there: older files were removed"
             )
         });
     }

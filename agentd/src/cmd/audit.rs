@@ -33,16 +33,13 @@ async fn check(agent: &Agent, against_checkpoints: bool) -> Result<AuditReport, 
         Vec::new()
     };
     let files = agent.audit.files();
-    let rotated = files
-        .iter()
-        .filter(|f| f.as_path() != agent.audit.path())
-        .count();
+    let current = agent.audit.path().to_path_buf();
     tokio::task::spawn_blocking(move || {
         verify_files(
             &files,
             &key,
             &checkpoints,
-            Some((rotated, crate::audit::KEEP)),
+            Some((&current, crate::audit::KEEP)),
         )
     })
     .await

@@ -32,15 +32,24 @@ pub async fn apply(
         .await
         .map_err(|_| Refusal::internal("creating the vault"))?
         .map_err(|e| Refusal::from_vault(&agent.vault_file, e))?;
+    // On record before it takes effect, but not keyed yet: if the vault never reaches
+    // the disk, no line may carry a tag made with its key (nothing could check it).
+    // The next keyed line seals it.
+    agent.audit.set_key(None);
     agent
         .audit
-        .record_opening(vault.key(), Event::new("init").peer(session.peer_json()))
+        .record(Event::new("init").peer(session.peer_json()))
         .await?;
     if let Err(e) = agent.save(&mut vault).await {
-        // The vault never reached the disk: nothing may be keyed for it.
-        agent.audit.set_key(None);
+        agent.audit.record_later(Event {
+            decision: Some("failed"),
+            ..Event::new("init")
+                .peer(session.peer_json())
+                .reason(e.message.clone())
+        });
         return Err(e);
     }
+    agent.audit.set_key(Some(vault.key()));
     tracing::info!(
         vault = %agent.vault_file.path().display(),
         kdf_memory_mib = kdf.memory_mib,

@@ -18,6 +18,7 @@ use crate::clock::boot_now;
 use crate::error::{Refusal, Reply};
 use crate::leases::Lease;
 use crate::policy::{Approval, Decision, Policy};
+use zeroize::Zeroizing;
 
 /// Longest task text kept (it is shown in prompts and listings).
 const MAX_TASK_LEN: usize = 512;
@@ -77,7 +78,8 @@ pub fn judge(agent: &Agent, session: &mut Session, req: &LeaseRequest) -> Result
 struct Opened {
     values: Vec<LeasedValue>,
     canaries: Vec<String>,
-    /// A name the vault does not hold (or cannot open).
+    /// The first name the vault does not hold (or cannot open); the others are opened
+    /// all the same, to be concealed and to find every canary.
     missing: Option<Refusal>,
 }
 
@@ -99,19 +101,42 @@ async fn open_values(agent: &Agent, req: &LeaseRequest) -> Result<Opened, Refusa
                 value,
             }),
             Err(e) => {
-                opened.missing = Some(Refusal::from_vault(&agent.vault_file, e));
-                break;
+                if opened.missing.is_none() {
+                    opened.missing = Some(Refusal::from_vault(&agent.vault_file, e));
+                }
             }
         }
     }
     Ok(opened)
 }
 
-fn concealed(values: &[LeasedValue]) -> Vec<Concealed<'_>> {
-    values
-        .iter()
-        .map(|v| (v.name.as_str(), v.value.expose()))
-        .collect()
+/// The values as a record could show them: their bytes, and for a value that is not
+/// UTF-8, the form a command line read from `/proc` takes (invalid bytes replaced).
+struct Needles<'a> {
+    values: &'a [LeasedValue],
+    lossy: Vec<(&'a str, Zeroizing<String>)>,
+}
+
+impl<'a> Needles<'a> {
+    fn new(values: &'a [LeasedValue]) -> Needles<'a> {
+        let lossy = values
+            .iter()
+            .filter(|v| std::str::from_utf8(v.value.expose()).is_err())
+            .map(|v| {
+                let shown = String::from_utf8_lossy(v.value.expose()).into_owned();
+                (v.name.as_str(), Zeroizing::new(shown))
+            })
+            .collect();
+        Needles { values, lossy }
+    }
+
+    fn list(&self) -> Vec<Concealed<'_>> {
+        self.values
+            .iter()
+            .map(|v| (v.name.as_str(), v.value.expose()))
+            .chain(self.lossy.iter().map(|(n, s)| (*n, s.as_bytes())))
+            .collect()
+    }
 }
 
 /// What every record about this request carries: who asked, for what, under which
@@ -129,35 +154,76 @@ fn base_event(
     };
     let chain = session.chain();
     let haystack = session.haystack();
-    base.conceal(&session.peer, &chain, &haystack, &concealed(values));
+    base.conceal(
+        &session.peer,
+        &chain,
+        &haystack,
+        &Needles::new(values).list(),
+    );
     base
 }
 
+/// A record of a request whose values could not be opened (the vault is locked): the
+/// secrets' names, the command's path and who asked, without the argv and task (or
+/// the requester's command lines) that could hold a value nobody can conceal.
+fn withheld_event(session: &mut Session, req: &LeaseRequest, profile: Option<String>) -> Event {
+    let chain = session.chain();
+    Event {
+        profile,
+        secrets: req.secrets.clone(),
+        command: Some(req.command.path.clone()),
+        withheld: Some("argv and task: the vault was locked, so values could not be concealed"),
+        ..Event::default().peer(crate::audit::PeerJson::without_argv(&session.peer, &chain))
+    }
+}
+
 pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> Reply {
+    // A broken policy refuses the request, but only after it is recorded like any
+    // other, values concealed and canaries noticed.
     let judged = match judge(agent, session, &req) {
-        Ok(j) => j,
         Err(refusal) if refusal.code == ErrorCode::DataErr => return Err(refusal),
-        Err(refusal) => {
-            // A broken policy: refused and recorded, knowing the values if it can.
-            let values = open_values(agent, &req).await.map(|o| o.values);
-            let base = base_event(session, &req, None, values.as_deref().unwrap_or(&[]));
-            drop(values);
-            return Err(deny(agent, session, &base, &refusal.message.clone(), refusal).await);
-        }
+        judged => judged,
     };
+    let profile = judged.as_ref().ok().and_then(|j| j.profile.clone());
     let opened = match open_values(agent, &req).await {
         Ok(o) => o,
         Err(refusal) => {
-            let base = base_event(session, &req, judged.profile.clone(), &[]);
+            // Locked: no value is at hand to conceal, so nothing that could hold one
+            // is recorded.
+            let base = withheld_event(session, &req, profile);
+            let refusal = judged.err().unwrap_or(refusal);
             return Err(deny(agent, session, &base, &refusal.message.clone(), refusal).await);
         }
     };
-    let base = base_event(session, &req, judged.profile.clone(), &opened.values);
+    let base = base_event(session, &req, profile, &opened.values);
+    let canaries = opened.canaries;
+    if !canaries.is_empty() {
+        let who = session
+            .peer
+            .exe
+            .clone()
+            .unwrap_or_else(|| format!("pid {}", session.peer.pid));
+        agent.anomaly(
+            "canary",
+            format!(
+                "canary secret {} requested by {who} (pid {})",
+                canaries.join(", "),
+                session.peer.pid
+            ),
+            base.clone(),
+        );
+    }
+    let judged = match judged {
+        Ok(j) => j,
+        Err(refusal) => {
+            drop(opened.values);
+            return Err(deny(agent, session, &base, &refusal.message.clone(), refusal).await);
+        }
+    };
     let checked = match opened.missing {
         Some(refusal) => Err(refusal),
         None => check_values(&req, &opened.values, judged.decision.masking_required),
     };
-    let canaries = opened.canaries;
     let mut values = Some(opened.values);
     if let Some((text, hours)) = &judged.policy.defaults.working_hours {
         let (day, minute) = crate::anomaly::local_now();
@@ -186,21 +252,11 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
         }
     }
     if !canaries.is_empty() {
-        // A decoy: record why, then refuse like any refusal, revealing nothing.
-        let who = session
-            .peer
-            .exe
-            .clone()
-            .unwrap_or_else(|| format!("pid {}", session.peer.pid));
-        agent.anomaly(
-            "canary",
-            format!(
-                "canary secret {} requested by {who} (pid {})",
-                canaries.join(", "),
-                session.peer.pid
-            ),
-            base.clone(),
-        );
+        // A decoy (on record above): refused like any refusal, revealing nothing —
+        // with the refusal another secret would get, if the request earns one.
+        if let Err(refusal) = checked {
+            return Err(deny(agent, session, &base, &refusal.message.clone(), refusal).await);
+        }
         return Err(deny(
             agent,
             session,
@@ -269,7 +325,7 @@ async fn deny(
             .merge(base),
         )
         .await;
-    agent.denied(&session.peer, base.clone());
+    agent.denied(base.clone());
     match recorded {
         Ok(()) => refusal,
         Err(audit) => audit,
@@ -303,7 +359,12 @@ async fn grant(
             // again, and conceal the ones that are leased now.
             let chain = session.chain();
             let haystack = session.haystack();
-            base.conceal(&session.peer, &chain, &haystack, &concealed(&opened.values));
+            base.conceal(
+                &session.peer,
+                &chain,
+                &haystack,
+                &Needles::new(&opened.values).list(),
+            );
             let checked = match opened.missing {
                 Some(refusal) => Err(refusal),
                 None => check_values(&req, &opened.values, judged.decision.masking_required),
@@ -316,20 +377,14 @@ async fn grant(
         }
     };
     let (new_uses, id, epoch) = {
-        let mut slot = agent.unlocked().await?;
-        let vault = slot.as_mut().ok_or_else(Refusal::locked)?;
+        let slot = agent.unlocked().await?;
+        let vault = slot.as_ref().ok_or_else(Refusal::locked)?;
         let new_uses: Vec<String> = req
             .secrets
             .iter()
-            .filter(|s| vault.first_use(s, &req.command.path))
+            .filter(|s| vault.is_new_use(s, &req.command.path))
             .cloned()
             .collect();
-        if !new_uses.is_empty() {
-            // Remembered across restarts; a failed save only means asking again.
-            if let Err(e) = agent.save_checkpoint(vault).await {
-                tracing::warn!(error = %e.message, "cannot save the first-use record");
-            }
-        }
         let mut leases = agent.leases_mut();
         (new_uses, leases.next_id(), leases.epoch)
     };
@@ -371,7 +426,7 @@ async fn grant(
         agent.leases_changed.notify_one();
     }
     session.leases.push(id);
-    for secret in &new_uses {
+    for secret in &note_uses(agent, &new_uses, &req.command.path).await {
         agent.anomaly(
             "new_executable",
             format!("first use of '{secret}' by {}", req.command.path),
@@ -400,6 +455,32 @@ async fn grant(
     }))
 }
 
+/// Remembers (in the vault, across restarts) that these secrets went to `exe`, once
+/// the grant is on record: those that had never gone there before.
+async fn note_uses(agent: &Agent, secrets: &[String], exe: &str) -> Vec<String> {
+    if secrets.is_empty() {
+        return Vec::new();
+    }
+    let Ok(mut slot) = agent.unlocked().await else {
+        return Vec::new();
+    };
+    let Some(vault) = slot.as_mut() else {
+        return Vec::new();
+    };
+    let fresh: Vec<String> = secrets
+        .iter()
+        .filter(|s| vault.first_use(s, exe))
+        .cloned()
+        .collect();
+    // A failed save only means the anomaly may be raised once more.
+    if !fresh.is_empty()
+        && let Err(e) = agent.save_checkpoint(vault).await
+    {
+        tracing::warn!(error = %e.message, "cannot save the first-use record");
+    }
+    fresh
+}
+
 /// Refuses a lease whose values would leak by the way they are used: one typed on the
 /// command line (argv lands in shell history, `ps` and the agent's transcript), or
 /// one too short to mask when the policy requires masking.
@@ -419,6 +500,17 @@ fn check_values(
                 arg == value
             }
         });
+        let in_path = value.len() >= MIN_MASKED_LEN
+            && memchr::memmem::find(req.command.path.as_bytes(), value).is_some();
+        if in_path {
+            return Err(Refusal::new(
+                ErrorCode::Refused,
+                format!(
+                    "refused: the command's path contains the value of '{}'; rename it",
+                    v.name
+                ),
+            ));
+        }
         let in_task = value.len() >= MIN_MASKED_LEN
             && req
                 .task

@@ -295,6 +295,11 @@ impl Vault {
         self.secrets.contains_key(name)
     }
 
+    /// Whether `secret` has never gone to `exe`.
+    pub fn is_new_use(&self, secret: &str, exe: &str) -> bool {
+        !self.seen.contains(&(secret.to_owned(), exe.to_owned()))
+    }
+
     /// Records that `secret` went to `exe`; true if that had never happened before.
     pub fn first_use(&mut self, secret: &str, exe: &str) -> bool {
         self.seen.insert((secret.to_owned(), exe.to_owned()))

@@ -440,14 +440,24 @@ impl Agent {
         }
     }
 
-    /// A refused lease: repeated refusals of one command (under one profile: the
-    /// agent that asks) are an anomaly. Counted by what is asked for, not by the `jitc`
-    /// binary every request comes through.
-    pub fn denied(&self, base: Event) {
-        let command = base.command.as_deref().unwrap_or("?");
+    /// A refused lease: repeated refusals for one requester are an anomaly. The
+    /// requester is the profile it runs under (chosen by its ancestry, which it cannot
+    /// change), or else the program that ran `jitc` — not the `jitc` binary every
+    /// request comes through, nor the command, which the requester names. Refusals of
+    /// a locked vault are no sign of anything.
+    pub fn denied(&self, session: &mut Session, base: Event) {
+        if base.withheld.is_some() {
+            return;
+        }
         let who = match &base.profile {
-            Some(p) => format!("{command} (profile {p})"),
-            None => command.to_owned(),
+            Some(p) => format!("profile {p}"),
+            None => {
+                let chain = session.chain();
+                let parent = chain.get(1).or(chain.first());
+                parent
+                    .and_then(|p| p.exe.clone())
+                    .unwrap_or_else(|| "an unknown program".into())
+            }
         };
         let repeated = self
             .counters
@@ -458,7 +468,7 @@ impl Agent {
             self.anomaly(
                 "repeated_denials",
                 format!(
-                    "{} leases refused to {who} within 10 minutes",
+                    "{} leases refused to requests from {who} within 10 minutes",
                     crate::anomaly::DENIALS_BEFORE_ALERT
                 ),
                 base,

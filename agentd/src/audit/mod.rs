@@ -382,6 +382,8 @@ enum Job {
     Key(Option<Key>),
     /// Answered once everything queued before it is written.
     Flush(Waiter),
+    /// Start a new chain (see `Audit::new_chain`).
+    NewChain(oneshot::Sender<Result<Option<PathBuf>, String>>),
 }
 
 /// Jobs for the writer. Only `urgent` ones (someone waits) wake it at once.
@@ -484,6 +486,9 @@ struct Shared {
 pub struct Audit {
     jobs: Jobs,
     shared: Arc<Mutex<Shared>>,
+    /// Held while the writer renames files (rotation, a new chain), and while a reader
+    /// opens them: a reader sees the files all before or all after.
+    renaming: Arc<Mutex<()>>,
     path: PathBuf,
     /// Taken by `run_writer`.
     writer: Mutex<Option<Writer>>,
@@ -503,11 +508,13 @@ impl Audit {
     /// Opens (or creates, 0600) the log and resumes its chain; `run_writer` writes.
     pub fn start(config: AuditConfig) -> Audit {
         let shared = Arc::new(Mutex::new(Shared::default()));
+        let renaming = Arc::new(Mutex::new(()));
         let path = config.path.clone();
-        let writer = Writer::open(config, shared.clone());
+        let writer = Writer::open(config, shared.clone(), renaming.clone());
         Audit {
             jobs: Jobs::default(),
             shared,
+            renaming,
             path,
             writer: Mutex::new(Some(writer)),
         }
@@ -521,8 +528,18 @@ impl Audit {
         let taken = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         let Some(mut writer) = taken else { return };
         loop {
-            let batch = self.jobs.next_batch().await;
-            let retry = writer.commit(batch).await;
+            let mut batch = self.jobs.next_batch().await;
+            let mut retry = Vec::new();
+            // What came before a new chain is written to the old one.
+            while let Some(at) = batch.iter().position(|j| matches!(j, Job::NewChain(_))) {
+                let rest = batch.split_off(at + 1);
+                if let Some(Job::NewChain(answer)) = batch.pop() {
+                    retry.extend(writer.commit(batch).await);
+                    let _ = answer.send(writer.new_chain());
+                }
+                batch = rest;
+            }
+            retry.extend(writer.commit(batch).await);
             self.jobs.requeue(retry);
         }
     }
@@ -532,7 +549,10 @@ impl Audit {
     }
 
     fn send(&self, job: Job) {
-        let urgent = matches!(job, Job::Record(_, Some(_)) | Job::Flush(_));
+        let urgent = matches!(
+            job,
+            Job::Record(_, Some(_)) | Job::Flush(_) | Job::NewChain(_)
+        );
         self.jobs.push(job, urgent);
     }
 
@@ -582,6 +602,21 @@ impl Audit {
         self.send(Job::Record(Box::new(event), None));
     }
 
+    /// Starts the chain over for a new vault: a log with lines keyed by an earlier
+    /// vault (nothing the new key could check) is moved, whole, into a directory of its
+    /// own beside it, kept, and a new log begins. `None` when there was nothing keyed
+    /// to move; the directory otherwise.
+    pub async fn new_chain(&self) -> Result<Option<PathBuf>, Refusal> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Job::NewChain(tx));
+        self.jobs.ready.notify_one();
+        match rx.await {
+            Ok(Ok(moved)) => Ok(moved),
+            Ok(Err(e)) => Err(unavailable(&e)),
+            Err(_) => Err(unavailable("the audit writer stopped")),
+        }
+    }
+
     /// Gives the writer the key for the vault now unlocked (`None`: locked).
     pub fn set_key(&self, vault_key: Option<&[u8; 32]>) {
         self.send(Job::Key(vault_key.map(chain::derive_key)));
@@ -606,18 +641,36 @@ impl Audit {
         &self.path
     }
 
-    /// The log's files, oldest first.
-    pub fn files(&self) -> Vec<PathBuf> {
-        let mut out: Vec<PathBuf> = (1..=KEEP)
-            .rev()
-            .map(|i| rotated(&self.path, i))
-            .filter(|p| p.is_file())
-            .collect();
-        if self.path.exists() {
-            out.push(self.path.clone());
+    /// The log's files, oldest first, opened together (no rotation in between), so
+    /// that what is read from them is one consistent log however long reading takes;
+    /// with `newest_only`, only the newest.
+    pub fn open_files(&self, newest_only: bool) -> verify::Opened {
+        let _renaming = self.renaming.lock().unwrap_or_else(|p| p.into_inner());
+        let mut files = files_of(&self.path);
+        if newest_only {
+            files.drain(..files.len().saturating_sub(1));
         }
-        out
+        files
+            .into_iter()
+            .map(|f| {
+                let opened = File::open(&f);
+                (f, opened)
+            })
+            .collect()
     }
+}
+
+/// The files of the log at `path`, oldest first.
+pub fn files_of(path: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = (1..=KEEP)
+        .rev()
+        .map(|i| rotated(path, i))
+        .filter(|p| p.is_file())
+        .collect();
+    if path.exists() {
+        out.push(path.to_path_buf());
+    }
+    out
 }
 
 fn unavailable(why: &str) -> Refusal {
@@ -678,10 +731,11 @@ struct Writer {
     state: chain::State,
     key: Option<Key>,
     shared: Arc<Mutex<Shared>>,
+    renaming: Arc<Mutex<()>>,
 }
 
 impl Writer {
-    fn open(config: AuditConfig, shared: Arc<Mutex<Shared>>) -> Writer {
+    fn open(config: AuditConfig, shared: Arc<Mutex<Shared>>, renaming: Arc<Mutex<()>>) -> Writer {
         let mut w = Writer {
             broken: None,
             needs_marker: None,
@@ -693,6 +747,7 @@ impl Writer {
             state: chain::State::default(),
             key: None,
             shared,
+            renaming,
         };
         w.resume();
         if let Err(e) = w.ensure_open() {
@@ -829,12 +884,15 @@ impl Writer {
             return Ok(());
         }
         let path = self.config.path.clone();
-        let _ = fs::remove_file(rotated(&path, KEEP));
-        for i in (1..KEEP).rev() {
-            let _ = fs::rename(rotated(&path, i), rotated(&path, i + 1));
+        {
+            let _renaming = self.renaming.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = fs::remove_file(rotated(&path, KEEP));
+            for i in (1..KEEP).rev() {
+                let _ = fs::rename(rotated(&path, i), rotated(&path, i + 1));
+            }
+            fs::rename(&path, rotated(&path, 1))
+                .map_err(|e| format!("cannot rotate {} ({e})", path.display()))?;
         }
-        fs::rename(&path, rotated(&path, 1))
-            .map_err(|e| format!("cannot rotate {} ({e})", path.display()))?;
         self.file = None;
         self.dir_dirty = true;
         self.needs_marker = Some(None);
@@ -876,6 +934,10 @@ impl Writer {
             match job {
                 Job::Key(k) => self.key = k,
                 Job::Flush(w) => waiters.push(w),
+                // `run_writer` takes these out of a batch.
+                Job::NewChain(answer) => {
+                    let _ = answer.send(Err("a new chain was asked for mid-batch".into()));
+                }
                 Job::Record(mut event, waiter) => {
                     self.append(&mut event, &mut lines, &mut keyed);
                     match waiter {
@@ -935,6 +997,56 @@ impl Writer {
             let _ = w.send(result.clone());
         }
         retry
+    }
+
+    /// See `Audit::new_chain`.
+    fn new_chain(&mut self) -> Result<Option<PathBuf>, String> {
+        if let Some(why) = &self.broken {
+            return Err(why.clone());
+        }
+        if self.state.prev == chain::GENESIS {
+            return Ok(None);
+        }
+        let path = self.config.path.clone();
+        let parent = path.parent().unwrap_or(Path::new("."));
+        let stamp = humantime::format_rfc3339_seconds(SystemTime::now())
+            .to_string()
+            .replace(':', "");
+        let name = path
+            .file_name()
+            .map_or("audit.log".into(), |n| n.to_string_lossy());
+        let dir = parent.join(format!("{name}.earlier-vault-{stamp}"));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("cannot create {} ({e})", dir.display()))?;
+        {
+            let _renaming = self.renaming.lock().unwrap_or_else(|p| p.into_inner());
+            for f in files_of(&path) {
+                if let Some(n) = f.file_name() {
+                    fs::rename(&f, dir.join(n))
+                        .map_err(|e| format!("cannot move {} ({e})", f.display()))?;
+                }
+            }
+        }
+        for d in [&dir, &parent.to_path_buf()] {
+            File::open(d)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| format!("cannot sync {} ({e})", d.display()))?;
+        }
+        self.file = None;
+        self.state = chain::State::default();
+        self.give_up = 0;
+        self.needs_marker = None;
+        self.size = 0;
+        {
+            let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            s.last_seq = 0;
+            s.last_keyed = None;
+        }
+        self.ensure_open()?;
+        tracing::warn!(moved_to = %dir.display(), "a new vault: the log of the earlier one was moved aside");
+        Ok(Some(dir))
     }
 
     /// Adds `event`'s line to `lines`.

@@ -1,11 +1,16 @@
 //! `jitc audit verify`: the whole log, across rotated files, against the chain and the
 //! checkpoint.
 
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use jitc_protocol::AuditReport;
 
 use super::chain::{self, Key, Tag};
+
+/// Log files (oldest first), each opened or not.
+pub type Opened = Vec<(PathBuf, std::io::Result<File>)>;
 
 /// Checks `files` (oldest first) with `key` against `checkpoints`, keyed lines the
 /// agent knows it wrote (in memory, and from the vault). With `whole_log` (the current
@@ -13,15 +18,21 @@ use super::chain::{self, Key, Tag};
 /// that goes on from older files must have them all, since the agent drops only the
 /// oldest of a full set (files with no line in them do not count).
 pub fn verify_files(
-    files: &[PathBuf],
+    opened: Opened,
     key: &Key,
     checkpoints: &[(u64, Tag)],
     whole_log: Option<(&Path, usize)>,
 ) -> AuditReport {
-    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-    let mut texts = Vec::with_capacity(files.len());
-    for f in files {
-        match std::fs::read_to_string(f) {
+    let names: Vec<String> = opened.iter().map(|f| f.0.display().to_string()).collect();
+    let mut texts = Vec::with_capacity(opened.len());
+    let mut files = Vec::with_capacity(opened.len());
+    for (f, handle) in opened {
+        let read = handle.and_then(|mut h| {
+            let mut t = String::new();
+            h.read_to_string(&mut t).map(|_| t)
+        });
+        files.push(f.clone());
+        match read {
             Ok(t) => texts.push(t),
             Err(e) => {
                 return AuditReport {

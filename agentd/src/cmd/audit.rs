@@ -15,9 +15,28 @@ pub async fn verify(agent: &Agent) -> Reply {
     Ok(Response::AuditReport(check(agent, true).await?))
 }
 
-/// The whole log checked with the unlocked vault's key; `against_checkpoints`: also
-/// against the checkpoints (the agent's latest keyed line, and the vault's).
+/// Which checkpoints the log is checked against.
+enum Checkpoints {
+    /// The running agent's latest keyed line, and the vault's.
+    All,
+    /// The running agent's only.
+    Running,
+    /// None: the chain alone.
+    None,
+}
+
 async fn check(agent: &Agent, against_checkpoints: bool) -> Result<AuditReport, Refusal> {
+    let which = if against_checkpoints {
+        Checkpoints::All
+    } else {
+        Checkpoints::None
+    };
+    check_with(agent, which).await
+}
+
+/// The whole log checked with the unlocked vault's key, and against `which`
+/// checkpoints.
+async fn check_with(agent: &Agent, which: Checkpoints) -> Result<AuditReport, Refusal> {
     agent.audit.flush().await;
     let (key, stored) = {
         let slot = agent.unlocked().await?;
@@ -27,16 +46,17 @@ async fn check(agent: &Agent, against_checkpoints: bool) -> Result<AuditReport, 
             vault.audit_checkpoint().map(|c| (c.seq, c.tag)),
         )
     };
-    let checkpoints: Vec<_> = if against_checkpoints {
-        agent.audit.last_keyed().into_iter().chain(stored).collect()
-    } else {
-        Vec::new()
+    let running = agent.audit.last_keyed();
+    let checkpoints: Vec<_> = match which {
+        Checkpoints::All => running.into_iter().chain(stored).collect(),
+        Checkpoints::Running => running.into_iter().collect(),
+        Checkpoints::None => Vec::new(),
     };
-    let files = agent.audit.files();
     let current = agent.audit.path().to_path_buf();
+    let files = agent.audit.open_files(false);
     tokio::task::spawn_blocking(move || {
         verify_files(
-            &files,
+            files,
             &key,
             &checkpoints,
             Some((&current, crate::audit::KEEP)),
@@ -59,12 +79,23 @@ pub async fn accept(agent: &Agent, session: &mut Session, passphrase: SecretByte
     let Some(problem) = report.problem else {
         return Ok(Response::AuditReport(report));
     };
+    let dir = agent.audit.path().parent().unwrap_or(agent.audit.path());
     if let Some(damage) = check(agent, false).await?.problem {
-        let dir = agent.audit.path().parent().unwrap_or(agent.audit.path());
         return Err(Refusal::new(
             ErrorCode::Failure,
             format!(
                 "not accepted: the chain itself is broken ({damage}); only a log cut short or started afresh can be accepted. Keep the files as evidence: stop the agent, move {}/audit.log* aside, start it, unlock, and accept again",
+                dir.display()
+            ),
+        ));
+    }
+    if let Some(cut) = check_with(agent, Checkpoints::Running).await?.problem {
+        // This agent's own record was cut while it runs: it would write on from where
+        // it thinks the log ends, past the cut, and break the chain.
+        return Err(Refusal::new(
+            ErrorCode::Failure,
+            format!(
+                "not accepted: the log was cut while this agent was running ({cut}), and the next line it writes will show the gap for good. Keep the files as evidence: stop the agent, move {}/audit.log* aside, start it, unlock, and accept the fresh log",
                 dir.display()
             ),
         ));

@@ -36,10 +36,16 @@ pub async fn apply(
     // the disk, no line may carry a tag made with its key (nothing could check it).
     // The next keyed line seals it.
     agent.audit.set_key(None);
-    agent
-        .audit
-        .record(Event::new("init").peer(session.peer_json()))
-        .await?;
+    // Lines keyed by an earlier vault could never be checked with this one's key.
+    let moved = agent.audit.new_chain().await?;
+    let mut init = Event::new("init").peer(session.peer_json());
+    if let Some(dir) = moved {
+        init = init.reason(format!(
+            "a new vault: the log written under the earlier one was moved to {}",
+            dir.display()
+        ));
+    }
+    agent.audit.record(init).await?;
     if let Err(e) = agent.save(&mut vault).await {
         agent.audit.record_later(Event {
             decision: Some("failed"),

@@ -44,9 +44,7 @@ pub fn judge(agent: &Agent, session: &mut Session, req: &LeaseRequest) -> Result
     for name in &req.secrets {
         super::check_name(name)?;
     }
-    if let Some(t) = &req.task
-        && (t.len() > MAX_TASK_LEN || t.chars().any(char::is_control))
-    {
+    if req.task.as_deref().is_some_and(bad_task) {
         return Err(Refusal::bad_input(format!(
             "--task must be one line of at most {MAX_TASK_LEN} bytes"
         )));
@@ -163,39 +161,65 @@ fn base_event(
     base
 }
 
+/// A malformed request as it can be recorded: names that break the rules and a task
+/// that is too long (or not one line) are not.
+fn sanitize(req: &LeaseRequest) -> LeaseRequest {
+    let mut shown = req.clone();
+    for name in &mut shown.secrets {
+        if super::check_name(name).is_err() {
+            *name = "<invalid name>".into();
+        }
+    }
+    if shown.task.as_deref().is_some_and(bad_task) {
+        shown.task = None;
+    }
+    shown
+}
+
+/// A task text that is not one line of at most `MAX_TASK_LEN` bytes.
+fn bad_task(t: &str) -> bool {
+    t.len() > MAX_TASK_LEN || t.chars().any(char::is_control)
+}
+
 /// A record of a request whose values could not be opened (the vault is locked): the
-/// secrets' names, the command's path and who asked, without the argv and task (or
-/// the requester's command lines) that could hold a value nobody can conceal.
+/// secrets' names and who asked (executables and pids), without the command, argv and
+/// task (or the requester's command lines) that could hold a value nobody can conceal.
 fn withheld_event(session: &mut Session, req: &LeaseRequest, profile: Option<String>) -> Event {
     let chain = session.chain();
     Event {
         profile,
         secrets: req.secrets.clone(),
-        command: Some(req.command.path.clone()),
-        withheld: Some("argv and task: the vault was locked, so values could not be concealed"),
+        withheld: Some(
+            "command, argv and task: the vault was locked, so values could not be concealed",
+        ),
         ..Event::default().peer(crate::audit::PeerJson::without_argv(&session.peer, &chain))
     }
 }
 
 pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> Reply {
-    // A broken policy refuses the request, but only after it is recorded like any
-    // other, values concealed and canaries noticed.
-    let judged = match judge(agent, session, &req) {
-        Err(refusal) if refusal.code == ErrorCode::DataErr => return Err(refusal),
-        judged => judged,
+    // A malformed request or a broken policy refuses the request, but only after it
+    // is recorded like any other, values concealed and canaries noticed.
+    let judged = judge(agent, session, &req);
+    let sanitized;
+    let shown = match &judged {
+        Err(refusal) if refusal.code == ErrorCode::DataErr => {
+            sanitized = sanitize(&req);
+            &sanitized
+        }
+        _ => &req,
     };
     let profile = judged.as_ref().ok().and_then(|j| j.profile.clone());
-    let opened = match open_values(agent, &req).await {
+    let opened = match open_values(agent, shown).await {
         Ok(o) => o,
         Err(refusal) => {
             // Locked: no value is at hand to conceal, so nothing that could hold one
             // is recorded.
-            let base = withheld_event(session, &req, profile);
+            let base = withheld_event(session, shown, profile);
             let refusal = judged.err().unwrap_or(refusal);
             return Err(deny(agent, session, &base, &refusal.message.clone(), refusal).await);
         }
     };
-    let base = base_event(session, &req, profile, &opened.values);
+    let base = base_event(session, shown, profile, &opened.values);
     let canaries = opened.canaries;
     if !canaries.is_empty() {
         let who = session
@@ -309,7 +333,7 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
 /// answer) and counts it towards the repeated-denials anomaly.
 async fn deny(
     agent: &Agent,
-    session: &Session,
+    session: &mut Session,
     base: &Event,
     reason: &str,
     refusal: Refusal,
@@ -325,7 +349,7 @@ async fn deny(
             .merge(base),
         )
         .await;
-    agent.denied(base.clone());
+    agent.denied(session, base.clone());
     match recorded {
         Ok(()) => refusal,
         Err(audit) => audit,
@@ -461,11 +485,13 @@ async fn note_uses(agent: &Agent, secrets: &[String], exe: &str) -> Vec<String> 
     if secrets.is_empty() {
         return Vec::new();
     }
+    // Locked since the grant: the values went out all the same, so say so (it is
+    // remembered next time).
     let Ok(mut slot) = agent.unlocked().await else {
-        return Vec::new();
+        return secrets.to_vec();
     };
     let Some(vault) = slot.as_mut() else {
-        return Vec::new();
+        return secrets.to_vec();
     };
     let fresh: Vec<String> = secrets
         .iter()

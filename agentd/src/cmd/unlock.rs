@@ -93,9 +93,9 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
 /// only when someone runs `jitc audit verify`. The problem, if any.
 async fn check_log(agent: &Agent, vault_key: &[u8; 32], checkpoint: (u64, Tag)) -> Option<String> {
     let key = derive_key(vault_key);
-    let newest: Vec<_> = agent.audit.files().into_iter().rev().take(1).collect();
+    let newest = agent.audit.open_files(true);
     let report =
-        tokio::task::spawn_blocking(move || verify_files(&newest, &key, &[checkpoint], None));
+        tokio::task::spawn_blocking(move || verify_files(newest, &key, &[checkpoint], None));
     match report.await {
         Ok(AuditReport { problem, .. }) => problem,
         Err(_) => None,

@@ -572,7 +572,7 @@ fn a_canary_is_refused_like_anything_else_and_raises_an_anomaly() {
     let mut s = raw_connect(&env.socket());
     raw_hello(&mut s);
     let request = jitc_protocol::LeaseRequest {
-        secrets: vec!["aws/root-key".into(), "bad//name".into()],
+        secrets: vec!["aws/root-key".into(), "sk+live+LEAKED0123456789".into()],
         command: jitc_protocol::CommandLine {
             path: "/usr/bin/true".into(),
             argv: vec!["true".into()],
@@ -597,7 +597,19 @@ fn a_canary_is_refused_like_anything_else_and_raises_an_anomaly() {
         .count();
     assert_eq!(canaries, 4);
     let last = *of_kind(&recs, "lease_denied").last().unwrap();
-    assert_eq!(last["secrets"][1], "<invalid name>", "{last}");
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("malformed request"),
+        "{last}"
+    );
+    assert_eq!(last["secrets"], serde_json::json!(["aws/root-key"]));
+    let text = fs::read_to_string(audit_path(&env)).unwrap();
+    assert!(
+        !text.contains("LEAKED"),
+        "what a malformed request sent is in the log"
+    );
 }
 
 #[test]
@@ -1295,4 +1307,29 @@ fn verify_is_not_fooled_by_rotations_while_it_reads() {
     }
     assert!(checks > 5, "verify ran while the log rotated ({checks})");
     no_tampering_reported(&env);
+}
+
+#[test]
+fn a_new_vault_that_fails_leaves_the_earlier_log_where_it_was() {
+    let (env, _agent) = setup();
+    env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    env.run(&["lock"], None).ok();
+    let old = env.root().join("old.jitc");
+    fs::rename(env.vault(), &old).unwrap();
+    // The new vault's temporary file cannot be created: the save fails.
+    let blocker = env
+        .vault()
+        .with_file_name(format!("vault.jitc.tmp-{}", env.agent_pid().unwrap()));
+    fs::create_dir_all(blocker.join("x")).unwrap();
+    let failed = env.run(&INIT_ARGS, Some(format!("{PASSPHRASE}\n").as_bytes()));
+    assert_ne!(failed.code, 0, "{failed:?}");
+    fs::remove_dir_all(&blocker).unwrap();
+    // The old vault comes back: its log is as it left it.
+    fs::rename(&old, env.vault()).unwrap();
+    env.unlock().ok();
+    no_tampering_reported(&env);
+    let moved_aside = fs::read_dir(env.state.join("jitc"))
+        .unwrap()
+        .any(|e| e.unwrap().path().is_dir());
+    assert!(!moved_aside);
 }

@@ -617,6 +617,11 @@ impl Audit {
         }
     }
 
+    /// Forgets the last keyed line as a checkpoint (a new vault starts its own).
+    pub fn forget_checkpoint(&self) {
+        self.shared().last_keyed = None;
+    }
+
     /// Gives the writer the key for the vault now unlocked (`None`: locked).
     pub fn set_key(&self, vault_key: Option<&[u8; 32]>) {
         self.send(Job::Key(vault_key.map(chain::derive_key)));
@@ -1016,24 +1021,40 @@ impl Writer {
         let name = path
             .file_name()
             .map_or("audit.log".into(), |n| n.to_string_lossy());
-        let dir = parent.join(format!("{name}.earlier-vault-{stamp}"));
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| format!("cannot create {} ({e})", dir.display()))?;
-        {
-            let _renaming = self.renaming.lock().unwrap_or_else(|p| p.into_inner());
-            for f in files_of(&path) {
-                if let Some(n) = f.file_name() {
-                    fs::rename(&f, dir.join(n))
-                        .map_err(|e| format!("cannot move {} ({e})", f.display()))?;
+        let mut dir = parent.join(format!("{name}.earlier-vault-{stamp}"));
+        let mut n = 1;
+        loop {
+            match fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100 => {
+                    dir = parent.join(format!("{name}.earlier-vault-{stamp}-{n}"));
+                    n += 1;
                 }
+                Err(e) => return Err(format!("cannot create {} ({e})", dir.display())),
             }
         }
+        {
+            // All the files or none: a move that fails is undone.
+            let _renaming = self.renaming.lock().unwrap_or_else(|p| p.into_inner());
+            let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
+            for f in files_of(&path) {
+                let Some(n) = f.file_name() else { continue };
+                let to = dir.join(n);
+                if let Err(e) = fs::rename(&f, &to) {
+                    for (from, to) in moved.iter().rev() {
+                        let _ = fs::rename(to, from);
+                    }
+                    let _ = fs::remove_dir(&dir);
+                    return Err(format!("cannot move {} ({e})", f.display()));
+                }
+                moved.push((f, to));
+            }
+        }
+        // The moves are done: from here on the new chain is the truth, synced or not.
         for d in [&dir, &parent.to_path_buf()] {
-            File::open(d)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| format!("cannot sync {} ({e})", d.display()))?;
+            if let Err(e) = File::open(d).and_then(|d| d.sync_all()) {
+                tracing::warn!(dir = %d.display(), error = %e, "cannot sync a directory after moving the log aside");
+            }
         }
         self.file = None;
         self.state = chain::State::default();
@@ -1045,7 +1066,10 @@ impl Writer {
             s.last_seq = 0;
             s.last_keyed = None;
         }
-        self.ensure_open()?;
+        // The moves stand; if the new file cannot be opened, the next record says so.
+        if let Err(e) = self.ensure_open() {
+            self.set_error(Some(e));
+        }
         tracing::warn!(moved_to = %dir.display(), "a new vault: the log of the earlier one was moved aside");
         Ok(Some(dir))
     }

@@ -36,16 +36,12 @@ pub async fn apply(
     // the disk, no line may carry a tag made with its key (nothing could check it).
     // The next keyed line seals it.
     agent.audit.set_key(None);
-    // Lines keyed by an earlier vault could never be checked with this one's key.
-    let moved = agent.audit.new_chain().await?;
-    let mut init = Event::new("init").peer(session.peer_json());
-    if let Some(dir) = moved {
-        init = init.reason(format!(
-            "a new vault: the log written under the earlier one was moved to {}",
-            dir.display()
-        ));
-    }
-    agent.audit.record(init).await?;
+    agent
+        .audit
+        .record(Event::new("init").peer(session.peer_json()))
+        .await?;
+    // Nothing of an earlier vault's chain is a checkpoint for this one.
+    agent.audit.forget_checkpoint();
     if let Err(e) = agent.save(&mut vault).await {
         agent.audit.record_later(Event {
             decision: Some("failed"),
@@ -54,6 +50,27 @@ pub async fn apply(
                 .reason(e.message.clone())
         });
         return Err(e);
+    }
+    // Lines keyed by an earlier vault could never be checked with this one's key: that
+    // log (ending with the line above) is moved aside and a new chain begins.
+    let moved = agent.audit.new_chain().await.map_err(|e| {
+        Refusal::new(
+            e.code,
+            format!(
+                "the vault was created, but the log of the earlier one could not be moved aside ({}); move {}* aside yourself, then run 'jitc unlock'",
+                e.message,
+                agent.audit.path().display()
+            ),
+        )
+    })?;
+    if let Some(dir) = moved {
+        agent
+            .audit
+            .record(Event::new("init").peer(session.peer_json()).reason(format!(
+                "a new vault: the log written under the earlier one was moved to {}",
+                dir.display()
+            )))
+            .await?;
     }
     agent.audit.set_key(Some(vault.key()));
     tracing::info!(

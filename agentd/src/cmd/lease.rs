@@ -161,15 +161,14 @@ fn base_event(
     base
 }
 
+/// How a malformed request's refusal is recorded.
+const MALFORMED: &str = "malformed request: a secret name that breaks the naming rules, or a task that is not one line of at most 512 bytes";
+
 /// A malformed request as it can be recorded: names that break the rules and a task
-/// that is too long (or not one line) are not.
+/// that is too long (or not one line) are left out.
 fn sanitize(req: &LeaseRequest) -> LeaseRequest {
     let mut shown = req.clone();
-    for name in &mut shown.secrets {
-        if super::check_name(name).is_err() {
-            *name = "<invalid name>".into();
-        }
-    }
+    shown.secrets.retain(|name| super::check_name(name).is_ok());
     if shown.task.as_deref().is_some_and(bad_task) {
         shown.task = None;
     }
@@ -200,13 +199,22 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
     // A malformed request or a broken policy refuses the request, but only after it
     // is recorded like any other, values concealed and canaries noticed.
     let judged = judge(agent, session, &req);
+    let malformed = matches!(&judged, Err(r) if r.code == ErrorCode::DataErr);
     let sanitized;
-    let shown = match &judged {
-        Err(refusal) if refusal.code == ErrorCode::DataErr => {
-            sanitized = sanitize(&req);
-            &sanitized
+    let shown = if malformed {
+        sanitized = sanitize(&req);
+        &sanitized
+    } else {
+        &req
+    };
+    // What a refusal of the request as a whole is recorded as: the reply to a
+    // malformed one quotes what was sent, which may be anything.
+    let recorded_reason = |refusal: &Refusal| {
+        if malformed {
+            MALFORMED.to_owned()
+        } else {
+            refusal.message.clone()
         }
-        _ => &req,
     };
     let profile = judged.as_ref().ok().and_then(|j| j.profile.clone());
     let opened = match open_values(agent, shown).await {
@@ -216,7 +224,8 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
             // is recorded.
             let base = withheld_event(session, shown, profile);
             let refusal = judged.err().unwrap_or(refusal);
-            return Err(deny(agent, session, &base, &refusal.message.clone(), refusal).await);
+            let reason = recorded_reason(&refusal);
+            return Err(deny(agent, session, &base, &reason, refusal).await);
         }
     };
     let base = base_event(session, shown, profile, &opened.values);
@@ -241,7 +250,8 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
         Ok(j) => j,
         Err(refusal) => {
             drop(opened.values);
-            return Err(deny(agent, session, &base, &refusal.message.clone(), refusal).await);
+            let reason = recorded_reason(&refusal);
+            return Err(deny(agent, session, &base, &reason, refusal).await);
         }
     };
     let checked = match opened.missing {

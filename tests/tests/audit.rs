@@ -1333,3 +1333,25 @@ fn a_new_vault_that_fails_leaves_the_earlier_log_where_it_was() {
         .any(|e| e.unwrap().path().is_dir());
     assert!(!moved_aside);
 }
+
+#[test]
+fn a_value_given_where_a_name_goes_is_not_recorded() {
+    let (env, _agent) = setup();
+    // "-s $TOKEN" instead of "-s NAME": the value looks like a name.
+    env.run(&["exec", "-s", VALUE, "-s", "prod/db", "--", "true"], None)
+        .code(1)
+        .says("no secret named");
+    env.run(&["status"], None).ok();
+    let text = fs::read_to_string(audit_path(&env)).unwrap();
+    assert!(!text.contains(VALUE), "the value is in the audit log");
+    let recs = records(&env);
+    let denied = *of_kind(&recs, "lease_denied").last().unwrap();
+    assert_eq!(denied["secrets"], serde_json::json!(["prod/db"]));
+    assert!(
+        denied["reason"]
+            .as_str()
+            .unwrap()
+            .contains("names not in the vault are not recorded"),
+        "{denied}"
+    );
+}

@@ -76,10 +76,18 @@ pub fn judge(agent: &Agent, session: &mut Session, req: &LeaseRequest) -> Result
 struct Opened {
     values: Vec<LeasedValue>,
     canaries: Vec<String>,
-    /// The first name the vault does not hold (or cannot open); the others are opened
-    /// all the same, to be concealed and to find every canary.
-    missing: Option<Refusal>,
+    /// The first name the vault does not hold (or cannot open), refused, and how the
+    /// refusal is recorded; the others are opened all the same, to be concealed and to
+    /// find every canary.
+    missing: Option<(Refusal, String)>,
+    /// Names the vault does not hold: not recorded, since one could be a value given
+    /// where a name goes (recording it, or hiding only a name that is some value, would
+    /// leak it or tell a reader of the log that it is one).
+    unknown: Vec<String>,
 }
+
+/// How a refusal for a name the vault does not hold is recorded.
+const UNKNOWN_NAME: &str = "no secret by a name given (names not in the vault are not recorded: one could be a value given by mistake)";
 
 async fn open_values(agent: &Agent, req: &LeaseRequest) -> Result<Opened, Refusal> {
     let mut slot = agent.unlocked().await?;
@@ -88,6 +96,7 @@ async fn open_values(agent: &Agent, req: &LeaseRequest) -> Result<Opened, Refusa
         values: Vec::with_capacity(req.secrets.len()),
         canaries: Vec::new(),
         missing: None,
+        unknown: Vec::new(),
     };
     for name in &req.secrets {
         if vault.is_canary(name) {
@@ -99,9 +108,15 @@ async fn open_values(agent: &Agent, req: &LeaseRequest) -> Result<Opened, Refusa
                 value,
             }),
             Err(e) => {
-                if opened.missing.is_none() {
-                    opened.missing = Some(Refusal::from_vault(&agent.vault_file, e));
-                }
+                let unknown = matches!(e, crate::vault::VaultError::NoSuchSecret(_));
+                let refusal = Refusal::from_vault(&agent.vault_file, e);
+                let recorded = if unknown {
+                    opened.unknown.push(name.clone());
+                    UNKNOWN_NAME.to_owned()
+                } else {
+                    refusal.message.clone()
+                };
+                opened.missing.get_or_insert((refusal, recorded));
             }
         }
     }
@@ -228,6 +243,15 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
             return Err(deny(agent, session, &base, &reason, refusal).await);
         }
     };
+    let known_only;
+    let shown = if opened.unknown.is_empty() {
+        shown
+    } else {
+        let mut r = shown.clone();
+        r.secrets.retain(|n| !opened.unknown.contains(n));
+        known_only = r;
+        &known_only
+    };
     let base = base_event(session, shown, profile, &opened.values);
     let canaries = opened.canaries;
     if !canaries.is_empty() {
@@ -254,10 +278,12 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
             return Err(deny(agent, session, &base, &reason, refusal).await);
         }
     };
-    let checked = match opened.missing {
-        Some(refusal) => Err(refusal),
-        None => check_values(&req, &opened.values, judged.decision.masking_required),
-    };
+    let checked = check_opened(
+        opened.missing,
+        &req,
+        &opened.values,
+        judged.decision.masking_required,
+    );
     let mut values = Some(opened.values);
     if let Some((text, hours)) = &judged.policy.defaults.working_hours {
         let (day, minute) = crate::anomaly::local_now();
@@ -288,8 +314,8 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
     if !canaries.is_empty() {
         // A decoy (on record above): refused like any refusal, revealing nothing —
         // with the refusal another secret would get, if the request earns one.
-        if let Err(refusal) = checked {
-            return Err(deny(agent, session, &base, &refusal.message.clone(), refusal).await);
+        if let Err((refusal, reason)) = checked {
+            return Err(deny(agent, session, &base, &reason, refusal).await);
         }
         return Err(deny(
             agent,
@@ -312,8 +338,8 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
     }
     // A value on the command line (or an unknown name) is refused before anyone is
     // asked to approve it.
-    if let Err(refusal) = checked {
-        return Err(deny(agent, session, &base, &refusal.message.clone(), refusal).await);
+    if let Err((refusal, reason)) = checked {
+        return Err(deny(agent, session, &base, &reason, refusal).await);
     }
     let needs_approval = match judged.decision.approval {
         Approval::Never => false,
@@ -399,13 +425,15 @@ async fn grant(
                 &haystack,
                 &Needles::new(&opened.values).list(),
             );
-            let checked = match opened.missing {
-                Some(refusal) => Err(refusal),
-                None => check_values(&req, &opened.values, judged.decision.masking_required),
-            };
-            if let Err(refusal) = checked {
+            let checked = check_opened(
+                opened.missing,
+                &req,
+                &opened.values,
+                judged.decision.masking_required,
+            );
+            if let Err((refusal, reason)) = checked {
                 drop(opened.values);
-                return Err(deny(agent, session, &base, &refusal.message.clone(), refusal).await);
+                return Err(deny(agent, session, &base, &reason, refusal).await);
             }
             opened.values
         }
@@ -515,6 +543,22 @@ async fn note_uses(agent: &Agent, secrets: &[String], exe: &str) -> Vec<String> 
         tracing::warn!(error = %e.message, "cannot save the first-use record");
     }
     fresh
+}
+
+/// The first refusal a request's names and values earn, and how it is recorded.
+fn check_opened(
+    missing: Option<(Refusal, String)>,
+    req: &LeaseRequest,
+    values: &[LeasedValue],
+    masking_required: bool,
+) -> Result<(), (Refusal, String)> {
+    match missing {
+        Some(m) => Err(m),
+        None => check_values(req, values, masking_required).map_err(|r| {
+            let m = r.message.clone();
+            (r, m)
+        }),
+    }
 }
 
 /// Refuses a lease whose values would leak by the way they are used: one typed on the

@@ -125,13 +125,20 @@ async fn open_values(agent: &Agent, req: &LeaseRequest) -> Result<Opened, Refusa
 
 /// The values as a record could show them: their bytes, and for a value that is not
 /// UTF-8, the form a command line read from `/proc` takes (invalid bytes replaced).
+/// Names the vault does not hold are concealed too (as `<concealed:unknown name>`):
+/// one could be a value given where a name goes, and concealing every one of them
+/// tells a reader of the log nothing about which.
 struct Needles<'a> {
     values: &'a [LeasedValue],
     lossy: Vec<(&'a str, Zeroizing<String>)>,
+    unknown: &'a [String],
 }
 
+/// The label unknown names are concealed under.
+const UNKNOWN_LABEL: &str = "unknown name";
+
 impl<'a> Needles<'a> {
-    fn new(values: &'a [LeasedValue]) -> Needles<'a> {
+    fn new(values: &'a [LeasedValue], unknown: &'a [String]) -> Needles<'a> {
         let lossy = values
             .iter()
             .filter(|v| std::str::from_utf8(v.value.expose()).is_err())
@@ -140,7 +147,11 @@ impl<'a> Needles<'a> {
                 (v.name.as_str(), Zeroizing::new(shown))
             })
             .collect();
-        Needles { values, lossy }
+        Needles {
+            values,
+            lossy,
+            unknown,
+        }
     }
 
     fn list(&self) -> Vec<Concealed<'_>> {
@@ -148,7 +159,13 @@ impl<'a> Needles<'a> {
             .iter()
             .map(|v| (v.name.as_str(), v.value.expose()))
             .chain(self.lossy.iter().map(|(n, s)| (*n, s.as_bytes())))
+            .chain(self.unknown.iter().map(|n| (UNKNOWN_LABEL, n.as_bytes())))
             .collect()
+    }
+
+    /// `text` with every needle concealed.
+    fn conceal(&self, text: &str) -> String {
+        crate::audit::conceal(text, &self.list()).unwrap_or_else(|| text.to_owned())
     }
 }
 
@@ -159,7 +176,7 @@ fn base_event(
     session: &mut Session,
     req: &LeaseRequest,
     profile: Option<String>,
-    values: &[LeasedValue],
+    needles: &Needles<'_>,
 ) -> Event {
     let mut base = Event {
         profile,
@@ -167,12 +184,7 @@ fn base_event(
     };
     let chain = session.chain();
     let haystack = session.haystack();
-    base.conceal(
-        &session.peer,
-        &chain,
-        &haystack,
-        &Needles::new(values).list(),
-    );
+    base.conceal(&session.peer, &chain, &haystack, &needles.list());
     base
 }
 
@@ -195,16 +207,16 @@ fn bad_task(t: &str) -> bool {
     t.len() > MAX_TASK_LEN || t.chars().any(char::is_control)
 }
 
-/// A record of a request whose values could not be opened (the vault is locked): the
-/// secrets' names and who asked (executables and pids), without the command, argv and
-/// task (or the requester's command lines) that could hold a value nobody can conceal.
-fn withheld_event(session: &mut Session, req: &LeaseRequest, profile: Option<String>) -> Event {
+/// A record of a request whose values could not be opened (the vault is locked): who
+/// asked (executables and pids), without the names, command, argv and task (or the
+/// requester's command lines) that could hold a value nobody can conceal — a name
+/// cannot even be checked against the vault's.
+fn withheld_event(session: &mut Session, profile: Option<String>) -> Event {
     let chain = session.chain();
     Event {
         profile,
-        secrets: req.secrets.clone(),
         withheld: Some(
-            "command, argv and task: the vault was locked, so values could not be concealed",
+            "secret names, command, argv and task: the vault was locked, so values could not be concealed",
         ),
         ..Event::default().peer(crate::audit::PeerJson::without_argv(&session.peer, &chain))
     }
@@ -232,17 +244,26 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
         }
     };
     let profile = judged.as_ref().ok().and_then(|j| j.profile.clone());
-    let opened = match open_values(agent, shown).await {
+    let mut opened = match open_values(agent, shown).await {
         Ok(o) => o,
         Err(refusal) => {
             // Locked: no value is at hand to conceal, so nothing that could hold one
             // is recorded.
-            let base = withheld_event(session, shown, profile);
+            let base = withheld_event(session, profile);
             let refusal = judged.err().unwrap_or(refusal);
             let reason = recorded_reason(&refusal);
             return Err(deny(agent, session, &base, &reason, refusal).await);
         }
     };
+    // Names that break the rules are not in the vault either: concealed like them.
+    if malformed {
+        opened.unknown.extend(
+            req.secrets
+                .iter()
+                .filter(|n| super::check_name(n).is_err())
+                .cloned(),
+        );
+    }
     let known_only;
     let shown = if opened.unknown.is_empty() {
         shown
@@ -252,8 +273,9 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
         known_only = r;
         &known_only
     };
-    let base = base_event(session, shown, profile, &opened.values);
-    let canaries = opened.canaries;
+    let needles = Needles::new(&opened.values, &opened.unknown);
+    let base = base_event(session, shown, profile, &needles);
+    let canaries = std::mem::take(&mut opened.canaries);
     if !canaries.is_empty() {
         let who = session
             .peer
@@ -270,6 +292,13 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
             base.clone(),
         );
     }
+    // A policy refusal may quote the command or a name: recorded concealed.
+    let policy_refusal = judged
+        .as_ref()
+        .ok()
+        .and_then(|j| j.decision.refusal.as_deref())
+        .map(|why| (why.to_owned(), needles.conceal(why)));
+    drop(needles);
     let judged = match judged {
         Ok(j) => j,
         Err(refusal) => {
@@ -278,12 +307,13 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
             return Err(deny(agent, session, &base, &reason, refusal).await);
         }
     };
-    let checked = check_opened(
-        opened.missing,
-        &req,
-        &opened.values,
-        judged.decision.masking_required,
-    );
+    // A name the vault does not hold is refused before anything else looks at the
+    // names (the policy, the anomalies), so none of them quotes it.
+    if let Some((refusal, reason)) = opened.missing.take() {
+        drop(opened.values);
+        return Err(deny(agent, session, &base, &reason, refusal).await);
+    }
+    let checked = check_values(&req, &opened.values, judged.decision.masking_required);
     let mut values = Some(opened.values);
     if let Some((text, hours)) = &judged.policy.defaults.working_hours {
         let (day, minute) = crate::anomaly::local_now();
@@ -314,8 +344,8 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
     if !canaries.is_empty() {
         // A decoy (on record above): refused like any refusal, revealing nothing —
         // with the refusal another secret would get, if the request earns one.
-        if let Err((refusal, reason)) = checked {
-            return Err(deny(agent, session, &base, &reason, refusal).await);
+        if let Err(refusal) = checked {
+            return Err(deny(agent, session, &base, &refusal.message.clone(), refusal).await);
         }
         return Err(deny(
             agent,
@@ -332,14 +362,13 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
         )
         .await);
     }
-    if let Some(why) = &judged.decision.refusal {
+    if let Some((why, recorded)) = policy_refusal {
         let refusal = Refusal::new(ErrorCode::Refused, format!("refused: {why}"));
-        return Err(deny(agent, session, &base, why, refusal).await);
+        return Err(deny(agent, session, &base, &recorded, refusal).await);
     }
-    // A value on the command line (or an unknown name) is refused before anyone is
-    // asked to approve it.
-    if let Err((refusal, reason)) = checked {
-        return Err(deny(agent, session, &base, &reason, refusal).await);
+    // A value on the command line is refused before anyone is asked to approve it.
+    if let Err(refusal) = checked {
+        return Err(deny(agent, session, &base, &refusal.message.clone(), refusal).await);
     }
     let needs_approval = match judged.decision.approval {
         Approval::Never => false,
@@ -423,7 +452,7 @@ async fn grant(
                 &session.peer,
                 &chain,
                 &haystack,
-                &Needles::new(&opened.values).list(),
+                &Needles::new(&opened.values, &opened.unknown).list(),
             );
             let checked = check_opened(
                 opened.missing,

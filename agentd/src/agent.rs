@@ -445,19 +445,18 @@ impl Agent {
     /// change), or else the program that ran `jitc` — not the `jitc` binary every
     /// request comes through, nor the command, which the requester names. Refusals of
     /// a locked vault are no sign of anything.
-    pub fn denied(&self, session: &mut Session, base: Event) {
+    pub fn denied(&self, base: Event) {
         if base.withheld.is_some() {
             return;
         }
+        // As recorded (values concealed).
         let who = match &base.profile {
             Some(p) => format!("profile {p}"),
-            None => {
-                let chain = session.chain();
-                let parent = chain.get(1).or(chain.first());
-                parent
-                    .and_then(|p| p.exe.clone())
-                    .unwrap_or_else(|| "an unknown program".into())
-            }
+            None => base
+                .peer
+                .as_ref()
+                .and_then(PeerJson::parent_exe)
+                .unwrap_or_else(|| "an unknown program".into()),
         };
         let repeated = self
             .counters

@@ -610,6 +610,14 @@ fn a_canary_is_refused_like_anything_else_and_raises_an_anomaly() {
         !text.contains("LEAKED"),
         "what a malformed request sent is in the log"
     );
+    // Where the policy refuses, a decoy gets the policy's refusal, as a real one does.
+    env.add("aws/deploy-key", "AKIA-real-value-0000001");
+    env.write_policy("[[rule]]\ncommands = [\"env\"]\n");
+    for name in ["aws/root-key", "aws/deploy-key"] {
+        env.run(&["exec", "-s", name, "--", "true"], None)
+            .code(77)
+            .says(&format!("policy rule 1 lets '{name}' go only to env"));
+    }
 }
 
 #[test]

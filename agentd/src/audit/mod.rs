@@ -83,6 +83,15 @@ impl PeerJson {
         PeerJson(Arc::from(RawValue::from_string(raw).unwrap_or_default()))
     }
 
+    /// The executable of the requester's parent (the program that ran it), as
+    /// recorded.
+    pub fn parent_exe(&self) -> Option<String> {
+        let v: serde_json::Value = serde_json::from_str(self.0.get()).ok()?;
+        let chain = v.get("chain")?.as_array()?;
+        let parent = chain.get(1).or(chain.first())?;
+        parent.get("exe")?.as_str().map(str::to_owned)
+    }
+
     /// The peer with its executables but none of the command lines (nothing can be
     /// concealed in them when no value is at hand).
     pub fn without_argv(peer: &Peer, chain: &[ProcessInfo]) -> PeerJson {

@@ -280,7 +280,8 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
         let who = session
             .peer
             .exe
-            .clone()
+            .as_deref()
+            .map(|exe| needles.conceal(exe))
             .unwrap_or_else(|| format!("pid {}", session.peer.pid));
         agent.anomaly(
             "canary",
@@ -341,9 +342,14 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
             );
         }
     }
+    if let Some((why, recorded)) = policy_refusal {
+        let refusal = Refusal::new(ErrorCode::Refused, format!("refused: {why}"));
+        return Err(deny(agent, session, &base, &recorded, refusal).await);
+    }
     if !canaries.is_empty() {
         // A decoy (on record above): refused like any refusal, revealing nothing —
-        // with the refusal another secret would get, if the request earns one.
+        // after the policy's refusal and with the value check's, as another secret
+        // would be.
         if let Err(refusal) = checked {
             return Err(deny(agent, session, &base, &refusal.message.clone(), refusal).await);
         }
@@ -361,10 +367,6 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
             ),
         )
         .await);
-    }
-    if let Some((why, recorded)) = policy_refusal {
-        let refusal = Refusal::new(ErrorCode::Refused, format!("refused: {why}"));
-        return Err(deny(agent, session, &base, &recorded, refusal).await);
     }
     // A value on the command line is refused before anyone is asked to approve it.
     if let Err(refusal) = checked {
@@ -414,7 +416,7 @@ async fn deny(
             .merge(base),
         )
         .await;
-    agent.denied(session, base.clone());
+    agent.denied(base.clone());
     match recorded {
         Ok(()) => refusal,
         Err(audit) => audit,

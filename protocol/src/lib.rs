@@ -11,6 +11,7 @@
 #[cfg(test)]
 mod arbitrary;
 mod code;
+pub mod encodings;
 mod frame;
 mod message;
 pub mod names;

@@ -341,11 +341,27 @@ pub fn terminate_and_wait(pid: u32) {
     }
 }
 
+/// Spawns `c`, trying again while the executable is busy: a test that has just
+/// copied a program to run races every other test thread's fork, whose child holds the
+/// copy's write descriptor until it execs (ETXTBSY).
+pub fn spawn(c: &mut Command) -> std::io::Result<Child> {
+    let mut tries = 0;
+    loop {
+        match c.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 pub fn run_with_stdin(mut c: Command, stdin: Option<&[u8]>) -> Run {
     c.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
+    let mut child = spawn(&mut c).unwrap();
     let mut input = child.stdin.take().unwrap();
     let data = stdin.unwrap_or_default().to_vec();
     let writer = std::thread::spawn(move || {
@@ -440,7 +456,7 @@ impl Agent {
         c.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = c.spawn().map_err(|e| e.to_string())?;
+        let mut child = spawn(&mut c).map_err(|e| e.to_string())?;
         let stdout = Log::collect(child.stdout.take().unwrap());
         let stderr = Log::collect(child.stderr.take().unwrap());
         let pid = child.id();
@@ -556,7 +572,7 @@ impl PtySession {
         c.stdin(Stdio::from(slave.try_clone().unwrap()))
             .stdout(Stdio::from(slave.try_clone().unwrap()))
             .stderr(Stdio::from(slave));
-        let child = c.spawn().unwrap();
+        let child = spawn(&mut c).unwrap();
         // Drop our copies of the slave (moved into Command, which `spawn` consumed), so
         // reading the master ends (EIO) when the child's side closes.
         drop(c);
@@ -714,7 +730,7 @@ impl TestEnv {
         c.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
+        let mut child = spawn(&mut c).unwrap();
         let stdout = Log::collect(child.stdout.take().unwrap());
         let stderr = Log::collect(child.stderr.take().unwrap());
         Background {

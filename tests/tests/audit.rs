@@ -1401,3 +1401,41 @@ fn strings_a_requester_supplies_never_bring_a_value_into_the_log() {
     assert!(leaks.is_empty(), "{leaks:#?}");
     assert!(text.contains("<concealed:unknown name>"));
 }
+
+#[test]
+fn encoded_values_are_kept_off_command_lines_and_out_of_the_log() {
+    let (env, _agent) = setup();
+    let encoded =
+        jitc_protocol::encodings::base64(VALUE.as_bytes(), jitc_protocol::encodings::B64_STD);
+    let encoded = String::from_utf8(encoded).unwrap();
+    let hex = VALUE
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    // On the command's own argv: refused like the value itself.
+    env.run(
+        &[
+            "exec",
+            "-s",
+            "prod/db",
+            "--",
+            "echo",
+            &format!("x{encoded}"),
+        ],
+        None,
+    )
+    .code(77)
+    .says("an encoding of it");
+    // On an ancestor's command line: granted, and concealed in the record.
+    let mut c = env.command("sh");
+    c.arg("-c").arg(format!(
+        "{} exec -s prod/db -- true; true {hex}",
+        jitc_bin().display()
+    ));
+    run_with_stdin(c, None).ok();
+    env.run(&["status"], None).ok();
+    let text = fs::read_to_string(audit_path(&env)).unwrap();
+    for form in [VALUE, encoded.as_str(), &encoded[4..20], hex.as_str()] {
+        assert!(!text.contains(form), "{form} is in the log");
+    }
+}

@@ -123,15 +123,29 @@ async fn open_values(agent: &Agent, req: &LeaseRequest) -> Result<Opened, Refusa
     Ok(opened)
 }
 
-/// The values as a record could show them: their bytes, and for a value that is not
-/// UTF-8, the form a command line read from `/proc` takes (invalid bytes replaced).
+/// The values as a record could show them: their bytes, their encodings (base64, hex,
+/// percent, JSON: the forms output is masked in), and for a value that is not UTF-8,
+/// the form a command line read from `/proc` takes (invalid bytes replaced).
 /// Names the vault does not hold are concealed too (as `<concealed:unknown name>`):
 /// one could be a value given where a name goes, and concealing every one of them
 /// tells a reader of the log nothing about which.
 struct Needles<'a> {
     values: &'a [LeasedValue],
-    lossy: Vec<(&'a str, Zeroizing<String>)>,
+    forms: Vec<(&'a str, Zeroizing<Vec<u8>>)>,
     unknown: &'a [String],
+}
+
+/// The encodings of a value long enough to mask (the forms output is masked in), the
+/// value itself left out; wiped when dropped.
+fn encoded_forms(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
+    if value.len() < jitc_protocol::names::MIN_MASKED_LEN {
+        return Vec::new();
+    }
+    jitc_protocol::encodings::encodings(value)
+        .into_iter()
+        .map(Zeroizing::new)
+        .filter(|f| f.as_slice() != value)
+        .collect()
 }
 
 /// The label unknown names are concealed under.
@@ -139,17 +153,22 @@ const UNKNOWN_LABEL: &str = "unknown name";
 
 impl<'a> Needles<'a> {
     fn new(values: &'a [LeasedValue], unknown: &'a [String]) -> Needles<'a> {
-        let lossy = values
-            .iter()
-            .filter(|v| std::str::from_utf8(v.value.expose()).is_err())
-            .map(|v| {
-                let shown = String::from_utf8_lossy(v.value.expose()).into_owned();
-                (v.name.as_str(), Zeroizing::new(shown))
-            })
-            .collect();
+        let mut forms = Vec::new();
+        for v in values {
+            let value = v.value.expose();
+            if std::str::from_utf8(value).is_err() {
+                let shown = String::from_utf8_lossy(value).into_owned().into_bytes();
+                forms.push((v.name.as_str(), Zeroizing::new(shown)));
+            }
+            forms.extend(
+                encoded_forms(value)
+                    .into_iter()
+                    .map(|f| (v.name.as_str(), f)),
+            );
+        }
         Needles {
             values,
-            lossy,
+            forms,
             unknown,
         }
     }
@@ -158,7 +177,7 @@ impl<'a> Needles<'a> {
         self.values
             .iter()
             .map(|v| (v.name.as_str(), v.value.expose()))
-            .chain(self.lossy.iter().map(|(n, s)| (*n, s.as_bytes())))
+            .chain(self.forms.iter().map(|(n, f)| (*n, f.as_slice())))
             .chain(self.unknown.iter().map(|n| (UNKNOWN_LABEL, n.as_bytes())))
             .collect()
     }
@@ -603,35 +622,34 @@ fn check_values(
     use jitc_protocol::names::MIN_MASKED_LEN;
     for v in values {
         let value = v.value.expose();
-        let found = req.command.argv.iter().enumerate().find(|(_, arg)| {
-            let arg = arg.as_bytes();
-            if value.len() >= MIN_MASKED_LEN {
-                memchr::memmem::find(arg, value).is_some()
-            } else {
-                arg == value
-            }
-        });
-        let in_path = value.len() >= MIN_MASKED_LEN
-            && memchr::memmem::find(req.command.path.as_bytes(), value).is_some();
-        if in_path {
+        // The value, or one of the encodings its output is masked in.
+        let forms = encoded_forms(value);
+        let holds = |text: &str| {
+            value.len() >= MIN_MASKED_LEN
+                && std::iter::once(value)
+                    .chain(forms.iter().map(|f| f.as_slice()))
+                    .any(|f| memchr::memmem::find(text.as_bytes(), f).is_some())
+        };
+        let found = req
+            .command
+            .argv
+            .iter()
+            .enumerate()
+            .find(|(_, arg)| holds(arg) || arg.as_bytes() == value);
+        if holds(&req.command.path) {
             return Err(Refusal::new(
                 ErrorCode::Refused,
                 format!(
-                    "refused: the command's path contains the value of '{}'; rename it",
+                    "refused: the command's path contains the value of '{}' (or an encoding of it); rename it",
                     v.name
                 ),
             ));
         }
-        let in_task = value.len() >= MIN_MASKED_LEN
-            && req
-                .task
-                .as_ref()
-                .is_some_and(|t| memchr::memmem::find(t.as_bytes(), value).is_some());
-        if in_task {
+        if req.task.as_deref().is_some_and(holds) {
             return Err(Refusal::new(
                 ErrorCode::Refused,
                 format!(
-                    "refused: the --task text contains the value of '{}'; it would be shown in prompts, listings and the audit log — describe the task instead",
+                    "refused: the --task text contains the value of '{}' (or an encoding of it); it would be shown in prompts, listings and the audit log — describe the task instead",
                     v.name
                 ),
             ));
@@ -641,7 +659,7 @@ fn check_values(
             return Err(Refusal::new(
                 ErrorCode::Refused,
                 format!(
-                    "refused: argument {i} of the command contains the value of '{}'; a value on a command line lands in shell history, in ps and in the agent's transcript, so pass it with -s, -e, --file or --env-file instead",
+                    "refused: argument {i} of the command contains the value of '{}' (or an encoding of it); a value on a command line lands in shell history, in ps and in the agent's transcript, so pass it with -s, -e, --file or --env-file instead",
                     v.name
                 ),
             ));

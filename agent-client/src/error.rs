@@ -29,6 +29,10 @@ pub enum Error {
     /// A failure found on this side, with its exit code.
     #[error("{message}")]
     Local { code: ErrorCode, message: String },
+    /// Whatever read a listing went away (`jitc audit | head`): the listing ends,
+    /// quietly and successfully, as it would for `cat`.
+    #[error("the output was closed")]
+    OutputClosed,
 }
 
 impl Error {
@@ -52,6 +56,7 @@ impl Error {
             Error::Agent { code, .. } | Error::Local { code, .. } => *code,
             Error::NotRunning { .. } | Error::Transport(_) => ErrorCode::Unavailable,
             Error::Unexpected(_) => ErrorCode::Failure,
+            Error::OutputClosed => ErrorCode::IoErr,
         }
     }
 

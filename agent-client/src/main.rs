@@ -60,6 +60,7 @@ fn main() -> ExitCode {
     };
     match cmd::run(cli.command) {
         Ok(code) => ExitCode::from(code),
+        Err(jitc::Error::OutputClosed) => ExitCode::SUCCESS,
         Err(e) => {
             jitc::error::note(&e.to_string());
             ExitCode::from(e.exit_code())

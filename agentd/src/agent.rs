@@ -397,7 +397,7 @@ impl Agent {
                 .counters
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .alert_allowed(std::time::Instant::now());
+                .alert_allowed(kind, std::time::Instant::now());
             if !ok {
                 tracing::warn!(kind, "alert command skipped: too many alerts this minute");
             }
@@ -415,6 +415,12 @@ impl Agent {
                 .spawn();
             if let Err(e) = spawned {
                 tracing::warn!(command = %argv[0], error = %e, "cannot run the alert command");
+                // On record, where `jitc audit` shows it: alerts are not reaching anyone.
+                self.audit
+                    .record_later(Event::new("policy_error").reason(format!(
+                    "alert_command {} cannot run ({e}); anomalies are recorded but not announced",
+                    argv[0]
+                )));
             }
         }
     }

@@ -130,9 +130,10 @@ impl Counters {
             .is_some()
     }
 
-    /// Whether another alert command may start now (at most `ALERTS_PER_MINUTE`).
-    pub fn alert_allowed(&mut self, now: Instant) -> bool {
-        self.alerts.push("", ALERTS_PER_MINUTE, now) <= ALERTS_PER_MINUTE
+    /// Whether another alert command may start now for an anomaly of `kind` (at most
+    /// `ALERTS_PER_MINUTE` of each kind: a flood of one kind does not silence another).
+    pub fn alert_allowed(&mut self, kind: &str, now: Instant) -> bool {
+        self.alerts.push(kind, ALERTS_PER_MINUTE, now) <= ALERTS_PER_MINUTE
     }
 
     /// Counts a denial for `who`; `true` when it reaches `DENIALS_BEFORE_ALERT` within

@@ -458,11 +458,14 @@ fn the_reader_filters_and_follows() {
     env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
     env.run(&["exec", "-s", "other", "--", "true"], None).ok();
     let table = env.run(&["audit"], None).ok().stdout;
-    assert!(table.starts_with("TIME"), "{table}");
+    assert!(table.starts_with("TIME (UTC)"), "{table}");
     assert!(
         table.contains("lease_granted") && table.contains("true") && table.contains("#1 granted"),
         "{table}"
     );
+    // The requester is the program that ran jitc (here the test binary), not jitc.
+    let row = table.lines().find(|l| l.contains("#1 granted")).unwrap();
+    assert!(row.contains("audit-") && !row.contains(" jitc ("), "{row}");
     let only = env
         .run(&["audit", "--json", "--secret", "other"], None)
         .ok()
@@ -506,6 +509,43 @@ fn the_reader_filters_and_follows() {
     env.run(&["audit", "--since", "yesterday-ish"], None)
         .code(65)
         .one_line_error();
+    // An offset is part of RFC 3339: the last record's time, written an hour ahead of
+    // UTC, lists it; written an hour behind, it is two hours in the future.
+    let last = records(&env).last().unwrap()["time"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (date, clock) = last[..19].split_once('T').unwrap();
+    let hour: u32 = clock[..2].parse().unwrap();
+    if hour < 23 {
+        let local = format!("{date}T{:02}{}", hour + 1, &clock[2..]);
+        let listed = |offset: &str| {
+            env.run(
+                &["audit", "--json", "--since", &format!("{local}{offset}")],
+                None,
+            )
+            .ok()
+            .stdout
+        };
+        assert!(listed("+01:00").contains(&last), "{local}+01:00");
+        assert_eq!(listed("-01:00"), "");
+    }
+    // A kind of record that does not exist is an error, not an empty listing.
+    env.run(&["audit", "--event", "lease_grantd"], None)
+        .code(65)
+        .one_line_error()
+        .says("lease_granted");
+    // A reader that goes away ends the listing quietly.
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    let out = env
+        .jitc(&["audit"])
+        .stdout(std::process::Stdio::from(write))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
     // --follow prints records as they are written.
     let bg = env.spawn(&["audit", "--follow", "--json", "--event", "lease_granted"]);
     bg.expect_stdout("\"lease\":2");
@@ -618,6 +658,36 @@ fn a_canary_is_refused_like_anything_else_and_raises_an_anomaly() {
             .code(77)
             .says(&format!("policy rule 1 lets '{name}' go only to env"));
     }
+    // Listed by their kind, with or without the table's "anomaly:" prefix.
+    let by_kind = env
+        .run(&["audit", "--json", "--event", "canary"], None)
+        .ok()
+        .stdout;
+    assert_eq!(by_kind.lines().count(), 5, "{by_kind}");
+    assert_eq!(
+        env.run(&["audit", "--json", "--event", "anomaly:canary"], None)
+            .ok()
+            .stdout,
+        by_kind
+    );
+}
+
+#[test]
+fn an_alert_command_that_cannot_run_is_on_record() {
+    let (env, _agent) = setup();
+    env.write_policy("[defaults]\nalert_command = [\"/nonexistent/notify\"]\n");
+    env.run(&["add", "decoy", "--canary"], Some(b"decoy-value-0000000"))
+        .ok();
+    env.run(&["exec", "-s", "decoy", "--", "true"], None)
+        .code(77);
+    let e = wait_for_record(&env, "policy_error", "alert_command");
+    assert!(
+        e["reason"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/notify cannot run"),
+        "{e}"
+    );
 }
 
 #[test]

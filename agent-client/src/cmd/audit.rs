@@ -74,22 +74,104 @@ impl Filter {
         {
             return false;
         }
-        if let Some(e) = &self.event
-            && v["event"] != e.as_str()
-        {
-            return false;
+        if let Some(e) = &self.event {
+            let kind = v["anomaly"].as_str();
+            let named = v["event"] == e.as_str()
+                || kind == Some(e.as_str())
+                || kind.is_some_and(|k| e.strip_prefix("anomaly:") == Some(k));
+            if !named {
+                return false;
+            }
         }
         true
     }
+}
+
+/// Every kind of record the agent writes.
+const EVENTS: &[&str] = &[
+    "start",
+    "stop",
+    "init",
+    "unlock",
+    "unlock_failed",
+    "lock",
+    "lease_granted",
+    "lease_denied",
+    "lease_ended",
+    "secret_added",
+    "secret_replaced",
+    "secret_removed",
+    "approval_requested",
+    "approval_granted",
+    "approval_denied",
+    "approval_timed_out",
+    "approve_failed",
+    "audit_accepted",
+    "accept_failed",
+    "peer_refused",
+    "policy_error",
+    "anomaly",
+    "log_continued",
+];
+
+/// Every kind of anomaly (`--event canary` or `--event anomaly:canary`).
+const ANOMALIES: &[&str] = &[
+    "canary",
+    "outside_working_hours",
+    "new_executable",
+    "burst",
+    "repeated_denials",
+    "wrong_passphrases",
+    "self_approval",
+    "audit_log_tampered",
+];
+
+/// Refuses an `--event` that names no kind of record, rather than list nothing.
+fn check_event(e: &str) -> Result<()> {
+    let kind = e.strip_prefix("anomaly:").unwrap_or(e);
+    if EVENTS.contains(&e) || ANOMALIES.contains(&kind) {
+        return Ok(());
+    }
+    Err(Error::bad_input(format!(
+        "no kind of record is called '{}'; use one of {}, or an anomaly: {}",
+        e.escape_debug(),
+        EVENTS.join(", "),
+        ANOMALIES.join(", ")
+    )))
+}
+
+/// `2026-11-28T15:59:00+01:00` as its local part, whether the offset is ahead of UTC,
+/// and the offset.
+fn split_offset(s: &str) -> Option<(&str, bool, std::time::Duration)> {
+    let (base, off) = s.split_at_checked(s.len().checked_sub(6)?)?;
+    let ahead = match off.as_bytes() {
+        [b'+', _, _, b':', _, _] => true,
+        [b'-', _, _, b':', _, _] => false,
+        _ => return None,
+    };
+    let h: u64 = off.get(1..3)?.parse().ok()?;
+    let m: u64 = off.get(4..6)?.parse().ok()?;
+    Some((
+        base,
+        ahead,
+        std::time::Duration::from_secs(h * 3600 + m * 60),
+    ))
 }
 
 fn parse_since(s: &str) -> Result<SystemTime> {
     if let Ok(d) = humantime::parse_duration(s) {
         return Ok(SystemTime::now() - d);
     }
+    // An RFC 3339 offset (+01:00), which humantime leaves to its caller: the time
+    // written is UTC plus the offset.
+    if let Some((base, ahead, offset)) = split_offset(s)
+        && let Ok(t) = humantime::parse_rfc3339_weak(base)
+    {
+        return Ok(if ahead { t - offset } else { t + offset });
+    }
     humantime::parse_rfc3339_weak(s).map_err(|_| {
         Error::bad_input(format!(
-            "bad --since '{}': give a duration (1h, 30m) or a time (2026-11-28T09:00:00Z)",
+            "bad --since '{}': give a duration (1h, 30m) or a time (2026-11-28T09:00:00Z, 2026-11-28T10:00:00+01:00)",
             s.escape_debug()
         ))
     })
@@ -130,7 +212,13 @@ fn row(v: &Value) -> String {
         })
         .unwrap_or_default();
     let command = v["command"].as_str().map(name_of).unwrap_or("");
-    let requester = match (v["peer"]["exe"].as_str(), v["peer"]["pid"].as_u64()) {
+    // Who asked: the program that ran `jitc` (every request comes through `jitc`).
+    let peer = &v["peer"];
+    let asker = match peer["exe"].as_str().map(name_of) {
+        Some("jitc") if peer["chain"][1].is_object() => &peer["chain"][1],
+        _ => peer,
+    };
+    let requester = match (asker["exe"].as_str(), asker["pid"].as_u64()) {
         (Some(exe), Some(pid)) => {
             let profile = v["profile"]
                 .as_str()
@@ -140,12 +228,19 @@ fn row(v: &Value) -> String {
         }
         _ => String::new(),
     };
-    let decision = match (v["decision"].as_str(), v["reason"].as_str()) {
-        (Some(d), Some(r)) => format!("{d}: {r}"),
-        (Some(d), None) => d.to_owned(),
-        (None, Some(r)) => r.to_owned(),
-        (None, None) => String::new(),
-    };
+    let reason = v["reason"]
+        .as_str()
+        .map(|r| r.strip_prefix("refused: ").unwrap_or(r));
+    let approval = v["approval"].as_u64().map(|a| format!("request {a}"));
+    let decision = [
+        v["decision"].as_str().map(str::to_owned),
+        approval,
+        reason.map(str::to_owned),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(": ");
     let lease = v["lease"]
         .as_u64()
         .map(|l| format!("#{l} "))
@@ -156,9 +251,23 @@ fn row(v: &Value) -> String {
         None => event.to_owned(),
     };
     format!(
-        "{time}  {event:<20} {:<24} {:<12} {:<28} {lease}{decision}\n",
-        secrets, command, requester
+        "{time}  {:<28} {:<24} {:<14} {:<28} {lease}{decision}\n",
+        fit(&event, 28),
+        fit(&secrets, 24),
+        fit(command, 14),
+        fit(&requester, 28),
     )
+}
+
+/// `s` cut to `width` characters (the cut marked `…`), so the columns line up; the
+/// whole record is in `--json`.
+fn fit(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        return s.to_owned();
+    }
+    let mut cut: String = s.chars().take(width - 1).collect();
+    cut.push('…');
+    cut
 }
 
 fn show(line: &str, filter: &Filter, json: bool, out: &mut String) {
@@ -205,6 +314,11 @@ fn report(r: &jitc_protocol::AuditReport) -> u8 {
         }
         Some(p) => {
             jitc::error::note(&format!("audit log NOT intact: {p}"));
+            if p.contains("cut off") {
+                jitc::error::note(
+                    "if you know why (a lost state directory, a vault copied from another machine), 'jitc audit accept' keeps the break on record and verifies from the log as it now is",
+                );
+            }
             1
         }
     }
@@ -237,6 +351,9 @@ pub fn run(args: Args) -> Result<u8> {
     }
     let path = PathBuf::from(client.status()?.audit.path);
     drop(client);
+    if let Some(e) = &args.event {
+        check_event(e)?;
+    }
     let filter = Filter {
         since: args.since.as_deref().map(parse_since).transpose()?,
         secret: args.secret,
@@ -249,15 +366,22 @@ pub fn run(args: Args) -> Result<u8> {
     let mut out = String::new();
     if !args.json {
         out.push_str(&format!(
-            "{:<19}  {:<20} {:<24} {:<12} {:<28} DECISION\n",
-            "TIME", "EVENT", "SECRETS", "COMMAND", "REQUESTER"
+            "{:<19}  {:<28} {:<24} {:<14} {:<28} DECISION\n",
+            "TIME (UTC)", "EVENT", "SECRETS", "COMMAND", "REQUESTER"
         ));
     }
     // Watching starts before the reading, so nothing written in between is missed.
     let watch = args.follow.then(|| Watch::new(&path)).transpose()?;
     let mut tail = Tail::default();
     let mut current = None;
-    for f in files(&path) {
+    let present = files(&path);
+    if present.is_empty() {
+        jitc::error::note(&format!(
+            "no audit log at {} yet (see 'jitc status')",
+            path.display()
+        ));
+    }
+    for f in present {
         let newest = f == path;
         let mut file = std::fs::File::open(&f).map_err(|e| cannot_read(&f, &e))?;
         let mut text = String::new();

@@ -139,11 +139,12 @@ fn emit(text: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
-        .map_err(|e| {
-            jitc::Error::local(
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => jitc::Error::OutputClosed,
+            _ => jitc::Error::local(
                 jitc_protocol::ErrorCode::IoErr,
                 format!("cannot write the output ({e})"),
-            )
+            ),
         })
 }
 

@@ -114,10 +114,13 @@ fn policy_state() -> impl Strategy<Value = PolicyState> {
 }
 
 fn audit_state() -> impl Strategy<Value = AuditState> {
-    (text(), of(text()), any::<u64>()).prop_map(|(path, error, last_seq)| AuditState {
-        path,
-        error,
-        last_seq,
+    (text(), of(text()), any::<u64>(), of(text())).prop_map(|(path, error, last_seq, tampered)| {
+        AuditState {
+            tampered,
+            path,
+            error,
+            last_seq,
+        }
     })
 }
 

@@ -112,6 +112,9 @@ pub struct AuditState {
     pub path: String,
     pub error: Option<String>,
     pub last_seq: u64,
+    /// What the check at the last unlock found wrong with the log (an
+    /// `audit_log_tampered` anomaly); `None` once it verifies or is accepted.
+    pub tampered: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -263,7 +263,11 @@ fn a_cut_off_tail_is_caught_after_a_restart_by_the_vault_checkpoint() {
         .unwrap();
     fs::write(&path, lines[..cut].join("\n") + "\n").unwrap();
     let _agent = env.start_agent();
-    env.unlock().ok();
+    // The person unlocking is told at once, and `jitc status` keeps saying it.
+    env.unlock()
+        .ok()
+        .says("WARNING: the audit log does not verify");
+    assert!(env.status()["audit"]["tampered"].is_string());
     // The unlock itself notices, and says so where a person will see it.
     let a = wait_for_record(&env, "anomaly", "audit_log_tampered");
     assert!(a["reason"].as_str().unwrap().contains("cut off"), "{a}");
@@ -1136,6 +1140,7 @@ fn a_log_started_afresh_is_accepted_only_by_a_human_and_stays_on_record() {
     );
     run.ok().says("cut off").says("audit log intact");
     env.run(&["audit", "verify"], None).ok();
+    assert!(env.status()["audit"]["tampered"].is_null());
     let recs = records(&env);
     assert_eq!(of_kind(&recs, "accept_failed").len(), 1);
     let accepted = of_kind(&recs, "audit_accepted");

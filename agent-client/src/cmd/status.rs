@@ -49,6 +49,11 @@ pub fn run(args: Args) -> Result<u8> {
         "agent    running (pid {}, jitc-agentd {})\nsocket   {}\nvault    {}\nstate    {state}\nleases   {} active, {} waiting for approval\npolicy   {policy}\n",
         s.pid, s.agent_version, s.socket, s.vault, s.leases, s.pending
     );
+    if let Some(t) = &s.audit.tampered {
+        text.push_str(&format!(
+            "audit    DOES NOT VERIFY (found at unlock): {t}; see 'jitc audit verify'\n"
+        ));
+    }
     text.push_str(&match &s.audit.error {
         Some(e) => format!("audit    FAILING, every lease is refused: {e}\n"),
         None => format!("audit    {} ({} records)\n", s.audit.path, s.audit.last_seq),

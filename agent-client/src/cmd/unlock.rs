@@ -31,10 +31,16 @@ pub fn run(args: Args) -> Result<u8> {
         prompt::ask_hidden(&format!("Passphrase for {}: ", status.vault))?
     };
     client.unlock(passphrase)?;
-    let secrets = client.status()?.secrets.unwrap_or(0);
+    let status = client.status()?;
+    let secrets = status.secrets.unwrap_or(0);
     note(&format!(
         "unlocked ({secrets} secret{})",
         if secrets == 1 { "" } else { "s" }
     ));
+    if let Some(problem) = status.audit.tampered {
+        note(&format!(
+            "WARNING: the audit log does not verify ({problem}); see 'jitc audit --anomalies' and 'jitc audit verify'"
+        ));
+    }
     Ok(0)
 }

@@ -488,6 +488,7 @@ struct Shared {
     error: Option<String>,
     last_seq: u64,
     last_keyed: Option<(u64, Tag)>,
+    tampered: Option<String>,
 }
 
 /// The handle requests use to record events.
@@ -642,7 +643,14 @@ impl Audit {
             path: self.path.display().to_string(),
             error: s.error.clone(),
             last_seq: s.last_seq,
+            tampered: s.tampered.clone(),
         }
+    }
+
+    /// Notes what the check at unlock found wrong with the log (`None`: nothing, or
+    /// it was accepted), for `jitc status` and `jitc unlock` to say.
+    pub fn set_tampered(&self, problem: Option<String>) {
+        self.shared().tampered = problem;
     }
 
     /// The last keyed line (sequence, tag): the checkpoint a cut-off tail is found by.

@@ -121,6 +121,7 @@ pub async fn accept(agent: &Agent, session: &mut Session, passphrase: SecretByte
         vault.set_audit_checkpoint(None);
         agent.save_checkpoint(vault).await?;
     }
+    agent.audit.set_tampered(None);
     tracing::warn!("audit log accepted as it is; the break is on record");
     Ok(Response::AuditReport(check(agent, true).await?))
 }

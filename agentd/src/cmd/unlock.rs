@@ -57,6 +57,7 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
             }
             *agent.vault_stamp.lock().unwrap_or_else(|p| p.into_inner()) = stamp;
             drop(slot);
+            agent.audit.set_tampered(problem.clone());
             if let Some(problem) = problem {
                 agent.anomaly(
                     "audit_log_tampered",

@@ -166,7 +166,7 @@ pub fn haystack(peer: &Peer, chain: &[ProcessInfo]) -> Vec<u8> {
 
 /// Whether `value` occurs in `haystack`: anywhere, or — too short to mask — as a whole
 /// string (as the argv check treats it).
-fn occurs(haystack: &[u8], value: &[u8]) -> bool {
+pub fn occurs(haystack: &[u8], value: &[u8]) -> bool {
     if value.is_empty() {
         return false;
     }
@@ -332,14 +332,26 @@ impl Event {
         haystack: &[u8],
         values: &[Concealed<'_>],
     ) {
-        for field in [&mut self.task, &mut self.command].into_iter().flatten() {
-            if let Some(c) = conceal(field, values) {
-                *field = c;
-            }
+        // One look at the request's own strings first: nearly always nothing is there.
+        let mut hay = vec![0u8];
+        for s in [&self.task, &self.command]
+            .into_iter()
+            .flatten()
+            .chain(self.argv.iter().flatten())
+        {
+            hay.extend_from_slice(s.as_bytes());
+            hay.push(0);
         }
-        for arg in self.argv.iter_mut().flatten() {
-            if let Some(c) = conceal(arg, values) {
-                *arg = c;
+        if values.iter().any(|(_, v)| occurs(&hay, v)) {
+            for field in [&mut self.task, &mut self.command].into_iter().flatten() {
+                if let Some(c) = conceal(field, values) {
+                    *field = c;
+                }
+            }
+            for arg in self.argv.iter_mut().flatten() {
+                if let Some(c) = conceal(arg, values) {
+                    *arg = c;
+                }
             }
         }
         if self.peer.is_some()

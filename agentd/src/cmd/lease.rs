@@ -318,6 +318,8 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
         .ok()
         .and_then(|j| j.decision.refusal.as_deref())
         .map(|why| (why.to_owned(), needles.conceal(why)));
+    let masking_required = judged.as_ref().is_ok_and(|j| j.decision.masking_required);
+    let checked = check_values(&req, &opened.values, &needles, masking_required);
     drop(needles);
     let judged = match judged {
         Ok(j) => j,
@@ -333,7 +335,6 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
         drop(opened.values);
         return Err(deny(agent, session, &base, &reason, refusal).await);
     }
-    let checked = check_values(&req, &opened.values, judged.decision.masking_required);
     let mut values = Some(opened.values);
     if let Some((text, hours)) = &judged.policy.defaults.working_hours {
         let (day, minute) = crate::anomaly::local_now();
@@ -469,18 +470,22 @@ async fn grant(
             // again, and conceal the ones that are leased now.
             let chain = session.chain();
             let haystack = session.haystack();
-            base.conceal(
-                &session.peer,
-                &chain,
-                &haystack,
-                &Needles::new(&opened.values, &opened.unknown).list(),
-            );
-            let checked = check_opened(
-                opened.missing,
-                &req,
-                &opened.values,
-                judged.decision.masking_required,
-            );
+            let needles = Needles::new(&opened.values, &opened.unknown);
+            base.conceal(&session.peer, &chain, &haystack, &needles.list());
+            let checked = match opened.missing {
+                Some(m) => Err(m),
+                None => check_values(
+                    &req,
+                    &opened.values,
+                    &needles,
+                    judged.decision.masking_required,
+                )
+                .map_err(|r| {
+                    let m = r.message.clone();
+                    (r, m)
+                }),
+            };
+            drop(needles);
             if let Err((refusal, reason)) = checked {
                 drop(opened.values);
                 return Err(deny(agent, session, &base, &reason, refusal).await);
@@ -595,39 +600,57 @@ async fn note_uses(agent: &Agent, secrets: &[String], exe: &str) -> Vec<String> 
     fresh
 }
 
-/// The first refusal a request's names and values earn, and how it is recorded.
-fn check_opened(
-    missing: Option<(Refusal, String)>,
-    req: &LeaseRequest,
-    values: &[LeasedValue],
-    masking_required: bool,
-) -> Result<(), (Refusal, String)> {
-    match missing {
-        Some(m) => Err(m),
-        None => check_values(req, values, masking_required).map_err(|r| {
-            let m = r.message.clone();
-            (r, m)
-        }),
-    }
-}
-
 /// Refuses a lease whose values would leak by the way they are used: one typed on the
 /// command line (argv lands in shell history, `ps` and the agent's transcript), or
 /// one too short to mask when the policy requires masking.
 fn check_values(
     req: &LeaseRequest,
     values: &[LeasedValue],
+    needles: &Needles<'_>,
     masking_required: bool,
 ) -> Result<(), Refusal> {
     use jitc_protocol::names::MIN_MASKED_LEN;
+    // One look at all of the request's strings first: nearly always nothing is there.
+    let mut hay = Vec::with_capacity(256);
+    for s in std::iter::once(&req.command.path)
+        .chain(&req.command.argv)
+        .chain(req.task.as_ref())
+    {
+        hay.push(0);
+        hay.extend_from_slice(s.as_bytes());
+    }
+    hay.push(0);
+    let needles = needles.list();
+    let suspect = |name: &str| {
+        needles
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .any(|(_, f)| crate::audit::occurs(&hay, f))
+    };
     for v in values {
         let value = v.value.expose();
-        // The value, or one of the encodings its output is masked in.
-        let forms = encoded_forms(value);
+        if masking_required && value.len() < MIN_MASKED_LEN {
+            return Err(Refusal::new(
+                ErrorCode::Refused,
+                format!(
+                    "refused: the policy requires masking, but '{}' is shorter than {MIN_MASKED_LEN} bytes and cannot be masked",
+                    v.name
+                ),
+            ));
+        }
+        if !suspect(&v.name) {
+            continue;
+        }
+        // The value, or one of the encodings its output is masked in: where?
+        let forms: Vec<&[u8]> = needles
+            .iter()
+            .filter(|(n, _)| *n == v.name)
+            .map(|(_, f)| *f)
+            .collect();
         let holds = |text: &str| {
             value.len() >= MIN_MASKED_LEN
-                && std::iter::once(value)
-                    .chain(forms.iter().map(|f| f.as_slice()))
+                && forms
+                    .iter()
                     .any(|f| memchr::memmem::find(text.as_bytes(), f).is_some())
         };
         let found = req
@@ -660,15 +683,6 @@ fn check_values(
                 ErrorCode::Refused,
                 format!(
                     "refused: argument {i} of the command contains the value of '{}' (or an encoding of it); a value on a command line lands in shell history, in ps and in the agent's transcript, so pass it with -s, -e, --file or --env-file instead",
-                    v.name
-                ),
-            ));
-        }
-        if masking_required && value.len() < MIN_MASKED_LEN {
-            return Err(Refusal::new(
-                ErrorCode::Refused,
-                format!(
-                    "refused: the policy requires masking, but '{}' is shorter than {MIN_MASKED_LEN} bytes and cannot be masked",
                     v.name
                 ),
             ));

@@ -36,6 +36,16 @@ fn setup() -> (TestEnv, Agent) {
     (env, agent)
 }
 
+/// `setup`, with the agent's local clock reading `clock` (a debug-build hook).
+fn setup_at(clock: &str) -> (TestEnv, Agent) {
+    let env = TestEnv::new();
+    env.set_env("JITC_TEST_LOCAL_TIME", clock.to_owned());
+    let agent = env.start_agent();
+    env.init();
+    env.add("prod/db", VALUE);
+    (env, agent)
+}
+
 /// An agent (started with `args`) whose state directory, the audit log's, is a tmpfs
 /// of its own, mounted with `options` in a private mount namespace.
 fn agent_on_tmpfs(env: &TestEnv, options: &str, args: &[&str]) -> Agent {
@@ -696,11 +706,7 @@ fn an_alert_command_that_cannot_run_is_on_record() {
 
 #[test]
 fn requests_outside_working_hours_are_anomalies() {
-    let env = TestEnv::new();
-    env.set_env("JITC_TEST_LOCAL_TIME", "Sat 03:00");
-    let _agent = env.start_agent();
-    env.init();
-    env.add("prod/db", VALUE);
+    let (env, _agent) = setup_at("Sat 03:00");
     env.write_policy("[defaults]\nworking_hours = \"08:00-19:00 Mon-Fri\"\n");
     env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
     let a = wait_for_record(&env, "anomaly", "\"anomaly\":\"outside_working_hours\"");
@@ -833,14 +839,7 @@ fn values_on_command_lines_never_reach_the_log() {
     .says("--task");
     // On an ancestor's command line (a shell that stays the parent): granted, and
     // concealed in the record's process chain.
-    let mut c = env.command("sh");
-    c.arg("-c").arg(format!(
-        "{} exec -s prod/db -- true; true '{VALUE}'",
-        jitc_bin().display()
-    ));
-    run_with_stdin(c, None).ok();
-    env.run(&["status"], None).ok();
-    let text = fs::read_to_string(audit_path(&env)).unwrap();
+    let text = lease_from_a_shell_holding(&env, &format!("'{VALUE}'"));
     assert!(!text.contains(VALUE), "the value is in the audit log");
     let recs = records(&env);
     let denied = of_kind(&recs, "lease_denied");
@@ -927,6 +926,29 @@ fn values_on_command_lines_never_reach_the_log() {
     assert!(!text.contains(VALUE), "the value is in the audit log");
 }
 
+/// Leases `prod/db` to `true` from a shell whose own command line (it stays the
+/// parent) also holds `word`; the log's text afterwards.
+fn lease_from_a_shell_holding(env: &TestEnv, word: &str) -> String {
+    let mut c = env.command("sh");
+    c.arg("-c").arg(format!(
+        "{} exec -s prod/db -- true; true {word}",
+        jitc_bin().display()
+    ));
+    run_with_stdin(c, None).ok();
+    env.run(&["status"], None).ok();
+    fs::read_to_string(audit_path(env)).unwrap()
+}
+
+/// Cuts the log back to just before its first `lease_granted` line, in place.
+fn cut_before_the_first_grant(env: &TestEnv) {
+    let (lines, _) = lines_and_last_seq(env);
+    let first_grant = lines
+        .iter()
+        .position(|l| l.contains("\"lease_granted\""))
+        .unwrap();
+    fs::write(audit_path(env), lines[..first_grant].join("\n") + "\n").unwrap();
+}
+
 /// The log's lines, and the sequence number of the last.
 fn lines_and_last_seq(env: &TestEnv) -> (Vec<String>, u64) {
     let recs = records(env);
@@ -985,12 +1007,7 @@ fn a_tail_cut_while_locked_is_caught_by_the_checkpoint_saved_at_lock() {
     // No save since the add: only the lock saves the checkpoint that covers the grants.
     env.run(&["lock"], None).ok();
     agent.stop();
-    let (lines, _) = lines_and_last_seq(&env);
-    let first_grant = lines
-        .iter()
-        .position(|l| l.contains("\"lease_granted\""))
-        .unwrap();
-    fs::write(audit_path(&env), lines[..first_grant].join("\n") + "\n").unwrap();
+    cut_before_the_first_grant(&env);
     let _agent = env.start_agent();
     env.unlock().ok();
     wait_for_record(&env, "anomaly", "audit_log_tampered");
@@ -1304,13 +1321,8 @@ fn a_tail_cut_under_a_running_agent_is_not_accepted_but_a_fresh_log_is() {
         env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
     }
     env.run(&["status"], None).ok();
-    let (lines, _) = lines_and_last_seq(&env);
-    let first_grant = lines
-        .iter()
-        .position(|l| l.contains("\"lease_granted\""))
-        .unwrap();
     // Cut in place: the agent keeps writing to the same file.
-    fs::write(audit_path(&env), lines[..first_grant].join("\n") + "\n").unwrap();
+    cut_before_the_first_grant(&env);
     env.run(&["audit", "verify"], None).code(1).says("cut off");
     let pass = format!("{PASSPHRASE}\n");
     env.run(
@@ -1441,11 +1453,7 @@ fn a_value_given_where_a_name_goes_is_not_recorded() {
 
 #[test]
 fn strings_a_requester_supplies_never_bring_a_value_into_the_log() {
-    let env = TestEnv::new();
-    env.set_env("JITC_TEST_LOCAL_TIME", "Sat 03:00");
-    let _agent = env.start_agent();
-    env.init();
-    env.add("prod/db", VALUE);
+    let (env, _agent) = setup_at("Sat 03:00");
     env.add("other", "other-value-0000000000");
     // A value given where a name goes, beside a real name: its own command line too.
     env.run(&["exec", "-s", VALUE, "-s", "other", "--", "true"], None)
@@ -1502,14 +1510,7 @@ fn encoded_values_are_kept_off_command_lines_and_out_of_the_log() {
     .code(77)
     .says("an encoding of it");
     // On an ancestor's command line: granted, and concealed in the record.
-    let mut c = env.command("sh");
-    c.arg("-c").arg(format!(
-        "{} exec -s prod/db -- true; true {hex}",
-        jitc_bin().display()
-    ));
-    run_with_stdin(c, None).ok();
-    env.run(&["status"], None).ok();
-    let text = fs::read_to_string(audit_path(&env)).unwrap();
+    let text = lease_from_a_shell_holding(&env, &hex);
     for form in [VALUE, encoded.as_str(), &encoded[4..20], hex.as_str()] {
         assert!(!text.contains(form), "{form} is in the log");
     }

@@ -426,6 +426,20 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// `data` cut into consecutive writes at the sampled points.
+    fn cut_at<'a>(data: &'a [u8], cuts: &[prop::sample::Index]) -> Vec<&'a [u8]> {
+        let mut points: Vec<usize> = cuts.iter().map(|c| c.index(data.len() + 1)).collect();
+        points.sort();
+        let mut chunks = Vec::new();
+        let mut last = 0;
+        for p in points {
+            chunks.push(&data[last..p]);
+            last = p;
+        }
+        chunks.push(&data[last..]);
+        chunks
+    }
+
     fn mask_all(m: &Masker, chunks: &[&[u8]]) -> Vec<u8> {
         let mut s = m.stream();
         let mut out = Vec::new();
@@ -630,15 +644,7 @@ mod tests {
                 data.splice(pos..pos, f.iter().copied());
             }
             let m = Masker::new(named.iter().map(|(n, v)| (n.as_str(), v.as_slice()))).unwrap();
-            let mut points: Vec<usize> = cuts.iter().map(|c| c.index(data.len() + 1)).collect();
-            points.sort();
-            let mut chunks = Vec::new();
-            let mut last = 0;
-            for p in points {
-                chunks.push(&data[last..p]);
-                last = p;
-            }
-            chunks.push(&data[last..]);
+            let chunks = cut_at(&data, &cuts);
             prop_assert_eq!(mask_all(&m, &chunks), reference(&named, &data));
         }
 
@@ -656,15 +662,7 @@ mod tests {
             let pos = at.index(noise.len() + 1);
             data.splice(pos..pos, value.iter().copied());
             let whole = mask_all(&m, &[&data]);
-            let mut points: Vec<usize> = cuts.iter().map(|c| c.index(data.len() + 1)).collect();
-            points.sort();
-            let mut chunks = Vec::new();
-            let mut last = 0;
-            for p in points {
-                chunks.push(&data[last..p]);
-                last = p;
-            }
-            chunks.push(&data[last..]);
+            let chunks = cut_at(&data, &cuts);
             let out = mask_all(&m, &chunks);
             prop_assert_eq!(&out, &whole);
             // Any occurrence of the value left in the output must be inside a marker's

@@ -95,16 +95,28 @@ impl PeerJson {
     /// The peer with its executables but none of the command lines (nothing can be
     /// concealed in them when no value is at hand).
     pub fn without_argv(peer: &Peer, chain: &[ProcessInfo]) -> PeerJson {
+        PeerJson::rewritten(peer, chain, String::clone, |_| None)
+    }
+
+    /// The peer with each executable passed through `exe` and each argument through
+    /// `arg` (`None`: left out).
+    fn rewritten(
+        peer: &Peer,
+        chain: &[ProcessInfo],
+        exe: impl Fn(&String) -> String,
+        arg: impl Fn(&String) -> Option<String>,
+    ) -> PeerJson {
         let peer = Peer {
-            argv: Vec::new(),
+            exe: peer.exe.as_ref().map(&exe),
+            argv: peer.argv.iter().filter_map(&arg).collect(),
             ..peer.clone()
         };
         let chain: Vec<ProcessInfo> = chain
             .iter()
             .map(|p| ProcessInfo {
                 pid: p.pid,
-                exe: p.exe.clone(),
-                argv: Vec::new(),
+                exe: p.exe.as_ref().map(&exe),
+                argv: p.argv.iter().filter_map(&arg).collect(),
             })
             .collect();
         PeerJson::new(&peer, &chain)
@@ -128,20 +140,7 @@ impl PeerJson {
             return None;
         }
         let fix = |s: &String| conceal(s, values).unwrap_or_else(|| s.clone());
-        let peer = Peer {
-            exe: peer.exe.as_ref().map(fix),
-            argv: peer.argv.iter().map(fix).collect(),
-            ..peer.clone()
-        };
-        let chain: Vec<ProcessInfo> = chain
-            .iter()
-            .map(|p| ProcessInfo {
-                pid: p.pid,
-                exe: p.exe.as_ref().map(fix),
-                argv: p.argv.iter().map(fix).collect(),
-            })
-            .collect();
-        Some(PeerJson::new(&peer, &chain))
+        Some(PeerJson::rewritten(peer, chain, fix, |s| Some(fix(s))))
     }
 }
 
@@ -151,12 +150,17 @@ pub type Concealed<'a> = (&'a str, &'a [u8]);
 /// Every string of a requester and its ancestry (executables and argv), each between
 /// NUL bytes: one buffer to look for values in, made once per connection.
 pub fn haystack(peer: &Peer, chain: &[ProcessInfo]) -> Vec<u8> {
+    nul_joined(
+        peer.exe
+            .iter()
+            .chain(&peer.argv)
+            .chain(chain.iter().flat_map(|p| p.exe.iter().chain(&p.argv))),
+    )
+}
+
+/// `strings`, each between NUL bytes: one buffer that `occurs` looks in at once.
+pub fn nul_joined<'a>(strings: impl IntoIterator<Item = &'a String>) -> Vec<u8> {
     let mut hay = vec![0u8];
-    let strings = peer
-        .exe
-        .iter()
-        .chain(&peer.argv)
-        .chain(chain.iter().flat_map(|p| p.exe.iter().chain(&p.argv)));
     for s in strings {
         hay.extend_from_slice(s.as_bytes());
         hay.push(0);
@@ -333,15 +337,12 @@ impl Event {
         values: &[Concealed<'_>],
     ) {
         // One look at the request's own strings first: nearly always nothing is there.
-        let mut hay = vec![0u8];
-        for s in [&self.task, &self.command]
-            .into_iter()
-            .flatten()
-            .chain(self.argv.iter().flatten())
-        {
-            hay.extend_from_slice(s.as_bytes());
-            hay.push(0);
-        }
+        let hay = nul_joined(
+            [&self.task, &self.command]
+                .into_iter()
+                .flatten()
+                .chain(self.argv.iter().flatten()),
+        );
         if values.iter().any(|(_, v)| occurs(&hay, v)) {
             for field in [&mut self.task, &mut self.command].into_iter().flatten() {
                 if let Some(c) = conceal(field, values) {

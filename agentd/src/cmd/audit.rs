@@ -12,7 +12,7 @@ use crate::audit::verify::verify_files;
 use crate::error::{Refusal, Reply};
 
 pub async fn verify(agent: &Agent) -> Reply {
-    Ok(Response::AuditReport(check(agent, true).await?))
+    Ok(Response::AuditReport(check(agent, Checkpoints::All).await?))
 }
 
 /// Which checkpoints the log is checked against.
@@ -25,18 +25,9 @@ enum Checkpoints {
     None,
 }
 
-async fn check(agent: &Agent, against_checkpoints: bool) -> Result<AuditReport, Refusal> {
-    let which = if against_checkpoints {
-        Checkpoints::All
-    } else {
-        Checkpoints::None
-    };
-    check_with(agent, which).await
-}
-
 /// The whole log checked with the unlocked vault's key, and against `which`
 /// checkpoints.
-async fn check_with(agent: &Agent, which: Checkpoints) -> Result<AuditReport, Refusal> {
+async fn check(agent: &Agent, which: Checkpoints) -> Result<AuditReport, Refusal> {
     agent.audit.flush().await;
     let (key, stored) = {
         let slot = agent.unlocked().await?;
@@ -75,12 +66,12 @@ async fn check_with(agent: &Agent, which: Checkpoints) -> Result<AuditReport, Re
 pub async fn accept(agent: &Agent, session: &mut Session, passphrase: SecretBytes) -> Reply {
     let failed = Event::new("accept_failed").peer(session.peer_json());
     super::confirm_passphrase(agent, session, passphrase, failed).await?;
-    let report = check(agent, true).await?;
+    let report = check(agent, Checkpoints::All).await?;
     let Some(problem) = report.problem else {
         return Ok(Response::AuditReport(report));
     };
     let dir = agent.audit.path().parent().unwrap_or(agent.audit.path());
-    if let Some(damage) = check(agent, false).await?.problem {
+    if let Some(damage) = check(agent, Checkpoints::None).await?.problem {
         return Err(Refusal::new(
             ErrorCode::Failure,
             format!(
@@ -89,7 +80,7 @@ pub async fn accept(agent: &Agent, session: &mut Session, passphrase: SecretByte
             ),
         ));
     }
-    if let Some(cut) = check_with(agent, Checkpoints::Running).await?.problem {
+    if let Some(cut) = check(agent, Checkpoints::Running).await?.problem {
         // This agent's own record was cut while it runs: it would write on from where
         // it thinks the log ends, past the cut, and break the chain.
         return Err(Refusal::new(
@@ -123,5 +114,5 @@ pub async fn accept(agent: &Agent, session: &mut Session, passphrase: SecretByte
     }
     agent.audit.set_tampered(None);
     tracing::warn!("audit log accepted as it is; the break is on record");
-    Ok(Response::AuditReport(check(agent, true).await?))
+    Ok(Response::AuditReport(check(agent, Checkpoints::All).await?))
 }

@@ -611,15 +611,11 @@ fn check_values(
 ) -> Result<(), Refusal> {
     use jitc_protocol::names::MIN_MASKED_LEN;
     // One look at all of the request's strings first: nearly always nothing is there.
-    let mut hay = Vec::with_capacity(256);
-    for s in std::iter::once(&req.command.path)
-        .chain(&req.command.argv)
-        .chain(req.task.as_ref())
-    {
-        hay.push(0);
-        hay.extend_from_slice(s.as_bytes());
-    }
-    hay.push(0);
+    let hay = crate::audit::nul_joined(
+        std::iter::once(&req.command.path)
+            .chain(&req.command.argv)
+            .chain(req.task.as_ref()),
+    );
     let needles = needles.list();
     let suspect = |name: &str| {
         needles

@@ -210,17 +210,6 @@ fn base_event(
 /// How a malformed request's refusal is recorded.
 const MALFORMED: &str = "malformed request: a secret name that breaks the naming rules, or a task that is not one line of at most 512 bytes";
 
-/// A malformed request as it can be recorded: names that break the rules and a task
-/// that is too long (or not one line) are left out.
-fn sanitize(req: &LeaseRequest) -> LeaseRequest {
-    let mut shown = req.clone();
-    shown.secrets.retain(|name| super::check_name(name).is_ok());
-    if shown.task.as_deref().is_some_and(bad_task) {
-        shown.task = None;
-    }
-    shown
-}
-
 /// A task text that is not one line of at most `MAX_TASK_LEN` bytes.
 fn bad_task(t: &str) -> bool {
     t.len() > MAX_TASK_LEN || t.chars().any(char::is_control)
@@ -246,13 +235,6 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
     // is recorded like any other, values concealed and canaries noticed.
     let judged = judge(agent, session, &req);
     let malformed = matches!(&judged, Err(r) if r.code == ErrorCode::DataErr);
-    let sanitized;
-    let shown = if malformed {
-        sanitized = sanitize(&req);
-        &sanitized
-    } else {
-        &req
-    };
     // What a refusal of the request as a whole is recorded as: the reply to a
     // malformed one quotes what was sent, which may be anything.
     let recorded_reason = |refusal: &Refusal| {
@@ -263,7 +245,7 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
         }
     };
     let profile = judged.as_ref().ok().and_then(|j| j.profile.clone());
-    let mut opened = match open_values(agent, shown).await {
+    let mut opened = match open_values(agent, &req).await {
         Ok(o) => o,
         Err(refusal) => {
             // Locked: no value is at hand to conceal, so nothing that could hold one
@@ -274,23 +256,19 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
             return Err(deny(agent, session, &base, &reason, refusal).await);
         }
     };
-    // Names that break the rules are not in the vault either: concealed like them.
-    if malformed {
-        opened.unknown.extend(
-            req.secrets
-                .iter()
-                .filter(|n| super::check_name(n).is_err())
-                .cloned(),
-        );
-    }
-    let known_only;
-    let shown = if opened.unknown.is_empty() {
-        shown
+    // The request as recorded: names the vault does not hold (those that break the
+    // rules among them) are left out, and so is a task that is not one line.
+    let recorded;
+    let shown = if opened.unknown.is_empty() && !malformed {
+        &req
     } else {
-        let mut r = shown.clone();
+        let mut r = req.clone();
         r.secrets.retain(|n| !opened.unknown.contains(n));
-        known_only = r;
-        &known_only
+        if r.task.as_deref().is_some_and(bad_task) {
+            r.task = None;
+        }
+        recorded = r;
+        &recorded
     };
     let needles = Needles::new(&opened.values, &opened.unknown);
     let base = base_event(session, shown, profile, &needles);

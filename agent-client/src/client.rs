@@ -41,10 +41,15 @@ impl Client {
     /// Connects and says hello. A socket nobody answers on is `Error::NotRunning`; an
     /// agent run by another user is refused before a single byte is sent to it.
     pub fn connect(path: &Path) -> Result<Client> {
-        let stream = UnixStream::connect(path).map_err(|source| Error::NotRunning {
-            path: path.to_owned(),
-            source,
-            hint: "start one with 'jitc agent'",
+        let stream = UnixStream::connect(path).map_err(|source| {
+            if source.kind() == io::ErrorKind::PermissionDenied {
+                return permission_denied(path);
+            }
+            Error::NotRunning {
+                path: path.to_owned(),
+                source,
+                hint: "start one with 'jitc agent'",
+            }
         })?;
         check_agent_owner(&stream, path)?;
         stream
@@ -62,9 +67,22 @@ impl Client {
             ended: Vec::new(),
             buf: FrameBuf::default(),
         };
-        match client.call(&Request::Hello(Hello {
+        let hello = client.call(&Request::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
-        }))? {
+        }));
+        // An agent that dies (`kill -9`) with connections still in its backlog resets
+        // them: before any welcome, that is no agent at all.
+        let hello = match hello {
+            Err(Error::Transport(e)) if gone_before_welcome(&e) => {
+                return Err(Error::NotRunning {
+                    path: path.to_owned(),
+                    source: io::Error::new(io::ErrorKind::ConnectionReset, e.to_string()),
+                    hint: "start one with 'jitc agent'",
+                });
+            }
+            other => other?,
+        };
+        match hello {
             Response::Welcome(w) if w.protocol_version == PROTOCOL_VERSION => {
                 client.welcome = w;
                 Ok(client)
@@ -148,18 +166,43 @@ impl Client {
         std::mem::take(&mut self.ended)
     }
 
+    /// Sends `request` and takes the answer `pick` accepts; anything else is
+    /// `Unexpected(what)`.
+    fn call_for<T>(
+        &mut self,
+        request: &Request,
+        what: &'static str,
+        pick: impl FnOnce(Response) -> Option<T>,
+    ) -> Result<T> {
+        pick(self.call(request)?).ok_or(Error::Unexpected(what))
+    }
+
     fn expect_done(&mut self, request: &Request) -> Result<()> {
-        match self.call(request)? {
-            Response::Done => Ok(()),
-            _ => Err(Error::Unexpected("not done")),
+        self.call_for(request, "not done", |r| {
+            matches!(r, Response::Done).then_some(())
+        })
+    }
+
+    /// A write that may need the vault passphrase: done, or the agent's word on what
+    /// needs it.
+    fn write(&mut self, request: &Request) -> Result<Written> {
+        self.send(request)?;
+        loop {
+            match self.expect_reply()? {
+                Response::Done => return Ok(Written::Done),
+                Response::NeedsPassphrase(what) => return Ok(Written::NeedsPassphrase(what)),
+                // The policy asks a human to approve it: say how, and wait.
+                Response::Waiting(w) => crate::error::note(&waiting_note(&w)),
+                _ => return Err(Error::Unexpected("not done")),
+            }
         }
     }
 
     pub fn status(&mut self) -> Result<AgentStatus> {
-        match self.call(&Request::Status)? {
-            Response::Status(s) => Ok(s),
-            _ => Err(Error::Unexpected("no status")),
-        }
+        self.call_for(&Request::Status, "no status", |r| match r {
+            Response::Status(s) => Some(s),
+            _ => None,
+        })
     }
 
     pub fn init(&mut self, passphrase: SecretBytes, kdf: KdfParams) -> Result<()> {
@@ -174,21 +217,55 @@ impl Client {
         self.expect_done(&Request::Lock)
     }
 
-    pub fn add(&mut self, add: AddSecret) -> Result<()> {
-        self.expect_done(&Request::AddSecret(add))
+    /// Stops the agent (`jitc stop`).
+    pub fn stop(&mut self) -> Result<()> {
+        self.expect_done(&Request::Stop)
     }
 
-    pub fn remove(&mut self, name: &str) -> Result<()> {
-        self.expect_done(&Request::RemoveSecret {
+    pub fn add(&mut self, add: AddSecret) -> Result<Written> {
+        self.write(&Request::AddSecret(add))
+    }
+
+    pub fn remove(&mut self, name: &str, passphrase: Option<SecretBytes>) -> Result<Written> {
+        self.write(&Request::RemoveSecret {
             name: name.to_owned(),
+            passphrase,
         })
     }
 
+    pub fn rename(
+        &mut self,
+        from: &str,
+        to: &str,
+        passphrase: Option<SecretBytes>,
+    ) -> Result<Written> {
+        self.write(&Request::Rename {
+            from: from.to_owned(),
+            to: to.to_owned(),
+            passphrase,
+        })
+    }
+
+    pub fn describe(&mut self, name: &str, description: Option<String>) -> Result<()> {
+        self.expect_done(&Request::Describe {
+            name: name.to_owned(),
+            description,
+        })
+    }
+
+    pub fn passwd(&mut self, old: SecretBytes, new: SecretBytes) -> Result<()> {
+        self.expect_done(&Request::Passwd { old, new })
+    }
+
+    pub fn policy_reset(&mut self, passphrase: SecretBytes) -> Result<()> {
+        self.expect_done(&Request::PolicyReset { passphrase })
+    }
+
     pub fn list(&mut self) -> Result<Vec<SecretInfo>> {
-        match self.call(&Request::ListSecrets)? {
-            Response::Secrets(s) => Ok(s),
-            _ => Err(Error::Unexpected("no list")),
-        }
+        self.call_for(&Request::ListSecrets, "no list", |r| match r {
+            Response::Secrets(s) => Some(s),
+            _ => None,
+        })
     }
 
     /// Asks for a lease. It lasts until `release`, the agent ends it (a `LeaseEnded`
@@ -218,25 +295,50 @@ impl Client {
         self.send(&Request::Release { lease })
     }
 
+    /// Every active lease, page after page.
     pub fn leases(&mut self) -> Result<Vec<LeaseInfo>> {
-        match self.call(&Request::ListLeases)? {
-            Response::Leases(l) => Ok(l),
-            _ => Err(Error::Unexpected("no leases")),
+        let mut all = Vec::new();
+        loop {
+            let after = all.last().map_or(0, |l: &LeaseInfo| l.id);
+            let (items, more) =
+                self.call_for(&Request::ListLeases { after }, "no leases", |r| match r {
+                    Response::Leases { items, more } => Some((items, more)),
+                    _ => None,
+                })?;
+            let empty = items.is_empty();
+            all.extend(items);
+            if !more || empty {
+                return Ok(all);
+            }
         }
     }
 
     /// Ends lease `lease`, or every lease; returns how many ended.
     pub fn revoke(&mut self, lease: Option<u64>) -> Result<u32> {
-        match self.call(&Request::Revoke { lease })? {
-            Response::Revoked { count } => Ok(count),
-            _ => Err(Error::Unexpected("no revoke count")),
-        }
+        self.call_for(&Request::Revoke { lease }, "no revoke count", |r| match r {
+            Response::Revoked { count } => Some(count),
+            _ => None,
+        })
     }
 
+    /// Every request waiting for approval, page after page.
     pub fn pending(&mut self) -> Result<Vec<PendingInfo>> {
-        match self.call(&Request::ListPending)? {
-            Response::Pending(p) => Ok(p),
-            _ => Err(Error::Unexpected("no pending list")),
+        let mut all = Vec::new();
+        loop {
+            let after = all.last().map_or(0, |p: &PendingInfo| p.id);
+            let (items, more) = self.call_for(
+                &Request::ListPending { after },
+                "no pending list",
+                |r| match r {
+                    Response::Pending { items, more } => Some((items, more)),
+                    _ => None,
+                },
+            )?;
+            let empty = items.is_empty();
+            all.extend(items);
+            if !more || empty {
+                return Ok(all);
+            }
         }
     }
 
@@ -249,24 +351,99 @@ impl Client {
     }
 
     pub fn audit_verify(&mut self) -> Result<jitc_protocol::AuditReport> {
-        match self.call(&Request::AuditVerify)? {
-            Response::AuditReport(r) => Ok(r),
-            _ => Err(Error::Unexpected("no audit report")),
-        }
+        self.call_for(&Request::AuditVerify, "no audit report", |r| match r {
+            Response::AuditReport(r) => Some(r),
+            _ => None,
+        })
     }
 
     pub fn audit_accept(&mut self, passphrase: SecretBytes) -> Result<jitc_protocol::AuditReport> {
-        match self.call(&Request::AuditAccept { passphrase })? {
-            Response::AuditReport(r) => Ok(r),
-            _ => Err(Error::Unexpected("no audit report")),
-        }
+        self.call_for(
+            &Request::AuditAccept { passphrase },
+            "no audit report",
+            |r| match r {
+                Response::AuditReport(r) => Some(r),
+                _ => None,
+            },
+        )
     }
 
     pub fn explain(&mut self, request: LeaseRequest) -> Result<Explanation> {
-        match self.call(&Request::Explain(request))? {
-            Response::Explanation(e) => Ok(e),
-            _ => Err(Error::Unexpected("no explanation")),
-        }
+        self.call_for(&Request::Explain(request), "no explanation", |r| match r {
+            Response::Explanation(e) => Some(e),
+            _ => None,
+        })
+    }
+}
+
+/// What `jitc` says while a request waits for approval.
+pub fn waiting_note(w: &jitc_protocol::Waiting) -> String {
+    match (&w.approver, &w.approver_failed) {
+        (_, Some(failed)) => format!(
+            "the approver {failed}; waiting for approval — run 'jitc approve {}' in your terminal",
+            w.id
+        ),
+        (Some(a), None) => format!(
+            "waiting for approval from {} — or run 'jitc approve {}' in your terminal",
+            jitc_protocol::display::visible(a),
+            w.id
+        ),
+        (None, None) => format!(
+            "waiting for approval — run 'jitc approve {}' in your terminal",
+            w.id
+        ),
+    }
+}
+
+/// The outcome of a write that may need a human.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Written {
+    Done,
+    /// Send it again with the vault passphrase; says what needs it.
+    NeedsPassphrase(String),
+}
+
+/// "Permission denied" at a socket: say whose it is (or whose directory), which is
+/// what decides what to do next.
+fn permission_denied(path: &Path) -> Error {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    let owner = std::fs::metadata(path)
+        .map(|m| (path.to_path_buf(), m.uid()))
+        .or_else(|_| {
+            let dir = path.parent().unwrap_or(path);
+            std::fs::metadata(dir).map(|m| (dir.to_path_buf(), m.uid()))
+        });
+    let whose = match owner {
+        Ok((p, uid)) if uid != me => format!(
+            "{} belongs to uid {uid}, not to you (uid {me}); set JITC_SOCK to your own agent's socket, or start one with 'jitc agent'",
+            p.display()
+        ),
+        Ok((p, _)) => format!(
+            "{} is yours but not open to you; check its permissions (the directory 0700, the socket 0600)",
+            p.display()
+        ),
+        Err(_) => "check the permissions of its directory".to_owned(),
+    };
+    Error::local(
+        jitc_protocol::ErrorCode::Refused,
+        format!("permission denied at {}: {whose}", path.display()),
+    )
+}
+
+/// Whether a failed hello means the agent went away (rather than misbehaved).
+fn gone_before_welcome(e: &jitc_protocol::FrameError) -> bool {
+    use jitc_protocol::FrameError;
+    match e {
+        FrameError::Truncated => true,
+        FrameError::Io(io) => matches!(
+            io.kind(),
+            io::ErrorKind::ConnectionReset
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::ConnectionAborted
+        ),
+        _ => false,
     }
 }
 

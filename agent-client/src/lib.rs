@@ -10,5 +10,5 @@ pub mod refs;
 pub mod scan;
 pub mod start;
 
-pub use client::Client;
+pub use client::{Client, Written};
 pub use error::{Error, Result};

@@ -36,13 +36,52 @@ fn parse() -> Result<Cli, ExitCode> {
             Err(ExitCode::from(2))
         }
         Err(e) => {
-            let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            jitc::error::note(&format!("{first}; see 'jitc --help'"));
+            jitc::error::note(&usage_error(&e));
             Err(ExitCode::from(2))
         }
     }
+}
+
+/// A usage error as one line that keeps clap's facts (which argument, which command)
+/// and points at the help of the command it is about: `'add' needs NAME; see 'jitc add
+/// --help'`.
+fn usage_error(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    // "Usage: jitc add [OPTIONS] <NAME>" names the (sub)command.
+    let usage = match e.get(ContextKind::Usage) {
+        Some(ContextValue::StyledStr(s)) => s.to_string(),
+        _ => String::new(),
+    };
+    let command: Vec<&str> = usage
+        .split_whitespace()
+        .skip_while(|w| *w != "jitc")
+        .take_while(|w| w.chars().all(|c| c.is_ascii_lowercase()))
+        .collect();
+    let command = if command.is_empty() {
+        "jitc".to_owned()
+    } else {
+        command.join(" ")
+    };
+    let help = format!("see '{command} --help'");
+    if e.kind() == ErrorKind::MissingRequiredArgument
+        && let Some(ContextValue::Strings(missing)) = e.get(ContextKind::InvalidArg)
+    {
+        let names: Vec<String> = missing
+            .iter()
+            .map(|m| {
+                // "<NAME>", "<CMD>...", "--secret <NAME>": the name.
+                let m = m.rsplit(' ').next().unwrap_or(m);
+                m.trim_matches(|c| c == '<' || c == '>' || c == '.')
+                    .to_owned()
+            })
+            .collect();
+        let sub = command.strip_prefix("jitc ").unwrap_or(&command);
+        return format!("'{sub}' needs {}; {help}", names.join(" and "));
+    }
+    let rendered = e.render().to_string();
+    let first = rendered.lines().next().unwrap_or("invalid arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    format!("{first}; {help}")
 }
 
 fn main() -> ExitCode {

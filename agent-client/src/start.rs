@@ -104,8 +104,23 @@ pub fn start_agent(path: &Path) -> Result<()> {
     });
     Err(Error::local(
         ErrorCode::Unavailable,
-        format!("the agent did not start: {why}; see $XDG_STATE_HOME/jitc/agentd.log"),
+        format!(
+            "the agent did not start: {why}; see {}",
+            agent_log_path().display()
+        ),
     ))
+}
+
+/// Where an agent started by `jitc` logs: `$XDG_STATE_HOME/jitc/agentd.log`.
+pub fn agent_log_path() -> PathBuf {
+    let state = directories::BaseDirs::new()
+        .map(|d| {
+            d.state_dir()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| d.home_dir().join(".local/state"))
+        })
+        .unwrap_or_else(|| PathBuf::from("~/.local/state"));
+    state.join("jitc").join("agentd.log")
 }
 
 /// The first line the agent prints, or what it printed before going quiet or exiting.

@@ -47,11 +47,20 @@ impl Session {
         }
     }
 
-    /// The peer and its ancestors up to init (shared, so leases keep it cheaply).
+    /// The peer and its ancestors up to init (shared, so leases keep it cheaply). The
+    /// peer itself as it was at accept time: `jitc exec` makes itself non-dumpable
+    /// before it asks for values, and `/proc` then hides its executable.
     pub fn chain(&mut self) -> Arc<[ProcessInfo]> {
-        let pid = self.peer.pid;
+        let peer = &self.peer;
         self.chain
-            .get_or_insert_with(|| crate::peer::chain(pid).into())
+            .get_or_insert_with(|| {
+                let mut chain = crate::peer::chain(peer.pid);
+                if let Some(first) = chain.first_mut().filter(|p| p.pid == peer.pid) {
+                    first.exe = peer.exe.clone();
+                    first.argv = peer.argv.clone();
+                }
+                chain.into()
+            })
             .clone()
     }
 
@@ -64,6 +73,22 @@ impl Session {
         let h: Arc<[u8]> = crate::audit::haystack(&self.peer, &chain).into();
         self.haystack = Some(h.clone());
         h
+    }
+
+    /// The peer as records carry it, with `secrets` (a passphrase, and one tried)
+    /// concealed as `<concealed:passphrase>` wherever its or its ancestors' command
+    /// lines hold them (`echo pw | jitc unlock --passphrase-stdin` run by `bash -c`).
+    pub fn peer_json_hiding(&mut self, secrets: &[&[u8]]) -> PeerJson {
+        let forms: Vec<zeroize::Zeroizing<Vec<u8>>> = secrets
+            .iter()
+            .flat_map(|s| crate::vault::screen::forms(s))
+            .collect();
+        let list: Vec<crate::audit::Concealed<'_>> =
+            forms.iter().map(|f| ("passphrase", f.as_slice())).collect();
+        let chain = self.chain();
+        let haystack = self.haystack();
+        PeerJson::concealing(&self.peer, &chain, &haystack, &list)
+            .unwrap_or_else(|| self.peer_json())
     }
 
     /// The peer as audit records carry it.
@@ -87,16 +112,26 @@ pub struct Agent {
     _vault_lock: VaultLock,
     /// `Some` while unlocked. Held across a save so that writes are serialised.
     vault: Mutex<Option<Vault>>,
-    /// Serialises passphrase checks, so the backoff cannot be dodged in parallel.
-    pub passphrase_gate: Mutex<()>,
+    /// Serialises passphrase checks, so the backoff cannot be dodged in parallel — nor
+    /// by hanging up: a wrong passphrase's delay holds it to the end.
+    passphrase_gate: Arc<Mutex<()>>,
     pub failures: AtomicU32,
     pub leases: StdMutex<Leases>,
     /// Wakes the expiry timer when the earliest expiry may have changed.
     pub leases_changed: Notify,
     pub approvals: StdMutex<Approvals>,
     pub policy: PolicySource,
-    /// The last policy error recorded, so a broken file is recorded once, not per lease.
-    policy_error: StdMutex<Option<String>>,
+    /// The policy load last recorded (see `PolicySource::stamp`), so each load is
+    /// recorded once, not per lease.
+    policy_recorded: StdMutex<u64>,
+    /// The digest of a policy the agent has seen in force (this run, or remembered by
+    /// the vault): while it is set, a missing policy file refuses every lease.
+    policy_required: StdMutex<Option<[u8; 32]>>,
+    /// Why the approver could not be started the last time, for `jitc status`.
+    approver_error: StdMutex<Option<String>>,
+    /// Set by `jitc stop` (who asked): the server shuts down.
+    stop: Notify,
+    stop_reason: StdMutex<Option<String>>,
     pub audit: Audit,
     /// Behind the burst and repeated-denial anomalies.
     pub counters: StdMutex<crate::anomaly::Counters>,
@@ -125,13 +160,17 @@ impl Agent {
             vault_stamp: StdMutex::new(None),
             _vault_lock: vault_lock,
             vault: Mutex::new(None),
-            passphrase_gate: Mutex::new(()),
+            passphrase_gate: Arc::new(Mutex::new(())),
             failures: AtomicU32::new(0),
             leases: StdMutex::new(Leases::default()),
             leases_changed: Notify::new(),
             approvals: StdMutex::new(Approvals::default()),
             policy,
-            policy_error: StdMutex::new(None),
+            policy_recorded: StdMutex::new(0),
+            policy_required: StdMutex::new(None),
+            approver_error: StdMutex::new(None),
+            stop: Notify::new(),
+            stop_reason: StdMutex::new(None),
             audit: Audit::start(config_audit),
             counters: StdMutex::new(Default::default()),
             idle: Idle::new(idle_lock),
@@ -139,19 +178,44 @@ impl Agent {
         }
     }
 
-    /// The policy in force, or the refusal every lease gets while it is broken. Also
-    /// carries a changed `idle_lock` over to the idle timer (unless a flag fixed it).
+    /// The policy in force, or the refusal every lease gets while it is broken — or
+    /// gone, once a policy was in force. Each load is recorded (with the file's
+    /// SHA-256), each failure as a `policy_error`. Also carries a changed `idle_lock`
+    /// over to the idle timer (unless a flag fixed it).
     pub fn policy(&self) -> Result<Arc<Policy>, Refusal> {
         let current = self.policy.current();
+        let stamp = self.policy.stamp();
+        let vanished = !stamp.exists && current.is_ok() && self.required_policy().is_some();
+        if let (Ok(_), Some(digest)) = (&current, stamp.sha256) {
+            *self
+                .policy_required
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(digest);
+        }
+        let current = match current {
+            Ok(_) if vanished => Err(self.vanished_policy()),
+            other => other,
+        };
         {
-            let mut last = self.policy_error.lock().unwrap_or_else(|p| p.into_inner());
-            let now = current.as_ref().err();
-            if now != last.as_ref() {
-                if let Some(e) = now {
-                    self.audit
-                        .record_later(Event::new("policy_error").reason(e.clone()));
-                }
-                *last = now.cloned();
+            let mut last = self
+                .policy_recorded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if *last != stamp.generation {
+                *last = stamp.generation;
+                let event = match (&current, stamp.sha256) {
+                    (Err(e), _) => Event::new("policy_error").reason(e.clone()),
+                    (Ok(_), Some(digest)) => Event {
+                        policy_sha256: Some(crate::audit::chain::hex(&digest)),
+                        ..Event::new("policy_loaded")
+                            .reason(self.policy.path().display().to_string())
+                    },
+                    (Ok(_), None) => Event::new("policy_loaded").reason(format!(
+                        "no policy file at {}: the defaults apply",
+                        self.policy.path().display()
+                    )),
+                };
+                self.audit.record_later(event);
             }
         }
         let policy =
@@ -160,6 +224,83 @@ impl Agent {
             self.idle.set_timeout(policy.defaults.idle_lock);
         }
         Ok(policy)
+    }
+
+    /// The digest of the policy that must be there (one was in force), if any.
+    pub fn required_policy(&self) -> Option<[u8; 32]> {
+        *self
+            .policy_required
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes over what the vault remembers of a policy in force (at unlock).
+    pub fn remember_policy(&self, digest: Option<[u8; 32]>) {
+        let mut r = self
+            .policy_required
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if r.is_none() {
+            *r = digest;
+        }
+    }
+
+    /// Forgets the policy that was in force (`jitc policy reset`): the defaults apply.
+    pub fn forget_policy(&self) {
+        *self
+            .policy_required
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn vanished_policy(&self) -> String {
+        format!(
+            "the policy at {} vanished (a policy was in force, so the defaults do not apply); restore it, or accept the defaults with 'jitc policy reset' (asks the vault passphrase)",
+            self.policy.path().display()
+        )
+    }
+
+    /// The policy as `jitc status` shows it.
+    pub fn policy_state(&self) -> jitc_protocol::PolicyState {
+        let mut state = self.policy.state();
+        if let Err(r) = self.policy() {
+            state.error = Some(r.message.trim_start_matches("refused: ").to_owned());
+        }
+        state.approver_error = self
+            .approver_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        state
+    }
+
+    /// Notes whether the approver could be started (`None`: it could).
+    pub fn set_approver_error(&self, error: Option<String>) {
+        *self
+            .approver_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = error;
+    }
+
+    /// The one-at-a-time gate for passphrase checks.
+    pub async fn passphrase_gate(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.passphrase_gate.clone().lock_owned().await
+    }
+
+    /// Asks the server to shut down (`jitc stop`), saying who asked.
+    pub fn request_stop(&self, by: String) {
+        *self.stop_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(by);
+        self.stop.notify_one();
+    }
+
+    /// Completes when `jitc stop` asked the agent to stop; with who asked.
+    pub async fn stop_requested(&self) -> String {
+        self.stop.notified().await;
+        self.stop_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_default()
     }
 
     pub fn approvals_mut(&self) -> std::sync::MutexGuard<'_, Approvals> {
@@ -201,24 +342,43 @@ impl Agent {
             Request::Unlock { passphrase } => cmd::unlock::apply(self, session, passphrase).await,
             Request::Lock => cmd::lock::apply(self).await,
             Request::AddSecret(add) => cmd::add::apply(self, session, add).await,
-            Request::RemoveSecret { name } => cmd::remove::apply(self, session, &name).await,
+            Request::RemoveSecret { name, passphrase } => {
+                cmd::remove::apply(self, session, &name, passphrase).await
+            }
+            Request::Rename {
+                from,
+                to,
+                passphrase,
+            } => cmd::rename::apply(self, session, &from, &to, passphrase).await,
+            Request::Describe { name, description } => {
+                cmd::add::describe(self, session, &name, description).await
+            }
+            Request::Passwd { old, new } => cmd::passwd::apply(self, session, old, new).await,
             Request::ListSecrets => cmd::list::apply(self).await,
             Request::Lease(req) => cmd::lease::apply(self, session, req).await,
             Request::Release { lease } => {
                 cmd::lease::release(self, session, lease);
                 return None;
             }
-            Request::ListLeases => cmd::leases::list(self),
+            Request::Guard { lease } => {
+                cmd::lease::guard(self, session, lease);
+                return None;
+            }
+            Request::ListLeases { after } => cmd::leases::list(self, after),
             Request::Revoke { lease } => cmd::leases::revoke(self, lease),
-            Request::ListPending => cmd::approve::pending(self),
+            Request::ListPending { after } => cmd::approve::pending(self, after),
             Request::Approve { id, passphrase } => {
                 cmd::approve::approve(self, session, id, passphrase).await
             }
             Request::Deny { id } => cmd::approve::deny(self, session, id),
-            Request::Explain(req) => cmd::explain::apply(self, session, req),
+            Request::Explain(req) => cmd::explain::apply(self, session, req).await,
             Request::AuditVerify => cmd::audit::verify(self).await,
             Request::AuditAccept { passphrase } => {
                 cmd::audit::accept(self, session, passphrase).await
+            }
+            Request::Stop => cmd::lock::stop(self, session),
+            Request::PolicyReset { passphrase } => {
+                cmd::explain::reset(self, session, passphrase).await
             }
         };
         Some(reply.unwrap_or_else(Response::from))
@@ -294,12 +454,29 @@ impl Agent {
     }
 
     /// Copies the audit trail's latest checkpoint into the vault (saved with it), so a
-    /// log whose tail is cut off while the agent is down is still caught.
+    /// log whose tail is cut off while the agent is down is still caught; and what the
+    /// agent must remember across restarts (a policy in force, the audit sidecar).
     fn checkpoint(&self, vault: &mut Vault) {
         if let Some((seq, tag)) = self.audit.last_keyed()
             && vault.audit_checkpoint().is_none_or(|c| c.seq < seq)
         {
             vault.set_audit_checkpoint(Some(crate::vault::AuditCheckpoint { seq, tag }));
+        }
+        let policy = self.required_policy();
+        let sidecar = self.audit.sidecar_written() || vault.bookkeeping().audit_sidecar;
+        let b = vault.bookkeeping_mut();
+        b.policy = policy;
+        b.audit_sidecar = sidecar;
+    }
+
+    /// Saves what the vault must remember (a policy newly in force), at once: an agent
+    /// killed now must not come back without it.
+    pub async fn persist_bookkeeping(&self, vault: &mut Vault) {
+        let wanted = self.required_policy();
+        if vault.bookkeeping().policy != wanted
+            && let Err(e) = self.save_checkpoint(vault).await
+        {
+            tracing::warn!(error = %e.message, "cannot save the policy digest into the vault");
         }
     }
 
@@ -311,8 +488,14 @@ impl Agent {
         // Approvals given for the unlocked vault do not outlive it.
         self.approvals_mut().forget_all();
         let ended = self.leases_mut().end_all(reason);
-        for lease in &ended {
-            self.record_ended(lease, reason);
+        let any_ended = !ended.is_empty();
+        if self.shutting_down.load(Ordering::SeqCst) {
+            // No agent will be there to wait out the grace: the holders stop them.
+            for lease in &ended {
+                self.record_ended(lease, reason);
+            }
+        } else {
+            self.ended_by_agent(ended, reason);
         }
         if let Some(mut vault) = vault {
             // Written while the key is still there, so these lines are sealed; then the
@@ -330,8 +513,8 @@ impl Agent {
         }
         drop(slot);
         self.leases_changed.notify_one();
-        if was_unlocked || !ended.is_empty() {
-            tracing::info!(leases_ended = ended.len(), reason, "vault locked");
+        if was_unlocked || any_ended {
+            tracing::info!(leases_ended = any_ended, reason, "vault locked");
         }
         was_unlocked
     }
@@ -357,6 +540,18 @@ impl Agent {
         });
     }
 
+    /// Leases the agent ended (expiry, revoke, lock): recorded, and their commands
+    /// stopped by the agent itself if their holders have not done it within the grace
+    /// they have (a frozen `jitc` cannot keep a command running past its lease).
+    pub fn ended_by_agent(&self, ended: Vec<Lease>, reason: &str) {
+        for mut lease in ended {
+            self.record_ended(&lease, reason);
+            for guard in lease.guards.drain(..) {
+                guard.kill_after(crate::procs::HOLDER_GRACE);
+            }
+        }
+    }
+
     pub fn leases_mut(&self) -> std::sync::MutexGuard<'_, Leases> {
         self.leases.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -374,6 +569,11 @@ impl Agent {
         for lease in &ended {
             tracing::debug!(lease = lease.id, "lease released (connection closed)");
             self.record_ended(lease, "the connection closed");
+            // The holder is gone without releasing it (killed?): nothing else will
+            // stop its command now.
+            for guard in &lease.guards {
+                guard.kill();
+            }
         }
         self.idle.touch();
     }
@@ -433,17 +633,39 @@ impl Agent {
             .first_in_a_while(kind, subject, std::time::Instant::now())
     }
 
-    /// A wrong passphrase (at unlock or approve): repeated ones are an anomaly.
-    pub fn wrong_passphrase(&self, peer: PeerJson, failures: u32) {
+    /// A wrong passphrase (at unlock, approve, accept, passwd…): recorded as `failed`
+    /// (whose peer must already have the passphrase tried concealed), counted toward
+    /// the `wrong_passphrases` anomaly, and answered only after the backoff. The
+    /// passphrase gate stays held until the backoff is over, even if the requester
+    /// hangs up and this future is dropped: hanging up cannot skip the delay.
+    pub async fn wrong_passphrase(
+        &self,
+        gate: tokio::sync::OwnedMutexGuard<()>,
+        failed: Event,
+    ) -> Refusal {
+        let failures = self.record_failure();
+        tracing::warn!(event = failed.event, failures, "refused: wrong passphrase");
+        let peer = failed.peer.clone();
+        self.audit.record_later(failed.reason("wrong passphrase"));
         // Said at the threshold, then at every tenth failure of a run that goes on.
         let n = crate::anomaly::WRONG_PASSPHRASES_BEFORE_ALERT;
         if failures == n || (failures > n && failures.is_multiple_of(10)) {
             self.anomaly(
                 "wrong_passphrases",
                 format!("{failures} wrong passphrases in a row"),
-                Event::default().peer(peer),
+                Event {
+                    peer,
+                    ..Event::default()
+                },
             );
         }
+        let delay = backoff(failures);
+        let held = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            drop(gate);
+        });
+        let _ = held.await;
+        Refusal::from_vault(&self.vault_file, crate::vault::VaultError::WrongPassphrase)
     }
 
     /// A refused lease: repeated refusals for one requester are an anomaly. The

@@ -1,11 +1,21 @@
 //! Requests waiting for a human: the table behind `jitc pending`, `approve` and `deny`,
-//! and the memory that lets `once-per-task` ask once per task.
+//! the memory that lets `once-per-task` ask once per task, and `ask`, the wait itself —
+//! an approver program asked with a prompt that cannot be forged, `jitc approve` from
+//! a terminal, whichever answers first, or the timeout.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jitc_protocol::PendingInfo;
+use jitc_protocol::display::{MAX_SHOWN_ARGV, command_line, visible};
+use jitc_protocol::{ErrorCode, PendingInfo, Response, Scope};
 use tokio::sync::oneshot;
+
+use crate::agent::{Agent, Session};
+use crate::audit::Event;
+use crate::clock::boot_now;
+use crate::error::Refusal;
+use crate::policy::Defaults;
 
 #[derive(Debug)]
 pub enum Verdict {
@@ -45,6 +55,8 @@ struct Waiting {
     /// Processes whose descendants may not approve this request: the requester, and the
     /// ancestor that gave it its profile (the coding agent itself).
     requesters: Vec<u32>,
+    /// The requester's uid (waiting requests are counted per uid).
+    uid: u32,
     answer: Option<oneshot::Sender<Verdict>>,
 }
 
@@ -62,6 +74,7 @@ impl Approvals {
         &mut self,
         mut info: PendingInfo,
         requesters: Vec<u32>,
+        uid: u32,
         deadline: Duration,
     ) -> (u64, oneshot::Receiver<Verdict>) {
         self.next_id += 1;
@@ -74,6 +87,7 @@ impl Approvals {
                 info,
                 deadline,
                 requesters,
+                uid,
                 answer: Some(tx),
             },
         );
@@ -105,14 +119,33 @@ impl Approvals {
         self.waiting.is_empty()
     }
 
-    pub fn list(&self, now: Duration) -> Vec<PendingInfo> {
-        self.waiting
-            .values()
-            .map(|w| PendingInfo {
+    /// Waiting requests with ids above `after`, as many as fit in about `budget` bytes
+    /// of reply (at least one); and whether more follow.
+    pub fn page(&self, after: u64, budget: usize, now: Duration) -> (Vec<PendingInfo>, bool) {
+        let mut out = Vec::new();
+        let mut used = 0;
+        for w in self
+            .waiting
+            .range(after.saturating_add(1)..)
+            .map(|(_, w)| w)
+        {
+            let info = PendingInfo {
                 expires_in_secs: w.deadline.saturating_sub(now).as_secs(),
                 ..w.info.clone()
-            })
-            .collect()
+            };
+            let size = postcard::experimental::serialized_size(&info).unwrap_or(usize::MAX);
+            if !out.is_empty() && used + size > budget {
+                return (out, true);
+            }
+            used = used.saturating_add(size);
+            out.push(info);
+        }
+        (out, false)
+    }
+
+    /// Requests of `uid` waiting now.
+    pub fn count_for(&self, uid: u32) -> usize {
+        self.waiting.values().filter(|w| w.uid == uid).count()
     }
 
     /// Whether an approval of `key` is still remembered at boot-time `now`.
@@ -131,6 +164,208 @@ impl Approvals {
     }
 }
 
+/// Removes a waiting request from `jitc pending` however the wait ends (answered,
+/// timed out, or the requester hung up and the future was dropped).
+struct Registered<'a> {
+    agent: &'a Agent,
+    id: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.agent.approvals_mut().remove(self.id);
+    }
+}
+
+/// What a human is asked to approve.
+pub struct Ask<'a> {
+    /// `lease`, or the change to the vault in words.
+    pub action: String,
+    pub scope: Scope,
+    /// Processes none of whose descendants may approve (see `Waiting::requesters`).
+    pub requesters: Vec<u32>,
+    pub defaults: &'a Defaults,
+    /// What every record about the request carries.
+    pub base: &'a Event,
+}
+
+/// The prompt an approver program gets: who asks, for what, to do what — everything a
+/// requester supplied shown escaped, the command line quoted and cut.
+pub fn prompt(id: u64, action: &str, scope: &Scope) -> String {
+    let chain: Vec<String> = scope
+        .chain
+        .iter()
+        .take(6)
+        .map(|p| {
+            let name = p
+                .argv
+                .first()
+                .or(p.exe.as_ref())
+                .map(|a| a.rsplit('/').next().unwrap_or(a).to_owned())
+                .unwrap_or_else(|| "?".into());
+            format!("{} ({})", visible(&name), p.pid)
+        })
+        .collect();
+    let mut text = if action == "lease" {
+        format!(
+            "jitc: allow this command to use secrets?\n\nprogram:  {}\ncommand:  {}\n",
+            visible(&scope.command),
+            command_line(&scope.argv, MAX_SHOWN_ARGV)
+        )
+    } else {
+        format!(
+            "jitc: allow this change to the vault?\n\nchange:   {}\n",
+            visible(action)
+        )
+    };
+    for w in &scope.warnings {
+        text.push_str(&format!("WARNING:  {}\n", visible(w)));
+    }
+    text.push_str(&format!(
+        "secrets:  {}\ntask:     {}\nasked by: {}\nprofile:  {}\n\n(request {id}; or run 'jitc approve {id}' / 'jitc deny {id}')",
+        scope.secrets.join(", "),
+        scope.task.as_deref().map(visible).unwrap_or("(none given)".into()),
+        chain.join(" ← "),
+        scope.profile.as_deref().map(visible).unwrap_or("(none)".into()),
+    ));
+    text
+}
+
+/// Puts the request in `jitc pending`, tells the requester it waits, asks the approver
+/// program if there is one, and waits for the first answer or the timeout. Every step is
+/// recorded with `ask.base`; the refusal is the requester's answer.
+pub async fn ask(agent: &Agent, session: &mut Session, ask: Ask<'_>) -> Result<(), Refusal> {
+    let defaults = ask.defaults;
+    let timeout = defaults.approval_timeout;
+    let uid = session.peer.uid;
+    if agent.approvals_mut().count_for(uid) >= defaults.max_pending as usize {
+        return Err(Refusal::busy(format!(
+            "{} requests are waiting for approval already (the policy's max_pending); answer or deny some with 'jitc pending', then try again",
+            defaults.max_pending
+        )));
+    }
+    let info = PendingInfo {
+        id: 0,
+        action: ask.action.clone(),
+        scope: ask.scope.clone(),
+        requested: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        expires_in_secs: timeout.as_secs(),
+    };
+    let (id, answer) =
+        agent
+            .approvals_mut()
+            .register(info, ask.requesters, uid, boot_now() + timeout);
+    let _registered = Registered { agent, id };
+    let approval_event = |kind: &'static str, reason: Option<String>| Event {
+        approval: Some(id),
+        reason,
+        ..Event::new(kind).merge(ask.base)
+    };
+    let approver = defaults.approver.clone();
+    let mut approver_failed = None;
+    let mut asked = approver.as_ref().and_then(|argv| {
+        let mut c = tokio::process::Command::new(&argv[0]);
+        c.args(&argv[1..])
+            .arg(prompt(id, &ask.action, &ask.scope))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        match c.spawn() {
+            Ok(child) => {
+                agent.set_approver_error(None);
+                Some(child)
+            }
+            Err(e) => {
+                let why = format!(
+                    "the approver {} cannot be started ({e}); requests wait for 'jitc approve'",
+                    visible(&argv[0])
+                );
+                tracing::warn!(approver = %argv[0], error = %e, "cannot run the approver");
+                agent
+                    .audit
+                    .record_later(Event::new("policy_error").reason(why.clone()));
+                agent.set_approver_error(Some(why));
+                approver_failed = Some(format!("{} could not be started ({e})", argv[0]));
+                None
+            }
+        }
+    });
+    let _ = session
+        .pushes
+        .send(Response::Waiting(jitc_protocol::Waiting {
+            id,
+            approver: asked
+                .as_ref()
+                .and(approver.as_ref())
+                .and_then(|a| a.first().cloned()),
+            timeout_secs: timeout.as_secs(),
+            approver_failed,
+        }));
+    tracing::info!(
+        approval = id,
+        action = %ask.action,
+        pid = session.peer.pid,
+        "approval requested"
+    );
+    agent
+        .audit
+        .record_later(approval_event("approval_requested", None));
+    let approver_name = approver.as_ref().map_or("the approver", |a| a[0].as_str());
+    let approver_answer = async {
+        match asked.as_mut() {
+            Some(child) => child.wait().await.ok(),
+            None => std::future::pending().await,
+        }
+    };
+    let verdict = tokio::select! {
+        v = answer => v.unwrap_or_else(|_| Verdict::Denied("the request was withdrawn".into(), None)),
+        status = approver_answer => match status {
+            Some(s) if s.success() => Verdict::Approved(format!("approved by {approver_name}")),
+            _ => Verdict::Denied(format!("{approver_name} said no"), None),
+        },
+        () = tokio::time::sleep(timeout) => {
+            tracing::warn!(approval = id, "approval timed out");
+            agent.audit.record_later(approval_event("approval_timed_out", None));
+            return Err(Refusal::new(
+                ErrorCode::Refused,
+                format!(
+                    "approval timed out after {}; while a request waits, list requests with 'jitc pending' and approve with 'jitc approve ID'",
+                    humantime::format_duration(timeout)
+                ),
+            ));
+        }
+    };
+    // The approver, if still running, is killed as `asked` drops.
+    match verdict {
+        Verdict::Approved(by) => {
+            tracing::info!(approval = id, "approval granted");
+            // On record before it counts (and before once-per-task remembers it).
+            agent
+                .audit
+                .record(approval_event("approval_granted", Some(by)))
+                .await
+        }
+        Verdict::Denied(why, by) => {
+            tracing::warn!(approval = id, reason = %why, "approval denied");
+            let recorded = match by {
+                Some(by) => format!("{why} {by}"),
+                None => why.clone(),
+            };
+            agent
+                .audit
+                .record_later(approval_event("approval_denied", Some(recorded)));
+            Err(Refusal::new(
+                ErrorCode::Refused,
+                format!("approval denied: {why}"),
+            ))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,7 +373,8 @@ mod tests {
     fn info() -> PendingInfo {
         PendingInfo {
             id: 0,
-            scope: jitc_protocol::Scope {
+            action: "lease".into(),
+            scope: Scope {
                 secrets: vec!["a".into()],
                 task: None,
                 command: "/bin/true".into(),
@@ -146,6 +382,7 @@ mod tests {
                 pid: 9,
                 chain: vec![],
                 profile: None,
+                warnings: vec![],
             },
             requested: 0,
             expires_in_secs: 0,
@@ -155,8 +392,10 @@ mod tests {
     #[test]
     fn register_answer_and_remember() {
         let mut a = Approvals::default();
-        let (id, mut rx) = a.register(info(), vec![9], Duration::from_secs(60));
-        assert_eq!(a.list(Duration::from_secs(10))[0].expires_in_secs, 50);
+        let (id, mut rx) = a.register(info(), vec![9], 1000, Duration::from_secs(60));
+        let (page, more) = a.page(0, 1 << 20, Duration::from_secs(10));
+        assert_eq!((page[0].expires_in_secs, more), (50, false));
+        assert_eq!(a.count_for(1000), 1);
         assert_eq!(a.requesters(id), Some(&[9][..]));
         assert!(a.answer(id, Verdict::Approved("me".into())));
         assert!(matches!(rx.try_recv(), Ok(Verdict::Approved(_))));

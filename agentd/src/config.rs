@@ -21,12 +21,15 @@ pub struct Config {
     pub max_connections: usize,
     /// A peer that starts a frame must finish it (and read our replies) within this.
     pub frame_timeout: Duration,
+    /// A connection idle this long between requests, holding no lease, is dropped.
+    pub connection_timeout: Duration,
 }
 
 impl Config {
     pub const DEFAULT_IDLE_LOCK: Duration = Duration::from_secs(15 * 60);
     pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
     pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
     /// The audit log is rotated past this size.
     pub const DEFAULT_AUDIT_MAX_BYTES: u64 = 10 << 20;
 
@@ -43,6 +46,7 @@ impl Config {
             idle_lock: None,
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             frame_timeout: Self::DEFAULT_FRAME_TIMEOUT,
+            connection_timeout: Self::DEFAULT_CONNECTION_TIMEOUT,
         }
     }
 }

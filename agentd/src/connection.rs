@@ -96,7 +96,17 @@ pub struct FrameWriter {
 
 impl FrameWriter {
     pub async fn write(&mut self, response: &Response) -> Result<(), ConnError> {
-        let frame = encode_frame(response)?;
+        let frame = match encode_frame(response) {
+            Ok(f) => f,
+            // Never a silent hang-up: the client is told why there is no answer.
+            Err(FrameError::TooLarge { len }) => encode_frame(&Response::Error {
+                code: jitc_protocol::ErrorCode::Failure,
+                message: format!(
+                    "the agent's answer is {len} bytes, more than a reply may hold; this is a bug in jitc, please report it"
+                ),
+            })?,
+            Err(e) => return Err(e.into()),
+        };
         tokio::time::timeout(self.frame_timeout, self.write.write_all(&frame))
             .await
             .map_err(|_| ConnError::WriteStalled)??;

@@ -9,6 +9,18 @@ use crate::vault::{FileError, VaultError, VaultFile};
 pub struct Refusal {
     pub code: ErrorCode,
     pub message: String,
+    pub kind: RefusalKind,
+}
+
+/// What kind of refusal, where the agent itself must tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// The request's own answer.
+    Plain,
+    /// The audit log could not be written: nothing more may be recorded about it.
+    AuditUnavailable,
+    /// Too many leases or waiting requests already: try later.
+    Busy,
 }
 
 pub type Reply = Result<Response, Refusal>;
@@ -18,7 +30,33 @@ impl Refusal {
         Refusal {
             code,
             message: message.into(),
+            kind: RefusalKind::Plain,
         }
+    }
+
+    /// The audit log cannot be written (`why`): nothing is granted until it can.
+    pub fn audit_unavailable(why: &str) -> Refusal {
+        Refusal {
+            kind: RefusalKind::AuditUnavailable,
+            ..Refusal::new(
+                ErrorCode::Refused,
+                format!(
+                    "audit log unavailable: {why}; nothing is granted until it can be written (see 'jitc status')"
+                ),
+            )
+        }
+    }
+
+    /// The agent holds as many leases or waiting requests as it takes (exit 75: later).
+    pub fn busy(message: impl Into<String>) -> Refusal {
+        Refusal {
+            kind: RefusalKind::Busy,
+            ..Refusal::new(ErrorCode::Locked, message)
+        }
+    }
+
+    pub fn is_audit_unavailable(&self) -> bool {
+        self.kind == RefusalKind::AuditUnavailable
     }
 
     pub fn locked() -> Refusal {

@@ -1,15 +1,19 @@
 //! The idle lock: the vault locks itself after a period with no use and no lease.
+//! Measured on `CLOCK_BOOTTIME`, like leases: time spent suspended counts, so a laptop
+//! left closed overnight comes back locked.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tokio::time::Instant;
+
+use crate::clock::{BootTimer, boot_now};
 
 #[derive(Debug)]
 pub struct Idle {
     timeout: Mutex<Duration>,
-    last_use: Mutex<Instant>,
+    /// Boot-time instant of the last use.
+    last_use: Mutex<Duration>,
     changed: Notify,
 }
 
@@ -17,7 +21,7 @@ impl Idle {
     pub fn new(timeout: Duration) -> Idle {
         Idle {
             timeout: Mutex::new(timeout),
-            last_use: Mutex::new(Instant::now()),
+            last_use: Mutex::new(boot_now()),
             changed: Notify::new(),
         }
     }
@@ -37,24 +41,40 @@ impl Idle {
         }
     }
 
-    /// Restarts the countdown.
     /// Restarts the countdown. Cheap on purpose (every request calls it): the waiting
-    /// side notices the moved deadline when its sleep ends, so no wake-up is needed.
+    /// side notices the moved deadline when its timer fires, so no wake-up is needed.
     pub fn touch(&self) {
-        *self.last_use.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        *self.last_use.lock().unwrap_or_else(|p| p.into_inner()) = boot_now();
     }
 
-    pub fn deadline(&self) -> Instant {
+    /// Boot-time instant at which the vault locks if nothing uses it.
+    pub fn deadline(&self) -> Duration {
         *self.last_use.lock().unwrap_or_else(|p| p.into_inner()) + self.timeout()
+    }
+
+    /// Time left before the idle lock, from now.
+    pub fn remaining(&self) -> Duration {
+        self.deadline().saturating_sub(boot_now())
     }
 
     /// Waits until the deadline passes without a `touch` in between.
     pub async fn expired(&self) {
+        let timer = match BootTimer::new() {
+            Ok(t) => t,
+            Err(e) => {
+                // Without it the vault would never lock itself: say so, loudly.
+                tracing::error!(error = %e, "cannot create the idle-lock timer; the vault will not lock itself");
+                return std::future::pending().await;
+            }
+        };
         loop {
             let deadline = self.deadline();
+            if let Err(e) = timer.arm(Some(deadline)) {
+                tracing::error!(error = %e, "cannot arm the idle-lock timer");
+            }
             tokio::select! {
-                () = tokio::time::sleep_until(deadline) => {
-                    if Instant::now() >= self.deadline() {
+                fired = timer.fired() => {
+                    if fired.is_ok() && boot_now() >= self.deadline() {
                         return;
                     }
                 }

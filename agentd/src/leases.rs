@@ -14,9 +14,12 @@ use tokio::sync::mpsc;
 #[derive(Debug)]
 pub struct Lease {
     pub id: u64,
-    /// The request as granted (secrets, command, task).
+    /// The request as granted (secrets, command, task), its command line cut to what
+    /// listings show (see `bounded`).
     pub request: LeaseRequest,
     pub pid: u32,
+    /// The requester's uid (leases are counted per uid).
+    pub uid: u32,
     pub chain: std::sync::Arc<[ProcessInfo]>,
     pub profile: Option<String>,
     pub ttl: Duration,
@@ -25,6 +28,39 @@ pub struct Lease {
     pub expires: Duration,
     /// Where `LeaseEnded` goes: the holder's connection.
     pub holder: mpsc::UnboundedSender<Response>,
+    /// What the command was warned about (see `Scope::warnings`).
+    pub warnings: Vec<String>,
+    /// The command's process groups, once its holder said it started (`Guard`): the
+    /// agent stops them itself if the holder cannot.
+    pub guards: Vec<crate::procs::Guard>,
+}
+
+/// The most of a granted request's command line a lease keeps (for listings and the
+/// record of its end): the whole request was checked and recorded at the grant.
+const KEPT_ARGV: usize = 4096;
+
+/// `req` with its command line cut to `KEPT_ARGV` bytes (the cut marked `…`).
+pub fn bounded(req: &LeaseRequest) -> LeaseRequest {
+    let mut kept = req.clone();
+    let mut total = 0;
+    let mut cut = None;
+    for (i, a) in kept.command.argv.iter_mut().enumerate() {
+        if total + a.len() > KEPT_ARGV {
+            let mut at = KEPT_ARGV.saturating_sub(total);
+            while !a.is_char_boundary(at) {
+                at -= 1;
+            }
+            a.truncate(at);
+            a.push('…');
+            cut = Some(i + 1);
+            break;
+        }
+        total += a.len();
+    }
+    if let Some(n) = cut {
+        kept.command.argv.truncate(n);
+    }
+    kept
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -37,12 +73,15 @@ impl Lease {
     pub fn info(&self) -> LeaseInfo {
         LeaseInfo {
             id: self.id,
-            scope: Scope::new(
-                &self.request,
-                self.pid,
-                &self.chain,
-                self.profile.as_deref(),
-            ),
+            scope: Scope {
+                warnings: self.warnings.clone(),
+                ..Scope::new(
+                    &self.request,
+                    self.pid,
+                    &self.chain,
+                    self.profile.as_deref(),
+                )
+            },
             started: unix(self.started_at),
             expires: unix(self.started_at + self.ttl),
             ttl_secs: self.ttl.as_secs(),
@@ -106,8 +145,31 @@ impl Leases {
         self.active.is_empty()
     }
 
-    pub fn infos(&self) -> Vec<LeaseInfo> {
-        self.active.values().map(Lease::info).collect()
+    /// Leases with ids above `after`, as many as fit in about `budget` bytes of reply
+    /// (at least one); and whether more follow.
+    pub fn page(&self, after: u64, budget: usize) -> (Vec<LeaseInfo>, bool) {
+        let mut out = Vec::new();
+        let mut used = 0;
+        for lease in self.active.range(after.saturating_add(1)..).map(|(_, l)| l) {
+            let info = lease.info();
+            let size = postcard::experimental::serialized_size(&info).unwrap_or(usize::MAX);
+            if !out.is_empty() && used + size > budget {
+                return (out, true);
+            }
+            used = used.saturating_add(size);
+            out.push(info);
+        }
+        (out, false)
+    }
+
+    /// Active leases held by `uid`.
+    pub fn count_for(&self, uid: u32) -> usize {
+        self.active.values().filter(|l| l.uid == uid).count()
+    }
+
+    /// The lease `id`, if active.
+    pub fn get_mut(&mut self, id: u64) -> Option<&mut Lease> {
+        self.active.get_mut(&id)
     }
 
     /// Ends one lease, telling its holder why.

@@ -18,6 +18,7 @@ pub mod leases;
 pub mod locked;
 pub mod peer;
 pub mod policy;
+pub mod procs;
 pub mod server;
 pub mod socket;
 pub mod vault;

@@ -50,6 +50,9 @@ struct Args {
     /// How long a peer may take to finish a frame it started (tests shorten it)
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, hide = true)]
     frame_timeout: Option<Duration>,
+    /// Drop a connection idle this long between requests while it holds no lease
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, hide = true)]
+    connection_timeout: Option<Duration>,
     /// Run as a background agent: new session, log to $XDG_STATE_HOME/jitc/agentd.log
     #[arg(long)]
     detach: bool,
@@ -167,6 +170,9 @@ fn serve(args: &Args, bound: &BoundSocket) -> anyhow::Result<()> {
     config.idle_lock = args.idle_lock;
     config.max_connections = args.max_connections.max(1);
     config.frame_timeout = args.frame_timeout.unwrap_or(Config::DEFAULT_FRAME_TIMEOUT);
+    config.connection_timeout = args
+        .connection_timeout
+        .unwrap_or(Config::DEFAULT_CONNECTION_TIMEOUT);
     let agent = Arc::new(Agent::new(config, lock));
 
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -1,13 +1,15 @@
-//! `Listener` accepts under a connection cap; one `Handler` task serves each connection.
-//! No error of a single connection can end the daemon. Beside them run the idle lock
-//! and the lease-expiry timer.
+//! `Listener` accepts connections; one `Handler` task serves each, once `Admission`
+//! lets it in under the connection cap. No error of a single connection can end the
+//! daemon. Beside them run the idle lock, the lease-expiry timer, and the task that
+//! raises the anomalies the audit writer finds.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use jitc_protocol::{ErrorCode, PROTOCOL_VERSION, Request, Response, Welcome};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::agent::{Agent, Session};
 use crate::clock::{BootTimer, boot_now};
@@ -23,7 +25,7 @@ pub async fn run(listener: UnixListener, agent: Arc<Agent>, shutdown: impl Futur
     let mut server = Listener {
         listener,
         agent: agent.clone(),
-        limit: Arc::new(Semaphore::new(agent.config.max_connections)),
+        admission: Arc::new(Admission::new(agent.config.max_connections)),
         notify_shutdown,
         done_tx,
     };
@@ -41,12 +43,21 @@ pub async fn run(listener: UnixListener, agent: Arc<Agent>, shutdown: impl Futur
     });
     let idle = tokio::spawn(idle_lock(agent.clone()));
     let expiry = tokio::spawn(expire_leases(agent.clone()));
-    tokio::select! {
-        () = server.accept_loop() => {}
-        _ = shutdown => tracing::info!("shutting down"),
-    }
+    let alerts = tokio::spawn(audit_alerts(agent.clone()));
+    let stopped_by = tokio::select! {
+        () = server.accept_loop() => None,
+        _ = shutdown => {
+            tracing::info!("shutting down");
+            None
+        }
+        by = agent.stop_requested() => {
+            tracing::info!(by = %by, "shutting down");
+            Some(by)
+        }
+    };
     idle.abort();
     expiry.abort();
+    alerts.abort();
     // Lock first: every lease holder is told why its lease ended before handlers stop.
     agent.shut_down().await;
     let Listener {
@@ -60,8 +71,20 @@ pub async fn run(listener: UnixListener, agent: Arc<Agent>, shutdown: impl Futur
     let _ = done_rx.recv().await;
     // Whatever finished in the meantime (a lease granted just before) is ended too.
     agent.shut_down().await;
-    let _ = agent.audit.record(crate::audit::Event::new("stop")).await;
+    let mut stop = crate::audit::Event::new("stop");
+    stop.reason = stopped_by;
+    let _ = agent.audit.record(stop).await;
     writer.abort();
+}
+
+/// Raises the anomalies the audit writer finds: an unclean shutdown of the agent
+/// before this one, a flood of rotations.
+async fn audit_alerts(agent: Arc<Agent>) {
+    loop {
+        for (kind, description) in agent.audit.take_alerts().await {
+            agent.anomaly(kind, description, crate::audit::Event::default());
+        }
+    }
 }
 
 /// Locks the vault once it has gone unused for the idle period with no lease active.
@@ -98,7 +121,8 @@ async fn expire_leases(agent: Arc<Agent>) {
                 let ended = agent.leases_mut().expire(boot_now());
                 for lease in ended {
                     tracing::info!(lease = lease.id, "lease expired");
-                    agent.record_ended(&lease, &lease.expiry_reason());
+                    let reason = lease.expiry_reason();
+                    agent.ended_by_agent(vec![lease], &reason);
                 }
             }
             () = agent.leases_changed.notified() => {}
@@ -106,10 +130,126 @@ async fn expire_leases(agent: Arc<Agent>) {
     }
 }
 
+/// Who gets served when connections run short. At most `max` are served at once; the
+/// last `reserve` of those go only to connections from outside the process session
+/// that holds the most — so a flood of silent connections from one place (an agent gone
+/// wrong) cannot keep `jitc status` from a human's shell out. A connection not admitted
+/// yet waits its turn, unanswered; at most `max` wait, beyond that the listen backlog
+/// holds the rest.
+pub struct Admission {
+    max: usize,
+    reserve: usize,
+    state: Mutex<AdmissionState>,
+    freed: Notify,
+}
+
+#[derive(Default)]
+struct AdmissionState {
+    served: usize,
+    waiting: usize,
+    /// Served connections per session id.
+    by_session: HashMap<u32, usize>,
+}
+
+/// A served connection's place; given back when dropped.
+pub struct Admitted {
+    admission: Arc<Admission>,
+    session: u32,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut s = self.admission.lock();
+        s.served -= 1;
+        if let Some(n) = s.by_session.get_mut(&self.session) {
+            *n -= 1;
+            if *n == 0 {
+                s.by_session.remove(&self.session);
+            }
+        }
+        drop(s);
+        self.admission.freed.notify_waiters();
+    }
+}
+
+impl Admission {
+    pub fn new(max: usize) -> Admission {
+        Admission {
+            max,
+            reserve: (max / 8).min(16),
+            state: Mutex::new(AdmissionState::default()),
+            freed: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, AdmissionState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a connection from `session` may be served now.
+    fn fits(&self, s: &AdmissionState, session: u32) -> bool {
+        if s.served < self.max - self.reserve {
+            return true;
+        }
+        if s.served >= self.max {
+            return false;
+        }
+        // The reserve: not for the session holding the most connections.
+        let mine = s.by_session.get(&session).copied().unwrap_or(0);
+        let top = s.by_session.values().copied().max().unwrap_or(0);
+        mine < top
+    }
+
+    /// Waits until a connection from `session` may be served.
+    pub async fn admit(self: &Arc<Self>, session: u32) -> Admitted {
+        let mut counted = false;
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            {
+                let mut s = self.lock();
+                if self.fits(&s, session) {
+                    if counted {
+                        s.waiting -= 1;
+                    }
+                    s.served += 1;
+                    *s.by_session.entry(session).or_default() += 1;
+                    return Admitted {
+                        admission: self.clone(),
+                        session,
+                    };
+                }
+                if !counted {
+                    s.waiting += 1;
+                    counted = true;
+                }
+            }
+            freed.await;
+        }
+    }
+
+    /// Whether as many connections wait as may (the accept loop then waits too).
+    fn full(&self) -> bool {
+        self.lock().waiting >= self.max
+    }
+}
+
+/// The session id of `pid` (field 6 of `/proc/PID/stat`), or 0.
+fn session_of(pid: u32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let after = stat[stat.rfind(')')? + 1..].to_owned();
+            after.split_whitespace().nth(3)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
 struct Listener {
     listener: UnixListener,
     agent: Arc<Agent>,
-    limit: Arc<Semaphore>,
+    admission: Arc<Admission>,
     notify_shutdown: broadcast::Sender<()>,
     done_tx: mpsc::Sender<()>,
 }
@@ -117,9 +257,9 @@ struct Listener {
 impl Listener {
     async fn accept_loop(&mut self) {
         loop {
-            let Ok(permit) = self.limit.clone().acquire_owned().await else {
-                return;
-            };
+            while self.admission.full() {
+                self.admission.freed.notified().await;
+            }
             let stream = match self.listener.accept().await {
                 Ok((s, _)) => s,
                 Err(e) => {
@@ -134,9 +274,21 @@ impl Listener {
                 shutdown: self.notify_shutdown.subscribe(),
                 _done: self.done_tx.clone(),
             };
+            let admission = self.admission.clone();
             tokio::spawn(async move {
+                let pid = stream
+                    .peer_cred()
+                    .ok()
+                    .and_then(|c| c.pid())
+                    .and_then(|p| u32::try_from(p).ok())
+                    .unwrap_or(0);
+                let mut shutdown = handler.shutdown.resubscribe();
+                let admitted = tokio::select! {
+                    a = admission.admit(session_of(pid)) => a,
+                    _ = shutdown.recv() => return,
+                };
                 handler.run(stream).await;
-                drop(permit);
+                drop(admitted);
             });
         }
     }
@@ -246,7 +398,11 @@ impl Handler {
         if !self.greet(reader, writer).await? {
             return Ok(());
         }
+        let idle_limit = self.agent.config.connection_timeout;
         loop {
+            // A connection that holds nothing and says nothing is let go: silent ones
+            // must not use up the connections others need.
+            let idle = tokio::time::sleep(idle_limit);
             let request = tokio::select! {
                 // Pushes first, so a lease holder hears why before shutdown closes it.
                 biased;
@@ -262,6 +418,10 @@ impl Handler {
                     Some(r) => r,
                     None => return Ok(()),
                 },
+                () = idle, if session.leases.is_empty() => {
+                    tracing::debug!(pid = session.peer.pid, "idle connection dropped");
+                    return Ok(());
+                }
             };
             // While a request is handled (an approval can take a minute), pushes still go
             // out, and the request is dropped (cancelled) if the peer hangs up or the

@@ -53,6 +53,7 @@ async fn shutdown_ends_every_lease_then_locks_and_returns() {
             description: None,
             replace: false,
             canary: false,
+            passphrase: None,
         });
         assert_eq!(call(&mut s, &add), Response::Done);
         let lease = Request::Lease(LeaseRequest {

@@ -65,30 +65,58 @@ pub fn request() -> impl Strategy<Value = Request> {
             .prop_map(|passphrase| Request::Unlock { passphrase })
             .boxed(),
         LazyJust::new(|| Request::Lock).boxed(),
-        (text(), secret(), of(text()), any::<bool>(), any::<bool>())
-            .prop_map(|(name, value, description, replace, canary)| {
+        (
+            text(),
+            secret(),
+            of(text()),
+            any::<bool>(),
+            any::<bool>(),
+            of(secret()),
+        )
+            .prop_map(|(name, value, description, replace, canary, passphrase)| {
                 Request::AddSecret(AddSecret {
                     name,
                     value,
                     description,
                     replace,
                     canary,
+                    passphrase,
                 })
             })
             .boxed(),
-        text()
-            .prop_map(|name| Request::RemoveSecret { name })
+        (text(), of(secret()))
+            .prop_map(|(name, passphrase)| Request::RemoveSecret { name, passphrase })
+            .boxed(),
+        (text(), text(), of(secret()))
+            .prop_map(|(from, to, passphrase)| Request::Rename {
+                from,
+                to,
+                passphrase,
+            })
+            .boxed(),
+        (text(), of(text()))
+            .prop_map(|(name, description)| Request::Describe { name, description })
+            .boxed(),
+        (secret(), secret())
+            .prop_map(|(old, new)| Request::Passwd { old, new })
             .boxed(),
         LazyJust::new(|| Request::ListSecrets).boxed(),
         lease_request().prop_map(Request::Lease).boxed(),
         any::<u64>()
             .prop_map(|lease| Request::Release { lease })
             .boxed(),
-        LazyJust::new(|| Request::ListLeases).boxed(),
+        any::<u64>()
+            .prop_map(|lease| Request::Guard { lease })
+            .boxed(),
+        any::<u64>()
+            .prop_map(|after| Request::ListLeases { after })
+            .boxed(),
         of(any::<u64>())
             .prop_map(|lease| Request::Revoke { lease })
             .boxed(),
-        LazyJust::new(|| Request::ListPending).boxed(),
+        any::<u64>()
+            .prop_map(|after| Request::ListPending { after })
+            .boxed(),
         (any::<u64>(), secret())
             .prop_map(|(id, passphrase)| Request::Approve { id, passphrase })
             .boxed(),
@@ -98,6 +126,10 @@ pub fn request() -> impl Strategy<Value = Request> {
         secret()
             .prop_map(|passphrase| Request::AuditAccept { passphrase })
             .boxed(),
+        LazyJust::new(|| Request::Stop).boxed(),
+        secret()
+            .prop_map(|passphrase| Request::PolicyReset { passphrase })
+            .boxed(),
     ])
 }
 
@@ -106,11 +138,14 @@ fn process() -> impl Strategy<Value = ProcessInfo> {
 }
 
 fn policy_state() -> impl Strategy<Value = PolicyState> {
-    (text(), any::<bool>(), of(text())).prop_map(|(path, exists, error)| PolicyState {
-        path,
-        exists,
-        error,
-    })
+    (text(), any::<bool>(), of(text()), of(text())).prop_map(
+        |(path, exists, error, approver_error)| PolicyState {
+            path,
+            exists,
+            error,
+            approver_error,
+        },
+    )
 }
 
 fn audit_state() -> impl Strategy<Value = AuditState> {
@@ -172,10 +207,10 @@ fn status() -> impl Strategy<Value = AgentStatus> {
 fn scope() -> impl Strategy<Value = Scope> {
     (
         (texts(), of(text()), text(), texts()),
-        (any::<u32>(), vec(process(), 0..3), of(text())),
+        (any::<u32>(), vec(process(), 0..3), of(text()), texts()),
     )
         .prop_map(
-            |((secrets, task, command, argv), (pid, chain, profile))| Scope {
+            |((secrets, task, command, argv), (pid, chain, profile, warnings))| Scope {
                 secrets,
                 task,
                 command,
@@ -183,6 +218,7 @@ fn scope() -> impl Strategy<Value = Scope> {
                 pid,
                 chain,
                 profile,
+                warnings,
             },
         )
 }
@@ -205,9 +241,10 @@ fn lease_info() -> impl Strategy<Value = LeaseInfo> {
 }
 
 fn pending_info() -> impl Strategy<Value = PendingInfo> {
-    (any::<u64>(), scope(), any::<u64>(), any::<u64>()).prop_map(
-        |(id, scope, requested, expires_in_secs)| PendingInfo {
+    (any::<u64>(), text(), scope(), any::<u64>(), any::<u64>()).prop_map(
+        |(id, action, scope, requested, expires_in_secs)| PendingInfo {
             id,
+            action,
             scope,
             requested,
             expires_in_secs,
@@ -232,11 +269,13 @@ fn explanation() -> impl Strategy<Value = Explanation> {
             any::<u64>(),
             any::<bool>(),
         ),
+        (texts(), any::<bool>()),
     )
         .prop_map(
             |(
                 (policy, profile, chain, command),
                 (verdicts, refusal, approval, ttl_secs, max_ttl_secs, masking_required),
+                (unknown, locked),
             )| Explanation {
                 policy,
                 profile,
@@ -248,19 +287,27 @@ fn explanation() -> impl Strategy<Value = Explanation> {
                 ttl_secs,
                 max_ttl_secs,
                 masking_required,
+                unknown,
+                locked,
             },
         )
 }
 
 pub fn response() -> impl Strategy<Value = Response> {
-    let info = (text(), of(text()), any::<u64>(), any::<u64>()).prop_map(
-        |(name, description, created, updated)| SecretInfo {
+    let info = (
+        text(),
+        of(text()),
+        any::<u64>(),
+        any::<u64>(),
+        any::<bool>(),
+    )
+        .prop_map(|(name, description, created, updated, canary)| SecretInfo {
             name,
             description,
             created,
             updated,
-        },
-    );
+            canary,
+        });
     let leased = (text(), secret()).prop_map(|(name, value)| LeasedValue { name, value });
     Union::new(vec![
         (proptest::sample::select(ErrorCode::ALL.to_vec()), text())
@@ -278,34 +325,39 @@ pub fn response() -> impl Strategy<Value = Response> {
         LazyJust::new(|| Response::Done).boxed(),
         status().prop_map(Response::Status).boxed(),
         vec(info, 0..4).prop_map(Response::Secrets).boxed(),
-        (any::<u64>(), vec(leased, 0..4), any::<u64>())
-            .prop_map(|(lease, values, expires_in_ms)| {
+        (any::<u64>(), vec(leased, 0..4), any::<u64>(), any::<bool>())
+            .prop_map(|(lease, values, expires_in_ms, strict_env)| {
                 Response::Leased(LeaseGrant {
                     lease,
                     values,
                     expires_in_ms,
+                    strict_env,
                 })
             })
             .boxed(),
         (any::<u64>(), text())
             .prop_map(|(lease, reason)| Response::LeaseEnded { lease, reason })
             .boxed(),
-        vec(lease_info(), 0..3).prop_map(Response::Leases).boxed(),
+        (vec(lease_info(), 0..3), any::<bool>())
+            .prop_map(|(items, more)| Response::Leases { items, more })
+            .boxed(),
         any::<u32>()
             .prop_map(|count| Response::Revoked { count })
             .boxed(),
-        vec(pending_info(), 0..3)
-            .prop_map(Response::Pending)
+        (vec(pending_info(), 0..3), any::<bool>())
+            .prop_map(|(items, more)| Response::Pending { items, more })
             .boxed(),
-        (any::<u64>(), of(text()), any::<u64>())
-            .prop_map(|(id, approver, timeout_secs)| {
+        (any::<u64>(), of(text()), any::<u64>(), of(text()))
+            .prop_map(|(id, approver, timeout_secs, approver_failed)| {
                 Response::Waiting(Waiting {
                     id,
                     approver,
                     timeout_secs,
+                    approver_failed,
                 })
             })
             .boxed(),
+        text().prop_map(Response::NeedsPassphrase).boxed(),
         explanation().prop_map(Response::Explanation).boxed(),
         (
             texts(),

@@ -14,7 +14,8 @@ pub enum ErrorCode {
     Unavailable,
     /// The vault file could not be read or written. Exit 74.
     IoErr,
-    /// The vault is locked. Exit 75.
+    /// Try again later: the vault is locked, or the agent holds as many leases or
+    /// waiting requests as it takes. Exit 75.
     Locked,
     /// Refused: unknown peer, policy, approval, wrong passphrase. Exit 77.
     Refused,

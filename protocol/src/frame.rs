@@ -330,6 +330,7 @@ mod tests {
             description: None,
             replace: false,
             canary: false,
+            passphrase: None,
         });
         let frame = encode_frame(&big).unwrap();
         let mut fb = FrameBuf::default();
@@ -372,6 +373,7 @@ mod tests {
             description: None,
             replace: false,
             canary: false,
+            passphrase: None,
         });
         assert!(matches!(
             encode_frame(&msg),

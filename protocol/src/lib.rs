@@ -11,8 +11,10 @@
 #[cfg(test)]
 mod arbitrary;
 mod code;
+pub mod display;
 pub mod encodings;
 mod frame;
+pub mod kinds;
 mod message;
 pub mod names;
 pub mod paths;
@@ -28,4 +30,4 @@ pub use secret::SecretBytes;
 
 /// Bumped whenever any message changes shape. Never derived from the crate version:
 /// two builds with the same version but different messages must not talk.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;

@@ -23,8 +23,27 @@ pub enum Request {
     },
     Lock,
     AddSecret(AddSecret),
+    /// Remove a secret; needs `passphrase` (a human) unless the policy's approval flow
+    /// stands in for it.
     RemoveSecret {
         name: String,
+        passphrase: Option<SecretBytes>,
+    },
+    /// Rename a secret (a write to an existing secret: the passphrase, as for removal).
+    Rename {
+        from: String,
+        to: String,
+        passphrase: Option<SecretBytes>,
+    },
+    /// Change (or, with `None`, clear) a secret's description; its value stays.
+    Describe {
+        name: String,
+        description: Option<String>,
+    },
+    /// Change the vault passphrase: the vault key is wrapped anew; `old` stops working.
+    Passwd {
+        old: SecretBytes,
+        new: SecretBytes,
     },
     ListSecrets,
     /// Ask for a lease; it lasts until `Release`, expiry, or the connection closes.
@@ -33,12 +52,24 @@ pub enum Request {
     Release {
         lease: u64,
     },
-    ListLeases,
+    /// The command of this lease is running: it leads a process group, a child of the
+    /// requester, that the agent stops itself if the requester cannot (it died, or does
+    /// not end the command when the lease ends). One-way, like `Release`.
+    Guard {
+        lease: u64,
+    },
+    /// Active leases with ids above `after`, a page at a time.
+    ListLeases {
+        after: u64,
+    },
     /// End one lease, or every lease (`None`).
     Revoke {
         lease: Option<u64>,
     },
-    ListPending,
+    /// Requests waiting for approval with ids above `after`, a page at a time.
+    ListPending {
+        after: u64,
+    },
     /// Approve a waiting request; the vault passphrase proves a human is there.
     Approve {
         id: u64,
@@ -54,6 +85,14 @@ pub enum Request {
     /// Accept the audit log as it now is, after it was cut short or started afresh
     /// (the break stays on record); the vault passphrase proves a human is there.
     AuditAccept {
+        passphrase: SecretBytes,
+    },
+    /// Stop the agent (as `ssh-agent -k`): every lease ends, the vault is locked, the
+    /// socket removed. Answered `Done` before it goes.
+    Stop,
+    /// Accept that the policy file the agent had seen is gone: the defaults apply again.
+    /// The passphrase proves a human is there.
+    PolicyReset {
         passphrase: SecretBytes,
     },
 }
@@ -77,15 +116,26 @@ pub enum Response {
         lease: u64,
         reason: String,
     },
-    Leases(Vec<LeaseInfo>),
+    /// A page of active leases; `more`: ask again after the last id.
+    Leases {
+        items: Vec<LeaseInfo>,
+        more: bool,
+    },
     Revoked {
         count: u32,
     },
-    Pending(Vec<PendingInfo>),
+    /// A page of waiting requests; `more`: ask again after the last id.
+    Pending {
+        items: Vec<PendingInfo>,
+        more: bool,
+    },
     /// Sent before the final answer to a `Lease` that waits for a human's approval.
     Waiting(Waiting),
     Explanation(Explanation),
     AuditReport(AuditReport),
+    /// A write that needs a human (it changes or removes an existing or guarded
+    /// secret): send it again with the vault passphrase. Says what needs it.
+    NeedsPassphrase(String),
 }
 
 /// The result of `jitc audit verify`.
@@ -178,8 +228,12 @@ pub struct AddSecret {
     pub description: Option<String>,
     /// Overwrite an existing secret of that name instead of refusing.
     pub replace: bool,
-    /// A decoy: every lease that names it is refused and recorded as an anomaly.
+    /// A decoy (a honeytoken): leased like any secret, and every request for it is
+    /// recorded as an anomaly.
     pub canary: bool,
+    /// The vault passphrase, where the write needs a human (replacing a secret, or
+    /// adding one that a policy rule guards).
+    pub passphrase: Option<SecretBytes>,
 }
 
 /// What `jitc status` shows.
@@ -214,6 +268,9 @@ pub struct PolicyState {
     pub exists: bool,
     /// The parse or permission error that makes the agent refuse every lease.
     pub error: Option<String>,
+    /// The approver program could not be started the last time it was asked (requests
+    /// then wait for `jitc approve`).
+    pub approver_error: Option<String>,
 }
 
 /// A secret's metadata; never its value.
@@ -224,6 +281,8 @@ pub struct SecretInfo {
     /// Unix seconds.
     pub created: u64,
     pub updated: u64,
+    /// A decoy (`jitc add --canary`): shown to the owner only.
+    pub canary: bool,
 }
 
 /// The command a lease is for, as the client will run it.
@@ -256,6 +315,10 @@ pub struct LeaseGrant {
     pub lease: u64,
     pub values: Vec<LeasedValue>,
     pub expires_in_ms: u64,
+    /// The policy pins the command (a rule with `commands`): the client must not let
+    /// dynamic-loader or interpreter hook variables (`LD_PRELOAD`, `PYTHONPATH`, …) from
+    /// its own environment reach it.
+    pub strict_env: bool,
 }
 
 /// One process in a requester's ancestry, from the requester up to init.
@@ -279,6 +342,10 @@ pub struct Scope {
     pub pid: u32,
     pub chain: Vec<ProcessInfo>,
     pub profile: Option<String>,
+    /// What a human approving this should know about the command: argv[0] that names
+    /// another program than the one that runs, a program in a directory the requester
+    /// can write.
+    pub warnings: Vec<String>,
 }
 
 impl Scope {
@@ -296,6 +363,7 @@ impl Scope {
             pid,
             chain: chain.to_vec(),
             profile: profile.map(str::to_owned),
+            warnings: Vec::new(),
         }
     }
 }
@@ -315,6 +383,9 @@ pub struct LeaseInfo {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PendingInfo {
     pub id: u64,
+    /// What is asked: `lease` for a lease of `scope`'s secrets to its command, else a
+    /// change to the vault in words ("replace the value of 'X'").
+    pub action: String,
     pub scope: Scope,
     /// Unix seconds.
     pub requested: u64,
@@ -328,6 +399,8 @@ pub struct Waiting {
     /// The approver program asked, if one is configured.
     pub approver: Option<String>,
     pub timeout_secs: u64,
+    /// The approver could not be started, and why: only `jitc approve` can answer.
+    pub approver_failed: Option<String>,
 }
 
 /// How the policy judges one secret of a request.
@@ -356,4 +429,8 @@ pub struct Explanation {
     pub ttl_secs: u64,
     pub max_ttl_secs: u64,
     pub masking_required: bool,
+    /// Names the vault does not hold (known only while it is unlocked).
+    pub unknown: Vec<String>,
+    /// Whether the vault was locked, so names could not be checked.
+    pub locked: bool,
 }

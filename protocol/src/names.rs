@@ -48,6 +48,78 @@ pub fn env_var_for(name: &str) -> String {
         .collect()
 }
 
+/// Variables that make a dynamic loader, a shell or an interpreter run code the command
+/// did not ask for — or make the command run another program with its environment (a
+/// pager, an editor, an ssh wrapper). `jitc exec` refuses them in an `--env-file` (a
+/// repository's `.env` is not the user's to trust), and keeps them from the inherited
+/// environment of a command a policy rule pins (`commands`), so that
+/// `LD_PRELOAD=./dump.so jitc exec -s prod/db -- psql` runs psql, not `dump.so`.
+pub const HOOK_VAR_PREFIXES: &[&str] = &["LD_", "DYLD_", "BASH_FUNC_"];
+
+/// See `HOOK_VAR_PREFIXES`: the names taken whole.
+pub const HOOK_VARS: &[&str] = &[
+    // The C library.
+    "GCONV_PATH",
+    "LOCPATH",
+    "MALLOC_CHECK_",
+    "HOSTALIASES",
+    "RESOLV_HOST_CONF",
+    // Shells.
+    "BASH_ENV",
+    "ENV",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "PS4",
+    "PROMPT_COMMAND",
+    "ZDOTDIR",
+    "IFS",
+    // Perl, Python, Ruby, Node, Java, Lua, Tcl, PHP.
+    "PERL5OPT",
+    "PERL5LIB",
+    "PERLLIB",
+    "PERL5DB",
+    "PYTHONSTARTUP",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONINSPECT",
+    "PYTHONBREAKPOINT",
+    "PYTHONUSERBASE",
+    "PYTHONWARNINGS",
+    "RUBYOPT",
+    "RUBYLIB",
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "CLASSPATH",
+    "LUA_INIT",
+    "LUA_PATH",
+    "LUA_CPATH",
+    "TCLLIBPATH",
+    "PHPRC",
+    "PHP_INI_SCAN_DIR",
+    // Programs a command starts with its own environment.
+    "PAGER",
+    "PSQL_PAGER",
+    "GIT_PAGER",
+    "MANPAGER",
+    "EDITOR",
+    "VISUAL",
+    "PSQL_EDITOR",
+    "GIT_EDITOR",
+    "GIT_SSH",
+    "GIT_SSH_COMMAND",
+    "GIT_EXEC_PATH",
+    "GIT_ASKPASS",
+    "SSH_ASKPASS",
+];
+
+/// Whether `var` is a loader, shell or interpreter hook (see `HOOK_VAR_PREFIXES`).
+pub fn is_hook_var(var: &str) -> bool {
+    HOOK_VAR_PREFIXES.iter().any(|p| var.starts_with(p)) || HOOK_VARS.contains(&var)
+}
+
 /// Whether `var` is a portable environment variable name (`[A-Za-z_][A-Za-z0-9_]*`).
 pub fn is_env_var_name(var: &str) -> bool {
     let mut chars = var.chars();
@@ -82,6 +154,22 @@ mod tests {
             &"x".repeat(129),
         ] {
             assert!(check_secret_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hook_vars() {
+        for hook in [
+            "LD_PRELOAD",
+            "LD_AUDIT",
+            "PYTHONPATH",
+            "NODE_OPTIONS",
+            "BASH_ENV",
+        ] {
+            assert!(is_hook_var(hook), "{hook}");
+        }
+        for plain in ["PATH", "HOME", "DATABASE_URL", "OLD_PRELOAD", "NODE_ENV"] {
+            assert!(!is_hook_var(plain), "{plain}");
         }
     }
 

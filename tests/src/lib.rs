@@ -245,6 +245,15 @@ impl TestEnv {
         serde_json::from_str(&self.run(&all, None).ok().stdout).unwrap()
     }
 
+    /// `jitc ARGS --json`, which must exit `code`, parsed (`policy explain` exits 77 for
+    /// a refusal it explains).
+    pub fn json_exiting(&self, code: i32, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        let at = all.iter().position(|a| *a == "--").unwrap_or(all.len());
+        all.insert(at, "--json");
+        serde_json::from_str(&self.run(&all, None).code(code).stdout).unwrap()
+    }
+
     /// `jitc status --json`.
     pub fn status(&self) -> serde_json::Value {
         self.json(&["status"])
@@ -269,6 +278,16 @@ impl TestEnv {
 
     pub fn add(&self, name: &str, value: &str) {
         self.run(&["add", name], Some(value.as_bytes())).ok();
+    }
+
+    /// `jitc ARGS --passphrase-stdin` with the test passphrase as stdin's first line and
+    /// `rest` after it (a write that needs a human: replace, rm, mv).
+    pub fn run_as_human(&self, args: &[&str], rest: &[u8]) -> Run {
+        let mut all = args.to_vec();
+        all.push("--passphrase-stdin");
+        let mut input = format!("{PASSPHRASE}\n").into_bytes();
+        input.extend_from_slice(rest);
+        self.run(&all, Some(&input))
     }
 
     /// Every regular file under the tree, with its contents.

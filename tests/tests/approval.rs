@@ -71,7 +71,8 @@ fn an_approver_that_says_yes_lets_the_command_run() {
     );
     let prompt = std::fs::read_to_string(env.root().join("prompt")).unwrap();
     for needle in [
-        "sh -c echo ran",
+        "sh -c 'echo ran'",
+        "program:  /",
         "prod/db",
         "nightly backup",
         "jitc (",
@@ -150,7 +151,7 @@ fn pending_then_approve_with_the_passphrase() {
     assert!(p["expires_in_secs"].as_u64().unwrap() <= 30);
     let text = env.run(&["pending"], None).ok().stdout;
     assert!(
-        text.contains(&format!("request {id}")) && text.contains("sh -c echo ran"),
+        text.contains(&format!("request {id}")) && text.contains("sh -c 'echo ran'"),
         "{text}"
     );
     assert_eq!(env.status()["pending"], 1);
@@ -205,7 +206,7 @@ fn without_an_answer_the_request_times_out_naming_jitc_pending() {
     env.run(&["exec", "-s", "prod/db", "--", "true"], None)
         .code(77)
         .says(
-            "approval timed out after 1s; while a command waits, list requests with 'jitc pending'",
+            "approval timed out after 1s; while a request waits, list requests with 'jitc pending'",
         );
     assert_eq!(env.status()["pending"], 0);
 }

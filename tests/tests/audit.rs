@@ -79,10 +79,10 @@ fn every_event_kind_is_recorded_with_its_fields_and_no_value() {
     let agent = env.start_agent_with(&["--frame-timeout", "2s"]);
     env.init();
     env.add("prod/db", VALUE);
-    env.run(&["add", "prod/db", "--replace"], Some(VALUE.as_bytes()))
+    env.run_as_human(&["add", "prod/db", "--replace"], VALUE.as_bytes())
         .ok();
     env.add("tmp", "temporary-value-1");
-    env.run(&["rm", "tmp"], None).ok();
+    env.run_as_human(&["rm", "tmp"], b"").ok();
     env.run(
         &["exec", "-s", "prod/db", "--task", "nightly", "--", "true"],
         None,
@@ -578,37 +578,80 @@ fn the_reader_filters_and_follows() {
 }
 
 #[test]
-fn a_canary_is_refused_like_anything_else_and_raises_an_anomaly() {
+fn a_canary_is_served_like_a_real_secret_and_raises_an_anomaly() {
     let env = TestEnv::new();
     let _agent = env.start_agent();
     env.init();
+    let alerts = env.root().join("alerts");
+    env.write_policy(&format!(
+        "[defaults]\nalert_command = [\"/bin/sh\", \"-c\", \"echo \\\"$0\\\" >> {}\"]\n",
+        alerts.display()
+    ));
     env.run(
         &["add", "aws/root-key", "--canary"],
         Some(b"AKIA-decoy-value-000"),
     )
     .ok();
+    // A honeytoken: the requester gets the fake it asked for, exactly as a real secret
+    // would be served (and masked), so it goes on to use it.
     let out = env
-        .run(&["exec", "-s", "aws/root-key", "--", "true"], None)
-        .code(77)
-        .one_line_error();
+        .run(
+            &[
+                "exec",
+                "-s",
+                "aws/root-key",
+                "--",
+                "sh",
+                "-c",
+                "printf %s \"$AWS_ROOT_KEY\" | sha256sum; echo \"$AWS_ROOT_KEY\"",
+            ],
+            None,
+        )
+        .ok();
+    assert!(out.stdout.starts_with(&sha256_hex(b"AKIA-decoy-value-000")));
+    assert!(out.stdout.contains("<concealed:aws/root-key>"));
     assert!(
         !out.stderr.to_lowercase().contains("canary") && !out.stderr.contains("decoy"),
         "{}",
         out.stderr
     );
-    assert!(
-        env.secret_names().contains(&"aws/root-key".to_owned()),
-        "listed like any secret"
-    );
+    // The owner sees which are decoys; the anomaly and the alert came with the request.
+    let listed = env.json(&["ls"]);
+    let decoy = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "aws/root-key")
+        .unwrap();
+    assert_eq!(decoy["canary"], true);
+    assert!(env.run(&["ls"], None).ok().stdout.contains("yes"));
     let a = wait_for_record(&env, "anomaly", "\"anomaly\":\"canary\"");
     assert!(a["reason"].as_str().unwrap().contains("aws/root-key"));
-    let d = of_kind(&records(&env), "lease_denied")[0].clone();
-    assert_eq!(d["reason"], "canary");
+    assert!(
+        of_kind(&records(&env), "lease_granted")
+            .iter()
+            .any(|g| g["secrets"] == serde_json::json!(["aws/root-key"]))
+    );
     let listed = env.run(&["audit", "--anomalies"], None).ok().stdout;
     assert!(
         listed.contains("canary secret aws/root-key requested"),
         "{listed}"
     );
+    // The alert ran (it may run after the answer: wait for its line).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !fs::read_to_string(&alerts).is_ok_and(|t| t.contains("canary secret aws/root-key")) {
+        assert!(std::time::Instant::now() < deadline, "no alert");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Where a real secret would wait for a human, so does the decoy.
+    env.write_policy(
+        "[defaults]\napproval_timeout = \"30s\"\n[[rule]]\nsecrets = [\"aws/*\"]\napproval = \"always\"\n",
+    );
+    let bg = env.spawn(&["exec", "-s", "aws/root-key", "--", "true"]);
+    let id = bg.approval_id();
+    env.approve(id).ok();
+    assert_eq!(bg.wait().code, 0);
+    env.write_policy("");
     // Named after an unknown secret, or under a broken policy: still noticed.
     env.run(
         &["exec", "-s", "no/such", "-s", "aws/root-key", "--", "true"],
@@ -649,7 +692,7 @@ fn a_canary_is_refused_like_anything_else_and_raises_an_anomaly() {
         .into_iter()
         .filter(|a| a["anomaly"] == "canary")
         .count();
-    assert_eq!(canaries, 4);
+    assert_eq!(canaries, 5);
     let last = *of_kind(&recs, "lease_denied").last().unwrap();
     assert!(
         last["reason"]
@@ -677,7 +720,7 @@ fn a_canary_is_refused_like_anything_else_and_raises_an_anomaly() {
         .run(&["audit", "--json", "--event", "canary"], None)
         .ok()
         .stdout;
-    assert_eq!(by_kind.lines().count(), 5, "{by_kind}");
+    assert_eq!(by_kind.lines().count(), 6, "{by_kind}");
     assert_eq!(
         env.run(&["audit", "--json", "--event", "anomaly:canary"], None)
             .ok()
@@ -692,8 +735,7 @@ fn an_alert_command_that_cannot_run_is_on_record() {
     env.write_policy("[defaults]\nalert_command = [\"/nonexistent/notify\"]\n");
     env.run(&["add", "decoy", "--canary"], Some(b"decoy-value-0000000"))
         .ok();
-    env.run(&["exec", "-s", "decoy", "--", "true"], None)
-        .code(77);
+    env.run(&["exec", "-s", "decoy", "--", "true"], None).ok();
     let e = wait_for_record(&env, "policy_error", "alert_command");
     assert!(
         e["reason"]

@@ -217,7 +217,7 @@ fn add_ls_rm() {
     assert!(json[0]["created"].as_u64().unwrap() > 1_600_000_000);
 
     // --replace overwrites and keeps the description.
-    env.run(&["add", "GITHUB_TOKEN", "--replace"], Some(b"ghp_value3"))
+    env.run_as_human(&["add", "GITHUB_TOKEN", "--replace"], b"ghp_value3")
         .ok();
     let out = env
         .run(
@@ -237,8 +237,10 @@ fn add_ls_rm() {
     let json = env.json(&["ls"]);
     assert_eq!(json[0]["description"], "CI token");
 
-    env.run(&["rm", "GITHUB_TOKEN"], None).ok().says("removed");
-    env.run(&["rm", "GITHUB_TOKEN"], None)
+    env.run_as_human(&["rm", "GITHUB_TOKEN"], b"")
+        .ok()
+        .says("removed");
+    env.run_as_human(&["rm", "GITHUB_TOKEN"], b"")
         .code(1)
         .one_line_error()
         .says("no secret named");
@@ -254,7 +256,9 @@ fn commands_on_a_locked_vault_say_75() {
     env.add("A", "value-a");
     env.run(&["lock"], None).ok();
     env.run(&["add", "B"], Some(b"v")).code(75).one_line_error();
-    env.run(&["rm", "A"], None).code(75).one_line_error();
+    env.run_as_human(&["rm", "A"], b"")
+        .code(75)
+        .one_line_error();
     env.run(&["ls"], None).code(75).one_line_error();
     env.run(&["exec", "-s", "A", "--", "true"], None)
         .code(75)

@@ -324,11 +324,14 @@ fn env_files_resolve_references_and_pass_the_rest() {
     .code(65)
     .one_line_error()
     .says("line 3 is malformed");
+    // A path that is not there is bad input (65), named.
     env.run(
         &["exec", "--env-file", "/nonexistent.env", "--", "true"],
         None,
     )
-    .code(74);
+    .code(65)
+    .one_line_error()
+    .says("/nonexistent.env");
 }
 
 #[test]

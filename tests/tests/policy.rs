@@ -105,18 +105,22 @@ commands = []
     env.run(&["exec", "-s", "dev/x", "--", "true"], None)
         .code(77)
         .says("only to no command");
-    let e = env.json(&[
-        "policy",
-        "explain",
-        "-s",
-        "prod/api/key",
-        "-s",
-        "prod/db",
-        "-s",
-        "dev/x",
-        "--",
-        "true",
-    ]);
+    // Explaining a refusal exits 77, as the lease would.
+    let e = env.json_exiting(
+        77,
+        &[
+            "policy",
+            "explain",
+            "-s",
+            "prod/api/key",
+            "-s",
+            "prod/db",
+            "-s",
+            "dev/x",
+            "--",
+            "true",
+        ],
+    );
     let rules: Vec<u64> = e["verdicts"]
         .as_array()
         .unwrap()
@@ -140,7 +144,7 @@ fn a_broken_policy_refuses_everything_until_fixed() {
     assert!(s["policy"]["error"].as_str().unwrap().contains("line 3"));
     let explained = env
         .run(&["policy", "explain", "-s", "dev/x", "--", "true"], None)
-        .ok();
+        .code(77);
     assert!(explained.stdout.contains("BROKEN"), "{}", explained.stdout);
     // Fixed: leases flow again, without restarting the agent.
     env.write_policy("[defaults]\nttl = \"15m\"\napproval = \"never\"\n");
@@ -162,10 +166,21 @@ fn edits_take_effect_without_a_restart() {
         .code(77);
     env.write_policy("[[rule]]\nsecrets = [\"prod/*\"]\ncommands = [\"true\"]\n");
     env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    assert!(agent.stderr.text().contains("policy reloaded"));
+    // Removing a policy that was in force does not switch it off: every lease is
+    // refused until it is back, or a human accepts the defaults.
     std::fs::remove_file(env.policy_path()).unwrap();
     env.run(&["exec", "-s", "prod/db", "--", "sh", "-c", "true"], None)
+        .code(77)
+        .one_line_error()
+        .says("vanished");
+    env.run(
+        &["policy", "reset", "--passphrase-stdin"],
+        Some(format!("{PASSPHRASE}\n").as_bytes()),
+    )
+    .ok();
+    env.run(&["exec", "-s", "prod/db", "--", "sh", "-c", "true"], None)
         .ok();
-    assert!(agent.stderr.text().contains("policy reloaded"));
 }
 
 /// A copy of sh named `codex`: a stand-in coding agent, matched by ancestry.
@@ -207,7 +222,8 @@ commands = ["psql"]
         "{} policy explain --json -s prod/db -- true",
         jitc.display()
     ));
-    let e: serde_json::Value = serde_json::from_str(&run_with_stdin(c, None).ok().stdout).unwrap();
+    let e: serde_json::Value =
+        serde_json::from_str(&run_with_stdin(c, None).code(77).stdout).unwrap();
     assert_eq!(e["profile"], "agent");
     let chain = e["chain"].as_array().unwrap();
     assert_eq!(chain[0]["argv"][0], jitc.to_str().unwrap());

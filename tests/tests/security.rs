@@ -210,8 +210,8 @@ fn no_value_or_passphrase_anywhere_on_disk_or_in_output() {
     .ok();
     record(trace(&["add", "TOKEN"], Some(value.as_bytes()))).ok();
     record(trace(
-        &["add", "TOKEN", "--replace"],
-        Some(value.as_bytes()),
+        &["add", "TOKEN", "--replace", "--passphrase-stdin"],
+        Some(format!("{PASSPHRASE}\n{value}").as_bytes()),
     ))
     .ok();
     record(trace(
@@ -245,7 +245,11 @@ fn no_value_or_passphrase_anywhere_on_disk_or_in_output() {
         Some(format!("{PASSPHRASE}\n").as_bytes()),
     ))
     .ok();
-    record(trace(&["rm", "TOKEN"], None)).ok();
+    record(trace(
+        &["rm", "TOKEN", "--passphrase-stdin"],
+        Some(format!("{PASSPHRASE}\n").as_bytes()),
+    ))
+    .ok();
     let log = fs::read_to_string(env.state.join("jitc/agentd.log")).unwrap();
     assert!(log.contains("TRACE") || log.contains("DEBUG") || log.contains("INFO"));
     for needle in [value, PASSPHRASE, "a wrong one"] {

@@ -1,4 +1,6 @@
 //! `jitc add NAME`: store a secret. The value comes from stdin, or is typed without echo.
+//! Replacing one (or adding one a policy rule guards) needs the vault passphrase;
+//! `--description` alone changes an existing secret's description, its value kept.
 
 use jitc::error::note;
 use jitc::prompt;
@@ -7,19 +9,31 @@ use jitc::{Error, Result};
 use jitc_protocol::AddSecret;
 use jitc_protocol::names::{MAX_VALUE_LEN, check_secret_name};
 
+use super::{passphrase_from_stdin, write_with_passphrase};
+
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  jitc add GITHUB_TOKEN                      # asks for the value without echo
+  op read op://vault/db/password | jitc add prod/db-password
+  jitc add prod/db-password --description 'prod Postgres'   # existing: description only
+  printf '%s\\n%s' \"$PASSPHRASE\" \"$NEW\" | jitc add --replace X --passphrase-stdin")]
 pub struct Args {
     /// The secret's name, e.g. GITHUB_TOKEN or prod/db-password
     name: String,
-    /// Overwrite the secret if it exists
+    /// Overwrite the secret if it exists (needs the vault passphrase)
     #[arg(long)]
     replace: bool,
-    /// What the secret is for (shown by 'jitc ls')
+    /// What the secret is for (shown by 'jitc ls'); for an existing secret, without
+    /// --replace, only the description changes
     #[arg(long, value_name = "TEXT")]
     description: Option<String>,
-    /// A decoy: every lease that names it is refused and recorded as an anomaly
+    /// A decoy (honeytoken): leased like any secret — its value a fake you choose — and
+    /// every request for it is recorded as an anomaly
     #[arg(long)]
     canary: bool,
+    /// Read the vault passphrase from the first line of stdin (the value follows it)
+    #[arg(long)]
+    passphrase_stdin: bool,
 }
 
 pub fn run(args: Args) -> Result<u8> {
@@ -30,6 +44,16 @@ pub fn run(args: Args) -> Result<u8> {
         ))
     })?;
     let mut client = connect_or_start()?;
+    if let Some(d) = &args.description
+        && !args.replace
+        && !args.canary
+        && client.list()?.iter().any(|s| s.name == args.name)
+    {
+        client.describe(&args.name, Some(d.clone()))?;
+        note(&format!("updated the description of '{}'", args.name));
+        return Ok(0);
+    }
+    let passphrase = passphrase_from_stdin(args.passphrase_stdin)?;
     let interactive = prompt::stdin_is_tty();
     if interactive {
         // Ask before making someone type a value we would refuse anyway.
@@ -55,12 +79,15 @@ pub fn run(args: Args) -> Result<u8> {
     if value.is_empty() {
         return Err(Error::bad_input("the value is empty; nothing was stored"));
     }
-    client.add(AddSecret {
-        name: args.name.clone(),
-        value,
-        description: args.description,
-        replace: args.replace,
-        canary: args.canary,
+    write_with_passphrase(&mut client, passphrase, |c, passphrase| {
+        c.add(AddSecret {
+            name: args.name.clone(),
+            value: jitc_protocol::SecretBytes::from_slice(value.expose()),
+            description: args.description.clone(),
+            replace: args.replace,
+            canary: args.canary,
+            passphrase,
+        })
     })?;
     note(&format!("stored '{}'", args.name));
     Ok(0)

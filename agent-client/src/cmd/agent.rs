@@ -6,6 +6,10 @@ use jitc::{Client, Error, Result};
 use jitc_protocol::paths::socket_path;
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  eval \"$(jitc agent)\"          # in ~/.bashrc or ~/.zshrc
+  jitc agent --fish | source
+  jitc agent --kill             # stop it (as 'ssh-agent -k'; same as 'jitc stop')")]
 pub struct Args {
     /// Print a csh/tcsh line instead of a POSIX shell line
     #[arg(long, conflicts_with = "fish")]
@@ -13,6 +17,9 @@ pub struct Args {
     /// Print a fish line instead of a POSIX shell line
     #[arg(long)]
     fish: bool,
+    /// Stop the running agent instead (as 'ssh-agent -k')
+    #[arg(long, short = 'k', conflicts_with_all = ["csh", "fish"])]
+    kill: bool,
 }
 
 /// Quotes `s` for any of the shells we print for, when it needs quoting at all.
@@ -28,6 +35,9 @@ fn quote(s: &str) -> String {
 }
 
 pub fn run(args: Args) -> Result<u8> {
+    if args.kill {
+        return super::stop::run();
+    }
     let path = socket_path();
     let client = match Client::connect(&path) {
         Ok(c) => c,

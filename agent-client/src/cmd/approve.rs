@@ -24,11 +24,13 @@ pub fn run(args: Args) -> Result<u8> {
         )));
     };
     // Show what is being approved before asking, on stderr (stdout may be a pipe).
-    jitc::error::note(&format!(
-        "approving request {}: {}",
+    let text = format!(
+        "approving request {}:\n{}",
         p.id,
-        scope_text(&p.scope)
-    ));
+        scope_text(&p.action, &p.scope)
+    );
+    // Several lines, on stderr: stdout may be a pipe.
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
     let passphrase = if args.passphrase_stdin {
         prompt::read_stdin_line("the passphrase")?
     } else {

@@ -12,6 +12,9 @@ use jitc::{Error, Result, prompt};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use serde_json::Value;
 
+use jitc_protocol::display::visible;
+use jitc_protocol::kinds::{ANOMALIES, EVENTS};
+
 use super::emit;
 
 #[derive(Debug, clap::Args)]
@@ -86,45 +89,6 @@ impl Filter {
         true
     }
 }
-
-/// Every kind of record the agent writes.
-const EVENTS: &[&str] = &[
-    "start",
-    "stop",
-    "init",
-    "unlock",
-    "unlock_failed",
-    "lock",
-    "lease_granted",
-    "lease_denied",
-    "lease_ended",
-    "secret_added",
-    "secret_replaced",
-    "secret_removed",
-    "approval_requested",
-    "approval_granted",
-    "approval_denied",
-    "approval_timed_out",
-    "approve_failed",
-    "audit_accepted",
-    "accept_failed",
-    "peer_refused",
-    "policy_error",
-    "anomaly",
-    "log_continued",
-];
-
-/// Every kind of anomaly (`--event canary` or `--event anomaly:canary`).
-const ANOMALIES: &[&str] = &[
-    "canary",
-    "outside_working_hours",
-    "new_executable",
-    "burst",
-    "repeated_denials",
-    "wrong_passphrases",
-    "self_approval",
-    "audit_log_tampered",
-];
 
 /// Refuses an `--event` that names no kind of record, rather than list nothing.
 fn check_event(e: &str) -> Result<()> {
@@ -250,12 +214,15 @@ fn row(v: &Value) -> String {
         Some(kind) => format!("{event}:{kind}"),
         None => event.to_owned(),
     };
+    // Anything in a record may be what a requester supplied (or, in a log edited
+    // behind the agent's back, anything at all): shown escaped.
     format!(
-        "{time}  {:<28} {:<24} {:<14} {:<28} {lease}{decision}\n",
-        fit(&event, 28),
-        fit(&secrets, 24),
-        fit(command, 14),
-        fit(&requester, 28),
+        "{time}  {:<28} {:<24} {:<14} {:<28} {lease}{}\n",
+        fit(&visible(&event), 28),
+        fit(&visible(&secrets), 24),
+        fit(&visible(command), 14),
+        fit(&visible(&requester), 28),
+        visible(&decision),
     )
 }
 

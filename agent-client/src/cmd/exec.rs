@@ -8,6 +8,10 @@ use super::request::{RequestArgs, plan};
 
 pub fn run(args: RequestArgs) -> Result<u8> {
     let plan = plan(args)?;
+    if !plan.leases_anything() {
+        // Nothing to lease (as `op run` with no references): just run it.
+        return exec::run(plan, None);
+    }
     let mut client = connect_or_start()?;
-    exec::run(plan, &mut client)
+    exec::run(plan, Some(&mut client))
 }

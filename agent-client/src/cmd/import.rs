@@ -94,6 +94,14 @@ pub fn run(args: Args) -> Result<u8> {
                 description: Some(format!("imported from {shown}")),
                 replace: args.replace,
                 canary: false,
+                passphrase: None,
+            })
+            .and_then(|w| match w {
+                jitc::Written::Done => Ok(()),
+                jitc::Written::NeedsPassphrase(what) => Err(Error::local(
+                    ErrorCode::Refused,
+                    format!("{what}; replace it with 'jitc add --replace {name}'"),
+                )),
             })
             .inspect_err(|_| {
                 if stored > 0 {

@@ -43,10 +43,57 @@ pub fn run(args: Args) -> Result<u8> {
     } else {
         prompt::ask_new_passphrase()?
     };
+    warn_if_weak(passphrase.expose());
     client.init(passphrase, kdf)?;
     note(&format!(
         "created the vault at {} (unlocked); store a secret with 'jitc add NAME'",
         status.vault
     ));
     Ok(0)
+}
+
+/// Passphrases anyone would try first (a short list: the point is the warning, not a
+/// dictionary attack of our own).
+const COMMON: &[&str] = &[
+    "password",
+    "passw0rd",
+    "password1",
+    "password123",
+    "123456789012",
+    "qwertyuiop",
+    "letmein",
+    "iloveyou",
+    "admin",
+    "welcome",
+    "monkey",
+    "dragon",
+    "football",
+    "baseball",
+    "sunshine",
+    "princess",
+    "trustno1",
+    "changeme",
+    "secret",
+    "master",
+    "qwerty123",
+    "1q2w3e4r5t",
+    "abc123456789",
+    "correcthorse",
+];
+
+/// The least a passphrase should be, to stand up to offline guessing of a stolen vault.
+const MIN_PASSPHRASE: usize = 12;
+
+/// Warns (on stderr; the choice stays the user's) about a short or common passphrase.
+pub fn warn_if_weak(passphrase: &[u8]) {
+    let lower = String::from_utf8_lossy(passphrase).to_lowercase();
+    if COMMON.iter().any(|c| *c == lower) {
+        note(
+            "WARNING: that passphrase is on every list of common passphrases; a stolen vault would open in seconds. Change it with 'jitc passwd'",
+        );
+    } else if passphrase.len() < MIN_PASSPHRASE {
+        note(&format!(
+            "WARNING: a passphrase under {MIN_PASSPHRASE} characters can be guessed offline from a stolen vault; consider a longer one ('jitc passwd')"
+        ));
+    }
 }

@@ -3,6 +3,8 @@
 use jitc::Result;
 use jitc::start::connect_or_start;
 
+use jitc_protocol::display::visible;
+
 use super::{date, emit, print_json, program_name};
 
 #[derive(Debug, clap::Args)]
@@ -31,12 +33,20 @@ pub fn run(args: Args) -> Result<u8> {
             "{:>4}  {:24}  {:20}  {:>7}  {:8}  {:20}  {:20}  {}\n",
             l.id,
             l.scope.secrets.join(","),
-            program_name(&l.scope.command),
+            format!(
+                "{}{}",
+                visible(program_name(&l.scope.command)),
+                if l.scope.warnings.is_empty() {
+                    ""
+                } else {
+                    " (!)"
+                }
+            ),
             l.scope.pid,
-            l.scope.profile.as_deref().unwrap_or("-"),
+            visible(l.scope.profile.as_deref().unwrap_or("-")),
             date(l.started),
             date(l.expires),
-            l.scope.task.as_deref().unwrap_or("")
+            visible(l.scope.task.as_deref().unwrap_or(""))
         ));
     }
     emit(&text)?;

@@ -27,13 +27,17 @@ pub fn run(args: Args) -> Result<u8> {
         .max()
         .unwrap_or(4)
         .max(4);
-    let mut text = format!("{:width$}  {:20}  DESCRIPTION\n", "NAME", "UPDATED");
+    let mut text = format!(
+        "{:width$}  {:20}  {:5}  DESCRIPTION\n",
+        "NAME", "UPDATED", "DECOY"
+    );
     for s in &secrets {
         text.push_str(&format!(
-            "{:width$}  {:20}  {}\n",
+            "{:width$}  {:20}  {:5}  {}\n",
             s.name,
             super::date(s.updated),
-            s.description.as_deref().unwrap_or("")
+            if s.canary { "yes" } else { "" },
+            jitc_protocol::display::visible(s.description.as_deref().unwrap_or(""))
         ));
     }
     super::emit(&text)?;

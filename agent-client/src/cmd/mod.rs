@@ -11,17 +11,22 @@ mod init;
 mod leases;
 mod list;
 mod lock;
+mod passwd;
 mod pending;
 mod policy;
 mod remove;
+mod rename;
 mod request;
 mod revoke;
 mod scan;
 mod status;
+mod stop;
 mod unlock;
 
 use clap::Subcommand;
-use jitc::Result;
+use jitc::{Client, Error, Result, Written};
+use jitc_protocol::SecretBytes;
+use jitc_protocol::display::{MAX_SHOWN_ARGV, command_line, visible};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -37,8 +42,14 @@ pub enum Command {
     Status(status::Args),
     /// Store a secret (value from stdin, or typed without echo)
     Add(add::Args),
-    /// Remove a secret
+    /// Remove a secret (asks for the vault passphrase)
     Rm(remove::Args),
+    /// Rename a secret, keeping its value (asks for the vault passphrase)
+    Mv(rename::Args),
+    /// Change the vault passphrase
+    Passwd(passwd::Args),
+    /// Stop the agent: every lease ends, the vault is locked (as 'ssh-agent -k')
+    Stop,
     /// List secrets: names and metadata, never values
     Ls(list::Args),
     /// Run a command with secrets in its environment, under a lease
@@ -74,6 +85,9 @@ pub fn run(command: Command) -> Result<u8> {
         Command::Status(a) => status::run(a),
         Command::Add(a) => add::run(a),
         Command::Rm(a) => remove::run(a),
+        Command::Mv(a) => rename::run(a),
+        Command::Passwd(a) => passwd::run(a),
+        Command::Stop => stop::run(),
         Command::Ls(a) => list::run(a),
         Command::Exec(a) => exec::run(a),
         Command::Leases(a) => leases::run(a),
@@ -99,22 +113,37 @@ fn program_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-/// A lease's scope for a human, in one line.
-fn scope_text(s: &jitc_protocol::Scope) -> String {
-    format!(
-        "{} with {} (task: {}), asked by {}{}",
-        s.argv.join(" "),
+/// What a waiting request or a lease is, for a human: the program that runs (its
+/// resolved path), its command line quoted and cut, warnings about it, the secrets, the
+/// task and who asked — every string a requester supplied escaped, so none can hide or
+/// forge a line.
+fn scope_text(action: &str, s: &jitc_protocol::Scope) -> String {
+    let mut text = if action == "lease" {
+        format!(
+            "  program:  {}\n  command:  {}\n",
+            visible(&s.command),
+            command_line(&s.argv, MAX_SHOWN_ARGV)
+        )
+    } else {
+        format!("  change:   {}\n", visible(action))
+    };
+    for w in &s.warnings {
+        text.push_str(&format!("  WARNING:  {}\n", visible(w)));
+    }
+    text.push_str(&format!(
+        "  secrets:  {}\n  task:     {}\n  asked by: {}{}\n",
         s.secrets.join(", "),
-        s.task.as_deref().unwrap_or("none given"),
+        s.task.as_deref().map_or("(none given)".into(), visible),
         chain_text(&s.chain),
         s.profile
             .as_deref()
-            .map(|p| format!(" [profile {p}]"))
+            .map(|p| format!(" [profile {}]", visible(p)))
             .unwrap_or_default()
-    )
+    ));
+    text
 }
 
-/// A process chain as `jitc (4242) ← sh (4240) ← codex (4100) …`.
+/// A process chain as `jitc (4242) ← sh (4240) ← codex (4100) …`, names escaped.
 fn chain_text(chain: &[jitc_protocol::ProcessInfo]) -> String {
     let names: Vec<String> = chain
         .iter()
@@ -126,11 +155,50 @@ fn chain_text(chain: &[jitc_protocol::ProcessInfo]) -> String {
                 .or(p.exe.as_ref())
                 .map(|a| program_name(a).to_owned())
                 .unwrap_or_else(|| "?".into());
-            format!("{name} ({})", p.pid)
+            format!("{} ({})", visible(&name), p.pid)
         })
         .collect();
     let more = if chain.len() > 8 { " ← …" } else { "" };
     format!("{}{more}", names.join(" ← "))
+}
+
+/// The vault passphrase from stdin's first line, when `--passphrase-stdin` says so.
+fn passphrase_from_stdin(wanted: bool) -> Result<Option<SecretBytes>> {
+    wanted
+        .then(|| jitc::prompt::read_stdin_line("the passphrase"))
+        .transpose()
+}
+
+/// Runs a write that may need a human: as given (with the passphrase, if one came on
+/// stdin); if the agent asks for the vault passphrase, asks for it at the terminal and
+/// sends the write again.
+fn write_with_passphrase(
+    client: &mut Client,
+    passphrase: Option<SecretBytes>,
+    mut send: impl FnMut(&mut Client, Option<SecretBytes>) -> Result<Written>,
+) -> Result<()> {
+    let from_stdin = passphrase.is_some();
+    let what = match send(client, passphrase)? {
+        Written::Done => return Ok(()),
+        Written::NeedsPassphrase(what) => what,
+    };
+    let refused = || {
+        Error::local(
+            jitc_protocol::ErrorCode::Refused,
+            format!(
+                "{what}; run this at your terminal, or give the passphrase on the first line of stdin with --passphrase-stdin"
+            ),
+        )
+    };
+    // No terminal to ask on (a script, an agent's tool call): say how to give it.
+    if from_stdin || std::fs::File::open("/dev/tty").is_err() {
+        return Err(refused());
+    }
+    let passphrase = jitc::prompt::ask_hidden(&format!("Vault passphrase ({what}): "))?;
+    match send(client, Some(passphrase))? {
+        Written::Done => Ok(()),
+        Written::NeedsPassphrase(_) => Err(refused()),
+    }
 }
 
 /// Writes `text` to stdout. A full disk or closed pipe is an error (74), not a panic.
@@ -140,8 +208,8 @@ fn emit(text: &str) -> Result<()> {
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
         .map_err(|e| match e.kind() {
-            std::io::ErrorKind::BrokenPipe => jitc::Error::OutputClosed,
-            _ => jitc::Error::local(
+            std::io::ErrorKind::BrokenPipe => Error::OutputClosed,
+            _ => Error::local(
                 jitc_protocol::ErrorCode::IoErr,
                 format!("cannot write the output ({e})"),
             ),
@@ -151,6 +219,6 @@ fn emit(text: &str) -> Result<()> {
 /// Prints a JSON value on stdout.
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value)
-        .map_err(|e| jitc::Error::failure(format!("cannot format JSON ({e})")))?;
+        .map_err(|e| Error::failure(format!("cannot format JSON ({e})")))?;
     emit(&format!("{text}\n"))
 }

@@ -25,12 +25,12 @@ pub fn run(args: Args) -> Result<u8> {
     let mut text = String::new();
     for p in &pending {
         text.push_str(&format!(
-            "request {}  (denied in {}s unless approved: jitc approve {} / jitc deny {})\n  {}\n",
+            "request {}  (denied in {}s unless approved: jitc approve {} / jitc deny {})\n{}",
             p.id,
             p.expires_in_secs,
             p.id,
             p.id,
-            scope_text(&p.scope)
+            scope_text(&p.action, &p.scope)
         ));
     }
     emit(&text)?;

@@ -35,13 +35,9 @@ pub struct RequestArgs {
     /// Do not mask leased values in the command's output
     #[arg(long)]
     no_masking: bool,
-    /// The command and its arguments
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "CMD"
-    )]
+    /// The command and its arguments (after '--'; a mistyped option before it is an
+    /// error, never the command)
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     command: Vec<OsString>,
 }
 
@@ -72,7 +68,22 @@ pub fn plan(args: RequestArgs) -> Result<Plan> {
     }
     let mut plain = Vec::new();
     if let Some(file) = &args.env_file {
-        for (key, entry) in inject::read_env_file(file)? {
+        let entries = inject::read_env_file(file)?;
+        // A repository's .env is not the user's to trust: nothing in it may make the
+        // command load code.
+        if let Some((hook, _)) = entries
+            .iter()
+            .find(|(k, _)| jitc_protocol::names::is_hook_var(k))
+        {
+            let line = inject::line_of_key(file, hook)
+                .map(|n| format!(" (line {n})"))
+                .unwrap_or_default();
+            return Err(Error::bad_input(format!(
+                "{}{line} sets {hook}, which makes programs run code they did not ask for; jitc takes no loader or interpreter hook from an env file (set it in your own environment if you mean it)",
+                file.display()
+            )));
+        }
+        for (key, entry) in entries {
             match entry {
                 EnvEntry::Secret(secret) => bindings.push(Binding { var: key, secret }),
                 EnvEntry::Plain(value) => plain.push((key, value)),

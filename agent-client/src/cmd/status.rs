@@ -2,6 +2,7 @@
 
 use jitc::Result;
 use jitc::start::connect_or_start;
+use jitc_protocol::display::visible;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -41,14 +42,17 @@ pub fn run(args: Args) -> Result<u8> {
         )
     };
     let policy = match (&s.policy.error, s.policy.exists) {
-        (Some(e), _) => format!("BROKEN, every lease is refused: {e}"),
-        (None, true) => s.policy.path.clone(),
-        (None, false) => format!("{} (absent: defaults apply)", s.policy.path),
+        (Some(e), _) => format!("BROKEN, every lease is refused: {}", visible(e)),
+        (None, true) => visible(&s.policy.path).into_owned(),
+        (None, false) => format!("{} (absent: the defaults apply)", visible(&s.policy.path)),
     };
     let mut text = format!(
         "agent    running (pid {}, jitc-agentd {})\nsocket   {}\nvault    {}\nstate    {state}\nleases   {} active, {} waiting for approval\npolicy   {policy}\n",
         s.pid, s.agent_version, s.socket, s.vault, s.leases, s.pending
     );
+    if let Some(e) = &s.policy.approver_error {
+        text.push_str(&format!("approver FAILING: {}\n", visible(e)));
+    }
     if let Some(t) = &s.audit.tampered {
         text.push_str(&format!(
             "audit    DOES NOT VERIFY (found at unlock): {t}; see 'jitc audit verify'\n"
@@ -56,7 +60,11 @@ pub fn run(args: Args) -> Result<u8> {
     }
     text.push_str(&match &s.audit.error {
         Some(e) => format!("audit    FAILING, every lease is refused: {e}\n"),
-        None => format!("audit    {} ({} records)\n", s.audit.path, s.audit.last_seq),
+        None => format!(
+            "audit    {} ({})\n",
+            visible(&s.audit.path),
+            plural(s.audit.last_seq, "record")
+        ),
     });
     if !s.locked {
         let mem = if s.memory_locked {
@@ -68,8 +76,8 @@ pub fn run(args: Args) -> Result<u8> {
     }
     if s.unlock_failures > 0 {
         text.push_str(&format!(
-            "failures {} wrong passphrase(s) since the last unlock\n",
-            s.unlock_failures
+            "failures {} since the last unlock\n",
+            plural(u64::from(s.unlock_failures), "wrong passphrase")
         ));
     }
     super::emit(&text)?;

@@ -36,15 +36,28 @@ fn line_number(text: &str, line: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
+/// The 1-based line where `key` is assigned in the dotenv file at `path`.
+pub fn line_of_key(path: &Path, key: &str) -> Option<usize> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            let l = l.strip_prefix("export ").unwrap_or(l).trim_start();
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
+}
+
 /// Parses a dotenv file. A malformed line is bad input (65), reported by line number
-/// only: the line itself may hold a secret.
+/// only: the line itself may hold a secret. A file that cannot be read is bad input
+/// too, naming the path.
 pub fn read_env_file(path: &Path) -> Result<Vec<(String, EnvEntry)>> {
     let shown = path.display();
     let text = std::fs::read_to_string(path).map_err(|e| {
-        Error::local(
-            jitc_protocol::ErrorCode::IoErr,
-            format!("cannot read the env file {shown} ({e})"),
-        )
+        Error::bad_input(format!(
+            "cannot read the env file {shown} ({e}); check the path given to --env-file"
+        ))
     })?;
     let iter = dotenvy::from_read_iter(text.as_bytes());
     let mut out = Vec::new();
@@ -52,7 +65,12 @@ pub fn read_env_file(path: &Path) -> Result<Vec<(String, EnvEntry)>> {
         match item {
             Ok((key, value)) => {
                 let entry = if refs::is_ref(&value) {
-                    EnvEntry::Secret(refs::parse_ref(&value)?)
+                    EnvEntry::Secret(refs::parse_ref(&value).map_err(|e| {
+                        let at = line_of_key(path, &key)
+                            .map(|n| format!(" line {n}"))
+                            .unwrap_or_default();
+                        Error::bad_input(format!("{shown}{at}: {e}"))
+                    })?)
                 } else {
                     EnvEntry::Plain(value)
                 };
@@ -139,6 +157,8 @@ pub struct Mount {
     path: PathBuf,
     stop: Arc<AtomicBool>,
     server: Option<JoinHandle<()>>,
+    /// Listens (and accepts nobody) while the mount is served: see `stale_fifo`.
+    _beacon: std::os::unix::net::UnixListener,
 }
 
 impl std::fmt::Debug for Mount {
@@ -148,17 +168,46 @@ impl std::fmt::Debug for Mount {
 }
 
 impl Mount {
-    /// Creates the FIFO (0600). Refuses a path that exists: jitc replaces nothing.
+    /// Creates the FIFO (0600). Refuses a path that exists — except a FIFO of ours
+    /// that nobody reads, which a killed `jitc` left behind.
     pub fn create(path: &Path, content: Zeroizing<Vec<u8>>) -> Result<Mount> {
-        if std::fs::symlink_metadata(path).is_ok() {
-            return Err(Error::bad_input(format!(
-                "--mount {}: something is there already; choose a path that does not exist",
-                path.display()
-            )));
+        if let Ok(m) = std::fs::symlink_metadata(path) {
+            if !stale_fifo(&m) {
+                return Err(Error::bad_input(format!(
+                    "--mount {}: something is there already; choose a path that does not exist",
+                    path.display()
+                )));
+            }
+            std::fs::remove_file(path).map_err(|e| {
+                Error::bad_input(format!(
+                    "--mount {}: cannot replace the FIFO left there ({e})",
+                    path.display()
+                ))
+            })?;
         }
         nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(
-            |e| Error::failure(format!("cannot create the FIFO {} ({e})", path.display())),
+            |e| {
+                Error::bad_input(format!(
+                    "--mount {}: cannot create a FIFO there ({}); choose a path in a directory you can write",
+                    path.display(),
+                    e.desc()
+                ))
+            },
         )?;
+        // Says this FIFO is served, for as long as this process lives.
+        let beacon = std::fs::symlink_metadata(path)
+            .and_then(|m| beacon_addr(&m))
+            .and_then(|a| std::os::unix::net::UnixListener::bind_addr(&a));
+        let beacon = match beacon {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = std::fs::remove_file(path);
+                return Err(Error::failure(format!(
+                    "cannot set up the FIFO {} ({e})",
+                    path.display()
+                )));
+            }
+        };
         // Tells when a reader closes the FIFO (IN_CLOSE_NOWRITE): only then may it be
         // opened for the next one, or a reader still draining would get the text twice.
         let closes = Inotify::init(InitFlags::IN_CLOEXEC).and_then(|i| {
@@ -196,7 +245,37 @@ impl Mount {
             path: path.to_owned(),
             stop,
             server: Some(server),
+            _beacon: beacon,
         })
+    }
+}
+
+/// The abstract socket a live mount listens on, named after its FIFO's identity: a
+/// `jitc` that is killed takes it along, so it tells a FIFO still served from one left
+/// behind.
+fn beacon_name(m: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!("jitc-mount:{}:{}", m.dev(), m.ino())
+}
+
+fn beacon_addr(m: &std::fs::Metadata) -> std::io::Result<std::os::unix::net::SocketAddr> {
+    use std::os::linux::net::SocketAddrExt;
+    std::os::unix::net::SocketAddr::from_abstract_name(beacon_name(m).as_bytes())
+}
+
+/// Whether `path` is a FIFO of ours that no `jitc` serves any more: the leftover of one
+/// that was killed before it could remove it (nobody listens on its beacon).
+fn stale_fifo(m: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if !m.file_type().is_fifo() || m.uid() != nix::unistd::geteuid().as_raw() {
+        return false;
+    }
+    match beacon_addr(m) {
+        Ok(addr) => matches!(
+            std::os::unix::net::UnixStream::connect_addr(&addr),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+        ),
+        Err(_) => false,
     }
 }
 
@@ -310,8 +389,16 @@ mod tests {
         let m = Mount::create(&p, Zeroizing::new(b"A=\"1\"\n".to_vec())).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"A=\"1\"\n");
         assert_eq!(std::fs::read(&p).unwrap(), b"A=\"1\"\n");
-        assert!(Mount::create(&p, Zeroizing::new(Vec::new())).is_err());
+        assert!(
+            Mount::create(&p, Zeroizing::new(Vec::new())).is_err(),
+            "a live mount is not replaced"
+        );
         drop(m);
         assert!(!p.exists());
+        // One left by a jitc that was killed: replaced.
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let again = Mount::create(&p, Zeroizing::new(b"B=\"2\"\n".to_vec())).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"B=\"2\"\n");
+        drop(again);
     }
 }

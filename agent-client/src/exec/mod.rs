@@ -43,6 +43,11 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Whether anything is to be leased (without secrets, the command just runs).
+    pub fn leases_anything(&self) -> bool {
+        !self.bindings.is_empty() || !self.files.is_empty()
+    }
+
     pub fn lease_request(&self) -> LeaseRequest {
         let mut secrets: Vec<String> = Vec::new();
         for b in self.bindings.iter().chain(&self.files) {
@@ -110,23 +115,14 @@ fn lease(
         }
         match client.lease_reply()? {
             LeaseReply::Granted(g) => return Ok(Ok(g)),
-            LeaseReply::Waiting(w) => crate::error::note(&match w.approver {
-                Some(a) => format!(
-                    "waiting for approval from {a} — or run 'jitc approve {}' in your terminal",
-                    w.id
-                ),
-                None => format!(
-                    "waiting for approval — run 'jitc approve {}' in your terminal",
-                    w.id
-                ),
-            }),
+            LeaseReply::Waiting(w) => crate::error::note(&crate::client::waiting_note(&w)),
         }
     }
 }
 
-/// Runs the plan under a lease from `client`; returns the exit code for `jitc` (the
-/// child's, or 128+N if it died of signal N).
-pub fn run(plan: Plan, client: &mut Client) -> Result<u8> {
+/// Runs the plan under a lease from `client` (or, with nothing to lease, without one);
+/// returns the exit code for `jitc` (the child's, or 128+N if it died of signal N).
+pub fn run(plan: Plan, mut client: Option<&mut Client>) -> Result<u8> {
     // Block the signals we handle before the child exists, so none is missed; the child
     // gets an empty mask (see spawn).
     let handled = spawn::handled_signals();
@@ -136,15 +132,23 @@ pub fn run(plan: Plan, client: &mut Client) -> Result<u8> {
     let signals = SignalFd::with_flags(&handled, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| Error::failure(format!("cannot set up signal handling ({e})")))?;
 
-    let grant = match lease(&plan, client, &signals)? {
-        Ok(g) => g,
-        Err(code) => return Ok(code),
+    let grant = match client.as_deref_mut() {
+        Some(c) => {
+            // Nothing that holds a value may be dumped or read by a same-user process.
+            spawn::harden()?;
+            match lease(&plan, c, &signals)? {
+                Ok(g) => Some(g),
+                Err(code) => return Ok(code),
+            }
+        }
+        None => None,
     };
-    let lease_id = grant.lease;
+    let lease_id = grant.as_ref().map(|g| g.lease);
+    let strict_env = grant.as_ref().is_some_and(|g| g.strict_env);
 
-    let masker = match plan.masking {
+    let masker = match (&grant, plan.masking) {
         // Masking that cannot be set up stops the command (fail closed).
-        true => Some(
+        (Some(grant), true) => Some(
             Masker::new(
                 grant
                     .values
@@ -157,7 +161,7 @@ pub fn run(plan: Plan, client: &mut Client) -> Result<u8> {
                 ))
             })?,
         ),
-        false => None,
+        _ => None,
     };
     // The environment, in-memory files and FIFO, built while the values are at hand.
     let overridden: Vec<&str> = plan
@@ -167,29 +171,34 @@ pub fn run(plan: Plan, client: &mut Client) -> Result<u8> {
         .map(|b| b.var.as_str())
         .chain(plan.plain.iter().map(|(k, _)| k.as_str()))
         .collect();
-    let mut env = ChildEnv::inherit(&overridden);
+    // A command the policy pins runs without the loader and interpreter hooks of
+    // whoever asked for it.
+    let mut env = ChildEnv::inherit(|k| {
+        overridden.iter().any(|o| k == o.as_bytes())
+            || (strict_env && std::str::from_utf8(k).is_ok_and(jitc_protocol::names::is_hook_var))
+    });
     for (k, v) in &plan.plain {
         env.set_plain(k, v);
     }
-    for b in &plan.bindings {
-        env.set(&b.var, &b.secret, value(&grant, &b.secret)?)?;
-    }
     let mut memfds = Vec::with_capacity(plan.files.len());
-    for b in &plan.files {
-        let fd = inject::memfd(&b.var, value(&grant, &b.secret)?)?;
-        env.set_plain(&b.var, &inject::fd_path(&fd));
-        memfds.push(fd);
-    }
-    let _mount = match &plan.mount {
-        Some(path) => {
+    let mut _mount = None;
+    if let Some(grant) = &grant {
+        for b in &plan.bindings {
+            env.set(&b.var, &b.secret, value(grant, &b.secret)?)?;
+        }
+        for b in &plan.files {
+            let fd = inject::memfd(&b.var, value(grant, &b.secret)?)?;
+            env.set_plain(&b.var, &inject::fd_path(&fd));
+            memfds.push(fd);
+        }
+        if let Some(path) = &plan.mount {
             let mut entries: Vec<(&str, &[u8])> = Vec::new();
             for b in plan.bindings.iter().chain(&plan.files) {
-                entries.push((b.var.as_str(), value(&grant, &b.secret)?));
+                entries.push((b.var.as_str(), value(grant, &b.secret)?));
             }
-            Some(inject::Mount::create(path, inject::dotenv_text(&entries))?)
+            _mount = Some(inject::Mount::create(path, inject::dotenv_text(&entries))?);
         }
-        None => None,
-    };
+    }
 
     // Where the command's output goes: straight to ours without masking; through the
     // masker on a pty when we are on a terminal; through pipes otherwise.
@@ -243,11 +252,16 @@ pub fn run(plan: Plan, client: &mut Client) -> Result<u8> {
     drop(memfds);
     drop(env);
     drop(grant);
+    // The agent learns which processes are the command's, to stop them itself if we
+    // cannot (killed, frozen) when the lease ends.
+    if let (Some(c), Some(id)) = (client.as_deref_mut(), lease_id) {
+        let _ = c.send(&jitc_protocol::Request::Guard { lease: id });
+    }
 
     let outcome = supervise::Supervisor {
         child,
         signals: &signals,
-        client,
+        client: client.as_deref_mut(),
         outputs,
         pty: pty
             .as_ref()
@@ -257,9 +271,11 @@ pub fn run(plan: Plan, client: &mut Client) -> Result<u8> {
     .run();
     drop(raw);
     let outcome = outcome?;
-    if outcome.lease_held {
+    if outcome.lease_held
+        && let (Some(c), Some(id)) = (client, lease_id)
+    {
         // Best effort: closing the connection releases it too.
-        let _ = client.release(lease_id);
+        let _ = c.release(id);
     }
     Ok(outcome.code)
 }

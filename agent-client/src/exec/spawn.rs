@@ -1,16 +1,17 @@
-//! Starting the child with `posix_spawn`, so that the environment holding the values is
-//! built in buffers we own and wipe, not in `std::process::Command`'s.
+//! Starting the child: `fork` and `execve` from an environment built in buffers we own
+//! and wipe (not `std::process::Command`'s), with what `posix_spawn` cannot do done in
+//! between: the child dies with jitc (`PR_SET_PDEATHSIG`), and it leads a process group
+//! of its own — a session of its own where there is no terminal to keep — so that
+//! ending the lease can stop everything the command started, not just its first process.
+#![allow(unsafe_code)]
 
-use std::ffi::CString;
-use std::os::fd::RawFd;
+use std::ffi::{CString, c_char};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use nix::fcntl::OFlag;
-use nix::sys::stat::Mode;
-
-use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags, posix_spawn};
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::unistd::Pid;
 use zeroize::Zeroizing;
 
@@ -30,11 +31,11 @@ impl std::fmt::Debug for ChildEnv {
 }
 
 impl ChildEnv {
-    /// Starts from this process's environment, without the variables in `overridden`.
-    pub fn inherit(overridden: &[&str]) -> ChildEnv {
+    /// Starts from this process's environment, without the variables `drop` names.
+    pub fn inherit(drop: impl Fn(&[u8]) -> bool) -> ChildEnv {
         let mut entries = Zeroizing::new(Vec::new());
         for (k, v) in std::env::vars_os() {
-            if overridden.iter().any(|o| k.as_bytes() == o.as_bytes()) {
+            if drop(k.as_bytes()) {
                 continue;
             }
             let mut kv = Vec::with_capacity(k.len() + v.len() + 1);
@@ -85,6 +86,7 @@ pub fn handled_signals() -> SigSet {
         Signal::SIGQUIT,
         Signal::SIGWINCH,
         Signal::SIGCHLD,
+        Signal::SIGCONT,
     ] {
         set.add(s);
     }
@@ -106,7 +108,122 @@ pub struct ChildIo {
     pub stderr: Option<RawFd>,
 }
 
-pub fn spawn(program: &Program, env: &ChildEnv, io: &ChildIo) -> Result<Pid> {
+/// How the command's process group stands to a terminal.
+#[derive(Debug)]
+pub enum Job {
+    /// It leads a session of its own: there was no terminal to keep, or it has a pty of
+    /// its own.
+    Session,
+    /// It leads a process group in our session, which has `tty` as its controlling
+    /// terminal; `foreground` while it holds the terminal.
+    Group { tty: OwnedFd, foreground: bool },
+}
+
+/// The command, started: its pid is also its process group's id.
+#[derive(Debug)]
+pub struct Child {
+    pub pid: Pid,
+    pub job: Job,
+}
+
+/// Everything the forked child needs, prepared before the fork: after it, only
+/// async-signal-safe calls may be made (the parent may have other threads).
+struct Exec<'a> {
+    path: CString,
+    argv: Vec<*const c_char>,
+    envp: Vec<*const c_char>,
+    /// For a script without a `#!` line: `/bin/sh PATH ARGS…`, as `execvp` does.
+    sh_argv: Vec<*const c_char>,
+    tty: Option<CString>,
+    io: &'a ChildIo,
+    /// The terminal to make the command's group the foreground of.
+    foreground: Option<RawFd>,
+    own_session: bool,
+    parent: libc::pid_t,
+    core: Option<libc::rlimit>,
+    report: RawFd,
+}
+
+fn null_terminated(strings: &[CString]) -> Vec<*const c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+/// The soft core-size limit jitc had before `harden` set it to 0; the child gets it
+/// back.
+static CORE_LIMIT: std::sync::OnceLock<libc::rlimit> = std::sync::OnceLock::new();
+
+/// Makes this process unfit to leak the values it is about to receive: not dumpable (no
+/// core file; no ptrace or `/proc/PID/mem` for other processes of the user) and no core
+/// size. The command regains dumpability at `execve` as usual, and its core limit is
+/// put back before it runs.
+pub fn harden() -> Result<()> {
+    nix::sys::prctl::set_dumpable(false).map_err(|e| {
+        Error::failure(format!(
+            "cannot make jitc non-dumpable ({e}); nothing was leased"
+        ))
+    })?;
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `struct rlimit` into a live, aligned value.
+    if unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut old) } == 0 {
+        let _ = CORE_LIMIT.set(old);
+    }
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: setrlimit reads one `struct rlimit` from a live value.
+    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } != 0 {
+        return Err(Error::failure(format!(
+            "cannot turn off core dumps for jitc ({}); nothing was leased",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// Our controlling terminal, if we have one.
+fn controlling_terminal() -> Option<OwnedFd> {
+    let fd = nix::fcntl::open(
+        "/dev/tty",
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()?;
+    Some(fd)
+}
+
+/// Whether our process group holds the terminal `tty`.
+fn in_foreground(tty: &OwnedFd) -> bool {
+    // SAFETY: tcgetpgrp only reads a descriptor we own.
+    let fg = unsafe { libc::tcgetpgrp(tty.as_raw_fd()) };
+    fg > 0 && fg == nix::unistd::getpgrp().as_raw()
+}
+
+/// Hands the terminal to process group `pgid`, from a process that may be in the
+/// background (SIGTTOU held off meanwhile).
+pub fn give_terminal(tty: &OwnedFd, pgid: Pid) {
+    let mut ttou = SigSet::empty();
+    ttou.add(Signal::SIGTTOU);
+    let mut old = SigSet::empty();
+    let blocked =
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&ttou), Some(&mut old));
+    // SAFETY: tcsetpgrp only acts on a descriptor we own.
+    unsafe {
+        libc::tcsetpgrp(tty.as_raw_fd(), pgid.as_raw());
+    }
+    if blocked.is_ok() {
+        let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    }
+}
+
+pub fn spawn(program: &Program, env: &ChildEnv, io: &ChildIo) -> Result<Child> {
     let cannot = |e: nix::Error| {
         Error::failure(format!(
             "cannot run {} ({}); check the command",
@@ -120,53 +237,191 @@ pub fn spawn(program: &Program, env: &ChildEnv, io: &ChildIo) -> Result<Pid> {
         .map(|a| CString::new(a.as_bytes()))
         .collect::<std::result::Result<_, _>>()
         .map_err(|_| Error::bad_input("an argument contains a NUL byte"))?;
-    let mut attr = PosixSpawnAttr::init().map_err(cannot)?;
-    let mut defaults = handled_signals();
-    // Rust ignores SIGPIPE in its own processes; the child must not inherit that.
-    defaults.add(Signal::SIGPIPE);
-    attr.set_sigdefault(&defaults).map_err(cannot)?;
-    attr.set_sigmask(&SigSet::empty()).map_err(cannot)?;
-    let mut flags =
-        PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF | PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK;
-    let mut actions = PosixSpawnFileActions::init().map_err(cannot)?;
-    if let Some(tty) = &io.tty {
-        // A new session, then opening the slave makes it the controlling terminal.
-        flags |= PosixSpawnFlags::from_bits_retain(libc::c_int::from(libc::POSIX_SPAWN_SETSID));
-        actions
-            .add_open(1, tty.as_path(), OFlag::O_RDWR, Mode::empty())
-            .map_err(cannot)?;
-        if io.tty_stdin {
-            actions.add_dup2(1, 0).map_err(cannot)?;
+    let path = CString::new(program.path.as_os_str().as_bytes())
+        .map_err(|_| Error::bad_input("the command path contains a NUL byte"))?;
+    let mut sh: Vec<CString> = vec![c"/bin/sh".to_owned(), path.clone()];
+    sh.extend(argv.iter().skip(1).cloned());
+    let tty = io
+        .tty
+        .as_ref()
+        .map(|t| CString::new(t.as_os_str().as_bytes()))
+        .transpose()
+        .map_err(|_| Error::bad_input("the terminal path contains a NUL byte"))?;
+    // A command on a pty of its own leads its session there. Otherwise it keeps our
+    // terminal if we have one (programs that ask for a password open /dev/tty), in a
+    // process group of its own, in the foreground if we are.
+    let (job, foreground) = match (&tty, controlling_terminal()) {
+        (None, Some(t)) => {
+            let fg = in_foreground(&t);
+            let raw = t.as_raw_fd();
+            (
+                Job::Group {
+                    tty: t,
+                    foreground: fg,
+                },
+                fg.then_some(raw),
+            )
         }
-        if io.tty_stderr {
-            actions.add_dup2(1, 2).map_err(cannot)?;
+        _ => (Job::Session, None),
+    };
+    let (report_r, report_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(cannot)?;
+    let exec = Exec {
+        argv: null_terminated(&argv),
+        envp: null_terminated(&env.entries),
+        sh_argv: null_terminated(&sh),
+        path,
+        tty,
+        io,
+        foreground,
+        own_session: matches!(job, Job::Session),
+        parent: nix::unistd::getpid().as_raw(),
+        core: CORE_LIMIT.get().copied(),
+        report: report_w.as_raw_fd(),
+    };
+    // SAFETY: the child runs only `exec_child`, which makes async-signal-safe system
+    // calls on data prepared above and never returns (it execs or `_exit`s).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(cannot(nix::Error::last()));
+    }
+    if pid == 0 {
+        // SAFETY: see above; this is the child.
+        unsafe { exec_child(&exec) }
+    }
+    drop(report_w);
+    let pid = Pid::from_raw(pid);
+    // A group of its own, done on both sides so that neither depends on which runs
+    // first (as shells do; it fails harmlessly once the child has exec'd). Not for a
+    // session leader to be: a group leader cannot make a session.
+    if let Job::Group { tty, foreground } = &job {
+        let _ = nix::unistd::setpgid(pid, pid);
+        if *foreground {
+            give_terminal(tty, pid);
         }
-    } else if let Some(out) = io.stdout {
-        actions.add_dup2(out, 1).map_err(cannot)?;
     }
-    if !(io.tty.is_some() && io.tty_stderr)
-        && let Some(err) = io.stderr
-    {
-        actions.add_dup2(err, 2).map_err(cannot)?;
+    // The child reports a failed exec (errno, 4 bytes); the pipe closes at a good one.
+    let mut errno = [0u8; 4];
+    let mut got = 0;
+    let mut report = std::fs::File::from(report_r);
+    while got < 4 {
+        match std::io::Read::read(&mut report, &mut errno[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
     }
-    attr.set_flags(flags).map_err(cannot)?;
-    match posix_spawn(
-        program.path.as_os_str(),
-        &actions,
-        &attr,
-        &argv,
-        &env.entries,
-    ) {
-        // A script without a `#!` line: run it with sh, as execvp does.
-        Err(nix::errno::Errno::ENOEXEC) => {
-            let mut sh_argv = vec![c"/bin/sh".to_owned()];
-            sh_argv.push(
-                CString::new(program.path.as_os_str().as_bytes())
-                    .map_err(|_| Error::bad_input("the command path contains a NUL byte"))?,
+    if got == 4 {
+        let _ = nix::sys::wait::waitpid(pid, None);
+        if let Job::Group {
+            tty,
+            foreground: true,
+        } = &job
+        {
+            give_terminal(tty, nix::unistd::getpgrp());
+        }
+        return Err(cannot(nix::Error::from_raw(i32::from_ne_bytes(errno))));
+    }
+    Ok(Child { pid, job })
+}
+
+/// The child's side of `spawn`: set up and exec, or report why not and exit.
+///
+/// # Safety
+/// Call only in the child of a `fork`, with `exec`'s pointers alive. Everything here is
+/// an async-signal-safe system call.
+unsafe fn exec_child(exec: &Exec<'_>) -> ! {
+    // SAFETY: raw system calls on descriptors and C strings prepared by the parent
+    // before the fork (all alive: the parent's memory is ours, copied); nothing here
+    // allocates, locks or unwinds.
+    unsafe {
+        let fail = |errno: i32| -> ! {
+            let bytes = errno.to_ne_bytes();
+            libc::write(exec.report, bytes.as_ptr().cast(), bytes.len());
+            libc::_exit(127)
+        };
+        let errno = || *libc::__errno_location();
+        // Dies with jitc, even by SIGKILL; if jitc is gone already, do not start.
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        if libc::getppid() != exec.parent {
+            libc::_exit(127);
+        }
+        // Taking the terminal from the background would stop us with SIGTTOU.
+        let mut ttou: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut ttou);
+        libc::sigaddset(&mut ttou, libc::SIGTTOU);
+        libc::sigprocmask(libc::SIG_BLOCK, &ttou, std::ptr::null_mut());
+        if exec.own_session {
+            libc::setsid();
+        } else {
+            libc::setpgid(0, 0);
+            if let Some(tty) = exec.foreground {
+                libc::tcsetpgrp(tty, libc::getpid());
+            }
+        }
+        if let Some(tty) = &exec.tty {
+            // A session leader without a terminal acquires the first one it opens.
+            let fd = libc::open(tty.as_ptr(), libc::O_RDWR);
+            if fd < 0 {
+                fail(errno());
+            }
+            if fd != 1 && libc::dup2(fd, 1) < 0 {
+                fail(errno());
+            }
+            if exec.io.tty_stdin && libc::dup2(1, 0) < 0 {
+                fail(errno());
+            }
+            if exec.io.tty_stderr && libc::dup2(1, 2) < 0 {
+                fail(errno());
+            }
+            if fd > 2 {
+                libc::close(fd);
+            }
+        } else if let Some(out) = exec.io.stdout
+            && libc::dup2(out, 1) < 0
+        {
+            fail(errno());
+        }
+        if !(exec.tty.is_some() && exec.io.tty_stderr)
+            && let Some(err) = exec.io.stderr
+            && libc::dup2(err, 2) < 0
+        {
+            fail(errno());
+        }
+        if let Some(core) = &exec.core {
+            libc::setrlimit(libc::RLIMIT_CORE, core);
+        }
+        // Default dispositions for what jitc handles, and SIGPIPE (Rust ignores it).
+        for sig in [
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGQUIT,
+            libc::SIGWINCH,
+            libc::SIGCHLD,
+            libc::SIGCONT,
+            libc::SIGPIPE,
+            libc::SIGTTOU,
+        ] {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::execve(exec.path.as_ptr(), exec.argv.as_ptr(), exec.envp.as_ptr());
+        if errno() == libc::ENOEXEC {
+            libc::execve(
+                c"/bin/sh".as_ptr(),
+                exec.sh_argv.as_ptr(),
+                exec.envp.as_ptr(),
             );
-            sh_argv.extend(argv.into_iter().skip(1));
-            posix_spawn(c"/bin/sh", &actions, &attr, &sh_argv, &env.entries).map_err(cannot)
         }
-        r => r.map_err(cannot),
+        fail(errno())
     }
 }

@@ -1,21 +1,25 @@
 //! Watching the command while the lease lasts: pump its output through the masker,
 //! forward signals (and keystrokes and window sizes, on the terminal path), reap it,
-//! and stop it when the agent ends the lease (SIGTERM, then SIGKILL 5 s later).
+//! and stop it when the agent ends the lease (SIGTERM, then SIGKILL 5 s later) — the
+//! whole of it: the command leads a process group, and the group is signalled.
+#![allow(unsafe_code)]
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use jitc_protocol::Response;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::output::{CHUNK, Keys, Pump};
+use super::spawn::{self, Child, Job};
 use super::terminal;
 use crate::client::Client;
 use crate::error::{Error, Result};
+use zeroize::Zeroizing;
 
 /// Grace between SIGTERM and SIGKILL when a lease ends under a running command.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -24,8 +28,8 @@ pub const KILL_GRACE: Duration = Duration::from_secs(5);
 /// taken until the streams end or stay quiet this long.
 const DRAIN_QUIET: Duration = Duration::from_millis(50);
 
-/// `si_code` of a signal the kernel sent itself, e.g. Ctrl-C on the terminal: the
-/// child, in our process group, got its own copy, so forwarding would double it.
+/// `si_code` of a signal the kernel sent itself, e.g. Ctrl-C on the terminal: a child
+/// that holds the terminal got its own copy, so forwarding would double it.
 const SI_KERNEL: i32 = 0x80;
 
 /// Signals that end `jitc exec` while it is still waiting for the agent.
@@ -71,15 +75,20 @@ pub fn wait_for_reply(client: &Client, signals: &SignalFd) -> Result<Option<u8>>
     }
 }
 
-/// Whether `child` is in our process group, and so gets the terminal's signals itself.
-fn shares_our_group(child: Pid) -> bool {
-    nix::unistd::getpgid(Some(child)).is_ok_and(|g| g == nix::unistd::getpgrp())
+/// The state of the command's process.
+enum State {
+    Running,
+    /// Stopped by a signal (Ctrl-Z, or reading the terminal from the background).
+    Stopped,
+    /// Ended, with its status as an exit code (128+N for signal N).
+    Exited(u8),
 }
 
 pub struct Supervisor<'a, 'm> {
-    pub child: Pid,
+    pub child: Child,
     pub signals: &'a SignalFd,
-    pub client: &'a mut Client,
+    /// The lease's connection (`None`: nothing is leased).
+    pub client: Option<&'a mut Client>,
     /// The command's output streams.
     pub outputs: Vec<Pump<'m>>,
     /// On the terminal path: the pty master, for keystrokes and window sizes.
@@ -100,17 +109,20 @@ fn ready(f: &PollFd) -> bool {
 
 impl Supervisor<'_, '_> {
     pub fn run(mut self) -> Result<Outcome> {
-        let mut lease_held = true;
+        let mut lease_held = self.client.is_some();
         let mut kill_at: Option<Instant> = None;
         let mut exited: Option<u8> = None;
         let mut keys = self.pty.map(|_| Keys::new());
-        let mut buf = vec![0u8; CHUNK];
-        for (_, reason) in self.client.take_ended() {
-            self.stop_child(&reason, &mut kill_at);
-            lease_held = false;
+        // What the command printed passes through here: wiped when done.
+        let mut buf = Zeroizing::new(vec![0u8; CHUNK]);
+        if let Some(client) = self.client.as_deref_mut() {
+            for (_, reason) in client.take_ended() {
+                lease_held = false;
+                stop_group(self.child.pid, &reason, &mut kill_at);
+            }
         }
-        loop {
-            let buffered = lease_held && self.client.has_buffered();
+        let result = loop {
+            let buffered = lease_held && self.client.as_ref().is_some_and(|c| c.has_buffered());
             let timeout = if buffered {
                 // A message already read ahead is not announced by the socket again.
                 PollTimeout::ZERO
@@ -128,14 +140,17 @@ impl Supervisor<'_, '_> {
             // Slots: 0 signals, 1 agent, then each open output, then stdin and the pty
             // (for keystrokes).
             let mut fds = vec![PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
-            fds.push(PollFd::new(
-                self.client.as_fd(),
-                if lease_held {
-                    PollFlags::POLLIN
-                } else {
-                    PollFlags::empty()
-                },
-            ));
+            let agent_at = fds.len();
+            if let Some(c) = self.client.as_deref() {
+                fds.push(PollFd::new(
+                    c.as_fd(),
+                    if lease_held {
+                        PollFlags::POLLIN
+                    } else {
+                        PollFlags::empty()
+                    },
+                ));
+            }
             let outputs_at = fds.len();
             for o in &self.outputs {
                 if let Some(src) = o.source() {
@@ -162,11 +177,15 @@ impl Supervisor<'_, '_> {
                 Ok(n) => n,
                 Err(nix::errno::Errno::EINTR) => 1,
                 Err(e) => {
-                    return Err(Error::failure(format!("cannot wait for the command ({e})")));
+                    break Err(Error::failure(format!("cannot wait for the command ({e})")));
                 }
             };
             let sig_ready = ready(&fds[0]);
-            let agent_ready = buffered || (lease_held && ready(&fds[1]));
+            let agent_ready = buffered
+                || (lease_held
+                    && fds
+                        .get(agent_at)
+                        .is_some_and(|f| outputs_at > agent_at && ready(f)));
             let out_ready: Vec<bool> = fds[outputs_at..keys_at].iter().map(ready).collect();
             let (stdin_ready, master_ready) = match fds.get(keys_at..keys_at + 2) {
                 Some([i, o]) => (ready(i), ready(o)),
@@ -196,7 +215,11 @@ impl Supervisor<'_, '_> {
                     match sig {
                         Signal::SIGCHLD => {
                             if exited.is_none() {
-                                exited = reap(self.child)?;
+                                match reap(self.child.pid)? {
+                                    State::Running => {}
+                                    State::Stopped => self.stopped(),
+                                    State::Exited(code) => exited = Some(code),
+                                }
                             }
                         }
                         // On a pty the size change reaches the command through the pty.
@@ -207,16 +230,18 @@ impl Supervisor<'_, '_> {
                         }
                         _ if exited.is_some() => {}
                         sig => {
+                            // The terminal's own signals reach a command that holds it
+                            // without us; forwarding them would double them.
                             let from_terminal = info.ssi_code == SI_KERNEL;
-                            if !(from_terminal && shares_our_group(self.child)) {
-                                let _ = kill(self.child, sig);
+                            if !(from_terminal && self.holds_terminal()) {
+                                let _ = killpg(self.child.pid, sig);
                             }
                         }
                     }
                 }
             }
-            if agent_ready {
-                let reason = match self.client.recv() {
+            if agent_ready && let Some(client) = self.client.as_deref_mut() {
+                let reason = match client.recv() {
                     Ok(Some(Response::LeaseEnded { reason, .. })) => Some(reason),
                     Ok(Some(_)) => None,
                     Ok(None) | Err(_) => Some("the agent went away".to_owned()),
@@ -224,12 +249,12 @@ impl Supervisor<'_, '_> {
                 if let Some(reason) = reason {
                     lease_held = false;
                     if exited.is_none() {
-                        self.stop_child(&reason, &mut kill_at);
+                        stop_group(self.child.pid, &reason, &mut kill_at);
                     }
                 }
             }
             if exited.is_none() && kill_at.is_some_and(|t| Instant::now() >= t) {
-                let _ = kill(self.child, Signal::SIGKILL);
+                let _ = killpg(self.child.pid, Signal::SIGKILL);
                 kill_at = None;
             }
             if let Some(code) = exited {
@@ -240,27 +265,91 @@ impl Supervisor<'_, '_> {
                         o.pump(&mut buf);
                         o.finish();
                     }
-                    return Ok(Outcome { code, lease_held });
+                    break Ok(Outcome { code, lease_held });
                 }
             }
+        };
+        // A lease the agent ended ends the whole command: what the command left
+        // running (its background jobs) goes too.
+        if !lease_held && self.client.is_some() {
+            let _ = killpg(self.child.pid, Signal::SIGKILL);
         }
+        self.take_terminal_back();
+        result
     }
 
-    fn stop_child(&self, reason: &str, kill_at: &mut Option<Instant>) {
-        crate::error::note(&format!("{reason}; stopped the command"));
-        let _ = kill(self.child, Signal::SIGTERM);
-        kill_at.get_or_insert_with(|| Instant::now() + KILL_GRACE);
+    /// Whether the command's group holds our terminal (so the terminal signals it
+    /// directly).
+    fn holds_terminal(&self) -> bool {
+        matches!(
+            self.child.job,
+            Job::Group {
+                foreground: true,
+                ..
+            }
+        )
+    }
+
+    /// The command stopped (Ctrl-Z at the terminal it holds, or it read the terminal
+    /// from the background): stop with it, as a shell's job would, so the shell gets the
+    /// terminal back; when we are continued, hand the terminal back and continue it.
+    fn stopped(&mut self) {
+        let Job::Group { tty, foreground } = &mut self.child.job else {
+            // On a terminal of its own (or none), whoever stopped it will continue it.
+            return;
+        };
+        if *foreground {
+            spawn::give_terminal(tty, nix::unistd::getpgrp());
+            *foreground = false;
+        }
+        // Returns once we are continued (`fg`, `bg`).
+        let _ = nix::sys::signal::raise(Signal::SIGTSTP);
+        // Whether `fg` gave our group the terminal again.
+        // SAFETY: tcgetpgrp only reads a descriptor we own.
+        let fg = unsafe { libc::tcgetpgrp(std::os::fd::AsRawFd::as_raw_fd(tty)) };
+        if fg > 0 && fg == nix::unistd::getpgrp().as_raw() {
+            spawn::give_terminal(tty, self.child.pid);
+            *foreground = true;
+        }
+        let _ = killpg(self.child.pid, Signal::SIGCONT);
+    }
+
+    /// Takes the terminal back from the command's group, if it held it.
+    fn take_terminal_back(&mut self) {
+        if let Job::Group {
+            tty,
+            foreground: foreground @ true,
+        } = &mut self.child.job
+        {
+            spawn::give_terminal(tty, nix::unistd::getpgrp());
+            *foreground = false;
+        }
     }
 }
 
-/// The child's exit code if it has ended.
-fn reap(child: Pid) -> Result<Option<u8>> {
+/// Sends `sig` to the command's process group (the command leads it).
+fn killpg(leader: Pid, sig: Signal) -> nix::Result<()> {
+    nix::sys::signal::killpg(leader, sig)
+}
+
+/// The lease ended under a running command: SIGTERM to everything it started, SIGKILL
+/// after the grace.
+fn stop_group(leader: Pid, reason: &str, kill_at: &mut Option<Instant>) {
+    crate::error::note(&format!("{reason}; stopped the command"));
+    let _ = killpg(leader, Signal::SIGTERM);
+    kill_at.get_or_insert_with(|| Instant::now() + KILL_GRACE);
+}
+
+/// Whether the child has ended (and its exit code) or stopped.
+fn reap(child: Pid) -> Result<State> {
     loop {
-        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => return Ok(Some(code as u8)),
-            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(Some(128u8.wrapping_add(sig as u8))),
-            Ok(WaitStatus::StillAlive) => return Ok(None),
-            Ok(_) => return Ok(None),
+        match waitpid(child, Some(WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED)) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(State::Exited(code as u8)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                return Ok(State::Exited(128u8.wrapping_add(sig as u8)));
+            }
+            Ok(WaitStatus::Stopped(..)) => return Ok(State::Stopped),
+            Ok(_) => return Ok(State::Running),
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(Error::failure(format!("lost track of the command ({e})"))),
         }

@@ -26,6 +26,13 @@ impl std::fmt::Debug for Key {
     }
 }
 
+impl Key {
+    /// The key's bytes (for the HMACs that use it).
+    pub fn bytes(&self) -> &[u8] {
+        &self.0[..]
+    }
+}
+
 /// The tag of the chain's first line's predecessor.
 pub const GENESIS: Tag = [0; 32];
 

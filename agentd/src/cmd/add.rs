@@ -1,5 +1,7 @@
-//! `AddSecret`: store (or, with `replace`, overwrite) one secret and save the vault
-//! before answering, so an acknowledged secret is on disk.
+//! `AddSecret` and `Describe`: store (or, with `replace`, overwrite) one secret and save
+//! the vault before answering, so an acknowledged secret is on disk. Replacing a secret,
+//! or adding one a policy rule guards, needs a human (see `human_for_write`); a new,
+//! unguarded name does not.
 
 use jitc_protocol::names::{MAX_DESCRIPTION_LEN, MAX_VALUE_LEN};
 use jitc_protocol::{AddSecret, Response};
@@ -9,7 +11,19 @@ use crate::audit::Event;
 use crate::error::{Refusal, Reply};
 use crate::vault::Inserted;
 
-pub async fn apply(agent: &Agent, session: &mut Session, add: AddSecret) -> Reply {
+/// Refuses a description that is not one line of bounded length.
+fn check_description(d: Option<&str>) -> Result<(), Refusal> {
+    if let Some(d) = d
+        && (d.len() > MAX_DESCRIPTION_LEN || d.chars().any(char::is_control))
+    {
+        return Err(Refusal::bad_input(format!(
+            "the description must be one line of at most {MAX_DESCRIPTION_LEN} bytes"
+        )));
+    }
+    Ok(())
+}
+
+pub async fn apply(agent: &Agent, session: &mut Session, mut add: AddSecret) -> Reply {
     super::check_name(&add.name)?;
     if add.value.is_empty() {
         return Err(Refusal::bad_input("the value is empty; nothing was stored"));
@@ -20,36 +34,68 @@ pub async fn apply(agent: &Agent, session: &mut Session, add: AddSecret) -> Repl
             MAX_VALUE_LEN / 1024
         )));
     }
-    if let Some(d) = &add.description
-        && (d.len() > MAX_DESCRIPTION_LEN || d.chars().any(char::is_control))
-    {
-        return Err(Refusal::bad_input(format!(
-            "the description must be one line of at most {MAX_DESCRIPTION_LEN} bytes"
-        )));
-    }
-    let mut slot = agent.unlocked().await?;
-    let Some(vault) = slot.as_mut() else {
-        return Err(Refusal::locked());
-    };
-    let exists = vault.contains(&add.name);
+    check_description(add.description.as_deref())?;
+    let exists = agent
+        .unlocked()
+        .await?
+        .as_ref()
+        .ok_or_else(Refusal::locked)?
+        .contains(&add.name);
     if exists && !add.replace {
         return Err(Refusal::from_vault(
             &agent.vault_file,
             crate::vault::VaultError::Exists(add.name),
         ));
     }
-    // On record before it takes effect.
+    let guarded = agent
+        .policy()
+        .map(|p| p.guarding(&add.name).is_some())
+        // A policy that cannot be read guards everything.
+        .unwrap_or(true);
     let event = if exists {
         "secret_replaced"
     } else {
         "secret_added"
     };
+    let peer = if exists || guarded {
+        let action = if exists {
+            format!("replacing the value of '{}'", add.name)
+        } else {
+            format!("adding '{}' (a policy rule guards it)", add.name)
+        };
+        let write = super::Write {
+            action,
+            secret: &add.name,
+            failed: event,
+        };
+        match super::human_for_write(agent, session, write, add.passphrase.take()).await? {
+            Ok(peer) => peer,
+            Err(ask) => return Ok(ask),
+        }
+    } else {
+        session.peer_json()
+    };
+    let mut slot = agent.unlocked().await?;
+    let Some(vault) = slot.as_mut() else {
+        return Err(Refusal::locked());
+    };
+    // Asked a human meanwhile: the name may have come or gone.
+    if vault.contains(&add.name) != exists {
+        return Err(Refusal::new(
+            jitc_protocol::ErrorCode::Failure,
+            format!(
+                "'{}' was added or removed while this waited; run the command again",
+                add.name
+            ),
+        ));
+    }
+    // On record before it takes effect.
     agent
         .audit
         .record(Event {
             secrets: vec![add.name.clone()],
             reason: add.canary.then(|| "canary".to_owned()),
-            ..Event::new(event).peer(session.peer_json())
+            ..Event::new(event).peer(peer)
         })
         .await?;
     let undo = vault.undo_point(&add.name);
@@ -73,5 +119,43 @@ pub async fn apply(agent: &Agent, session: &mut Session, add: AddSecret) -> Repl
         Inserted::Replaced => "secret replaced",
     };
     tracing::info!(name = %add.name, "{what}");
+    Ok(Response::Done)
+}
+
+/// Sets or clears a secret's description; the value stays as it is (so no human is
+/// needed: nothing a command receives changes).
+pub async fn describe(
+    agent: &Agent,
+    session: &mut Session,
+    name: &str,
+    description: Option<String>,
+) -> Reply {
+    super::check_name(name)?;
+    check_description(description.as_deref())?;
+    let mut slot = agent.unlocked().await?;
+    let vault = slot.as_mut().ok_or_else(Refusal::locked)?;
+    if !vault.contains(name) {
+        return Err(Refusal::from_vault(
+            &agent.vault_file,
+            crate::vault::VaultError::NoSuchSecret(name.to_owned()),
+        ));
+    }
+    agent
+        .audit
+        .record(Event {
+            secrets: vec![name.to_owned()],
+            reason: Some("description changed".into()),
+            ..Event::new("secret_described").peer(session.peer_json())
+        })
+        .await?;
+    let undo = vault.undo_point(name);
+    vault
+        .describe(name, description)
+        .map_err(|e| Refusal::from_vault(&agent.vault_file, e))?;
+    if let Err(e) = agent.save(vault).await {
+        vault.undo(undo);
+        agent.record_not_done("secret_described", name, &e.message);
+        return Err(e);
+    }
     Ok(Response::Done)
 }

@@ -10,8 +10,11 @@ use crate::audit::Event;
 use crate::clock::boot_now;
 use crate::error::{Refusal, Reply};
 
-pub fn pending(agent: &Agent) -> Reply {
-    Ok(Response::Pending(agent.approvals_mut().list(boot_now())))
+pub fn pending(agent: &Agent, after: u64) -> Reply {
+    let (items, more) = agent
+        .approvals_mut()
+        .page(after, super::leases::PAGE_BYTES, boot_now());
+    Ok(Response::Pending { items, more })
 }
 
 fn not_waiting(id: u64) -> Refusal {
@@ -50,7 +53,7 @@ pub async fn approve(
             ),
             Event {
                 approval: Some(id),
-                ..Event::default().peer(session.peer_json())
+                ..Event::default().peer(session.peer_json_hiding(&[passphrase.expose()]))
             },
         );
         return Err(Refusal::new(
@@ -63,7 +66,7 @@ pub async fn approve(
     }
     let failed = Event {
         approval: Some(id),
-        ..Event::new("approve_failed").peer(session.peer_json())
+        ..Event::new("approve_failed")
     };
     super::confirm_passphrase(agent, session, passphrase, failed).await?;
     let by = format!(

@@ -29,13 +29,11 @@ enum Checkpoints {
 /// checkpoints.
 async fn check(agent: &Agent, which: Checkpoints) -> Result<AuditReport, Refusal> {
     agent.audit.flush().await;
-    let (key, stored) = {
+    let (key, stored, sidecar_problem) = {
         let slot = agent.unlocked().await?;
         let vault = slot.as_ref().ok_or_else(Refusal::locked)?;
-        (
-            chain::derive_key(vault.key()),
-            vault.audit_checkpoint().map(|c| (c.seq, c.tag)),
-        )
+        let (stored, problem) = super::unlock::checkpoints(agent, vault);
+        (chain::derive_key(vault.key()), stored, problem)
     };
     let running = agent.audit.last_keyed();
     let checkpoints: Vec<_> = match which {
@@ -43,9 +41,13 @@ async fn check(agent: &Agent, which: Checkpoints) -> Result<AuditReport, Refusal
         Checkpoints::Running => running.into_iter().collect(),
         Checkpoints::None => Vec::new(),
     };
+    let sidecar_problem = match which {
+        Checkpoints::All => sidecar_problem,
+        _ => None,
+    };
     let current = agent.audit.path().to_path_buf();
     let files = agent.audit.open_files(false);
-    tokio::task::spawn_blocking(move || {
+    let mut report = tokio::task::spawn_blocking(move || {
         verify_files(
             files,
             &key,
@@ -54,7 +56,11 @@ async fn check(agent: &Agent, which: Checkpoints) -> Result<AuditReport, Refusal
         )
     })
     .await
-    .map_err(|_| Refusal::internal("verifying the audit log"))
+    .map_err(|_| Refusal::internal("verifying the audit log"))?;
+    if report.problem.is_none() {
+        report.problem = sidecar_problem;
+    }
+    Ok(report)
 }
 
 /// Accepts the log as it is when its only fault is against the checkpoint: its tail
@@ -64,8 +70,8 @@ async fn check(agent: &Agent, which: Checkpoints) -> Result<AuditReport, Refusal
 /// whose chain itself is broken is not accepted: that evidence stays until it rotates
 /// away or is moved aside. The answer is the log verified again.
 pub async fn accept(agent: &Agent, session: &mut Session, passphrase: SecretBytes) -> Reply {
-    let failed = Event::new("accept_failed").peer(session.peer_json());
-    super::confirm_passphrase(agent, session, passphrase, failed).await?;
+    let failed = Event::new("accept_failed");
+    let peer = super::confirm_passphrase(agent, session, passphrase, failed).await?;
     let report = check(agent, Checkpoints::All).await?;
     let Some(problem) = report.problem else {
         return Ok(Response::AuditReport(report));
@@ -105,7 +111,7 @@ pub async fn accept(agent: &Agent, session: &mut Session, passphrase: SecretByte
             .audit
             .record(
                 Event::new("audit_accepted")
-                    .peer(session.peer_json())
+                    .peer(peer)
                     .reason(format!("accepted with the vault passphrase: {problem}")),
             )
             .await?;

@@ -17,7 +17,9 @@ pub async fn apply(
         return Err(Refusal::bad_input(why));
     }
     super::check_passphrase(&passphrase)?;
-    let _gate = agent.passphrase_gate.lock().await;
+    let _gate = agent.passphrase_gate().await;
+    // Every record of this carries the requester with the new passphrase concealed.
+    let peer = session.peer_json_hiding(&[passphrase.expose()]);
     let mut slot = agent.vault_slot().await;
     if agent.vault_file.exists() {
         return Err(Refusal::new(
@@ -38,7 +40,7 @@ pub async fn apply(
     agent.audit.set_key(None);
     agent
         .audit
-        .record(Event::new("init").peer(session.peer_json()))
+        .record(Event::new("init").peer(peer.clone()))
         .await?;
     // Nothing of an earlier vault's chain is a checkpoint for this one.
     agent.audit.forget_checkpoint();
@@ -46,7 +48,7 @@ pub async fn apply(
         agent.audit.record_later(Event {
             decision: Some("failed"),
             ..Event::new("init")
-                .peer(session.peer_json())
+                .peer(peer.clone())
                 .reason(e.message.clone())
         });
         return Err(e);
@@ -66,7 +68,7 @@ pub async fn apply(
     if let Some(dir) = moved {
         agent
             .audit
-            .record(Event::new("init").peer(session.peer_json()).reason(format!(
+            .record(Event::new("init").peer(peer.clone()).reason(format!(
                 "a new vault: the log written under the earlier one was moved to {}",
                 dir.display()
             )))

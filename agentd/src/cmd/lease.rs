@@ -1,41 +1,146 @@
-//! `Lease` and `Release`: judge a request by the policy, wait for a human where the
-//! policy says so, then open the named values for one command and record who holds
-//! them until the command ends or the lease expires.
+//! `Lease`, `Release` and `Guard`. A lease request goes through stages, each of which
+//! may refuse it:
+//!
+//! 1. `intake` — its form: names, task, size (a malformed request is refused, but
+//!    recorded only once its values can be concealed);
+//! 2. `identify` — who asks: the process chain, and the profile the policy gives it;
+//! 3. `screen` — the vault opened: names it does not hold, canaries (a honeytoken is
+//!    served like any secret, and the request is an anomaly), and the request's strings
+//!    checked against every value in the vault; the record every later stage writes is
+//!    made here, with values concealed;
+//! 4. `judge` — the policy's verdict, the argv check, the masking floor, the lease cap;
+//! 5. `approve` — a human, where the policy asks for one;
+//! 6. `open` — the values (again, if a human was asked: they may have changed);
+//! 7. `grant` — on record first, then in the lease table, then to the requester.
+//!
+//! Every refusal is a `Denial`: recorded and answered in one place, `deny`.
 
-use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use jitc_protocol::{
-    ErrorCode, LeaseGrant, LeaseRequest, LeasedValue, PendingInfo, ProcessInfo, Response, Scope,
-    Waiting,
+    ErrorCode, LeaseGrant, LeaseRequest, LeasedValue, ProcessInfo, Response, Scope,
 };
+use zeroize::Zeroizing;
 
 use crate::agent::{Agent, Session};
-use crate::approval::{MemoryKey, Verdict};
-use crate::audit::{Concealed, Event};
+use crate::approval::{self, Ask, MemoryKey};
+use crate::audit::{Concealed, Event, nul_joined, occurs};
 use crate::clock::boot_now;
 use crate::error::{Refusal, Reply};
 use crate::leases::Lease;
 use crate::policy::{Approval, Decision, Policy};
-use zeroize::Zeroizing;
+use crate::vault::Vault;
 
 /// Longest task text kept (it is shown in prompts and listings).
 const MAX_TASK_LEN: usize = 512;
+/// Most bytes of command line (path, arguments, directory, task) a request may carry.
+pub const MAX_COMMAND_BYTES: usize = 256 << 10;
 
-/// Everything the policy needs to know about a request and who made it.
-pub struct Judged {
-    pub policy: Arc<Policy>,
-    pub decision: Decision,
-    pub profile: Option<String>,
-    /// Index in the chain of the process that gave the profile.
-    pub anchor: Option<usize>,
-    pub chain: Arc<[ProcessInfo]>,
-    pub remembered: bool,
+/// How a malformed request's refusal is recorded (what it sent may be anything).
+const MALFORMED: &str = "malformed request: a secret name that breaks the naming rules, or a task that is not one line of at most 512 bytes";
+/// How a refusal for a name the vault does not hold is recorded.
+const UNKNOWN_NAME: &str = "no secret by a name given (names not in the vault are not recorded: one could be a value given by mistake)";
+/// The label unknown names are concealed under.
+const UNKNOWN_LABEL: &str = "unknown name";
+/// The label the value of a secret the request does not name is concealed under: the
+/// log (which anything running as the user can read) must not tell which secret's value
+/// a requester's string was — that would answer guesses about secrets it cannot lease.
+const OTHER_LABEL: &str = "another secret";
+
+/// A refused request: what the requester is told, and how it is recorded.
+pub struct Denial {
+    refusal: Refusal,
+    /// Boxed: an event is large, and every stage returns `Result<_, Denial>`.
+    record: Option<Box<(Event, String)>>,
 }
 
-/// Checks a request's form, then judges it by the policy (without leasing anything).
-pub fn judge(agent: &Agent, session: &mut Session, req: &LeaseRequest) -> Result<Judged, Refusal> {
+impl Denial {
+    /// Refused with `refusal`, recorded as `base` with `reason`.
+    fn new(refusal: Refusal, base: &Event, reason: impl Into<String>) -> Denial {
+        Denial {
+            refusal,
+            record: Some(Box::new((base.clone(), reason.into()))),
+        }
+    }
+
+    /// Refused with `refusal`, recorded with its own message as the reason.
+    fn plain(refusal: Refusal, base: &Event) -> Denial {
+        let reason = refusal.message.clone();
+        Denial::new(refusal, base, reason)
+    }
+
+    /// Refused, and nothing more can be recorded (the audit log is failing).
+    fn unrecorded(refusal: Refusal) -> Denial {
+        Denial {
+            refusal,
+            record: None,
+        }
+    }
+}
+
+pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> Reply {
+    match lease(agent, session, &req).await {
+        Ok(r) => Ok(r),
+        Err(denial) => Err(deny(agent, session, denial).await),
+    }
+}
+
+async fn lease(
+    agent: &Agent,
+    session: &mut Session,
+    req: &LeaseRequest,
+) -> Result<Response, Denial> {
+    let malformed = intake(req).err();
+    let who = identify(agent, session);
+    let mut screened = screen(agent, session, req, &who, malformed).await?;
+    let judged = judge(agent, session, req, &who, &screened)?;
+    let values = std::mem::take(&mut screened.values);
+    let values = match approve(agent, session, req, &who, &screened.base, &judged, values).await? {
+        Some(v) => v,
+        None => open(agent, req, &screened.base, &judged).await?,
+    };
+    grant(agent, session, req, &who, &screened.base, &judged, values).await
+}
+
+/// Records a refusal (waiting for it to be on disk: if it cannot be, that is the
+/// answer) and counts it towards the repeated-denials anomaly.
+async fn deny(agent: &Agent, session: &mut Session, denial: Denial) -> Refusal {
+    let Some(record) = denial.record else {
+        return denial.refusal;
+    };
+    let (base, reason) = *record;
+    tracing::warn!(pid = session.peer.pid, reason, "lease refused");
+    let recorded = agent
+        .audit
+        .record(
+            Event {
+                decision: Some("denied"),
+                ..Event::new("lease_denied").reason(reason)
+            }
+            .merge(&base),
+        )
+        .await;
+    if denial.refusal.kind != crate::error::RefusalKind::Busy {
+        agent.denied(base);
+    }
+    match recorded {
+        Ok(()) => denial.refusal,
+        Err(audit) => audit,
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// 1. intake
+
+/// A task text that is not one line of at most `MAX_TASK_LEN` bytes.
+fn bad_task(t: &str) -> bool {
+    t.len() > MAX_TASK_LEN || t.chars().any(char::is_control)
+}
+
+/// The request's form: at least one well-formed name, a one-line task, a command line
+/// of bounded size.
+fn intake(req: &LeaseRequest) -> Result<(), Refusal> {
     if req.secrets.is_empty() {
         return Err(Refusal::bad_input(
             "a lease needs at least one secret; name one with -s NAME or -e VAR=NAME",
@@ -49,176 +154,120 @@ pub fn judge(agent: &Agent, session: &mut Session, req: &LeaseRequest) -> Result
             "--task must be one line of at most {MAX_TASK_LEN} bytes"
         )));
     }
-    let policy = agent.policy()?;
+    let size = req.command.path.len()
+        + req.command.cwd.len()
+        + req.task.as_ref().map_or(0, String::len)
+        + req.command.argv.iter().map(|a| a.len() + 1).sum::<usize>();
+    if size > MAX_COMMAND_BYTES {
+        return Err(Refusal::bad_input(format!(
+            "the command line is {size} bytes; jitc takes at most {} KiB (pass large input on stdin or in a file)",
+            MAX_COMMAND_BYTES >> 10
+        )));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// 2. identify
+
+/// Who asks, as the policy sees it.
+pub struct Identity {
+    pub policy: Result<Arc<Policy>, Refusal>,
+    pub chain: Arc<[ProcessInfo]>,
+    pub profile: Option<String>,
+    /// Index in the chain of the process that gave the profile.
+    pub anchor: Option<usize>,
+}
+
+/// The requester's chain and the profile it runs under.
+pub fn identify(agent: &Agent, session: &mut Session) -> Identity {
     let chain = session.chain();
-    let (profile, anchor) = match policy.profile_for(&chain) {
+    let policy = agent.policy();
+    let (profile, anchor) = match policy.as_ref().ok().and_then(|p| p.profile_for(&chain)) {
         Some((p, i)) => (Some(p), Some(i)),
         None => (None, None),
     };
-    let decision = policy.decide(req, profile.as_deref());
-    let remembered = decision.approval == Approval::OncePerTask
-        && agent.approvals_mut().is_remembered(
-            &MemoryKey::new(req.task.as_deref(), &req.secrets, profile.as_deref()),
-            boot_now(),
-        );
-    Ok(Judged {
+    Identity {
         policy,
-        decision,
+        chain,
         profile,
         anchor,
-        chain,
-        remembered,
-    })
+    }
 }
 
-/// The values a request names, opened to check it and to keep them out of every record
-/// about it; dropped again before anything waits.
-struct Opened {
+// ---------------------------------------------------------------------------------
+// 3. screen
+
+/// What the screen found, and the record every later stage writes.
+struct Screened {
+    /// Who asked, for what: the request's strings and the requester's chain with every
+    /// value found in them concealed.
+    base: Event,
+    /// The requested values, opened (they are dropped before anything waits).
     values: Vec<LeasedValue>,
-    canaries: Vec<String>,
-    /// The first name the vault does not hold (or cannot open), refused, and how the
-    /// refusal is recorded; the others are opened all the same, to be concealed and to
-    /// find every canary.
-    missing: Option<(Refusal, String)>,
-    /// Names the vault does not hold: not recorded, since one could be a value given
-    /// where a name goes (recording it, or hiding only a name that is some value, would
-    /// leak it or tell a reader of the log that it is one).
+    /// The values found in the record, to conceal a refusal's text with.
+    needles: Needles,
+    /// The refusal the request's strings earn (a value in argv, task or path), decided
+    /// after the policy's.
+    strings: Result<(), Refusal>,
+}
+
+/// Values to conceal in a record: each with the forms its output is masked in.
+struct Needles {
+    forms: Vec<(String, Zeroizing<Vec<u8>>)>,
     unknown: Vec<String>,
 }
 
-/// How a refusal for a name the vault does not hold is recorded.
-const UNKNOWN_NAME: &str = "no secret by a name given (names not in the vault are not recorded: one could be a value given by mistake)";
-
-async fn open_values(agent: &Agent, req: &LeaseRequest) -> Result<Opened, Refusal> {
-    let mut slot = agent.unlocked().await?;
-    let vault = slot.as_mut().ok_or_else(Refusal::locked)?;
-    let mut opened = Opened {
-        values: Vec::with_capacity(req.secrets.len()),
-        canaries: Vec::new(),
-        missing: None,
-        unknown: Vec::new(),
-    };
-    for name in &req.secrets {
-        if vault.is_canary(name) {
-            opened.canaries.push(name.clone());
-        }
-        match vault.open_value(name) {
-            Ok(value) => opened.values.push(LeasedValue {
-                name: name.clone(),
-                value,
-            }),
-            Err(e) => {
-                let unknown = matches!(e, crate::vault::VaultError::NoSuchSecret(_));
-                let refusal = Refusal::from_vault(&agent.vault_file, e);
-                let recorded = if unknown {
-                    opened.unknown.push(name.clone());
-                    UNKNOWN_NAME.to_owned()
-                } else {
-                    refusal.message.clone()
-                };
-                opened.missing.get_or_insert((refusal, recorded));
-            }
-        }
-    }
-    Ok(opened)
-}
-
-/// The values as a record could show them: their bytes, their encodings (base64, hex,
-/// percent, JSON: the forms output is masked in), and for a value that is not UTF-8,
-/// the form a command line read from `/proc` takes (invalid bytes replaced).
-/// Names the vault does not hold are concealed too (as `<concealed:unknown name>`):
-/// one could be a value given where a name goes, and concealing every one of them
-/// tells a reader of the log nothing about which.
-struct Needles<'a> {
-    values: &'a [LeasedValue],
-    forms: Vec<(&'a str, Zeroizing<Vec<u8>>)>,
-    unknown: &'a [String],
-}
-
-/// The encodings of a value long enough to mask (the forms output is masked in), the
-/// value itself left out; wiped when dropped.
-fn encoded_forms(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
-    if value.len() < jitc_protocol::names::MIN_MASKED_LEN {
-        return Vec::new();
-    }
-    jitc_protocol::encodings::encodings(value)
-        .into_iter()
-        .map(Zeroizing::new)
-        .filter(|f| f.as_slice() != value)
-        .collect()
-}
-
-/// The label unknown names are concealed under.
-const UNKNOWN_LABEL: &str = "unknown name";
-
-impl<'a> Needles<'a> {
-    fn new(values: &'a [LeasedValue], unknown: &'a [String]) -> Needles<'a> {
-        let mut forms = Vec::new();
-        for v in values {
-            let value = v.value.expose();
-            if std::str::from_utf8(value).is_err() {
-                let shown = String::from_utf8_lossy(value).into_owned().into_bytes();
-                forms.push((v.name.as_str(), Zeroizing::new(shown)));
-            }
-            forms.extend(
-                encoded_forms(value)
-                    .into_iter()
-                    .map(|f| (v.name.as_str(), f)),
-            );
-        }
+impl Needles {
+    fn new(unknown: Vec<String>) -> Needles {
         Needles {
-            values,
-            forms,
+            forms: Vec::new(),
             unknown,
         }
     }
 
+    /// Adds `name`'s value: each of its forms, or — too short to mask — the value
+    /// itself, concealed only where it is a whole string.
+    fn add(&mut self, name: &str, value: &[u8]) {
+        if name != OTHER_LABEL && self.forms.iter().any(|(n, _)| n == name) {
+            return;
+        }
+        let forms = crate::vault::screen::forms(value);
+        if forms.is_empty() {
+            self.forms
+                .push((name.to_owned(), Zeroizing::new(value.to_vec())));
+        }
+        self.forms
+            .extend(forms.into_iter().map(|f| (name.to_owned(), f)));
+    }
+
+    /// Unknown names first: a string given where a name goes is concealed as one,
+    /// whatever else it is.
     fn list(&self) -> Vec<Concealed<'_>> {
-        self.values
+        self.unknown
             .iter()
-            .map(|v| (v.name.as_str(), v.value.expose()))
-            .chain(self.forms.iter().map(|(n, f)| (*n, f.as_slice())))
-            .chain(self.unknown.iter().map(|n| (UNKNOWN_LABEL, n.as_bytes())))
+            .map(|n| (UNKNOWN_LABEL, n.as_bytes()))
+            .chain(self.forms.iter().map(|(n, f)| (n.as_str(), f.as_slice())))
             .collect()
     }
 
-    /// `text` with every needle concealed.
     fn conceal(&self, text: &str) -> String {
         crate::audit::conceal(text, &self.list()).unwrap_or_else(|| text.to_owned())
     }
 }
 
-/// What every record about this request carries: who asked, for what, under which
-/// profile — with the leased values concealed wherever the request or the requester's
-/// command lines could hold one.
-fn base_event(
-    session: &mut Session,
-    req: &LeaseRequest,
-    profile: Option<String>,
-    needles: &Needles<'_>,
-) -> Event {
-    let mut base = Event {
-        profile,
-        ..Event::default().peer(session.peer_json()).request(req)
-    };
-    let chain = session.chain();
-    let haystack = session.haystack();
-    base.conceal(&session.peer, &chain, &haystack, &needles.list());
-    base
-}
-
-/// How a malformed request's refusal is recorded.
-const MALFORMED: &str = "malformed request: a secret name that breaks the naming rules, or a task that is not one line of at most 512 bytes";
-
-/// A task text that is not one line of at most `MAX_TASK_LEN` bytes.
-fn bad_task(t: &str) -> bool {
-    t.len() > MAX_TASK_LEN || t.chars().any(char::is_control)
+/// The request's own strings (command path, argv, task), each between NUL bytes.
+fn request_hay(req: &LeaseRequest) -> Zeroizing<Vec<u8>> {
+    Zeroizing::new(nul_joined(
+        std::iter::once(&req.command.path)
+            .chain(&req.command.argv)
+            .chain(req.task.as_ref()),
+    ))
 }
 
 /// A record of a request whose values could not be opened (the vault is locked): who
 /// asked (executables and pids), without the names, command, argv and task (or the
-/// requester's command lines) that could hold a value nobody can conceal — a name
-/// cannot even be checked against the vault's.
+/// requester's command lines) that could hold a value nobody can conceal.
 fn withheld_event(session: &mut Session, profile: Option<String>) -> Event {
     let chain = session.chain();
     Event {
@@ -230,51 +279,121 @@ fn withheld_event(session: &mut Session, profile: Option<String>) -> Event {
     }
 }
 
-pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> Reply {
-    // A malformed request or a broken policy refuses the request, but only after it
-    // is recorded like any other, values concealed and canaries noticed.
-    let judged = judge(agent, session, &req);
-    let malformed = matches!(&judged, Err(r) if r.code == ErrorCode::DataErr);
-    // What a refusal of the request as a whole is recorded as: the reply to a
-    // malformed one quotes what was sent, which may be anything.
-    let recorded_reason = |refusal: &Refusal| {
-        if malformed {
+/// Opens the requested values and looks for every value of the vault in what the
+/// requester supplied; makes the record. Refuses a malformed request, a locked vault,
+/// and a name the vault does not hold — in that order, and before anything looks at
+/// the names (the policy, the anomalies), so none of them quotes one. A canary is
+/// noticed here (an anomaly) and then served like any secret.
+async fn screen(
+    agent: &Agent,
+    session: &mut Session,
+    req: &LeaseRequest,
+    who: &Identity,
+    malformed: Option<Refusal>,
+) -> Result<Screened, Denial> {
+    let is_malformed = malformed.is_some();
+    let recorded_reason = |r: &Refusal| {
+        if is_malformed {
             MALFORMED.to_owned()
         } else {
-            refusal.message.clone()
+            r.message.clone()
         }
     };
-    let profile = judged.as_ref().ok().and_then(|j| j.profile.clone());
-    let mut opened = match open_values(agent, &req).await {
-        Ok(o) => o,
-        Err(refusal) => {
-            // Locked: no value is at hand to conceal, so nothing that could hold one
-            // is recorded.
-            let base = withheld_event(session, profile);
-            let refusal = judged.err().unwrap_or(refusal);
+    let mut slot = match agent.unlocked().await {
+        Ok(s) => s,
+        Err(locked) => {
+            // No value is at hand to conceal, so nothing that could hold one is recorded.
+            let base = withheld_event(session, who.profile.clone());
+            let refusal = malformed.unwrap_or(locked);
             let reason = recorded_reason(&refusal);
-            return Err(deny(agent, session, &base, &reason, refusal).await);
+            return Err(Denial::new(refusal, &base, reason));
         }
     };
-    // The request as recorded: names the vault does not hold (those that break the
-    // rules among them) are left out, and so is a task that is not one line.
-    let recorded;
-    let shown = if opened.unknown.is_empty() && !malformed {
-        &req
-    } else {
-        let mut r = req.clone();
-        r.secrets.retain(|n| !opened.unknown.contains(n));
-        if r.task.as_deref().is_some_and(bad_task) {
-            r.task = None;
-        }
-        recorded = r;
-        &recorded
+    let Some(vault) = slot.as_mut() else {
+        let base = withheld_event(session, who.profile.clone());
+        return Err(Denial::plain(agent.locked_refusal(), &base));
     };
-    let needles = Needles::new(&opened.values, &opened.unknown);
-    let base = base_event(session, shown, profile, &needles);
-    let canaries = std::mem::take(&mut opened.canaries);
+    agent.persist_bookkeeping(vault).await;
+    let mut values = Vec::with_capacity(req.secrets.len());
+    let mut canaries = Vec::new();
+    let mut unknown = Vec::new();
+    let mut missing: Option<(Refusal, String)> = None;
+    for name in &req.secrets {
+        if vault.is_canary(name) {
+            canaries.push(name.clone());
+        }
+        match vault.open_value(name) {
+            Ok(value) => values.push(LeasedValue {
+                name: name.clone(),
+                value,
+            }),
+            Err(e) => {
+                let is_unknown = matches!(e, crate::vault::VaultError::NoSuchSecret(_));
+                let refusal = Refusal::from_vault(&agent.vault_file, e);
+                let recorded = if is_unknown {
+                    unknown.push(name.clone());
+                    UNKNOWN_NAME.to_owned()
+                } else {
+                    refusal.message.clone()
+                };
+                missing.get_or_insert((refusal, recorded));
+            }
+        }
+    }
+    // Every value of the vault that occurs in the request or the requester's chain, and
+    // the leased ones (an ancestor's argument cut short may end in one's beginning).
+    let chain = session.chain();
+    let peer_hay = session.haystack();
+    let req_hay = request_hay(req);
+    let mut needles = Needles::new(unknown);
+    let in_request = vault.screen(&req_hay);
+    let strings = check_request_strings(vault, req, &in_request);
+    let found: Vec<Arc<str>> = {
+        let mut f = in_request;
+        for n in vault.screen(&peer_hay) {
+            if !f.contains(&n) {
+                f.push(n);
+            }
+        }
+        f
+    };
+    let cut_args = session
+        .peer
+        .argv
+        .iter()
+        .chain(chain.iter().flat_map(|p| &p.argv))
+        .any(|a| a.ends_with('…'));
+    for v in &values {
+        let value = v.value.expose();
+        let short_here = value.len() < jitc_protocol::names::MIN_MASKED_LEN
+            && (occurs(&req_hay, value) || occurs(&peer_hay, value));
+        if cut_args || short_here || found.iter().any(|n| **n == *v.name) {
+            needles.add(&v.name, value);
+        }
+    }
+    for name in &found {
+        if let Ok(value) = vault.open_value(name) {
+            let requested = req.secrets.iter().any(|n| **n == **name);
+            needles.add(if requested { name } else { OTHER_LABEL }, value.expose());
+        }
+    }
+    drop(slot);
+    // The request as recorded: names the vault does not hold (those that break the rules
+    // among them) are left out, and so is a task that is not one line.
+    let mut base = Event {
+        profile: who.profile.clone(),
+        ..Event::default().peer(session.peer_json()).request(req)
+    };
+    base.secrets.retain(|n| !needles.unknown.contains(n));
+    if req.task.as_deref().is_some_and(bad_task) {
+        base.task = None;
+    }
+    let list = needles.list();
+    if !list.is_empty() {
+        base.conceal(&session.peer, &chain, &peer_hay, &list);
+    }
     if !canaries.is_empty() {
-        let who = session
+        let who_asked = session
             .peer
             .exe
             .as_deref()
@@ -283,203 +402,371 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
         agent.anomaly(
             "canary",
             format!(
-                "canary secret {} requested by {who} (pid {})",
+                "canary secret {} requested by {who_asked} (pid {})",
                 canaries.join(", "),
                 session.peer.pid
             ),
             base.clone(),
         );
     }
-    // A policy refusal may quote the command or a name: recorded concealed.
-    let policy_refusal = judged
-        .as_ref()
-        .ok()
-        .and_then(|j| j.decision.refusal.as_deref())
-        .map(|why| (why.to_owned(), needles.conceal(why)));
-    let masking_required = judged.as_ref().is_ok_and(|j| j.decision.masking_required);
-    let checked = check_values(&req, &opened.values, &needles, masking_required);
-    drop(needles);
-    let judged = match judged {
-        Ok(j) => j,
-        Err(refusal) => {
-            drop(opened.values);
-            let reason = recorded_reason(&refusal);
-            return Err(deny(agent, session, &base, &reason, refusal).await);
-        }
-    };
-    // A name the vault does not hold is refused before anything else looks at the
-    // names (the policy, the anomalies), so none of them quotes it.
-    if let Some((refusal, reason)) = opened.missing.take() {
-        drop(opened.values);
-        return Err(deny(agent, session, &base, &reason, refusal).await);
+    if let Some(refusal) = malformed {
+        return Err(Denial::new(refusal, &base, MALFORMED));
     }
-    let mut values = Some(opened.values);
-    if let Some((text, hours)) = &judged.policy.defaults.working_hours {
-        let (day, minute) = crate::anomaly::local_now();
-        if !hours.contains(day, minute)
-            && agent.first_in_a_while("outside_working_hours", &req.secrets.join(","))
-        {
-            agent.anomaly(
-                "outside_working_hours",
-                format!(
-                    "{} requested at {:02}:{:02} on {}, outside working hours ({text})",
-                    req.secrets.join(", "),
-                    minute / 60,
-                    minute % 60,
-                    [
-                        "Sunday",
-                        "Monday",
-                        "Tuesday",
-                        "Wednesday",
-                        "Thursday",
-                        "Friday",
-                        "Saturday"
-                    ][usize::from(day % 7)]
-                ),
-                base.clone(),
-            );
-        }
+    if let Some((refusal, reason)) = missing {
+        return Err(Denial::new(refusal, &base, reason));
     }
-    if let Some((why, recorded)) = policy_refusal {
-        let refusal = Refusal::new(ErrorCode::Refused, format!("refused: {why}"));
-        return Err(deny(agent, session, &base, &recorded, refusal).await);
-    }
-    if !canaries.is_empty() {
-        // A decoy (on record above): refused like any refusal, revealing nothing —
-        // after the policy's refusal and with the value check's, as another secret
-        // would be.
-        if let Err(refusal) = checked {
-            return Err(deny(agent, session, &base, &refusal.message.clone(), refusal).await);
-        }
-        return Err(deny(
-            agent,
-            session,
-            &base,
-            "canary",
-            Refusal::new(
+    Ok(Screened {
+        base,
+        values,
+        needles,
+        strings,
+    })
+}
+
+/// Refuses a request whose strings hold a value of the vault — any secret's, leased
+/// or not — or one of the forms its output is masked in: a value typed on a command
+/// line lands in shell history, `ps` and the agent's transcript; in `--task` it would be
+/// shown in prompts and listings. `found` are the vault screen's candidates in the
+/// request's strings, each confirmed here by opening that value.
+fn check_request_strings(
+    vault: &Vault,
+    req: &LeaseRequest,
+    found: &[Arc<str>],
+) -> Result<(), Refusal> {
+    for name in found {
+        let Ok(value) = vault.open_value(name) else {
+            continue;
+        };
+        // Named only if the request names it: otherwise the refusal would tell the
+        // requester which secret its string is the value of.
+        let name = if req.secrets.iter().any(|n| **n == **name) {
+            format!("'{name}'")
+        } else {
+            "a secret in the vault".to_owned()
+        };
+        let forms = crate::vault::screen::forms(value.expose());
+        let holds = |text: &str| {
+            forms
+                .iter()
+                .any(|f| memchr::memmem::find(text.as_bytes(), f).is_some())
+        };
+        if holds(&req.command.path) {
+            return Err(Refusal::new(
                 ErrorCode::Refused,
                 format!(
-                    "refused: '{}' is not available to this command",
-                    canaries[0]
+                    "refused: the command's path contains the value of {name} (or an encoding of it); rename it"
                 ),
+            ));
+        }
+        if req.task.as_deref().is_some_and(holds) {
+            return Err(Refusal::new(
+                ErrorCode::Refused,
+                format!(
+                    "refused: the --task text contains the value of {name} (or an encoding of it); it would be shown in prompts, listings and the audit log — describe the task instead"
+                ),
+            ));
+        }
+        if let Some(i) = req.command.argv.iter().position(|a| holds(a)) {
+            tracing::warn!(secret = %name, argument = i, "lease refused: a value is on the command line");
+            return Err(Refusal::new(
+                ErrorCode::Refused,
+                format!(
+                    "refused: argument {i} of the command contains the value of {name} (or an encoding of it); a value on a command line lands in shell history, in ps and in the agent's transcript, so pass it with -s, -e, --file or --env-file instead"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a value too short to mask where the policy requires masking.
+fn check_masking(values: &[LeasedValue], masking_required: bool) -> Result<(), Refusal> {
+    use jitc_protocol::names::MIN_MASKED_LEN;
+    match values.iter().find(|v| v.value.len() < MIN_MASKED_LEN) {
+        Some(v) if masking_required => Err(Refusal::new(
+            ErrorCode::Refused,
+            format!(
+                "refused: the policy requires masking, but '{}' is shorter than {MIN_MASKED_LEN} bytes and cannot be masked",
+                v.name
             ),
-        )
-        .await);
+        )),
+        _ => Ok(()),
     }
-    // A value on the command line is refused before anyone is asked to approve it.
-    if let Err(refusal) = checked {
-        return Err(deny(agent, session, &base, &refusal.message.clone(), refusal).await);
+}
+
+// ---------------------------------------------------------------------------------
+// 4. judge
+
+/// What the policy decided.
+pub struct Judged {
+    pub policy: Arc<Policy>,
+    pub decision: Decision,
+    pub remembered: bool,
+}
+
+/// The policy's decision for `req` from `who` (without leasing anything; `jitc policy
+/// explain` asks this too).
+pub fn decide(agent: &Agent, req: &LeaseRequest, who: &Identity) -> Result<Judged, Refusal> {
+    let policy = match &who.policy {
+        Ok(p) => p.clone(),
+        Err(r) => return Err(Refusal::new(r.code, r.message.clone())),
+    };
+    let decision = policy.decide(req, who.profile.as_deref());
+    let remembered = decision.approval == Approval::OncePerTask
+        && agent.approvals_mut().is_remembered(
+            &MemoryKey::new(req.task.as_deref(), &req.secrets, who.profile.as_deref()),
+            boot_now(),
+        );
+    Ok(Judged {
+        policy,
+        decision,
+        remembered,
+    })
+}
+
+/// The policy's verdict (a broken policy refuses everything), then the request's
+/// strings against every value, the masking floor, and the lease cap.
+fn judge(
+    agent: &Agent,
+    session: &Session,
+    req: &LeaseRequest,
+    who: &Identity,
+    screened: &Screened,
+) -> Result<Judged, Denial> {
+    let base = &screened.base;
+    let judged = decide(agent, req, who).map_err(|r| Denial::plain(r, base))?;
+    working_hours(agent, req, &judged.policy, base);
+    if let Some(why) = &judged.decision.refusal {
+        // It may quote the command path: recorded concealed.
+        let refusal = Refusal::new(ErrorCode::Refused, format!("refused: {why}"));
+        return Err(Denial::new(refusal, base, screened.needles.conceal(why)));
     }
-    let needs_approval = match judged.decision.approval {
+    if let Err(r) = &screened.strings {
+        return Err(Denial::plain(Refusal::new(r.code, r.message.clone()), base));
+    }
+    check_masking(&screened.values, judged.decision.masking_required)
+        .map_err(|r| Denial::plain(r, base))?;
+    check_lease_cap(agent, session.peer.uid, &judged.policy).map_err(|r| Denial::plain(r, base))?;
+    Ok(judged)
+}
+
+/// Refuses a lease past the policy's `max_leases` for this user (75: try later).
+fn check_lease_cap(agent: &Agent, uid: u32, policy: &Policy) -> Result<(), Refusal> {
+    let max = policy.defaults.max_leases as usize;
+    if agent.leases_mut().count_for(uid) >= max {
+        return Err(Refusal::busy(format!(
+            "{max} leases are active already (the policy's max_leases); let some end, or revoke them with 'jitc revoke', then try again"
+        )));
+    }
+    Ok(())
+}
+
+/// A request outside the policy's working hours is an anomaly (once in a while).
+fn working_hours(agent: &Agent, req: &LeaseRequest, policy: &Policy, base: &Event) {
+    let Some((text, hours)) = &policy.defaults.working_hours else {
+        return;
+    };
+    let (day, minute) = crate::anomaly::local_now();
+    if hours.contains(day, minute)
+        || !agent.first_in_a_while("outside_working_hours", &req.secrets.join(","))
+    {
+        return;
+    }
+    const DAYS: [&str; 7] = [
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+    ];
+    agent.anomaly(
+        "outside_working_hours",
+        format!(
+            "{} requested at {:02}:{:02} on {}, outside working hours ({text})",
+            base.secrets.join(", "),
+            minute / 60,
+            minute % 60,
+            DAYS[usize::from(day % 7)]
+        ),
+        base.clone(),
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// 5. approve
+
+/// What a human approving this request should know about its command: an argv[0]
+/// that names another program than the one that runs, a program in a directory the
+/// requester can write (outside the usual places for programs).
+pub fn warnings(req: &LeaseRequest, uid: u32) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let path = std::path::Path::new(&req.command.path);
+    let base = |p: &str| p.rsplit('/').next().unwrap_or(p).to_owned();
+    if let Some(first) = req.command.argv.first()
+        && base(first) != base(&req.command.path)
+    {
+        out.push(format!(
+            "argv[0] says '{}', but the program that runs is {}",
+            base(first),
+            req.command.path
+        ));
+    }
+    if let Some(dir) = path.parent() {
+        let home = directories::BaseDirs::new().map(|d| d.home_dir().to_path_buf());
+        let usual: Vec<std::path::PathBuf> = [
+            "/usr/bin",
+            "/bin",
+            "/usr/sbin",
+            "/sbin",
+            "/usr/local/bin",
+            "/usr/local/sbin",
+        ]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .chain(home.iter().flat_map(|h| {
+            [".local/bin", "bin", ".cargo/bin", "go/bin"]
+                .iter()
+                .map(move |d| h.join(d))
+        }))
+        .collect();
+        let writable = std::fs::metadata(dir)
+            .is_ok_and(|m| (m.uid() == uid && m.mode() & 0o200 != 0) || m.mode() & 0o002 != 0);
+        if writable && !usual.iter().any(|u| u == dir) {
+            out.push(format!(
+                "the program is in {}, a directory the requester can write: it runs whatever was put there",
+                dir.display()
+            ));
+        }
+    }
+    out
+}
+
+/// Asks a human where the policy says so. The values are not held while anyone waits:
+/// `None` then, and `open` opens them again; otherwise the values as screened.
+async fn approve(
+    agent: &Agent,
+    session: &mut Session,
+    req: &LeaseRequest,
+    who: &Identity,
+    base: &Event,
+    judged: &Judged,
+    values: Vec<LeasedValue>,
+) -> Result<Option<Vec<LeasedValue>>, Denial> {
+    let needs = match judged.decision.approval {
         Approval::Never => false,
         Approval::OncePerTask => !judged.remembered,
         Approval::Always => true,
     };
-    if needs_approval {
-        // Nothing waits for a human with a value open: the grant opens them again.
-        values = None;
-        if let Err(refusal) = await_approval(agent, session, &req, &judged, &base).await {
-            if refusal.message.starts_with("audit log unavailable") {
-                return Err(refusal);
-            }
-            return Err(deny(agent, session, &base, &refusal.message.clone(), refusal).await);
-        }
-        if judged.decision.approval == Approval::OncePerTask {
-            agent.approvals_mut().remember(
-                MemoryKey::new(req.task.as_deref(), &req.secrets, judged.profile.as_deref()),
-                boot_now() + judged.policy.defaults.approval_memory,
-            );
-        }
+    if !needs {
+        return Ok(Some(values));
     }
-    grant(agent, session, req, &judged, base, values).await
+    drop(values);
+    let mut requesters = vec![session.peer.pid];
+    if let Some(anchor) = who.anchor.and_then(|i| who.chain.get(i)) {
+        requesters.push(anchor.pid);
+    }
+    let scope = Scope {
+        warnings: warnings(req, session.peer.uid),
+        ..Scope::new(req, session.peer.pid, &who.chain, who.profile.as_deref())
+    };
+    let asked = approval::ask(
+        agent,
+        session,
+        Ask {
+            action: "lease".into(),
+            scope,
+            requesters,
+            defaults: &judged.policy.defaults,
+            base,
+        },
+    )
+    .await;
+    if let Err(refusal) = asked {
+        return Err(if refusal.is_audit_unavailable() {
+            Denial::unrecorded(refusal)
+        } else {
+            Denial::plain(refusal, base)
+        });
+    }
+    if judged.decision.approval == Approval::OncePerTask {
+        agent.approvals_mut().remember(
+            MemoryKey::new(req.task.as_deref(), &req.secrets, who.profile.as_deref()),
+            boot_now() + judged.policy.defaults.approval_memory,
+        );
+    }
+    Ok(None)
 }
 
-/// Records a refused lease (waiting for it to be on disk: if it cannot be, that is the
-/// answer) and counts it towards the repeated-denials anomaly.
-async fn deny(
+// ---------------------------------------------------------------------------------
+// 6. open
+
+/// Opens the values after a human was asked, and checks the request again: a value
+/// may have been replaced (or a secret removed) meanwhile.
+async fn open(
     agent: &Agent,
-    session: &mut Session,
+    req: &LeaseRequest,
     base: &Event,
-    reason: &str,
-    refusal: Refusal,
-) -> Refusal {
-    tracing::warn!(pid = session.peer.pid, reason, "lease refused");
-    let recorded = agent
-        .audit
-        .record(
-            Event {
-                decision: Some("denied"),
-                ..Event::new("lease_denied").reason(reason)
+    judged: &Judged,
+) -> Result<Vec<LeasedValue>, Denial> {
+    let slot = agent.unlocked().await.map_err(|r| Denial::plain(r, base))?;
+    let vault = slot
+        .as_ref()
+        .ok_or_else(|| Denial::plain(agent.locked_refusal(), base))?;
+    let mut values = Vec::with_capacity(req.secrets.len());
+    for name in &req.secrets {
+        match vault.open_value(name) {
+            Ok(value) => values.push(LeasedValue {
+                name: name.clone(),
+                value,
+            }),
+            Err(e) => {
+                let unknown = matches!(e, crate::vault::VaultError::NoSuchSecret(_));
+                let refusal = Refusal::from_vault(&agent.vault_file, e);
+                return Err(if unknown {
+                    Denial::new(refusal, base, UNKNOWN_NAME)
+                } else {
+                    Denial::plain(refusal, base)
+                });
             }
-            .merge(base),
-        )
-        .await;
-    agent.denied(base.clone());
-    match recorded {
-        Ok(()) => refusal,
-        Err(audit) => audit,
+        }
     }
+    let found = vault.screen(&request_hay(req));
+    check_request_strings(vault, req, &found).map_err(|r| Denial::plain(r, base))?;
+    check_masking(&values, judged.decision.masking_required).map_err(|r| Denial::plain(r, base))?;
+    drop(slot);
+    Ok(values)
 }
+
+// ---------------------------------------------------------------------------------
+// 7. grant
 
 /// Records the grant (on disk before the values leave) and enters the lease in the
-/// table — unless the vault was locked meanwhile (the epoch moved). `checked_values`
-/// are the values already opened and checked, if nothing waited since; otherwise they
-/// are opened and checked again. Its refusals are recorded here.
+/// table — unless the vault was locked meanwhile (the epoch moved).
 async fn grant(
     agent: &Agent,
     session: &mut Session,
-    req: LeaseRequest,
+    req: &LeaseRequest,
+    who: &Identity,
+    base: &Event,
     judged: &Judged,
-    mut base: Event,
-    checked_values: Option<Vec<LeasedValue>>,
-) -> Reply {
-    let values = match checked_values {
-        Some(v) => v,
-        None => {
-            let opened = match open_values(agent, &req).await {
-                Ok(o) => o,
-                Err(refusal) => {
-                    return Err(
-                        deny(agent, session, &base, &refusal.message.clone(), refusal).await,
-                    );
-                }
-            };
-            // The values may have been replaced while a human was asked: check them
-            // again, and conceal the ones that are leased now.
-            let chain = session.chain();
-            let haystack = session.haystack();
-            let needles = Needles::new(&opened.values, &opened.unknown);
-            base.conceal(&session.peer, &chain, &haystack, &needles.list());
-            let checked = match opened.missing {
-                Some(m) => Err(m),
-                None => check_values(
-                    &req,
-                    &opened.values,
-                    &needles,
-                    judged.decision.masking_required,
-                )
-                .map_err(|r| {
-                    let m = r.message.clone();
-                    (r, m)
-                }),
-            };
-            drop(needles);
-            if let Err((refusal, reason)) = checked {
-                drop(opened.values);
-                return Err(deny(agent, session, &base, &reason, refusal).await);
-            }
-            opened.values
-        }
-    };
+    values: Vec<LeasedValue>,
+) -> Result<Response, Denial> {
     let (new_uses, id, epoch) = {
-        let slot = agent.unlocked().await?;
-        let vault = slot.as_ref().ok_or_else(Refusal::locked)?;
+        let slot = agent.unlocked().await.map_err(|r| Denial::plain(r, base))?;
+        let vault = slot
+            .as_ref()
+            .ok_or_else(|| Denial::plain(agent.locked_refusal(), base))?;
         let new_uses: Vec<String> = req
             .secrets
             .iter()
             .filter(|s| vault.is_new_use(s, &req.command.path))
             .cloned()
             .collect();
+        check_lease_cap(agent, session.peer.uid, &judged.policy)
+            .map_err(|r| Denial::plain(r, base))?;
         let mut leases = agent.leases_mut();
         (new_uses, leases.next_id(), leases.epoch)
     };
@@ -488,9 +775,13 @@ async fn grant(
         lease: Some(id),
         ttl_secs: Some(ttl.as_secs()),
         decision: Some("granted"),
-        ..Event::new("lease_granted").merge(&base)
+        ..Event::new("lease_granted").merge(base)
     };
-    agent.audit.record(granted).await?;
+    agent
+        .audit
+        .record(granted)
+        .await
+        .map_err(Denial::unrecorded)?;
     let earliest = {
         let mut leases = agent.leases_mut();
         if leases.epoch != epoch {
@@ -500,21 +791,24 @@ async fn grant(
                 lease: Some(id),
                 ..Event::new("lease_ended")
                     .reason("the vault was locked before the lease began")
-                    .merge(&base)
+                    .merge(base)
             });
-            return Err(agent.locked_refusal());
+            return Err(Denial::unrecorded(agent.locked_refusal()));
         }
         tracing::debug!(lease = id, secrets = ?req.secrets, command = %req.command.path, "lease granted");
         leases.insert(Lease {
             id,
-            request: req.clone(),
+            request: crate::leases::bounded(req),
             pid: session.peer.pid,
-            chain: judged.chain.clone(),
-            profile: judged.profile.clone(),
+            uid: session.peer.uid,
+            chain: who.chain.clone(),
+            profile: who.profile.clone(),
             ttl,
             started_at: SystemTime::now(),
             expires: boot_now() + ttl,
             holder: session.pushes.clone(),
+            warnings: warnings(req, session.peer.uid),
+            guards: Vec::new(),
         })
     };
     if earliest {
@@ -524,7 +818,10 @@ async fn grant(
     for secret in &note_uses(agent, &new_uses, &req.command.path).await {
         agent.anomaly(
             "new_executable",
-            format!("first use of '{secret}' by {}", req.command.path),
+            format!(
+                "first use of '{secret}' by {}",
+                base.command.as_deref().unwrap_or("?")
+            ),
             base.clone(),
         );
     }
@@ -547,6 +844,7 @@ async fn grant(
         lease: id,
         values,
         expires_in_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+        strict_env: judged.decision.strict_env,
     }))
 }
 
@@ -578,261 +876,6 @@ async fn note_uses(agent: &Agent, secrets: &[String], exe: &str) -> Vec<String> 
     fresh
 }
 
-/// Refuses a lease whose values would leak by the way they are used: one typed on the
-/// command line (argv lands in shell history, `ps` and the agent's transcript), or
-/// one too short to mask when the policy requires masking.
-fn check_values(
-    req: &LeaseRequest,
-    values: &[LeasedValue],
-    needles: &Needles<'_>,
-    masking_required: bool,
-) -> Result<(), Refusal> {
-    use jitc_protocol::names::MIN_MASKED_LEN;
-    // One look at all of the request's strings first: nearly always nothing is there.
-    let hay = crate::audit::nul_joined(
-        std::iter::once(&req.command.path)
-            .chain(&req.command.argv)
-            .chain(req.task.as_ref()),
-    );
-    let needles = needles.list();
-    let suspect = |name: &str| {
-        needles
-            .iter()
-            .filter(|(n, _)| *n == name)
-            .any(|(_, f)| crate::audit::occurs(&hay, f))
-    };
-    for v in values {
-        let value = v.value.expose();
-        if masking_required && value.len() < MIN_MASKED_LEN {
-            return Err(Refusal::new(
-                ErrorCode::Refused,
-                format!(
-                    "refused: the policy requires masking, but '{}' is shorter than {MIN_MASKED_LEN} bytes and cannot be masked",
-                    v.name
-                ),
-            ));
-        }
-        if !suspect(&v.name) {
-            continue;
-        }
-        // The value, or one of the encodings its output is masked in: where?
-        let forms: Vec<&[u8]> = needles
-            .iter()
-            .filter(|(n, _)| *n == v.name)
-            .map(|(_, f)| *f)
-            .collect();
-        let holds = |text: &str| {
-            value.len() >= MIN_MASKED_LEN
-                && forms
-                    .iter()
-                    .any(|f| memchr::memmem::find(text.as_bytes(), f).is_some())
-        };
-        let found = req
-            .command
-            .argv
-            .iter()
-            .enumerate()
-            .find(|(_, arg)| holds(arg) || arg.as_bytes() == value);
-        if holds(&req.command.path) {
-            return Err(Refusal::new(
-                ErrorCode::Refused,
-                format!(
-                    "refused: the command's path contains the value of '{}' (or an encoding of it); rename it",
-                    v.name
-                ),
-            ));
-        }
-        if req.task.as_deref().is_some_and(holds) {
-            return Err(Refusal::new(
-                ErrorCode::Refused,
-                format!(
-                    "refused: the --task text contains the value of '{}' (or an encoding of it); it would be shown in prompts, listings and the audit log — describe the task instead",
-                    v.name
-                ),
-            ));
-        }
-        if let Some((i, _)) = found {
-            tracing::warn!(secret = %v.name, argument = i, "lease refused: the value is on the command line");
-            return Err(Refusal::new(
-                ErrorCode::Refused,
-                format!(
-                    "refused: argument {i} of the command contains the value of '{}' (or an encoding of it); a value on a command line lands in shell history, in ps and in the agent's transcript, so pass it with -s, -e, --file or --env-file instead",
-                    v.name
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Removes a waiting request from `jitc pending` however the wait ends (answered,
-/// timed out, or the requester hung up and this future was dropped).
-struct Registered<'a> {
-    agent: &'a Agent,
-    id: u64,
-}
-
-impl Drop for Registered<'_> {
-    fn drop(&mut self) {
-        self.agent.approvals_mut().remove(self.id);
-    }
-}
-
-/// The approver's prompt: who asks, for what, to do what.
-fn prompt(id: u64, req: &LeaseRequest, judged: &Judged) -> String {
-    let chain: Vec<String> = judged
-        .chain
-        .iter()
-        .take(6)
-        .map(|p| {
-            let name = p
-                .argv
-                .first()
-                .or(p.exe.as_ref())
-                .map(|a| a.rsplit('/').next().unwrap_or(a).to_owned())
-                .unwrap_or_else(|| "?".into());
-            format!("{name} ({})", p.pid)
-        })
-        .collect();
-    format!(
-        "jitc: allow this command to use secrets?\n\ncommand:  {}\nsecrets:  {}\ntask:     {}\nasked by: {}\nprofile:  {}\n\n(request {id}; or run 'jitc approve {id}' / 'jitc deny {id}')",
-        req.command.argv.join(" "),
-        req.secrets.join(", "),
-        req.task.as_deref().unwrap_or("(none given)"),
-        chain.join(" ← "),
-        judged.profile.as_deref().unwrap_or("(none)"),
-    )
-}
-
-/// Puts the request in `jitc pending`, tells the requester it waits, asks the approver
-/// program if there is one, and waits for the first answer or the timeout.
-async fn await_approval(
-    agent: &Agent,
-    session: &mut Session,
-    req: &LeaseRequest,
-    judged: &Judged,
-    base: &Event,
-) -> Result<(), Refusal> {
-    let defaults = &judged.policy.defaults;
-    let timeout = defaults.approval_timeout;
-    let mut requesters = vec![session.peer.pid];
-    if let Some(anchor) = judged.anchor.and_then(|i| judged.chain.get(i)) {
-        requesters.push(anchor.pid);
-    }
-    let info = PendingInfo {
-        id: 0,
-        scope: Scope::new(
-            req,
-            session.peer.pid,
-            &judged.chain,
-            judged.profile.as_deref(),
-        ),
-        requested: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        expires_in_secs: timeout.as_secs(),
-    };
-    let (id, answer) = agent
-        .approvals_mut()
-        .register(info, requesters, boot_now() + timeout);
-    let _registered = Registered { agent, id };
-    let approver = defaults.approver.clone();
-    let _ = session.pushes.send(Response::Waiting(Waiting {
-        id,
-        approver: approver.as_ref().and_then(|a| a.first().cloned()),
-        timeout_secs: timeout.as_secs(),
-    }));
-    tracing::info!(
-        approval = id,
-        secrets = ?req.secrets,
-        command = %req.command.path,
-        pid = session.peer.pid,
-        profile = ?judged.profile,
-        "approval requested"
-    );
-    let approval_event = |kind: &'static str, reason: Option<String>| Event {
-        approval: Some(id),
-        reason,
-        ..Event::new(kind).merge(base)
-    };
-    agent
-        .audit
-        .record_later(approval_event("approval_requested", None));
-    let mut asked = approver.as_ref().and_then(|argv| {
-        let mut c = tokio::process::Command::new(&argv[0]);
-        c.args(&argv[1..])
-            .arg(prompt(id, req, judged))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        c.spawn()
-            .inspect_err(
-                |e| tracing::warn!(approver = %argv[0], error = %e, "cannot run the approver"),
-            )
-            .ok()
-    });
-    let approver_answer = async {
-        match asked.as_mut() {
-            Some(child) => child.wait().await.ok(),
-            None => std::future::pending().await,
-        }
-    };
-    let verdict = tokio::select! {
-        v = answer => v.unwrap_or_else(|_| Verdict::Denied("the request was withdrawn".into(), None)),
-        status = approver_answer => match status {
-            Some(s) if s.success() => Verdict::Approved(format!(
-                "approved by {}",
-                approver.as_ref().map_or("the approver", |a| a[0].as_str())
-            )),
-            _ => Verdict::Denied(
-                format!(
-                    "{} said no",
-                    approver.as_ref().map_or("the approver", |a| a[0].as_str())
-                ),
-                None,
-            ),
-        },
-        () = tokio::time::sleep(timeout) => {
-            tracing::warn!(approval = id, "approval timed out");
-            agent.audit.record_later(approval_event("approval_timed_out", None));
-            return Err(Refusal::new(
-                ErrorCode::Refused,
-                format!(
-                    "approval timed out after {}; while a command waits, list requests with 'jitc pending' and approve with 'jitc approve ID'",
-                    humantime::format_duration(timeout)
-                ),
-            ));
-        }
-    };
-    // The approver, if still running, is killed as `asked` drops.
-    match verdict {
-        Verdict::Approved(by) => {
-            tracing::info!(approval = id, "approval granted");
-            // On record before it counts (and before once-per-task remembers it).
-            agent
-                .audit
-                .record(approval_event("approval_granted", Some(by)))
-                .await
-        }
-        Verdict::Denied(why, by) => {
-            tracing::warn!(approval = id, reason = %why, "approval denied");
-            let recorded = match by {
-                Some(by) => format!("{why} {by}"),
-                None => why.clone(),
-            };
-            agent
-                .audit
-                .record_later(approval_event("approval_denied", Some(recorded)));
-            Err(Refusal::new(
-                ErrorCode::Refused,
-                format!("approval denied: {why}"),
-            ))
-        }
-    }
-}
-
 /// Releases a lease this connection holds. One-way: there is no answer (the holder is
 /// done with it either way, and closing the connection releases it too), which keeps a
 /// lease to one round trip.
@@ -851,4 +894,18 @@ pub fn release(agent: &Agent, session: &mut Session, id: u64) {
         agent.record_ended(&lease, "released by its holder");
     }
     agent.idle.touch();
+}
+
+/// The holder of lease `id` started its command: the process groups its children lead
+/// are the command's, for the agent to stop if the holder cannot. One-way, like
+/// `release`.
+pub fn guard(agent: &Agent, session: &mut Session, id: u64) {
+    if !session.leases.contains(&id) {
+        tracing::debug!(lease = id, "guard of a lease this connection does not hold");
+        return;
+    }
+    let groups = crate::procs::command_groups(session.peer.pid);
+    if let Some(lease) = agent.leases_mut().get_mut(id) {
+        lease.guards = groups;
+    }
 }

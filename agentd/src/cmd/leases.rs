@@ -5,32 +5,33 @@ use jitc_protocol::{ErrorCode, Response};
 use crate::agent::Agent;
 use crate::error::{Refusal, Reply};
 
-pub fn list(agent: &Agent) -> Reply {
-    Ok(Response::Leases(agent.leases_mut().infos()))
+/// Most bytes of listing per reply, well inside a frame: a longer listing comes in
+/// pages.
+pub const PAGE_BYTES: usize = 512 << 10;
+
+pub fn list(agent: &Agent, after: u64) -> Reply {
+    let (items, more) = agent.leases_mut().page(after, PAGE_BYTES);
+    Ok(Response::Leases { items, more })
 }
 
-/// Ends one lease (or all); each holder is told and stops its command.
+/// Ends one lease (or all); each holder is told and stops its command — or the agent
+/// stops it, if the holder does not.
 pub fn revoke(agent: &Agent, lease: Option<u64>) -> Reply {
     const REASON: &str = "the lease was revoked with 'jitc revoke'";
-    let count = match lease {
-        Some(id) => {
-            let Some(lease) = agent.leases_mut().end(id, REASON) else {
+    let ended = match lease {
+        Some(id) => match agent.leases_mut().end(id, REASON) {
+            Some(l) => vec![l],
+            None => {
                 return Err(Refusal::new(
                     ErrorCode::Failure,
                     format!("no active lease {id}; see 'jitc leases'"),
                 ));
-            };
-            agent.record_ended(&lease, REASON);
-            1
-        }
-        None => {
-            let ended = agent.leases_mut().end_all(REASON);
-            for lease in &ended {
-                agent.record_ended(lease, REASON);
             }
-            ended.len()
-        }
+        },
+        None => agent.leases_mut().end_all(REASON),
     };
+    let count = ended.len();
+    agent.ended_by_agent(ended, REASON);
     agent.leases_changed.notify_one();
     tracing::info!(lease = ?lease, count, "leases revoked");
     Ok(Response::Revoked {

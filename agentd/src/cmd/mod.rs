@@ -9,15 +9,18 @@ pub mod lease;
 pub mod leases;
 pub mod list;
 pub mod lock;
+pub mod passwd;
 pub mod remove;
+pub mod rename;
 pub mod status;
 pub mod unlock;
 
-use jitc_protocol::SecretBytes;
+use jitc_protocol::{Response, Scope, SecretBytes};
 
-use crate::agent::{Agent, Session, backoff};
+use crate::agent::{Agent, Session};
 use crate::audit::Event;
 use crate::error::Refusal;
+use crate::policy::Approval;
 use crate::vault::VaultError;
 
 /// Longest passphrase accepted; Argon2 would take more, but nobody types more.
@@ -47,39 +50,38 @@ fn check_name(name: &str) -> Result<(), Refusal> {
 }
 
 /// Proves a human is at the keyboard for an act an agent must not do on its own
-/// (approving a request, accepting the audit log as it is): the vault passphrase,
-/// checked against the unlocked vault. A wrong one is slowed down like `unlock`,
-/// recorded as `failed` (with the reason added) and counted toward the
-/// `wrong_passphrases` anomaly.
+/// (approving a request, accepting the audit log as it is, changing a secret): the
+/// vault passphrase, checked against the unlocked vault. A wrong one is slowed down like
+/// `unlock` (the gate held to the end), recorded as `failed` (the passphrase tried
+/// concealed in the requester's command lines) and counted toward the
+/// `wrong_passphrases` anomaly. On success, the peer as records should carry it (the
+/// passphrase concealed).
 async fn confirm_passphrase(
     agent: &Agent,
     session: &mut Session,
     passphrase: SecretBytes,
     failed: Event,
-) -> Result<(), Refusal> {
+) -> Result<crate::audit::PeerJson, Refusal> {
     check_passphrase(&passphrase)?;
-    let _gate = agent.passphrase_gate.lock().await;
+    let gate = agent.passphrase_gate().await;
     let check = {
         let slot = agent.unlocked().await?;
         slot.as_ref()
             .ok_or_else(Refusal::locked)?
             .passphrase_check()
     };
-    let unwrapped = tokio::task::spawn_blocking(move || check.unwrap_key(passphrase.expose()))
-        .await
-        .map_err(|_| Refusal::internal("checking the passphrase"))?;
+    let (unwrapped, passphrase) = tokio::task::spawn_blocking(move || {
+        let r = check.unwrap_key(passphrase.expose());
+        (r, passphrase)
+    })
+    .await
+    .map_err(|_| Refusal::internal("checking the passphrase"))?;
+    let peer = session.peer_json_hiding(&[passphrase.expose()]);
+    drop(passphrase);
     let key = match unwrapped {
         Ok(k) => k,
         Err(VaultError::WrongPassphrase) => {
-            let failures = agent.record_failure();
-            tracing::warn!(event = failed.event, failures, "refused: wrong passphrase");
-            agent.audit.record_later(failed.reason("wrong passphrase"));
-            agent.wrong_passphrase(session.peer_json(), failures);
-            tokio::time::sleep(backoff(failures)).await;
-            return Err(Refusal::from_vault(
-                &agent.vault_file,
-                VaultError::WrongPassphrase,
-            ));
+            return Err(agent.wrong_passphrase(gate, failed.peer(peer)).await);
         }
         Err(e) => return Err(Refusal::from_vault(&agent.vault_file, e)),
     };
@@ -92,5 +94,79 @@ async fn confirm_passphrase(
         return Err(agent.locked_refusal());
     }
     agent.reset_failures();
-    Ok(())
+    Ok(peer)
+}
+
+/// A write that needs a human: what it is (in words, for prompts and records) and the
+/// secret it touches.
+pub(crate) struct Write<'a> {
+    pub action: String,
+    pub secret: &'a str,
+    /// The record kind a wrong passphrase is written as.
+    pub failed: &'static str,
+}
+
+/// Makes sure a human stands behind a write to an existing or guarded secret: the vault
+/// passphrase in the request — or, where the policy asks approval for that secret, the
+/// approval flow (`jitc approve` or the approver). Without either, `Ok(Err(answer))`:
+/// the answer asks the client for the passphrase. `Ok(Ok(peer))`: go ahead (the peer as
+/// records carry it, a passphrase concealed).
+async fn human_for_write(
+    agent: &Agent,
+    session: &mut Session,
+    write: Write<'_>,
+    passphrase: Option<SecretBytes>,
+) -> Result<Result<crate::audit::PeerJson, Response>, Refusal> {
+    if let Some(p) = passphrase {
+        let failed = Event {
+            secrets: vec![write.secret.to_owned()],
+            ..Event::new(write.failed)
+        };
+        return confirm_passphrase(agent, session, p, failed).await.map(Ok);
+    }
+    let policy = agent.policy().ok();
+    let flow = policy
+        .as_ref()
+        .is_some_and(|p| p.write_approval(write.secret) != Approval::Never);
+    let Some(policy) = policy.filter(|_| flow) else {
+        return Ok(Err(Response::NeedsPassphrase(format!(
+            "{} needs the vault passphrase",
+            write.action
+        ))));
+    };
+    let chain = session.chain();
+    let profile = policy.profile_for(&chain);
+    let mut requesters = vec![session.peer.pid];
+    if let Some(anchor) = profile.as_ref().and_then(|(_, i)| chain.get(*i)) {
+        requesters.push(anchor.pid);
+    }
+    let scope = Scope {
+        secrets: vec![write.secret.to_owned()],
+        task: None,
+        command: String::new(),
+        argv: Vec::new(),
+        pid: session.peer.pid,
+        chain: chain.to_vec(),
+        profile: profile.map(|(p, _)| p),
+        warnings: Vec::new(),
+    };
+    let base = Event {
+        secrets: vec![write.secret.to_owned()],
+        profile: scope.profile.clone(),
+        ..Event::default().peer(session.peer_json())
+    }
+    .reason(write.action.clone());
+    crate::approval::ask(
+        agent,
+        session,
+        crate::approval::Ask {
+            action: write.action,
+            scope,
+            requesters,
+            defaults: &policy.defaults,
+            base: &base,
+        },
+    )
+    .await?;
+    Ok(Ok(session.peer_json()))
 }

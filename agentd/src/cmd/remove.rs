@@ -1,14 +1,41 @@
-//! `RemoveSecret`: delete one secret and save the vault before answering.
+//! `RemoveSecret`: delete one secret and save the vault before answering. A human must
+//! stand behind it (see `human_for_write`).
 
-use jitc_protocol::Response;
+use jitc_protocol::{Response, SecretBytes};
 
 use crate::agent::{Agent, Session};
 use crate::audit::Event;
 use crate::error::{Refusal, Reply};
 use crate::vault::VaultError;
 
-pub async fn apply(agent: &Agent, session: &mut Session, name: &str) -> Reply {
+pub async fn apply(
+    agent: &Agent,
+    session: &mut Session,
+    name: &str,
+    passphrase: Option<SecretBytes>,
+) -> Reply {
     super::check_name(name)?;
+    let known = agent
+        .unlocked()
+        .await?
+        .as_ref()
+        .ok_or_else(Refusal::locked)?
+        .contains(name);
+    if !known {
+        return Err(Refusal::from_vault(
+            &agent.vault_file,
+            VaultError::NoSuchSecret(name.to_owned()),
+        ));
+    }
+    let write = super::Write {
+        action: format!("removing '{name}'"),
+        secret: name,
+        failed: "secret_removed",
+    };
+    let peer = match super::human_for_write(agent, session, write, passphrase).await? {
+        Ok(peer) => peer,
+        Err(ask) => return Ok(ask),
+    };
     let mut slot = agent.unlocked().await?;
     let Some(vault) = slot.as_mut() else {
         return Err(Refusal::locked());
@@ -24,7 +51,7 @@ pub async fn apply(agent: &Agent, session: &mut Session, name: &str) -> Reply {
         .audit
         .record(Event {
             secrets: vec![name.to_owned()],
-            ..Event::new("secret_removed").peer(session.peer_json())
+            ..Event::new("secret_removed").peer(peer)
         })
         .await?;
     let undo = vault.undo_point(name);

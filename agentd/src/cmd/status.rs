@@ -7,20 +7,12 @@ use crate::agent::Agent;
 use crate::error::Reply;
 
 pub async fn apply(agent: &Agent) -> Reply {
-    // Consulting the policy also picks up an edited idle_lock.
-    let _ = agent.policy();
     // `jitc audit` reads the log after asking this: everything so far is in it.
     agent.audit.flush().await;
     let slot = agent.vault_slot().await;
     let unlocked = slot.as_ref();
     let leases = agent.leases_mut().len();
-    let locks_in_secs = unlocked.map(|_| {
-        agent
-            .idle
-            .deadline()
-            .saturating_duration_since(tokio::time::Instant::now())
-            .as_secs()
-    });
+    let locks_in_secs = unlocked.map(|_| agent.idle.remaining().as_secs());
     Ok(Response::Status(AgentStatus {
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         pid: std::process::id(),
@@ -35,7 +27,7 @@ pub async fn apply(agent: &Agent) -> Reply {
         memory_locked: unlocked.is_some_and(|v| v.memory_locked()),
         unlock_failures: agent.failures.load(Ordering::SeqCst),
         pending: u32::try_from(agent.approvals_mut().len()).unwrap_or(u32::MAX),
-        policy: agent.policy.state(),
+        policy: agent.policy_state(),
         audit: agent.audit.state(),
     }))
 }

@@ -1,18 +1,21 @@
 //! `Unlock`: derive the key from the passphrase and open the vault. Wrong passphrases
-//! are answered slowly (see `agent::backoff`), one attempt at a time.
+//! are answered slowly (see `Agent::wrong_passphrase`), one attempt at a time. The
+//! passphrase — right or wrong — is concealed wherever a record carries the
+//! requester's command lines.
 
 use jitc_protocol::{AuditReport, Response, SecretBytes};
 
-use crate::agent::{Agent, Session, backoff};
+use crate::agent::{Agent, Session};
 use crate::audit::Event;
 use crate::audit::chain::{Tag, derive_key};
+use crate::audit::sidecar::{self, Found};
 use crate::audit::verify::verify_files;
 use crate::error::{Refusal, Reply};
 use crate::vault::{Vault, VaultError};
 
 pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes) -> Reply {
     super::check_passphrase(&passphrase)?;
-    let _gate = agent.passphrase_gate.lock().await;
+    let gate = agent.passphrase_gate().await;
     if agent.vault_slot().await.is_some() {
         agent.idle.touch();
         return Ok(Response::Done);
@@ -24,9 +27,14 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
         .map_err(|_| Refusal::internal("reading the vault"))?
         .map_err(Refusal::from_file)?
         .ok_or_else(|| Refusal::no_vault(&agent.vault_file))?;
-    let opened = tokio::task::spawn_blocking(move || Vault::open(&bytes, passphrase.expose()))
-        .await
-        .map_err(|_| Refusal::internal("opening the vault"))?;
+    let (opened, passphrase) = tokio::task::spawn_blocking(move || {
+        let v = Vault::open(&bytes, passphrase.expose());
+        (v, passphrase)
+    })
+    .await
+    .map_err(|_| Refusal::internal("opening the vault"))?;
+    let peer = session.peer_json_hiding(&[passphrase.expose()]);
+    drop(passphrase);
     match opened {
         Ok(vault) => {
             tracing::info!(
@@ -34,12 +42,9 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
                 memory_locked = vault.memory_locked(),
                 "vault unlocked"
             );
-            // The log as the agent found it, against the checkpoint the vault kept —
-            // before anything new is appended to it.
-            let problem = match vault.audit_checkpoint() {
-                Some(cp) => check_log(agent, vault.key(), (cp.seq, cp.tag)).await,
-                None => None,
-            };
+            // The log as the agent found it, against the checkpoints the vault and the
+            // sidecar kept — before anything new is appended to it.
+            let problem = check_log(agent, &vault).await;
             // Held from the record to the install, so a `lock` cannot slip in between
             // and leave the chain keyed for a vault that is not there (or the reverse).
             let mut slot = agent.vault_slot().await;
@@ -49,38 +54,34 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
             // On record before it takes effect: no audit, no unlock.
             agent
                 .audit
-                .record_opening(vault.key(), Event::new("unlock").peer(session.peer_json()))
+                .record_opening(vault.key(), Event::new("unlock").peer(peer.clone()))
                 .await?;
+            agent.remember_policy(vault.bookkeeping().policy);
             if let Err(e) = agent.install(&mut slot, vault) {
                 agent.audit.set_key(None);
                 return Err(e);
             }
             *agent.vault_stamp.lock().unwrap_or_else(|p| p.into_inner()) = stamp;
+            // A policy in force now is remembered at once (see `persist_bookkeeping`).
+            let _ = agent.policy();
+            if let Some(vault) = slot.as_mut() {
+                agent.persist_bookkeeping(vault).await;
+            }
             drop(slot);
+            drop(gate);
             agent.audit.set_tampered(problem.clone());
             if let Some(problem) = problem {
                 agent.anomaly(
                     "audit_log_tampered",
                     format!("the audit log does not verify: {problem}"),
-                    Event::new("anomaly").peer(session.peer_json()),
+                    Event::new("anomaly").peer(peer),
                 );
             }
             Ok(Response::Done)
         }
         Err(VaultError::WrongPassphrase) => {
-            let failures = agent.record_failure();
-            tracing::warn!(failures, "unlock refused: wrong passphrase");
-            agent.audit.record_later(
-                Event::new("unlock_failed")
-                    .peer(session.peer_json())
-                    .reason("wrong passphrase"),
-            );
-            agent.wrong_passphrase(session.peer_json(), failures);
-            tokio::time::sleep(backoff(failures)).await;
-            Err(Refusal::from_vault(
-                &agent.vault_file,
-                VaultError::WrongPassphrase,
-            ))
+            let failed = Event::new("unlock_failed").peer(peer);
+            Err(agent.wrong_passphrase(gate, failed).await)
         }
         Err(e) => {
             tracing::error!(error = %e, "unlock failed");
@@ -89,16 +90,49 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
     }
 }
 
-/// Checks the newest audit file against the checkpoint the vault kept, so a log cut
-/// short or rewritten while the agent was down is reported at the next unlock, not
-/// only when someone runs `jitc audit verify`. The problem, if any.
-async fn check_log(agent: &Agent, vault_key: &[u8; 32], checkpoint: (u64, Tag)) -> Option<String> {
-    let key = derive_key(vault_key);
+/// The checkpoints the log must reach: the vault's (saved at every save and lock) and
+/// the sidecar's (written after every decision), or why the sidecar cannot be trusted.
+pub fn checkpoints(agent: &Agent, vault: &Vault) -> (Vec<(u64, Tag)>, Option<String>) {
+    let key = derive_key(vault.key());
+    let mut out: Vec<(u64, Tag)> = vault
+        .audit_checkpoint()
+        .map(|c| (c.seq, c.tag))
+        .into_iter()
+        .collect();
+    let path = agent.audit.sidecar_path();
+    let problem = match sidecar::read(&path, &key) {
+        Found::At(seq, tag) => {
+            out.push((seq, tag));
+            None
+        }
+        Found::Missing if vault.bookkeeping().audit_sidecar => Some(format!(
+            "{} is missing (it was kept beside the log; removing it hides where the log really ended)",
+            path.display()
+        )),
+        Found::Missing => None,
+        Found::Invalid => Some(format!(
+            "{} does not verify (edited, or written for another vault)",
+            path.display()
+        )),
+    };
+    (out, problem)
+}
+
+/// Checks the newest audit file against the checkpoints, so a log cut short or
+/// rewritten while the agent was down is reported at the next unlock, not only when
+/// someone runs `jitc audit verify`. The problem, if any.
+async fn check_log(agent: &Agent, vault: &Vault) -> Option<String> {
+    let (checkpoints, sidecar_problem) = checkpoints(agent, vault);
+    if checkpoints.is_empty() {
+        return sidecar_problem;
+    }
+    let key = derive_key(vault.key());
     let newest = agent.audit.open_files(true);
     let report =
-        tokio::task::spawn_blocking(move || verify_files(newest, &key, &[checkpoint], None));
-    match report.await {
+        tokio::task::spawn_blocking(move || verify_files(newest, &key, &checkpoints, None));
+    let problem = match report.await {
         Ok(AuditReport { problem, .. }) => problem,
         Err(_) => None,
-    }
+    };
+    problem.or(sidecar_problem)
 }

@@ -58,6 +58,8 @@ struct FileDefaults {
     working_hours: Option<String>,
     alert_command: Option<Vec<String>>,
     burst_per_minute: Option<u32>,
+    max_leases: Option<u32>,
+    max_pending: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,6 +105,10 @@ pub struct Defaults {
     pub alert_command: Option<Vec<String>>,
     /// More leases of one secret than this in a minute is an anomaly.
     pub burst_per_minute: u32,
+    /// Most leases active at once for one user; more are refused as busy (75).
+    pub max_leases: u32,
+    /// Most requests waiting for approval at once for one user.
+    pub max_pending: u32,
 }
 
 impl Default for Defaults {
@@ -118,6 +124,8 @@ impl Default for Defaults {
             working_hours: None,
             alert_command: None,
             burst_per_minute: 30,
+            max_leases: 256,
+            max_pending: 32,
         }
     }
 }
@@ -160,6 +168,9 @@ pub struct Decision {
     pub ttl: Duration,
     pub max_ttl: Duration,
     pub masking_required: bool,
+    /// A rule pins the command (`commands`): its environment must not carry loader or
+    /// interpreter hooks from the requester's.
+    pub strict_env: bool,
 }
 
 fn duration(field: &str, value: &Option<String>) -> Result<Option<Duration>, String> {
@@ -209,7 +220,12 @@ impl Policy {
             },
             alert_command: fd.alert_command,
             burst_per_minute: fd.burst_per_minute.unwrap_or(base.burst_per_minute),
+            max_leases: fd.max_leases.unwrap_or(base.max_leases),
+            max_pending: fd.max_pending.unwrap_or(base.max_pending),
         };
+        if defaults.max_leases == 0 || defaults.max_pending == 0 {
+            return Err("max_leases and max_pending must be at least 1".into());
+        }
         if defaults
             .alert_command
             .as_ref()
@@ -315,6 +331,23 @@ impl Policy {
         })
     }
 
+    /// The first rule that names `secret` in its `secrets` (whatever its profiles): a
+    /// secret a rule guards. Rules without `secrets` match everything and guard nothing
+    /// in particular.
+    pub fn guarding(&self, secret: &str) -> Option<&Rule> {
+        self.rules
+            .iter()
+            .find(|r| r.secrets.as_ref().is_some_and(|g| g.is_match(secret)))
+    }
+
+    /// How much a human must be involved in changing `secret`: the approval its rule
+    /// (for any requester) or the defaults ask for.
+    pub fn write_approval(&self, secret: &str) -> Approval {
+        self.guarding(secret)
+            .and_then(|r| r.approval)
+            .unwrap_or(self.defaults.approval)
+    }
+
     /// Judges `req` for a requester of `profile`.
     pub fn decide(&self, req: &LeaseRequest, profile: Option<&str>) -> Decision {
         let d = &self.defaults;
@@ -325,6 +358,7 @@ impl Policy {
         let mut max_ttl_from = String::from("the defaults");
         let mut masking_required = false;
         let mut masking_from = String::new();
+        let mut strict_env = false;
         for secret in &req.secrets {
             let rule = self.rule_for(secret, profile);
             verdicts.push(SecretVerdict {
@@ -346,6 +380,7 @@ impl Policy {
                 masking_required = true;
                 masking_from = format!("{from} (for '{secret}')");
             }
+            strict_env |= rule.is_some_and(|r| r.commands.is_some());
             if refusal.is_none()
                 && let Some(r) = rule
                 && let Some(allowed) = &r.commands
@@ -368,8 +403,13 @@ impl Policy {
         let asked = req.ttl_ms.map(Duration::from_millis);
         let ttl = asked.unwrap_or(d.ttl.min(max_ttl));
         if refusal.is_none() && ttl > max_ttl {
+            let allows = if max_ttl_from == "the defaults" {
+                "allow"
+            } else {
+                "allows"
+            };
             refusal = Some(format!(
-                "a lease of {} is longer than the {} that {max_ttl_from} allows; ask for --ttl {} or less",
+                "a lease of {} is longer than the {} that {max_ttl_from} {allows}; ask for --ttl {} or less",
                 humantime::format_duration(ttl),
                 humantime::format_duration(max_ttl),
                 humantime::format_duration(max_ttl)
@@ -387,6 +427,7 @@ impl Policy {
             ttl,
             max_ttl,
             masking_required,
+            strict_env,
         }
     }
 }

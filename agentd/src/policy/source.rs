@@ -3,7 +3,9 @@
 //! The file is checked (a `stat`) each time the policy is consulted, and parsed again
 //! when its identity, size or times differ: an edit takes effect on the very next
 //! request, whichever way the editor saved it. A file that does not parse, or that
-//! others could have written, refuses every lease until it is fixed (fail closed).
+//! others could have written — the file, or a directory on its way from `$HOME` —
+//! refuses every lease until it is fixed (fail closed). Each (re)load gets a new
+//! generation and the file's SHA-256, so the agent can record it.
 
 use std::fs;
 use std::io::Read;
@@ -12,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use jitc_protocol::PolicyState;
+use sha2::{Digest, Sha256};
 
 use super::Policy;
 
@@ -44,12 +47,27 @@ struct Loaded {
     /// `None`: no file (the defaults apply).
     stamp: Option<Stamp>,
     policy: Result<Arc<Policy>, String>,
+    /// SHA-256 of the file as read (`None`: no file, or it could not be read).
+    sha256: Option<[u8; 32]>,
+    /// Bumped at every (re)load.
+    generation: u64,
+}
+
+/// What was loaded last: which load it was, and the file's digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadStamp {
+    pub generation: u64,
+    /// `None`: there is no policy file (or it could not be read).
+    pub sha256: Option<[u8; 32]>,
+    pub exists: bool,
 }
 
 #[derive(Debug)]
 pub struct PolicySource {
     path: PathBuf,
     loaded: Mutex<Option<Loaded>>,
+    /// Where the directory checks stop (`$HOME`).
+    home: Option<PathBuf>,
 }
 
 impl PolicySource {
@@ -57,6 +75,25 @@ impl PolicySource {
         PolicySource {
             path,
             loaded: Mutex::new(None),
+            home: directories::BaseDirs::new().map(|d| d.home_dir().to_path_buf()),
+        }
+    }
+
+    /// Which load is in force and the file's digest.
+    pub fn stamp(&self) -> LoadStamp {
+        let _ = self.current();
+        let slot = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.as_ref() {
+            Some(l) => LoadStamp {
+                generation: l.generation,
+                sha256: l.sha256,
+                exists: l.stamp.is_some(),
+            },
+            None => LoadStamp {
+                generation: 0,
+                sha256: None,
+                exists: false,
+            },
         }
     }
 
@@ -74,7 +111,11 @@ impl PolicySource {
             Some(l) => l.stamp != stamp,
         };
         if stale {
-            let policy = self.load(meta).map(Arc::new);
+            let generation = slot.as_ref().map_or(0, |l| l.generation) + 1;
+            let (policy, sha256) = match self.load(meta) {
+                Ok((p, digest)) => (Ok(Arc::new(p)), digest),
+                Err(e) => (Err(e), None),
+            };
             match &policy {
                 Ok(_) if slot.is_some() => {
                     tracing::info!(path = %self.path.display(), "policy reloaded")
@@ -84,7 +125,12 @@ impl PolicySource {
                     tracing::warn!(error = %e, "policy refused; every lease is refused until it is fixed")
                 }
             }
-            *slot = Some(Loaded { stamp, policy });
+            *slot = Some(Loaded {
+                stamp,
+                policy,
+                sha256,
+                generation,
+            });
         }
         match slot.as_ref() {
             Some(l) => l.policy.clone(),
@@ -99,14 +145,51 @@ impl PolicySource {
             path: self.path.display().to_string(),
             exists: self.path.exists(),
             error,
+            approver_error: None,
         }
     }
 
-    fn load(&self, meta: std::io::Result<fs::Metadata>) -> Result<Policy, String> {
+    /// Refuses a directory on the way to the policy that someone else could write in
+    /// (and so replace the policy): from its directory up to `$HOME` (or `/`).
+    fn check_directories(&self) -> Result<(), String> {
+        let me = nix::unistd::geteuid().as_raw();
+        let mut dir = self.path.parent();
+        while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+            // A directory that is not there yet is no one's to write in.
+            if let Ok(m) = fs::metadata(d) {
+                let shown = d.display();
+                if m.uid() != me && m.uid() != 0 {
+                    return Err(format!(
+                        "the policy's directory {shown} belongs to uid {}, not to you; check who put it there",
+                        m.uid()
+                    ));
+                }
+                // Sticky (like /tmp): others may add files but not replace ours.
+                if m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0 {
+                    return Err(format!(
+                        "the policy's directory {shown} is writable by others, who could replace the policy; run 'chmod go-w {shown}'"
+                    ));
+                }
+            }
+            if self.home.as_deref() == Some(d) {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
+    }
+
+    fn load(
+        &self,
+        meta: std::io::Result<fs::Metadata>,
+    ) -> Result<(Policy, Option<[u8; 32]>), String> {
         let path = self.path.display();
+        self.check_directories()?;
         let meta = match meta {
             Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Policy::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((Policy::default(), None));
+            }
             Err(e) => return Err(format!("cannot read the policy at {path} ({e})")),
         };
         let me = nix::unistd::geteuid().as_raw();
@@ -131,7 +214,10 @@ impl PolicySource {
         fs::File::open(&self.path)
             .and_then(|f| f.take(MAX_POLICY_FILE).read_to_string(&mut text))
             .map_err(|e| format!("cannot read the policy at {path} ({e})"))?;
-        Policy::parse(&text).map_err(|e| format!("the policy at {path} is invalid ({e}); fix it"))
+        let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+        Policy::parse(&text)
+            .map(|p| (p, Some(digest)))
+            .map_err(|e| format!("the policy at {path} is invalid ({e}); fix it"))
     }
 }
 

@@ -157,6 +157,37 @@ pub struct Body {
     pub seen: Vec<(String, String)>,
 }
 
+/// What the agent keeps across restarts about things other than secrets. Written after
+/// `Body` in the same sealed plaintext: a vault from before it has nothing there (and
+/// reads as the default), and an older jitc ignores it (postcard reads what it needs).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Bookkeeping {
+    /// SHA-256 of the last policy file the agent loaded: a policy was in force, so its
+    /// disappearance refuses every lease until restored or reset with the passphrase.
+    pub policy: Option<[u8; 32]>,
+    /// Whether the audit log has kept an `audit.checkpoint` beside it: once it has, a
+    /// missing one is tampering.
+    pub audit_sidecar: bool,
+}
+
+/// The plaintext of a body: `Body`, then `Bookkeeping`.
+pub fn encode_body(body: &Body, bookkeeping: &Bookkeeping) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+    let mut out = zeroize::Zeroizing::new(postcard::to_allocvec(body).ok()?);
+    out.extend_from_slice(&postcard::to_allocvec(bookkeeping).ok()?);
+    Some(out)
+}
+
+/// Reads a body's plaintext: `Body`, and `Bookkeeping` if the vault has it.
+pub fn decode_body(plain: &[u8]) -> Option<(Body, Bookkeeping)> {
+    let (body, rest) = postcard::take_from_bytes::<Body>(plain).ok()?;
+    let bookkeeping = if rest.is_empty() {
+        Bookkeeping::default()
+    } else {
+        postcard::from_bytes(rest).ok()?
+    };
+    Some((body, bookkeeping))
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StoredSecret {
     pub name: String,

@@ -7,6 +7,7 @@
 
 mod file;
 mod format;
+pub mod screen;
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -17,8 +18,9 @@ use jitc_protocol::{KdfParams, SecretBytes, SecretInfo};
 use zeroize::Zeroizing;
 
 pub use file::{FileError, FileStamp, VaultFile, VaultLock};
-pub use format::{AuditCheckpoint, HeaderError};
+pub use format::{AuditCheckpoint, Bookkeeping, HeaderError};
 use format::{Body, HEADER_LEN, Header, Kdf, KeySlot, NONCE_LEN, StoredSecret, TAG_LEN};
+pub use screen::Screen;
 
 use crate::locked::{AllocError, KEY_LEN, LockedKey};
 
@@ -56,6 +58,9 @@ pub struct Vault {
     secrets: BTreeMap<String, StoredSecret>,
     audit_checkpoint: Option<AuditCheckpoint>,
     seen: std::collections::BTreeSet<(String, String)>,
+    bookkeeping: Bookkeeping,
+    /// Fingerprints of every value, to check requests against all of them.
+    screen: Screen,
 }
 
 impl std::fmt::Debug for Vault {
@@ -77,6 +82,29 @@ impl PassphraseCheck {
     pub fn unwrap_key(&self, passphrase: &[u8]) -> Result<LockedKey, VaultError> {
         Vault::unwrap_key(&self.slot, passphrase)
     }
+
+    /// The key-encryption key for a new passphrase (same KDF costs, a fresh salt).
+    /// Slow on purpose: call off the runtime.
+    pub fn derive_new(&self, passphrase: &[u8]) -> Result<NewKek, VaultError> {
+        let kdf = self.slot.kdf;
+        let salt = random()?;
+        let kek = derive_kek(passphrase, &kdf, &salt)?;
+        Ok(NewKek { kek, kdf, salt })
+    }
+}
+
+/// A key-encryption key derived from a new passphrase, to wrap the vault key with.
+#[derive(Debug)]
+pub struct NewKek {
+    kek: LockedKey,
+    kdf: Kdf,
+    salt: [u8; format::SALT_LEN],
+}
+
+/// A vault key wrapped for a new passphrase (see `Vault::rewrapped`).
+#[derive(Debug)]
+pub struct PassphraseChange {
+    slot: KeySlot,
 }
 
 /// What a name looked like before a change, to put back if the save fails.
@@ -197,7 +225,36 @@ impl Vault {
             secrets: BTreeMap::new(),
             audit_checkpoint: None,
             seen: Default::default(),
+            bookkeeping: Bookkeeping::default(),
+            screen: Screen::new(),
         })
+    }
+
+    /// A new key slot wrapping this vault's key under `kek` (see
+    /// `PassphraseCheck::derive_new`): fast, the slow part is done.
+    pub fn rewrapped(&self, kek: NewKek) -> Result<PassphraseChange, VaultError> {
+        let mut slot = KeySlot {
+            kdf: kek.kdf,
+            salt: kek.salt,
+            wrap_nonce: random()?,
+            wrapped_key: [0; format::WRAPPED_KEY_LEN],
+        };
+        let wrapped = seal(
+            kek.kek.expose(),
+            &slot.wrap_nonce,
+            &slot.wrap_aad(),
+            self.key.expose(),
+        );
+        slot.wrapped_key = wrapped.try_into().map_err(|_| VaultError::Random)?;
+        Ok(PassphraseChange { slot })
+    }
+
+    /// Installs a key slot made by `rewrapped`; returns the one it replaces (to put
+    /// back if the save fails).
+    pub fn set_passphrase(&mut self, change: PassphraseChange) -> PassphraseChange {
+        PassphraseChange {
+            slot: std::mem::replace(&mut self.slot, change.slot),
+        }
     }
 
     /// Unwraps the vault key with the KEK derived from `passphrase`.
@@ -225,19 +282,30 @@ impl Vault {
         let aad = &file[..HEADER_LEN];
         let plain = open(key.expose(), &header.body_nonce, aad, &file[HEADER_LEN..])
             .ok_or(VaultError::BodyAuth)?;
-        let body: Body = postcard::from_bytes(&plain).map_err(|_| VaultError::BodyDecode)?;
+        let (body, bookkeeping) = format::decode_body(&plain).ok_or(VaultError::BodyDecode)?;
         let secrets = body
             .secrets
             .into_iter()
             .map(|s| (s.name.clone(), s))
             .collect();
-        Ok(Vault {
+        let mut vault = Vault {
             key,
             slot: header.slot,
             secrets,
             audit_checkpoint: body.audit_checkpoint,
             seen: body.seen.into_iter().collect(),
-        })
+            bookkeeping,
+            screen: Screen::new(),
+        };
+        // Every value once, for its fingerprints (a value that fails authentication is
+        // reported when it is asked for).
+        let names: Vec<String> = vault.secrets.keys().cloned().collect();
+        for name in names {
+            if let Ok(value) = vault.open_value(&name) {
+                vault.screen.insert(&name, value.expose());
+            }
+        }
+        Ok(vault)
     }
 
     /// What re-checking a passphrase needs, so the slow part can run without holding
@@ -275,8 +343,7 @@ impl Vault {
             audit_checkpoint: self.audit_checkpoint.clone(),
             seen: self.seen.iter().cloned().collect(),
         };
-        let plain =
-            Zeroizing::new(postcard::to_allocvec(&body).map_err(|_| VaultError::BodyDecode)?);
+        let plain = format::encode_body(&body, &self.bookkeeping).ok_or(VaultError::BodyDecode)?;
         let mut out = Zeroizing::new(Vec::with_capacity(HEADER_LEN + plain.len() + TAG_LEN));
         out.extend_from_slice(&head);
         out.extend_from_slice(&seal(self.key.expose(), &header.body_nonce, &head, &plain));
@@ -326,6 +393,20 @@ impl Vault {
         self.audit_checkpoint = checkpoint;
     }
 
+    /// What the agent keeps about the policy and the audit trail across restarts.
+    pub fn bookkeeping(&self) -> &Bookkeeping {
+        &self.bookkeeping
+    }
+
+    pub fn bookkeeping_mut(&mut self) -> &mut Bookkeeping {
+        &mut self.bookkeeping
+    }
+
+    /// The secrets (names) one of whose values, or their encodings, may occur in `hay`.
+    pub fn screen(&self, hay: &[u8]) -> Vec<std::sync::Arc<str>> {
+        self.screen.find(hay)
+    }
+
     /// Stores `value` under `name`, sealed. Refuses an existing name unless `replace`.
     pub fn insert(
         &mut self,
@@ -343,6 +424,10 @@ impl Vault {
             Some(old) => (old.created, Inserted::Replaced),
             None => (now, Inserted::Added),
         };
+        if let Ok(old) = self.open_value(name) {
+            self.screen.remove(name, old.expose());
+        }
+        self.screen.insert(name, value.expose());
         let description = match (description, self.secrets.get(name)) {
             (Some(d), _) => Some(d),
             (None, Some(old)) => old.description.clone(),
@@ -372,17 +457,78 @@ impl Vault {
     }
 
     pub fn undo(&mut self, undo: Undo) {
+        if let Ok(now) = self.open_value(&undo.name) {
+            self.screen.remove(&undo.name, now.expose());
+        }
         match undo.previous {
-            Some(old) => self.secrets.insert(undo.name, old),
+            Some(old) => self.secrets.insert(undo.name.clone(), old),
             None => self.secrets.remove(&undo.name),
         };
+        if let Ok(back) = self.open_value(&undo.name) {
+            self.screen.insert(&undo.name, back.expose());
+        }
     }
 
     pub fn remove(&mut self, name: &str) -> Result<(), VaultError> {
+        if let Ok(old) = self.open_value(name) {
+            self.screen.remove(name, old.expose());
+        }
         self.secrets
             .remove(name)
             .map(drop)
             .ok_or_else(|| VaultError::NoSuchSecret(name.to_owned()))
+    }
+
+    /// Renames `from` to `to` (which must not exist); the value is sealed again, bound
+    /// to its new name.
+    pub fn rename(&mut self, from: &str, to: &str) -> Result<(), VaultError> {
+        if self.secrets.contains_key(to) {
+            return Err(VaultError::Exists(to.to_owned()));
+        }
+        let value = self.open_value(from)?;
+        let old = self
+            .secrets
+            .get(from)
+            .cloned()
+            .ok_or_else(|| VaultError::NoSuchSecret(from.to_owned()))?;
+        let nonce = random()?;
+        let sealed = seal(self.key.expose(), &nonce, &value_aad(to), value.expose());
+        self.screen.remove(from, value.expose());
+        self.secrets.remove(from);
+        self.secrets.insert(
+            to.to_owned(),
+            StoredSecret {
+                name: to.to_owned(),
+                updated: now_unix(),
+                nonce,
+                sealed,
+                ..old
+            },
+        );
+        self.screen.insert(to, value.expose());
+        // First uses are remembered by name.
+        let moved: Vec<(String, String)> = self
+            .seen
+            .iter()
+            .filter(|(s, _)| s == from)
+            .cloned()
+            .collect();
+        for (s, exe) in moved {
+            self.seen.remove(&(s, exe.clone()));
+            self.seen.insert((to.to_owned(), exe));
+        }
+        Ok(())
+    }
+
+    /// Sets (or clears) a secret's description.
+    pub fn describe(&mut self, name: &str, description: Option<String>) -> Result<(), VaultError> {
+        let s = self
+            .secrets
+            .get_mut(name)
+            .ok_or_else(|| VaultError::NoSuchSecret(name.to_owned()))?;
+        s.description = description;
+        s.updated = now_unix();
+        Ok(())
     }
 
     pub fn list(&self) -> Vec<SecretInfo> {
@@ -393,6 +539,7 @@ impl Vault {
                 description: s.description.clone(),
                 created: s.created,
                 updated: s.updated,
+                canary: s.canary,
             })
             .collect()
     }

@@ -1,0 +1,151 @@
+//! Keeping values out of records: every occurrence of a value (or of an encoding its
+//! output is masked in) in what a requester supplied is written `<concealed:NAME>`.
+
+use jitc_protocol::ProcessInfo;
+
+use crate::peer::Peer;
+
+/// A value being leased, kept out of records: its secret's name and its bytes.
+pub type Concealed<'a> = (&'a str, &'a [u8]);
+
+/// Every string of a requester and its ancestry (executables and argv), each between
+/// NUL bytes: one buffer to look for values in, made once per connection.
+pub fn haystack(peer: &Peer, chain: &[ProcessInfo]) -> Vec<u8> {
+    nul_joined(
+        peer.exe
+            .iter()
+            .chain(&peer.argv)
+            .chain(chain.iter().flat_map(|p| p.exe.iter().chain(&p.argv))),
+    )
+}
+
+/// `strings`, each between NUL bytes: one buffer that `occurs` looks in at once.
+pub fn nul_joined<'a>(strings: impl IntoIterator<Item = &'a String>) -> Vec<u8> {
+    let mut hay = vec![0u8];
+    for s in strings {
+        hay.extend_from_slice(s.as_bytes());
+        hay.push(0);
+    }
+    hay
+}
+
+/// Whether `value` occurs in `haystack`: anywhere, or — too short to mask — as a whole
+/// string (as the argv check treats it).
+pub fn occurs(haystack: &[u8], value: &[u8]) -> bool {
+    if value.is_empty() {
+        return false;
+    }
+    if value.len() < jitc_protocol::names::MIN_MASKED_LEN {
+        let mut whole = Vec::with_capacity(value.len() + 2);
+        whole.push(0);
+        whole.extend_from_slice(value);
+        whole.push(0);
+        return memchr::memmem::find(haystack, &whole).is_some();
+    }
+    memchr::memmem::find(haystack, value).is_some()
+}
+
+/// For an argument cut short (it ends with `…`, see `peer::process_info`) whose end is
+/// the beginning of a value: where that beginning starts, and the value's name. The
+/// longest such beginning wins; a character the cut broke in two counts with it.
+pub(super) fn cut_tail<'a>(s: &str, values: &[Concealed<'a>]) -> Option<(usize, &'a str)> {
+    let head = s.strip_suffix('…')?.trim_end_matches('\u{FFFD}');
+    let head = head.as_bytes();
+    let mut best: Option<(usize, &str)> = None;
+    for (name, value) in values {
+        if value.len() < jitc_protocol::names::MIN_MASKED_LEN {
+            continue;
+        }
+        let longest = (1..value.len().min(head.len() + 1))
+            .rev()
+            .find(|&k| head.ends_with(&value[..k]));
+        if let Some(k) = longest
+            && best.is_none_or(|(at, _)| head.len() - k < at)
+        {
+            best = Some((head.len() - k, name));
+        }
+    }
+    best
+}
+
+/// `s` with each occurrence of a value replaced by `<concealed:NAME>` (a value too
+/// short to mask only when it is the whole of `s`, as the argv check treats it), and
+/// the beginning of one at the end of an argument cut short; `None` when no value
+/// occurs in it.
+pub fn conceal(s: &str, values: &[Concealed<'_>]) -> Option<String> {
+    let whole = conceal_whole(s, values);
+    let cur = whole.as_deref().unwrap_or(s);
+    match cut_tail(cur, values) {
+        Some((mut at, name)) => {
+            // From where the character it falls in starts.
+            while !cur.is_char_boundary(at) {
+                at -= 1;
+            }
+            Some(format!("{}<concealed:{name}>…", &cur[..at]))
+        }
+        None => whole,
+    }
+}
+
+fn conceal_whole(s: &str, values: &[Concealed<'_>]) -> Option<String> {
+    let mut out: Option<Vec<u8>> = None;
+    for (name, value) in values {
+        let cur = out.as_deref().unwrap_or(s.as_bytes());
+        if value.is_empty() {
+            continue;
+        }
+        let marker = format!("<concealed:{name}>");
+        if value.len() < jitc_protocol::names::MIN_MASKED_LEN {
+            if cur == *value {
+                out = Some(marker.into_bytes());
+            }
+            continue;
+        }
+        let mut next = Vec::new();
+        let mut from = 0;
+        for at in memchr::memmem::find_iter(cur, value) {
+            if at < from {
+                continue;
+            }
+            next.extend_from_slice(&cur[from..at]);
+            next.extend_from_slice(marker.as_bytes());
+            from = at + value.len();
+        }
+        if from == 0 {
+            continue;
+        }
+        next.extend_from_slice(&cur[from..]);
+        out = Some(next);
+    }
+    out.map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V: &[u8] = "sk-live-0123456789".as_bytes();
+
+    #[test]
+    fn values_are_concealed_whole_and_where_an_argument_was_cut_short() {
+        let values: &[Concealed<'_>] = &[("api", V)];
+        assert_eq!(
+            conceal("Bearer sk-live-0123456789!", values).as_deref(),
+            Some("Bearer <concealed:api>!")
+        );
+        assert_eq!(conceal("nothing here", values), None);
+        // Cut inside the value: its beginning goes too.
+        assert_eq!(
+            conceal("xxxx sk-live-01…", values).as_deref(),
+            Some("xxxx <concealed:api>…")
+        );
+        // A cut that broke a character in two (shown as U+FFFD) right after it.
+        let multi: &[Concealed<'_>] = &[("m", "ключ-секрет-42".as_bytes())];
+        assert_eq!(
+            conceal("a=ключ-се\u{FFFD}…", multi).as_deref(),
+            Some("a=<concealed:m>…")
+        );
+        // An argument not cut short keeps a mere look-alike ending.
+        assert_eq!(conceal("xxxx sk-live-01", values), None);
+    }
+}

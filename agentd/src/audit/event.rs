@@ -1,0 +1,361 @@
+//! `Event`: one line of the audit trail, and `PeerJson`, the requesting process as a
+//! record carries it. Never a value or a passphrase: no field could hold one, and what a
+//! requester supplied is concealed (see `conceal`) and bounded before it is written.
+
+use std::sync::Arc;
+
+use jitc_protocol::{LeaseRequest, ProcessInfo};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use zeroize::Zeroize;
+
+use super::conceal::{Concealed, conceal, cut_tail, nul_joined, occurs};
+use crate::peer::Peer;
+
+/// The process behind a request, as recorded: serialized once per connection (its
+/// ancestry is most of a record) and shared by every event of that connection.
+#[derive(Debug, Clone)]
+pub struct PeerJson(Arc<RawValue>);
+
+/// The most a peer may take up in a record; a deeper ancestry is cut from the top
+/// (init's end) until it fits.
+const MAX_PEER_JSON: usize = 64 << 10;
+
+impl PeerJson {
+    pub fn new(peer: &Peer, chain: &[ProcessInfo]) -> PeerJson {
+        #[derive(Serialize)]
+        struct Record<'a> {
+            pid: u32,
+            uid: u32,
+            exe: &'a Option<String>,
+            argv: &'a [String],
+            chain: &'a [ProcessInfo],
+        }
+        let mut kept = chain.len();
+        let raw = loop {
+            let record = Record {
+                pid: peer.pid,
+                uid: peer.uid,
+                exe: &peer.exe,
+                argv: &peer.argv,
+                chain: &chain[..kept],
+            };
+            // Serializing strings and numbers cannot fail.
+            let json = serde_json::to_string(&record).unwrap_or_default();
+            if json.len() <= MAX_PEER_JSON || kept == 0 {
+                break json;
+            }
+            kept = kept.saturating_sub((kept / 4).max(1));
+        };
+        PeerJson(Arc::from(RawValue::from_string(raw).unwrap_or_default()))
+    }
+
+    /// The executable of the requester's parent (the program that ran it), as
+    /// recorded.
+    pub fn parent_exe(&self) -> Option<String> {
+        let v: serde_json::Value = serde_json::from_str(self.0.get()).ok()?;
+        let chain = v.get("chain")?.as_array()?;
+        let parent = chain.get(1).or(chain.first())?;
+        parent.get("exe")?.as_str().map(str::to_owned)
+    }
+
+    /// The peer with its executables but none of the command lines (nothing can be
+    /// concealed in them when no value is at hand).
+    pub fn without_argv(peer: &Peer, chain: &[ProcessInfo]) -> PeerJson {
+        PeerJson::rewritten(peer, chain, String::clone, |_| None)
+    }
+
+    /// The peer with each executable passed through `exe` and each argument through
+    /// `arg` (`None`: left out).
+    fn rewritten(
+        peer: &Peer,
+        chain: &[ProcessInfo],
+        exe: impl Fn(&String) -> String,
+        arg: impl Fn(&String) -> Option<String>,
+    ) -> PeerJson {
+        let peer = Peer {
+            exe: peer.exe.as_ref().map(&exe),
+            argv: peer.argv.iter().filter_map(&arg).collect(),
+            ..peer.clone()
+        };
+        let chain: Vec<ProcessInfo> = chain
+            .iter()
+            .map(|p| ProcessInfo {
+                pid: p.pid,
+                exe: p.exe.as_ref().map(&exe),
+                argv: p.argv.iter().filter_map(&arg).collect(),
+            })
+            .collect();
+        PeerJson::new(&peer, &chain)
+    }
+
+    /// The peer with every leased value in its argv (or its ancestors') concealed;
+    /// `None` when no value appears there.
+    pub fn concealing(
+        peer: &Peer,
+        chain: &[ProcessInfo],
+        haystack: &[u8],
+        values: &[Concealed<'_>],
+    ) -> Option<PeerJson> {
+        let cut_short = || {
+            peer.argv
+                .iter()
+                .chain(chain.iter().flat_map(|p| &p.argv))
+                .any(|s| cut_tail(s, values).is_some())
+        };
+        if !values.iter().any(|(_, v)| occurs(haystack, v)) && !cut_short() {
+            return None;
+        }
+        let fix = |s: &String| conceal(s, values).unwrap_or_else(|| s.clone());
+        Some(PeerJson::rewritten(peer, chain, fix, |s| Some(fix(s))))
+    }
+}
+
+impl Serialize for PeerJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+/// One event. Never a value or a passphrase: there is no field that could hold one.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Event {
+    /// Set by the writer: when the line was written, and its place in the chain.
+    pub time: String,
+    pub seq: u64,
+    pub event: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argv: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl_secs: Option<u64>,
+    /// For `anomaly`: what kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anomaly: Option<&'static str>,
+    /// For `log_continued`: the chain's tag where the previous file ended, and the
+    /// unkeyed lines since that tag (how many, and their digest) that the next keyed
+    /// line seals, so that this file can be checked on its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prev_tag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_digest: Option<String>,
+    /// What a record leaves out, and why (a request whose values were not at hand).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub withheld: Option<&'static str>,
+    /// Unkeyed lines just before this one that will never be sealed (see `Writer`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsealed_before: Option<u64>,
+    /// For `policy_loaded`: the SHA-256 of the policy file as read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_sha256: Option<String>,
+    /// What a requester supplied beyond what a record holds was cut (see `bound`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cut: Option<Cut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<PeerJson>,
+}
+
+/// A record's request fields were cut to fit: how many bytes there were in all (command,
+/// task and argv), and their SHA-256 (each string followed by a NUL byte, in that order,
+/// as concealed), so that what was left out can still be matched against a command line.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cut {
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// The most a record's command, task and argv may take, written as JSON (escapes count:
+/// a control character is six bytes there).
+pub const MAX_REQUEST_JSON: usize = 64 << 10;
+/// The most a record's reason may take.
+pub const MAX_REASON_JSON: usize = 4 << 10;
+
+/// How long `c` is inside a JSON string (as serde_json writes it).
+fn json_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// Cuts `s` so that it takes at most `budget` bytes in JSON (an ellipsis marks the
+/// cut); returns what it takes now.
+fn fit(s: &mut String, budget: usize) -> usize {
+    let mut used = 0;
+    let mut end = s.len();
+    for (i, c) in s.char_indices() {
+        let n = json_len(c);
+        if used + n > budget {
+            end = i;
+            break;
+        }
+        used += n;
+    }
+    if end < s.len() {
+        // Back off to make room for the ellipsis.
+        while used + '…'.len_utf8() > budget && end > 0 {
+            let c = s[..end].chars().next_back().unwrap_or(' ');
+            end -= c.len_utf8();
+            used -= json_len(c);
+        }
+        s.truncate(end);
+        s.push('…');
+        used += '…'.len_utf8();
+    }
+    used
+}
+
+impl Event {
+    pub fn new(event: &'static str) -> Event {
+        Event {
+            event,
+            ..Event::default()
+        }
+    }
+
+    pub fn peer(mut self, peer: PeerJson) -> Event {
+        self.peer = Some(peer);
+        self
+    }
+
+    /// Conceals the leased `values` wherever this event could carry one: the task, the
+    /// command and its argv, and the requesting process's argv and ancestry.
+    pub fn conceal(
+        &mut self,
+        peer: &Peer,
+        chain: &[ProcessInfo],
+        haystack: &[u8],
+        values: &[Concealed<'_>],
+    ) {
+        // One look at the request's own strings first: nearly always nothing is there.
+        let hay = nul_joined(
+            [&self.task, &self.command]
+                .into_iter()
+                .flatten()
+                .chain(self.argv.iter().flatten()),
+        );
+        if values.iter().any(|(_, v)| occurs(&hay, v)) {
+            // What is replaced held a value: wiped, not just dropped.
+            for field in [&mut self.task, &mut self.command].into_iter().flatten() {
+                if let Some(c) = conceal(field, values) {
+                    std::mem::replace(field, c).zeroize();
+                }
+            }
+            for arg in self.argv.iter_mut().flatten() {
+                if let Some(c) = conceal(arg, values) {
+                    std::mem::replace(arg, c).zeroize();
+                }
+            }
+        }
+        if self.peer.is_some()
+            && let Some(p) = PeerJson::concealing(peer, chain, haystack, values)
+        {
+            self.peer = Some(p);
+        }
+    }
+
+    /// Cuts what a requester supplied to what a record may hold: command, task and argv
+    /// to `MAX_REQUEST_JSON` in all (in that order; what is cut is counted and hashed in
+    /// `cut`), the reason to `MAX_REASON_JSON`. Done last, on concealed strings.
+    pub fn bound(&mut self) {
+        use sha2::Digest;
+        let size = |e: &Event| -> usize {
+            e.command
+                .iter()
+                .chain(&e.task)
+                .chain(e.argv.iter().flatten())
+                .map(|s| s.chars().map(json_len).sum::<usize>())
+                .sum()
+        };
+        if let Some(r) = &mut self.reason {
+            fit(r, MAX_REASON_JSON);
+        }
+        if size(self) <= MAX_REQUEST_JSON {
+            return;
+        }
+        let mut hash = sha2::Sha256::new();
+        let mut bytes = 0u64;
+        for s in self
+            .command
+            .iter()
+            .chain(&self.task)
+            .chain(self.argv.iter().flatten())
+        {
+            hash.update(s.as_bytes());
+            hash.update([0]);
+            bytes += s.len() as u64;
+        }
+        let mut budget = MAX_REQUEST_JSON;
+        for field in [&mut self.command, &mut self.task].into_iter().flatten() {
+            budget -= fit(field, budget);
+        }
+        if let Some(argv) = &mut self.argv {
+            let mut kept = 0;
+            for a in argv.iter_mut() {
+                if budget == 0 {
+                    break;
+                }
+                budget -= fit(a, budget);
+                kept += 1;
+            }
+            argv.truncate(kept);
+        }
+        let digest: [u8; 32] = hash.finalize().into();
+        self.cut = Some(Cut {
+            bytes,
+            sha256: super::chain::hex(&digest),
+        });
+    }
+
+    /// The secrets, task and command of a lease request.
+    pub fn request(mut self, req: &LeaseRequest) -> Event {
+        self.secrets = req.secrets.clone();
+        self.task = req.task.clone();
+        self.command = Some(req.command.path.clone());
+        self.argv = Some(req.command.argv.clone());
+        self
+    }
+
+    pub fn reason(mut self, reason: impl Into<String>) -> Event {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// Fills the fields this event leaves empty from `base` (who asked, for what).
+    pub fn merge(mut self, base: &Event) -> Event {
+        let b = base.clone();
+        self.lease = self.lease.or(b.lease);
+        if self.secrets.is_empty() {
+            self.secrets = b.secrets;
+        }
+        self.task = self.task.or(b.task);
+        self.command = self.command.or(b.command);
+        self.argv = self.argv.or(b.argv);
+        self.peer = self.peer.or(b.peer);
+        self.profile = self.profile.or(b.profile);
+        self.decision = self.decision.or(b.decision);
+        self.reason = self.reason.or(b.reason);
+        self.approval = self.approval.or(b.approval);
+        self.ttl_secs = self.ttl_secs.or(b.ttl_secs);
+        self.withheld = self.withheld.or(b.withheld);
+        self
+    }
+}

@@ -1,0 +1,558 @@
+//! The writer: the one task that owns the log file. It writes batches (group commit),
+//! rotates, starts a new chain for a new vault, and resumes the chain after a restart.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::Notify;
+
+use super::chain::{self, Key, Tag};
+use super::sidecar::Sidecar;
+use super::{AuditConfig, Event, Job, KEEP, Shared, files_of, rotated};
+
+/// More rotations than `ROTATIONS_BEFORE_ALERT` within this window is an anomaly: a
+/// flood that pushes the history out.
+const ROTATION_WINDOW: Duration = Duration::from_secs(600);
+const ROTATIONS_BEFORE_ALERT: usize = 2;
+
+/// Where a batch found the chain, to go back to if it cannot be written.
+struct Snapshot {
+    state: chain::State,
+    give_up: u64,
+    size: u64,
+    needs_marker: Option<Option<String>>,
+}
+
+/// The last `max` bytes of `path` at most, from the start of a line: all the chain
+/// needs to resume (the last keyed line; the unkeyed ones after it are given up), and a
+/// file grown far past the rotation size is not read whole into memory.
+fn read_tail(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    let from = len.saturating_sub(max);
+    f.seek(SeekFrom::Start(from))?;
+    let mut bytes = Vec::with_capacity((len - from) as usize);
+    f.take(max).read_to_end(&mut bytes)?;
+    if from > 0 {
+        let start = bytes
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(bytes.len(), |i| i + 1);
+        bytes.drain(..start);
+    }
+    Ok(bytes)
+}
+
+#[derive(Debug)]
+pub(super) struct Writer {
+    /// Set when the log cannot be continued safely: every batch fails with this.
+    broken: Option<String>,
+    /// A new file was started: its first line must be a `log_continued` marker (with
+    /// this reason, if any).
+    needs_marker: Option<Option<String>>,
+    /// A file was created or renamed: the next sync covers the directory too.
+    dir_dirty: bool,
+    /// Unkeyed lines the chain has given up sealing, said on the next line written
+    /// (`unsealed_before`): those a previous agent left (sealing them now would vouch
+    /// for whatever was put in the file while no agent ran). `jitc audit verify`
+    /// reports them as never sealed.
+    give_up: u64,
+    config: AuditConfig,
+    /// Shared with the blocking thread that syncs it.
+    file: Option<Arc<File>>,
+    /// Bytes in the current file.
+    size: u64,
+    state: chain::State,
+    key: Option<Key>,
+    shared: Arc<Mutex<Shared>>,
+    renaming: Arc<Mutex<()>>,
+    /// `audit.checkpoint`, beside the log.
+    sidecar: Sidecar,
+    /// When the last rotations happened.
+    rotations: VecDeque<Instant>,
+    /// Wakes whoever raises the anomalies the writer finds (`Shared::alerts`).
+    alerts: Arc<Notify>,
+}
+
+impl Writer {
+    pub(super) fn open(
+        config: AuditConfig,
+        shared: Arc<Mutex<Shared>>,
+        renaming: Arc<Mutex<()>>,
+        alerts: Arc<Notify>,
+    ) -> Writer {
+        let mut w = Writer {
+            sidecar: Sidecar::new(&config.path),
+            rotations: VecDeque::new(),
+            alerts,
+            broken: None,
+            needs_marker: None,
+            dir_dirty: false,
+            give_up: 0,
+            config,
+            file: None,
+            size: 0,
+            state: chain::State::default(),
+            key: None,
+            shared,
+            renaming,
+        };
+        w.resume();
+        if let Err(e) = w.ensure_open() {
+            w.set_error(Some(e));
+        }
+        w
+    }
+
+    /// Picks the chain up where the log on disk leaves it: the newest file with a
+    /// whole line in it. A line cut short by a crash was never acknowledged (the sync
+    /// comes first): it is cut off, so the next line starts on a line of its own. A log
+    /// that cannot be read leaves the writer broken — refusing — rather than starting
+    /// the chain over.
+    fn resume(&mut self) {
+        let files = std::iter::once(self.config.path.clone())
+            .chain((1..=KEEP).map(|i| rotated(&self.config.path, i)));
+        for (i, path) in files.enumerate() {
+            // Only regular files (`--audit-log /dev/full` is one way to test failing).
+            if !fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+                continue;
+            }
+            let bytes = match read_tail(&path, 2 * self.config.max_bytes + (1 << 20)) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.broken = Some(format!("cannot read {} ({e})", path.display()));
+                    return;
+                }
+            };
+            let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            if i == 0 && whole < bytes.len() {
+                tracing::warn!(path = %path.display(), "dropping a torn last line of the audit log");
+                let cut = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_len(whole as u64));
+                if let Err(e) = cut {
+                    self.broken = Some(format!(
+                        "cannot cut the torn last line off {} ({e})",
+                        path.display()
+                    ));
+                    return;
+                }
+            }
+            if whole == 0 {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&bytes[..whole]);
+            let mut last = None;
+            for line in text.lines().filter(|l| !l.is_empty()) {
+                self.state.follow(line);
+                last = Some(line);
+            }
+            // A clean stop writes `stop` last: anything else means the previous agent
+            // crashed or was killed, and what it did last may be all the log shows.
+            if let Some(parsed) = last.and_then(|l| chain::parse(&chain::unseal(l).0))
+                && parsed.event != "stop"
+            {
+                self.alert(
+                    "unclean_shutdown",
+                    format!(
+                        "the previous agent did not stop cleanly: the log ends with line {} ({}), not with its 'stop'; it crashed or was killed",
+                        parsed.seq, parsed.event
+                    ),
+                );
+            }
+            // Another file than audit.log holds the newest line: audit.log starts anew.
+            if i > 0 {
+                self.needs_marker = Some(None);
+            }
+            break;
+        }
+        self.give_up_pending();
+        let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        s.last_seq = self.state.seq;
+    }
+
+    /// Opens the log (creating it, 0600, in a 0700 directory), or reopens it when the
+    /// file the agent holds was removed or replaced: lines written to an unlinked file
+    /// would be lost. A new file opens with a `log_continued` line.
+    fn ensure_open(&mut self) -> Result<(), String> {
+        let path = self.config.path.clone();
+        if let Some(file) = &self.file {
+            let held = file.metadata().map(|m| (m.dev(), m.ino(), m.nlink()));
+            let there = fs::metadata(&path).map(|m| (m.dev(), m.ino()));
+            match (held, there) {
+                (Ok((dev, ino, links)), Ok(t)) if links > 0 && (dev, ino) == t => return Ok(()),
+                _ => {
+                    tracing::warn!(path = %path.display(), "the audit log was removed or replaced; starting a new file");
+                    self.file = None;
+                    self.needs_marker = Some(Some(
+                        "the log file was removed or replaced while the agent ran".into(),
+                    ));
+                }
+            }
+        }
+        if let Some(dir) = path.parent() {
+            let _ = fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir);
+        }
+        let existed = path.exists();
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("cannot open {} ({e})", path.display()))?;
+        self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        self.file = Some(Arc::new(file));
+        if !existed {
+            self.dir_dirty = true;
+            if self.state.seq > 0 && self.needs_marker.is_none() {
+                self.needs_marker = Some(None);
+            }
+        }
+        Ok(())
+    }
+
+    fn set_error(&self, error: Option<String>) {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner()).error = error;
+    }
+
+    /// An anomaly found by the writer, for the agent to raise.
+    fn alert(&self, kind: &'static str, description: String) {
+        self.shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .alerts
+            .push((kind, description));
+        self.alerts.notify_one();
+    }
+
+    /// Stops carrying the unkeyed lines since the last keyed one: the next line says
+    /// how many there were, and the chain goes on without them.
+    fn give_up_pending(&mut self) {
+        self.give_up += self.state.pending;
+        self.state.drop_pending();
+    }
+
+    /// The body of the next line: the event with its sequence number and time.
+    fn body(&mut self, event: &mut Event) -> String {
+        event.unsealed_before = (self.give_up > 0).then(|| std::mem::take(&mut self.give_up));
+        self.state.seq += 1;
+        event.seq = self.state.seq;
+        event.bound();
+        // A record tried again keeps the time it first had.
+        if event.time.is_empty() {
+            event.time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        }
+        // Strings, numbers and raw JSON: serializing cannot fail.
+        serde_json::to_string(event).unwrap_or_default()
+    }
+
+    /// Starts a new file when this one is full: `audit.log` becomes `audit.log.1` (and
+    /// so on; the oldest of `KEEP` is dropped), and the new file opens with a
+    /// `log_continued` line carrying the chain's tag.
+    fn rotate_if_full(&mut self) -> Result<(), String> {
+        if self.size < self.config.max_bytes {
+            return Ok(());
+        }
+        let path = self.config.path.clone();
+        {
+            let _renaming = self.renaming.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = fs::remove_file(rotated(&path, KEEP));
+            for i in (1..KEEP).rev() {
+                let _ = fs::rename(rotated(&path, i), rotated(&path, i + 1));
+            }
+            fs::rename(&path, rotated(&path, 1))
+                .map_err(|e| format!("cannot rotate {} ({e})", path.display()))?;
+        }
+        let now = Instant::now();
+        self.rotations.push_back(now);
+        while self
+            .rotations
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > ROTATION_WINDOW)
+        {
+            self.rotations.pop_front();
+        }
+        if self.rotations.len() > ROTATIONS_BEFORE_ALERT {
+            self.alert(
+                "log_rotation",
+                format!(
+                    "the audit log rotated {} times within 10 minutes: something may be flooding it to push history out (only {KEEP} older files are kept)",
+                    self.rotations.len()
+                ),
+            );
+        }
+        self.file = None;
+        self.dir_dirty = true;
+        self.needs_marker = Some(None);
+        self.ensure_open()
+    }
+
+    /// Writes one batch (with a sync, unless turned off) and answers its waiters. What
+    /// nobody waits for comes back if the batch could not be written, to be tried again.
+    pub(super) async fn commit(&mut self, batch: Vec<Job>) -> Vec<Job> {
+        let mut waiters = Vec::new();
+        let mut retry = Vec::new();
+        let ready = match &self.broken {
+            Some(why) => Err(why.clone()),
+            None => self.ensure_open().and_then(|()| self.rotate_if_full()),
+        };
+        // Where to go back to if the batch cannot be written.
+        let snapshot = Snapshot {
+            state: self.state,
+            give_up: self.give_up,
+            size: self.size,
+            needs_marker: self.needs_marker.clone(),
+        };
+        let mut lines = String::new();
+        let mut keyed = None;
+        let mut decisions = false;
+        if let Some(reason) = self.needs_marker.take() {
+            // Where the chain stands, unkeyed lines given up now included.
+            let pending = self.state.pending + self.give_up;
+            let mut marker = Event {
+                prev_tag: Some(chain::hex(&self.state.prev)),
+                pending: (pending > 0).then_some(pending),
+                pending_digest: (self.state.pending > 0).then(|| chain::hex(&self.state.digest)),
+                reason,
+                ..Event::new("log_continued")
+            };
+            self.append(&mut marker, &mut lines, &mut keyed);
+        }
+        for job in batch {
+            match job {
+                Job::Key(k) => self.key = k,
+                Job::Flush(w) => waiters.push(w),
+                // `run_writer` takes these out of a batch.
+                Job::NewChain(answer) => {
+                    let _ = answer.send(Err("a new chain was asked for mid-batch".into()));
+                }
+                Job::Record(mut event, waiter) => {
+                    self.append(&mut event, &mut lines, &mut keyed);
+                    match waiter {
+                        Some(w) => {
+                            decisions = true;
+                            waiters.push(w);
+                        }
+                        None => retry.push(Job::Record(event, None)),
+                    }
+                }
+            }
+        }
+        if lines.is_empty() {
+            // Nothing to write (a key change, a flush): nothing learnt about the log.
+            for w in waiters {
+                let _ = w.send(Ok(()));
+            }
+            return Vec::new();
+        }
+        let result = match ready.and_then(|()| self.write(&lines)) {
+            Ok(()) => self.sync().await,
+            Err(e) => Err(e),
+        };
+        match &result {
+            Ok(()) => {
+                retry.clear();
+                // Only a decision written again shows the log is back (a few small
+                // leftovers may fit where the next decision will not).
+                if decisions {
+                    self.set_error(None);
+                }
+                // The checkpoint beside the log, before anyone hears of the decision.
+                if decisions && let (Some((seq, tag)), Some(key)) = (keyed, self.key.as_ref()) {
+                    match self.sidecar.write(key, seq, &tag) {
+                        Ok(()) => {
+                            self.shared
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .sidecar_written = true;
+                        }
+                        Err(e) => tracing::warn!(
+                            path = %self.sidecar.path().display(),
+                            error = %e,
+                            "cannot write the audit checkpoint"
+                        ),
+                    }
+                }
+                let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+                s.last_seq = self.state.seq;
+                if keyed.is_some() {
+                    s.last_keyed = keyed;
+                }
+            }
+            Err(e) => {
+                // Nothing of this batch counts: the chain goes back to where the file
+                // is, and the file loses whatever part of the batch reached it.
+                self.restore(snapshot);
+                if let Some(f) = &self.file
+                    && self.broken.is_none()
+                    && f.metadata().is_ok_and(|m| m.is_file())
+                    && let Err(cut) = f.set_len(self.size)
+                {
+                    // Lines the agent disowned stay in the file: write nothing more
+                    // after them (a restart cuts them off, see `resume`).
+                    self.broken = Some(format!(
+                        "a failed write left lines that could not be removed ({cut}); restart the agent"
+                    ));
+                }
+                self.set_error(Some(e.clone()));
+            }
+        }
+        for w in waiters {
+            let _ = w.send(result.clone());
+        }
+        retry
+    }
+
+    /// See `Audit::new_chain`.
+    pub(super) fn new_chain(&mut self) -> Result<Option<PathBuf>, String> {
+        if let Some(why) = &self.broken {
+            return Err(why.clone());
+        }
+        if self.state.prev == chain::GENESIS {
+            return Ok(None);
+        }
+        let path = self.config.path.clone();
+        let parent = path.parent().unwrap_or(Path::new("."));
+        let stamp = humantime::format_rfc3339_seconds(SystemTime::now())
+            .to_string()
+            .replace(':', "");
+        let name = path
+            .file_name()
+            .map_or("audit.log".into(), |n| n.to_string_lossy());
+        let mut dir = parent.join(format!("{name}.earlier-vault-{stamp}"));
+        let mut n = 1;
+        loop {
+            match fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100 => {
+                    dir = parent.join(format!("{name}.earlier-vault-{stamp}-{n}"));
+                    n += 1;
+                }
+                Err(e) => return Err(format!("cannot create {} ({e})", dir.display())),
+            }
+        }
+        {
+            // All the files or none: a move that fails is undone.
+            let _renaming = self.renaming.lock().unwrap_or_else(|p| p.into_inner());
+            let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
+            let sidecar = Some(self.sidecar.path().to_path_buf()).filter(|p| p.is_file());
+            for f in files_of(&path).into_iter().chain(sidecar) {
+                let Some(n) = f.file_name() else { continue };
+                let to = dir.join(n);
+                if let Err(e) = fs::rename(&f, &to) {
+                    for (from, to) in moved.iter().rev() {
+                        let _ = fs::rename(to, from);
+                    }
+                    let _ = fs::remove_dir(&dir);
+                    return Err(format!("cannot move {} ({e})", f.display()));
+                }
+                moved.push((f, to));
+            }
+        }
+        // The moves are done: from here on the new chain is the truth, synced or not.
+        for d in [&dir, &parent.to_path_buf()] {
+            if let Err(e) = File::open(d).and_then(|d| d.sync_all()) {
+                tracing::warn!(dir = %d.display(), error = %e, "cannot sync a directory after moving the log aside");
+            }
+        }
+        self.file = None;
+        self.sidecar.reset();
+        self.state = chain::State::default();
+        self.give_up = 0;
+        self.needs_marker = None;
+        self.size = 0;
+        {
+            let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            s.last_seq = 0;
+            s.last_keyed = None;
+        }
+        // The moves stand; if the new file cannot be opened, the next record says so.
+        if let Err(e) = self.ensure_open() {
+            self.set_error(Some(e));
+        }
+        tracing::warn!(moved_to = %dir.display(), "a new vault: the log of the earlier one was moved aside");
+        Ok(Some(dir))
+    }
+
+    /// Adds `event`'s line to `lines`.
+    fn append(&mut self, event: &mut Event, lines: &mut String, keyed: &mut Option<(u64, Tag)>) {
+        let body = self.body(event);
+        let line = self.state.append(body, self.key.as_ref());
+        if self.key.is_some() {
+            *keyed = Some((self.state.seq, self.state.prev));
+        }
+        lines.push_str(&line);
+        lines.push('\n');
+    }
+
+    /// Puts the chain back where `snapshot` found it.
+    fn restore(&mut self, snapshot: Snapshot) {
+        self.state = snapshot.state;
+        self.give_up = snapshot.give_up;
+        self.size = snapshot.size;
+        self.needs_marker = snapshot.needs_marker;
+    }
+
+    /// Appends `lines`: one small write to the page cache, done in place.
+    fn write(&mut self, lines: &str) -> Result<(), String> {
+        self.ensure_open()?;
+        let path = self.config.path.display().to_string();
+        let file = self.file.as_deref().ok_or("the log is not open")?;
+        let mut file: &File = file;
+        file.write_all(lines.as_bytes())
+            .map_err(|e| format!("cannot write {path} ({e})"))?;
+        self.size += lines.len() as u64;
+        Ok(())
+    }
+
+    /// `fdatasync`, off the runtime: everything written so far is on disk — and the
+    /// directory too when a file was created or renamed in it.
+    async fn sync(&mut self) -> Result<(), String> {
+        if !self.config.sync {
+            return Ok(());
+        }
+        let Some(file) = self.file.clone() else {
+            return Err("the log is not open".into());
+        };
+        let path = self.config.path.clone();
+        let dir = std::mem::take(&mut self.dir_dirty)
+            .then(|| path.parent().map(Path::to_path_buf))
+            .flatten();
+        let shown = path.display().to_string();
+        // The checkpoint written after the last batch, synced beside this one.
+        let sidecar = self.sidecar.take_unsynced().map(|f| {
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = f.sync_data() {
+                    tracing::warn!(error = %e, "cannot sync the audit checkpoint");
+                }
+            })
+        });
+        let synced = tokio::task::spawn_blocking(move || {
+            file.sync_data()?;
+            match dir {
+                Some(d) => File::open(d)?.sync_all(),
+                None => Ok(()),
+            }
+        })
+        .await
+        .map_err(|_| format!("cannot sync {shown} (the sync did not finish)"))?
+        .map_err(|e| format!("cannot sync {shown} ({e})"));
+        if let Some(s) = sidecar {
+            let _ = s.await;
+        }
+        if synced.is_err() {
+            self.dir_dirty = true;
+        }
+        synced
+    }
+}

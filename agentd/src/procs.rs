@@ -1,0 +1,131 @@
+//! The processes a lease's command runs as, so the agent can stop them itself when the
+//! requester cannot: it died (`kill -9` of `jitc`), or it was frozen and ignores the
+//! end of the lease. They are found among the requester's own children (never a pid it
+//! names: in a sandbox its pids are not ours), and held by pidfd, so a pid the kernel
+//! hands out again later is never taken for them.
+#![allow(unsafe_code)]
+
+use std::fs;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+/// How long a holder told that its lease ended has to stop the command (it sends
+/// SIGTERM, and SIGKILL 5 s later) before the agent kills it itself.
+pub const HOLDER_GRACE: Duration = Duration::from_secs(7);
+
+/// A command's process group, led by a child of the requester.
+#[derive(Debug)]
+pub struct Guard {
+    leader: i32,
+    pidfd: OwnedFd,
+}
+
+/// The parent and the process group of `pid`, from `/proc/PID/stat` (the fields after
+/// the parenthesised command name, which may itself hold spaces and parentheses).
+fn parent_and_group(pid: u32) -> Option<(u32, u32)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let ppid = fields.nth(1)?.parse().ok()?;
+    let pgid = fields.next()?.parse().ok()?;
+    Some((ppid, pgid))
+}
+
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The process groups led by children of `parent` (a requester that has just started
+/// its command).
+pub fn command_groups(parent: u32) -> Vec<Guard> {
+    let mut children: Vec<u32> = Vec::new();
+    if let Ok(tasks) = fs::read_dir(format!("/proc/{parent}/task")) {
+        for t in tasks.flatten() {
+            let listed = fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            children.extend(
+                listed
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    children
+        .into_iter()
+        .filter_map(|pid| {
+            // Opened first, checked after: the pidfd pins the process the check saw.
+            let pidfd = pidfd_open(pid)?;
+            let (ppid, pgid) = parent_and_group(pid)?;
+            let leader = i32::try_from(pid).ok()?;
+            (ppid == parent && pgid == pid).then_some(Guard { leader, pidfd })
+        })
+        .collect()
+}
+
+impl Guard {
+    /// Whether the leader is still there (running, or not yet reaped).
+    pub fn leader_alive(&self) -> bool {
+        // SAFETY: signal 0 only checks; the pidfd is ours and open.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                0,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        r == 0
+    }
+
+    /// SIGKILL to the whole group. While the leader lives its group id is its own; once
+    /// it is gone, the id stays taken as long as any member is left, so it is still
+    /// this command's group (or no one's).
+    pub fn kill(&self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.leader),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+
+    /// Kills the group after `grace`, unless it is gone by then: the requester was told
+    /// the lease ended and should have stopped it.
+    pub fn kill_after(self, grace: Duration) {
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if self.leader_alive() {
+                tracing::warn!(
+                    leader = self.leader,
+                    "a lease's command outlived its end; the agent stopped it"
+                );
+            }
+            self.kill();
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn finds_and_kills_the_groups_a_process_leads() {
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let guards = command_groups(std::process::id());
+        let g = guards
+            .iter()
+            .find(|g| g.leader == child.id() as i32)
+            .expect("the child's group");
+        assert!(g.leader_alive());
+        g.kill();
+        let status = child.wait().unwrap();
+        assert!(!status.success());
+    }
+}

@@ -1,0 +1,215 @@
+//! `Screen`: every value in the vault — and each form its output is masked in (base64,
+//! hex, percent, JSON) — reduced to keyed fingerprints, so that what a requester
+//! supplies (argv, task, command path, its process chain) can be checked against all of
+//! them in one pass, without opening a single value. A hit is only a candidate: the
+//! caller confirms it by opening that one value.
+//!
+//! Each form is filed under a keyed hash of its last 8 bytes (4 for forms of 4–7
+//! bytes): any occurrence of the form contains that window, so one pass over the
+//! haystack with a window of 8 (and one of 4, if short forms exist) finds every
+//! candidate, whatever the number of secrets. A keyed hash of the whole form, at the
+//! place the window puts it, rules out almost every false candidate before any value
+//! is opened. Nothing stored is a value or a piece of one; the keys are random per
+//! unlock and live only in the agent's (non-dumpable) memory.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+
+use jitc_protocol::names::MIN_MASKED_LEN;
+use zeroize::Zeroizing;
+
+/// The window of forms this long or longer.
+const WIDE: usize = 8;
+/// The window of shorter forms (each at least `MIN_MASKED_LEN`).
+const NARROW: usize = MIN_MASKED_LEN;
+
+#[derive(Debug, Clone)]
+struct Entry {
+    /// Keyed hash of the whole form.
+    full: u64,
+    len: u32,
+    secret: Arc<str>,
+}
+
+pub struct Screen {
+    keys: RandomState,
+    /// Forms of `WIDE` bytes or more, by the keyed hash of their last `WIDE` bytes.
+    wide: HashMap<u64, Vec<Entry>>,
+    /// Shorter forms, by the keyed hash of their last `NARROW` bytes.
+    narrow: HashMap<u64, Vec<Entry>>,
+}
+
+impl std::fmt::Debug for Screen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Screen({} wide, {} narrow windows)",
+            self.wide.len(),
+            self.narrow.len()
+        )
+    }
+}
+
+impl Default for Screen {
+    fn default() -> Self {
+        Screen::new()
+    }
+}
+
+/// Every form of `value` that a request must not carry and a record must not show: the
+/// value, its encodings, and — not UTF-8 — the form `/proc` and a lossy reading give it.
+/// Forms shorter than the masking minimum are left out (as masking leaves them).
+pub fn forms(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
+    if value.len() < MIN_MASKED_LEN {
+        return Vec::new();
+    }
+    let mut out: Vec<Zeroizing<Vec<u8>>> = jitc_protocol::encodings::encodings(value)
+        .into_iter()
+        .map(Zeroizing::new)
+        .collect();
+    if std::str::from_utf8(value).is_err() {
+        let lossy = Zeroizing::new(String::from_utf8_lossy(value).into_owned().into_bytes());
+        if !out.iter().any(|f| **f == *lossy) {
+            out.push(lossy);
+        }
+    }
+    out.retain(|f| f.len() >= MIN_MASKED_LEN);
+    out
+}
+
+fn window(form: &[u8]) -> (&[u8], bool) {
+    if form.len() >= WIDE {
+        (&form[form.len() - WIDE..], true)
+    } else {
+        (&form[form.len() - NARROW..], false)
+    }
+}
+
+impl Screen {
+    pub fn new() -> Screen {
+        Screen {
+            keys: RandomState::new(),
+            wide: HashMap::new(),
+            narrow: HashMap::new(),
+        }
+    }
+
+    fn map(&mut self, wide: bool) -> &mut HashMap<u64, Vec<Entry>> {
+        if wide {
+            &mut self.wide
+        } else {
+            &mut self.narrow
+        }
+    }
+
+    /// Files every form of `secret`'s `value`.
+    pub fn insert(&mut self, secret: &str, value: &[u8]) {
+        let name: Arc<str> = Arc::from(secret);
+        for form in forms(value) {
+            let (w, wide) = window(&form);
+            let key = self.keys.hash_one(w);
+            let entry = Entry {
+                full: self.keys.hash_one(&form[..]),
+                len: u32::try_from(form.len()).unwrap_or(u32::MAX),
+                secret: name.clone(),
+            };
+            self.map(wide).entry(key).or_default().push(entry);
+        }
+    }
+
+    /// Forgets `secret` (whose value was `value`).
+    pub fn remove(&mut self, secret: &str, value: &[u8]) {
+        for form in forms(value) {
+            let (w, wide) = window(&form);
+            let key = self.keys.hash_one(w);
+            let map = self.map(wide);
+            if let Some(list) = map.get_mut(&key) {
+                list.retain(|e| &*e.secret != secret);
+                if list.is_empty() {
+                    map.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// The secrets one of whose forms may occur in `hay` (confirm by opening them).
+    pub fn find(&self, hay: &[u8]) -> Vec<Arc<str>> {
+        let mut found: Vec<Arc<str>> = Vec::new();
+        for (map, width) in [(&self.wide, WIDE), (&self.narrow, NARROW)] {
+            if map.is_empty() || hay.len() < width {
+                continue;
+            }
+            for end in width..=hay.len() {
+                let Some(list) = map.get(&self.keys.hash_one(&hay[end - width..end])) else {
+                    continue;
+                };
+                for e in list {
+                    let len = e.len as usize;
+                    if len > end || found.contains(&e.secret) {
+                        continue;
+                    }
+                    if self.keys.hash_one(&hay[end - len..end]) == e.full {
+                        found.push(e.secret.clone());
+                    }
+                }
+            }
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_every_form_of_every_value_and_nothing_else() {
+        let mut s = Screen::new();
+        s.insert("api", b"sk-live-0123456789");
+        s.insert("pin", b"4711");
+        s.insert("bin", b"\xff\xfe-binary");
+        fn names_in(s: &Screen, hay: &[u8]) -> Vec<String> {
+            let mut v: Vec<String> = s.find(hay).iter().map(|n| n.to_string()).collect();
+            v.sort();
+            v
+        }
+        let names = |hay: &[u8]| names_in(&s, hay);
+        assert_eq!(
+            names(b"curl -H 'Authorization: sk-live-0123456789'"),
+            ["api"]
+        );
+        assert_eq!(names(b"echo 4711"), ["pin"]);
+        let hex = jitc_protocol::encodings::hex(b"sk-live-0123456789", b"0123456789abcdef");
+        assert_eq!(names(&[b"x=".as_slice(), &hex].concat()), ["api"]);
+        let b64 = jitc_protocol::encodings::base64(
+            b"sk-live-0123456789",
+            jitc_protocol::encodings::B64_STD,
+        );
+        assert_eq!(names(&b64), ["api"]);
+        // A non-UTF-8 value as /proc shows it.
+        let lossy = String::from_utf8_lossy(b"\xff\xfe-binary").into_owned();
+        assert_eq!(names(lossy.as_bytes()), ["bin"]);
+        assert!(names(b"sk-live-012345678 4710 nothing").is_empty());
+        assert!(names(b"").is_empty());
+        s.remove("api", b"sk-live-0123456789");
+        assert!(names_in(&s, b"sk-live-0123456789").is_empty());
+        assert_eq!(names_in(&s, b"4711"), ["pin"]);
+    }
+
+    #[test]
+    fn shared_tails_and_prefixes_are_told_apart() {
+        let mut s = Screen::new();
+        s.insert("a", b"one-token-SAME-END");
+        s.insert("b", b"two-token-SAME-END");
+        let found: Vec<String> = s
+            .find(b"...two-token-SAME-END...")
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(found, ["b"]);
+        // Too short to mask: not screened (as the argv check and masking treat them).
+        s.insert("tiny", b"abc");
+        assert!(s.find(b"abc").is_empty());
+    }
+}

@@ -5,11 +5,16 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::mask::{MaskStream, Masker};
 
 /// Bytes read per call.
 pub const CHUNK: usize = 1 << 20;
+
+/// Keystrokes held for the command at most (a paste larger than this waits in our
+/// terminal until the command reads).
+const KEYS_HELD: usize = 64 << 10;
 
 /// Writes all of `data` to `fd`, waiting out a non-blocking sink. `Err` when the reader
 /// went away (EPIPE) or the sink failed.
@@ -118,35 +123,57 @@ impl<'m> Pump<'m> {
 }
 
 /// Keystrokes on their way from our terminal to the command's pty.
-#[derive(Debug, Default)]
 pub struct Keys {
-    pending: Vec<u8>,
+    /// Typed, not yet taken by the command: perhaps a password. Allocated once at its
+    /// full size and never grown (growing would leave a copy behind, unwiped); wiped as
+    /// keys leave it and when dropped.
+    pending: Zeroizing<Vec<u8>>,
     pub stdin_open: bool,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Keys({} pending)", self.pending.len())
+    }
+}
+
+impl Default for Keys {
+    fn default() -> Keys {
+        Keys::new()
+    }
 }
 
 impl Keys {
     pub fn new() -> Keys {
         Keys {
-            pending: Vec::new(),
+            pending: Zeroizing::new(Vec::with_capacity(KEYS_HELD)),
             stdin_open: true,
         }
     }
 
     /// Whether to read more keystrokes (not while the command is not taking them).
     pub fn wants_input(&self) -> bool {
-        self.stdin_open && self.pending.len() < CHUNK
+        self.stdin_open && self.pending.len() < KEYS_HELD
     }
 
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
     }
 
-    /// Reads what the terminal has (stdin polled readable).
+    /// Reads what the terminal has (stdin polled readable), as much as `pending` has
+    /// room for; `buf` is scratch space, wiped after.
     pub fn read_stdin(&mut self, buf: &mut [u8]) {
+        let room = KEYS_HELD.saturating_sub(self.pending.len()).min(buf.len());
+        if room == 0 {
+            return;
+        }
         let stdin = std::io::stdin();
-        match nix::unistd::read(stdin.as_fd(), buf) {
+        match nix::unistd::read(stdin.as_fd(), &mut buf[..room]) {
             Ok(0) => self.stdin_open = false,
-            Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+            Ok(n) => {
+                self.pending.extend_from_slice(&buf[..n]);
+                buf[..n].zeroize();
+            }
             Err(Errno::EINTR | Errno::EAGAIN) => {}
             Err(_) => self.stdin_open = false,
         }
@@ -156,17 +183,55 @@ impl Keys {
     pub fn write_to(&mut self, master: BorrowedFd<'_>) {
         while !self.pending.is_empty() {
             match nix::unistd::write(master, &self.pending) {
-                Ok(n) => {
-                    self.pending.drain(..n);
-                }
+                Ok(n) => self.taken(n),
                 Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => return,
                 Err(_) => {
-                    self.pending.clear();
+                    self.pending.zeroize();
                     self.stdin_open = false;
                     return;
                 }
             }
         }
+    }
+
+    /// The command took the first `n` pending bytes.
+    fn taken(&mut self, n: usize) {
+        let rest = shift_out(&mut self.pending, n);
+        self.pending.truncate(rest);
+    }
+}
+
+/// Drops the first `n` bytes of `buf`: the rest move to the front, and the bytes they
+/// leave behind are wiped. Returns how many remain.
+fn shift_out(buf: &mut [u8], n: usize) -> usize {
+    let rest = buf.len() - n;
+    buf.copy_within(n.., 0);
+    buf[rest..].zeroize();
+    rest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taken_keys_leave_nothing_behind() {
+        let mut typed = *b"hunter2-password";
+        let rest = shift_out(&mut typed, 7);
+        assert_eq!(&typed[..rest], b"-password");
+        assert!(typed[rest..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn keys_stay_in_one_buffer() {
+        let mut keys = Keys::new();
+        let buffer = keys.pending.as_ptr();
+        keys.pending.extend_from_slice(&[b'k'; KEYS_HELD]);
+        assert!(!keys.wants_input(), "full: no more reads");
+        keys.taken(KEYS_HELD - 3);
+        assert_eq!(keys.pending.as_slice(), b"kkk");
+        assert_eq!(keys.pending.as_ptr(), buffer);
+        assert_eq!(keys.pending.capacity(), KEYS_HELD);
     }
 }

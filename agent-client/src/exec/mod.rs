@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::mask::Masker;
 use crate::refs::Binding;
 pub use command::Program;
-use output::Pump;
+use output::{Pump, Source};
 use spawn::{ChildEnv, ChildIo};
 
 /// Everything `jitc exec` needs, parsed and checked before the agent is asked.
@@ -211,18 +211,21 @@ pub fn run(plan: Plan, client: &mut Client) -> Result<u8> {
             let master = p.master.try_clone().map_err(|e| {
                 Error::failure(format!("cannot set up the command's terminal ({e})"))
             })?;
-            outputs.push(Pump::new(master, stdout, Some(m), true));
+            let kind = Source::Pty {
+                onlcr_by_jitc: p.onlcr_by_jitc,
+            };
+            outputs.push(Pump::new(master, stdout, Some(m), kind));
         } else {
             let (r, w) = pipe()?;
             io.stdout = Some(std::os::fd::AsRawFd::as_raw_fd(&w));
             write_ends.push(w);
-            outputs.push(Pump::new(r, stdout, Some(m), false));
+            outputs.push(Pump::new(r, stdout, Some(m), Source::Pipe));
         }
         if !io.tty_stderr {
             let (r, w) = pipe()?;
             io.stderr = Some(std::os::fd::AsRawFd::as_raw_fd(&w));
             write_ends.push(w);
-            outputs.push(Pump::new(r, stderr, Some(m), false));
+            outputs.push(Pump::new(r, stderr, Some(m), Source::Pipe));
         }
     }
     if let Some(m) = &masker {

@@ -7,6 +7,7 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use zeroize::{Zeroize, Zeroizing};
 
+use super::terminal;
 use crate::mask::{MaskStream, Masker};
 
 /// Bytes read per call.
@@ -15,6 +16,9 @@ pub const CHUNK: usize = 1 << 20;
 /// Keystrokes held for the command at most (a paste larger than this waits in our
 /// terminal until the command reads).
 const KEYS_HELD: usize = 64 << 10;
+
+/// Translated terminal output is gathered up to this much per write.
+const STAGED: usize = 64 << 10;
 
 /// Writes all of `data` to `fd`, waiting out a non-blocking sink. `Err` when the reader
 /// went away (EPIPE) or the sink failed.
@@ -33,14 +37,74 @@ pub fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Where a pump's output goes: our stdout or stderr, written as the masker hands pieces
+/// over; on a terminal whose newlines jitc translates, gathered with `\n` written as
+/// `\r\n` and written once per read.
+struct Sink {
+    fd: BorrowedFd<'static>,
+    /// Translated output waiting to be written: allocated once, at its full size, and
+    /// never grown (it holds the command's output), wiped when dropped.
+    staged: Option<Zeroizing<Vec<u8>>>,
+    /// The first failure; nothing more is written after it.
+    failed: Option<Errno>,
+}
+
+impl Sink {
+    fn write(&mut self, piece: &[u8]) {
+        if self.failed.is_none()
+            && let Err(e) = write_all(self.fd, piece)
+        {
+            self.failed = Some(e);
+        }
+    }
+
+    /// Writes `piece` with each `\n` as `\r\n`, as the kernel's ONLCR would have.
+    fn write_translated(&mut self, piece: &[u8]) {
+        for (i, line) in piece.split(|&b| b == b'\n').enumerate() {
+            if i > 0 {
+                self.stage(b"\r\n");
+            }
+            self.stage(line);
+        }
+    }
+
+    fn stage(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let Some(staged) = &mut self.staged else {
+                return self.write(bytes);
+            };
+            let room = STAGED - staged.len();
+            if room == 0 {
+                self.flush();
+                continue;
+            }
+            let n = room.min(bytes.len());
+            staged.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(mut staged) = self.staged.take() {
+            self.write(&staged);
+            // Emptied, not wiped: the same buffer is filled again, and wiped as it drops.
+            staged.clear();
+            self.staged = Some(staged);
+        }
+    }
+}
+
 /// One stream of the command's output (its stdout pipe, its stderr pipe, or the pty)
 /// on its way to one of ours, masked unless masking is off.
 pub struct Pump<'m> {
     source: Option<OwnedFd>,
-    sink: BorrowedFd<'static>,
+    sink: Sink,
     mask: Option<MaskStream<'m>>,
     /// A pty master reports the end with EIO rather than EOF.
     pty: bool,
+    /// Whether the last read's newlines were translated: bytes held back from it are
+    /// released (at the end) the same way.
+    translate: bool,
 }
 
 impl std::fmt::Debug for Pump<'_> {
@@ -49,19 +113,41 @@ impl std::fmt::Debug for Pump<'_> {
     }
 }
 
+/// What a pump reads from.
+#[derive(Clone, Copy, Debug)]
+pub enum Source {
+    Pipe,
+    /// The pty master; `onlcr_by_jitc`: jitc cleared ONLCR on it and translates
+    /// newlines itself (see [`terminal::translates_newlines`]).
+    Pty {
+        onlcr_by_jitc: bool,
+    },
+}
+
 impl<'m> Pump<'m> {
     /// `source` must be non-blocking.
     pub fn new(
         source: OwnedFd,
         sink: BorrowedFd<'static>,
         masker: Option<&'m Masker>,
-        pty: bool,
+        kind: Source,
     ) -> Pump<'m> {
+        let translate = matches!(
+            kind,
+            Source::Pty {
+                onlcr_by_jitc: true
+            }
+        );
         Pump {
             source: Some(source),
-            sink,
+            sink: Sink {
+                fd: sink,
+                staged: translate.then(|| Zeroizing::new(Vec::with_capacity(STAGED))),
+                failed: None,
+            },
             mask: masker.map(Masker::stream),
-            pty,
+            pty: matches!(kind, Source::Pty { .. }),
+            translate: false,
         }
     }
 
@@ -71,6 +157,16 @@ impl<'m> Pump<'m> {
 
     pub fn source(&self) -> Option<BorrowedFd<'_>> {
         self.source.as_ref().map(|s| s.as_fd())
+    }
+
+    /// Whether what is read now needs its newlines translated: checked per read, as the
+    /// command may change its terminal's settings at any time.
+    fn translating(&self) -> bool {
+        self.sink.staged.is_some()
+            && self
+                .source
+                .as_ref()
+                .is_some_and(|s| terminal::translates_newlines(s.as_fd()))
     }
 
     /// Moves everything readable now; closes the pump at the end of the stream (or if
@@ -91,18 +187,19 @@ impl<'m> Pump<'m> {
                 self.finish();
                 return;
             }
-            let sink = self.sink;
-            let mut failed = false;
-            let mut emit = |piece: &[u8]| {
-                if !failed && write_all(sink, piece).is_err() {
-                    failed = true;
-                }
+            self.translate = self.translating();
+            let translate = self.translate;
+            let sink = &mut self.sink;
+            let mut emit = |piece: &[u8]| match translate {
+                true => sink.write_translated(piece),
+                false => sink.write(piece),
             };
             match &mut self.mask {
                 Some(m) => m.push(&buf[..n], &mut emit),
                 None => emit(&buf[..n]),
             }
-            if failed {
+            self.sink.flush();
+            if self.sink.failed.is_some() {
                 self.source = None;
                 return;
             }
@@ -111,11 +208,14 @@ impl<'m> Pump<'m> {
 
     /// The stream ended: releases anything held back (masked) and closes.
     pub fn finish(&mut self) {
+        let translate = self.translate;
         if let Some(m) = &mut self.mask {
-            let sink = self.sink;
-            m.finish(&mut |piece| {
-                let _ = write_all(sink, piece);
+            let sink = &mut self.sink;
+            m.finish(&mut |piece| match translate {
+                true => sink.write_translated(piece),
+                false => sink.write(piece),
             });
+            self.sink.flush();
         }
         self.mask = None;
         self.source = None;

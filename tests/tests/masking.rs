@@ -1,7 +1,8 @@
 //! Masking against independent encoders (coreutils `base64`, Python's `urllib` and
 //! `json`, JavaScript's and Go's and PHP's escapes emulated in Python), on the pipe path
 //! and on a real terminal; the terminal's newlines (jitc translates them after masking,
-//! byte for byte as the kernel would); and a reader that goes away.
+//! byte for byte as the kernel would); output that cannot be written, and a reader that
+//! goes away.
 //!
 //! No test prints a value: failures name the section and what kind of piece survived.
 #![allow(clippy::unwrap_used)]
@@ -341,6 +342,52 @@ fn the_command_may_set_its_terminals_newlines_itself() {
         ],
     );
     assert!(crlf == "[<concealed:KEY>]\r\n", "the CRLF form is masked");
+}
+
+/// Runs `c` with stdin empty, `stdout`/`stderr` as given; returns the exit code and
+/// stderr (when piped).
+fn run_to(mut c: std::process::Command, stdout: Stdio, stderr: Stdio) -> (Option<i32>, String) {
+    c.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
+    let out = spawn(&mut c).unwrap().wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn dev_full() -> Stdio {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap()
+        .into()
+}
+
+#[test]
+fn output_that_cannot_be_written_is_an_error() {
+    let (env, _agent) = setup();
+    let c = env.jitc(&["exec", "-s", "TOKEN", "--", "sh", "-c", "echo hello"]);
+    let (code, stderr) = run_to(c, dev_full(), Stdio::piped());
+    assert_eq!(code, Some(74));
+    assert_eq!(
+        stderr,
+        "jitc: cannot write the command's output (No space left on device)\n"
+    );
+    // Stderr too (where the message itself cannot go).
+    let c = env.jitc(&["exec", "-s", "TOKEN", "--", "sh", "-c", "echo oops >&2"]);
+    assert_eq!(run_to(c, Stdio::null(), dev_full()).0, Some(74));
+    // Without masking the command writes to our stdout itself, and answers for it.
+    let c = env.jitc(&[
+        "exec",
+        "--no-masking",
+        "-s",
+        "TOKEN",
+        "--",
+        "sh",
+        "-c",
+        "echo hello; exit 3",
+    ]);
+    assert_eq!(run_to(c, dev_full(), Stdio::piped()).0, Some(3));
 }
 
 #[test]

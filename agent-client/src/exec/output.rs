@@ -1,13 +1,16 @@
 //! Moving the command's output to ours through the masker, and (on the terminal path)
 //! our keystrokes to the command.
 
+use std::cell::Cell;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use jitc_protocol::ErrorCode;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::terminal;
+use crate::error::{Error, Result};
 use crate::mask::{MaskStream, Masker};
 
 /// Bytes read per call.
@@ -35,6 +38,36 @@ pub fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> Result<(), Errno> {
         }
     }
     Ok(())
+}
+
+/// The first failure writing the command's output to ours, shared by its pumps.
+///
+/// A reader that went away (EPIPE: `jitc exec … | head`) is not one: the pump closes,
+/// the command gets SIGPIPE as it would without jitc, and jitc exits with its status.
+/// Anything else (a full disk, an I/O error) means the output is incomplete, and jitc
+/// must not exit as if all was well.
+#[derive(Debug, Default)]
+pub struct WriteErrors {
+    first: Cell<Option<Errno>>,
+}
+
+impl WriteErrors {
+    fn record(&self, e: Errno) {
+        if e != Errno::EPIPE && self.first.get().is_none() {
+            self.first.set(Some(e));
+        }
+    }
+
+    /// `Err` (exit 74) if some of the command's output could not be written.
+    pub fn check(&self) -> Result<()> {
+        match self.first.get() {
+            None => Ok(()),
+            Some(e) => Err(Error::local(
+                ErrorCode::IoErr,
+                format!("cannot write the command's output ({})", e.desc()),
+            )),
+        }
+    }
 }
 
 /// Where a pump's output goes: our stdout or stderr, written as the masker hands pieces
@@ -105,6 +138,7 @@ pub struct Pump<'m> {
     /// Whether the last read's newlines were translated: bytes held back from it are
     /// released (at the end) the same way.
     translate: bool,
+    errors: &'m WriteErrors,
 }
 
 impl std::fmt::Debug for Pump<'_> {
@@ -125,12 +159,14 @@ pub enum Source {
 }
 
 impl<'m> Pump<'m> {
-    /// `source` must be non-blocking.
+    /// `source` must be non-blocking. Failures to write to `sink` are recorded in
+    /// `errors`.
     pub fn new(
         source: OwnedFd,
         sink: BorrowedFd<'static>,
         masker: Option<&'m Masker>,
         kind: Source,
+        errors: &'m WriteErrors,
     ) -> Pump<'m> {
         let translate = matches!(
             kind,
@@ -148,6 +184,7 @@ impl<'m> Pump<'m> {
             mask: masker.map(Masker::stream),
             pty: matches!(kind, Source::Pty { .. }),
             translate: false,
+            errors,
         }
     }
 
@@ -199,7 +236,8 @@ impl<'m> Pump<'m> {
                 None => emit(&buf[..n]),
             }
             self.sink.flush();
-            if self.sink.failed.is_some() {
+            if let Some(e) = self.sink.failed {
+                self.errors.record(e);
                 self.source = None;
                 return;
             }
@@ -216,6 +254,9 @@ impl<'m> Pump<'m> {
                 false => sink.write(piece),
             });
             self.sink.flush();
+        }
+        if let Some(e) = self.sink.failed {
+            self.errors.record(e);
         }
         self.mask = None;
         self.source = None;

@@ -40,61 +40,82 @@ fn py(code: &str) -> String {
     )
 }
 
-/// Sections whose whole body is one encoding of one value, and what it becomes.
-fn exact_sections() -> Vec<(&'static str, String, &'static str)> {
-    let go = "json.dumps(t, ensure_ascii=False)[1:-1].replace('<', '\\\\u003c').replace('>', '\\\\u003e').replace('&', '\\\\u0026')";
+/// Sections that print a value in one form, and what masking makes of them.
+fn exact_sections() -> Vec<(&'static str, String, String)> {
+    let whole = |name: &str| format!("<concealed:{name}>\n");
+    // (chr(92) is a backslash: the script passes through sh's double quotes.)
+    let go = "json.dumps(t, ensure_ascii=False)[1:-1].replace('<', chr(92)+'u003c').replace('>', chr(92)+'u003e').replace('&', chr(92)+'u0026')";
     vec![
-        ("raw", "printf '%s\\n' \"$TOKEN\"".into(), "TOKEN"),
-        ("quote", py("print(u.quote(t))"), "TOKEN"),
-        ("quote-safe", py("print(u.quote(t, safe=''))"), "TOKEN"),
-        ("quote_plus", py("print(u.quote_plus(t))"), "TOKEN"),
+        ("raw", "printf '%s\\n' \"$TOKEN\"".into(), whole("TOKEN")),
+        ("quote", py("print(u.quote(t))"), whole("TOKEN")),
+        (
+            "quote-safe",
+            py("print(u.quote(t, safe=''))"),
+            whole("TOKEN"),
+        ),
+        ("quote_plus", py("print(u.quote_plus(t))"), whole("TOKEN")),
         (
             "quote_plus-lower",
             py("print(re.sub('%[0-9A-F]{2}', lambda m: m.group(0).lower(), u.quote_plus(t)))"),
-            "TOKEN",
+            whole("TOKEN"),
         ),
         // encodeURIComponent keeps A-Z a-z 0-9 - _ . ! ~ * ' ( ): quote's always-safe
         // set plus !*'().
         (
             "encodeURIComponent",
             py("print(u.quote(t, safe=chr(33)+chr(42)+chr(39)+chr(40)+chr(41)))"),
-            "TOKEN",
+            whole("TOKEN"),
         ),
         // URLSearchParams: as quote_plus, but keeps * and escapes ~.
         (
             "URLSearchParams",
             py("print(u.quote_plus(t, safe='*').replace('~', '%7E'))"),
-            "TOKEN",
+            whole("TOKEN"),
         ),
-        ("json.dumps", py("print(json.dumps(t)[1:-1])"), "TOKEN"),
+        (
+            "json.dumps",
+            py("print(json.dumps(t)[1:-1])"),
+            whole("TOKEN"),
+        ),
         (
             "json.dumps-utf8",
             py("print(json.dumps(t, ensure_ascii=False)[1:-1])"),
-            "TOKEN",
+            whole("TOKEN"),
         ),
-        ("go-json", py(&format!("print({go})")), "TOKEN"),
+        ("go-json", py(&format!("print({go})")), whole("TOKEN")),
         (
             "php-json",
             py("print(json.dumps(t)[1:-1].replace('/', chr(92)+'/'))"),
-            "TOKEN",
+            whole("TOKEN"),
         ),
-        ("hex", py("print(t.encode().hex())"), "TOKEN"),
-        ("key-raw", "printf '%s\\n' \"$KEY\"".into(), "KEY"),
-        ("key-json", py("print(json.dumps(k)[1:-1])"), "KEY"),
+        ("hex", py("print(t.encode().hex())"), whole("TOKEN")),
+        ("key-raw", "printf '%s\\n' \"$KEY\"".into(), whole("KEY")),
+        ("key-json", py("print(json.dumps(k)[1:-1])"), whole("KEY")),
         (
             "key-json-php",
             py("print(json.dumps(k)[1:-1].replace('/', chr(92)+'/'))"),
-            "KEY",
+            whole("KEY"),
+        ),
+        // Indented, as in YAML: each line on its own.
+        (
+            "key-indented",
+            "printf '%s\\n' \"$KEY\" | sed 's/^/  /'".into(),
+            "  <concealed:KEY>\n".repeat(4),
         ),
     ]
 }
 
-/// `data` at byte `before` of a block given to coreutils `base64` (wrapped at `width`).
+/// `$var` at byte `before` of a block given to coreutils `base64`, wrapped at `width`
+/// (76, its default; 64 as PEM; 0 for none).
 fn b64_section(var: &str, before: usize, width: usize) -> String {
-    // Unwrapped (-w 0) ends without a newline.
-    let end = if width == 0 { "; echo" } else { "" };
+    let base64 = match width {
+        76 => "base64".to_owned(),
+        // Unwrapped output ends without a newline.
+        0 => "base64 -w 0; echo".to_owned(),
+        w => format!("base64 -w {w}"),
+    };
     format!(
-        "{{ head -c {before} /dev/zero | tr '\\0' x; printf '%s' \"${var}\"; printf yz; }} | base64 -w {width}{end}"
+        "{{ head -c {before} /dev/zero | tr '\\0' x; printf '%s' \"${var}\"; printf yz; }} | {base64}"
     )
 }
 
@@ -181,13 +202,10 @@ fn check(path: &str, masked: &str, plain: &str) {
         want.keys().collect::<Vec<_>>(),
         "{path}: the same sections"
     );
-    for (label, _, name) in exact_sections() {
+    for (label, _, masked) in exact_sections() {
         let body = &got[label];
         // (Never assert_eq! here: a failure would print what leaked.)
-        assert!(
-            *body == format!("<concealed:{name}>\n"),
-            "{path}: {label} is not masked whole"
-        );
+        assert!(*body == masked, "{path}: {label} is not masked");
         assert!(
             want[label].len() > 4,
             "{path}: {label}: the encoder printed it"

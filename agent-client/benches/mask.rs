@@ -65,5 +65,31 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// What the agent pays on every lease: the value's encoded forms (to conceal them in
+/// audit records and refuse them on command lines), for one 40-byte token.
+fn encodings(c: &mut Criterion) {
+    let value = b"sk_live_0042_9fQ2xLm7Rt4Vb8Nc1Kd6/+x=abc".to_vec();
+    c.bench_function("encodings(40-byte value)", |b| {
+        b.iter(|| {
+            let forms = jitc::mask::encodings(std::hint::black_box(&value));
+            assert!(forms.len() > 1);
+            forms
+        })
+    });
+}
+
+/// What `jitc exec` pays before the command starts: compiling the masks of one lease.
+fn build(c: &mut Criterion) {
+    for n in [1, 100] {
+        let vals = values(n);
+        c.bench_function(&format!("Masker::new({n} value(s))"), |b| {
+            b.iter(|| {
+                Masker::new(vals.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+                    .expect("the masks compile")
+            })
+        });
+    }
+}
+
+criterion_group!(benches, bench, encodings, build);
 criterion_main!(benches);

@@ -1,10 +1,12 @@
 //! The streaming masker: every leased value, and its common encodings, replaced by
 //! `<concealed:NAME>` in a command's output as it streams past.
 //!
-//! Patterns are each value of at least [`MIN_MASKED_LEN`] bytes and its base64 (the
-//! stable interior at all three alignments, standard and URL alphabets), hex (lower,
-//! upper), percent-encoded (upper, lower) and JSON-escaped (as is, and ASCII-only)
-//! forms. All occurrences are found, overlapping ones included, and each maximal run of
+//! Patterns are each value of at least [`MIN_MASKED_LEN`] bytes and every form of it in
+//! [`output_forms`]: its base64 (the stable interior at all three alignments, standard
+//! and URL alphabets, and wrapped at 64 and 76 columns with a line break anywhere
+//! inside), hex, percent-encoded and JSON-escaped forms as common encoders write them,
+//! and for a multi-line value its CRLF form and each long line on its own. All
+//! occurrences are found, overlapping ones included, and each maximal run of
 //! overlapping occurrences is replaced, so one value cannot leak around another.
 //!
 //! Across reads, a stream holds back only the shortest tail that could still become
@@ -18,15 +20,19 @@ use aho_corasick::nfa::contiguous::NFA;
 use aho_corasick::{AhoCorasick, AhoCorasickKind, Anchored, Input, MatchKind};
 use zeroize::Zeroizing;
 
-/// Every form of a value that is masked (shared with the agent, which keeps the same
-/// forms off command lines and out of the audit log).
+/// The forms of a value the agent keeps off command lines and out of the audit log
+/// (all of them masked in output too).
 pub use jitc_protocol::encodings::encodings;
+/// Every form of a value that is masked in output: [`encodings`] and the forms only
+/// output needs (wrapped base64, the lines of a multi-line value).
+pub use jitc_protocol::encodings::output_forms;
 /// Values shorter than this are not masked (their encodings would match all over
 /// ordinary output); `jitc exec` says so, and `masking = "required"` refuses them.
 pub use jitc_protocol::names::MIN_MASKED_LEN;
 
-/// Patterns at least this long contain an 8-byte block at an offset that is a multiple
-/// of 8 wherever they occur; the block filter finds them.
+/// How much of each pattern the finder looks for. Starts this long contain an 8-byte
+/// block at an offset that is a multiple of 8 wherever they occur; the block filter
+/// finds them.
 const LONG: usize = 16;
 /// log2 of the block filter's size in bits (512 KiB: stays in cache, ~1% false hits
 /// with a hundred values and all their encodings).
@@ -36,18 +42,25 @@ fn block_hash(block: u64) -> usize {
     (block.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - FILTER_BITS)) as usize
 }
 
-/// Finds where the next occurrence starts, fast: most output has none.
+/// Finds where the next occurrence may start, fast: most output has none.
 ///
-/// Long patterns go through a block filter: every 8-byte substring of every long
-/// pattern is hashed into a bitmap, and the output is probed only at offsets that are
-/// multiples of 8 — a long occurrence contains such a block, so stretches whose blocks
-/// all miss cannot hold one. Hits are confirmed by a leftmost-first automaton over the
-/// few bytes around them. Short patterns (rare) get an automaton of their own.
+/// It looks for the patterns' starts only — each pattern's first [`LONG`] bytes (all of
+/// a shorter one): every occurrence begins where its pattern's start occurs, and the
+/// overlapping automaton then settles whether one does. Many forms share their start
+/// (a value's base64 wrapped with a line break somewhere inside it begins as the
+/// unbroken base64 does), so the set searched stays small, and its patterns short.
+///
+/// Long starts go through a block filter: every 8-byte substring of every long start
+/// is hashed into a bitmap, and the output is probed only at offsets that are
+/// multiples of 8 — a long start contains such a block, so stretches whose blocks all
+/// miss cannot hold one. Hits are confirmed by a leftmost-first automaton over the few
+/// bytes around them. Short patterns (rare) get an automaton of their own.
 struct Finder {
     /// A small set (one lease's few values): a plain automaton, whose SIMD prefilter
     /// beats the block filter there.
     all: Option<AhoCorasick>,
-    long: Option<(AhoCorasick, Vec<u64>, usize)>,
+    /// The long starts (all exactly [`LONG`] bytes) and their block filter.
+    long: Option<(AhoCorasick, Vec<u64>)>,
     short: Option<AhoCorasick>,
 }
 
@@ -56,6 +69,9 @@ const SMALL_SET: usize = 64;
 
 impl Finder {
     fn build(patterns: &[Zeroizing<Vec<u8>>]) -> Result<Finder, String> {
+        let mut starts: Vec<&[u8]> = patterns.iter().map(|p| &p[..p.len().min(LONG)]).collect();
+        starts.sort_unstable();
+        starts.dedup();
         let automaton = |set: &[&[u8]]| -> Result<Option<AhoCorasick>, String> {
             if set.is_empty() {
                 return Ok(None);
@@ -67,24 +83,15 @@ impl Finder {
                 .map(Some)
                 .map_err(|e| e.to_string())
         };
-        if patterns.len() <= SMALL_SET {
-            let all: Vec<&[u8]> = patterns.iter().map(|p| p.as_slice()).collect();
+        if starts.len() <= SMALL_SET {
             return Ok(Finder {
-                all: automaton(&all)?,
+                all: automaton(&starts)?,
                 long: None,
                 short: None,
             });
         }
-        let long: Vec<&[u8]> = patterns
-            .iter()
-            .filter(|p| p.len() >= LONG)
-            .map(|p| p.as_slice())
-            .collect();
-        let short: Vec<&[u8]> = patterns
-            .iter()
-            .filter(|p| p.len() < LONG)
-            .map(|p| p.as_slice())
-            .collect();
+        let (long, short): (Vec<&[u8]>, Vec<&[u8]>) =
+            starts.into_iter().partition(|p| p.len() >= LONG);
         let long = match automaton(&long)? {
             None => None,
             Some(ac) => {
@@ -95,8 +102,7 @@ impl Finder {
                         bits[h >> 6] |= 1 << (h & 63);
                     }
                 }
-                let max_len = long.iter().map(|p| p.len()).max().unwrap_or(LONG);
-                Some((ac, bits, max_len))
+                Some((ac, bits))
             }
         };
         Ok(Finder {
@@ -106,7 +112,7 @@ impl Finder {
         })
     }
 
-    /// The start of the leftmost occurrence at or after `at`.
+    /// The leftmost place at or after `at` where a pattern's start occurs.
     fn find(&self, data: &[u8], at: usize) -> Option<usize> {
         if let Some(ac) = &self.all {
             return ac
@@ -125,9 +131,9 @@ impl Finder {
         }
     }
 
-    /// The leftmost long occurrence at or after `at` that starts before `limit`.
+    /// The leftmost long start at or after `at` that begins before `limit`.
     fn find_long(&self, data: &[u8], at: usize, limit: usize) -> Option<usize> {
-        let (ac, bits, max_len) = self.long.as_ref()?;
+        let (ac, bits) = self.long.as_ref()?;
         let hit = |k: usize| {
             let b = u64::from_le_bytes(data[8 * k..8 * k + 8].try_into().unwrap_or_default());
             let h = block_hash(b);
@@ -136,8 +142,8 @@ impl Finder {
         let blocks = data.len() / 8;
         let mut k = at.div_ceil(8);
         while k < blocks {
-            // An occurrence containing block k starts at or after 8k + 8 - max_len.
-            if (8 * k + 8).saturating_sub(*max_len) >= limit {
+            // A start containing block k begins at or after 8k + 8 - LONG.
+            if (8 * k + 8).saturating_sub(LONG) >= limit {
                 return None;
             }
             if !hit(k) {
@@ -146,12 +152,12 @@ impl Finder {
             }
             // The stretch every occurrence through a hit block must lie in; stretches of
             // neighbouring hits merge.
-            let lo = at.max((8 * k + 8).saturating_sub(*max_len));
-            let mut hi = data.len().min(8 * k + max_len);
+            let lo = at.max((8 * k + 8).saturating_sub(LONG));
+            let mut hi = data.len().min(8 * k + LONG);
             let mut j = k + 1;
-            while j < blocks && (8 * j + 8).saturating_sub(*max_len) < hi {
+            while j < blocks && (8 * j + 8).saturating_sub(LONG) < hi {
                 if hit(j) {
-                    hi = data.len().min(8 * j + max_len);
+                    hi = data.len().min(8 * j + LONG);
                 }
                 j += 1;
             }
@@ -207,7 +213,7 @@ impl Masker {
             }
             let owner = names.len();
             names.push(name.to_owned());
-            for form in encodings(value) {
+            for form in output_forms(value) {
                 patterns.push(Zeroizing::new(form));
                 owners.push(owner);
             }
@@ -307,15 +313,27 @@ impl MaskStream<'_> {
         };
         if self.pending.is_empty() {
             let keep = self.mask(nfa, chunk, false, emit);
-            self.pending.extend_from_slice(&chunk[keep..]);
+            self.hold(&chunk[keep..]);
         } else {
             let mut data = Zeroizing::new(Vec::with_capacity(self.pending.len() + chunk.len()));
             data.extend_from_slice(&self.pending);
             data.extend_from_slice(chunk);
             let keep = self.mask(nfa, &data, false, emit);
             self.pending.clear();
-            self.pending.extend_from_slice(&data[keep..]);
+            self.hold(&data[keep..]);
         }
+    }
+
+    /// Keeps `tail` back (`pending` is empty). A buffer too small is replaced, not
+    /// grown: growing copies the bytes and frees the old buffer without wiping it, while
+    /// the replaced one is wiped as it drops.
+    fn hold(&mut self, tail: &[u8]) {
+        if self.pending.capacity() < tail.len() {
+            // Room for the longest tail that can be held, so this happens about once.
+            let room = tail.len().max(self.masker.max_len);
+            self.pending = Zeroizing::new(Vec::with_capacity(room));
+        }
+        self.pending.extend_from_slice(tail);
     }
 
     /// The stream ended: releases what was held back, masked.
@@ -390,12 +408,18 @@ impl MaskStream<'_> {
         } else {
             self.masker.hold_from(nfa, data)
         };
-        let mut at = 0;
-        while let Some(start) = self.masker.finder.as_ref().and_then(|f| f.find(data, at)) {
+        // Written out up to `at`; the finder looks on from `from`.
+        let (mut at, mut from) = (0, 0);
+        while let Some(start) = self.masker.finder.as_ref().and_then(|f| f.find(data, from)) {
             if start >= cut {
                 break;
             }
             let r = self.region_at(nfa, data, start);
+            if r.owners.is_empty() {
+                // A pattern's start, but no whole pattern here.
+                from = start + 1;
+                continue;
+            }
             // An occurrence running into the held tail is held with it: it may yet grow.
             if r.end > cut {
                 cut = r.start;
@@ -407,7 +431,7 @@ impl MaskStream<'_> {
             for &o in &r.owners {
                 emit(self.masker.markers[o].as_bytes());
             }
-            at = r.end;
+            (at, from) = (r.end, r.end);
         }
         if cut > at {
             emit(&data[at..cut]);
@@ -571,6 +595,88 @@ mod tests {
         );
     }
 
+    /// `data`'s standard base64, padded, with a newline after every `width` characters
+    /// (as coreutils `base64` writes it at 76, PEM at 64).
+    fn wrapped_base64(data: &[u8], width: usize) -> Vec<u8> {
+        let mut enc = base64(data, B64_STD);
+        while !enc.len().is_multiple_of(4) {
+            enc.push(b'=');
+        }
+        let mut out = Vec::new();
+        for line in enc.chunks(width) {
+            out.extend_from_slice(line);
+            out.push(b'\n');
+        }
+        out
+    }
+
+    #[test]
+    fn wrapped_base64_is_masked_wherever_the_break_falls() {
+        let value = b"s3cr3t-T0ken/value+42-long-enough-to-wrap-twice-at-64-columns-".repeat(2);
+        let m = Masker::new([("TOKEN", value.as_slice())]).unwrap();
+        let unwrapped = base64(&value, B64_STD);
+        for width in [64, 76] {
+            for before in 0..2 * width {
+                let mut data = vec![b'.'; before];
+                data.extend_from_slice(&value);
+                data.extend_from_slice(b"...");
+                let out = mask_all(&m, &[&wrapped_base64(&data, width)]);
+                assert!(text(&out).contains("<concealed:TOKEN>"));
+                // No 8 characters of the value's base64 survive, across lines either.
+                let joined: Vec<u8> = out.iter().copied().filter(|&b| b != b'\n').collect();
+                for w in unwrapped.windows(8) {
+                    assert!(
+                        !joined.windows(8).any(|o| o == w),
+                        "width {width}, {before} bytes before"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn each_line_of_a_multi_line_value_is_masked() {
+        let key = b"-----BEGIN TEST KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7\n-----END TEST KEY-----";
+        let m = Masker::new([("KEY", &key[..])]).unwrap();
+        // Indented, as YAML would have it, and with CRLF line ends.
+        let out = mask_all(
+            &m,
+            &[b"key: |\r\n  MIIEvQIBADANBgkqhkiG9w0BAQEFAASC\r\n  BKcwggSjAgEAAoIBAQC7\r\n"],
+        );
+        assert_eq!(
+            text(&out),
+            "key: |\r\n  <concealed:KEY>\r\n  <concealed:KEY>\r\n"
+        );
+        // Whole, through a terminal that writes \r\n: one marker.
+        let shown: Vec<u8> = key
+            .iter()
+            .flat_map(|&b| {
+                if b == b'\n' {
+                    vec![b'\r', b'\n']
+                } else {
+                    vec![b]
+                }
+            })
+            .collect();
+        assert_eq!(
+            text(&mask_all(&m, &[b"[", &shown, b"]"])),
+            "[<concealed:KEY>]"
+        );
+    }
+
+    #[test]
+    fn the_start_of_a_pattern_alone_passes_through() {
+        // The finder looks for the first 16 bytes of each form; output holding only
+        // those is not masked, and the occurrence just after them is.
+        let value = b"0123456789abcdefXYZ-rest-of-it";
+        let m = Masker::new([("V", &value[..])]).unwrap();
+        let mut data = value[..20].to_vec();
+        data.extend_from_slice(value);
+        data.extend_from_slice(b" end");
+        let out = mask_all(&m, &[&data]);
+        assert_eq!(text(&out), "0123456789abcdefXYZ-<concealed:V> end");
+    }
+
     #[test]
     fn binary_data_passes_through() {
         let m = Masker::new([("K", &b"\x00\xff\x10\x80key"[..])]).unwrap();
@@ -589,7 +695,7 @@ mod tests {
             if v.len() < MIN_MASKED_LEN {
                 continue;
             }
-            for form in encodings(v) {
+            for form in output_forms(v) {
                 for (i, w) in data.windows(form.len()).enumerate() {
                     if w == form.as_slice() {
                         found.push((i, i + form.len(), owner));
@@ -627,10 +733,15 @@ mod tests {
         /// encoded): the fast masker agrees with the brute-force one, whatever the cuts.
         #[test]
         fn agrees_with_brute_force(
-            // Up to a dozen values: past 64 patterns the block filter takes over.
-            values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 4..40), 1..12),
+            // Up to a dozen values: past 64 patterns the block filter takes over. Some
+            // from few bytes, with line breaks: multi-line values, their lines, runs of
+            // one value inside another.
+            values in proptest::collection::vec(prop_oneof![
+                proptest::collection::vec(any::<u8>(), 4..40),
+                proptest::collection::vec(prop::sample::select(b"ab\n\r/+ <&".to_vec()), 4..60),
+            ], 1..12),
             noise in proptest::collection::vec(any::<u8>(), 0..300),
-            plants in proptest::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>(), 0usize..14), 0..6),
+            plants in proptest::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>(), any::<prop::sample::Index>()), 0..6),
             cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..5),
         ) {
             let named: Vec<(String, Vec<u8>)> =
@@ -638,8 +749,8 @@ mod tests {
             let mut data = noise.clone();
             for (which, at, form) in &plants {
                 let v = &values[which.index(values.len())];
-                let forms = encodings(v);
-                let f = &forms[form % forms.len()];
+                let forms = output_forms(v);
+                let f = &forms[form.index(forms.len())];
                 let pos = at.index(data.len() + 1);
                 data.splice(pos..pos, f.iter().copied());
             }

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::mask::Masker;
 use crate::refs::Binding;
 pub use command::Program;
-use output::Pump;
+use output::{Pump, Source, WriteErrors};
 use spawn::{ChildEnv, ChildIo};
 
 /// Everything `jitc exec` needs, parsed and checked before the agent is asked.
@@ -203,6 +203,7 @@ pub fn run(plan: Plan, mut client: Option<&mut Client>) -> Result<u8> {
     // Where the command's output goes: straight to ours without masking; through the
     // masker on a pty when we are on a terminal; through pipes otherwise.
     let mut io = ChildIo::default();
+    let write_errors = WriteErrors::default();
     let mut outputs: Vec<Pump<'_>> = Vec::new();
     let mut write_ends: Vec<OwnedFd> = Vec::new();
     let pty = match &masker {
@@ -220,18 +221,21 @@ pub fn run(plan: Plan, mut client: Option<&mut Client>) -> Result<u8> {
             let master = p.master.try_clone().map_err(|e| {
                 Error::failure(format!("cannot set up the command's terminal ({e})"))
             })?;
-            outputs.push(Pump::new(master, stdout, Some(m), true));
+            let kind = Source::Pty {
+                onlcr_by_jitc: p.onlcr_by_jitc,
+            };
+            outputs.push(Pump::new(master, stdout, Some(m), kind, &write_errors));
         } else {
             let (r, w) = pipe()?;
             io.stdout = Some(std::os::fd::AsRawFd::as_raw_fd(&w));
             write_ends.push(w);
-            outputs.push(Pump::new(r, stdout, Some(m), false));
+            outputs.push(Pump::new(r, stdout, Some(m), Source::Pipe, &write_errors));
         }
         if !io.tty_stderr {
             let (r, w) = pipe()?;
             io.stderr = Some(std::os::fd::AsRawFd::as_raw_fd(&w));
             write_ends.push(w);
-            outputs.push(Pump::new(r, stderr, Some(m), false));
+            outputs.push(Pump::new(r, stderr, Some(m), Source::Pipe, &write_errors));
         }
     }
     if let Some(m) = &masker {
@@ -277,5 +281,6 @@ pub fn run(plan: Plan, mut client: Option<&mut Client>) -> Result<u8> {
         // Best effort: closing the connection releases it too.
         let _ = c.release(id);
     }
+    write_errors.check()?;
     Ok(outcome.code)
 }

@@ -2,6 +2,12 @@
 //! a pseudo-terminal of its own, so `isatty`, colours and line buffering behave as
 //! without jitc, while everything it prints passes through the masker. Our terminal is
 //! put in raw mode (keys go to the command as typed) and restored however jitc ends.
+//!
+//! The pty's output processing would turn each `\n` into `\r\n` (ONLCR) before the
+//! masker sees it, splitting multi-line values and wrapped base64 into forms nobody
+//! looks for. So jitc clears ONLCR on the command's pty and turns `\n` into `\r\n`
+//! itself, after masking, for as long as the command's terminal would have: the bytes
+//! on the screen are the same.
 #![allow(unsafe_code)]
 
 use std::io::IsTerminal;
@@ -10,7 +16,7 @@ use std::path::PathBuf;
 
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::pty::{OpenptyResult, Winsize, openpty};
-use nix::sys::termios::{self, SetArg, Termios};
+use nix::sys::termios::{self, OutputFlags, SetArg, Termios};
 
 use crate::error::{Error, Result};
 
@@ -21,6 +27,9 @@ pub struct Pty {
     /// The command's side, opened by path in the child so it becomes its controlling
     /// terminal.
     pub slave_path: PathBuf,
+    /// Whether jitc cleared ONLCR on the pty, to translate newlines itself after
+    /// masking (see [`translates_newlines`]).
+    pub onlcr_by_jitc: bool,
 }
 
 impl std::fmt::Debug for Pty {
@@ -60,9 +69,36 @@ pub fn copy_window_size(from: BorrowedFd<'_>, to: BorrowedFd<'_>) {
     }
 }
 
-/// A pty shaped like our terminal (its settings and size).
+/// Clears ONLCR in `settings` if jitc can do the translation in the kernel's place
+/// with the same result: output processing on, ONLCR on, and nothing whose effect
+/// depends on the column the kernel keeps — which only ONLCR's `\r` resets (OCRNL
+/// would also turn a `\r` into a `\n` jitc must not translate).
+fn take_over_newlines(settings: &mut Termios) -> bool {
+    let o = settings.output_flags;
+    let plain = o.contains(OutputFlags::OPOST | OutputFlags::ONLCR)
+        && !o.intersects(OutputFlags::OCRNL | OutputFlags::ONOCR)
+        && o & OutputFlags::TABDLY != OutputFlags::TAB3;
+    if plain {
+        settings.output_flags.remove(OutputFlags::ONLCR);
+    }
+    plain
+}
+
+/// Whether output just read from the pty (`master`) needs its `\n` turned into `\r\n`
+/// by jitc: on a pty where jitc took over ONLCR, while output processing is on and
+/// ONLCR off. If the command turns ONLCR on itself, the kernel translates (not twice);
+/// if it turns processing off (raw output, as full-screen programs do), nothing is.
+pub fn translates_newlines(master: BorrowedFd<'_>) -> bool {
+    termios::tcgetattr(master).is_ok_and(|t| {
+        t.output_flags.contains(OutputFlags::OPOST) && !t.output_flags.contains(OutputFlags::ONLCR)
+    })
+}
+
+/// A pty shaped like our terminal (its settings and size), with ONLCR left to jitc
+/// where it can take it over.
 pub fn open_like(terminal: BorrowedFd<'_>) -> Result<Pty> {
-    let settings = termios::tcgetattr(terminal).ok();
+    let mut settings = termios::tcgetattr(terminal).ok();
+    let onlcr_by_jitc = settings.as_mut().is_some_and(take_over_newlines);
     let size = window_size(terminal);
     let OpenptyResult { master, slave } =
         openpty(size.as_ref(), settings.as_ref()).map_err(|e| failed("openpty", e))?;
@@ -74,7 +110,11 @@ pub fn open_like(terminal: BorrowedFd<'_>) -> Result<Pty> {
         fcntl(&master, FcntlArg::F_GETFL).map_err(|e| failed("fcntl", e))?,
     );
     fcntl(&master, FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK)).map_err(|e| failed("fcntl", e))?;
-    Ok(Pty { master, slave_path })
+    Ok(Pty {
+        master,
+        slave_path,
+        onlcr_by_jitc,
+    })
 }
 
 /// Our terminal in raw mode until this is dropped.

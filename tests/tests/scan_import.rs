@@ -1,7 +1,8 @@
-//! `jitc scan`, driven through the real `jitc` on real files: the scan of a sample tree
-//! of planted credentials and decoys (precision and recall, exactly), files as
-//! arguments, ignore files and markers, what it prints about paths and what it never
-//! prints (values).
+//! `jitc scan` and `jitc import`, driven through the real `jitc` on real files: the scan
+//! of a sample tree of planted credentials and decoys (precision and recall, exactly),
+//! files as arguments, ignore files and markers, what it prints about paths and what
+//! it never prints (values); the import's reference file (comments and plain settings
+//! kept), `--all`, and the inputs it refuses (an empty file, its own output, …).
 //!
 //! Every credential below is assembled at run time from pieces and a seeded generator,
 //! so this file holds no credential shape for a scanner (jitc's own included) to find.
@@ -785,4 +786,191 @@ fn scan_says_what_it_could_not_read() {
         "{}",
         out.stderr
     );
+}
+
+// ---- jitc import ------------------------------------------------------------------
+
+fn setup() -> (TestEnv, Agent) {
+    let env = TestEnv::new();
+    let agent = env.start_agent();
+    env.init();
+    (env, agent)
+}
+
+#[test]
+fn import_moves_a_dotenv_into_the_vault() {
+    let (env, _agent) = setup();
+    let file = env.home.join(".env");
+    std::fs::write(
+        &file,
+        "# database\nDATABASE_URL=postgres://u:pw-4471@db/app\nSTRIPE_KEY='sk_test_99$x'  # the test key\n\nEMPTY=\nALREADY=jitc://TOKEN\nPORT=3000\nexport DEBUG=true\nNODE_ENV=production\nAPI_HOST=api.internal\n",
+    )
+    .unwrap();
+    let out = env
+        .run(
+            &["import", file.to_str().unwrap(), "--prefix", "app/"],
+            None,
+        )
+        .ok();
+    assert_eq!(
+        out.stdout,
+        "# database\nDATABASE_URL=jitc://app/DATABASE_URL\nSTRIPE_KEY=jitc://app/STRIPE_KEY # the test key\n\nEMPTY=\nALREADY=jitc://TOKEN\nPORT=3000\nexport DEBUG=true\nNODE_ENV=production\nAPI_HOST=api.internal\n"
+    );
+    assert!(
+        out.stderr.contains(
+            "kept 4 plain setting(s) as written, not in the vault: PORT, DEBUG, NODE_ENV, API_HOST; add --all to store them too"
+        ) && out.stderr.contains("imported 2 secret(s)")
+            && out.stderr.contains("delete it"),
+        "{}",
+        out.stderr
+    );
+    for v in ["pw-4471", "sk_test_99"] {
+        assert!(!out.stdout.contains(v) && !out.stderr.contains(v));
+    }
+    assert!(file.exists(), "the original stays");
+    assert_eq!(
+        env.secret_names(),
+        ["app/DATABASE_URL", "app/STRIPE_KEY"],
+        "plain settings stay out of the vault"
+    );
+    // The reference file works as it is: secrets leased, plain settings passed through.
+    let refs = env.home.join("refs.env");
+    std::fs::write(&refs, &out.stdout).unwrap();
+    env.add("TOKEN", "already-stored-value");
+    let out = env
+        .run(
+            &[
+                "exec",
+                "--env-file",
+                refs.to_str().unwrap(),
+                "--",
+                "sh",
+                "-c",
+                "printf %s \"$STRIPE_KEY\" | sha256sum; echo \"$PORT $DEBUG $NODE_ENV\"",
+            ],
+            None,
+        )
+        .ok();
+    assert!(
+        out.stdout.starts_with(&sha256_hex(b"sk_test_99$x")),
+        "single quotes kept the $"
+    );
+    assert!(
+        out.stdout.ends_with("3000 true production\n"),
+        "{}",
+        out.stdout
+    );
+    // Again: refused, nothing changed, unless --replace.
+    env.run(
+        &["import", file.to_str().unwrap(), "--prefix", "app/"],
+        None,
+    )
+    .code(1)
+    .one_line_error()
+    .says("--replace");
+    // --all stores the plain settings too.
+    let out = env
+        .run(
+            &[
+                "import",
+                file.to_str().unwrap(),
+                "--prefix",
+                "app/",
+                "--replace",
+                "--all",
+            ],
+            None,
+        )
+        .ok();
+    assert!(
+        out.stdout
+            .contains("PORT=jitc://app/PORT\nexport DEBUG=jitc://app/DEBUG\n")
+    );
+    assert!(!out.stderr.contains("kept"), "{}", out.stderr);
+    assert!(env.secret_names().contains(&"app/NODE_ENV".to_owned()));
+    // A value dotenv would expand is refused rather than stored changed.
+    std::fs::write(&file, "P=pa$word\n").unwrap();
+    env.run(&["import", file.to_str().unwrap()], None)
+        .code(65)
+        .one_line_error()
+        .says("line 1 has a '$' that dotenv would expand");
+}
+
+#[test]
+fn import_refuses_a_file_with_nothing_to_import() {
+    // None of these reaches the agent: no agent runs.
+    let env = TestEnv::new();
+    let file = env.home.join(".env");
+    let import = |env: &TestEnv| env.run(&["import", ".env"], None);
+    for (text, says) in [
+        (
+            "",
+            ".env holds no KEY=value lines, so there is nothing to import",
+        ),
+        ("# only\n\n# comments\n", "holds no KEY=value lines"),
+        (
+            "A=jitc://a\nB=\n",
+            "holds no values to import, only jitc:// references and empty values",
+        ),
+        (
+            "A=x1y2z3w4v5\nB=2\nA=q9w8e7r6\n",
+            ".env: A is set twice (lines 1 and 3)",
+        ),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        import(&env).code(65).one_line_error().says(says);
+    }
+    // Only plain settings: nothing to store, and the reference file is the file.
+    std::fs::write(&file, "PORT=3000\nDEBUG=false\n").unwrap();
+    let out = import(&env).ok();
+    assert_eq!(out.stdout, "PORT=3000\nDEBUG=false\n");
+    assert!(out.stderr.contains("imported nothing"), "{}", out.stderr);
+    assert_eq!(env.agent_pid(), None, "no agent was started");
+
+    // `jitc import .env > .env`: the shell empties the file before jitc runs; jitc
+    // says so instead of "imported 0". With `>>` the file is refused as it stands.
+    let secret = rnd(42, 17);
+    for (redirect, says) in [
+        (
+            ">>",
+            "the output goes to .env itself — jitc would write into the file it reads",
+        ),
+        (
+            ">",
+            "the output goes to .env itself — the shell emptied it before jitc could read it",
+        ),
+    ] {
+        std::fs::write(&file, format!("API_TOKEN={secret}\n")).unwrap();
+        let mut c = env.command("sh");
+        c.arg("-c").arg(format!(
+            "'{}' import .env {redirect} .env",
+            jitc_bin().display()
+        ));
+        let out = run_with_stdin(c, None).code(65).one_line_error().says(says);
+        assert!(!out.stderr.contains(&secret));
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"", "the shell emptied it");
+}
+
+#[test]
+fn scan_and_import_agree_on_an_env_file() {
+    // What import keeps as plain, scan does not flag; what scan flags, import stores.
+    let (env, _agent) = setup();
+    let file = env.home.join(".env");
+    let token = github(50);
+    std::fs::write(
+        &file,
+        format!("DEBUG=true\nPORT=3000\nNODE_ENV=production\nDB=postgres://u:pass@h/db\nGITHUB_TOKEN={token}\n"),
+    )
+    .unwrap();
+    let scan = env.run(&["scan", file.to_str().unwrap()], None).code(1);
+    assert_eq!(scan.stdout.lines().count(), 2, "{}", scan.stdout);
+    let out = env.run(&["import", file.to_str().unwrap()], None).ok();
+    assert_eq!(
+        out.stdout,
+        "DEBUG=true\nPORT=3000\nNODE_ENV=production\nDB=jitc://DB\nGITHUB_TOKEN=jitc://GITHUB_TOKEN\n"
+    );
+    // The reference file passes the scan.
+    std::fs::write(&file, &out.stdout).unwrap();
+    env.run(&["scan", file.to_str().unwrap()], None).ok();
 }

@@ -399,6 +399,26 @@ mod tests {
         );
     }
 
+    /// Lines built to make a naive matcher read them once per match: each must be read
+    /// in about one pass (a quadratic scan of these would not finish).
+    #[test]
+    fn adversarial_lines_stay_linear() {
+        const N: usize = 300_000;
+        let lines = [
+            format!("x = \"{}", "\\\"".repeat(N)),
+            "sk-".repeat(N),
+            "-eyJ".repeat(N),
+            "-----BEGIN ".repeat(N),
+            "a://".repeat(N),
+            format!("\"{}'{}", "'".repeat(N), "`".repeat(N)),
+        ];
+        for line in &lines {
+            assert!(scan_text("x.txt", line).is_empty());
+        }
+        let json = format!("{{\"k\": \"{}\"}}", "sk-".repeat(N));
+        assert!(scan_text("x.json", &json).is_empty());
+    }
+
     #[test]
     fn shown_escapes() {
         assert_eq!(shown("a\nb\\c\u{202e}d"), "a\\nb\\\\c\\u{202e}d");

@@ -307,14 +307,21 @@ const NAME_REACH: usize = 128;
 fn quoted_assignments(line: &str) -> Vec<(&str, &str)> {
     let mut out = Vec::new();
     let bytes = line.as_bytes();
+    // Quote characters found unclosed: one is an apostrophe in prose, and looking for
+    // the end of every later one again would read the line once per quote.
+    let mut unclosed = [false; 3];
     let mut i = 0;
     while i < bytes.len() {
-        if !matches!(bytes[i], b'"' | b'\'' | b'`') {
+        let Some(q) = b"\"'`".iter().position(|c| *c == bytes[i]) else {
+            i += 1;
+            continue;
+        };
+        if unclosed[q] {
             i += 1;
             continue;
         }
-        // An unclosed quote is an apostrophe in prose, not a literal.
         let Some((literal, after)) = quoted(&line[i..]) else {
+            unclosed[q] = true;
             i += 1;
             continue;
         };

@@ -120,6 +120,12 @@ const KNOWN_EXAMPLES: [&str; 2] = [
 pub fn credential_shape(text: &str, next_line: Option<&str>) -> Option<&'static str> {
     let ac = PREFIXES.as_ref()?;
     let bytes = text.as_bytes();
+    // A JWT's header run, once looked at, is not looked at again from each `eyJ`
+    // inside it (same payload, same signature): the line is read once, not once per
+    // match.
+    let mut jwt_seen = 0;
+    // Likewise a token body already counted (`sk-sk-sk-…` is one run, not many).
+    let mut body_seen = 0;
     for m in ac.find_overlapping_iter(text) {
         let (start, end) = (m.start(), m.end());
         let prefix = &text[start..end];
@@ -134,18 +140,29 @@ pub fn credential_shape(text: &str, next_line: Option<&str>) -> Option<&'static 
             continue;
         }
         if prefix == JWT_PREFIX {
-            if jwt(&text[start..]) {
-                return Some("JSON web token");
+            if start < jwt_seen {
+                continue;
+            }
+            match jwt(&text[start..]) {
+                Ok(()) => return Some("JSON web token"),
+                Err(header) => jwt_seen = start + header,
             }
             continue;
         }
         let Some(shape) = SHAPES.iter().find(|s| s.prefix == prefix) else {
             continue;
         };
+        if start < body_seen {
+            continue;
+        }
+        // Counting stops past the longest body: a run of `sk-sk-sk-…` costs its
+        // length once, not once per prefix.
         let run = bytes[end..]
             .iter()
+            .take(shape.max + 1)
             .take_while(|b| (shape.body)(**b))
             .count();
+        body_seen = end + run;
         let body = &text[end..end + run];
         if (shape.min..=shape.max).contains(&run) && !fake_body(body) {
             return Some(shape.kind);
@@ -178,22 +195,30 @@ fn fake_body(body: &str) -> bool {
 }
 
 /// `eyJ…` `.` `eyJ…` `.` signature: a signed JSON web token (an unsigned one, with an
-/// empty signature, proves nothing and is left alone).
-fn jwt(s: &str) -> bool {
-    let mut parts = s.splitn(3, '.');
-    let seg = |p: &str| p.bytes().take_while(|b| url_safe(*b)).count();
-    let (Some(header), Some(payload), Some(rest)) = (parts.next(), parts.next(), parts.next())
-    else {
-        return false;
+/// empty signature, proves nothing and is left alone). Otherwise the length of the
+/// header run, which no later `eyJ` inside it needs to look at again.
+fn jwt(s: &str) -> Result<(), usize> {
+    let b = s.as_bytes();
+    let seg = |from: usize| {
+        b.get(from..).map_or(0, |r| {
+            r.iter()
+                .take(MAX_TOKEN * 16)
+                .take_while(|c| url_safe(**c))
+                .count()
+        })
     };
-    let sig_len = seg(rest);
-    seg(header) == header.len()
-        && header.len() >= 10
-        && seg(payload) == payload.len()
-        && payload.len() >= 10
-        && payload.starts_with(JWT_PREFIX)
-        && sig_len >= 16
-        && !KNOWN_EXAMPLES.contains(&&rest[..sig_len])
+    let header = seg(0);
+    let payload = seg(header + 1);
+    let sig_at = header + 1 + payload + 1;
+    let sig = seg(sig_at);
+    let ok = header >= 10
+        && b.get(header) == Some(&b'.')
+        && payload >= 10
+        && s[header + 1..].starts_with(JWT_PREFIX)
+        && b.get(header + 1 + payload) == Some(&b'.')
+        && sig >= 16
+        && !KNOWN_EXAMPLES.contains(&&s[sig_at..sig_at + sig]);
+    if ok { Ok(()) } else { Err(header) }
 }
 
 /// After `-----BEGIN `: a private key's label, and then the key itself — base64 on the

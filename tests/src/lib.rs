@@ -201,7 +201,26 @@ impl TestEnv {
         envs
     }
 
+    /// A command in this tree, in a session of its own: it has no controlling terminal
+    /// (as under CI), so nothing it runs can prompt on the terminal of whoever runs the
+    /// tests. Tests of terminals use `PtySession`.
+    #[allow(unsafe_code)]
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        use std::os::unix::process::CommandExt;
+        let mut c = self.command_in_our_session(program);
+        // SAFETY: setsid is async-signal-safe and touches no memory of ours.
+        unsafe {
+            c.pre_exec(|| {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                Ok(())
+            });
+        }
+        c
+    }
+
+    /// A command in this tree that stays in the test's session (for `setsid -c`, which
+    /// makes its own).
+    pub fn command_in_our_session(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new(program);
         c.env_clear().envs(self.envs()).current_dir(&self.home);
         c
@@ -585,7 +604,7 @@ impl PtySession {
     pub fn spawn(env: &TestEnv, program: &Path, args: &[&str]) -> PtySession {
         let pty = nix::pty::openpty(None, None).unwrap();
         let tty = nix::unistd::ttyname(&pty.slave).unwrap();
-        let mut c = env.command("setsid");
+        let mut c = env.command_in_our_session("setsid");
         c.arg("-c").arg("-w").arg(program).args(args);
         let slave = fs::File::from(pty.slave);
         c.stdin(Stdio::from(slave.try_clone().unwrap()))

@@ -374,7 +374,7 @@ fn rotation_continues_the_chain_across_files() {
     );
     let out = env.run(&["audit", "verify"], None).ok();
     assert!(
-        out.stderr.contains("file(s)") && !out.stderr.contains("in 1 file"),
+        out.stderr.contains(" files") && !out.stderr.contains("in 1 file"),
         "{}",
         out.stderr
     );
@@ -1028,7 +1028,7 @@ fn lines_forged_while_the_agent_was_down_are_never_vouched_for() {
     let out = env.run(&["audit", "verify"], None).ok();
     assert!(
         out.stderr
-            .contains("2 line(s) written while the vault was locked were never sealed"),
+            .contains("2 lines written while the vault was locked were never sealed"),
         "{}",
         out.stderr
     );

@@ -257,8 +257,9 @@ fn report(r: &jitc_protocol::AuditReport) -> u8 {
         None => {
             let unsealed = if r.unsealed > 0 {
                 format!(
-                    "; the last {} written while the vault was locked are sealed at the next unlock",
-                    r.unsealed
+                    "; the last {} written while the vault was locked {} sealed at the next unlock",
+                    r.unsealed,
+                    if r.unsealed == 1 { "is" } else { "are" }
                 )
             } else {
                 String::new()
@@ -266,16 +267,18 @@ fn report(r: &jitc_protocol::AuditReport) -> u8 {
             let never = match (r.never_sealed, &r.never_sealed_at) {
                 (0, _) => String::new(),
                 (n, at) => format!(
-                    "; {n} line(s) written while the vault was locked were never sealed (the agent stopped before an unlock{}): nothing vouches for them",
+                    "; {} written while the vault was locked {} never sealed (the agent stopped before an unlock{}): nothing vouches for them",
+                    super::plural(n, "line"),
+                    if n == 1 { "was" } else { "were" },
                     at.as_deref()
                         .map(|a| format!("; the first run ends before {a}"))
                         .unwrap_or_default()
                 ),
             };
             jitc::error::note(&format!(
-                "audit log intact: {} records in {} file(s){unsealed}{never}",
-                r.lines,
-                r.files.len()
+                "audit log intact: {} in {}{unsealed}{never}",
+                super::plural(r.lines, "record"),
+                super::plural(r.files.len() as u64, "file")
             ));
             0
         }

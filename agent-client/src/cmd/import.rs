@@ -18,6 +18,7 @@ use jitc::start::connect_or_start;
 use jitc::{Error, Result};
 use jitc_protocol::names::check_secret_name;
 use jitc_protocol::{AddSecret, ErrorCode, SecretBytes};
+use zeroize::Zeroizing;
 
 use super::emit;
 
@@ -35,6 +36,10 @@ pub struct Args {
     /// without credentials, NODE_ENV, LOG_LEVEL, *_HOST, *_PORT, …)
     #[arg(long)]
     all: bool,
+    /// Read the vault passphrase (needed to replace secrets, or to add ones a policy
+    /// rule guards) from the first line of stdin
+    #[arg(long)]
+    passphrase_stdin: bool,
 }
 
 /// A `.env` larger than this is not one.
@@ -291,8 +296,8 @@ pub fn run(args: Args) -> Result<u8> {
             names.push_str(", …");
         }
         note(&format!(
-            "kept {} plain setting(s) as written, not in the vault: {names}; add --all to store them too",
-            kept.len()
+            "kept {} as written, not in the vault: {names}; add --all to store them too",
+            super::plural(kept.len() as u64, "plain setting")
         ));
     }
     if to_store.is_empty() {
@@ -301,8 +306,9 @@ pub fn run(args: Args) -> Result<u8> {
         ));
     } else {
         note(&format!(
-            "imported {} secret(s) from {shown_file}; it still holds them in plain text: once the reference file works, delete it (shred -u {shown_file})",
-            to_store.len()
+            "imported {} from {shown_file}; it still holds {} in plain text: once the reference file works, delete it (shred -u {shown_file})",
+            super::plural(to_store.len() as u64, "secret"),
+            if to_store.len() == 1 { "it" } else { "them" }
         ));
     }
     Ok(0)
@@ -408,38 +414,70 @@ fn store(args: &Args, to_store: &[(&str, &str)]) -> Result<()> {
             return Err(Error::local(
                 ErrorCode::Failure,
                 format!(
-                    "{} exist(s) already: nothing was imported; add --replace to overwrite, or use --prefix",
-                    clash.join(", ")
+                    "{} {} already: nothing was imported; add --replace to overwrite, or use --prefix",
+                    clash.join(", "),
+                    if clash.len() == 1 { "exists" } else { "exist" }
                 ),
             ));
         }
     }
+    // Asked for once, if a write needs it (replacing, or a name a rule guards).
+    let mut passphrase: Option<Zeroizing<Vec<u8>>> = if args.passphrase_stdin {
+        Some(Zeroizing::new(
+            jitc::prompt::read_stdin_line("the passphrase")?
+                .expose()
+                .to_vec(),
+        ))
+    } else {
+        None
+    };
     for (stored, (name, value)) in to_store.iter().enumerate() {
-        client
-            .add(AddSecret {
-                name: (*name).to_owned(),
-                value: SecretBytes::from_slice(value.as_bytes()),
-                description: Some(format!("imported from {}", args.file.display())),
-                replace: args.replace,
-                canary: false,
-                passphrase: None,
-            })
-            .and_then(|w| match w {
-                jitc::Written::Done => Ok(()),
-                jitc::Written::NeedsPassphrase(what) => Err(Error::local(
-                    ErrorCode::Refused,
-                    format!("{what}; replace it with 'jitc add --replace {name}'"),
-                )),
-            })
-            .inspect_err(|_| {
-                if stored > 0 {
-                    note(&format!(
-                        "{stored} secret(s) were imported before this failed"
+        let add = |p: Option<&Zeroizing<Vec<u8>>>| AddSecret {
+            name: (*name).to_owned(),
+            value: SecretBytes::from_slice(value.as_bytes()),
+            description: Some(format!("imported from {}", args.file.display())),
+            replace: args.replace,
+            canary: false,
+            passphrase: p.map(|p| SecretBytes::from_slice(p)),
+        };
+        let result = client.add(add(passphrase.as_ref())).and_then(|w| match w {
+            jitc::Written::Done => Ok(()),
+            jitc::Written::NeedsPassphrase(what) => {
+                if passphrase.is_some() || std::fs::File::open("/dev/tty").is_err() {
+                    return Err(Error::local(
+                        ErrorCode::Refused,
+                        format!(
+                            "{what}; run this at your terminal, or give the passphrase on the first line of stdin with --passphrase-stdin"
+                        ),
                     ));
                 }
-            })?;
+                let p = jitc::prompt::ask_hidden(&format!("Vault passphrase ({what}): "))?;
+                let p = Zeroizing::new(p.expose().to_vec());
+                let again = client.add(add(Some(&p)));
+                passphrase = Some(p);
+                match again? {
+                    jitc::Written::Done => Ok(()),
+                    jitc::Written::NeedsPassphrase(what) => {
+                        Err(Error::local(ErrorCode::Refused, what))
+                    }
+                }
+            }
+        });
+        result.inspect_err(|_| {
+            if stored > 0 {
+                note(&format!(
+                    "{} imported before this failed",
+                    plural(stored, "secret was", "secrets were")
+                ));
+            }
+        })?;
     }
     Ok(())
+}
+
+/// `n` with the singular or plural phrase.
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// The file again, line for line, with each stored entry replaced by its reference.

@@ -108,6 +108,11 @@ fn date(unix: u64) -> String {
         .to_string()
 }
 
+/// `n` and `word`, plural unless `n` is 1 (`1 record`, `3 records`).
+fn plural(n: u64, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
 /// The last component of a path.
 fn program_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)

@@ -37,8 +37,8 @@ pub fn run(args: Args) -> Result<u8> {
         let mut parts = Vec::new();
         if report.too_large > 0 {
             parts.push(format!(
-                "{} file(s) over {} MiB",
-                report.too_large,
+                "{} over {} MiB",
+                super::plural(report.too_large as u64, "file"),
                 jitc::scan::MAX_FILE >> 20
             ));
         }
@@ -56,8 +56,8 @@ pub fn run(args: Args) -> Result<u8> {
         Ok(0)
     } else {
         note(&format!(
-            "{} plaintext credential(s) in {at}; move them into the vault ('jitc import FILE' for .env files), or mark a false alarm with 'jitc:ignore' on its line or a {} entry",
-            report.findings.len(),
+            "{} in {at}; move them into the vault ('jitc import FILE' for .env files), or mark a false alarm with 'jitc:ignore' on its line or a {} entry",
+            super::plural(report.findings.len() as u64, "plaintext credential"),
             jitc::scan::IGNORE_FILE
         ));
         Ok(1)

@@ -4,15 +4,13 @@ use jitc::Result;
 use jitc::start::connect_or_start;
 use jitc_protocol::display::visible;
 
+use super::plural;
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Print JSON instead of text
     #[arg(long)]
     json: bool,
-}
-
-fn plural(n: u64, word: &str) -> String {
-    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
 fn minutes(secs: u64) -> String {

@@ -31,7 +31,24 @@ pub async fn run(listener: UnixListener, agent: Arc<Agent>, shutdown: impl Futur
     };
     let writer = {
         let agent = agent.clone();
-        tokio::spawn(async move { agent.audit.run_writer().await })
+        let task = tokio::spawn({
+            let agent = agent.clone();
+            async move { agent.audit.run_writer().await }
+        });
+        let abort = task.abort_handle();
+        // Should the writer ever die (a bug), nothing may wait for it forever: every
+        // record is refused from then on (fail closed), and shutdown still completes.
+        tokio::spawn(async move {
+            if let Err(e) = task.await
+                && e.is_panic()
+            {
+                tracing::error!(
+                    "the audit writer died; every request that must be recorded is refused"
+                );
+                agent.audit.writer_died();
+            }
+        });
+        abort
     };
     agent.audit.record_later(crate::audit::Event {
         reason: Some(format!(

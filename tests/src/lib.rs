@@ -127,7 +127,13 @@ pub struct TestEnv {
     pub data: PathBuf,
     pub state: PathBuf,
     pub config: PathBuf,
+    /// The uid everything in this tree runs as (`None`: the test's own).
+    user: Option<u32>,
 }
+
+/// The uid of the ordinary user that attack tests run as (agent and attacker alike), so
+/// that nothing passes only because it runs as root.
+pub const USER: u32 = 1000;
 
 impl Default for TestEnv {
     fn default() -> Self {
@@ -151,12 +157,51 @@ impl TestEnv {
             config: r.join("home/.config"),
             root,
             extra: Default::default(),
+            user: None,
         };
         for d in [&env.home, &env.runtime, &env.data, &env.state, &env.config] {
             fs::create_dir_all(d).unwrap();
         }
         fs::set_permissions(&env.runtime, fs::Permissions::from_mode(0o700)).unwrap();
         env
+    }
+
+    /// A tree owned by `uid`, where every process (the agent, `jitc`, the commands it
+    /// runs) runs as `uid` with no capabilities.
+    pub fn new_as(uid: u32) -> TestEnv {
+        let mut env = TestEnv::new();
+        fn chown_all(dir: &Path, uid: u32) {
+            let id = Some(nix::unistd::Uid::from_raw(uid));
+            let gid = Some(nix::unistd::Gid::from_raw(uid));
+            nix::unistd::chown(dir, id, gid).unwrap();
+            for e in fs::read_dir(dir).unwrap().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    chown_all(&e.path(), uid);
+                } else {
+                    nix::unistd::chown(&e.path(), id, gid).unwrap();
+                }
+            }
+        }
+        chown_all(env.root(), uid);
+        env.user = Some(uid);
+        env
+    }
+
+    /// Makes `path` (made by the test) belong to the tree's user.
+    pub fn give(&self, path: &Path) {
+        if let Some(uid) = self.user {
+            nix::unistd::chown(
+                path,
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(uid)),
+            )
+            .unwrap();
+        }
+    }
+
+    /// The uid this tree's processes run as.
+    pub fn uid(&self) -> u32 {
+        self.user.unwrap_or_else(|| nix::unistd::geteuid().as_raw())
     }
 
     pub fn root(&self) -> &Path {
@@ -187,7 +232,11 @@ impl TestEnv {
         let mut envs = vec![
             (
                 "PATH",
-                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+                match self.user {
+                    // Nothing of root's own (a python under /root) on another user's path.
+                    Some(_) => "/usr/local/bin:/usr/bin:/bin".into(),
+                    None => std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+                },
             ),
             ("HOME", self.home.clone().into()),
             ("XDG_RUNTIME_DIR", self.runtime.clone().into()),
@@ -221,7 +270,17 @@ impl TestEnv {
     /// A command in this tree that stays in the test's session (for `setsid -c`, which
     /// makes its own).
     pub fn command_in_our_session(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new(program);
+        let mut c = match self.user {
+            Some(uid) => {
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={uid}"))
+                    .args(["--clear-groups", "--inh-caps=-all", "--"])
+                    .arg(program);
+                c
+            }
+            None => Command::new(program),
+        };
         c.env_clear().envs(self.envs()).current_dir(&self.home);
         c
     }
@@ -730,6 +789,17 @@ impl Background {
         self.child.id()
     }
 
+    /// Waits for exit until `deadline`: `None` if it is still running then (the test
+    /// fails with a message rather than hanging).
+    pub fn wait_at_most(self, limit: Duration) -> Option<Run> {
+        // The stderr collector closes when the process (and whatever holds its stderr)
+        // is gone: the event to wait for.
+        if !self.stderr.wait_closed(limit) {
+            return None;
+        }
+        Some(self.wait())
+    }
+
     /// Waits for exit; the whole output.
     pub fn wait(mut self) -> Run {
         use std::os::unix::process::ExitStatusExt;
@@ -787,6 +857,8 @@ impl TestEnv {
         let tmp = dir.join(".policy.toml.tmp");
         fs::write(&tmp, text).unwrap();
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).unwrap();
+        self.give(&dir);
+        self.give(&tmp);
         fs::rename(&tmp, path).unwrap();
     }
 

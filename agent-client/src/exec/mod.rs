@@ -134,8 +134,11 @@ pub fn run(plan: Plan, mut client: Option<&mut Client>) -> Result<u8> {
 
     let grant = match client.as_deref_mut() {
         Some(c) => {
-            // Nothing that holds a value may be dumped or read by a same-user process.
+            // Nothing that holds a value may be dumped or read by a same-user process;
+            // and what the command orphans (a daemon it starts) comes to us, so that
+            // the end of the lease can reach it.
             spawn::harden()?;
+            let _ = nix::sys::prctl::set_child_subreaper(true);
             match lease(&plan, c, &signals)? {
                 Ok(g) => Some(g),
                 Err(code) => return Ok(code),

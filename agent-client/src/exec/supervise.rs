@@ -75,9 +75,8 @@ pub fn wait_for_reply(client: &Client, signals: &SignalFd) -> Result<Option<u8>>
     }
 }
 
-/// The state of the command's process.
+/// What happened to the command's process.
 enum State {
-    Running,
     /// Stopped by a signal (Ctrl-Z, or reading the terminal from the background).
     Stopped,
     /// Ended, with its status as an exit code (128+N for signal N).
@@ -213,15 +212,12 @@ impl Supervisor<'_, '_> {
                         continue;
                     };
                     match sig {
-                        Signal::SIGCHLD => {
-                            if exited.is_none() {
-                                match reap(self.child.pid)? {
-                                    State::Running => {}
-                                    State::Stopped => self.stopped(),
-                                    State::Exited(code) => exited = Some(code),
-                                }
-                            }
-                        }
+                        Signal::SIGCHLD => match reap(self.child.pid)? {
+                            _ if exited.is_some() => {}
+                            None => {}
+                            Some(State::Stopped) => self.stopped(),
+                            Some(State::Exited(code)) => exited = Some(code),
+                        },
                         // On a pty the size change reaches the command through the pty.
                         Signal::SIGWINCH if self.pty.is_some() => {
                             if let Some(master) = self.pty {
@@ -254,7 +250,7 @@ impl Supervisor<'_, '_> {
                 }
             }
             if exited.is_none() && kill_at.is_some_and(|t| Instant::now() >= t) {
-                let _ = killpg(self.child.pid, Signal::SIGKILL);
+                kill_everything(self.child.pid);
                 kill_at = None;
             }
             if let Some(code) = exited {
@@ -272,7 +268,7 @@ impl Supervisor<'_, '_> {
         // A lease the agent ended ends the whole command: what the command left
         // running (its background jobs) goes too.
         if !lease_held && self.client.is_some() {
-            let _ = killpg(self.child.pid, Signal::SIGKILL);
+            kill_everything(self.child.pid);
         }
         self.take_terminal_back();
         result
@@ -340,18 +336,81 @@ fn stop_group(leader: Pid, reason: &str, kill_at: &mut Option<Instant>) {
     kill_at.get_or_insert_with(|| Instant::now() + KILL_GRACE);
 }
 
-/// Whether the child has ended (and its exit code) or stopped.
-fn reap(child: Pid) -> Result<State> {
+/// Reaps every child that has ended — the command, and whatever it left behind that
+/// was handed to us (we are a subreaper) — and says how the command stands.
+fn reap(child: Pid) -> Result<Option<State>> {
+    let mut state = None;
     loop {
-        match waitpid(child, Some(WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED)) {
-            Ok(WaitStatus::Exited(_, code)) => return Ok(State::Exited(code as u8)),
-            Ok(WaitStatus::Signaled(_, sig, _)) => {
-                return Ok(State::Exited(128u8.wrapping_add(sig as u8)));
+        match waitpid(
+            Pid::from_raw(-1),
+            Some(WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED),
+        ) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == child => {
+                state = Some(State::Exited(code as u8));
             }
-            Ok(WaitStatus::Stopped(..)) => return Ok(State::Stopped),
-            Ok(_) => return Ok(State::Running),
-            Err(nix::errno::Errno::EINTR) => continue,
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => {
+                state = Some(State::Exited(128u8.wrapping_add(sig as u8)));
+            }
+            Ok(WaitStatus::Stopped(pid, _)) if pid == child => state = Some(State::Stopped),
+            Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => return Ok(state),
+            // An orphan of the command, reaped; or a stop of one (its own business).
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(Error::failure(format!("lost track of the command ({e})"))),
         }
+    }
+}
+
+/// Every process below `root` (by parent links in /proc), deepest last.
+fn descendants(root: Pid) -> Vec<Pid> {
+    let mut parent_of: Vec<(i32, i32)> = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            let ppid = stat
+                .rfind(')')
+                .and_then(|at| stat[at + 1..].split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            if let Some(ppid) = ppid {
+                parent_of.push((pid, ppid));
+            }
+        }
+    }
+    let mut found = vec![root.as_raw()];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(
+            parent_of
+                .iter()
+                .filter(|(_, pp)| *pp == p)
+                .map(|(pid, _)| *pid),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found.into_iter().map(Pid::from_raw).collect()
+}
+
+/// SIGKILL to the command's group and to everything below us that left it (a `setsid`
+/// daemon, a double fork: as a subreaper, we inherit what they orphan), until nothing
+/// is left or nothing more can be done.
+fn kill_everything(leader: Pid) {
+    let _ = killpg(leader, Signal::SIGKILL);
+    for _ in 0..16 {
+        let left = descendants(nix::unistd::getpid());
+        if left.is_empty() {
+            return;
+        }
+        for pid in left {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        }
+        // Reap what died, so the next look does not see zombies.
+        let _ = reap(leader);
     }
 }

@@ -197,8 +197,9 @@ fn json_len(c: char) -> usize {
 }
 
 /// Cuts `s` so that it takes at most `budget` bytes in JSON (an ellipsis marks the
-/// cut); returns what it takes now.
+/// cut, if there is room for it); returns what it takes now, never more than `budget`.
 fn fit(s: &mut String, budget: usize) -> usize {
+    const MARK: usize = '…'.len_utf8();
     let mut used = 0;
     let mut end = s.len();
     for (i, c) in s.char_indices() {
@@ -210,15 +211,19 @@ fn fit(s: &mut String, budget: usize) -> usize {
         used += n;
     }
     if end < s.len() {
+        if budget < MARK {
+            s.clear();
+            return 0;
+        }
         // Back off to make room for the ellipsis.
-        while used + '…'.len_utf8() > budget && end > 0 {
+        while used + MARK > budget {
             let c = s[..end].chars().next_back().unwrap_or(' ');
             end -= c.len_utf8();
             used -= json_len(c);
         }
         s.truncate(end);
         s.push('…');
-        used += '…'.len_utf8();
+        used += MARK;
     }
     used
 }
@@ -305,7 +310,7 @@ impl Event {
         }
         let mut budget = MAX_REQUEST_JSON;
         for field in [&mut self.command, &mut self.task].into_iter().flatten() {
-            budget -= fit(field, budget);
+            budget = budget.saturating_sub(fit(field, budget));
         }
         if let Some(argv) = &mut self.argv {
             let mut kept = 0;
@@ -313,7 +318,7 @@ impl Event {
                 if budget == 0 {
                     break;
                 }
-                budget -= fit(a, budget);
+                budget = budget.saturating_sub(fit(a, budget));
                 kept += 1;
             }
             argv.truncate(kept);
@@ -357,5 +362,39 @@ impl Event {
         self.ttl_secs = self.ttl_secs.or(b.ttl_secs);
         self.withheld = self.withheld.or(b.withheld);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bound_cuts_to_the_budget_whatever_the_escapes() {
+        for (arg, n) in [
+            ("\u{1}", 60_000),
+            ("x", 300_000),
+            ("é", 100_000),
+            ("\"", 40_000),
+        ] {
+            let mut e = Event {
+                command: Some("/usr/bin/true".into()),
+                argv: Some((0..4).map(|_| arg.repeat(n / 4)).collect()),
+                reason: Some("\u{1}".repeat(10_000)),
+                ..Event::new("lease_granted")
+            };
+            e.bound();
+            let json = serde_json::to_string(&e).unwrap();
+            assert!(
+                json.len() < MAX_REQUEST_JSON + MAX_REASON_JSON + 1024,
+                "{}",
+                json.len()
+            );
+            assert!(e.cut.is_some());
+        }
+        for budget in 0..8 {
+            let mut s = "abcdefghij".to_owned();
+            assert!(fit(&mut s, budget) <= budget);
+        }
     }
 }

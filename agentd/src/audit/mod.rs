@@ -165,6 +165,8 @@ pub struct Audit {
     writer: Mutex<Option<Writer>>,
     /// Rung when the writer has an anomaly to raise (see `take_alerts`).
     alerts: Arc<Notify>,
+    /// Set when the writer task died: nothing can be recorded any more.
+    dead: std::sync::atomic::AtomicBool,
 }
 
 /// Options of the writer.
@@ -192,6 +194,7 @@ impl Audit {
             path,
             writer: Mutex::new(Some(writer)),
             alerts,
+            dead: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -245,11 +248,33 @@ impl Audit {
     }
 
     fn send(&self, job: Job) {
+        if self.dead.load(std::sync::atomic::Ordering::SeqCst) {
+            answer_dead(job);
+            return;
+        }
         let urgent = matches!(
             job,
             Job::Record(_, Some(_)) | Job::Flush(_) | Job::NewChain(_)
         );
         self.jobs.push(job, urgent);
+    }
+
+    /// The writer task ended (a bug made it panic): everything that waits for it, and
+    /// everything asked of it from now on, is answered with the failure — refused,
+    /// fail closed — instead of waiting forever.
+    pub fn writer_died(&self) {
+        self.dead.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.set_error_now(
+            "the audit writer stopped (an internal error; see the agent's log); restart the agent",
+        );
+        let queued = std::mem::take(&mut self.jobs.lock().jobs);
+        for job in queued {
+            answer_dead(job);
+        }
+    }
+
+    fn set_error_now(&self, why: &str) {
+        self.shared().error = Some(why.to_owned());
     }
 
     /// Waits until every record queued so far is written (for readers of the log).
@@ -380,6 +405,20 @@ pub fn files_of(path: &Path) -> Vec<PathBuf> {
         out.push(path.to_path_buf());
     }
     out
+}
+
+/// Answers a job no writer will do.
+fn answer_dead(job: Job) {
+    const WHY: &str = "the audit writer stopped";
+    match job {
+        Job::Record(_, Some(w)) | Job::Flush(w) => {
+            let _ = w.send(Err(WHY.into()));
+        }
+        Job::NewChain(w) => {
+            let _ = w.send(Err(WHY.into()));
+        }
+        Job::Record(_, None) | Job::Key(_) => {}
+    }
 }
 
 fn unavailable(why: &str) -> Refusal {

@@ -62,6 +62,18 @@ async fn confirm_passphrase(
     passphrase: SecretBytes,
     failed: Event,
 ) -> Result<crate::audit::PeerJson, Refusal> {
+    confirm_passphrase_hiding(agent, session, passphrase, failed, &[]).await
+}
+
+/// `confirm_passphrase`, with `also` (another passphrase the request carries)
+/// concealed in every record too.
+async fn confirm_passphrase_hiding(
+    agent: &Agent,
+    session: &mut Session,
+    passphrase: SecretBytes,
+    failed: Event,
+    also: &[&[u8]],
+) -> Result<crate::audit::PeerJson, Refusal> {
     check_passphrase(&passphrase)?;
     let gate = agent.passphrase_gate().await;
     let check = {
@@ -76,7 +88,9 @@ async fn confirm_passphrase(
     })
     .await
     .map_err(|_| Refusal::internal("checking the passphrase"))?;
-    let peer = session.peer_json_hiding(&[passphrase.expose()]);
+    let mut hidden: Vec<&[u8]> = vec![passphrase.expose()];
+    hidden.extend_from_slice(also);
+    let peer = session.peer_json_hiding(&hidden);
     drop(passphrase);
     let key = match unwrapped {
         Ok(k) => k,

@@ -15,13 +15,10 @@ pub async fn apply(
     new: SecretBytes,
 ) -> Reply {
     super::check_passphrase(&new)?;
-    let peer = {
-        // The record of a failure must hide the new passphrase too.
-        let hidden = session.peer_json_hiding(&[new.expose()]);
-        let failed = Event::new("passwd_failed").peer(hidden);
-        super::confirm_passphrase(agent, session, old, failed).await?;
-        session.peer_json_hiding(&[new.expose()])
-    };
+    // Every record of it hides both passphrases.
+    let failed = Event::new("passwd_failed");
+    let peer =
+        super::confirm_passphrase_hiding(agent, session, old, failed, &[new.expose()]).await?;
     let check = {
         let slot = agent.unlocked().await?;
         slot.as_ref()

@@ -1,0 +1,303 @@
+//! Containment of what a command is given (issue 9, items 1, 2 and 10): a lease's end
+//! stops everything the command started — however the lease ends, and even when `jitc`
+//! is killed or frozen; `jitc exec` cannot be dumped or read while it holds values; and
+//! loader hooks cannot ride into a command the policy pins. Everything here runs as an
+//! ordinary user (uid 1000), agent and attacker alike.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use jitc_tests::*;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const VALUE: &str = "tok-containment-7f3a9c21e5";
+
+fn setup() -> (TestEnv, Agent) {
+    let env = TestEnv::new_as(USER);
+    let agent = env.start_agent();
+    env.init();
+    env.add("T", VALUE);
+    (env, agent)
+}
+
+/// Pids of every process whose environment holds `value` (read as root: the test can
+/// see them all).
+fn holders(value: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(env) = fs::read(e.path().join("environ"))
+            && env.windows(value.len()).any(|w| w == value.as_bytes())
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Waits until no process holds `value` (the kernel reaps asynchronously); panics with
+/// the survivors if some outlive the deadline.
+#[track_caller]
+fn no_holder_survives(value: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = holders(value);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "processes still hold the value: {:?}",
+            left.iter()
+                .map(|p| fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default())
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The command every case runs: a background job and a foreground one, both holding
+/// the value, and one that leaves the process group (a daemon of its own session).
+const SCRIPT: &str = "sleep 300 & setsid sleep 301 & echo ready; sleep 302";
+/// The command line of the one that left the group, as /proc shows it.
+const DAEMON: &str = "sleep\x00301";
+
+fn start(env: &TestEnv, extra: &[&str]) -> Background {
+    let mut args = vec!["exec", "-s", "T"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "sh", "-c", SCRIPT]);
+    let bg = env.spawn(&args);
+    bg.expect_stdout("ready");
+    // All three hold it before anything ends.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while holders(VALUE).len() < 4 {
+        assert!(Instant::now() < deadline, "the command did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    bg
+}
+
+#[test]
+fn no_process_holding_the_value_survives_the_end_of_its_lease() {
+    let (env, _agent) = setup();
+    // Expiry.
+    let bg = start(&env, &["--ttl", "2s"]);
+    let out = bg.wait();
+    assert!(
+        out.stderr
+            .starts_with("jitc: lease expired after 2s; stopped the command")
+    );
+    no_holder_survives(VALUE);
+    // Revoke.
+    let bg = start(&env, &[]);
+    env.run(&["revoke", "--all"], None).ok();
+    bg.wait();
+    no_holder_survives(VALUE);
+    // Lock.
+    let bg = start(&env, &[]);
+    env.run(&["lock"], None).ok();
+    bg.wait();
+    no_holder_survives(VALUE);
+    env.unlock().ok();
+    // `kill -9` of jitc: the command dies with it (PR_SET_PDEATHSIG), and the agent,
+    // seeing the holder gone without a release, kills the command's group.
+    let bg = start(&env, &[]);
+    kill(Pid::from_raw(bg.pid() as i32), Signal::SIGKILL).unwrap();
+    bg.wait();
+    // The daemon of its own session is jitc's to stop, and jitc is gone: it is the one
+    // process that can outlive a killed jitc (the README says so). Everything in the
+    // command's group goes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left: Vec<String> = holders(VALUE)
+            .iter()
+            .map(|p| fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default())
+            .collect();
+        if left.iter().all(|c| c.starts_with(DAEMON)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "survivors: {left:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for p in holders(VALUE) {
+        let _ = kill(Pid::from_raw(p as i32), Signal::SIGKILL);
+    }
+    no_holder_survives(VALUE);
+}
+
+#[test]
+fn a_frozen_jitc_cannot_keep_its_command_past_the_lease() {
+    let (env, _agent) = setup();
+    let bg = start(&env, &["--ttl", "1s"]);
+    // Frozen: it cannot hear that the lease ended, nor stop anything.
+    let jitc = Pid::from_raw(bg.pid() as i32);
+    kill(jitc, Signal::SIGSTOP).unwrap();
+    // The agent stops the command's group itself, after the grace it gives holders.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while holders(VALUE).iter().any(|p| {
+        fs::read_to_string(format!("/proc/{p}/cmdline")).is_ok_and(|c| !c.starts_with(DAEMON))
+    }) {
+        assert!(Instant::now() < deadline, "the command outlived its lease");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kill(jitc, Signal::SIGCONT).unwrap();
+    bg.wait();
+    no_holder_survives(VALUE);
+}
+
+#[test]
+fn jitc_exec_cannot_be_dumped_or_read_while_it_holds_values() {
+    let (env, _agent) = setup();
+    let bg = env.spawn(&[
+        "exec",
+        "-s",
+        "T",
+        "--",
+        "sh",
+        "-c",
+        "echo ready; exec sleep 300",
+    ]);
+    bg.expect_stdout("ready");
+    let jitc = bg.pid();
+    let child = find_child_named(jitc, "sleep");
+    // Another process of the same user cannot read jitc's memory or environment…
+    let mut c = env.command("/usr/bin/python3");
+    c.arg("-c").arg(format!(
+        "import sys\nfor f in ('mem', 'environ'):\n    try:\n        open('/proc/{jitc}/' + f, 'rb').read(1)\n        print(f, 'readable')\n    except OSError as e:\n        print(f, 'denied', e.errno)\n"
+    ));
+    let out = run_with_stdin(c, None).ok();
+    assert!(out.stdout.contains("mem denied 13"), "{}", out.stdout);
+    assert!(out.stdout.contains("environ denied 13"), "{}", out.stdout);
+    // …and it would write no core.
+    let limits = fs::read_to_string(format!("/proc/{jitc}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert!(core.split_whitespace().nth(4) == Some("0"), "{core}");
+    // The command regains what a program normally has: dumpable, its core limit back.
+    let own = fs::read_to_string("/proc/self/limits").unwrap();
+    let own_core = own
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    let child_limits = fs::read_to_string(format!("/proc/{child}/limits")).unwrap();
+    assert!(child_limits.contains(own_core), "{child_limits}");
+    let mut c = env.command("/usr/bin/python3");
+    c.arg("-c").arg(format!(
+        "open('/proc/{child}/environ', 'rb').read(1); print('ok')"
+    ));
+    run_with_stdin(c, None).ok();
+    env.run(&["revoke", "--all"], None).ok();
+    bg.wait();
+}
+
+/// A shared object that, preloaded, leaves a mark and dumps nothing (it only proves it
+/// ran inside the command).
+fn preload_library(env: &TestEnv) -> std::path::PathBuf {
+    let src = env.root().join("mark.c");
+    fs::write(
+        &src,
+        "#define _GNU_SOURCE\n#include <errno.h>\n#include <stdio.h>\n#include <stdlib.h>\n__attribute__((constructor)) static void mark(void) { const char *p = getenv(\"MARK\"); if (p) { FILE *f = fopen(p, \"a\"); if (f) { fprintf(f, \"preloaded into %s\\n\", program_invocation_short_name); fclose(f); } } }\n",
+    )
+    .unwrap();
+    let so = env.root().join("mark.so");
+    let built = std::process::Command::new("gcc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&so)
+        .arg(&src)
+        .status()
+        .expect("gcc is needed to build the preload library (scripts/test.sh installs it)");
+    assert!(built.success());
+    so
+}
+
+#[test]
+fn loader_hooks_do_not_ride_into_a_pinned_command() {
+    let (env, _agent) = setup();
+    let so = preload_library(&env);
+    let mark = env.root().join("marks");
+    fs::write(&mark, "").unwrap();
+    env.give(&mark);
+    env.set_env("MARK", &mark);
+    env.set_env("LD_PRELOAD", &so);
+    let into = |m: &Path, program: &str| {
+        fs::read_to_string(m)
+            .unwrap()
+            .lines()
+            .filter(|l| *l == format!("preloaded into {program}"))
+            .count()
+    };
+    // Unpinned (no rule names a command): the environment is the caller's to set.
+    env.run(&["exec", "-s", "T", "--", "/usr/bin/true"], None)
+        .ok();
+    assert_eq!(
+        into(&mark, "true"),
+        1,
+        "the library runs where nothing pins the command"
+    );
+    // Pinned: the command runs without the requester's loader hooks (jitc itself, which
+    // the requester started, is another matter: it holds nothing yet when it starts).
+    env.write_policy("[[rule]]\nsecrets = [\"T\"]\ncommands = [\"true\"]\n");
+    env.run(&["exec", "-s", "T", "--", "/usr/bin/true"], None)
+        .ok();
+    assert_eq!(
+        into(&mark, "true"),
+        1,
+        "LD_PRELOAD reached the pinned command"
+    );
+    let bash_env = env.root().join("hook.sh");
+    fs::write(&bash_env, format!("echo bash_env >> {}\n", mark.display())).unwrap();
+    env.set_env("BASH_ENV", &bash_env);
+    env.write_policy("[[rule]]\nsecrets = [\"T\"]\ncommands = [\"bash\"]\n");
+    let out = env
+        .run(&["exec", "-s", "T", "--", "bash", "-c", "echo ran"], None)
+        .ok();
+    assert_eq!(out.stdout, "ran\n");
+    let text = fs::read_to_string(&mark).unwrap();
+    assert!(!text.contains("bash_env"), "BASH_ENV ran: {text}");
+    assert_eq!(into(&mark, "bash"), 0, "{text}");
+}
+
+#[test]
+fn an_env_file_cannot_set_a_loader_hook() {
+    let (env, _agent) = setup();
+    let file = env.root().join(".env");
+    fs::write(&file, "A=1\nLD_PRELOAD=/tmp/evil.so\n").unwrap();
+    env.run(
+        &[
+            "exec",
+            "--env-file",
+            file.to_str().unwrap(),
+            "-s",
+            "T",
+            "--",
+            "true",
+        ],
+        None,
+    )
+    .code(65)
+    .one_line_error()
+    .says("line 2")
+    .says("LD_PRELOAD");
+    fs::write(&file, "PYTHONPATH=./evil\n").unwrap();
+    env.run(
+        &[
+            "exec",
+            "--env-file",
+            file.to_str().unwrap(),
+            "-s",
+            "T",
+            "--",
+            "true",
+        ],
+        None,
+    )
+    .code(65)
+    .says("PYTHONPATH");
+}

@@ -1,0 +1,186 @@
+//! Nothing secret reaches the audit log (issue 9, items 4 and 5): no passphrase —
+//! right or wrong, at any command that takes one — even when the command line of a
+//! parent holds it; and no value of any secret in the vault, leased or not, put on a
+//! command line, in `--task` or in the command's path (or in an encoding). A refusal
+//! names a secret only if the request named it: otherwise it would answer guesses
+//! about secrets the requester cannot lease. Everything runs as uid 1000.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+
+use jitc_tests::*;
+
+const LEASED: &str = "leased-value-9c2e11aa";
+const OTHER: &str = "other-value-4b7d93ee";
+
+fn setup() -> (TestEnv, Agent) {
+    let env = TestEnv::new_as(USER);
+    let agent = env.start_agent();
+    env.init();
+    env.add("app/key", LEASED);
+    env.add("ops/root", OTHER);
+    (env, agent)
+}
+
+fn log(env: &TestEnv) -> String {
+    env.run(&["status"], None).ok();
+    let mut text = String::new();
+    for e in fs::read_dir(env.state.join("jitc")).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("audit") {
+            text.push_str(&fs::read_to_string(e.path()).unwrap_or_default());
+        }
+    }
+    text
+}
+
+/// `sh -c 'printf "%s\n" PASSPHRASE … | jitc ARGS'`: the passphrase is in the command
+/// line of the shell that runs `jitc` (as in `bash -c 'echo "pw" | jitc unlock …'`).
+fn piped(env: &TestEnv, lines: &[&str], args: &str) -> Run {
+    let mut c = env.command("/bin/sh");
+    let quoted: Vec<String> = lines.iter().map(|l| format!("'{l}'")).collect();
+    c.arg("-c").arg(format!(
+        "printf '%s\\n' {} | {} {args}",
+        quoted.join(" "),
+        jitc_bin().display()
+    ));
+    run_with_stdin(c, None)
+}
+
+#[test]
+fn no_passphrase_reaches_the_log_from_a_parents_command_line() {
+    let (env, _agent) = setup();
+    env.run(&["lock"], None).ok();
+    let wrong = "not-the-passphrase-31";
+    piped(&env, &[wrong], "unlock --passphrase-stdin").code(77);
+    piped(&env, &[PASSPHRASE], "unlock --passphrase-stdin").ok();
+    // approve (wrong and right) of a waiting request.
+    env.write_policy("[[rule]]\nsecrets = [\"ops/*\"]\napproval = \"always\"\n");
+    let bg = env.spawn(&["exec", "-s", "ops/root", "--", "true"]);
+    let id = bg.approval_id();
+    piped(&env, &[wrong], &format!("approve {id} --passphrase-stdin")).code(77);
+    piped(
+        &env,
+        &[PASSPHRASE],
+        &format!("approve {id} --passphrase-stdin"),
+    )
+    .ok();
+    assert_eq!(bg.wait().code, 0);
+    env.write_policy("");
+    // Writes that take the passphrase.
+    piped(
+        &env,
+        &[PASSPHRASE, "new-value-00001"],
+        "add app/key --replace --passphrase-stdin",
+    )
+    .ok();
+    piped(&env, &[wrong], "rm ops/root --passphrase-stdin").code(77);
+    piped(&env, &[PASSPHRASE], "audit accept --passphrase-stdin").ok();
+    // A new passphrase, and the old one tried again after it changed.
+    let new = "a-brand-new-passphrase-77";
+    piped(&env, &[PASSPHRASE, new], "passwd --passphrase-stdin").ok();
+    piped(&env, &[PASSPHRASE, new], "passwd --passphrase-stdin").code(77);
+    let text = log(&env);
+    for secret in [PASSPHRASE, wrong, new] {
+        let leaks: Vec<&str> = text.lines().filter(|l| l.contains(secret)).collect();
+        assert!(leaks.is_empty(), "{secret:?} is in the log: {leaks:#?}");
+    }
+    assert!(text.contains("<concealed:passphrase>"), "{text}");
+    // The old passphrase no longer opens the vault; the new one does.
+    env.run(&["lock"], None).ok();
+    env.unlock().code(77);
+    env.run(
+        &["unlock", "--passphrase-stdin"],
+        Some(format!("{new}\n").as_bytes()),
+    )
+    .ok();
+}
+
+#[test]
+fn a_new_vaults_passphrase_stays_out_of_the_log() {
+    let env = TestEnv::new_as(USER);
+    let _agent = env.start_agent();
+    piped(
+        &env,
+        &[PASSPHRASE],
+        "init --passphrase-stdin --kdf-memory 8 --kdf-iterations 1",
+    )
+    .ok();
+    let text = log(&env);
+    assert!(!text.contains(PASSPHRASE), "{text}");
+    assert!(text.contains("<concealed:passphrase>"), "{text}");
+}
+
+#[test]
+fn a_value_of_any_secret_on_a_command_line_is_refused_and_never_recorded() {
+    let (env, _agent) = setup();
+    // The value of a secret the request does not lease.
+    let out = env
+        .run(&["exec", "-s", "app/key", "--", "echo", OTHER], None)
+        .code(77)
+        .one_line_error();
+    assert!(
+        out.stderr.contains("a secret in the vault"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("ops/root"),
+        "the refusal names it: {}",
+        out.stderr
+    );
+    // In --task, and base64-encoded.
+    env.run(
+        &[
+            "exec",
+            "-s",
+            "app/key",
+            "--task",
+            &format!("rotate {OTHER}"),
+            "--",
+            "true",
+        ],
+        None,
+    )
+    .code(77)
+    .says("--task");
+    let b64 = jitc_protocol::encodings::base64(OTHER.as_bytes(), jitc_protocol::encodings::B64_STD);
+    let b64 = String::from_utf8(b64).unwrap();
+    env.run(&["exec", "-s", "app/key", "--", "echo", &b64], None)
+        .code(77)
+        .says("a secret in the vault");
+    // A leased one is named (the request named it).
+    env.run(&["exec", "-s", "app/key", "--", "echo", LEASED], None)
+        .code(77)
+        .says("'app/key'");
+    // From a parent's command line: granted, and concealed in the record.
+    let mut c = env.command("/bin/sh");
+    c.arg("-c").arg(format!(
+        ": {OTHER}; {} exec -s app/key -- true",
+        jitc_bin().display()
+    ));
+    run_with_stdin(c, None).ok();
+    let text = log(&env);
+    for value in [LEASED, OTHER, b64.as_str()] {
+        let leaks: Vec<&str> = text.lines().filter(|l| l.contains(value)).collect();
+        assert!(leaks.is_empty(), "a value is in the log: {leaks:#?}");
+    }
+    assert!(text.contains("<concealed:another secret>"), "{text}");
+    assert!(
+        !text.contains("<concealed:ops/root>"),
+        "the log tells which secret a string was"
+    );
+}
+
+#[test]
+fn values_too_short_to_mask_do_not_trip_the_argv_check() {
+    let (env, _agent) = setup();
+    env.add("port", "443");
+    // Masking leaves it alone; so does the check on the command line.
+    let out = env
+        .run(
+            &["exec", "-s", "port", "--", "echo", "listening on 443"],
+            None,
+        )
+        .ok();
+    assert!(out.stdout.contains("443"));
+}

@@ -408,12 +408,15 @@ pub enum Written {
 fn permission_denied(path: &Path) -> Error {
     use std::os::unix::fs::MetadataExt;
     let me = nix::unistd::geteuid().as_raw();
-    let owner = std::fs::metadata(path)
-        .map(|m| (path.to_path_buf(), m.uid()))
-        .or_else(|_| {
-            let dir = path.parent().unwrap_or(path);
-            std::fs::metadata(dir).map(|m| (dir.to_path_buf(), m.uid()))
-        });
+    // The socket, or the nearest directory above it that can be looked at.
+    let owner = path
+        .ancestors()
+        .find_map(|p| {
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| (p.to_path_buf(), m.uid()))
+        })
+        .ok_or(());
     let whose = match owner {
         Ok((p, uid)) if uid != me => format!(
             "{} belongs to uid {uid}, not to you (uid {me}); set JITC_SOCK to your own agent's socket, or start one with 'jitc agent'",

@@ -334,3 +334,29 @@ fn approve_asks_for_the_passphrase_at_the_terminal() {
     assert!(!t.output.text().contains(PASSPHRASE));
     assert_eq!(bg.wait().code, 0);
 }
+
+#[test]
+fn an_approver_that_cannot_start_falls_back_to_jitc_approve_at_once() {
+    let (env, _agent) = setup("");
+    env.write_policy(&policy_with_approver(
+        std::path::Path::new("/nonexistent/askpass"),
+        "60s",
+    ));
+    let bg = env.spawn(&["exec", "-s", "prod/db", "--", "true"]);
+    // Said at once (not after the timeout), with what to do.
+    bg.expect_stderr("could not be started");
+    let id = bg.approval_id();
+    let status = env.run(&["status"], None).ok().stdout;
+    assert!(
+        status.contains("approver FAILING") && status.contains("/nonexistent/askpass"),
+        "{status}"
+    );
+    let log = std::fs::read_to_string(env.state.join("jitc/audit.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"policy_error\"") && l.contains("/nonexistent/askpass")),
+        "not on record"
+    );
+    env.approve(id).ok();
+    assert_eq!(bg.wait().code, 0);
+}

@@ -529,21 +529,21 @@ fn the_reader_filters_and_follows() {
         .as_str()
         .unwrap()
         .to_owned();
-    let (date, clock) = last[..19].split_once('T').unwrap();
-    let hour: u32 = clock[..2].parse().unwrap();
-    if hour < 23 {
-        let local = format!("{date}T{:02}{}", hour + 1, &clock[2..]);
-        let listed = |offset: &str| {
-            env.run(
-                &["audit", "--json", "--since", &format!("{local}{offset}")],
-                None,
-            )
-            .ok()
-            .stdout
-        };
-        assert!(listed("+01:00").contains(&last), "{local}+01:00");
-        assert_eq!(listed("-01:00"), "");
-    }
+    // The record's time (to the second) an hour later, as a wall clock an hour ahead
+    // of UTC would show it — across midnight too.
+    let at = humantime::parse_rfc3339(&format!("{}Z", &last[..19])).unwrap();
+    let ahead = humantime::format_rfc3339_seconds(at + Duration::from_secs(3600)).to_string();
+    let local = ahead.trim_end_matches('Z');
+    let listed = |offset: &str| {
+        env.run(
+            &["audit", "--json", "--since", &format!("{local}{offset}")],
+            None,
+        )
+        .ok()
+        .stdout
+    };
+    assert!(listed("+01:00").contains(&last), "{local}+01:00");
+    assert_eq!(listed("-01:00"), "");
     // A kind of record that does not exist is an error, not an empty listing.
     env.run(&["audit", "--event", "lease_grantd"], None)
         .code(65)

@@ -392,3 +392,149 @@ fn ctrl_c_while_waiting_for_a_lease_runs_nothing() {
     assert!(!marker.exists(), "the command never ran");
     fake.join().unwrap();
 }
+
+#[test]
+fn agent_recovers_from_a_crash_and_stops_on_request() {
+    let env = TestEnv::new();
+    // A socket whose agent is dying resets the connection before any welcome: that is
+    // "no agent", and a new one is started.
+    std::fs::create_dir_all(env.socket().parent().unwrap()).unwrap();
+    std::fs::set_permissions(
+        env.socket().parent().unwrap(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(env.socket()).unwrap();
+    let dying = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        // A reset, as a process killed with connections in its backlog gives them.
+        nix::sys::socket::setsockopt(
+            &conn,
+            nix::sys::socket::sockopt::Linger,
+            &libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            },
+        )
+        .unwrap();
+        drop(conn);
+        drop(listener);
+    });
+    let out = env.run(&["agent"], None).ok();
+    dying.join().unwrap();
+    assert!(out.stdout.starts_with("export JITC_SOCK="), "{out:?}");
+    let pid = env.agent_pid().expect("a new agent answers");
+    // `jitc stop` (as `ssh-agent -k`): gone, socket removed, on record as asked.
+    env.init();
+    env.run(&["stop"], None)
+        .ok()
+        .says(&format!("stopped the agent (pid {pid})"));
+    assert!(!env.socket().exists());
+    let log = std::fs::read_to_string(env.state.join("jitc/audit.log")).unwrap();
+    let stop = log.lines().last().unwrap();
+    assert!(
+        stop.contains("\"event\":\"stop\"") && stop.contains("stopped with 'jitc stop'"),
+        "{stop}"
+    );
+    // `jitc agent --kill` does the same; with none running it says so (69).
+    env.run(&["agent"], None).ok();
+    env.run(&["agent", "--kill"], None)
+        .ok()
+        .says("stopped the agent");
+    env.run(&["agent", "--kill"], None)
+        .code(69)
+        .one_line_error();
+}
+
+#[test]
+fn exec_without_secrets_just_runs_and_init_warns_about_weak_passphrases() {
+    let env = TestEnv::new();
+    let out = env
+        .run(&["exec", "--", "sh", "-c", "echo plain; exit 3"], None)
+        .code(3);
+    assert_eq!(out.stdout, "plain\n");
+    assert!(
+        env.agent_pid().is_none(),
+        "nothing to lease: no agent needed"
+    );
+    let _agent = env.start_agent();
+    env.run(
+        &[
+            "init",
+            "--passphrase-stdin",
+            "--kdf-memory",
+            "8",
+            "--kdf-iterations",
+            "1",
+        ],
+        Some(b"password\n"),
+    )
+    .ok()
+    .says("WARNING: that passphrase is on every list of common passphrases");
+}
+
+#[test]
+fn errors_name_the_paths_they_mean() {
+    let env = TestEnv::new();
+    let _agent = env.start_agent();
+    env.init();
+    env.add("T", "value-errors-000001");
+    // --mount: a path where nothing can be made is bad input, named.
+    env.run(
+        &[
+            "exec",
+            "-s",
+            "T",
+            "--mount",
+            "/nonexistent/dir/.env",
+            "--",
+            "true",
+        ],
+        None,
+    )
+    .code(65)
+    .one_line_error()
+    .says("/nonexistent/dir/.env");
+    // A FIFO left by a jitc that was killed is replaced.
+    let fifo = env.root().join("left.env");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    env.run(
+        &[
+            "exec",
+            "-s",
+            "T",
+            "--mount",
+            fifo.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            "cat \"$0\" | sha256sum",
+            fifo.to_str().unwrap(),
+        ],
+        None,
+    )
+    .ok();
+    assert!(!fifo.exists());
+    // A bad reference in an env file: file and line, never the line itself.
+    let file = env.root().join("refs.env");
+    std::fs::write(&file, "A=1\nB=\"jitc://not a name\"\n").unwrap();
+    env.run(
+        &["exec", "--env-file", file.to_str().unwrap(), "--", "true"],
+        None,
+    )
+    .code(65)
+    .one_line_error()
+    .says(&format!("{} line 2", file.display()));
+    // A socket that is not ours: whose it is (uid 1000 cannot reach root's).
+    let other = TestEnv::new_as(USER);
+    let out = run_with_stdin(
+        {
+            let mut c = other.command(jitc_bin());
+            c.arg("status").env("JITC_SOCK", env.socket());
+            c
+        },
+        None,
+    );
+    assert_eq!(out.code, 77, "{out:?}");
+    assert!(out.stderr.contains("belongs to uid 0"), "{}", out.stderr);
+}

@@ -184,7 +184,8 @@ fn sigterm_and_sigint_shut_down_cleanly() {
         let status = agent.wait().unwrap();
         assert!(status.success(), "{sig}: {status:?}");
         assert!(!env.socket().exists(), "{sig}: socket removed");
-        assert!(agent.stderr.text().contains("stopped"));
+        // Its stderr is read by another thread: wait for the line, do not race it.
+        assert!(agent.stderr.wait_for("stopped", Duration::from_secs(30)));
     }
 }
 

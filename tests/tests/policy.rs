@@ -242,3 +242,25 @@ commands = ["psql"]
     env.run(&["revoke", "--all"], None).ok();
     bg.wait();
 }
+
+#[test]
+fn explain_exits_as_the_lease_would() {
+    let (env, _agent) = setup();
+    // Granted: 0. A name the vault does not hold: 1 (the lease would fail so).
+    env.run(&["policy", "explain", "-s", "dev/x", "--", "true"], None)
+        .ok()
+        .stdout
+        .contains("granted");
+    let out = env
+        .run(&["policy", "explain", "-s", "no/such", "--", "true"], None)
+        .code(1);
+    assert!(
+        out.stdout.contains("no secret named 'no/such'"),
+        "{}",
+        out.stdout
+    );
+    // Refused: 77.
+    env.write_policy("[[rule]]\nsecrets = [\"prod/*\"]\ncommands = [\"psql\"]\n");
+    env.run(&["policy", "explain", "-s", "prod/db", "--", "true"], None)
+        .code(77);
+}

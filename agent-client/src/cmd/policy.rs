@@ -74,6 +74,11 @@ pub fn run(command: Command) -> Result<u8> {
         }
     };
     let plan = plan(args.request)?;
+    if !plan.leases_anything() {
+        return Err(jitc::Error::bad_input(
+            "no secrets named; add -s NAME, -e VAR=NAME, --file VAR=NAME or an --env-file with jitc:// values before '--'",
+        ));
+    }
     let e = connect_or_start()?.explain(plan.lease_request())?;
     let code = outcome_code(&e);
     if args.json {

@@ -107,11 +107,6 @@ pub fn plan(args: RequestArgs) -> Result<Plan> {
         )));
     }
     let ttl = args.ttl.as_deref().map(parse_duration).transpose()?;
-    if bindings.is_empty() && files.is_empty() {
-        return Err(Error::bad_input(
-            "no secrets named; add -s NAME, -e VAR=NAME, --file VAR=NAME or an --env-file with jitc:// values before '--'",
-        ));
-    }
     let cwd = std::env::current_dir()
         .map_err(|e| Error::failure(format!("cannot read the current directory ({e})")))?;
     let path_var = std::env::var_os("PATH");

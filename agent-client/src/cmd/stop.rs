@@ -20,6 +20,16 @@ pub fn run() -> Result<u8> {
             Err(e) => return Err(e),
         }
     }
+    // The socket goes with the process: wait for that, so that what follows finds
+    // no agent (and can start a new one at once).
+    let agent = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while path.exists()
+        && nix::sys::signal::kill(agent, None).is_ok()
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     note(&format!(
         "stopped the agent (pid {pid}) on {}",
         path.display()

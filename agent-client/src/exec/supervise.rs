@@ -250,7 +250,9 @@ impl Supervisor<'_, '_> {
                 }
             }
             if exited.is_none() && kill_at.is_some_and(|t| Instant::now() >= t) {
-                kill_everything(self.child.pid);
+                if let Some(State::Exited(code)) = kill_everything(self.child.pid) {
+                    exited = Some(code);
+                }
                 kill_at = None;
             }
             if let Some(code) = exited {
@@ -399,18 +401,35 @@ fn descendants(root: Pid) -> Vec<Pid> {
 
 /// SIGKILL to the command's group and to everything below us that left it (a `setsid`
 /// daemon, a double fork: as a subreaper, we inherit what they orphan), until nothing
-/// is left or nothing more can be done.
-fn kill_everything(leader: Pid) {
+/// is left or nothing more can be done. What became of the command itself, if it was
+/// reaped meanwhile.
+fn kill_everything(leader: Pid) -> Option<State> {
     let _ = killpg(leader, Signal::SIGKILL);
+    let mut leader_state = None;
     for _ in 0..16 {
-        let left = descendants(nix::unistd::getpid());
+        let left: Vec<Pid> = descendants(nix::unistd::getpid())
+            .into_iter()
+            .filter(|p| !is_zombie(*p))
+            .collect();
         if left.is_empty() {
-            return;
+            break;
         }
         for pid in left {
             let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
         }
-        // Reap what died, so the next look does not see zombies.
-        let _ = reap(leader);
+        // Reap what died, so the next look does not see it again.
+        if let Ok(Some(s)) = reap(leader) {
+            leader_state = Some(s);
+        }
     }
+    leader_state
+}
+
+/// Whether `pid` has ended and only waits to be reaped.
+fn is_zombie(pid: Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|at| stat[at + 1..].split_whitespace().next())
+            == Some("Z")
+    })
 }

@@ -4,8 +4,10 @@
 //! to before them while the agent is down, and the next unlock (and `jitc audit
 //! verify`) finds the checkpoint pointing past its end.
 //!
-//! Two fixed slots, written in turn, so a write torn by a power cut leaves the other
-//! one whole; the valid slot with the higher sequence number counts. The write goes to
+//! Two fixed slots of one sector each, written in turn; the one with the higher
+//! sequence number counts, and a slot that does not verify is tampering (a sector is
+//! written whole; an edit must not roll the checkpoint back to the other slot). The
+//! write goes to
 //! the page cache before the batch is answered (a killed agent cannot lose it); its
 //! `fdatasync` runs beside the next batch's, so it adds no wait of its own.
 
@@ -93,18 +95,25 @@ pub fn read(path: &Path, key: &Key) -> Found {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Found::Missing,
         Err(_) => return Found::Invalid,
     }
-    // Each slot on its own (one never written reads as zeros).
-    bytes
-        .chunks(SLOT)
-        .filter_map(|slot| std::str::from_utf8(slot).ok())
-        .filter_map(|text| {
-            parse_slot(
-                key,
-                text.trim_matches(|c: char| c == '\0' || c.is_whitespace()),
-            )
-        })
-        .max_by_key(|(seq, _)| *seq)
-        .map_or(Found::Invalid, |(seq, tag)| Found::At(seq, tag))
+    // Each slot on its own. One never written reads as zeros; any other must verify:
+    // an edited slot is tampering, not a reason to trust the other one (that would
+    // let an edit roll the checkpoint back a batch).
+    let mut best: Option<(u64, Tag)> = None;
+    for slot in bytes.chunks(SLOT) {
+        if slot.iter().all(|b| *b == 0) {
+            continue;
+        }
+        let Some(found) = std::str::from_utf8(slot)
+            .ok()
+            .and_then(|text| parse_slot(key, text.trim()))
+        else {
+            return Found::Invalid;
+        };
+        if best.is_none_or(|(seq, _)| found.0 > seq) {
+            best = Some(found);
+        }
+    }
+    best.map_or(Found::Invalid, |(seq, tag)| Found::At(seq, tag))
 }
 
 /// The writer's handle on the sidecar.
@@ -188,10 +197,10 @@ mod tests {
         s.write(&key, 43, &[3; 32]).unwrap();
         assert_eq!(read(s.path(), &key), Found::At(43, [3; 32]));
         assert_eq!(read(s.path(), &other), Found::Invalid);
-        // One slot torn: the other still counts.
+        // One slot edited: tampering, not a fall back to the other.
         let mut bytes = std::fs::read(s.path()).unwrap();
         bytes[SLOT + 40] ^= 1;
         std::fs::write(s.path(), &bytes).unwrap();
-        assert_eq!(read(s.path(), &key), Found::At(42, [2; 32]));
+        assert_eq!(read(s.path(), &key), Found::Invalid);
     }
 }

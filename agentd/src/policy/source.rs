@@ -28,6 +28,8 @@ struct Stamp {
     size: u64,
     mtime_ns: i128,
     ctime_ns: i128,
+    /// Owner and mode of each directory on the way from `$HOME`.
+    dirs: Vec<(u32, u32)>,
 }
 
 impl Stamp {
@@ -38,6 +40,7 @@ impl Stamp {
             size: m.size(),
             mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
             ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+            dirs: Vec::new(),
         }
     }
 }
@@ -101,11 +104,31 @@ impl PolicySource {
         &self.path
     }
 
+    /// The owner and mode of each directory the policy's safety depends on (see
+    /// `check_directories`): a change to any of them is a reason to look again.
+    fn directory_stamps(&self) -> Vec<(u32, u32)> {
+        let mut out = Vec::new();
+        let mut dir = self.path.parent();
+        while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+            if let Ok(m) = fs::metadata(d) {
+                out.push((m.uid(), m.mode()));
+            }
+            if self.home.as_deref() == Some(d) {
+                break;
+            }
+            dir = d.parent();
+        }
+        out
+    }
+
     /// The policy in force now, or why every lease is refused.
     pub fn current(&self) -> Result<Arc<Policy>, String> {
         let mut slot = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         let meta = fs::metadata(&self.path);
-        let stamp = meta.as_ref().ok().map(Stamp::of);
+        let stamp = meta.as_ref().ok().map(|m| Stamp {
+            dirs: self.directory_stamps(),
+            ..Stamp::of(m)
+        });
         let stale = match slot.as_ref() {
             None => true,
             Some(l) => l.stamp != stamp,

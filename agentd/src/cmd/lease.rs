@@ -36,6 +36,8 @@ use crate::vault::Vault;
 const MAX_TASK_LEN: usize = 512;
 /// Most bytes of command line (path, arguments, directory, task) a request may carry.
 pub const MAX_COMMAND_BYTES: usize = 256 << 10;
+/// Most secrets one lease may name.
+const MAX_SECRETS: usize = 256;
 
 /// How a malformed request's refusal is recorded (what it sent may be anything).
 const MALFORMED: &str = "malformed request: a secret name that breaks the naming rules, or a task that is not one line of at most 512 bytes";
@@ -140,29 +142,48 @@ fn bad_task(t: &str) -> bool {
 
 /// The request's form: at least one well-formed name, a one-line task, a command line
 /// of bounded size.
-fn intake(req: &LeaseRequest) -> Result<(), Refusal> {
+/// The request's form: at least one and at most `MAX_SECRETS` well-formed names, a
+/// one-line task, a command line of bounded size. The refusal, and how it is recorded:
+/// a malformed name or task may be anything (a value), so its record says only what
+/// kind of fault it was.
+fn intake(req: &LeaseRequest) -> Result<(), (Refusal, String)> {
+    let recorded = |r: Refusal, how: &str| (r, how.to_owned());
     if req.secrets.is_empty() {
-        return Err(Refusal::bad_input(
-            "a lease needs at least one secret; name one with -s NAME or -e VAR=NAME",
+        return Err(recorded(
+            Refusal::bad_input(
+                "a lease needs at least one secret; name one with -s NAME or -e VAR=NAME",
+            ),
+            "malformed request: no secret named",
         ));
     }
+    if req.secrets.len() > MAX_SECRETS {
+        let why = format!(
+            "a lease names at most {MAX_SECRETS} secrets, this one {}; split the command's needs",
+            req.secrets.len()
+        );
+        return Err((Refusal::bad_input(why.clone()), why));
+    }
     for name in &req.secrets {
-        super::check_name(name)?;
+        super::check_name(name).map_err(|r| recorded(r, MALFORMED))?;
     }
     if req.task.as_deref().is_some_and(bad_task) {
-        return Err(Refusal::bad_input(format!(
-            "--task must be one line of at most {MAX_TASK_LEN} bytes"
-        )));
+        return Err(recorded(
+            Refusal::bad_input(format!(
+                "--task must be one line of at most {MAX_TASK_LEN} bytes"
+            )),
+            MALFORMED,
+        ));
     }
     let size = req.command.path.len()
         + req.command.cwd.len()
         + req.task.as_ref().map_or(0, String::len)
         + req.command.argv.iter().map(|a| a.len() + 1).sum::<usize>();
     if size > MAX_COMMAND_BYTES {
-        return Err(Refusal::bad_input(format!(
+        let why = format!(
             "the command line is {size} bytes; jitc takes at most {} KiB (pass large input on stdin or in a file)",
             MAX_COMMAND_BYTES >> 10
-        )));
+        );
+        return Err((Refusal::bad_input(why.clone()), why));
     }
     Ok(())
 }
@@ -289,23 +310,20 @@ async fn screen(
     session: &mut Session,
     req: &LeaseRequest,
     who: &Identity,
-    malformed: Option<Refusal>,
+    malformed: Option<(Refusal, String)>,
 ) -> Result<Screened, Denial> {
-    let is_malformed = malformed.is_some();
-    let recorded_reason = |r: &Refusal| {
-        if is_malformed {
-            MALFORMED.to_owned()
-        } else {
-            r.message.clone()
-        }
-    };
     let mut slot = match agent.unlocked().await {
         Ok(s) => s,
         Err(locked) => {
             // No value is at hand to conceal, so nothing that could hold one is recorded.
             let base = withheld_event(session, who.profile.clone());
-            let refusal = malformed.unwrap_or(locked);
-            let reason = recorded_reason(&refusal);
+            let (refusal, reason) = match malformed {
+                Some(m) => m,
+                None => {
+                    let reason = locked.message.clone();
+                    (locked, reason)
+                }
+            };
             return Err(Denial::new(refusal, &base, reason));
         }
     };
@@ -409,8 +427,8 @@ async fn screen(
             base.clone(),
         );
     }
-    if let Some(refusal) = malformed {
-        return Err(Denial::new(refusal, &base, MALFORMED));
+    if let Some((refusal, reason)) = malformed {
+        return Err(Denial::new(refusal, &base, reason));
     }
     if let Some((refusal, reason)) = missing {
         return Err(Denial::new(refusal, &base, reason));

@@ -87,8 +87,15 @@ impl Session {
             forms.iter().map(|f| ("passphrase", f.as_slice())).collect();
         let chain = self.chain();
         let haystack = self.haystack();
-        PeerJson::concealing(&self.peer, &chain, &haystack, &list)
-            .unwrap_or_else(|| self.peer_json())
+        // The requester typed these itself: nothing to learn from how far they reach.
+        PeerJson::concealing(
+            &self.peer,
+            &chain,
+            &haystack,
+            &list,
+            crate::audit::Reach::Known,
+        )
+        .unwrap_or_else(|| self.peer_json())
     }
 
     /// The peer as audit records carry it.

@@ -54,7 +54,16 @@ pub fn env_var_for(name: &str) -> String {
 /// repository's `.env` is not the user's to trust), and keeps them from the inherited
 /// environment of a command a policy rule pins (`commands`), so that
 /// `LD_PRELOAD=./dump.so jitc exec -s prod/db -- psql` runs psql, not `dump.so`.
-pub const HOOK_VAR_PREFIXES: &[&str] = &["LD_", "DYLD_", "BASH_FUNC_"];
+pub const HOOK_VAR_PREFIXES: &[&str] = &[
+    "LD_",
+    "DYLD_",
+    "BASH_FUNC_",
+    // git's configuration from the environment (core.fsmonitor, core.sshCommand, …).
+    "GIT_CONFIG_",
+    // npm's whole configuration (script-shell, node-options, …).
+    "npm_config_",
+    "NPM_CONFIG_",
+];
 
 /// See `HOOK_VAR_PREFIXES`: the names taken whole.
 pub const HOOK_VARS: &[&str] = &[
@@ -99,6 +108,26 @@ pub const HOOK_VARS: &[&str] = &[
     "TCLLIBPATH",
     "PHPRC",
     "PHP_INI_SCAN_DIR",
+    // Libraries that load modules named by the environment.
+    "OPENSSL_CONF",
+    "OPENSSL_MODULES",
+    "OPENSSL_ENGINES",
+    "GTK_MODULES",
+    "GTK_PATH",
+    "QT_PLUGIN_PATH",
+    "GIO_EXTRA_MODULES",
+    "GST_PLUGIN_PATH",
+    "GST_PLUGIN_SYSTEM_PATH",
+    "SASL_PATH",
+    "KRB5_CONFIG",
+    // Configuration files that run commands.
+    "PSQLRC",
+    "MYSQL_HOME",
+    "CURL_HOME",
+    "WGETRC",
+    "GIT_CONFIG",
+    "GIT_TEMPLATE_DIR",
+    "INPUTRC",
     // Programs a command starts with its own environment.
     "PAGER",
     "PSQL_PAGER",
@@ -165,6 +194,11 @@ mod tests {
             "PYTHONPATH",
             "NODE_OPTIONS",
             "BASH_ENV",
+            "OPENSSL_CONF",
+            "GIT_CONFIG_COUNT",
+            "GIT_CONFIG_PARAMETERS",
+            "npm_config_script_shell",
+            "PSQLRC",
         ] {
             assert!(is_hook_var(hook), "{hook}");
         }

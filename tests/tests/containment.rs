@@ -300,4 +300,16 @@ fn an_env_file_cannot_set_a_loader_hook() {
     )
     .code(65)
     .says("PYTHONPATH");
+    // Binding a secret to a hook by name is refused the same way: a value the requester
+    // stored itself would run inside the command.
+    for binding in [
+        &["-e", "LD_PRELOAD=jitc://T"][..],
+        &["--file", "BASH_ENV=jitc://T"][..],
+        &["-e", "GIT_CONFIG_KEY_0=jitc://T"][..],
+    ] {
+        let mut args = vec!["exec"];
+        args.extend_from_slice(binding);
+        args.extend_from_slice(&["--", "true"]);
+        env.run(&args, None).code(65).one_line_error().says("hook");
+    }
 }

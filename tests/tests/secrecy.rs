@@ -184,3 +184,40 @@ fn values_too_short_to_mask_do_not_trip_the_argv_check() {
         .ok();
     assert!(out.stdout.contains("443"));
 }
+
+/// A refused request's record conceals only whole values (review finding): concealing a
+/// value's beginning where an argument was cut, or a short value that is a whole
+/// argument, would let anything that reads the log check a guess about a secret it
+/// cannot lease.
+#[test]
+fn a_refused_request_does_not_answer_a_guess_in_the_log() {
+    let (env, _agent) = setup();
+    env.add("pin", "482");
+    env.write_policy(
+        "[[rule]]\nsecrets = [\"pin\", \"app/*\"]\ncommands = [\"/usr/bin/psql-not-here\"]\n",
+    );
+    // A short guess as a whole argument.
+    env.run(&["exec", "-s", "pin", "--", "echo", "482"], None)
+        .code(77);
+    // A guess at a value's beginning, at the end of a parent's argument the agent cut
+    // (at 256 bytes, `: ` included).
+    let guess = &LEASED[..10];
+    let long = format!("{}{guess}{}", "x".repeat(244), "z".repeat(40));
+    let mut c = env.command("/bin/sh");
+    c.arg("-c").arg(format!(
+        ": {long}; {} exec -s app/key -- true",
+        jitc_bin().display()
+    ));
+    run_with_stdin(c, None).code(77);
+    let text = log(&env);
+    assert!(
+        text.contains("lease_refused") || text.contains("refused"),
+        "{text}"
+    );
+    assert!(!text.contains("<concealed:pin>"), "{text}");
+    assert!(!text.contains("<concealed:app/key>"), "{text}");
+    assert!(
+        text.contains(&format!("{guess}…")),
+        "the cut argument is not recorded: {text}"
+    );
+}

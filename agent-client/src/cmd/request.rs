@@ -106,6 +106,19 @@ pub fn plan(args: RequestArgs) -> Result<Plan> {
             clash.var
         )));
     }
+    // No secret may become a loader or interpreter hook of the command: a value the
+    // requester stored itself (a library's path, a library in a --file memfd) would run
+    // inside it, beside the secrets it leases.
+    if let Some(hook) = bindings
+        .iter()
+        .chain(&files)
+        .find(|b| jitc_protocol::names::is_hook_var(&b.var))
+    {
+        return Err(Error::bad_input(format!(
+            "{} is a loader or interpreter hook (it makes programs run code they did not ask for); jitc does not set it from a secret",
+            hook.var
+        )));
+    }
     let ttl = args.ttl.as_deref().map(parse_duration).transpose()?;
     let cwd = std::env::current_dir()
         .map_err(|e| Error::failure(format!("cannot read the current directory ({e})")))?;

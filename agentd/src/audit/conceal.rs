@@ -8,6 +8,22 @@ use crate::peer::Peer;
 /// A value being leased, kept out of records: its secret's name and its bytes.
 pub type Concealed<'a> = (&'a str, &'a [u8]);
 
+/// How far concealment reaches into what a requester supplied.
+///
+/// Only whole occurrences may be concealed in the record of a request whose values the
+/// requester does not receive: concealing the beginning of a value where an argument
+/// was cut short, or a value too short to mask where it is a whole argument, would tell
+/// a reader of the log (anything running as the user) how much of a guess was right.
+/// Where the requester receives the values anyway (a grant), or supplied the secret
+/// itself (a passphrase it typed), there is nothing to learn, and both are concealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Whole occurrences of values long enough to mask.
+    Whole,
+    /// Also a short value that is a whole string, and a value's beginning at a cut.
+    Known,
+}
+
 /// Every string of a requester and its ancestry (executables and argv), each between
 /// NUL bytes: one buffer to look for values in, made once per connection.
 pub fn haystack(peer: &Peer, chain: &[ProcessInfo]) -> Vec<u8> {
@@ -29,13 +45,16 @@ pub fn nul_joined<'a>(strings: impl IntoIterator<Item = &'a String>) -> Vec<u8> 
     hay
 }
 
-/// Whether `value` occurs in `haystack`: anywhere, or — too short to mask — as a whole
-/// string (as the argv check treats it).
-pub fn occurs(haystack: &[u8], value: &[u8]) -> bool {
+/// Whether `value` occurs in `haystack` as `reach` conceals it: anywhere, or — too
+/// short to mask, and only with `Reach::Known` — as a whole string.
+pub fn occurs(haystack: &[u8], value: &[u8], reach: Reach) -> bool {
     if value.is_empty() {
         return false;
     }
     if value.len() < jitc_protocol::names::MIN_MASKED_LEN {
+        if reach == Reach::Whole {
+            return false;
+        }
         let mut whole = Vec::with_capacity(value.len() + 2);
         whole.push(0);
         whole.extend_from_slice(value);
@@ -68,12 +87,14 @@ pub(super) fn cut_tail<'a>(s: &str, values: &[Concealed<'a>]) -> Option<(usize, 
     best
 }
 
-/// `s` with each occurrence of a value replaced by `<concealed:NAME>` (a value too
-/// short to mask only when it is the whole of `s`, as the argv check treats it), and
-/// the beginning of one at the end of an argument cut short; `None` when no value
-/// occurs in it.
-pub fn conceal(s: &str, values: &[Concealed<'_>]) -> Option<String> {
-    let whole = conceal_whole(s, values);
+/// `s` with each occurrence of a value replaced by `<concealed:NAME>` — with
+/// `Reach::Known`, also a value too short to mask when it is the whole of `s`, and the
+/// beginning of one at the end of an argument cut short; `None` when nothing is.
+pub fn conceal(s: &str, values: &[Concealed<'_>], reach: Reach) -> Option<String> {
+    let whole = conceal_whole(s, values, reach);
+    if reach == Reach::Whole {
+        return whole;
+    }
     let cur = whole.as_deref().unwrap_or(s);
     match cut_tail(cur, values) {
         Some((mut at, name)) => {
@@ -87,7 +108,7 @@ pub fn conceal(s: &str, values: &[Concealed<'_>]) -> Option<String> {
     }
 }
 
-fn conceal_whole(s: &str, values: &[Concealed<'_>]) -> Option<String> {
+fn conceal_whole(s: &str, values: &[Concealed<'_>], reach: Reach) -> Option<String> {
     let mut out: Option<Vec<u8>> = None;
     for (name, value) in values {
         let cur = out.as_deref().unwrap_or(s.as_bytes());
@@ -96,7 +117,7 @@ fn conceal_whole(s: &str, values: &[Concealed<'_>]) -> Option<String> {
         }
         let marker = format!("<concealed:{name}>");
         if value.len() < jitc_protocol::names::MIN_MASKED_LEN {
-            if cur == *value {
+            if reach == Reach::Known && cur == *value {
                 out = Some(marker.into_bytes());
             }
             continue;
@@ -125,27 +146,43 @@ mod tests {
     use super::*;
 
     const V: &[u8] = "sk-live-0123456789".as_bytes();
+    const K: Reach = Reach::Known;
 
     #[test]
     fn values_are_concealed_whole_and_where_an_argument_was_cut_short() {
         let values: &[Concealed<'_>] = &[("api", V)];
         assert_eq!(
-            conceal("Bearer sk-live-0123456789!", values).as_deref(),
+            conceal("Bearer sk-live-0123456789!", values, K).as_deref(),
             Some("Bearer <concealed:api>!")
         );
-        assert_eq!(conceal("nothing here", values), None);
+        assert_eq!(conceal("nothing here", values, K), None);
         // Cut inside the value: its beginning goes too.
         assert_eq!(
-            conceal("xxxx sk-live-01…", values).as_deref(),
+            conceal("xxxx sk-live-01…", values, K).as_deref(),
             Some("xxxx <concealed:api>…")
         );
         // A cut that broke a character in two (shown as U+FFFD) right after it.
         let multi: &[Concealed<'_>] = &[("m", "ключ-секрет-42".as_bytes())];
         assert_eq!(
-            conceal("a=ключ-се\u{FFFD}…", multi).as_deref(),
+            conceal("a=ключ-се\u{FFFD}…", multi, K).as_deref(),
             Some("a=<concealed:m>…")
         );
         // An argument not cut short keeps a mere look-alike ending.
-        assert_eq!(conceal("xxxx sk-live-01", values), None);
+        assert_eq!(conceal("xxxx sk-live-01", values, K), None);
+    }
+
+    #[test]
+    fn whole_reach_answers_no_guess() {
+        // Where the requester does not receive the value, only whole occurrences are
+        // concealed: how much of a beginning matched, or whether a short guess was
+        // right, must not show.
+        let values: &[Concealed<'_>] = &[("api", V), ("pin", b"482")];
+        assert_eq!(conceal("xxxx sk-live-01…", values, Reach::Whole), None);
+        assert_eq!(conceal("482", values, Reach::Whole), None);
+        assert!(!occurs(b"\0482\0", b"482", Reach::Whole));
+        assert_eq!(
+            conceal("a sk-live-0123456789 b", values, Reach::Whole).as_deref(),
+            Some("a <concealed:api> b")
+        );
     }
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use zeroize::Zeroize;
 
-use super::conceal::{Concealed, conceal, cut_tail, nul_joined, occurs};
+use super::conceal::{Concealed, Reach, conceal, cut_tail, nul_joined, occurs};
 use crate::peer::Peer;
 
 /// The process behind a request, as recorded: serialized once per connection (its
@@ -89,24 +89,27 @@ impl PeerJson {
         PeerJson::new(&peer, &chain)
     }
 
-    /// The peer with every leased value in its argv (or its ancestors') concealed;
-    /// `None` when no value appears there.
+    /// The peer with every one of `values` in its argv (or its ancestors') concealed, as
+    /// far as `reach` goes; `None` when none appears there.
     pub fn concealing(
         peer: &Peer,
         chain: &[ProcessInfo],
         haystack: &[u8],
         values: &[Concealed<'_>],
+        reach: Reach,
     ) -> Option<PeerJson> {
         let cut_short = || {
-            peer.argv
-                .iter()
-                .chain(chain.iter().flat_map(|p| &p.argv))
-                .any(|s| cut_tail(s, values).is_some())
+            reach == Reach::Known
+                && peer
+                    .argv
+                    .iter()
+                    .chain(chain.iter().flat_map(|p| &p.argv))
+                    .any(|s| cut_tail(s, values).is_some())
         };
-        if !values.iter().any(|(_, v)| occurs(haystack, v)) && !cut_short() {
+        if !values.iter().any(|(_, v)| occurs(haystack, v, reach)) && !cut_short() {
             return None;
         }
-        let fix = |s: &String| conceal(s, values).unwrap_or_else(|| s.clone());
+        let fix = |s: &String| conceal(s, values, reach).unwrap_or_else(|| s.clone());
         Some(PeerJson::rewritten(peer, chain, fix, |s| Some(fix(s))))
     }
 }
@@ -249,6 +252,7 @@ impl Event {
         chain: &[ProcessInfo],
         haystack: &[u8],
         values: &[Concealed<'_>],
+        reach: Reach,
     ) {
         // One look at the request's own strings first: nearly always nothing is there.
         let hay = nul_joined(
@@ -257,21 +261,21 @@ impl Event {
                 .flatten()
                 .chain(self.argv.iter().flatten()),
         );
-        if values.iter().any(|(_, v)| occurs(&hay, v)) {
+        if values.iter().any(|(_, v)| occurs(&hay, v, reach)) {
             // What is replaced held a value: wiped, not just dropped.
             for field in [&mut self.task, &mut self.command].into_iter().flatten() {
-                if let Some(c) = conceal(field, values) {
+                if let Some(c) = conceal(field, values, reach) {
                     std::mem::replace(field, c).zeroize();
                 }
             }
             for arg in self.argv.iter_mut().flatten() {
-                if let Some(c) = conceal(arg, values) {
+                if let Some(c) = conceal(arg, values, reach) {
                     std::mem::replace(arg, c).zeroize();
                 }
             }
         }
         if self.peer.is_some()
-            && let Some(p) = PeerJson::concealing(peer, chain, haystack, values)
+            && let Some(p) = PeerJson::concealing(peer, chain, haystack, values, reach)
         {
             self.peer = Some(p);
         }

@@ -25,7 +25,7 @@ use zeroize::Zeroizing;
 
 use crate::agent::{Agent, Session};
 use crate::approval::{self, Ask, MemoryKey};
-use crate::audit::{Concealed, Event, nul_joined, occurs};
+use crate::audit::{Concealed, Event, Reach, nul_joined, occurs};
 use crate::clock::boot_now;
 use crate::error::{Refusal, Reply};
 use crate::leases::Lease;
@@ -273,7 +273,7 @@ impl Needles {
     }
 
     fn conceal(&self, text: &str) -> String {
-        crate::audit::conceal(text, &self.list()).unwrap_or_else(|| text.to_owned())
+        crate::audit::conceal(text, &self.list(), Reach::Whole).unwrap_or_else(|| text.to_owned())
     }
 }
 
@@ -375,20 +375,6 @@ async fn screen(
         }
         f
     };
-    let cut_args = session
-        .peer
-        .argv
-        .iter()
-        .chain(chain.iter().flat_map(|p| &p.argv))
-        .any(|a| a.ends_with('…'));
-    for v in &values {
-        let value = v.value.expose();
-        let short_here = value.len() < jitc_protocol::names::MIN_MASKED_LEN
-            && (occurs(&req_hay, value) || occurs(&peer_hay, value));
-        if cut_args || short_here || found.iter().any(|n| **n == *v.name) {
-            needles.add(&v.name, value);
-        }
-    }
     for name in &found {
         if let Ok(value) = vault.open_value(name) {
             let requested = req.secrets.iter().any(|n| **n == **name);
@@ -408,7 +394,8 @@ async fn screen(
     }
     let list = needles.list();
     if !list.is_empty() {
-        base.conceal(&session.peer, &chain, &peer_hay, &list);
+        // Whole occurrences only: this record is written whatever the policy decides.
+        base.conceal(&session.peer, &chain, &peer_hay, &list, Reach::Whole);
     }
     if !canaries.is_empty() {
         let who_asked = session
@@ -789,6 +776,7 @@ async fn grant(
         (new_uses, leases.next_id(), leases.epoch)
     };
     let ttl = judged.decision.ttl;
+    let base = &known_concealed(session, base, &values);
     let granted = Event {
         lease: Some(id),
         ttl_secs: Some(ttl.as_secs()),
@@ -864,6 +852,33 @@ async fn grant(
         expires_in_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
         strict_env: judged.decision.strict_env,
     }))
+}
+
+/// The record of a grant: the requester receives these values, so there is nothing to
+/// learn from concealing them further — a value too short to mask where it is a whole
+/// argument, a value's beginning where an argument of the requester's chain was cut.
+fn known_concealed(session: &mut Session, base: &Event, values: &[LeasedValue]) -> Event {
+    let chain = session.chain();
+    let hay = session.haystack();
+    let cut = session
+        .peer
+        .argv
+        .iter()
+        .chain(chain.iter().flat_map(|p| &p.argv))
+        .any(|a| a.ends_with('…'));
+    let short = values.iter().any(|v| {
+        v.value.len() < jitc_protocol::names::MIN_MASKED_LEN
+            && occurs(&hay, v.value.expose(), Reach::Known)
+    });
+    let mut event = base.clone();
+    if cut || short {
+        let mut needles = Needles::new(Vec::new());
+        for v in values {
+            needles.add(&v.name, v.value.expose());
+        }
+        event.conceal(&session.peer, &chain, &hay, &needles.list(), Reach::Known);
+    }
+    event
 }
 
 /// Remembers (in the vault, across restarts) that these secrets went to `exe`, once

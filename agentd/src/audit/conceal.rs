@@ -179,7 +179,7 @@ mod tests {
         let values: &[Concealed<'_>] = &[("api", V), ("pin", b"482")];
         assert_eq!(conceal("xxxx sk-live-01…", values, Reach::Whole), None);
         assert_eq!(conceal("482", values, Reach::Whole), None);
-        assert!(!occurs(b"\0482\0", b"482", Reach::Whole));
+        assert!(!occurs(b"\x00482\x00", b"482", Reach::Whole));
         assert_eq!(
             conceal("a sk-live-0123456789 b", values, Reach::Whole).as_deref(),
             Some("a <concealed:api> b")

@@ -27,8 +27,12 @@ pub struct Session {
     pub pushes: mpsc::UnboundedSender<Response>,
     /// Leases this connection holds; released when it closes.
     pub leases: Vec<u64>,
-    /// The peer's ancestry, read from /proc the first time a request needs it.
+    /// The peer's ancestry, read from /proc the first time a request needs it. What
+    /// decides (profiles) — never shown as it is once something was concealed in it.
     chain: Option<Arc<[ProcessInfo]>>,
+    /// The peer and its ancestry as records, listings and prompts show them: with every
+    /// value and passphrase found in them concealed. `None`: as they are.
+    shown: Option<(Peer, Arc<[ProcessInfo]>)>,
     /// The peer and its ancestry as audit records carry them, made once.
     peer_json: Option<PeerJson>,
     /// The same strings, to look for leased values in (see `audit::haystack`).
@@ -42,6 +46,7 @@ impl Session {
             pushes,
             leases: Vec::new(),
             chain: None,
+            shown: None,
             peer_json: None,
             haystack: None,
         }
@@ -77,7 +82,8 @@ impl Session {
 
     /// The peer as records carry it, with `secrets` (a passphrase, and one tried)
     /// concealed as `<concealed:passphrase>` wherever its or its ancestors' command
-    /// lines hold them (`echo pw | jitc unlock --passphrase-stdin` run by `bash -c`).
+    /// lines hold them (`echo pw | jitc unlock --passphrase-stdin` run by `bash -c`),
+    /// in this record and every later one of this connection.
     pub fn peer_json_hiding(&mut self, secrets: &[&[u8]]) -> PeerJson {
         let forms: Vec<zeroize::Zeroizing<Vec<u8>>> = secrets
             .iter()
@@ -85,17 +91,77 @@ impl Session {
             .collect();
         let list: Vec<crate::audit::Concealed<'_>> =
             forms.iter().map(|f| ("passphrase", f.as_slice())).collect();
-        let chain = self.chain();
-        let haystack = self.haystack();
         // The requester typed these itself: nothing to learn from how far they reach.
-        PeerJson::concealing(
-            &self.peer,
-            &chain,
-            &haystack,
-            &list,
-            crate::audit::Reach::Known,
-        )
-        .unwrap_or_else(|| self.peer_json())
+        self.conceal(&list, crate::audit::Reach::Known);
+        self.peer_json()
+    }
+
+    /// Conceals `values` (as far as `reach` goes) in the peer and its ancestry as they
+    /// are shown from now on. Whether anything was.
+    pub fn conceal(
+        &mut self,
+        values: &[crate::audit::Concealed<'_>],
+        reach: crate::audit::Reach,
+    ) -> bool {
+        if values.is_empty() {
+            return false;
+        }
+        let haystack = self.haystack();
+        let cut = reach == crate::audit::Reach::Known && self.has_cut_argument();
+        if !cut
+            && !values
+                .iter()
+                .any(|(_, v)| crate::audit::occurs(&haystack, v, reach))
+        {
+            return false;
+        }
+        self.rewrite(|s| crate::audit::conceal(s, values, reach))
+    }
+
+    /// Whether an argument of the peer or an ancestor was cut short (ends with `…`).
+    fn has_cut_argument(&mut self) -> bool {
+        let chain = self.chain();
+        self.peer
+            .argv
+            .iter()
+            .chain(chain.iter().flat_map(|p| &p.argv))
+            .any(|a| a.ends_with('…'))
+    }
+
+    /// Passes every executable and argument as shown through `fix` (`None`: kept); the
+    /// replaced strings are wiped. Whether anything changed.
+    pub fn rewrite(&mut self, fix: impl Fn(&str) -> Option<String>) -> bool {
+        let (mut peer, chain) = match self.shown.take() {
+            Some(s) => s,
+            None => (self.peer.clone(), self.chain()),
+        };
+        let mut chain: Vec<ProcessInfo> = chain.to_vec();
+        let mut changed = false;
+        let mut apply = |s: &mut String| {
+            if let Some(c) = fix(s) {
+                zeroize::Zeroize::zeroize(&mut std::mem::replace(s, c));
+                changed = true;
+            }
+        };
+        peer.exe.iter_mut().for_each(&mut apply);
+        peer.argv.iter_mut().for_each(&mut apply);
+        for p in &mut chain {
+            p.exe.iter_mut().for_each(&mut apply);
+            p.argv.iter_mut().for_each(&mut apply);
+        }
+        self.shown = Some((peer, chain.into()));
+        if changed {
+            self.peer_json = None;
+        }
+        changed
+    }
+
+    /// The peer's ancestry as listings and prompts show it (see `shown`).
+    pub fn shown_chain(&mut self) -> Arc<[ProcessInfo]> {
+        match &self.shown {
+            Some((_, chain)) => chain.clone(),
+            None => self.chain(),
+        }
     }
 
     /// The peer as audit records carry it.
@@ -103,10 +169,21 @@ impl Session {
         if let Some(p) = &self.peer_json {
             return p.clone();
         }
-        let chain = self.chain();
-        let p = PeerJson::new(&self.peer, &chain);
+        let p = match &self.shown {
+            Some((peer, chain)) => PeerJson::new(peer, chain),
+            None => {
+                let chain = self.chain();
+                PeerJson::new(&self.peer, &chain)
+            }
+        };
         self.peer_json = Some(p.clone());
         p
+    }
+
+    /// The peer as records carry it with its command lines left out.
+    pub fn peer_json_without_argv(&mut self) -> PeerJson {
+        let chain = self.chain();
+        PeerJson::without_argv(&self.peer, &chain)
     }
 }
 
@@ -145,7 +222,14 @@ pub struct Agent {
     pub idle: Idle,
     /// Set once shutdown begins: nothing may unlock the vault after that.
     shutting_down: AtomicBool,
+    /// Keyed fingerprints of the passphrases the agent was given (the right one while
+    /// the vault is unlocked, and ones tried), so that a later connection from a shell
+    /// whose command line holds one records it concealed too. Forgotten at lock.
+    passphrases: StdMutex<(crate::vault::Screen, usize)>,
 }
+
+/// The most passphrases fingerprinted at once (then the agent starts over).
+const MAX_PASSPHRASES: usize = 32;
 
 /// The delay before answering a wrong passphrase: 0.1 s per failure so far, at most 10 s.
 pub fn backoff(failures: u32) -> Duration {
@@ -182,6 +266,47 @@ impl Agent {
             counters: StdMutex::new(Default::default()),
             idle: Idle::new(idle_lock),
             shutting_down: AtomicBool::new(false),
+            passphrases: StdMutex::new((crate::vault::Screen::new(), 0)),
+        }
+    }
+
+    /// The peer as records carry it, with `passphrases` (given in this request) and
+    /// every passphrase given before concealed; the ones given now are remembered for
+    /// later connections.
+    pub fn hiding_passphrases(&self, session: &mut Session, passphrases: &[&[u8]]) -> PeerJson {
+        {
+            let mut known = self.passphrases.lock().unwrap_or_else(|p| p.into_inner());
+            if known.1 + passphrases.len() > MAX_PASSPHRASES {
+                *known = (crate::vault::Screen::new(), 0);
+            }
+            for p in passphrases {
+                known.0.insert("passphrase", p);
+                known.1 += 1;
+            }
+        }
+        self.screen_passphrases(session);
+        session.peer_json_hiding(passphrases)
+    }
+
+    /// Conceals in how `session` is shown every passphrase the agent was given before.
+    pub fn screen_passphrases(&self, session: &mut Session) {
+        let hay = session.haystack();
+        let known = self.passphrases.lock().unwrap_or_else(|p| p.into_inner());
+        if !known.0.is_empty() && known.0.hits(&hay) {
+            session.rewrite(|s| known.0.conceal(s, "passphrase"));
+        }
+    }
+
+    /// Conceals in how `session` is shown every passphrase given before and every value
+    /// of `vault` (`<concealed:another secret>`): for the records of requests that are
+    /// not leases (those name the requested secrets, see `cmd::lease`).
+    pub fn screen_session(&self, session: &mut Session, vault: Option<&Vault>) {
+        self.screen_passphrases(session);
+        if let Some(vault) = vault {
+            let hay = session.haystack();
+            if !vault.screen(&hay).is_empty() {
+                session.rewrite(|s| vault.conceal_values(s));
+            }
         }
     }
 
@@ -338,6 +463,26 @@ impl Agent {
     /// The routing `match`: one arm per request kind, each in its own module.
     /// `None` for the one request that has no answer (`Release`).
     pub async fn handle(&self, session: &mut Session, request: Request) -> Option<Response> {
+        // The records these write carry the requester's command lines: every value of
+        // the vault and every passphrase given before is concealed in them first. (A
+        // lease screens its own, naming the secrets it asks for; an unlock, once open.)
+        let records_peer = matches!(
+            request,
+            Request::AddSecret(_)
+                | Request::RemoveSecret { .. }
+                | Request::Rename { .. }
+                | Request::Describe { .. }
+                | Request::Passwd { .. }
+                | Request::Approve { .. }
+                | Request::Deny { .. }
+                | Request::AuditAccept { .. }
+                | Request::Stop
+                | Request::PolicyReset { .. }
+        );
+        if records_peer {
+            let slot = self.vault_slot().await;
+            self.screen_session(session, slot.as_ref());
+        }
         let reply = match request {
             Request::Hello(_) => Err(Refusal::bad_input(
                 "protocol error: a second Hello on one connection; upgrade jitc",
@@ -492,6 +637,8 @@ impl Agent {
         let mut slot = self.vault.lock().await;
         let vault = slot.take();
         let was_unlocked = vault.is_some();
+        *self.passphrases.lock().unwrap_or_else(|p| p.into_inner()) =
+            (crate::vault::Screen::new(), 0);
         // Approvals given for the unlocked vault do not outlive it.
         self.approvals_mut().forget_all();
         let ended = self.leases_mut().end_all(reason);

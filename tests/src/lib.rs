@@ -875,12 +875,24 @@ impl TestEnv {
     }
 }
 
-/// The pid of a child of `parent` whose command name is `name` (from /proc); panics if
-/// there is none.
+/// The pid of a child of `parent` whose command name is `name` (from /proc), waiting
+/// for it to appear (a shell that printed "ready" may not have exec'd it yet); panics
+/// if none does within a minute.
 pub fn find_child_named(parent: u32, name: &str) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(pid) = child_named(parent, name) {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "no child {name} of {parent}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn child_named(parent: u32, name: &str) -> Option<u32> {
     // `setsid` may have exec'd the program itself.
     if fs::read_to_string(format!("/proc/{parent}/comm")).is_ok_and(|c| c.trim() == name) {
-        return parent;
+        return Some(parent);
     }
     for e in fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -898,10 +910,10 @@ pub fn find_child_named(parent: u32, name: &str) -> u32 {
             .nth(1)
             .and_then(|p| p.parse().ok());
         if comm == name && ppid == Some(parent) {
-            return pid;
+            return Some(pid);
         }
     }
-    panic!("no child {name} of {parent}");
+    None
 }
 
 /// `program` run as uid 65534 (nobody), able to reach root's private directories

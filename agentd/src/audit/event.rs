@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use zeroize::Zeroize;
 
-use super::conceal::{Concealed, Reach, conceal, cut_tail, nul_joined, occurs};
+use super::conceal::{Concealed, Reach, conceal, nul_joined, occurs};
 use crate::peer::Peer;
 
 /// The process behind a request, as recorded: serialized once per connection (its
@@ -87,30 +87,6 @@ impl PeerJson {
             })
             .collect();
         PeerJson::new(&peer, &chain)
-    }
-
-    /// The peer with every one of `values` in its argv (or its ancestors') concealed, as
-    /// far as `reach` goes; `None` when none appears there.
-    pub fn concealing(
-        peer: &Peer,
-        chain: &[ProcessInfo],
-        haystack: &[u8],
-        values: &[Concealed<'_>],
-        reach: Reach,
-    ) -> Option<PeerJson> {
-        let cut_short = || {
-            reach == Reach::Known
-                && peer
-                    .argv
-                    .iter()
-                    .chain(chain.iter().flat_map(|p| &p.argv))
-                    .any(|s| cut_tail(s, values).is_some())
-        };
-        if !values.iter().any(|(_, v)| occurs(haystack, v, reach)) && !cut_short() {
-            return None;
-        }
-        let fix = |s: &String| conceal(s, values, reach).unwrap_or_else(|| s.clone());
-        Some(PeerJson::rewritten(peer, chain, fix, |s| Some(fix(s))))
     }
 }
 
@@ -244,16 +220,10 @@ impl Event {
         self
     }
 
-    /// Conceals the leased `values` wherever this event could carry one: the task, the
-    /// command and its argv, and the requesting process's argv and ancestry.
-    pub fn conceal(
-        &mut self,
-        peer: &Peer,
-        chain: &[ProcessInfo],
-        haystack: &[u8],
-        values: &[Concealed<'_>],
-        reach: Reach,
-    ) {
+    /// Conceals `values` wherever the request's own strings could carry one: the task,
+    /// the command and its argv. (The requester's chain is concealed where it is kept,
+    /// see `Session::conceal`.)
+    pub fn conceal(&mut self, values: &[Concealed<'_>], reach: Reach) {
         // One look at the request's own strings first: nearly always nothing is there.
         let hay = nul_joined(
             [&self.task, &self.command]
@@ -273,11 +243,6 @@ impl Event {
                     std::mem::replace(arg, c).zeroize();
                 }
             }
-        }
-        if self.peer.is_some()
-            && let Some(p) = PeerJson::concealing(peer, chain, haystack, values, reach)
-        {
-            self.peer = Some(p);
         }
     }
 

@@ -35,6 +35,19 @@ pub async fn apply(agent: &Agent, session: &mut Session, mut add: AddSecret) -> 
         )));
     }
     check_description(add.description.as_deref())?;
+    // The new value, wherever the requester's command lines hold it (`printf v | jitc
+    // add NAME` run by `bash -c '…'`): every record of this shows it concealed.
+    {
+        let mut forms = crate::vault::screen::forms(add.value.expose());
+        if forms.is_empty() {
+            forms.push(zeroize::Zeroizing::new(add.value.expose().to_vec()));
+        }
+        let list: Vec<crate::audit::Concealed<'_>> = forms
+            .iter()
+            .map(|f| (add.name.as_str(), f.as_slice()))
+            .collect();
+        session.conceal(&list, crate::audit::Reach::Known);
+    }
     let exists = agent
         .unlocked()
         .await?
@@ -93,8 +106,9 @@ pub async fn apply(agent: &Agent, session: &mut Session, mut add: AddSecret) -> 
     agent
         .audit
         .record(Event {
+            // Not whether it is a canary: the log is there for anything running as the
+            // user to read, and a canary must look like any secret.
             secrets: vec![add.name.clone()],
-            reason: add.canary.then(|| "canary".to_owned()),
             ..Event::new(event).peer(peer)
         })
         .await?;

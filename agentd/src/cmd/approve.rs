@@ -53,7 +53,7 @@ pub async fn approve(
             ),
             Event {
                 approval: Some(id),
-                ..Event::default().peer(session.peer_json_hiding(&[passphrase.expose()]))
+                ..Event::default().peer(agent.hiding_passphrases(session, &[passphrase.expose()]))
             },
         );
         return Err(Refusal::new(

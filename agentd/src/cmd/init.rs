@@ -19,7 +19,7 @@ pub async fn apply(
     super::check_passphrase(&passphrase)?;
     let _gate = agent.passphrase_gate().await;
     // Every record of this carries the requester with the new passphrase concealed.
-    let peer = session.peer_json_hiding(&[passphrase.expose()]);
+    let peer = agent.hiding_passphrases(session, &[passphrase.expose()]);
     let mut slot = agent.vault_slot().await;
     if agent.vault_file.exists() {
         return Err(Refusal::new(

@@ -25,7 +25,7 @@ use zeroize::Zeroizing;
 
 use crate::agent::{Agent, Session};
 use crate::approval::{self, Ask, MemoryKey};
-use crate::audit::{Concealed, Event, Reach, nul_joined, occurs};
+use crate::audit::{Concealed, Event, Reach, nul_joined};
 use crate::clock::boot_now;
 use crate::error::{Refusal, Reply};
 use crate::leases::Lease;
@@ -48,7 +48,7 @@ const UNKNOWN_LABEL: &str = "unknown name";
 /// The label the value of a secret the request does not name is concealed under: the
 /// log (which anything running as the user can read) must not tell which secret's value
 /// a requester's string was — that would answer guesses about secrets it cannot lease.
-const OTHER_LABEL: &str = "another secret";
+const OTHER_LABEL: &str = crate::vault::OTHER_SECRET;
 
 /// A refused request: what the requester is told, and how it is recorded.
 pub struct Denial {
@@ -360,7 +360,6 @@ async fn screen(
     }
     // Every value of the vault that occurs in the request or the requester's chain, and
     // the leased ones (an ancestor's argument cut short may end in one's beginning).
-    let chain = session.chain();
     let peer_hay = session.haystack();
     let req_hay = request_hay(req);
     let mut needles = Needles::new(unknown);
@@ -382,6 +381,11 @@ async fn screen(
         }
     }
     drop(slot);
+    // Whole occurrences only: this record is written whatever the policy decides. The
+    // chain stays concealed for every later record, listing and prompt of the request.
+    let list = needles.list();
+    agent.screen_passphrases(session);
+    session.conceal(&list, Reach::Whole);
     // The request as recorded: names the vault does not hold (those that break the rules
     // among them) are left out, and so is a task that is not one line.
     let mut base = Event {
@@ -392,10 +396,8 @@ async fn screen(
     if req.task.as_deref().is_some_and(bad_task) {
         base.task = None;
     }
-    let list = needles.list();
     if !list.is_empty() {
-        // Whole occurrences only: this record is written whatever the policy decides.
-        base.conceal(&session.peer, &chain, &peer_hay, &list, Reach::Whole);
+        base.conceal(&list, Reach::Whole);
     }
     if !canaries.is_empty() {
         let who_asked = session
@@ -675,7 +677,12 @@ async fn approve(
     }
     let scope = Scope {
         warnings: warnings(req, session.peer.uid),
-        ..Scope::new(req, session.peer.pid, &who.chain, who.profile.as_deref())
+        ..Scope::new(
+            req,
+            session.peer.pid,
+            &session.shown_chain(),
+            who.profile.as_deref(),
+        )
     };
     let asked = approval::ask(
         agent,
@@ -777,6 +784,7 @@ async fn grant(
     };
     let ttl = judged.decision.ttl;
     let base = &known_concealed(session, base, &values);
+    let shown_chain = session.shown_chain();
     let granted = Event {
         lease: Some(id),
         ttl_secs: Some(ttl.as_secs()),
@@ -807,7 +815,7 @@ async fn grant(
             request: crate::leases::bounded(req),
             pid: session.peer.pid,
             uid: session.peer.uid,
-            chain: who.chain.clone(),
+            chain: shown_chain,
             profile: who.profile.clone(),
             ttl,
             started_at: SystemTime::now(),
@@ -858,25 +866,15 @@ async fn grant(
 /// learn from concealing them further — a value too short to mask where it is a whole
 /// argument, a value's beginning where an argument of the requester's chain was cut.
 fn known_concealed(session: &mut Session, base: &Event, values: &[LeasedValue]) -> Event {
-    let chain = session.chain();
-    let hay = session.haystack();
-    let cut = session
-        .peer
-        .argv
-        .iter()
-        .chain(chain.iter().flat_map(|p| &p.argv))
-        .any(|a| a.ends_with('…'));
-    let short = values.iter().any(|v| {
-        v.value.len() < jitc_protocol::names::MIN_MASKED_LEN
-            && occurs(&hay, v.value.expose(), Reach::Known)
-    });
+    let mut needles = Needles::new(Vec::new());
+    for v in values {
+        needles.add(&v.name, v.value.expose());
+    }
+    let list = needles.list();
     let mut event = base.clone();
-    if cut || short {
-        let mut needles = Needles::new(Vec::new());
-        for v in values {
-            needles.add(&v.name, v.value.expose());
-        }
-        event.conceal(&session.peer, &chain, &hay, &needles.list(), Reach::Known);
+    event.conceal(&list, Reach::Known);
+    if session.conceal(&list, Reach::Known) {
+        event.peer = Some(session.peer_json());
     }
     event
 }

@@ -90,7 +90,7 @@ async fn confirm_passphrase_hiding(
     .map_err(|_| Refusal::internal("checking the passphrase"))?;
     let mut hidden: Vec<&[u8]> = vec![passphrase.expose()];
     hidden.extend_from_slice(also);
-    let peer = session.peer_json_hiding(&hidden);
+    let peer = agent.hiding_passphrases(session, &hidden);
     drop(passphrase);
     let key = match unwrapped {
         Ok(k) => k,
@@ -160,7 +160,7 @@ async fn human_for_write(
         command: String::new(),
         argv: Vec::new(),
         pid: session.peer.pid,
-        chain: chain.to_vec(),
+        chain: session.shown_chain().to_vec(),
         profile: profile.map(|(p, _)| p),
         warnings: Vec::new(),
     };

@@ -33,10 +33,12 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
     })
     .await
     .map_err(|_| Refusal::internal("opening the vault"))?;
-    let peer = session.peer_json_hiding(&[passphrase.expose()]);
+    let peer = agent.hiding_passphrases(session, &[passphrase.expose()]);
     drop(passphrase);
     match opened {
         Ok(vault) => {
+            agent.screen_session(session, Some(&vault));
+            let peer = session.peer_json();
             tracing::info!(
                 secrets = vault.len(),
                 memory_locked = vault.memory_locked(),

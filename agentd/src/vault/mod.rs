@@ -22,6 +22,9 @@ pub use format::{AuditCheckpoint, Bookkeeping, HeaderError};
 use format::{Body, HEADER_LEN, Header, Kdf, KeySlot, NONCE_LEN, StoredSecret, TAG_LEN};
 pub use screen::Screen;
 
+/// How a record names a value of a secret it is not about.
+pub const OTHER_SECRET: &str = "another secret";
+
 use crate::locked::{AllocError, KEY_LEN, LockedKey};
 
 /// Domain separation for the per-value seal; the secret's name follows it.
@@ -405,6 +408,12 @@ impl Vault {
     /// The secrets (names) one of whose values, or their encodings, may occur in `hay`.
     pub fn screen(&self, hay: &[u8]) -> Vec<std::sync::Arc<str>> {
         self.screen.find(hay)
+    }
+
+    /// `s` with every value (or encoding of one) in it written `<concealed:another
+    /// secret>`, found by the screen alone (no value is opened); `None` if none is.
+    pub fn conceal_values(&self, s: &str) -> Option<String> {
+        self.screen.conceal(s, OTHER_SECRET)
     }
 
     /// Stores `value` under `name`, sealed. Refuses an existing name unless `replace`.

@@ -47,4 +47,5 @@ pub const ANOMALIES: &[&str] = &[
     "audit_log_tampered",
     "unclean_shutdown",
     "log_rotation",
+    "vault_replaced",
 ];

@@ -176,3 +176,57 @@ fn a_clean_stop_is_not_an_anomaly() {
     );
     env.run(&["audit", "verify"], None).ok();
 }
+
+/// Killing the agent and appending a `stop` line (as anything running as the user
+/// can: lines written while locked carry no tag) does not pass for a clean stop: every
+/// stop begins with a keyed `lock`, which cannot be forged.
+#[test]
+fn a_forged_stop_does_not_hide_a_kill() {
+    let (env, agent) = setup();
+    env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    agent.kill9();
+    let path = env.state.join("jitc/audit.log");
+    let mut text = fs::read_to_string(&path).unwrap();
+    let seq = text.lines().count() + 1;
+    text.push_str(&format!(
+        "{{\"time\":\"2026-11-30T00:00:00.000Z\",\"seq\":{seq},\"event\":\"stop\"}}\n"
+    ));
+    fs::write(&path, text).unwrap();
+    let _agent = env.start_agent();
+    let recs = records(&env);
+    let unclean = recs
+        .iter()
+        .find(|r| r["anomaly"] == "unclean_shutdown")
+        .unwrap_or_else(|| panic!("{recs:#?}"));
+    assert!(
+        unclean["reason"].as_str().unwrap().contains("not the 'lock'"),
+        "{unclean}"
+    );
+}
+
+/// A vault moved away while unlocked is not replaced by a new one (the user would add
+/// secrets to a vault whose passphrase someone else chose); a new vault made once the
+/// agent is locked again is an anomaly.
+#[test]
+fn a_vault_cannot_be_swapped_in_unnoticed() {
+    let (env, agent) = setup();
+    fs::rename(env.vault(), env.root().join("stolen.jitc")).unwrap();
+    env.run(&INIT_ARGS, Some(format!("attacker-chosen-pass-{}\n", 1).as_bytes()))
+        .code(1)
+        .one_line_error()
+        .says("a vault is unlocked")
+        .says("jitc lock");
+    // Killed and started again, the agent is locked: init works, and says so loudly.
+    agent.kill9();
+    let _agent = env.start_agent();
+    env.run(&INIT_ARGS, Some(b"attacker-chosen-pass-2\n")).ok();
+    let recs = records(&env);
+    let replaced = recs
+        .iter()
+        .find(|r| r["anomaly"] == "vault_replaced")
+        .unwrap_or_else(|| panic!("{recs:#?}"));
+    assert!(
+        replaced["reason"].as_str().unwrap().contains("did not run 'jitc init'"),
+        "{replaced}"
+    );
+}

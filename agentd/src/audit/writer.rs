@@ -31,6 +31,30 @@ struct Snapshot {
 /// The last `max` bytes of `path` at most, from the start of a line: all the chain
 /// needs to resume (the last keyed line; the unkeyed ones after it are given up), and a
 /// file grown far past the rotation size is not read whole into memory.
+/// Why the log says the previous agent did not stop cleanly, if it does. A clean stop
+/// locks first (a keyed `lock` line) and then writes `stop` last. Anything else — a log
+/// that ends otherwise, or a `stop` after keyed lines that are not a `lock` — means the
+/// agent crashed or was killed, and what it did last may be all the log shows. (Lines
+/// written while locked carry no tag, so anything running as the user could append a
+/// `stop`; it cannot append a keyed `lock` that verifies, so a `stop` hides a kill only
+/// of an agent that was locked, holding nothing.)
+fn unclean(last: Option<&str>, last_keyed: Option<&str>) -> Option<String> {
+    let parsed = chain::parse(&chain::unseal(last?).0)?;
+    if parsed.event != "stop" {
+        return Some(format!(
+            "the previous agent did not stop cleanly: the log ends with line {} ({}), not with its 'stop'; it crashed or was killed",
+            parsed.seq, parsed.event
+        ));
+    }
+    let keyed = chain::parse(&chain::unseal(last_keyed?).0)?;
+    (keyed.event != "lock" && keyed.event != "stop").then(|| {
+        format!(
+            "the previous agent did not stop cleanly: its last keyed line, {} ({}), is not the 'lock' every stop begins with; the 'stop' after it was not written by an agent that stopped",
+            keyed.seq, keyed.event
+        )
+    })
+}
+
 fn read_tail(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = File::open(path)?;
@@ -150,22 +174,16 @@ impl Writer {
             }
             let text = String::from_utf8_lossy(&bytes[..whole]);
             let mut last = None;
+            let mut last_keyed = None;
             for line in text.lines().filter(|l| !l.is_empty()) {
                 self.state.follow(line);
                 last = Some(line);
+                if chain::unseal(line).1.is_some() {
+                    last_keyed = Some(line);
+                }
             }
-            // A clean stop writes `stop` last: anything else means the previous agent
-            // crashed or was killed, and what it did last may be all the log shows.
-            if let Some(parsed) = last.and_then(|l| chain::parse(&chain::unseal(l).0))
-                && parsed.event != "stop"
-            {
-                self.alert(
-                    "unclean_shutdown",
-                    format!(
-                        "the previous agent did not stop cleanly: the log ends with line {} ({}), not with its 'stop'; it crashed or was killed",
-                        parsed.seq, parsed.event
-                    ),
-                );
+            if let Some(why) = unclean(last, last_keyed) {
+                self.alert("unclean_shutdown", why);
             }
             // Another file than audit.log holds the newest line: audit.log starts anew.
             if i > 0 {

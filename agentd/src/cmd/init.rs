@@ -21,6 +21,17 @@ pub async fn apply(
     // Every record of this carries the requester with the new passphrase concealed.
     let peer = agent.hiding_passphrases(session, &[passphrase.expose()]);
     let mut slot = agent.vault_slot().await;
+    // A vault moved away while unlocked is not replaced under the user's nose: they
+    // would go on adding secrets to a vault whose passphrase someone else chose.
+    if slot.is_some() {
+        return Err(Refusal::new(
+            ErrorCode::Failure,
+            format!(
+                "a vault is unlocked (and its file is no longer at {}); put it back, or lock it with 'jitc lock' first",
+                agent.vault_file.path().display()
+            ),
+        ));
+    }
     if agent.vault_file.exists() {
         return Err(Refusal::new(
             ErrorCode::Failure,
@@ -73,6 +84,16 @@ pub async fn apply(
                 dir.display()
             )))
             .await?;
+        // The user may not know: a vault they did not create would take their next
+        // secrets, under a passphrase someone else chose.
+        agent.anomaly(
+            "vault_replaced",
+            format!(
+                "a new vault replaced one that had a log; that log was moved to {} — if you did not run 'jitc init', find the old vault and do not add secrets to this one",
+                dir.display()
+            ),
+            Event::default().peer(peer.clone()),
+        );
     }
     agent.audit.set_key(Some(vault.key()));
     tracing::info!(

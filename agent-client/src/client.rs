@@ -85,6 +85,7 @@ impl Client {
         match hello {
             Response::Welcome(w) if w.protocol_version == PROTOCOL_VERSION => {
                 client.welcome = w;
+                crate::exec::spawn::harden()?;
                 Ok(client)
             }
             Response::Welcome(w) => Err(Error::local(

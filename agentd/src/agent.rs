@@ -514,7 +514,7 @@ impl Agent {
             }
             Request::Guard { lease } => {
                 cmd::lease::guard(self, session, lease);
-                return None;
+                Ok(Response::Done)
             }
             Request::ListLeases { after } => cmd::leases::list(self, after),
             Request::Revoke { lease } => cmd::leases::revoke(self, lease),

@@ -32,10 +32,17 @@ pub struct MemoryKey {
     task: Option<String>,
     secrets: Vec<String>,
     profile: Option<String>,
+    /// The executable approved: an approval for `psql` is not one for `curl`.
+    command: String,
 }
 
 impl MemoryKey {
-    pub fn new(task: Option<&str>, secrets: &[String], profile: Option<&str>) -> MemoryKey {
+    pub fn new(
+        task: Option<&str>,
+        secrets: &[String],
+        profile: Option<&str>,
+        command: &str,
+    ) -> MemoryKey {
         let mut secrets = secrets.to_vec();
         secrets.sort();
         secrets.dedup();
@@ -43,6 +50,7 @@ impl MemoryKey {
             task: task.map(str::to_owned),
             secrets,
             profile: profile.map(str::to_owned),
+            command: command.to_owned(),
         }
     }
 }
@@ -192,10 +200,11 @@ pub struct Ask<'a> {
 /// The prompt an approver program gets: who asks, for what, to do what — everything a
 /// requester supplied shown escaped, the command line quoted and cut.
 pub fn prompt(id: u64, action: &str, scope: &Scope) -> String {
-    let chain: Vec<String> = scope
+    const SHOWN: usize = 6;
+    let mut chain: Vec<String> = scope
         .chain
         .iter()
-        .take(6)
+        .take(SHOWN)
         .map(|p| {
             let name = p
                 .argv
@@ -206,6 +215,9 @@ pub fn prompt(id: u64, action: &str, scope: &Scope) -> String {
             format!("{} ({})", visible(&name), p.pid)
         })
         .collect();
+    if scope.chain.len() > SHOWN {
+        chain.push(format!("… ({} more)", scope.chain.len() - SHOWN));
+    }
     let mut text = if action == "lease" {
         format!(
             "jitc: allow this command to use secrets?\n\nprogram:  {}\ncommand:  {}\n",
@@ -403,14 +415,31 @@ mod tests {
             !a.answer(id, Verdict::Approved("me".into())),
             "answered once"
         );
-        let key = MemoryKey::new(Some("t"), &["b".into(), "a".into()], None);
+        let key = MemoryKey::new(Some("t"), &["b".into(), "a".into()], None, "/usr/bin/psql");
         a.remember(key.clone(), Duration::from_secs(100));
-        let same = MemoryKey::new(Some("t"), &["a".into(), "b".into()], None);
+        let same = MemoryKey::new(Some("t"), &["a".into(), "b".into()], None, "/usr/bin/psql");
         assert!(a.is_remembered(&same, Duration::from_secs(99)));
         assert!(!a.is_remembered(
-            &MemoryKey::new(Some("u"), &["a".into()], None),
+            &MemoryKey::new(Some("u"), &["a".into()], None, "/usr/bin/psql"),
             Duration::ZERO
         ));
+        let other_command =
+            MemoryKey::new(Some("t"), &["a".into(), "b".into()], None, "/usr/bin/curl");
+        assert!(!a.is_remembered(&other_command, Duration::ZERO));
         assert!(!a.is_remembered(&same, Duration::from_secs(100)), "expired");
+    }
+
+    #[test]
+    fn a_long_chain_is_cut_with_a_count() {
+        let mut scope = info().scope;
+        scope.chain = (0..9)
+            .map(|i| jitc_protocol::ProcessInfo {
+                pid: 100 + i,
+                exe: None,
+                argv: vec![format!("p{i}")],
+            })
+            .collect();
+        let text = prompt(1, "lease", &scope);
+        assert!(text.contains("p5 (105) ← … (3 more)\n"), "{text}");
     }
 }

@@ -18,12 +18,25 @@ pub const MAX_SHOWN_ARGV: usize = 512;
 fn disguises(c: char) -> bool {
     c.is_control()
         || matches!(c,
-            '\u{061C}'                      // Arabic letter mark
+            '\u{00AD}'                      // soft hyphen
+            | '\u{034F}'                    // combining grapheme joiner
+            | '\u{0600}'..='\u{0605}'       // Arabic number signs (format)
+            | '\u{061C}'                    // Arabic letter mark
+            | '\u{06DD}' | '\u{070F}'       // Arabic end of ayah, Syriac abbreviation mark
+            | '\u{115F}' | '\u{1160}'       // Hangul fillers (blank, yet letters)
+            | '\u{17B4}' | '\u{17B5}'       // Khmer inherent vowels (invisible)
+            | '\u{180B}'..='\u{180F}'       // Mongolian variation selectors, vowel separator
             | '\u{200B}'..='\u{200F}'       // zero-width space/joiners, LRM, RLM
             | '\u{2028}' | '\u{2029}'       // line and paragraph separators
             | '\u{202A}'..='\u{202E}'       // bidi embeddings and overrides
-            | '\u{2060}'..='\u{2069}'       // word joiner … bidi isolates
+            | '\u{2060}'..='\u{206F}'       // word joiner … bidi isolates, deprecated formats
+            | '\u{3164}' | '\u{FFA0}'       // Hangul fillers
+            | '\u{FE00}'..='\u{FE0F}'       // variation selectors
             | '\u{FEFF}'                    // zero-width no-break space
+            | '\u{FFF9}'..='\u{FFFB}'       // interlinear annotation
+            | '\u{110BD}' | '\u{110CD}'     // Kaithi number signs
+            | '\u{1D173}'..='\u{1D17A}'     // musical formatting
+            | '\u{E0000}'..='\u{E0FFF}'     // tags, variation selectors supplement
         )
 }
 
@@ -32,11 +45,16 @@ fn escape_into(out: &mut String, c: char) {
         '\n' => out.push_str("\\n"),
         '\r' => out.push_str("\\r"),
         '\t' => out.push_str("\\t"),
-        c if (c as u32) < 0x100 => {
+        // ASCII only: a shell's `$'\xHH'` is a byte, not a character.
+        c if (c as u32) < 0x80 => {
             let _ = write!(out, "\\x{:02x}", c as u32);
         }
-        c => {
+        c if (c as u32) <= 0xFFFF => {
             let _ = write!(out, "\\u{:04x}", c as u32);
+        }
+        // As a shell's `$'…'` reads it (`\u` takes at most four digits).
+        c => {
+            let _ = write!(out, "\\U{:08x}", c as u32);
         }
     }
 }
@@ -120,9 +138,15 @@ mod tests {
         assert!(matches!(visible("plain"), Cow::Borrowed(_)));
         assert_eq!(visible("a\x1b[8mb"), "a\\x1b[8mb");
         assert_eq!(visible("x\ry\nz\t"), "x\\ry\\nz\\t");
-        assert_eq!(visible("\u{7f}\u{9b}"), "\\x7f\\x9b");
+        assert_eq!(visible("\u{7f}\u{9b}"), "\\x7f\\u009b");
         assert_eq!(visible("evil\u{202e}txt.sh"), "evil\\u202etxt.sh");
         assert_eq!(visible("a\u{2066}b\u{2069}"), "a\\u2066b\\u2069");
+        // Invisible format characters and blank fillers that could hide text between
+        // what a person reads.
+        assert_eq!(visible("ap\u{00AD}i"), "ap\\u00adi");
+        assert_eq!(visible("x\u{3164}y"), "x\\u3164y");
+        assert_eq!(visible("t\u{E0041}"), "t\\U000e0041");
+        assert_eq!(visible("v\u{FE0F}"), "v\\ufe0f");
     }
 
     #[test]

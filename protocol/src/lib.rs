@@ -30,4 +30,4 @@ pub use secret::SecretBytes;
 
 /// Bumped whenever any message changes shape. Never derived from the crate version:
 /// two builds with the same version but different messages must not talk.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;

@@ -52,9 +52,10 @@ pub enum Request {
     Release {
         lease: u64,
     },
-    /// The command of this lease is running: it leads a process group, a child of the
-    /// requester, that the agent stops itself if the requester cannot (it died, or does
-    /// not end the command when the lease ends). One-way, like `Release`.
+    /// The command of this lease is about to run: it leads a process group, a child of
+    /// the requester, that the agent stops itself if the requester cannot (it died, or
+    /// does not end the command when the lease ends). Answered `Done` once the agent
+    /// holds the group; the command runs only then.
     Guard {
         lease: u64,
     },

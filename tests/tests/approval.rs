@@ -257,7 +257,13 @@ fn once_per_task_is_remembered_for_the_same_task_until_it_expires() {
         "policy", "explain", "--task", "deploy", "-s", "prod/db", "--", "true",
     ]);
     assert_eq!(e["approval"], "remembered");
-    // Another task, or more secrets, asks again.
+    // Another task, another command, or more secrets, asks again.
+    let elsewhere = env.spawn(&[
+        "exec", "-s", "prod/db", "--task", "deploy", "--", "echo", "hi",
+    ]);
+    env.run(&["deny", &elsewhere.approval_id().to_string()], None)
+        .ok();
+    assert_eq!(elsewhere.wait().code, 77);
     let other = ask("other");
     env.run(&["deny", &other.approval_id().to_string()], None)
         .ok();

@@ -313,3 +313,42 @@ fn an_env_file_cannot_set_a_loader_hook() {
         env.run(&args, None).code(65).one_line_error().says("hook");
     }
 }
+
+/// Every command, not only `exec`, is out of reach of the user's other processes once
+/// connected: `jitc add` waiting for the value (or a passphrase) on stdin cannot have
+/// its memory read.
+#[test]
+fn every_jitc_is_undumpable_once_connected() {
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+    let (env, _agent) = setup();
+    let mut c = env.command(jitc_bin());
+    c.args(["add", "waiting"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = spawn(&mut c).unwrap();
+    let pid = child.id();
+    // Running as the user (setpriv is done) and non-dumpable (its /proc files belong to
+    // root): that is the event to wait for.
+    let hardened = || {
+        let as_user = fs::read_to_string(format!("/proc/{pid}/status"))
+            .is_ok_and(|s| s.lines().any(|l| l.starts_with(&format!("Uid:\t{USER}\t"))));
+        as_user && fs::metadata(format!("/proc/{pid}/fd")).is_ok_and(|m| m.uid() == 0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !hardened() {
+        assert!(Instant::now() < deadline, "jitc add never hardened itself");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut py = env.command("/usr/bin/python3");
+    py.arg("-c").arg(format!(
+        "try:\n    open('/proc/{pid}/mem', 'rb').read(1)\n    print('readable')\nexcept OSError as e:\n    print('denied', e.errno)\n"
+    ));
+    let out = run_with_stdin(py, None).ok();
+    assert!(out.stdout.contains("denied 13"), "{}", out.stdout);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"value-of-waiting-1234").unwrap();
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}

@@ -199,7 +199,10 @@ fn a_forged_stop_does_not_hide_a_kill() {
         .find(|r| r["anomaly"] == "unclean_shutdown")
         .unwrap_or_else(|| panic!("{recs:#?}"));
     assert!(
-        unclean["reason"].as_str().unwrap().contains("not the 'lock'"),
+        unclean["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not the 'lock'"),
         "{unclean}"
     );
 }
@@ -211,11 +214,14 @@ fn a_forged_stop_does_not_hide_a_kill() {
 fn a_vault_cannot_be_swapped_in_unnoticed() {
     let (env, agent) = setup();
     fs::rename(env.vault(), env.root().join("stolen.jitc")).unwrap();
-    env.run(&INIT_ARGS, Some(format!("attacker-chosen-pass-{}\n", 1).as_bytes()))
-        .code(1)
-        .one_line_error()
-        .says("a vault is unlocked")
-        .says("jitc lock");
+    env.run(
+        &INIT_ARGS,
+        Some(format!("attacker-chosen-pass-{}\n", 1).as_bytes()),
+    )
+    .code(1)
+    .one_line_error()
+    .says("a vault is unlocked")
+    .says("jitc lock");
     // Killed and started again, the agent is locked: init works, and says so loudly.
     agent.kill9();
     let _agent = env.start_agent();
@@ -226,7 +232,10 @@ fn a_vault_cannot_be_swapped_in_unnoticed() {
         .find(|r| r["anomaly"] == "vault_replaced")
         .unwrap_or_else(|| panic!("{recs:#?}"));
     assert!(
-        replaced["reason"].as_str().unwrap().contains("did not run 'jitc init'"),
+        replaced["reason"]
+            .as_str()
+            .unwrap()
+            .contains("did not run 'jitc init'"),
         "{replaced}"
     );
 }

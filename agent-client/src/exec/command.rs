@@ -27,7 +27,9 @@ pub fn resolve(argv: Vec<OsString>, path_var: Option<&OsStr>, cwd: &Path) -> Res
     let Some(first) = argv.first() else {
         return Err(Error::bad_input("no command given; put it after '--'"));
     };
-    let shown = first.to_string_lossy().into_owned();
+    // Quoted as a shell would need it: a name with a newline or an escape sequence
+    // cannot forge the rest of the error line.
+    let shown = jitc_protocol::display::shell_quote(&first.to_string_lossy()).into_owned();
     if first.is_empty() {
         return Err(Error::bad_input("the command name is empty"));
     }
@@ -97,5 +99,13 @@ mod tests {
         std::fs::write(&plain, "x").unwrap();
         assert!(resolve(vec![plain.into()], None, &cwd).is_err());
         assert!(resolve(vec![], None, &cwd).is_err());
+        let forged = resolve(vec!["x\njitc: lease granted\x1b[2K".into()], None, &cwd)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            forged.contains(r"$'x\njitc: lease granted\x1b[2K'"),
+            "{forged}"
+        );
     }
 }

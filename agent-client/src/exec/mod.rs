@@ -253,17 +253,22 @@ pub fn run(plan: Plan, mut client: Option<&mut Client>) -> Result<u8> {
         Some(_) if io.tty_stdin => terminal::RawMode::stdin(),
         _ => None,
     };
-    let child = spawn::spawn(&plan.program, &env, &io)?;
+    // The agent learns which processes are the command's, to stop them itself if we
+    // cannot (killed, frozen) when the lease ends — before the command runs at all.
+    let guard = |_: nix::unistd::Pid| match (client.as_deref_mut(), lease_id) {
+        (Some(c), Some(id)) => match c.call(&jitc_protocol::Request::Guard { lease: id }) {
+            Ok(jitc_protocol::Response::Done) => Ok(()),
+            Ok(_) => Err(Error::Unexpected("an answer to Guard")),
+            Err(e) => Err(e),
+        },
+        _ => Ok(()),
+    };
+    let child = spawn::spawn(&plan.program, &env, &io, guard)?;
     // Our copies would keep the command's streams (and values) alive.
     drop(write_ends);
     drop(memfds);
     drop(env);
     drop(grant);
-    // The agent learns which processes are the command's, to stop them itself if we
-    // cannot (killed, frozen) when the lease ends.
-    if let (Some(c), Some(id)) = (client.as_deref_mut(), lease_id) {
-        let _ = c.send(&jitc_protocol::Request::Guard { lease: id });
-    }
 
     let outcome = supervise::Supervisor {
         child,

@@ -142,6 +142,11 @@ struct Exec<'a> {
     parent: libc::pid_t,
     core: Option<libc::rlimit>,
     report: RawFd,
+    /// One byte from the parent here lets the command run; end of file stops it.
+    go: RawFd,
+    /// The parent's end of `go`, closed first thing (so that the parent's death is an
+    /// end of file here).
+    go_parent: RawFd,
 }
 
 fn null_terminated(strings: &[CString]) -> Vec<*const c_char> {
@@ -159,11 +164,13 @@ static CORE_LIMIT: std::sync::OnceLock<libc::rlimit> = std::sync::OnceLock::new(
 /// Makes this process unfit to leak the values it is about to receive: not dumpable (no
 /// core file; no ptrace or `/proc/PID/mem` for other processes of the user) and no core
 /// size. The command regains dumpability at `execve` as usual, and its core limit is
-/// put back before it runs.
+/// put back before it runs. Every command does this once connected (the agent has read
+/// who it is from `/proc` by then, which a non-dumpable process no longer shows): a
+/// passphrase or a value passes through all of them.
 pub fn harden() -> Result<()> {
     nix::sys::prctl::set_dumpable(false).map_err(|e| {
         Error::failure(format!(
-            "cannot make jitc non-dumpable ({e}); nothing was leased"
+            "cannot make jitc non-dumpable ({e}), so it handles no secret; nothing was done"
         ))
     })?;
     let mut old = libc::rlimit {
@@ -181,7 +188,7 @@ pub fn harden() -> Result<()> {
     // SAFETY: setrlimit reads one `struct rlimit` from a live value.
     if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } != 0 {
         return Err(Error::failure(format!(
-            "cannot turn off core dumps for jitc ({}); nothing was leased",
+            "cannot turn off core dumps for jitc ({}), so it handles no secret; nothing was done",
             std::io::Error::last_os_error()
         )));
     }
@@ -223,7 +230,15 @@ pub fn give_terminal(tty: &OwnedFd, pgid: Pid) {
     }
 }
 
-pub fn spawn(program: &Program, env: &ChildEnv, io: &ChildIo) -> Result<Child> {
+/// Forks the command and, once it is set up but before it runs anything of its own,
+/// calls `ready` with its pid: the command execs only if that succeeds (the agent has
+/// taken hold of its process group, so there is no moment it runs unguarded).
+pub fn spawn(
+    program: &Program,
+    env: &ChildEnv,
+    io: &ChildIo,
+    ready: impl FnOnce(Pid) -> Result<()>,
+) -> Result<Child> {
     let cannot = |e: nix::Error| {
         Error::failure(format!(
             "cannot run {} ({}); check the command",
@@ -265,6 +280,7 @@ pub fn spawn(program: &Program, env: &ChildEnv, io: &ChildIo) -> Result<Child> {
         _ => (Job::Session, None),
     };
     let (report_r, report_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(cannot)?;
+    let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(cannot)?;
     let exec = Exec {
         argv: null_terminated(&argv),
         envp: null_terminated(&env.entries),
@@ -277,6 +293,8 @@ pub fn spawn(program: &Program, env: &ChildEnv, io: &ChildIo) -> Result<Child> {
         parent: nix::unistd::getpid().as_raw(),
         core: CORE_LIMIT.get().copied(),
         report: report_w.as_raw_fd(),
+        go: go_r.as_raw_fd(),
+        go_parent: go_w.as_raw_fd(),
     };
     // SAFETY: the child runs only `exec_child`, which makes async-signal-safe system
     // calls on data prepared above and never returns (it execs or `_exit`s).
@@ -289,6 +307,7 @@ pub fn spawn(program: &Program, env: &ChildEnv, io: &ChildIo) -> Result<Child> {
         unsafe { exec_child(&exec) }
     }
     drop(report_w);
+    drop(go_r);
     let pid = Pid::from_raw(pid);
     // A group of its own, done on both sides so that neither depends on which runs
     // first (as shells do; it fails harmlessly once the child has exec'd). Not for a
@@ -299,30 +318,52 @@ pub fn spawn(program: &Program, env: &ChildEnv, io: &ChildIo) -> Result<Child> {
             give_terminal(tty, pid);
         }
     }
-    // The child reports a failed exec (errno, 4 bytes); the pipe closes at a good one.
-    let mut errno = [0u8; 4];
-    let mut got = 0;
+    // The child reports, 4 bytes each: 0 once it is set up (its group or session made)
+    // and waits for the go; an errno if that or the exec fails. The pipe closes at a
+    // good exec.
     let mut report = std::fs::File::from(report_r);
-    while got < 4 {
-        match std::io::Read::read(&mut report, &mut errno[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    if got == 4 {
+    let failed = |job: &Job, e: Error| {
+        // No go came, or the exec failed: the child exits without running anything.
         let _ = nix::sys::wait::waitpid(pid, None);
         if let Job::Group {
             tty,
             foreground: true,
-        } = &job
+        } = job
         {
             give_terminal(tty, nix::unistd::getpgrp());
         }
-        return Err(cannot(nix::Error::from_raw(i32::from_ne_bytes(errno))));
+        Err(e)
+    };
+    match read_report(&mut report) {
+        Some(0) => {}
+        Some(errno) => return failed(&job, cannot(nix::Error::from_raw(errno))),
+        None => return failed(&job, cannot(nix::Error::ECHILD)),
+    }
+    let readied =
+        ready(pid).and_then(|()| nix::unistd::write(&go_w, &[1]).map(drop).map_err(cannot));
+    drop(go_w);
+    if let Err(e) = readied {
+        return failed(&job, e);
+    }
+    if let Some(errno) = read_report(&mut report) {
+        return failed(&job, cannot(nix::Error::from_raw(errno)));
     }
     Ok(Child { pid, job })
+}
+
+/// The next 4-byte report of the child; `None` at the end of the pipe.
+fn read_report(report: &mut std::fs::File) -> Option<i32> {
+    let mut errno = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match std::io::Read::read(report, &mut errno[got..]) {
+            Ok(0) => return None,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    Some(i32::from_ne_bytes(errno))
 }
 
 /// The child's side of `spawn`: set up and exec, or report why not and exit.
@@ -341,6 +382,7 @@ unsafe fn exec_child(exec: &Exec<'_>) -> ! {
             libc::_exit(127)
         };
         let errno = || *libc::__errno_location();
+        libc::close(exec.go_parent);
         // Dies with jitc, even by SIGKILL; if jitc is gone already, do not start.
         libc::prctl(
             libc::PR_SET_PDEATHSIG,
@@ -410,6 +452,20 @@ unsafe fn exec_child(exec: &Exec<'_>) -> ! {
             libc::SIGTTOU,
         ] {
             libc::signal(sig, libc::SIG_DFL);
+        }
+        // Set up: nothing of the command runs before jitc says go (see `spawn`).
+        let zero = 0i32.to_ne_bytes();
+        libc::write(exec.report, zero.as_ptr().cast(), zero.len());
+        let mut go = 0u8;
+        loop {
+            let n = libc::read(exec.go, (&raw mut go).cast(), 1);
+            if n == 1 {
+                break;
+            }
+            if n < 0 && errno() == libc::EINTR {
+                continue;
+            }
+            libc::_exit(127);
         }
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);

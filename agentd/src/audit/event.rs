@@ -17,9 +17,15 @@ use crate::peer::Peer;
 #[derive(Debug, Clone)]
 pub struct PeerJson(Arc<RawValue>);
 
-/// The most a peer may take up in a record; a deeper ancestry is cut from the top
-/// (init's end) until it fits.
+/// The most a peer may take up in a record. Too big, the ancestors' command lines are
+/// cut first (to fewer bytes each, then to their program's name) — so that a requester
+/// cannot push the process that gave it its profile out of the record with long
+/// arguments — and only then is the ancestry cut from the top (init's end).
 const MAX_PEER_JSON: usize = 64 << 10;
+
+/// The most of each ancestor's argv kept at each step of fitting a peer into a record
+/// (`None`: all of it; 0: only argv[0]).
+const ARGV_STEPS: [Option<usize>; 4] = [None, Some(1024), Some(128), Some(0)];
 
 impl PeerJson {
     pub fn new(peer: &Peer, chain: &[ProcessInfo]) -> PeerJson {
@@ -31,22 +37,31 @@ impl PeerJson {
             argv: &'a [String],
             chain: &'a [ProcessInfo],
         }
-        let mut kept = chain.len();
-        let raw = loop {
+        let json_of = |chain: &[ProcessInfo]| {
             let record = Record {
                 pid: peer.pid,
                 uid: peer.uid,
                 exe: &peer.exe,
                 argv: &peer.argv,
-                chain: &chain[..kept],
+                chain,
             };
             // Serializing strings and numbers cannot fail.
-            let json = serde_json::to_string(&record).unwrap_or_default();
-            if json.len() <= MAX_PEER_JSON || kept == 0 {
-                break json;
-            }
-            kept = kept.saturating_sub((kept / 4).max(1));
+            serde_json::to_string(&record).unwrap_or_default()
         };
+        let mut raw = json_of(chain);
+        let mut cut: Vec<ProcessInfo> = Vec::new();
+        for step in ARGV_STEPS.iter().skip(1).copied().flatten() {
+            if raw.len() <= MAX_PEER_JSON {
+                break;
+            }
+            cut = chain.iter().map(|p| cut_argv(p, step)).collect();
+            raw = json_of(&cut);
+        }
+        let mut kept = cut.len();
+        while raw.len() > MAX_PEER_JSON && kept > 0 {
+            kept = kept.saturating_sub((kept / 4).max(1));
+            raw = json_of(&cut[..kept]);
+        }
         PeerJson(Arc::from(RawValue::from_string(raw).unwrap_or_default()))
     }
 
@@ -87,6 +102,25 @@ impl PeerJson {
             })
             .collect();
         PeerJson::new(&peer, &chain)
+    }
+}
+
+/// `p` with its arguments after argv[0] kept to about `max` bytes, the rest marked.
+fn cut_argv(p: &ProcessInfo, max: usize) -> ProcessInfo {
+    let mut argv = Vec::new();
+    let mut total = 0;
+    for (i, a) in p.argv.iter().enumerate() {
+        if i > 0 && total + a.len() > max {
+            argv.push(format!("… ({} more arguments)", p.argv.len() - i));
+            break;
+        }
+        total += a.len();
+        argv.push(a.clone());
+    }
+    ProcessInfo {
+        pid: p.pid,
+        exe: p.exe.clone(),
+        argv,
     }
 }
 
@@ -337,6 +371,34 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_command_lines_cannot_push_an_ancestor_out_of_the_record() {
+        let peer = Peer {
+            pid: 1000,
+            uid: 1000,
+            gid: 1000,
+            exe: Some("/usr/bin/jitc".into()),
+            argv: vec!["jitc".into()],
+        };
+        let mut chain: Vec<ProcessInfo> = (0..63)
+            .map(|i| ProcessInfo {
+                pid: 2000 + i,
+                exe: Some("/bin/sh".into()),
+                argv: vec!["sh".into(), "-c".into(), "x".repeat(4000)],
+            })
+            .collect();
+        chain.push(ProcessInfo {
+            pid: 1,
+            exe: Some("/usr/local/bin/claude".into()),
+            argv: vec!["claude".into()],
+        });
+        let json = PeerJson::new(&peer, &chain);
+        let text = json.0.get();
+        assert!(text.len() <= MAX_PEER_JSON);
+        assert!(text.contains("/usr/local/bin/claude"), "the anchor was cut");
+        assert!(text.contains("more arguments"));
+    }
 
     #[test]
     fn bound_cuts_to_the_budget_whatever_the_escapes() {

@@ -17,7 +17,7 @@ pub async fn apply(
         return Err(Refusal::bad_input(why));
     }
     super::check_passphrase(&passphrase)?;
-    let _gate = agent.passphrase_gate().await;
+    let gate = agent.passphrase_gate().await;
     // Every record of this carries the requester with the new passphrase concealed.
     let peer = agent.hiding_passphrases(session, &[passphrase.expose()]);
     let mut slot = agent.vault_slot().await;
@@ -41,10 +41,12 @@ pub async fn apply(
             ),
         ));
     }
-    let mut vault = tokio::task::spawn_blocking(move || Vault::create(passphrase.expose(), kdf))
-        .await
-        .map_err(|_| Refusal::internal("creating the vault"))?
-        .map_err(|e| Refusal::from_vault(&agent.vault_file, e))?;
+    // The gate goes with the work (see `unlock`).
+    let (created, _gate) =
+        tokio::task::spawn_blocking(move || (Vault::create(passphrase.expose(), kdf), gate))
+            .await
+            .map_err(|_| Refusal::internal("creating the vault"))?;
+    let mut vault = created.map_err(|e| Refusal::from_vault(&agent.vault_file, e))?;
     // On record before it takes effect, but not keyed yet: if the vault never reaches
     // the disk, no line may carry a tag made with its key (nothing could check it).
     // The next keyed line seals it.

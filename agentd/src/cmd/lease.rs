@@ -521,7 +521,12 @@ pub fn decide(agent: &Agent, req: &LeaseRequest, who: &Identity) -> Result<Judge
     let decision = policy.decide(req, who.profile.as_deref());
     let remembered = decision.approval == Approval::OncePerTask
         && agent.approvals_mut().is_remembered(
-            &MemoryKey::new(req.task.as_deref(), &req.secrets, who.profile.as_deref()),
+            &MemoryKey::new(
+                req.task.as_deref(),
+                &req.secrets,
+                who.profile.as_deref(),
+                &req.command.path,
+            ),
             boot_now(),
         );
     Ok(Judged {
@@ -705,7 +710,12 @@ async fn approve(
     }
     if judged.decision.approval == Approval::OncePerTask {
         agent.approvals_mut().remember(
-            MemoryKey::new(req.task.as_deref(), &req.secrets, who.profile.as_deref()),
+            MemoryKey::new(
+                req.task.as_deref(),
+                &req.secrets,
+                who.profile.as_deref(),
+                &req.command.path,
+            ),
             boot_now() + judged.policy.defaults.approval_memory,
         );
     }
@@ -936,6 +946,11 @@ pub fn guard(agent: &Agent, session: &mut Session, id: u64) {
         return;
     }
     let groups = crate::procs::command_groups(session.peer.pid);
+    tracing::debug!(
+        lease = id,
+        groups = groups.len(),
+        "the lease's command started"
+    );
     if let Some(lease) = agent.leases_mut().get_mut(id) {
         lease.guards = groups;
     }

@@ -82,9 +82,10 @@ async fn confirm_passphrase_hiding(
             .ok_or_else(Refusal::locked)?
             .passphrase_check()
     };
-    let (unwrapped, passphrase) = tokio::task::spawn_blocking(move || {
+    // The gate goes with the work (see `unlock`).
+    let (unwrapped, passphrase, gate) = tokio::task::spawn_blocking(move || {
         let r = check.unwrap_key(passphrase.expose());
-        (r, passphrase)
+        (r, passphrase, gate)
     })
     .await
     .map_err(|_| Refusal::internal("checking the passphrase"))?;

@@ -27,9 +27,11 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
         .map_err(|_| Refusal::internal("reading the vault"))?
         .map_err(Refusal::from_file)?
         .ok_or_else(|| Refusal::no_vault(&agent.vault_file))?;
-    let (opened, passphrase) = tokio::task::spawn_blocking(move || {
+    // The gate goes with the work: a client that hangs up mid-Argon2 does not free it
+    // for the next attempt while this one still runs (nor pile up Argon2's memory).
+    let (opened, passphrase, gate) = tokio::task::spawn_blocking(move || {
         let v = Vault::open(&bytes, passphrase.expose());
-        (v, passphrase)
+        (v, passphrase, gate)
     })
     .await
     .map_err(|_| Refusal::internal("opening the vault"))?;

@@ -595,20 +595,7 @@ mod tests {
         );
     }
 
-    /// `data`'s standard base64, padded, with a newline after every `width` characters
-    /// (as coreutils `base64` writes it at 76, PEM at 64).
-    fn wrapped_base64(data: &[u8], width: usize) -> Vec<u8> {
-        let mut enc = base64(data, B64_STD);
-        while !enc.len().is_multiple_of(4) {
-            enc.push(b'=');
-        }
-        let mut out = Vec::new();
-        for line in enc.chunks(width) {
-            out.extend_from_slice(line);
-            out.push(b'\n');
-        }
-        out
-    }
+    use jitc_protocol::encodings::base64_wrapped as wrapped_base64;
 
     #[test]
     fn wrapped_base64_is_masked_wherever_the_break_falls() {

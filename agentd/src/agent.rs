@@ -37,6 +37,9 @@ pub struct Session {
     peer_json: Option<PeerJson>,
     /// The same strings, to look for leased values in (see `audit::haystack`).
     haystack: Option<Arc<[u8]>>,
+    /// What screens found in `haystack`, by screen generation: the chain does not
+    /// change, so a screen that has not changed is not run over it again.
+    found: Vec<(u64, Vec<Arc<str>>)>,
 }
 
 impl Session {
@@ -49,7 +52,23 @@ impl Session {
             shown: None,
             peer_json: None,
             haystack: None,
+            found: Vec::new(),
         }
+    }
+
+    /// What `screen` finds in the peer's and its ancestors' strings (remembered while
+    /// the screen stays as it is).
+    pub fn found_by(&mut self, screen: &crate::vault::Screen) -> Vec<Arc<str>> {
+        let generation = screen.generation();
+        if let Some((_, found)) = self.found.iter().find(|(g, _)| *g == generation) {
+            return found.clone();
+        }
+        let found = screen.find(&self.haystack());
+        if self.found.len() >= 4 {
+            self.found.remove(0);
+        }
+        self.found.push((generation, found.clone()));
+        found
     }
 
     /// The peer and its ancestors up to init (shared, so leases keep it cheaply). The
@@ -107,25 +126,25 @@ impl Session {
             return false;
         }
         let haystack = self.haystack();
-        let cut = reach == crate::audit::Reach::Known && self.has_cut_argument();
-        if !cut
-            && !values
-                .iter()
-                .any(|(_, v)| crate::audit::occurs(&haystack, v, reach))
-        {
+        let whole = values
+            .iter()
+            .any(|(_, v)| crate::audit::occurs(&haystack, v, reach));
+        let cut = !whole && reach == crate::audit::Reach::Known && self.cut_in_a_value(values);
+        if !(whole || cut) {
             return false;
         }
         self.rewrite(|s| crate::audit::conceal(s, values, reach))
     }
 
-    /// Whether an argument of the peer or an ancestor was cut short (ends with `…`).
-    fn has_cut_argument(&mut self) -> bool {
+    /// Whether an argument of the peer or an ancestor was cut short (it ends with `…`)
+    /// inside one of `values`.
+    fn cut_in_a_value(&mut self, values: &[crate::audit::Concealed<'_>]) -> bool {
         let chain = self.chain();
         self.peer
             .argv
             .iter()
             .chain(chain.iter().flat_map(|p| &p.argv))
-            .any(|a| a.ends_with('…'))
+            .any(|a| a.ends_with('…') && crate::audit::cut_tail(a, values).is_some())
     }
 
     /// Passes every executable and argument as shown through `fix` (`None`: kept); the
@@ -290,9 +309,8 @@ impl Agent {
 
     /// Conceals in how `session` is shown every passphrase the agent was given before.
     pub fn screen_passphrases(&self, session: &mut Session) {
-        let hay = session.haystack();
         let known = self.passphrases.lock().unwrap_or_else(|p| p.into_inner());
-        if !known.0.is_empty() && known.0.hits(&hay) {
+        if !known.0.is_empty() && !session.found_by(&known.0).is_empty() {
             session.rewrite(|s| known.0.conceal(s, "passphrase"));
         }
     }
@@ -302,11 +320,10 @@ impl Agent {
     /// not leases (those name the requested secrets, see `cmd::lease`).
     pub fn screen_session(&self, session: &mut Session, vault: Option<&Vault>) {
         self.screen_passphrases(session);
-        if let Some(vault) = vault {
-            let hay = session.haystack();
-            if !vault.screen(&hay).is_empty() {
-                session.rewrite(|s| vault.conceal_values(s));
-            }
+        if let Some(vault) = vault
+            && !session.found_by(vault.fingerprints()).is_empty()
+        {
+            session.rewrite(|s| vault.conceal_values(s));
         }
     }
 

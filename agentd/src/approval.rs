@@ -130,25 +130,15 @@ impl Approvals {
     /// Waiting requests with ids above `after`, as many as fit in about `budget` bytes
     /// of reply (at least one); and whether more follow.
     pub fn page(&self, after: u64, budget: usize, now: Duration) -> (Vec<PendingInfo>, bool) {
-        let mut out = Vec::new();
-        let mut used = 0;
-        for w in self
-            .waiting
-            .range(after.saturating_add(1)..)
-            .map(|(_, w)| w)
-        {
-            let info = PendingInfo {
-                expires_in_secs: w.deadline.saturating_sub(now).as_secs(),
-                ..w.info.clone()
-            };
-            let size = postcard::experimental::serialized_size(&info).unwrap_or(usize::MAX);
-            if !out.is_empty() && used + size > budget {
-                return (out, true);
-            }
-            used = used.saturating_add(size);
-            out.push(info);
-        }
-        (out, false)
+        crate::leases::page(
+            self.waiting
+                .range(after.saturating_add(1)..)
+                .map(|(_, w)| PendingInfo {
+                    expires_in_secs: w.deadline.saturating_sub(now).as_secs(),
+                    ..w.info.clone()
+                }),
+            budget,
+        )
     }
 
     /// Requests of `uid` waiting now.

@@ -63,6 +63,22 @@ pub fn bounded(req: &LeaseRequest) -> LeaseRequest {
     kept
 }
 
+/// As many of `items` as fit in about `budget` bytes of reply (at least one), and
+/// whether more follow: one page of a listing that may not fit in a frame.
+pub fn page<T: serde::Serialize>(items: impl Iterator<Item = T>, budget: usize) -> (Vec<T>, bool) {
+    let mut out = Vec::new();
+    let mut used = 0usize;
+    for item in items {
+        let size = postcard::experimental::serialized_size(&item).unwrap_or(usize::MAX);
+        if !out.is_empty() && used.saturating_add(size) > budget {
+            return (out, true);
+        }
+        used = used.saturating_add(size);
+        out.push(item);
+    }
+    (out, false)
+}
+
 fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -148,18 +164,12 @@ impl Leases {
     /// Leases with ids above `after`, as many as fit in about `budget` bytes of reply
     /// (at least one); and whether more follow.
     pub fn page(&self, after: u64, budget: usize) -> (Vec<LeaseInfo>, bool) {
-        let mut out = Vec::new();
-        let mut used = 0;
-        for lease in self.active.range(after.saturating_add(1)..).map(|(_, l)| l) {
-            let info = lease.info();
-            let size = postcard::experimental::serialized_size(&info).unwrap_or(usize::MAX);
-            if !out.is_empty() && used + size > budget {
-                return (out, true);
-            }
-            used = used.saturating_add(size);
-            out.push(info);
-        }
-        (out, false)
+        page(
+            self.active
+                .range(after.saturating_add(1)..)
+                .map(|(_, l)| l.info()),
+            budget,
+        )
     }
 
     /// Active leases held by `uid`.

@@ -122,6 +122,22 @@ fn wrapped_interior(value: &[u8], offset: usize, width: usize, phase: usize) -> 
     out
 }
 
+/// `data`'s standard base64, padded, with a newline after every `width` characters (as
+/// coreutils `base64` writes it at 76, PEM at 64): what test vectors of wrapped output
+/// are made with.
+pub fn base64_wrapped(data: &[u8], width: usize) -> Vec<u8> {
+    let mut enc = base64(data, B64_STD);
+    while !enc.len().is_multiple_of(4) {
+        enc.push(b'=');
+    }
+    let mut out = Vec::with_capacity(enc.len() + enc.len() / width.max(1) + 1);
+    for line in enc.chunks(width.max(1)) {
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    out
+}
+
 pub fn hex(value: &[u8], digits: &[u8; 16]) -> Vec<u8> {
     let mut out = Vec::with_capacity(2 * value.len());
     for &b in value {
@@ -667,18 +683,8 @@ mod tests {
         assert!(!all.iter().any(|f| f == b"short"), "shorter than LINE_MIN");
     }
 
-    /// `data`'s standard base64, padded, with a newline after every `width` characters.
     fn wrapped(data: &[u8], width: usize) -> Vec<u8> {
-        let mut enc = base64(data, B64_STD);
-        while !enc.len().is_multiple_of(4) {
-            enc.push(b'=');
-        }
-        let mut out = Vec::new();
-        for line in enc.chunks(width) {
-            out.extend_from_slice(line);
-            out.push(b'\n');
-        }
-        out
+        base64_wrapped(data, width)
     }
 
     fn contains(hay: &[u8], needle: &[u8]) -> bool {

@@ -209,21 +209,26 @@ impl<'m> Pump<'m> {
     /// Moves everything readable now; closes the pump at the end of the stream (or if
     /// our side can no longer be written, so the command gets SIGPIPE, as it would
     /// without jitc).
-    pub fn pump(&mut self, buf: &mut [u8]) {
+    /// How far `buf` was filled, at the most.
+    pub fn pump(&mut self, buf: &mut [u8]) -> usize {
+        let mut filled = 0;
         loop {
-            let Some(src) = &self.source else { return };
+            let Some(src) = &self.source else {
+                return filled;
+            };
             let n = match nix::unistd::read(src, buf) {
                 Ok(n) => n,
                 Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) => return,
+                Err(Errno::EAGAIN) => return filled,
                 // The pty's other side is closed by everyone: the end.
                 Err(Errno::EIO) if self.pty => 0,
                 Err(_) => 0,
             };
             if n == 0 {
                 self.finish();
-                return;
+                return filled;
             }
+            filled = filled.max(n);
             self.translate = self.translating();
             let translate = self.translate;
             let sink = &mut self.sink;
@@ -239,7 +244,7 @@ impl<'m> Pump<'m> {
             if let Some(e) = self.sink.failed {
                 self.errors.record(e);
                 self.source = None;
-                return;
+                return filled;
             }
         }
     }

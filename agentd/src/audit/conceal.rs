@@ -67,7 +67,7 @@ pub fn occurs(haystack: &[u8], value: &[u8], reach: Reach) -> bool {
 /// For an argument cut short (it ends with `…`, see `peer::process_info`) whose end is
 /// the beginning of a value: where that beginning starts, and the value's name. The
 /// longest such beginning wins; a character the cut broke in two counts with it.
-pub(super) fn cut_tail<'a>(s: &str, values: &[Concealed<'a>]) -> Option<(usize, &'a str)> {
+pub fn cut_tail<'a>(s: &str, values: &[Concealed<'a>]) -> Option<(usize, &'a str)> {
     let head = s.strip_suffix('…')?.trim_end_matches('\u{FFFD}');
     let head = head.as_bytes();
     let mut best: Option<(usize, &str)> = None;

@@ -360,14 +360,13 @@ async fn screen(
     }
     // Every value of the vault that occurs in the request or the requester's chain, and
     // the leased ones (an ancestor's argument cut short may end in one's beginning).
-    let peer_hay = session.haystack();
     let req_hay = request_hay(req);
     let mut needles = Needles::new(unknown);
     let in_request = vault.screen(&req_hay);
     let strings = check_request_strings(vault, req, &in_request);
     let found: Vec<Arc<str>> = {
         let mut f = in_request;
-        for n in vault.screen(&peer_hay) {
+        for n in session.found_by(vault.fingerprints()) {
             if !f.contains(&n) {
                 f.push(n);
             }
@@ -876,6 +875,24 @@ async fn grant(
 /// learn from concealing them further — a value too short to mask where it is a whole
 /// argument, a value's beginning where an argument of the requester's chain was cut.
 fn known_concealed(session: &mut Session, base: &Event, values: &[LeasedValue]) -> Event {
+    // Whole occurrences of values long enough to mask are concealed already (the
+    // screen found them): only a short value or an argument cut short can add anything.
+    let hay = session.haystack();
+    let asked = nul_joined(
+        [&base.task, &base.command]
+            .into_iter()
+            .flatten()
+            .chain(base.argv.iter().flatten()),
+    );
+    let short = values.iter().any(|v| {
+        v.value.len() < jitc_protocol::names::MIN_MASKED_LEN
+            && (crate::audit::occurs(&hay, v.value.expose(), Reach::Known)
+                || crate::audit::occurs(&asked, v.value.expose(), Reach::Known))
+    });
+    let cut = memchr::memmem::find(&hay, "…\0".as_bytes()).is_some();
+    if !short && !cut {
+        return base.clone();
+    }
     let mut needles = Needles::new(Vec::new());
     for v in values {
         needles.add(&v.name, v.value.expose());

@@ -410,6 +410,11 @@ impl Vault {
         self.screen.find(hay)
     }
 
+    /// The fingerprints of every value (see `Screen`).
+    pub fn fingerprints(&self) -> &Screen {
+        &self.screen
+    }
+
     /// `s` with every value (or encoding of one) in it written `<concealed:another
     /// secret>`, found by the screen alone (no value is opened); `None` if none is.
     pub fn conceal_values(&self, s: &str) -> Option<String> {

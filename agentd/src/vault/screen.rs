@@ -7,13 +7,15 @@
 //! Each form is filed under a keyed hash of its last 8 bytes (4 for forms of 4–7
 //! bytes): any occurrence of the form contains that window, so one pass over the
 //! haystack with a window of 8 (and one of 4, if short forms exist) finds every
-//! candidate, whatever the number of secrets. A keyed hash of the whole form, at the
-//! place the window puts it, rules out almost every false candidate before any value
-//! is opened. Nothing stored is a value or a piece of one; the keys are random per
-//! unlock and live only in the agent's (non-dumpable) memory.
+//! candidate, whatever the number of secrets. The window's hash is a keyed multiply-mix
+//! of the window read as one integer (a couple of nanoseconds a byte), checked first
+//! against a bitmap of the windows filed, and only then looked up. A keyed SipHash of
+//! the whole form, at the place the window puts it, rules out almost every false
+//! candidate before any value is opened. Nothing stored is a value or a piece of one;
+//! the keys are random per unlock and live only in the agent's (non-dumpable) memory.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::Arc;
 
 use jitc_protocol::names::MIN_MASKED_LEN;
@@ -32,12 +34,82 @@ struct Entry {
     secret: Arc<str>,
 }
 
+/// The keyed window hashes are uniform already: the map uses them as they are.
+#[derive(Default)]
+struct Identity(u64);
+
+impl Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Windows = HashMap<u64, Vec<Entry>, BuildHasherDefault<Identity>>;
+
+/// Bits in each window bitmap (one per value of the hash's top bits).
+const BITMAP_BITS: usize = 1 << 16;
+
+/// The windows of one width: a bitmap of their hashes' top 16 bits, and the map.
+struct Width {
+    bitmap: Vec<u64>,
+    map: Windows,
+}
+
+impl Width {
+    fn new() -> Width {
+        Width {
+            bitmap: vec![0; BITMAP_BITS / 64],
+            map: Windows::default(),
+        }
+    }
+
+    fn bit(h: u64) -> (usize, u64) {
+        let top = (h >> 48) as usize;
+        (top / 64, 1 << (top % 64))
+    }
+
+    fn may_hold(&self, h: u64) -> bool {
+        let (word, mask) = Width::bit(h);
+        self.bitmap[word] & mask != 0
+    }
+
+    /// Rebuilt after a removal (a bit may serve several windows).
+    fn rebuild_bitmap(&mut self) {
+        self.bitmap.iter_mut().for_each(|w| *w = 0);
+        for h in self.map.keys() {
+            let (word, mask) = Width::bit(*h);
+            self.bitmap[word] |= mask;
+        }
+    }
+}
+
 pub struct Screen {
+    /// For the whole-form hash.
     keys: RandomState,
+    /// For the window hash: a random odd multiplier and a random mask.
+    mul: u64,
+    xor: u64,
     /// Forms of `WIDE` bytes or more, by the keyed hash of their last `WIDE` bytes.
-    wide: HashMap<u64, Vec<Entry>>,
+    wide: Width,
     /// Shorter forms, by the keyed hash of their last `NARROW` bytes.
-    narrow: HashMap<u64, Vec<Entry>>,
+    narrow: Width,
+    /// Unique to this screen as it is now, among all screens of this process: what a
+    /// cached answer about an unchanging haystack is keyed by.
+    generation: u64,
+}
+
+/// The next screen generation (see `Screen::generation`).
+fn next_generation() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl std::fmt::Debug for Screen {
@@ -45,8 +117,8 @@ impl std::fmt::Debug for Screen {
         write!(
             f,
             "Screen({} wide, {} narrow windows)",
-            self.wide.len(),
-            self.narrow.len()
+            self.wide.map.len(),
+            self.narrow.map.len()
         )
     }
 }
@@ -88,14 +160,23 @@ fn window(form: &[u8]) -> (&[u8], bool) {
 
 impl Screen {
     pub fn new() -> Screen {
+        let keys = RandomState::new();
         Screen {
-            keys: RandomState::new(),
-            wide: HashMap::new(),
-            narrow: HashMap::new(),
+            mul: keys.hash_one(1u8) | 1,
+            xor: keys.hash_one(2u8),
+            keys,
+            wide: Width::new(),
+            narrow: Width::new(),
+            generation: next_generation(),
         }
     }
 
-    fn map(&mut self, wide: bool) -> &mut HashMap<u64, Vec<Entry>> {
+    /// Changes whenever what is filed changes; never the same for two screens.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn width(&mut self, wide: bool) -> &mut Width {
         if wide {
             &mut self.wide
         } else {
@@ -103,31 +184,48 @@ impl Screen {
         }
     }
 
+    /// The keyed hash of a window of 8 (or 4) bytes.
+    #[inline]
+    fn mix(&self, w: &[u8]) -> u64 {
+        let n = match w.len() {
+            WIDE => u64::from_le_bytes(w.try_into().unwrap_or_default()),
+            _ => u64::from(u32::from_le_bytes(w.try_into().unwrap_or_default())),
+        };
+        let x = (n ^ self.xor).wrapping_mul(self.mul);
+        (x ^ (x >> 29)).wrapping_mul(self.mul)
+    }
+
     /// Files every form of `secret`'s `value`.
     pub fn insert(&mut self, secret: &str, value: &[u8]) {
+        self.generation = next_generation();
         let name: Arc<str> = Arc::from(secret);
         for form in forms(value) {
             let (w, wide) = window(&form);
-            let key = self.keys.hash_one(w);
+            let key = self.mix(w);
             let entry = Entry {
                 full: self.keys.hash_one(&form[..]),
                 len: u32::try_from(form.len()).unwrap_or(u32::MAX),
                 secret: name.clone(),
             };
-            self.map(wide).entry(key).or_default().push(entry);
+            let width = self.width(wide);
+            let (word, mask) = Width::bit(key);
+            width.bitmap[word] |= mask;
+            width.map.entry(key).or_default().push(entry);
         }
     }
 
     /// Forgets `secret` (whose value was `value`).
     pub fn remove(&mut self, secret: &str, value: &[u8]) {
+        self.generation = next_generation();
         for form in forms(value) {
             let (w, wide) = window(&form);
-            let key = self.keys.hash_one(w);
-            let map = self.map(wide);
-            if let Some(list) = map.get_mut(&key) {
+            let key = self.mix(w);
+            let width = self.width(wide);
+            if let Some(list) = width.map.get_mut(&key) {
                 list.retain(|e| &*e.secret != secret);
                 if list.is_empty() {
-                    map.remove(&key);
+                    width.map.remove(&key);
+                    width.rebuild_bitmap();
                 }
             }
         }
@@ -182,12 +280,16 @@ impl Screen {
     /// Calls `hit(end, entry)` for every place in `hay` (ending at `end`) where the
     /// keyed hash of a whole form matches.
     fn each_hit(&self, hay: &[u8], mut hit: impl FnMut(usize, &Entry)) {
-        for (map, width) in [(&self.wide, WIDE), (&self.narrow, NARROW)] {
-            if map.is_empty() || hay.len() < width {
+        for (filed, width) in [(&self.wide, WIDE), (&self.narrow, NARROW)] {
+            if filed.map.is_empty() || hay.len() < width {
                 continue;
             }
             for end in width..=hay.len() {
-                let Some(list) = map.get(&self.keys.hash_one(&hay[end - width..end])) else {
+                let h = self.mix(&hay[end - width..end]);
+                if !filed.may_hold(h) {
+                    continue;
+                }
+                let Some(list) = filed.map.get(&h) else {
                     continue;
                 };
                 for e in list {
@@ -202,7 +304,7 @@ impl Screen {
 
     /// Whether nothing is filed.
     pub fn is_empty(&self) -> bool {
-        self.wide.is_empty() && self.narrow.is_empty()
+        self.wide.map.is_empty() && self.narrow.map.is_empty()
     }
 }
 

@@ -23,6 +23,11 @@ tmp="$(mktemp -d /tmp/jitc-ab.XXXXXX)"
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    # The agents are not our children: wait for them to be gone before removing
+    # the directories they still write their last lines to.
+    for p in "${pids[@]}"; do
+        while kill -0 "$p" 2>/dev/null; do sleep 0.05; done
+    done
     rm -rf "$tmp"
 }
 trap cleanup EXIT

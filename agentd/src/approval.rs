@@ -127,6 +127,11 @@ impl Approvals {
         self.waiting.is_empty()
     }
 
+    /// The id of the request that has waited longest.
+    pub fn first_id(&self) -> Option<u64> {
+        self.waiting.keys().next().copied()
+    }
+
     /// Waiting requests with ids above `after`, as many as fit in about `budget` bytes
     /// of reply (at least one); and whether more follow.
     pub fn page(&self, after: u64, budget: usize, now: Duration) -> (Vec<PendingInfo>, bool) {

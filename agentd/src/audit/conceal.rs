@@ -2,6 +2,7 @@
 //! output is masked in) in what a requester supplied is written `<concealed:NAME>`.
 
 use jitc_protocol::ProcessInfo;
+use zeroize::Zeroizing;
 
 use crate::peer::Peer;
 
@@ -139,6 +140,56 @@ fn conceal_whole(s: &str, values: &[Concealed<'_>], reach: Reach) -> Option<Stri
         out = Some(next);
     }
     out.map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// The label names the vault does not hold are concealed under (any of them could be a
+/// value given where a name goes).
+pub const UNKNOWN_NAME: &str = "unknown name";
+
+/// Values to conceal in a record, each with the forms its output is masked in (and
+/// names the vault does not hold, concealed as `unknown name`): what a lease's screen
+/// found, gathered to conceal its records and refusals with.
+pub struct Needles {
+    forms: Vec<(String, Zeroizing<Vec<u8>>)>,
+    pub unknown: Vec<String>,
+}
+
+impl Needles {
+    pub fn new(unknown: Vec<String>) -> Needles {
+        Needles {
+            forms: Vec::new(),
+            unknown,
+        }
+    }
+
+    /// Adds `name`'s value: each of its forms, or — too short to mask — the value
+    /// itself, concealed only where it is a whole string.
+    pub fn add(&mut self, name: &str, value: &[u8]) {
+        if name != crate::vault::OTHER_SECRET && self.forms.iter().any(|(n, _)| n == name) {
+            return;
+        }
+        let forms = crate::vault::screen::forms(value);
+        if forms.is_empty() {
+            self.forms
+                .push((name.to_owned(), Zeroizing::new(value.to_vec())));
+        }
+        self.forms
+            .extend(forms.into_iter().map(|f| (name.to_owned(), f)));
+    }
+
+    /// Unknown names first: a string given where a name goes is concealed as one,
+    /// whatever else it is.
+    pub fn list(&self) -> Vec<Concealed<'_>> {
+        self.unknown
+            .iter()
+            .map(|n| (UNKNOWN_NAME, n.as_bytes()))
+            .chain(self.forms.iter().map(|(n, f)| (n.as_str(), f.as_slice())))
+            .collect()
+    }
+
+    pub fn conceal(&self, text: &str) -> String {
+        conceal(text, &self.list(), Reach::Whole).unwrap_or_else(|| text.to_owned())
+    }
 }
 
 #[cfg(test)]

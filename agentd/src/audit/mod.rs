@@ -26,7 +26,7 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::error::Refusal;
 use chain::{Key, Tag};
-pub use conceal::{Concealed, Reach, conceal, cut_tail, haystack, nul_joined, occurs};
+pub use conceal::{Concealed, Needles, Reach, conceal, cut_tail, haystack, nul_joined, occurs};
 pub use event::{Event, PeerJson};
 use writer::Writer;
 

@@ -1,0 +1,115 @@
+//! Stage 4, `judge`: the policy's verdict, the argv check, the masking floor, the cap.
+
+use std::sync::Arc;
+
+use jitc_protocol::{ErrorCode, LeaseRequest};
+
+use super::*;
+use crate::agent::{Agent, Session};
+use crate::approval::MemoryKey;
+use crate::audit::Event;
+use crate::clock::boot_now;
+use crate::error::Refusal;
+use crate::policy::{Approval, Decision, Policy};
+
+/// What the policy decided.
+pub struct Judged {
+    pub policy: Arc<Policy>,
+    pub decision: Decision,
+    pub remembered: bool,
+}
+
+/// The policy's decision for `req` from `who` (without leasing anything; `jitc policy
+/// explain` asks this too).
+pub fn decide(agent: &Agent, req: &LeaseRequest, who: &Identity) -> Result<Judged, Refusal> {
+    let policy = match &who.policy {
+        Ok(p) => p.clone(),
+        Err(r) => return Err(Refusal::new(r.code, r.message.clone())),
+    };
+    let decision = policy.decide(req, who.profile.as_deref());
+    let remembered = decision.approval == Approval::OncePerTask
+        && agent.approvals_mut().is_remembered(
+            &MemoryKey::new(
+                req.task.as_deref(),
+                &req.secrets,
+                who.profile.as_deref(),
+                &req.command.path,
+            ),
+            boot_now(),
+        );
+    Ok(Judged {
+        policy,
+        decision,
+        remembered,
+    })
+}
+
+/// The policy's verdict (a broken policy refuses everything), then the request's
+/// strings against every value, the masking floor, and the lease cap.
+pub(super) fn judge(
+    agent: &Agent,
+    session: &Session,
+    req: &LeaseRequest,
+    who: &Identity,
+    screened: &Screened,
+) -> Result<Judged, Denial> {
+    let base = &screened.base;
+    let judged = decide(agent, req, who).map_err(|r| Denial::plain(r, base))?;
+    working_hours(agent, req, &judged.policy, base);
+    if let Some(why) = &judged.decision.refusal {
+        // It may quote the command path: recorded concealed.
+        let refusal = Refusal::new(ErrorCode::Refused, format!("refused: {why}"));
+        return Err(Denial::new(refusal, base, screened.needles.conceal(why)));
+    }
+    if let Err(r) = &screened.strings {
+        return Err(Denial::plain(Refusal::new(r.code, r.message.clone()), base));
+    }
+    check_masking(&screened.values, judged.decision.masking_required)
+        .map_err(|r| Denial::plain(r, base))?;
+    check_lease_cap(agent, session.peer.uid, &judged.policy).map_err(|r| Denial::plain(r, base))?;
+    Ok(judged)
+}
+
+/// Refuses a lease past the policy's `max_leases` for this user (75: try later).
+pub(super) fn check_lease_cap(agent: &Agent, uid: u32, policy: &Policy) -> Result<(), Refusal> {
+    let max = policy.defaults.max_leases as usize;
+    if agent.leases_mut().count_for(uid) >= max {
+        return Err(Refusal::busy(format!(
+            "{max} leases are active already (the policy's max_leases); let some end, or revoke them with 'jitc revoke', then try again"
+        )));
+    }
+    Ok(())
+}
+
+/// A request outside the policy's working hours is an anomaly (once in a while).
+pub(super) fn working_hours(agent: &Agent, req: &LeaseRequest, policy: &Policy, base: &Event) {
+    let Some((text, hours)) = &policy.defaults.working_hours else {
+        return;
+    };
+    let (day, minute) = crate::anomaly::local_now();
+    if hours.contains(day, minute)
+        || !agent.first_in_a_while("outside_working_hours", &req.secrets.join(","))
+    {
+        return;
+    }
+    const DAYS: [&str; 7] = [
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+    ];
+    agent.anomaly(
+        "outside_working_hours",
+        format!(
+            "{} requested at {:02}:{:02} on {}, outside working hours ({text})",
+            base.secrets.join(", "),
+            minute / 60,
+            minute % 60,
+            DAYS[usize::from(day % 7)]
+        ),
+        base.clone(),
+    );
+}

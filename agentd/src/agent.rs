@@ -40,6 +40,10 @@ pub struct Session {
     /// What screens found in `haystack`, by screen generation: the chain does not
     /// change, so a screen that has not changed is not run over it again.
     found: Vec<(u64, Vec<Arc<str>>)>,
+    /// The generation of the agent's marked processes last applied to `shown`.
+    marks_applied: u64,
+    /// A command line of the chain held a value of the vault: shown as pids alone.
+    withheld: bool,
 }
 
 impl Session {
@@ -53,7 +57,63 @@ impl Session {
             peer_json: None,
             haystack: None,
             found: Vec::new(),
+            marks_applied: 0,
+            withheld: false,
         }
+    }
+
+    /// The processes of the chain (the peer first) whose shown form differs from what
+    /// `/proc` shows: something was concealed in them.
+    fn concealed_processes(&mut self) -> Vec<ProcessInfo> {
+        let Some((_, shown)) = &self.shown else {
+            return Vec::new();
+        };
+        let shown = shown.clone();
+        let raw = self.chain();
+        shown
+            .iter()
+            .zip(raw.iter())
+            .filter(|(s, r)| s != r)
+            .map(|(s, _)| s.clone())
+            .collect()
+    }
+
+    /// Shows `marked` processes of the chain as they were shown when they were marked
+    /// (their pid and start time match).
+    fn show_marked(&mut self, marked: &Marks) {
+        if self.marks_applied == marked.generation || marked.by_process.is_empty() {
+            return;
+        }
+        self.marks_applied = marked.generation;
+        let raw = self.chain();
+        let mut replace: Vec<(usize, ProcessInfo)> = Vec::new();
+        for (i, p) in raw.iter().enumerate() {
+            let Some(start) = crate::peer::start_time(p.pid) else {
+                continue;
+            };
+            if let Some(shown) = marked.by_process.get(&(p.pid, start)) {
+                replace.push((i, shown.clone()));
+            }
+        }
+        if replace.is_empty() {
+            return;
+        }
+        let (mut peer, chain) = match self.shown.take() {
+            Some(s) => s,
+            None => (self.peer.clone(), raw),
+        };
+        let mut chain = chain.to_vec();
+        for (i, shown) in replace {
+            if i == 0 && shown.pid == peer.pid {
+                peer.exe = shown.exe.clone();
+                peer.argv = shown.argv.clone();
+            }
+            if let Some(slot) = chain.get_mut(i) {
+                *slot = shown;
+            }
+        }
+        self.shown = Some((peer, chain.into()));
+        self.peer_json = None;
     }
 
     /// What `screen` finds in the peer's and its ancestors' strings (remembered while
@@ -175,6 +235,34 @@ impl Session {
         changed
     }
 
+    /// Shows the peer and its ancestry as pids alone from now on: a command line held a
+    /// value of the vault, and concealing it in place would tell which string was one.
+    pub fn withhold(&mut self) {
+        let chain = self.chain();
+        let bare = |p: &ProcessInfo| ProcessInfo {
+            pid: p.pid,
+            exe: None,
+            argv: Vec::new(),
+        };
+        let peer = Peer {
+            exe: None,
+            argv: Vec::new(),
+            ..self.peer.clone()
+        };
+        self.shown = Some((peer, chain.iter().map(bare).collect()));
+        self.peer_json = None;
+        self.withheld = true;
+    }
+
+    /// Who asked, as records say it: the executable as shown (see `shown`), and the pid.
+    pub fn shown_requester(&self) -> String {
+        let exe = match &self.shown {
+            Some((peer, _)) => peer.exe.as_deref(),
+            None => self.peer.exe.as_deref(),
+        };
+        format!("{} (pid {})", exe.unwrap_or("?"), self.peer.pid)
+    }
+
     /// The peer's ancestry as listings and prompts show it (see `shown`).
     pub fn shown_chain(&mut self) -> Arc<[ProcessInfo]> {
         match &self.shown {
@@ -187,6 +275,12 @@ impl Session {
     pub fn peer_json(&mut self) -> PeerJson {
         if let Some(p) = &self.peer_json {
             return p.clone();
+        }
+        if self.withheld {
+            let chain = self.chain();
+            let p = PeerJson::pids_only(&self.peer, &chain);
+            self.peer_json = Some(p.clone());
+            return p;
         }
         let p = match &self.shown {
             Some((peer, chain)) => PeerJson::new(peer, chain),
@@ -241,14 +335,52 @@ pub struct Agent {
     pub idle: Idle,
     /// Set once shutdown begins: nothing may unlock the vault after that.
     shutting_down: AtomicBool,
-    /// Keyed fingerprints of the passphrases the agent was given (the right one while
-    /// the vault is unlocked, and ones tried), so that a later connection from a shell
-    /// whose command line holds one records it concealed too. Forgotten at lock.
-    passphrases: StdMutex<(crate::vault::Screen, usize)>,
+    /// Processes whose command line held a passphrase given to the agent (by pid and
+    /// start time), as records show them: a later connection from the same shell
+    /// (`echo pw | jitc unlock; jitc exec …`) shows them the same way. Bound to the
+    /// processes that carried a passphrase that was checked — never a search for the
+    /// passphrase in strings a requester chose, which would answer guesses.
+    marks: StdMutex<Marks>,
 }
 
-/// The most passphrases fingerprinted at once (then the agent starts over).
-const MAX_PASSPHRASES: usize = 32;
+/// See `Agent::marks`.
+#[derive(Debug, Default)]
+pub struct Marks {
+    by_process: std::collections::HashMap<(u32, u64), ProcessInfo>,
+    /// In the order marked, to forget the oldest first.
+    order: std::collections::VecDeque<(u32, u64)>,
+    generation: u64,
+}
+
+/// The most processes marked at once; past it, those that are gone are forgotten, then
+/// the oldest.
+const MAX_MARKS: usize = 256;
+
+impl Marks {
+    fn mark(&mut self, pid: u32, start: u64, shown: ProcessInfo) {
+        if self.by_process.insert((pid, start), shown).is_none() {
+            self.order.push_back((pid, start));
+        }
+        if self.by_process.len() > MAX_MARKS {
+            let gone: Vec<(u32, u64)> = self
+                .order
+                .iter()
+                .filter(|(p, s)| crate::peer::start_time(*p) != Some(*s))
+                .copied()
+                .collect();
+            for k in gone {
+                self.by_process.remove(&k);
+            }
+            self.order.retain(|k| self.by_process.contains_key(k));
+            while self.by_process.len() > MAX_MARKS {
+                if let Some(k) = self.order.pop_front() {
+                    self.by_process.remove(&k);
+                }
+            }
+        }
+        self.generation += 1;
+    }
+}
 
 /// The delay before answering a wrong passphrase: 0.1 s per failure so far, at most 10 s.
 pub fn backoff(failures: u32) -> Duration {
@@ -285,45 +417,49 @@ impl Agent {
             counters: StdMutex::new(Default::default()),
             idle: Idle::new(idle_lock),
             shutting_down: AtomicBool::new(false),
-            passphrases: StdMutex::new((crate::vault::Screen::new(), 0)),
+            marks: StdMutex::new(Marks::default()),
         }
     }
 
-    /// The peer as records carry it, with `passphrases` (given in this request) and
-    /// every passphrase given before concealed; the ones given now are remembered for
-    /// later connections.
+    /// The peer as records carry it, with `passphrases` (given in this request, and
+    /// checked) concealed; the processes whose command lines held one are marked, so
+    /// that later connections show them concealed too.
     pub fn hiding_passphrases(&self, session: &mut Session, passphrases: &[&[u8]]) -> PeerJson {
-        {
-            let mut known = self.passphrases.lock().unwrap_or_else(|p| p.into_inner());
-            if known.1 + passphrases.len() > MAX_PASSPHRASES {
-                *known = (crate::vault::Screen::new(), 0);
-            }
-            for p in passphrases {
-                known.0.insert("passphrase", p);
-                known.1 += 1;
-            }
-        }
         self.screen_passphrases(session);
-        session.peer_json_hiding(passphrases)
-    }
-
-    /// Conceals in how `session` is shown every passphrase the agent was given before.
-    pub fn screen_passphrases(&self, session: &mut Session) {
-        let known = self.passphrases.lock().unwrap_or_else(|p| p.into_inner());
-        if !known.0.is_empty() && !session.found_by(&known.0).is_empty() {
-            session.rewrite(|s| known.0.conceal(s, "passphrase"));
+        let peer = session.peer_json_hiding(passphrases);
+        let concealed = session.concealed_processes();
+        if !concealed.is_empty() {
+            let mut marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+            for p in concealed {
+                if let Some(start) = crate::peer::start_time(p.pid) {
+                    marks.mark(p.pid, start, p);
+                }
+            }
         }
+        peer
     }
 
-    /// Conceals in how `session` is shown every passphrase given before and every value
-    /// of `vault` (`<concealed:another secret>`): for the records of requests that are
-    /// not leases (those name the requested secrets, see `cmd::lease`).
+    /// Shows the processes of `session`'s chain that held a passphrase given earlier
+    /// as they were shown then (see `marks`).
+    pub fn screen_passphrases(&self, session: &mut Session) {
+        let marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+        session.show_marked(&marks);
+    }
+
+    /// Shows `session` with the passphrases given before concealed, and — where its
+    /// chain holds a value of `vault` — as pids alone, counted like a refusal (the
+    /// chain could be a set of guesses): for the records of requests that are not
+    /// leases (a lease refuses such a request, see `cmd::lease::screen`).
     pub fn screen_session(&self, session: &mut Session, vault: Option<&Vault>) {
         self.screen_passphrases(session);
         if let Some(vault) = vault
             && !session.found_by(vault.fingerprints()).is_empty()
         {
-            session.rewrite(|s| vault.conceal_values(s));
+            session.withhold();
+            self.denied(Event {
+                withheld: Some(crate::audit::VALUE_WITHHELD),
+                ..Event::default().peer(session.peer_json())
+            });
         }
     }
 
@@ -654,8 +790,6 @@ impl Agent {
         let mut slot = self.vault.lock().await;
         let vault = slot.take();
         let was_unlocked = vault.is_some();
-        *self.passphrases.lock().unwrap_or_else(|p| p.into_inner()) =
-            (crate::vault::Screen::new(), 0);
         // Approvals given for the unlocked vault do not outlive it.
         self.approvals_mut().forget_all();
         let ended = self.leases_mut().end_all(reason);
@@ -845,12 +979,16 @@ impl Agent {
     /// request comes through, nor the command, which the requester names. Refusals of
     /// a locked vault are no sign of anything.
     pub fn denied(&self, base: Event) {
-        if base.withheld.is_some() {
+        // Refusals because the vault is locked do not count.
+        if base.withheld == Some(crate::audit::LOCKED_WITHHELD) {
             return;
         }
         // As recorded (values concealed).
         let who = match &base.profile {
             Some(p) => format!("profile {p}"),
+            None if base.withheld.is_some() => {
+                "programs whose command lines held a value of the vault".into()
+            }
             None => base
                 .peer
                 .as_ref()

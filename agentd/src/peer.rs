@@ -83,6 +83,14 @@ pub fn process_info(pid: u32) -> (Option<String>, Vec<String>) {
 
 /// The parent of `pid`, from `/proc/PID/stat` (the field after the parenthesised
 /// command name, which may itself contain spaces and parentheses).
+/// When `pid` started (clock ticks since boot): with the pid, it names one process for
+/// good — a pid the kernel hands out again belongs to a process that started later.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
 fn parent_of(pid: u32) -> Option<u32> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 1..];

@@ -64,6 +64,21 @@ pub fn command_groups(parent: u32) -> Vec<Guard> {
         .collect()
 }
 
+/// Whether any process is in process group `pgid` but does not lead it (a leader is
+/// there under its own pid, which the pidfd check covers).
+fn group_has_members(pgid: i32) -> bool {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            return false;
+        };
+        i32::try_from(pid).ok() != Some(pgid)
+            && parent_and_group(pid).is_some_and(|(_, g)| i32::try_from(g).ok() == Some(pgid))
+    })
+}
+
 impl Guard {
     /// Whether the leader is still there (running, or not yet reaped).
     pub fn leader_alive(&self) -> bool {
@@ -80,14 +95,28 @@ impl Guard {
         r == 0
     }
 
-    /// SIGKILL to the whole group. While the leader lives its group id is its own; once
-    /// it is gone, the id stays taken as long as any member is left, so it is still
-    /// this command's group (or no one's).
-    pub fn kill(&self) {
+    /// SIGKILL to the whole group. While the leader lives (or is a zombie) its group id
+    /// is its own; once it is reaped, the id stays taken as long as any member is left —
+    /// but with no member left the kernel may hand the number out again, to another
+    /// process that leads a group of its own. So after the leader is gone, the group is
+    /// killed only if members are left and no other process holds the leader's pid.
+    pub fn kill(&self) -> &'static str {
+        if !self.leader_alive() {
+            let reused = u32::try_from(self.leader)
+                .ok()
+                .is_some_and(|pid| fs::metadata(format!("/proc/{pid}")).is_ok());
+            if reused {
+                return "its number now belongs to another process; nothing sent";
+            }
+            if !group_has_members(self.leader) {
+                return "already gone";
+            }
+        }
         let _ = nix::sys::signal::killpg(
             nix::unistd::Pid::from_raw(self.leader),
             nix::sys::signal::Signal::SIGKILL,
         );
+        "killed"
     }
 
     /// Kills the group after `grace`, unless it is gone by then: the requester was told
@@ -101,7 +130,12 @@ impl Guard {
                     "a lease's command outlived its end; the agent stopped it"
                 );
             }
-            self.kill();
+            let outcome = self.kill();
+            tracing::info!(
+                group = self.leader,
+                outcome,
+                "a lease's command group, after the grace"
+            );
         });
     }
 }

@@ -352,3 +352,72 @@ fn every_jitc_is_undumpable_once_connected() {
     drop(stdin);
     assert!(child.wait().unwrap().success());
 }
+
+/// Review round 2, finding F: the kill the agent holds in reserve for a lease's
+/// command (7 s after the lease ends) is not sent to a process group that merely has
+/// the same number by then — jitc stopped the command, and the kernel handed the pid
+/// to an unrelated job of the user (made to happen here with `ns_last_pid`).
+#[test]
+fn a_reused_group_number_is_not_killed() {
+    let (env, agent) = setup();
+    let bg = env.spawn(&[
+        "exec",
+        "-s",
+        "T",
+        "--",
+        "sh",
+        "-c",
+        "echo ready; exec sleep 300",
+    ]);
+    bg.expect_stdout("ready");
+    let leader = find_child_named(bg.pid(), "sleep");
+    env.run(&["revoke", "--all"], None).ok();
+    bg.wait();
+    // The command's group is gone (jitc stopped it and reaped it)…
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Path::new(&format!("/proc/{leader}")).exists() {
+        assert!(Instant::now() < deadline, "the command outlived jitc");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // …and its number goes to a new group leader, a job of the user's.
+    let victim = loop {
+        fs::write("/proc/sys/kernel/ns_last_pid", (leader - 1).to_string()).unwrap();
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            "--reuid=1000",
+            "--regid=1000",
+            "--clear-groups",
+            "sleep",
+            "300",
+        ]);
+        std::os::unix::process::CommandExt::process_group(&mut c, 0);
+        let mut child = c.spawn().unwrap();
+        if child.id() == leader {
+            break child;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            Instant::now() < deadline,
+            "could not get pid {leader} again"
+        );
+    };
+    let mut victim = victim;
+    // The agent's reserve kill comes due; it sees the number is someone else's.
+    assert!(
+        agent.stderr.wait_for(
+            &format!(
+                "after the grace group={leader} outcome=\"its number now belongs to another process"
+            ),
+            Duration::from_secs(60)
+        ),
+        "{}",
+        agent.stderr.text()
+    );
+    assert!(
+        victim.try_wait().unwrap().is_none(),
+        "the agent killed an unrelated process group"
+    );
+    let _ = victim.kill();
+    let _ = victim.wait();
+}

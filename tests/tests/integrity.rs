@@ -239,3 +239,40 @@ fn a_vault_cannot_be_swapped_in_unnoticed() {
         "{replaced}"
     );
 }
+
+/// Review round 2, finding H: a vault made where one had been is an anomaly even when
+/// its log was moved away with it, as long as anything of it is left — here, its
+/// backup generation. (A same-user process that removes every trace can replace the
+/// vault unnoticed; the README says so.)
+#[test]
+fn a_replaced_vault_is_noticed_by_what_the_old_one_left() {
+    let (env, agent) = setup();
+    env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    agent.kill9();
+    let aside = env.home.join("aside");
+    fs::create_dir_all(&aside).unwrap();
+    env.give(&aside);
+    assert!(env.vault().with_extension("jitc.bak").exists());
+    fs::rename(env.vault(), aside.join("vault.jitc")).unwrap();
+    for e in fs::read_dir(env.state.join("jitc")).unwrap().flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with("audit.") {
+            fs::rename(e.path(), aside.join(&n)).unwrap();
+        }
+    }
+    let _agent = env.start_agent();
+    env.run(&INIT_ARGS, Some(b"attacker-chosen-passphrase\n"))
+        .ok();
+    let recs = records(&env);
+    let replaced = recs
+        .iter()
+        .find(|r| r["anomaly"] == "vault_replaced")
+        .unwrap_or_else(|| panic!("{recs:#?}"));
+    assert!(
+        replaced["reason"]
+            .as_str()
+            .unwrap()
+            .contains("vault.jitc.bak"),
+        "{replaced}"
+    );
+}

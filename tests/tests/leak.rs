@@ -442,7 +442,7 @@ fn a_value_on_the_command_line_is_refused() {
     )
     .code(77)
     .one_line_error()
-    .says("argument 2 of the command contains the value of 'TOKEN'");
+    .says("an argument of the command contains the value of 'TOKEN'");
     assert!(!marker.exists(), "nothing ran");
 }
 

@@ -165,7 +165,7 @@ impl Needles {
     /// Adds `name`'s value: each of its forms, or — too short to mask — the value
     /// itself, concealed only where it is a whole string.
     pub fn add(&mut self, name: &str, value: &[u8]) {
-        if name != crate::vault::OTHER_SECRET && self.forms.iter().any(|(n, _)| n == name) {
+        if self.forms.iter().any(|(n, _)| n == name) {
             return;
         }
         let forms = crate::vault::screen::forms(value);

@@ -80,6 +80,30 @@ impl PeerJson {
         PeerJson::rewritten(peer, chain, String::clone, |_| None)
     }
 
+    /// The peer and its ancestry as pids alone, saying why: a command line among them
+    /// held a value of the vault.
+    pub fn pids_only(peer: &Peer, chain: &[ProcessInfo]) -> PeerJson {
+        #[derive(Serialize)]
+        struct Pid {
+            pid: u32,
+        }
+        #[derive(Serialize)]
+        struct Record {
+            pid: u32,
+            uid: u32,
+            withheld: &'static str,
+            chain: Vec<Pid>,
+        }
+        let record = Record {
+            pid: peer.pid,
+            uid: peer.uid,
+            withheld: "executables and command lines: one of them held the value of a secret in the vault",
+            chain: chain.iter().map(|p| Pid { pid: p.pid }).collect(),
+        };
+        let raw = serde_json::to_string(&record).unwrap_or_default();
+        PeerJson(Arc::from(RawValue::from_string(raw).unwrap_or_default()))
+    }
+
     /// The peer with each executable passed through `exe` and each argument through
     /// `arg` (`None`: left out).
     fn rewritten(
@@ -129,6 +153,14 @@ impl Serialize for PeerJson {
         self.0.serialize(s)
     }
 }
+
+/// What a record withholds when a command line of the request held a value of the
+/// vault (see `Event::withhold_request`).
+pub const VALUE_WITHHELD: &str = "command, argv, task and the requester's command lines: one of them held the value of a secret in the vault (concealing it in place would tell which string was one)";
+
+/// What a record of a request made while the vault was locked withholds.
+pub const LOCKED_WITHHELD: &str =
+    "secret names, command, argv and task: the vault was locked, so values could not be concealed";
 
 /// One event. Never a value or a passphrase: there is no field that could hold one.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -340,6 +372,20 @@ impl Event {
         self.command = Some(req.command.path.clone());
         self.argv = Some(req.command.argv.clone());
         self
+    }
+
+    /// Leaves out everything a requester wrote that a value was found in (command,
+    /// argv, task) — wiped — and says so.
+    pub fn withhold_request(&mut self) {
+        for field in [&mut self.task, &mut self.command] {
+            if let Some(mut s) = field.take() {
+                s.zeroize();
+            }
+        }
+        if let Some(mut argv) = self.argv.take() {
+            argv.iter_mut().for_each(|a| a.zeroize());
+        }
+        self.withheld = Some(VALUE_WITHHELD);
     }
 
     pub fn reason(mut self, reason: impl Into<String>) -> Event {

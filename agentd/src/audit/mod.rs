@@ -28,6 +28,7 @@ use crate::error::Refusal;
 use chain::{Key, Tag};
 pub use conceal::{Concealed, Needles, Reach, conceal, cut_tail, haystack, nul_joined, occurs};
 pub use event::{Event, PeerJson};
+pub use event::{LOCKED_WITHHELD, VALUE_WITHHELD};
 use writer::Writer;
 
 /// Rotated files kept (`audit.log.1` … `audit.log.9`).

@@ -70,9 +70,8 @@ pub async fn approve(
     };
     super::confirm_passphrase(agent, session, passphrase, failed).await?;
     let by = format!(
-        "approved with 'jitc approve' by {} (pid {})",
-        session.peer.exe.as_deref().unwrap_or("?"),
-        session.peer.pid
+        "approved with 'jitc approve' by {}",
+        session.shown_requester()
     );
     if !agent.approvals_mut().answer(id, Verdict::Approved(by)) {
         return Err(not_waiting(id));
@@ -86,11 +85,7 @@ pub async fn approve(
 }
 
 pub fn deny(agent: &Agent, session: &Session, id: u64) -> Reply {
-    let by = format!(
-        "by {} (pid {})",
-        session.peer.exe.as_deref().unwrap_or("?"),
-        session.peer.pid
-    );
+    let by = format!("by {}", session.shown_requester());
     let verdict = Verdict::Denied("denied with 'jitc deny'".into(), Some(by));
     if !agent.approvals_mut().answer(id, verdict) {
         return Err(not_waiting(id));

@@ -31,6 +31,9 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
         Err(_) => (Vec::new(), true),
     };
     let who = identify(agent, session);
+    // The chain as records show it: a passphrase an ancestor carried stays concealed.
+    agent.screen_passphrases(session);
+    let shown = session.shown_chain().to_vec();
     let policy = agent.policy_state();
     let judged = match decide(agent, &req, &who) {
         Ok(j) => j,
@@ -41,7 +44,7 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
                 refusal: Some(refusal.message.trim_start_matches("refused: ").to_owned()),
                 policy,
                 profile: None,
-                chain: who.chain.to_vec(),
+                chain: shown,
                 command: req.command.path.clone(),
                 verdicts: Vec::new(),
                 approval: Approval::Never.as_str().into(),
@@ -62,7 +65,7 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
     Ok(Response::Explanation(Explanation {
         policy,
         profile: who.profile.clone(),
-        chain: who.chain.to_vec(),
+        chain: shown,
         command: req.command.path.clone(),
         verdicts: d.verdicts.clone(),
         refusal: d.refusal.clone(),

@@ -18,8 +18,6 @@ pub async fn apply(
     }
     super::check_passphrase(&passphrase)?;
     let gate = agent.passphrase_gate().await;
-    // Every record of this carries the requester with the new passphrase concealed.
-    let peer = agent.hiding_passphrases(session, &[passphrase.expose()]);
     let mut slot = agent.vault_slot().await;
     // A vault moved away while unlocked is not replaced under the user's nose: they
     // would go on adding secrets to a vault whose passphrase someone else chose.
@@ -41,6 +39,11 @@ pub async fn apply(
             ),
         ));
     }
+    // What an earlier vault leaves behind, looked at before this one leaves its own.
+    let traces = earlier_vault_traces(agent);
+    // Every record of this carries the requester with the new passphrase concealed
+    // (only once it is clear a vault will be made: a refused init marks nothing).
+    let peer = agent.hiding_passphrases(session, &[passphrase.expose()]);
     // The gate goes with the work (see `unlock`).
     let (created, _gate) =
         tokio::task::spawn_blocking(move || (Vault::create(passphrase.expose(), kdf), gate))
@@ -78,6 +81,7 @@ pub async fn apply(
             ),
         )
     })?;
+    let mut traces = traces;
     if let Some(dir) = moved {
         agent
             .audit
@@ -86,13 +90,16 @@ pub async fn apply(
                 dir.display()
             )))
             .await?;
-        // The user may not know: a vault they did not create would take their next
-        // secrets, under a passphrase someone else chose.
+        traces.insert(0, format!("its log, now moved to {}", dir.display()));
+    }
+    // The user may not know: a vault they did not create would take their next
+    // secrets, under a passphrase someone else chose.
+    if !traces.is_empty() {
         agent.anomaly(
             "vault_replaced",
             format!(
-                "a new vault replaced one that had a log; that log was moved to {} — if you did not run 'jitc init', find the old vault and do not add secrets to this one",
-                dir.display()
+                "a new vault was made where an earlier one had been ({}) — if you did not run 'jitc init', find the old vault and do not add secrets to this one",
+                traces.join("; ")
             ),
             Event::default().peer(peer.clone()),
         );
@@ -109,4 +116,38 @@ pub async fn apply(
         return Err(e);
     }
     Ok(Response::Done)
+}
+
+/// What says a vault was here before (none of it is there on a first `init`): its
+/// backup generation, the audit checkpoint it kept, rotated or moved-aside logs. A
+/// same-user process can remove them all; the README says what that leaves.
+fn earlier_vault_traces(agent: &Agent) -> Vec<String> {
+    let mut traces = Vec::new();
+    let backup = agent.vault_file.backup_path();
+    if backup.exists() {
+        traces.push(format!("its backup {}", backup.display()));
+    }
+    let sidecar = agent.audit.sidecar_path();
+    if sidecar.exists() {
+        traces.push(format!("its audit checkpoint {}", sidecar.display()));
+    }
+    let log = agent.audit.path();
+    if let (Some(dir), Some(name)) = (log.parent(), log.file_name()) {
+        let name = name.to_string_lossy();
+        let earlier = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&format!("{name}.")) && !n.ends_with(".checkpoint"))
+            .count();
+        if earlier > 0 {
+            traces.push(format!(
+                "{earlier} earlier log file{} beside {}",
+                if earlier == 1 { "" } else { "s" },
+                log.display()
+            ));
+        }
+    }
+    traces
 }

@@ -16,9 +16,8 @@ pub async fn apply(agent: &Agent) -> Reply {
 pub fn stop(agent: &Agent, session: &Session) -> Reply {
     tracing::info!(pid = session.peer.pid, "stop requested");
     agent.request_stop(format!(
-        "stopped with 'jitc stop' by {} (pid {})",
-        session.peer.exe.as_deref().unwrap_or("?"),
-        session.peer.pid
+        "stopped with 'jitc stop' by {}",
+        session.shown_requester()
     ));
     Ok(Response::Done)
 }

@@ -22,9 +22,6 @@ pub use format::{AuditCheckpoint, Bookkeeping, HeaderError};
 use format::{Body, HEADER_LEN, Header, Kdf, KeySlot, NONCE_LEN, StoredSecret, TAG_LEN};
 pub use screen::Screen;
 
-/// How a record names a value of a secret it is not about.
-pub const OTHER_SECRET: &str = "another secret";
-
 use crate::locked::{AllocError, KEY_LEN, LockedKey};
 
 /// Domain separation for the per-value seal; the secret's name follows it.
@@ -413,12 +410,6 @@ impl Vault {
     /// The fingerprints of every value (see `Screen`).
     pub fn fingerprints(&self) -> &Screen {
         &self.screen
-    }
-
-    /// `s` with every value (or encoding of one) in it written `<concealed:another
-    /// secret>`, found by the screen alone (no value is opened); `None` if none is.
-    pub fn conceal_values(&self, s: &str) -> Option<String> {
-        self.screen.conceal(s, OTHER_SECRET)
     }
 
     /// Stores `value` under `name`, sealed. Refuses an existing name unless `replace`.

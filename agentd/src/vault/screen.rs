@@ -242,41 +242,6 @@ impl Screen {
         found
     }
 
-    /// Whether any form occurs in `hay`.
-    pub fn hits(&self, hay: &[u8]) -> bool {
-        let mut any = false;
-        self.each_hit(hay, |_, _| any = true);
-        any
-    }
-
-    /// `s` with every place a form occurs (as far as the keyed hashes can tell) written
-    /// `<concealed:LABEL>`; `None` when there is none. For what needs no value opened to
-    /// conceal it: the span is taken from `s` itself.
-    pub fn conceal(&self, s: &str, label: &str) -> Option<String> {
-        let mut spans: Vec<(usize, usize)> = Vec::new();
-        self.each_hit(s.as_bytes(), |end, e| {
-            spans.push((end - e.len as usize, end))
-        });
-        if spans.is_empty() {
-            return None;
-        }
-        spans.sort_unstable();
-        let bytes = s.as_bytes();
-        let mut out = Vec::with_capacity(s.len());
-        let mut at = 0;
-        for (start, end) in spans {
-            if end <= at {
-                continue;
-            }
-            out.extend_from_slice(&bytes[at..start.max(at)]);
-            out.extend_from_slice(format!("<concealed:{label}>").as_bytes());
-            at = end;
-        }
-        out.extend_from_slice(&bytes[at..]);
-        // A span may begin or end inside a character: what is left of it is shown lossily.
-        Some(String::from_utf8_lossy(&out).into_owned())
-    }
-
     /// Calls `hit(end, entry)` for every place in `hay` (ending at `end`) where the
     /// keyed hash of a whole form matches.
     fn each_hit(&self, hay: &[u8], mut hit: impl FnMut(usize, &Entry)) {
@@ -360,19 +325,5 @@ mod tests {
         // Too short to mask: not screened (as the argv check and masking treat them).
         s.insert("tiny", b"abc");
         assert!(s.find(b"abc").is_empty());
-    }
-
-    #[test]
-    fn conceals_spans_without_the_value() {
-        let mut s = Screen::new();
-        s.insert("p", b"correct horse battery");
-        assert_eq!(
-            s.conceal("echo 'correct horse battery' | jitc unlock", "passphrase")
-                .as_deref(),
-            Some("echo '<concealed:passphrase>' | jitc unlock")
-        );
-        assert_eq!(s.conceal("nothing", "passphrase"), None);
-        assert!(s.hits(b"xcorrect horse batteryx"));
-        assert!(!s.hits(b"correct horse"));
     }
 }

@@ -57,9 +57,15 @@ pub(super) fn judge(
     let judged = decide(agent, req, who).map_err(|r| Denial::plain(r, base))?;
     working_hours(agent, req, &judged.policy, base);
     if let Some(why) = &judged.decision.refusal {
-        // It may quote the command path: recorded concealed.
+        // It may quote the command path: recorded concealed, or not at all where a
+        // value was found in the request (its position would answer a guess).
         let refusal = Refusal::new(ErrorCode::Refused, format!("refused: {why}"));
-        return Err(Denial::new(refusal, base, screened.needles.conceal(why)));
+        let reason = if screened.withheld {
+            "refused by the policy (its reason quotes a command line that held a value of a secret, so it is withheld)".to_owned()
+        } else {
+            screened.needles.conceal(why)
+        };
+        return Err(Denial::new(refusal, base, reason));
     }
     if let Err(r) = &screened.strings {
         return Err(Denial::plain(Refusal::new(r.code, r.message.clone()), base));

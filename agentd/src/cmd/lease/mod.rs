@@ -52,10 +52,6 @@ const MAX_SECRETS: usize = 256;
 const MALFORMED: &str = "malformed request: a secret name that breaks the naming rules, or a task that is not one line of at most 512 bytes";
 /// How a refusal for a name the vault does not hold is recorded.
 const UNKNOWN_NAME: &str = "no secret by a name given (names not in the vault are not recorded: one could be a value given by mistake)";
-/// The label the value of a secret the request does not name is concealed under: the
-/// log (which anything running as the user can read) must not tell which secret's value
-/// a requester's string was — that would answer guesses about secrets it cannot lease.
-const OTHER_LABEL: &str = crate::vault::OTHER_SECRET;
 
 /// A refused request: what the requester is told, and how it is recorded.
 pub struct Denial {

@@ -1,6 +1,8 @@
 //! Stage 3, `screen`: the vault opened — names it does not hold, canaries, and the
-//! request's strings checked against every value in the vault; the record every later
-//! stage writes is made here, with values concealed.
+//! request's strings and the requester's chain checked against every value in the
+//! vault; the record every later stage writes is made here. A value found anywhere
+//! refuses the request, and its record then carries no command line at all: concealing
+//! the value where it stood would tell which of a requester's strings was one.
 
 use std::sync::Arc;
 
@@ -20,8 +22,11 @@ pub(super) struct Screened {
     pub(super) base: Event,
     /// The requested values, opened (they are dropped before anything waits).
     pub(super) values: Vec<LeasedValue>,
-    /// The values found in the record, to conceal a refusal's text with.
+    /// Unknown names, to conceal a refusal's text with.
     pub(super) needles: Needles,
+    /// A value was found: the record carries no command line, and no refusal's text
+    /// that could quote one.
+    pub(super) withheld: bool,
     /// The refusal the request's strings earn (a value in argv, task or path), decided
     /// after the policy's.
     pub(super) strings: Result<(), Refusal>,
@@ -43,9 +48,7 @@ pub(super) fn withheld_event(session: &mut Session, profile: Option<String>) -> 
     let chain = session.chain();
     Event {
         profile,
-        withheld: Some(
-            "secret names, command, argv and task: the vault was locked, so values could not be concealed",
-        ),
+        withheld: Some(crate::audit::LOCKED_WITHHELD),
         ..Event::default().peer(crate::audit::PeerJson::without_argv(&session.peer, &chain))
     }
 }
@@ -108,35 +111,31 @@ pub(super) async fn screen(
             }
         }
     }
-    // Every value of the vault that occurs in the request or the requester's chain, and
-    // the leased ones (an ancestor's argument cut short may end in one's beginning).
+    // Every value of the vault that occurs in the request's strings or in the
+    // requester's chain (a shell that ran `jitc` with one in its own command line).
     let req_hay = request_hay(req);
-    let mut needles = Needles::new(unknown);
+    let needles = Needles::new(unknown);
     let in_request = vault.screen(&req_hay);
-    let strings = check_request_strings(vault, req, &in_request);
-    let found: Vec<Arc<str>> = {
-        let mut f = in_request;
-        for n in session.found_by(vault.fingerprints()) {
-            if !f.contains(&n) {
-                f.push(n);
-            }
-        }
-        f
-    };
-    for name in &found {
-        if let Ok(value) = vault.open_value(name) {
-            let requested = req.secrets.iter().any(|n| **n == **name);
-            needles.add(if requested { name } else { OTHER_LABEL }, value.expose());
-        }
-    }
+    let mut strings = check_request_strings(vault, req, &in_request);
+    let in_chain = session.found_by(vault.fingerprints());
+    let in_chain = confirmed(vault, &session.haystack(), &in_chain);
     drop(slot);
-    // Whole occurrences only: this record is written whatever the policy decides. The
-    // chain stays concealed for every later record, listing and prompt of the request.
-    let list = needles.list();
+    if strings.is_ok() && in_chain {
+        strings = Err(Refusal::new(
+            ErrorCode::Refused,
+            "refused: the command line of this process or of one of its ancestors holds the value of a secret in the vault (or an encoding of it); a value on a command line shows in ps and shell history — start the command from a shell that does not carry one",
+        ));
+    }
+    let withheld = strings.is_err();
     agent.screen_passphrases(session);
-    session.conceal(&list, Reach::Whole);
+    if withheld {
+        session.withhold();
+    } else {
+        session.conceal(&needles.list(), Reach::Whole);
+    }
     // The request as recorded: names the vault does not hold (those that break the rules
-    // among them) are left out, and so is a task that is not one line.
+    // among them) are left out, and so is a task that is not one line — and, where a
+    // value was found, every command line.
     let mut base = Event {
         profile: who.profile.clone(),
         ..Event::default().peer(session.peer_json()).request(req)
@@ -145,22 +144,19 @@ pub(super) async fn screen(
     if req.task.as_deref().is_some_and(bad_task) {
         base.task = None;
     }
-    if !list.is_empty() {
-        base.conceal(&list, Reach::Whole);
+    if withheld {
+        base.withhold_request();
+    } else if !needles.unknown.is_empty() {
+        base.conceal(&needles.list(), Reach::Whole);
     }
-    if let Some((refusal, reason)) = malformed {
-        return Err(Denial::new(refusal, &base, reason));
-    }
-    if let Some((refusal, reason)) = missing {
-        return Err(Denial::new(refusal, &base, reason));
-    }
-    // A well-formed request for names the vault holds: a canary among them is noticed
-    // now, and the request goes on like any (the decoy is served like a real secret).
+    // A canary is noticed whatever refuses the request (asking for it is the tell), and
+    // a request that goes on is served like any (the decoy like a real secret).
     if !canaries.is_empty() {
         let who_asked = session
             .peer
             .exe
             .as_deref()
+            .filter(|_| !withheld)
             .map(|exe| needles.conceal(exe))
             .unwrap_or_else(|| format!("pid {}", session.peer.pid));
         agent.anomaly(
@@ -173,11 +169,30 @@ pub(super) async fn screen(
             base.clone(),
         );
     }
+    if let Some((refusal, reason)) = malformed {
+        return Err(Denial::new(refusal, &base, reason));
+    }
+    if let Some((refusal, reason)) = missing {
+        return Err(Denial::new(refusal, &base, reason));
+    }
     Ok(Screened {
         base,
         values,
         needles,
+        withheld,
         strings,
+    })
+}
+
+/// Whether one of the `candidates` the screen found in `hay` really is there: the value,
+/// or a form of it, opened to check.
+fn confirmed(vault: &Vault, hay: &[u8], candidates: &[Arc<str>]) -> bool {
+    candidates.iter().any(|name| {
+        vault.open_value(name).is_ok_and(|value| {
+            crate::vault::screen::forms(value.expose())
+                .iter()
+                .any(|f| memchr::memmem::find(hay, f).is_some())
+        })
     })
 }
 
@@ -224,12 +239,13 @@ pub(super) fn check_request_strings(
                 ),
             ));
         }
-        if let Some(i) = req.command.argv.iter().position(|a| holds(a)) {
-            tracing::warn!(secret = %name, argument = i, "lease refused: a value is on the command line");
+        // Not which argument: with a guess in each, that would say which was right.
+        if req.command.argv.iter().any(|a| holds(a)) {
+            tracing::warn!("lease refused: a value is on the command line");
             return Err(Refusal::new(
                 ErrorCode::Refused,
                 format!(
-                    "refused: argument {i} of the command contains the value of {name} (or an encoding of it); a value on a command line lands in shell history, in ps and in the agent's transcript, so pass it with -s, -e, --file or --env-file instead"
+                    "refused: an argument of the command contains the value of {name} (or an encoding of it); a value on a command line lands in shell history, in ps and in the agent's transcript, so pass it with -s, -e, --file or --env-file instead"
                 ),
             ));
         }

@@ -67,12 +67,18 @@ struct Finder {
 /// Up to this many patterns, aho-corasick's packed (SIMD) prefilter applies.
 const SMALL_SET: usize = 64;
 
+/// Why masks could not be compiled (then the command must not run): the automata
+/// refused the patterns (too many states for their ids, in practice).
+#[derive(Debug, thiserror::Error)]
+#[error("the masks could not be compiled: {0}")]
+pub struct MaskError(#[from] aho_corasick::BuildError);
+
 impl Finder {
-    fn build(patterns: &[Zeroizing<Vec<u8>>]) -> Result<Finder, String> {
+    fn build(patterns: &[Zeroizing<Vec<u8>>]) -> Result<Finder, MaskError> {
         let mut starts: Vec<&[u8]> = patterns.iter().map(|p| &p[..p.len().min(LONG)]).collect();
         starts.sort_unstable();
         starts.dedup();
-        let automaton = |set: &[&[u8]]| -> Result<Option<AhoCorasick>, String> {
+        let automaton = |set: &[&[u8]]| -> Result<Option<AhoCorasick>, MaskError> {
             if set.is_empty() {
                 return Ok(None);
             }
@@ -81,7 +87,7 @@ impl Finder {
                 .kind(Some(AhoCorasickKind::ContiguousNFA))
                 .build(set)
                 .map(Some)
-                .map_err(|e| e.to_string())
+                .map_err(MaskError::from)
         };
         if starts.len() <= SMALL_SET {
             return Ok(Finder {
@@ -201,7 +207,7 @@ impl Masker {
     /// done, and the command must not run.
     pub fn new<'a>(
         values: impl IntoIterator<Item = (&'a str, &'a [u8])>,
-    ) -> Result<Masker, String> {
+    ) -> Result<Masker, MaskError> {
         let mut patterns: Vec<Zeroizing<Vec<u8>>> = Vec::new();
         let mut owners = Vec::new();
         let mut names = Vec::new();
@@ -226,8 +232,7 @@ impl Masker {
             let nfa = NFA::builder()
                 .match_kind(MatchKind::Standard)
                 .byte_classes(true)
-                .build(patterns.iter().map(|p| p.as_slice()))
-                .map_err(|e| e.to_string())?;
+                .build(patterns.iter().map(|p| p.as_slice()))?;
             (Some(finder), Some(nfa))
         };
         Ok(Masker {

@@ -478,7 +478,9 @@ impl Agent {
                 .unwrap_or_else(|p| p.into_inner()) = Some(digest);
         }
         let current = match current {
-            Ok(_) if vanished => Err(self.vanished_policy()),
+            Ok(_) if vanished => Err(crate::policy::LoadError::Vanished(
+                self.policy.path().to_path_buf(),
+            )),
             other => other,
         };
         {
@@ -489,7 +491,7 @@ impl Agent {
             if *last != stamp.generation {
                 *last = stamp.generation;
                 let event = match (&current, stamp.sha256) {
-                    (Err(e), _) => Event::new("policy_error").reason(e.clone()),
+                    (Err(e), _) => Event::new("policy_error").reason(e.to_string()),
                     (Ok(_), Some(digest)) => Event {
                         policy_sha256: Some(crate::audit::chain::hex(&digest)),
                         ..Event::new("policy_loaded")
@@ -536,13 +538,6 @@ impl Agent {
             .policy_required
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = None;
-    }
-
-    fn vanished_policy(&self) -> String {
-        format!(
-            "the policy at {} vanished (a policy was in force, so the defaults do not apply); restore it, or accept the defaults with 'jitc policy reset' (asks the vault passphrase)",
-            self.policy.path().display()
-        )
     }
 
     /// The policy as `jitc status` shows it.

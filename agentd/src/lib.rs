@@ -12,6 +12,7 @@ mod cmd;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod fsperm;
 pub mod hardening;
 pub mod idle;
 pub mod leases;

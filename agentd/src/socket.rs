@@ -3,7 +3,7 @@
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -68,21 +68,17 @@ pub fn prepare_dir(dir: &Path) -> Result<(), SocketError> {
     if !meta.is_dir() {
         return unsafe_dir("it is not a directory (a symlink is not accepted)".into());
     }
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me {
-        return unsafe_dir(format!(
-            "it belongs to uid {}, not to you (uid {me})",
-            meta.uid()
-        ));
-    }
-    if meta.mode() & 0o077 != 0 {
-        return unsafe_dir(format!(
+    match crate::fsperm::check(&meta, crate::fsperm::PRIVATE_DIR) {
+        Ok(()) => Ok(()),
+        Err(crate::fsperm::Unsafe::Owner { uid, me }) => {
+            unsafe_dir(format!("it belongs to uid {uid}, not to you (uid {me})"))
+        }
+        Err(crate::fsperm::Unsafe::Mode { mode }) => unsafe_dir(format!(
             "it is open to group or others (mode {:o}); run 'chmod 700 {}'",
-            meta.mode() & 0o777,
+            mode & 0o777,
             dir.display()
-        ));
+        )),
     }
-    Ok(())
 }
 
 /// Binds `path`. A socket left by a dead agent (nothing accepts on it) is replaced; one

@@ -13,6 +13,8 @@ pub mod chain;
 pub mod conceal;
 mod event;
 pub mod sidecar;
+#[cfg(test)]
+mod tests;
 pub mod verify;
 mod writer;
 
@@ -40,7 +42,39 @@ const MAX_RETRY: usize = 10_000;
 /// The longest a record nobody waits for stays queued.
 const LINGER: Duration = Duration::from_millis(50);
 
-type Waiter = oneshot::Sender<Result<(), String>>;
+type Waiter = oneshot::Sender<Result<(), AuditError>>;
+
+/// Why the audit log cannot be written (so nothing that must be recorded may happen).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuditError {
+    /// A file operation failed: `action` names it ("write", "sync", "rotate", …).
+    #[error("cannot {action} {} ({detail})", .path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        detail: String,
+    },
+    #[error("the log is not open")]
+    NotOpen,
+    #[error("a new chain was asked for mid-batch")]
+    NewChainMidBatch,
+    /// A failed write left lines in the file that the agent disowned.
+    #[error("a failed write left lines that could not be removed ({0}); restart the agent")]
+    Unremovable(String),
+    /// The writer task ended (a bug made it panic).
+    #[error("the audit writer stopped (an internal error; see the agent's log); restart the agent")]
+    WriterStopped,
+}
+
+impl AuditError {
+    pub(crate) fn io(action: &'static str, path: &Path, e: impl std::fmt::Display) -> AuditError {
+        AuditError::Io {
+            action,
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        }
+    }
+}
 
 pub(crate) enum Job {
     Record(Box<Event>, Option<Waiter>),
@@ -48,7 +82,7 @@ pub(crate) enum Job {
     /// Answered once everything queued before it is written.
     Flush(Waiter),
     /// Start a new chain (see `Audit::new_chain`).
-    NewChain(oneshot::Sender<Result<Option<PathBuf>, String>>),
+    NewChain(oneshot::Sender<Result<Option<PathBuf>, AuditError>>),
 }
 
 /// Jobs for the writer. Only `urgent` ones (someone waits) wake it at once.
@@ -141,7 +175,7 @@ impl Jobs {
 
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
-    error: Option<String>,
+    error: Option<AuditError>,
     last_seq: u64,
     last_keyed: Option<(u64, Tag)>,
     tampered: Option<String>,
@@ -265,17 +299,11 @@ impl Audit {
     /// fail closed — instead of waiting forever.
     pub fn writer_died(&self) {
         self.dead.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.set_error_now(
-            "the audit writer stopped (an internal error; see the agent's log); restart the agent",
-        );
+        self.shared().error = Some(AuditError::WriterStopped);
         let queued = std::mem::take(&mut self.jobs.lock().jobs);
         for job in queued {
             answer_dead(job);
         }
-    }
-
-    fn set_error_now(&self, why: &str) {
-        self.shared().error = Some(why.to_owned());
     }
 
     /// Waits until every record queued so far is written (for readers of the log).
@@ -303,7 +331,7 @@ impl Audit {
                 tracing::error!(event = kind, error = %e, "audit record failed");
                 Err(unavailable(&e))
             }
-            Err(_) => Err(unavailable("the audit writer stopped")),
+            Err(_) => Err(unavailable(&AuditError::WriterStopped)),
         }
     }
 
@@ -335,7 +363,7 @@ impl Audit {
         match rx.await {
             Ok(Ok(moved)) => Ok(moved),
             Ok(Err(e)) => Err(unavailable(&e)),
-            Err(_) => Err(unavailable("the audit writer stopped")),
+            Err(_) => Err(unavailable(&AuditError::WriterStopped)),
         }
     }
 
@@ -353,7 +381,7 @@ impl Audit {
         let s = self.shared();
         AuditState {
             path: self.path.display().to_string(),
-            error: s.error.clone(),
+            error: s.error.as_ref().map(AuditError::to_string),
             last_seq: s.last_seq,
             tampered: s.tampered.clone(),
         }
@@ -410,20 +438,19 @@ pub fn files_of(path: &Path) -> Vec<PathBuf> {
 
 /// Answers a job no writer will do.
 fn answer_dead(job: Job) {
-    const WHY: &str = "the audit writer stopped";
     match job {
         Job::Record(_, Some(w)) | Job::Flush(w) => {
-            let _ = w.send(Err(WHY.into()));
+            let _ = w.send(Err(AuditError::WriterStopped));
         }
         Job::NewChain(w) => {
-            let _ = w.send(Err(WHY.into()));
+            let _ = w.send(Err(AuditError::WriterStopped));
         }
         Job::Record(_, None) | Job::Key(_) => {}
     }
 }
 
-fn unavailable(why: &str) -> Refusal {
-    Refusal::audit_unavailable(why)
+fn unavailable(why: &AuditError) -> Refusal {
+    Refusal::audit_unavailable(&why.to_string())
 }
 
 pub(crate) fn rotated(path: &Path, i: usize) -> PathBuf {

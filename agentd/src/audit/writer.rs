@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 
 use super::chain::{self, Key, Tag};
 use super::sidecar::Sidecar;
-use super::{AuditConfig, Event, Job, KEEP, Shared, files_of, rotated};
+use super::{AuditConfig, AuditError, Event, Job, KEEP, Shared, files_of, rotated};
 
 /// More rotations than `ROTATIONS_BEFORE_ALERT` within this window is an anomaly: a
 /// flood that pushes the history out.
@@ -76,7 +76,7 @@ fn read_tail(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
 #[derive(Debug)]
 pub(super) struct Writer {
     /// Set when the log cannot be continued safely: every batch fails with this.
-    broken: Option<String>,
+    broken: Option<AuditError>,
     /// A new file was started: its first line must be a `log_continued` marker (with
     /// this reason, if any).
     needs_marker: Option<Option<String>>,
@@ -150,7 +150,7 @@ impl Writer {
             let bytes = match read_tail(&path, 2 * self.config.max_bytes + (1 << 20)) {
                 Ok(b) => b,
                 Err(e) => {
-                    self.broken = Some(format!("cannot read {} ({e})", path.display()));
+                    self.broken = Some(AuditError::io("read", &path, e));
                     return;
                 }
             };
@@ -162,10 +162,7 @@ impl Writer {
                     .open(&path)
                     .and_then(|f| f.set_len(whole as u64));
                 if let Err(e) = cut {
-                    self.broken = Some(format!(
-                        "cannot cut the torn last line off {} ({e})",
-                        path.display()
-                    ));
+                    self.broken = Some(AuditError::io("cut the torn last line off", &path, e));
                     return;
                 }
             }
@@ -199,7 +196,7 @@ impl Writer {
     /// Opens the log (creating it, 0600, in a 0700 directory), or reopens it when the
     /// file the agent holds was removed or replaced: lines written to an unlinked file
     /// would be lost. A new file opens with a `log_continued` line.
-    fn ensure_open(&mut self) -> Result<(), String> {
+    fn ensure_open(&mut self) -> Result<(), AuditError> {
         let path = self.config.path.clone();
         if let Some(file) = &self.file {
             let held = file.metadata().map(|m| (m.dev(), m.ino(), m.nlink()));
@@ -227,7 +224,7 @@ impl Writer {
             .create(true)
             .mode(0o600)
             .open(&path)
-            .map_err(|e| format!("cannot open {} ({e})", path.display()))?;
+            .map_err(|e| AuditError::io("open", &path, e))?;
         self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
         self.file = Some(Arc::new(file));
         if !existed {
@@ -239,7 +236,7 @@ impl Writer {
         Ok(())
     }
 
-    fn set_error(&self, error: Option<String>) {
+    fn set_error(&self, error: Option<AuditError>) {
         self.shared.lock().unwrap_or_else(|p| p.into_inner()).error = error;
     }
 
@@ -277,7 +274,7 @@ impl Writer {
     /// Starts a new file when this one is full: `audit.log` becomes `audit.log.1` (and
     /// so on; the oldest of `KEEP` is dropped), and the new file opens with a
     /// `log_continued` line carrying the chain's tag.
-    fn rotate_if_full(&mut self) -> Result<(), String> {
+    fn rotate_if_full(&mut self) -> Result<(), AuditError> {
         if self.size < self.config.max_bytes {
             return Ok(());
         }
@@ -288,8 +285,7 @@ impl Writer {
             for i in (1..KEEP).rev() {
                 let _ = fs::rename(rotated(&path, i), rotated(&path, i + 1));
             }
-            fs::rename(&path, rotated(&path, 1))
-                .map_err(|e| format!("cannot rotate {} ({e})", path.display()))?;
+            fs::rename(&path, rotated(&path, 1)).map_err(|e| AuditError::io("rotate", &path, e))?;
         }
         let now = Instant::now();
         self.rotations.push_back(now);
@@ -352,7 +348,7 @@ impl Writer {
                 Job::Flush(w) => waiters.push(w),
                 // `run_writer` takes these out of a batch.
                 Job::NewChain(answer) => {
-                    let _ = answer.send(Err("a new chain was asked for mid-batch".into()));
+                    let _ = answer.send(Err(AuditError::NewChainMidBatch));
                 }
                 Job::Record(mut event, waiter) => {
                     self.append(&mut event, &mut lines, &mut keyed);
@@ -418,9 +414,7 @@ impl Writer {
                 {
                     // Lines the agent disowned stay in the file: write nothing more
                     // after them (a restart cuts them off, see `resume`).
-                    self.broken = Some(format!(
-                        "a failed write left lines that could not be removed ({cut}); restart the agent"
-                    ));
+                    self.broken = Some(AuditError::Unremovable(cut.to_string()));
                 }
                 self.set_error(Some(e.clone()));
             }
@@ -432,7 +426,7 @@ impl Writer {
     }
 
     /// See `Audit::new_chain`.
-    pub(super) fn new_chain(&mut self) -> Result<Option<PathBuf>, String> {
+    pub(super) fn new_chain(&mut self) -> Result<Option<PathBuf>, AuditError> {
         if let Some(why) = &self.broken {
             return Err(why.clone());
         }
@@ -456,7 +450,7 @@ impl Writer {
                     dir = parent.join(format!("{name}.earlier-vault-{stamp}-{n}"));
                     n += 1;
                 }
-                Err(e) => return Err(format!("cannot create {} ({e})", dir.display())),
+                Err(e) => return Err(AuditError::io("create", &dir, e)),
             }
         }
         {
@@ -472,7 +466,7 @@ impl Writer {
                         let _ = fs::rename(to, from);
                     }
                     let _ = fs::remove_dir(&dir);
-                    return Err(format!("cannot move {} ({e})", f.display()));
+                    return Err(AuditError::io("move", &f, e));
                 }
                 moved.push((f, to));
             }
@@ -522,31 +516,29 @@ impl Writer {
     }
 
     /// Appends `lines`: one small write to the page cache, done in place.
-    fn write(&mut self, lines: &str) -> Result<(), String> {
+    fn write(&mut self, lines: &str) -> Result<(), AuditError> {
         self.ensure_open()?;
-        let path = self.config.path.display().to_string();
-        let file = self.file.as_deref().ok_or("the log is not open")?;
+        let file = self.file.as_deref().ok_or(AuditError::NotOpen)?;
         let mut file: &File = file;
         file.write_all(lines.as_bytes())
-            .map_err(|e| format!("cannot write {path} ({e})"))?;
+            .map_err(|e| AuditError::io("write", &self.config.path, e))?;
         self.size += lines.len() as u64;
         Ok(())
     }
 
     /// `fdatasync`, off the runtime: everything written so far is on disk — and the
     /// directory too when a file was created or renamed in it.
-    async fn sync(&mut self) -> Result<(), String> {
+    async fn sync(&mut self) -> Result<(), AuditError> {
         if !self.config.sync {
             return Ok(());
         }
         let Some(file) = self.file.clone() else {
-            return Err("the log is not open".into());
+            return Err(AuditError::NotOpen);
         };
         let path = self.config.path.clone();
         let dir = std::mem::take(&mut self.dir_dirty)
             .then(|| path.parent().map(Path::to_path_buf))
             .flatten();
-        let shown = path.display().to_string();
         // The checkpoint written after the last batch, synced beside this one.
         let sidecar = self.sidecar.take_unsynced().map(|f| {
             tokio::task::spawn_blocking(move || {
@@ -563,8 +555,8 @@ impl Writer {
             }
         })
         .await
-        .map_err(|_| format!("cannot sync {shown} (the sync did not finish)"))?
-        .map_err(|e| format!("cannot sync {shown} ({e})"));
+        .map_err(|_| AuditError::io("sync", &self.config.path, "the sync did not finish"))?
+        .map_err(|e| AuditError::io("sync", &self.config.path, e));
         if let Some(s) = sidecar {
             let _ = s.await;
         }

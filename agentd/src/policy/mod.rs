@@ -6,6 +6,7 @@
 //! slip it past its rule. The request as a whole takes the strictest of the outcomes:
 //! any refusal refuses, the strongest approval applies, the shortest `max_ttl` bounds.
 
+pub mod hours;
 mod source;
 
 use std::collections::BTreeMap;
@@ -15,9 +16,9 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use jitc_protocol::{LeaseRequest, ProcessInfo, SecretVerdict};
 use serde::Deserialize;
 
-use crate::anomaly::WorkingHours;
+use hours::WorkingHours;
 
-pub use source::PolicySource;
+pub use source::{LoadError, PolicySource};
 
 /// How much a human must be involved before a lease is granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -173,12 +174,42 @@ pub struct Decision {
     pub strict_env: bool,
 }
 
-fn duration(field: &str, value: &Option<String>) -> Result<Option<Duration>, String> {
+/// What is wrong with a policy's text: one line, naming where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// Not TOML, or not the policy's shape (an unknown field, a wrong type).
+    #[error("{at}{message}")]
+    Syntax { at: String, message: String },
+    #[error(
+        "{field} = \"{value}\" is not a duration ({detail}); write e.g. \"90s\", \"15m\" or \"8h\""
+    )]
+    Duration {
+        field: &'static str,
+        value: String,
+        detail: String,
+    },
+    #[error("{0} must be longer than 0s")]
+    ZeroDuration(&'static str),
+    #[error("max_leases and max_pending must be at least 1")]
+    ZeroCap,
+    #[error("{0} = [] names no program; remove it or give the program's path")]
+    NoProgram(&'static str),
+    #[error("working_hours: {0}")]
+    WorkingHours(#[from] hours::WorkingHoursError),
+    /// Something wrong in `[[rule]]` number `rule` (1-based).
+    #[error("rule {rule}: {what}")]
+    Rule { rule: u32, what: String },
+}
+
+fn duration(field: &'static str, value: &Option<String>) -> Result<Option<Duration>, PolicyError> {
     value
         .as_deref()
         .map(|v| {
-            humantime::parse_duration(v)
-                .map_err(|e| format!("{field} = \"{v}\" is not a duration ({e}); write e.g. \"90s\", \"15m\" or \"8h\""))
+            humantime::parse_duration(v).map_err(|e| PolicyError::Duration {
+                field,
+                value: v.to_owned(),
+                detail: e.to_string(),
+            })
         })
         .transpose()
 }
@@ -194,13 +225,13 @@ fn line_of(text: &str, offset: usize) -> usize {
 
 impl Policy {
     /// Parses `text`; the error is one line naming the line of the problem.
-    pub fn parse(text: &str) -> Result<Policy, String> {
-        let file: File = toml::from_str(text).map_err(|e| {
-            let at = e
+    pub fn parse(text: &str) -> Result<Policy, PolicyError> {
+        let file: File = toml::from_str(text).map_err(|e| PolicyError::Syntax {
+            at: e
                 .span()
                 .map(|s| format!("line {}: ", line_of(text, s.start)))
-                .unwrap_or_default();
-            format!("{at}{}", e.message().trim().replace('\n', " "))
+                .unwrap_or_default(),
+            message: e.message().trim().replace('\n', " "),
         })?;
         let fd = file.defaults.unwrap_or_default();
         let base = Defaults::default();
@@ -224,21 +255,17 @@ impl Policy {
             max_pending: fd.max_pending.unwrap_or(base.max_pending),
         };
         if defaults.max_leases == 0 || defaults.max_pending == 0 {
-            return Err("max_leases and max_pending must be at least 1".into());
+            return Err(PolicyError::ZeroCap);
         }
         if defaults
             .alert_command
             .as_ref()
             .is_some_and(|a| a.is_empty())
         {
-            return Err(
-                "alert_command = [] names no program; remove it or give the program's path".into(),
-            );
+            return Err(PolicyError::NoProgram("alert_command"));
         }
         if defaults.approver.as_ref().is_some_and(|a| a.is_empty()) {
-            return Err(
-                "approver = [] names no program; remove it or give the program's path".into(),
-            );
+            return Err(PolicyError::NoProgram("approver"));
         }
         for (field, d) in [
             ("ttl", defaults.ttl),
@@ -247,7 +274,7 @@ impl Policy {
             ("idle_lock", defaults.idle_lock),
         ] {
             if d.is_zero() {
-                return Err(format!("{field} must be longer than 0s"));
+                return Err(PolicyError::ZeroDuration(field));
             }
         }
         let profiles: Vec<Profile> = file
@@ -261,7 +288,7 @@ impl Policy {
         let mut rules = Vec::with_capacity(file.rule.len());
         for (i, r) in file.rule.into_iter().enumerate() {
             let number = u32::try_from(i + 1).unwrap_or(u32::MAX);
-            let err = |what: String| format!("rule {number}: {what}");
+            let err = |what: String| PolicyError::Rule { rule: number, what };
             let secrets = match &r.secrets {
                 None => None,
                 Some(globs) => {
@@ -299,7 +326,7 @@ impl Policy {
                 secrets,
                 profiles: r.profiles,
                 commands: r.commands,
-                max_ttl: duration("max_ttl", &r.max_ttl).map_err(err)?,
+                max_ttl: duration("max_ttl", &r.max_ttl).map_err(|e| err(e.to_string()))?,
                 approval: r.approval,
                 masking_required: r.masking == Some(Masking::Required),
             });
@@ -561,14 +588,22 @@ masking = "required"
     #[test]
     fn errors_are_one_line_with_the_line_number() {
         let e = Policy::parse("[defaults]\nttl = \"15m\"\naproval = \"never\"\n").unwrap_err();
+        assert!(matches!(e, PolicyError::Syntax { .. }));
+        let e = e.to_string();
         assert!(e.starts_with("line 3:"), "{e}");
         assert!(!e.contains('\n'));
         let e = Policy::parse("[defaults]\nttl = \"soon\"\n").unwrap_err();
-        assert!(e.contains("ttl = \"soon\""), "{e}");
+        assert!(matches!(e, PolicyError::Duration { field: "ttl", .. }));
+        assert!(e.to_string().contains("ttl = \"soon\""), "{e}");
         let e = Policy::parse("[[rule]]\nprofiles = [\"nope\"]\n").unwrap_err();
-        assert!(e.contains("rule 1") && e.contains("[profiles.nope]"), "{e}");
+        assert!(matches!(e, PolicyError::Rule { rule: 1, .. }));
+        assert!(e.to_string().contains("rule 1") && e.to_string().contains("[profiles.nope]"));
         let e = Policy::parse("[[rule]]\ncommands = [\"bin/psql\"]\n").unwrap_err();
-        assert!(e.contains("absolute path"), "{e}");
+        assert!(e.to_string().contains("absolute path"), "{e}");
+        assert!(matches!(
+            Policy::parse("[defaults]\nworking_hours = \"whenever\"\n"),
+            Err(PolicyError::WorkingHours(_))
+        ));
         assert!(Policy::parse("[[rule]]\napproval = \"sometimes\"\n").is_err());
         assert!(Policy::parse("[[rule]]\nsecrets = [\"a[\"]\n").is_err());
     }

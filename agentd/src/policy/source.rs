@@ -45,11 +45,40 @@ impl Stamp {
     }
 }
 
+/// Why the policy file cannot be in force (every lease is refused until it is fixed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read the policy at {} ({detail})", .path.display())]
+    Read { path: PathBuf, detail: String },
+    #[error("the policy at {} is not a regular file", .0.display())]
+    NotAFile(PathBuf),
+    #[error("the policy at {} belongs to uid {uid}, not to you; check who put it there", .path.display())]
+    FileOwner { path: PathBuf, uid: u32 },
+    #[error("the policy at {} is writable by others; run 'chmod 600 {}'", .0.display(), .0.display())]
+    FileWritable(PathBuf),
+    #[error("the policy's directory {} belongs to uid {uid}, not to you; check who put it there", .dir.display())]
+    DirOwner { dir: PathBuf, uid: u32 },
+    #[error("the policy's directory {} is writable by others, who could replace the policy; run 'chmod go-w {}'", .0.display(), .0.display())]
+    DirWritable(PathBuf),
+    #[error("the policy at {} is over 1 MiB", .0.display())]
+    TooLarge(PathBuf),
+    #[error("the policy at {} is invalid ({error}); fix it", .path.display())]
+    Invalid {
+        path: PathBuf,
+        error: super::PolicyError,
+    },
+    #[error("the policy could not be loaded")]
+    NotLoaded,
+    /// A policy was in force, and its file is gone.
+    #[error("the policy at {} vanished (a policy was in force, so the defaults do not apply); restore it, or accept the defaults with 'jitc policy reset' (asks the vault passphrase)", .0.display())]
+    Vanished(PathBuf),
+}
+
 #[derive(Debug)]
 struct Loaded {
     /// `None`: no file (the defaults apply).
     stamp: Option<Stamp>,
-    policy: Result<Arc<Policy>, String>,
+    policy: Result<Arc<Policy>, LoadError>,
     /// SHA-256 of the file as read (`None`: no file, or it could not be read).
     sha256: Option<[u8; 32]>,
     /// Bumped at every (re)load.
@@ -122,7 +151,7 @@ impl PolicySource {
     }
 
     /// The policy in force now, or why every lease is refused.
-    pub fn current(&self) -> Result<Arc<Policy>, String> {
+    pub fn current(&self) -> Result<Arc<Policy>, LoadError> {
         let mut slot = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         let meta = fs::metadata(&self.path);
         let stamp = meta.as_ref().ok().map(|m| Stamp {
@@ -157,13 +186,13 @@ impl PolicySource {
         }
         match slot.as_ref() {
             Some(l) => l.policy.clone(),
-            None => Err("the policy could not be loaded".into()),
+            None => Err(LoadError::NotLoaded),
         }
     }
 
     /// For `jitc status`.
     pub fn state(&self) -> PolicyState {
-        let error = self.current().err();
+        let error = self.current().err().map(|e| e.to_string());
         PolicyState {
             path: self.path.display().to_string(),
             exists: self.path.exists(),
@@ -174,24 +203,23 @@ impl PolicySource {
 
     /// Refuses a directory on the way to the policy that someone else could write in
     /// (and so replace the policy): from its directory up to `$HOME` (or `/`).
-    fn check_directories(&self) -> Result<(), String> {
-        let me = nix::unistd::geteuid().as_raw();
+    fn check_directories(&self) -> Result<(), LoadError> {
+        use crate::fsperm::{SHARED_DIR, Unsafe, check};
         let mut dir = self.path.parent();
         while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
             // A directory that is not there yet is no one's to write in.
             if let Ok(m) = fs::metadata(d) {
-                let shown = d.display();
-                if m.uid() != me && m.uid() != 0 {
-                    return Err(format!(
-                        "the policy's directory {shown} belongs to uid {}, not to you; check who put it there",
-                        m.uid()
-                    ));
-                }
-                // Sticky (like /tmp): others may add files but not replace ours.
-                if m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0 {
-                    return Err(format!(
-                        "the policy's directory {shown} is writable by others, who could replace the policy; run 'chmod go-w {shown}'"
-                    ));
+                match check(&m, SHARED_DIR) {
+                    Ok(()) => {}
+                    Err(Unsafe::Owner { uid, .. }) => {
+                        return Err(LoadError::DirOwner {
+                            dir: d.to_path_buf(),
+                            uid,
+                        });
+                    }
+                    Err(Unsafe::Mode { .. }) => {
+                        return Err(LoadError::DirWritable(d.to_path_buf()));
+                    }
                 }
             }
             if self.home.as_deref() == Some(d) {
@@ -205,42 +233,45 @@ impl PolicySource {
     fn load(
         &self,
         meta: std::io::Result<fs::Metadata>,
-    ) -> Result<(Policy, Option<[u8; 32]>), String> {
-        let path = self.path.display();
+    ) -> Result<(Policy, Option<[u8; 32]>), LoadError> {
+        use crate::fsperm::{SHARED_PATH, Unsafe, check};
+        let path = || self.path.clone();
+        let read = |e: std::io::Error| LoadError::Read {
+            path: path(),
+            detail: e.to_string(),
+        };
         self.check_directories()?;
         let meta = match meta {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok((Policy::default(), None));
             }
-            Err(e) => return Err(format!("cannot read the policy at {path} ({e})")),
+            Err(e) => return Err(read(e)),
         };
-        let me = nix::unistd::geteuid().as_raw();
         if !meta.is_file() {
-            return Err(format!("the policy at {path} is not a regular file"));
+            return Err(LoadError::NotAFile(path()));
         }
-        if meta.uid() != me && meta.uid() != 0 {
-            return Err(format!(
-                "the policy at {path} belongs to uid {}, not to you; check who put it there",
-                meta.uid()
-            ));
-        }
-        if meta.mode() & 0o022 != 0 {
-            return Err(format!(
-                "the policy at {path} is writable by others; run 'chmod 600 {path}'"
-            ));
+        match check(&meta, SHARED_PATH) {
+            Ok(()) => {}
+            Err(Unsafe::Owner { uid, .. }) => {
+                return Err(LoadError::FileOwner { path: path(), uid });
+            }
+            Err(Unsafe::Mode { .. }) => return Err(LoadError::FileWritable(path())),
         }
         if meta.len() > MAX_POLICY_FILE {
-            return Err(format!("the policy at {path} is over 1 MiB"));
+            return Err(LoadError::TooLarge(path()));
         }
         let mut text = String::new();
         fs::File::open(&self.path)
             .and_then(|f| f.take(MAX_POLICY_FILE).read_to_string(&mut text))
-            .map_err(|e| format!("cannot read the policy at {path} ({e})"))?;
+            .map_err(read)?;
         let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
         Policy::parse(&text)
             .map(|p| (p, Some(digest)))
-            .map_err(|e| format!("the policy at {path} is invalid ({e}); fix it"))
+            .map_err(|error| LoadError::Invalid {
+                path: path(),
+                error,
+            })
     }
 }
 
@@ -265,11 +296,20 @@ mod tests {
         assert_eq!(src.current().unwrap().rules.len(), 2);
         fs::write(&path, "[[rule]\n").unwrap();
         let e = src.current().unwrap_err();
+        assert!(matches!(
+            &e,
+            LoadError::Invalid {
+                error: super::super::PolicyError::Syntax { .. },
+                ..
+            }
+        ));
+        let e = e.to_string();
         assert!(e.contains("invalid") && e.contains("line 1"), "{e}");
         assert_eq!(src.state().error, Some(e));
         fs::write(&path, "").unwrap();
         assert!(src.current().is_ok());
         fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
-        assert!(src.current().unwrap_err().contains("chmod 600"));
+        assert!(matches!(src.current(), Err(LoadError::FileWritable(_))));
+        assert!(src.current().unwrap_err().to_string().contains("chmod 600"));
     }
 }

@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
@@ -117,27 +117,18 @@ impl VaultFile {
             .create(dir)
             .map_err(io_err("create the directory", dir))?;
         let meta = fs::metadata(dir).map_err(io_err("inspect the directory", dir))?;
-        let me = nix::unistd::geteuid().as_raw();
-        if meta.uid() != me && meta.uid() != 0 {
-            return Err(FileError::Insecure {
-                path: self.path.clone(),
-                why: format!(
-                    "its directory {} belongs to uid {}",
-                    dir.display(),
-                    meta.uid()
-                ),
-            });
-        }
-        if meta.mode() & 0o022 != 0 {
-            return Err(FileError::Insecure {
-                path: self.path.clone(),
-                why: format!(
+        crate::fsperm::check(&meta, crate::fsperm::SHARED_PATH).map_err(|u| FileError::Insecure {
+            path: self.path.clone(),
+            why: match u {
+                crate::fsperm::Unsafe::Owner { uid, .. } => {
+                    format!("its directory {} belongs to uid {uid}", dir.display())
+                }
+                crate::fsperm::Unsafe::Mode { .. } => format!(
                     "its directory is writable by others; run 'chmod 700 {}'",
                     dir.display()
                 ),
-            });
-        }
-        Ok(())
+            },
+        })
     }
 
     /// Takes the exclusive lock beside the vault (not on it: saves replace the file, and
@@ -213,23 +204,19 @@ impl VaultFile {
                 why,
             })
         };
-        let me = nix::unistd::geteuid().as_raw();
         if !meta.is_file() {
             return insecure("it is not a regular file".into());
         }
-        if meta.uid() != me {
-            return insecure(format!(
-                "it belongs to uid {}, not to you (uid {me}); check who put it there",
-                meta.uid()
-            ));
-        }
-        if meta.mode() & 0o022 != 0 {
-            return insecure(format!(
+        match crate::fsperm::check(meta, crate::fsperm::VAULT_FILE) {
+            Ok(()) => Ok(()),
+            Err(crate::fsperm::Unsafe::Owner { uid, me }) => insecure(format!(
+                "it belongs to uid {uid}, not to you (uid {me}); check who put it there"
+            )),
+            Err(crate::fsperm::Unsafe::Mode { .. }) => insecure(format!(
                 "it is writable by group or others; run 'chmod 600 {}'",
                 self.path.display()
-            ));
+            )),
         }
-        Ok(())
     }
 
     /// Refuses to go on if whatever sits at the vault path is unsafe to overwrite.

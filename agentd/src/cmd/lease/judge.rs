@@ -92,7 +92,7 @@ pub(super) fn working_hours(agent: &Agent, req: &LeaseRequest, policy: &Policy, 
     let Some((text, hours)) = &policy.defaults.working_hours else {
         return;
     };
-    let (day, minute) = crate::anomaly::local_now();
+    let (day, minute) = crate::policy::hours::local_now();
     if hours.contains(day, minute)
         || !agent.first_in_a_while("outside_working_hours", &req.secrets.join(","))
     {

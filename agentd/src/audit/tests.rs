@@ -1,0 +1,141 @@
+//! The writer in-process, against real files in a temporary directory: rotation, a
+//! failed write (the chain goes back, what nobody waited for is written later), and
+//! resuming after a crash tore the last line.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::chain::derive_key;
+use super::verify::verify_files;
+use super::{Audit, AuditConfig, Event, KEEP};
+
+const VAULT_KEY: [u8; 32] = [7; 32];
+
+/// An audit trail at `path`, its writer running, keyed as an unlocked vault keys it.
+fn start(path: &Path, max_bytes: u64) -> Arc<Audit> {
+    let audit = Arc::new(Audit::start(AuditConfig {
+        path: path.to_path_buf(),
+        sync: true,
+        max_bytes,
+    }));
+    tokio::spawn({
+        let audit = audit.clone();
+        async move { audit.run_writer().await }
+    });
+    audit.set_key(Some(&VAULT_KEY));
+    audit
+}
+
+fn event(n: usize) -> Event {
+    Event::new("lease_released").reason(format!("record number {n}"))
+}
+
+/// The whole log checks out (every file, oldest first).
+fn verifies(audit: &Audit, path: &Path) {
+    let report = verify_files(
+        audit.open_files(false),
+        &derive_key(&VAULT_KEY),
+        &[],
+        Some((path, KEEP)),
+    );
+    assert_eq!(report.problem, None, "{report:?}");
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn log_in(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("audit.log")
+}
+
+#[tokio::test]
+async fn a_full_log_rotates_and_the_chain_goes_on_across_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_in(&dir);
+    let audit = start(&path, 2048);
+    for n in 0..60 {
+        audit.record(event(n)).await.unwrap();
+    }
+    assert!(super::rotated(&path, 1).exists(), "it never rotated");
+    verifies(&audit, &path);
+    // Every record is somewhere, once, in order.
+    let mut all = Vec::new();
+    for i in (1..=KEEP).rev() {
+        if let Ok(t) = std::fs::read_to_string(super::rotated(&path, i)) {
+            all.extend(t.lines().map(str::to_owned));
+        }
+    }
+    all.extend(lines(&path));
+    let numbers: Vec<usize> = all
+        .iter()
+        .filter_map(|l| l.split("record number ").nth(1))
+        .map(|r| r.split('"').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(numbers, (0..60).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_failed_write_goes_back_and_what_nobody_waited_for_is_written_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_in(&dir);
+    let audit = start(&path, 1 << 20);
+    audit.record(event(0)).await.unwrap();
+    let before = audit.state().last_seq;
+    // The log's path now leads to a device that takes no byte.
+    std::fs::rename(&path, dir.path().join("aside")).unwrap();
+    std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+    audit.record_later(event(1));
+    let refused = audit.record(event(2)).await.unwrap_err();
+    assert!(
+        refused.message.contains("cannot write"),
+        "{}",
+        refused.message
+    );
+    assert_eq!(
+        audit.state().last_seq,
+        before,
+        "the chain went on past a failed write"
+    );
+    assert!(audit.state().error.is_some());
+    // Back to a real file: the record nobody waited for is written with the next one;
+    // the one that was refused never is.
+    std::fs::remove_file(&path).unwrap();
+    std::fs::rename(dir.path().join("aside"), &path).unwrap();
+    audit.record(event(3)).await.unwrap();
+    assert_eq!(audit.state().error, None);
+    let text = lines(&path).join("\n");
+    assert!(text.contains("record number 1"), "{text}");
+    assert!(!text.contains("record number 2"), "{text}");
+    assert!(text.find("record number 1") < text.find("record number 3"));
+    verifies(&audit, &path);
+}
+
+#[tokio::test]
+async fn a_line_torn_by_a_crash_is_cut_off_and_the_chain_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_in(&dir);
+    {
+        let audit = start(&path, 1 << 20);
+        for n in 0..3 {
+            audit.record(event(n)).await.unwrap();
+        }
+    }
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(b"{\"time\":\"2026-11-30T00:00:00.000Z\",\"seq\":4,\"ev");
+    std::fs::write(&path, &bytes).unwrap();
+    let audit = start(&path, 1 << 20);
+    audit.record(event(3)).await.unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        !text.contains("\"ev\n"),
+        "the torn line is still there: {text}"
+    );
+    assert!(text.ends_with("}\n"));
+    verifies(&audit, &path);
+}

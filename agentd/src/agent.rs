@@ -1,6 +1,7 @@
 //! `Agent`: the daemon's shared state (the vault, when unlocked, and the lease table)
 //! and the one dispatcher that routes each request to its command module.
 
+use jitc_protocol::kinds::{AnomalyKind, EventKind};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
@@ -491,13 +492,13 @@ impl Agent {
             if *last != stamp.generation {
                 *last = stamp.generation;
                 let event = match (&current, stamp.sha256) {
-                    (Err(e), _) => Event::new("policy_error").reason(e.to_string()),
+                    (Err(e), _) => Event::new(EventKind::PolicyError).reason(e.to_string()),
                     (Ok(_), Some(digest)) => Event {
                         policy_sha256: Some(crate::audit::chain::hex(&digest)),
-                        ..Event::new("policy_loaded")
+                        ..Event::new(EventKind::PolicyLoaded)
                             .reason(self.policy.path().display().to_string())
                     },
-                    (Ok(_), None) => Event::new("policy_loaded").reason(format!(
+                    (Ok(_), None) => Event::new(EventKind::PolicyLoaded).reason(format!(
                         "no policy file at {}: the defaults apply",
                         self.policy.path().display()
                     )),
@@ -801,7 +802,10 @@ impl Agent {
             // Written while the key is still there, so these lines are sealed; then the
             // vault keeps the checkpoint of the last of them, so a log cut back while
             // the agent is locked or down is caught.
-            let locked = self.audit.record(Event::new("lock").reason(reason)).await;
+            let locked = self
+                .audit
+                .record(Event::new(EventKind::Lock).reason(reason))
+                .await;
             if locked.is_ok()
                 && self.vault_file.exists()
                 && let Err(e) = self.save_checkpoint(&mut vault).await
@@ -821,7 +825,7 @@ impl Agent {
 
     /// Records that a change already on record (`kind` of `secret`) did not take effect
     /// after all: the vault could not be changed or saved.
-    pub fn record_not_done(&self, kind: &'static str, secret: &str, why: &str) {
+    pub fn record_not_done(&self, kind: EventKind, secret: &str, why: &str) {
         self.audit.record_later(Event {
             secrets: vec![secret.to_owned()],
             decision: Some("failed"),
@@ -834,7 +838,7 @@ impl Agent {
         self.audit.record_later(Event {
             lease: Some(lease.id),
             profile: lease.profile.clone(),
-            ..Event::new("lease_ended")
+            ..Event::new(EventKind::LeaseEnded)
                 .request(&lease.request)
                 .reason(reason)
         });
@@ -879,12 +883,12 @@ impl Agent {
     }
 
     /// Records an anomaly (and announces it through the policy's `alert_command`).
-    pub fn anomaly(&self, kind: &'static str, description: String, base: Event) {
-        tracing::warn!(kind, "{description}");
+    pub fn anomaly(&self, kind: AnomalyKind, description: String, base: Event) {
+        tracing::warn!(kind = kind.as_str(), "{description}");
         self.audit.record_later(Event {
             anomaly: Some(kind),
             reason: Some(description.clone()),
-            event: "anomaly",
+            event: Some(EventKind::Anomaly),
             ..base
         });
         let alert = self
@@ -897,9 +901,12 @@ impl Agent {
                 .counters
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .alert_allowed(kind, std::time::Instant::now());
+                .alert_allowed(kind.as_str(), std::time::Instant::now());
             if !ok {
-                tracing::warn!(kind, "alert command skipped: too many alerts this minute");
+                tracing::warn!(
+                    kind = kind.as_str(),
+                    "alert command skipped: too many alerts this minute"
+                );
             }
             ok
         };
@@ -917,7 +924,7 @@ impl Agent {
                 tracing::warn!(command = %argv[0], error = %e, "cannot run the alert command");
                 // On record, where `jitc audit` shows it: alerts are not reaching anyone.
                 self.audit
-                    .record_later(Event::new("policy_error").reason(format!(
+                    .record_later(Event::new(EventKind::PolicyError).reason(format!(
                     "alert_command {} cannot run ({e}); anomalies are recorded but not announced",
                     argv[0]
                 )));
@@ -944,14 +951,18 @@ impl Agent {
         failed: Event,
     ) -> Refusal {
         let failures = self.record_failure();
-        tracing::warn!(event = failed.event, failures, "refused: wrong passphrase");
+        tracing::warn!(
+            event = failed.event.map_or("", EventKind::as_str),
+            failures,
+            "refused: wrong passphrase"
+        );
         let peer = failed.peer.clone();
         self.audit.record_later(failed.reason("wrong passphrase"));
         // Said at the threshold, then at every tenth failure of a run that goes on.
         let n = crate::anomaly::WRONG_PASSPHRASES_BEFORE_ALERT;
         if failures == n || (failures > n && failures.is_multiple_of(10)) {
             self.anomaly(
-                "wrong_passphrases",
+                AnomalyKind::WrongPassphrases,
                 format!("{failures} wrong passphrases in a row"),
                 Event {
                     peer,
@@ -997,7 +1008,7 @@ impl Agent {
             .denial(&who, std::time::Instant::now());
         if repeated {
             self.anomaly(
-                "repeated_denials",
+                AnomalyKind::RepeatedDenials,
                 format!(
                     "{} leases refused to requests from {who} within 10 minutes",
                     crate::anomaly::DENIALS_BEFORE_ALERT

@@ -3,6 +3,7 @@
 //! an approver program asked with a prompt that cannot be forged, `jitc approve` from
 //! a terminal, whichever answers first, or the timeout.
 
+use jitc_protocol::kinds::EventKind;
 use std::collections::{BTreeMap, HashMap};
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -266,7 +267,7 @@ pub async fn ask(agent: &Agent, session: &mut Session, ask: Ask<'_>) -> Result<(
             .approvals_mut()
             .register(info, ask.requesters, uid, boot_now() + timeout);
     let _registered = Registered { agent, id };
-    let approval_event = |kind: &'static str, reason: Option<String>| Event {
+    let approval_event = |kind: EventKind, reason: Option<String>| Event {
         approval: Some(id),
         reason,
         ..Event::new(kind).merge(ask.base)
@@ -294,7 +295,7 @@ pub async fn ask(agent: &Agent, session: &mut Session, ask: Ask<'_>) -> Result<(
                 tracing::warn!(approver = %argv[0], error = %e, "cannot run the approver");
                 agent
                     .audit
-                    .record_later(Event::new("policy_error").reason(why.clone()));
+                    .record_later(Event::new(EventKind::PolicyError).reason(why.clone()));
                 agent.set_approver_error(Some(why));
                 approver_failed = Some(format!("{} could not be started ({e})", argv[0]));
                 None
@@ -320,7 +321,7 @@ pub async fn ask(agent: &Agent, session: &mut Session, ask: Ask<'_>) -> Result<(
     );
     agent
         .audit
-        .record_later(approval_event("approval_requested", None));
+        .record_later(approval_event(EventKind::ApprovalRequested, None));
     let approver_name = approver.as_ref().map_or("the approver", |a| a[0].as_str());
     let approver_answer = async {
         match asked.as_mut() {
@@ -336,7 +337,7 @@ pub async fn ask(agent: &Agent, session: &mut Session, ask: Ask<'_>) -> Result<(
         },
         () = tokio::time::sleep(timeout) => {
             tracing::warn!(approval = id, "approval timed out");
-            agent.audit.record_later(approval_event("approval_timed_out", None));
+            agent.audit.record_later(approval_event(EventKind::ApprovalTimedOut, None));
             return Err(Refusal::new(
                 ErrorCode::Refused,
                 format!(
@@ -353,7 +354,7 @@ pub async fn ask(agent: &Agent, session: &mut Session, ask: Ask<'_>) -> Result<(
             // On record before it counts (and before once-per-task remembers it).
             agent
                 .audit
-                .record(approval_event("approval_granted", Some(by)))
+                .record(approval_event(EventKind::ApprovalGranted, Some(by)))
                 .await
         }
         Verdict::Denied(why, by) => {
@@ -364,7 +365,7 @@ pub async fn ask(agent: &Agent, session: &mut Session, ask: Ask<'_>) -> Result<(
             };
             agent
                 .audit
-                .record_later(approval_event("approval_denied", Some(recorded)));
+                .record_later(approval_event(EventKind::ApprovalDenied, Some(recorded)));
             Err(Refusal::new(
                 ErrorCode::Refused,
                 format!("approval denied: {why}"),

@@ -3,6 +3,7 @@
 //! daemon. Beside them run the idle lock, the lease-expiry timer, and the task that
 //! raises the anomalies the audit writer finds.
 
+use jitc_protocol::kinds::EventKind;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -56,7 +57,7 @@ pub async fn run(listener: UnixListener, agent: Arc<Agent>, shutdown: impl Futur
             env!("CARGO_PKG_VERSION"),
             std::process::id()
         )),
-        ..crate::audit::Event::new("start")
+        ..crate::audit::Event::new(EventKind::Start)
     });
     let idle = tokio::spawn(idle_lock(agent.clone()));
     let expiry = tokio::spawn(expire_leases(agent.clone()));
@@ -88,7 +89,7 @@ pub async fn run(listener: UnixListener, agent: Arc<Agent>, shutdown: impl Futur
     let _ = done_rx.recv().await;
     // Whatever finished in the meantime (a lease granted just before) is ended too.
     agent.shut_down().await;
-    let mut stop = crate::audit::Event::new("stop");
+    let mut stop = crate::audit::Event::new(EventKind::Stop);
     stop.reason = stopped_by;
     let _ = agent.audit.record(stop).await;
     writer.abort();
@@ -331,7 +332,7 @@ impl Handler {
         if peer.uid != me && peer.uid != 0 {
             tracing::warn!(pid = peer.pid, uid = peer.uid, exe = ?peer.exe, "refused a peer of another user");
             self.agent.audit.record_later(
-                crate::audit::Event::new("peer_refused")
+                crate::audit::Event::new(EventKind::PeerRefused)
                     .peer(crate::audit::PeerJson::new(
                         &peer,
                         &crate::peer::chain(peer.pid),

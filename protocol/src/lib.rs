@@ -10,6 +10,7 @@
 
 #[cfg(test)]
 mod arbitrary;
+pub mod audit_files;
 mod code;
 pub mod display;
 pub mod encodings;

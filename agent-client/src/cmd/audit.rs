@@ -13,7 +13,7 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use serde_json::Value;
 
 use jitc_protocol::display::visible;
-use jitc_protocol::kinds::{ANOMALIES, EVENTS};
+use jitc_protocol::kinds::{AnomalyKind, EventKind};
 
 use super::emit;
 
@@ -93,14 +93,25 @@ impl Filter {
 /// Refuses an `--event` that names no kind of record, rather than list nothing.
 fn check_event(e: &str) -> Result<()> {
     let kind = e.strip_prefix("anomaly:").unwrap_or(e);
-    if EVENTS.contains(&e) || ANOMALIES.contains(&kind) {
+    if EventKind::parse(e).is_some() || AnomalyKind::parse(kind).is_some() {
         return Ok(());
     }
+    let names = |all: &[&str]| all.join(", ");
     Err(Error::bad_input(format!(
         "no kind of record is called '{}'; use one of {}, or an anomaly: {}",
         e.escape_debug(),
-        EVENTS.join(", "),
-        ANOMALIES.join(", ")
+        names(
+            &EventKind::ALL
+                .iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+        ),
+        names(
+            &AnomalyKind::ALL
+                .iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+        )
     )))
 }
 
@@ -139,23 +150,6 @@ fn parse_since(s: &str) -> Result<SystemTime> {
             s.escape_debug()
         ))
     })
-}
-
-/// The log's files, oldest first.
-fn files(path: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = (1..=9)
-        .rev()
-        .map(|i| {
-            let mut p = path.as_os_str().to_owned();
-            p.push(format!(".{i}"));
-            PathBuf::from(p)
-        })
-        .filter(|p| p.is_file())
-        .collect();
-    if path.is_file() {
-        out.push(path.to_owned());
-    }
-    out
 }
 
 fn name_of(path: &str) -> &str {
@@ -344,7 +338,7 @@ pub fn run(args: Args) -> Result<u8> {
     let watch = args.follow.then(|| Watch::new(&path)).transpose()?;
     let mut tail = Tail::default();
     let mut current = None;
-    let present = files(&path);
+    let present = jitc_protocol::audit_files::files_of(&path);
     if present.is_empty() {
         jitc::error::note(&format!(
             "no audit log at {} yet (see 'jitc status')",

@@ -2,6 +2,7 @@
 //! record carries it. Never a value or a passphrase: no field could hold one, and what a
 //! requester supplied is concealed (see `conceal`) and bounded before it is written.
 
+use jitc_protocol::kinds::{AnomalyKind, EventKind};
 use std::sync::Arc;
 
 use jitc_protocol::{LeaseRequest, ProcessInfo};
@@ -168,7 +169,8 @@ pub struct Event {
     /// Set by the writer: when the line was written, and its place in the chain.
     pub time: String,
     pub seq: u64,
-    pub event: &'static str,
+    /// `None` only in a template other events are merged from (never written).
+    pub event: Option<EventKind>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease: Option<u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -191,7 +193,7 @@ pub struct Event {
     pub ttl_secs: Option<u64>,
     /// For `anomaly`: what kind.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub anomaly: Option<&'static str>,
+    pub anomaly: Option<AnomalyKind>,
     /// For `log_continued`: the chain's tag where the previous file ended, and the
     /// unkeyed lines since that tag (how many, and their digest) that the next keyed
     /// line seals, so that this file can be checked on its own.
@@ -274,9 +276,9 @@ fn fit(s: &mut String, budget: usize) -> usize {
 }
 
 impl Event {
-    pub fn new(event: &'static str) -> Event {
+    pub fn new(event: EventKind) -> Event {
         Event {
-            event,
+            event: Some(event),
             ..Event::default()
         }
     }
@@ -458,7 +460,7 @@ mod tests {
                 command: Some("/usr/bin/true".into()),
                 argv: Some((0..4).map(|_| arg.repeat(n / 4)).collect()),
                 reason: Some("\u{1}".repeat(10_000)),
-                ..Event::new("lease_granted")
+                ..Event::new(EventKind::LeaseGranted)
             };
             e.bound();
             let json = serde_json::to_string(&e).unwrap();

@@ -33,8 +33,7 @@ pub use event::{Event, PeerJson};
 pub use event::{LOCKED_WITHHELD, VALUE_WITHHELD};
 use writer::Writer;
 
-/// Rotated files kept (`audit.log.1` … `audit.log.9`).
-pub const KEEP: usize = 9;
+pub use jitc_protocol::audit_files::{KEEP, files_of, rotated};
 
 /// Records nobody waits for, kept to try again while the log cannot be written.
 const MAX_RETRY: usize = 10_000;
@@ -181,7 +180,7 @@ pub(crate) struct Shared {
     tampered: Option<String>,
     /// Anomalies the writer found (an unclean shutdown before it, a rotation flood),
     /// for the agent to raise.
-    alerts: Vec<(&'static str, String)>,
+    alerts: Vec<(jitc_protocol::kinds::AnomalyKind, String)>,
     /// Whether the writer has written `audit.checkpoint` (then the vault remembers to
     /// expect it).
     sidecar_written: bool,
@@ -234,7 +233,7 @@ impl Audit {
     }
 
     /// Waits for anomalies the writer found, and takes them.
-    pub async fn take_alerts(&self) -> Vec<(&'static str, String)> {
+    pub async fn take_alerts(&self) -> Vec<(jitc_protocol::kinds::AnomalyKind, String)> {
         loop {
             let found = std::mem::take(&mut self.shared().alerts);
             if !found.is_empty() {
@@ -328,7 +327,11 @@ impl Audit {
         match rx.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
-                tracing::error!(event = kind, error = %e, "audit record failed");
+                tracing::error!(
+                    event = kind.map_or("", jitc_protocol::kinds::EventKind::as_str),
+                    error = %e,
+                    "audit record failed"
+                );
                 Err(unavailable(&e))
             }
             Err(_) => Err(unavailable(&AuditError::WriterStopped)),
@@ -422,20 +425,6 @@ impl Audit {
     }
 }
 
-/// The files of the log at `path`, oldest first (regular files only: `--audit-log
-/// /dev/full` is one way to test failing, and nothing must ever move that).
-pub fn files_of(path: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = (1..=KEEP)
-        .rev()
-        .map(|i| rotated(path, i))
-        .filter(|p| p.is_file())
-        .collect();
-    if path.is_file() {
-        out.push(path.to_path_buf());
-    }
-    out
-}
-
 /// Answers a job no writer will do.
 fn answer_dead(job: Job) {
     match job {
@@ -451,10 +440,4 @@ fn answer_dead(job: Job) {
 
 fn unavailable(why: &AuditError) -> Refusal {
     Refusal::audit_unavailable(&why.to_string())
-}
-
-pub(crate) fn rotated(path: &Path, i: usize) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".{i}"));
-    PathBuf::from(name)
 }

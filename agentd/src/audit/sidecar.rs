@@ -28,7 +28,7 @@ const MAGIC: &str = "jitc-audit-checkpoint v1";
 
 /// The sidecar of the log at `log`: `audit.log` → `audit.checkpoint`.
 pub fn path_for(log: &Path) -> PathBuf {
-    log.with_extension("checkpoint")
+    jitc_protocol::audit_files::checkpoint_of(log)
 }
 
 fn mac(key: &Key, seq: u64, tag: &Tag) -> Tag {

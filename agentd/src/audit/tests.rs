@@ -28,7 +28,7 @@ fn start(path: &Path, max_bytes: u64) -> Arc<Audit> {
 }
 
 fn event(n: usize) -> Event {
-    Event::new("lease_released").reason(format!("record number {n}"))
+    Event::new(jitc_protocol::kinds::EventKind::LeaseEnded).reason(format!("record number {n}"))
 }
 
 /// The whole log checks out (every file, oldest first).

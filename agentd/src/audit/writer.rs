@@ -1,6 +1,7 @@
 //! The writer: the one task that owns the log file. It writes batches (group commit),
 //! rotates, starts a new chain for a new vault, and resumes the chain after a restart.
 
+use jitc_protocol::kinds::{AnomalyKind, EventKind};
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -180,7 +181,7 @@ impl Writer {
                 }
             }
             if let Some(why) = unclean(last, last_keyed) {
-                self.alert("unclean_shutdown", why);
+                self.alert(AnomalyKind::UncleanShutdown, why);
             }
             // Another file than audit.log holds the newest line: audit.log starts anew.
             if i > 0 {
@@ -241,7 +242,7 @@ impl Writer {
     }
 
     /// An anomaly found by the writer, for the agent to raise.
-    fn alert(&self, kind: &'static str, description: String) {
+    fn alert(&self, kind: AnomalyKind, description: String) {
         self.shared
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -298,7 +299,7 @@ impl Writer {
         }
         if self.rotations.len() > ROTATIONS_BEFORE_ALERT {
             self.alert(
-                "log_rotation",
+                AnomalyKind::LogRotation,
                 format!(
                     "the audit log rotated {} times within 10 minutes: something may be flooding it to push history out (only {KEEP} older files are kept)",
                     self.rotations.len()
@@ -338,7 +339,7 @@ impl Writer {
                 pending: (pending > 0).then_some(pending),
                 pending_digest: (self.state.pending > 0).then(|| chain::hex(&self.state.digest)),
                 reason,
-                ..Event::new("log_continued")
+                ..Event::new(EventKind::LogContinued)
             };
             self.append(&mut marker, &mut lines, &mut keyed);
         }

@@ -3,6 +3,7 @@
 //! or adding one a policy rule guards, needs a human (see `human_for_write`); a new,
 //! unguarded name does not.
 
+use jitc_protocol::kinds::EventKind;
 use jitc_protocol::names::{MAX_DESCRIPTION_LEN, MAX_VALUE_LEN};
 use jitc_protocol::{AddSecret, Response};
 
@@ -66,9 +67,9 @@ pub async fn apply(agent: &Agent, session: &mut Session, mut add: AddSecret) -> 
         // A policy that cannot be read guards everything.
         .unwrap_or(true);
     let event = if exists {
-        "secret_replaced"
+        EventKind::SecretReplaced
     } else {
-        "secret_added"
+        EventKind::SecretAdded
     };
     let peer = if exists || guarded {
         let action = if exists {
@@ -159,7 +160,7 @@ pub async fn describe(
         .record(Event {
             secrets: vec![name.to_owned()],
             reason: Some("description changed".into()),
-            ..Event::new("secret_described").peer(session.peer_json())
+            ..Event::new(EventKind::SecretDescribed).peer(session.peer_json())
         })
         .await?;
     let undo = vault.undo_point(name);
@@ -168,7 +169,7 @@ pub async fn describe(
         .map_err(|e| Refusal::from_vault(&agent.vault_file, e))?;
     if let Err(e) = agent.save(vault).await {
         vault.undo(undo);
-        agent.record_not_done("secret_described", name, &e.message);
+        agent.record_not_done(EventKind::SecretDescribed, name, &e.message);
         return Err(e);
     }
     Ok(Response::Done)

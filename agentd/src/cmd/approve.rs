@@ -2,6 +2,7 @@
 //! use. Approving takes the vault passphrase (slowed down when wrong, like `unlock`)
 //! and is refused to the requesting process and everything it started.
 
+use jitc_protocol::kinds::{AnomalyKind, EventKind};
 use jitc_protocol::{ErrorCode, Response, SecretBytes};
 
 use crate::agent::{Agent, Session};
@@ -46,7 +47,7 @@ pub async fn approve(
             "self-approval refused"
         );
         agent.anomaly(
-            "self_approval",
+            AnomalyKind::SelfApproval,
             format!(
                 "request {id} was approved from inside the process tree that made it (pid {approver_pid}, under pid {}); refused",
                 p.pid
@@ -66,7 +67,7 @@ pub async fn approve(
     }
     let failed = Event {
         approval: Some(id),
-        ..Event::new("approve_failed")
+        ..Event::new(EventKind::ApproveFailed)
     };
     super::confirm_passphrase(agent, session, passphrase, failed).await?;
     let by = format!(

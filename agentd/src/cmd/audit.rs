@@ -3,6 +3,7 @@
 //! `AuditAccept`: a human accepts a log that was cut short or started afresh, so that
 //! verification goes on from the log as it now is, with the break on record.
 
+use jitc_protocol::kinds::EventKind;
 use jitc_protocol::{AuditReport, ErrorCode, Response, SecretBytes};
 
 use crate::agent::{Agent, Session};
@@ -70,7 +71,7 @@ async fn check(agent: &Agent, which: Checkpoints) -> Result<AuditReport, Refusal
 /// whose chain itself is broken is not accepted: that evidence stays until it rotates
 /// away or is moved aside. The answer is the log verified again.
 pub async fn accept(agent: &Agent, session: &mut Session, passphrase: SecretBytes) -> Reply {
-    let failed = Event::new("accept_failed");
+    let failed = Event::new(EventKind::AcceptFailed);
     let peer = super::confirm_passphrase(agent, session, passphrase, failed).await?;
     let report = check(agent, Checkpoints::All).await?;
     let Some(problem) = report.problem else {
@@ -110,7 +111,7 @@ pub async fn accept(agent: &Agent, session: &mut Session, passphrase: SecretByte
         agent
             .audit
             .record(
-                Event::new("audit_accepted")
+                Event::new(EventKind::AuditAccepted)
                     .peer(peer)
                     .reason(format!("accepted with the vault passphrase: {problem}")),
             )

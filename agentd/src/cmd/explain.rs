@@ -2,6 +2,7 @@
 //! without leasing anything or asking anyone. `PolicyReset`: accept that the policy
 //! that was in force is gone.
 
+use jitc_protocol::kinds::EventKind;
 use jitc_protocol::{ErrorCode, Explanation, LeaseRequest, Response, SecretBytes};
 
 use super::lease::{decide, identify};
@@ -81,7 +82,7 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
 /// The policy that was in force is gone, and a human accepts that: the defaults apply
 /// again (until a policy file is there once more). Needs the vault passphrase.
 pub async fn reset(agent: &Agent, session: &mut Session, passphrase: SecretBytes) -> Reply {
-    let failed = Event::new("policy_reset_failed");
+    let failed = Event::new(EventKind::PolicyResetFailed);
     let peer = super::confirm_passphrase(agent, session, passphrase, failed).await?;
     if agent.policy.path().exists() {
         return Err(Refusal::new(
@@ -97,7 +98,7 @@ pub async fn reset(agent: &Agent, session: &mut Session, passphrase: SecretBytes
     agent
         .audit
         .record(
-            Event::new("policy_reset")
+            Event::new(EventKind::PolicyReset)
                 .peer(peer)
                 .reason("the policy that was in force is gone; the defaults apply (accepted with the vault passphrase)"),
         )

@@ -1,5 +1,6 @@
 //! `Init`: create a new vault, refusing to overwrite one; it is left unlocked.
 
+use jitc_protocol::kinds::{AnomalyKind, EventKind};
 use jitc_protocol::{ErrorCode, KdfParams, Response, SecretBytes};
 
 use crate::agent::{Agent, Session};
@@ -56,14 +57,14 @@ pub async fn apply(
     agent.audit.set_key(None);
     agent
         .audit
-        .record(Event::new("init").peer(peer.clone()))
+        .record(Event::new(EventKind::Init).peer(peer.clone()))
         .await?;
     // Nothing of an earlier vault's chain is a checkpoint for this one.
     agent.audit.forget_checkpoint();
     if let Err(e) = agent.save(&mut vault).await {
         agent.audit.record_later(Event {
             decision: Some("failed"),
-            ..Event::new("init")
+            ..Event::new(EventKind::Init)
                 .peer(peer.clone())
                 .reason(e.message.clone())
         });
@@ -85,10 +86,14 @@ pub async fn apply(
     if let Some(dir) = moved {
         agent
             .audit
-            .record(Event::new("init").peer(peer.clone()).reason(format!(
-                "a new vault: the log written under the earlier one was moved to {}",
-                dir.display()
-            )))
+            .record(
+                Event::new(EventKind::Init)
+                    .peer(peer.clone())
+                    .reason(format!(
+                        "a new vault: the log written under the earlier one was moved to {}",
+                        dir.display()
+                    )),
+            )
             .await?;
         traces.insert(0, format!("its log, now moved to {}", dir.display()));
     }
@@ -96,7 +101,7 @@ pub async fn apply(
     // secrets, under a passphrase someone else chose.
     if !traces.is_empty() {
         agent.anomaly(
-            "vault_replaced",
+            AnomalyKind::VaultReplaced,
             format!(
                 "a new vault was made where an earlier one had been ({}) — if you did not run 'jitc init', find the old vault and do not add secrets to this one",
                 traces.join("; ")

@@ -118,7 +118,7 @@ pub(crate) struct Write<'a> {
     pub action: String,
     pub secret: &'a str,
     /// The record kind a wrong passphrase is written as.
-    pub failed: &'static str,
+    pub failed: jitc_protocol::kinds::EventKind,
 }
 
 /// Makes sure a human stands behind a write to an existing or guarded secret: the vault

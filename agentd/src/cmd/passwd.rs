@@ -2,6 +2,7 @@
 //! the new passphrase (fresh salt, same KDF costs) and the vault saved, so the old
 //! passphrase stops working at once. Both passphrases are concealed in every record.
 
+use jitc_protocol::kinds::EventKind;
 use jitc_protocol::{Response, SecretBytes};
 
 use crate::agent::{Agent, Session};
@@ -16,7 +17,7 @@ pub async fn apply(
 ) -> Reply {
     super::check_passphrase(&new)?;
     // Every record of it hides both passphrases.
-    let failed = Event::new("passwd_failed");
+    let failed = Event::new(EventKind::PasswdFailed);
     let peer =
         super::confirm_passphrase_hiding(agent, session, old, failed, &[new.expose()]).await?;
     let check = {
@@ -37,14 +38,14 @@ pub async fn apply(
         .map_err(|e| Refusal::from_vault(&agent.vault_file, e))?;
     agent
         .audit
-        .record(Event::new("passphrase_changed").peer(peer))
+        .record(Event::new(EventKind::PassphraseChanged).peer(peer))
         .await?;
     let previous = vault.set_passphrase(change);
     if let Err(e) = agent.save(vault).await {
         vault.set_passphrase(previous);
         agent.audit.record_later(Event {
             decision: Some("failed"),
-            ..Event::new("passphrase_changed").reason(format!("not done: {}", e.message))
+            ..Event::new(EventKind::PassphraseChanged).reason(format!("not done: {}", e.message))
         });
         return Err(e);
     }

@@ -1,6 +1,7 @@
 //! `RemoveSecret`: delete one secret and save the vault before answering. A human must
 //! stand behind it (see `human_for_write`).
 
+use jitc_protocol::kinds::EventKind;
 use jitc_protocol::{Response, SecretBytes};
 
 use crate::agent::{Agent, Session};
@@ -30,7 +31,7 @@ pub async fn apply(
     let write = super::Write {
         action: format!("removing '{name}'"),
         secret: name,
-        failed: "secret_removed",
+        failed: EventKind::SecretRemoved,
     };
     let peer = match super::human_for_write(agent, session, write, passphrase).await? {
         Ok(peer) => peer,
@@ -51,17 +52,17 @@ pub async fn apply(
         .audit
         .record(Event {
             secrets: vec![name.to_owned()],
-            ..Event::new("secret_removed").peer(peer)
+            ..Event::new(EventKind::SecretRemoved).peer(peer)
         })
         .await?;
     let undo = vault.undo_point(name);
     vault
         .remove(name)
         .map_err(|e| Refusal::from_vault(&agent.vault_file, e))
-        .inspect_err(|e| agent.record_not_done("secret_removed", name, &e.message))?;
+        .inspect_err(|e| agent.record_not_done(EventKind::SecretRemoved, name, &e.message))?;
     if let Err(e) = agent.save(vault).await {
         vault.undo(undo);
-        agent.record_not_done("secret_removed", name, &e.message);
+        agent.record_not_done(EventKind::SecretRemoved, name, &e.message);
         return Err(e);
     }
     tracing::info!(name, "secret removed");

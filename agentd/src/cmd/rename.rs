@@ -2,6 +2,7 @@
 //! human must stand behind it, as for removal: a rename can move a secret out from
 //! under the rule that guards it.
 
+use jitc_protocol::kinds::EventKind;
 use jitc_protocol::{Response, SecretBytes};
 
 use crate::agent::{Agent, Session};
@@ -37,7 +38,7 @@ pub async fn apply(
     let write = super::Write {
         action: format!("renaming '{from}' to '{to}'"),
         secret: from,
-        failed: "secret_renamed",
+        failed: EventKind::SecretRenamed,
     };
     let peer = match super::human_for_write(agent, session, write, passphrase).await? {
         Ok(peer) => peer,
@@ -50,19 +51,19 @@ pub async fn apply(
         .record(Event {
             secrets: vec![from.to_owned(), to.to_owned()],
             reason: Some(format!("renamed '{from}' to '{to}'")),
-            ..Event::new("secret_renamed").peer(peer)
+            ..Event::new(EventKind::SecretRenamed).peer(peer)
         })
         .await?;
     let undo = (vault.undo_point(from), vault.undo_point(to));
     if let Err(e) = vault.rename(from, to) {
         let e = Refusal::from_vault(&agent.vault_file, e);
-        agent.record_not_done("secret_renamed", from, &e.message);
+        agent.record_not_done(EventKind::SecretRenamed, from, &e.message);
         return Err(e);
     }
     if let Err(e) = agent.save(vault).await {
         vault.undo(undo.1);
         vault.undo(undo.0);
-        agent.record_not_done("secret_renamed", from, &e.message);
+        agent.record_not_done(EventKind::SecretRenamed, from, &e.message);
         return Err(e);
     }
     tracing::info!(from, to, "secret renamed");

@@ -3,6 +3,7 @@
 //! passphrase — right or wrong — is concealed wherever a record carries the
 //! requester's command lines.
 
+use jitc_protocol::kinds::{AnomalyKind, EventKind};
 use jitc_protocol::{AuditReport, Response, SecretBytes};
 
 use crate::agent::{Agent, Session};
@@ -58,7 +59,10 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
             // On record before it takes effect: no audit, no unlock.
             agent
                 .audit
-                .record_opening(vault.key(), Event::new("unlock").peer(peer.clone()))
+                .record_opening(
+                    vault.key(),
+                    Event::new(EventKind::Unlock).peer(peer.clone()),
+                )
                 .await?;
             agent.remember_policy(vault.bookkeeping().policy);
             if let Err(e) = agent.install(&mut slot, vault) {
@@ -76,15 +80,15 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
             agent.audit.set_tampered(problem.clone());
             if let Some(problem) = problem {
                 agent.anomaly(
-                    "audit_log_tampered",
+                    AnomalyKind::AuditLogTampered,
                     format!("the audit log does not verify: {problem}"),
-                    Event::new("anomaly").peer(peer),
+                    Event::new(EventKind::Anomaly).peer(peer),
                 );
             }
             Ok(Response::Done)
         }
         Err(VaultError::WrongPassphrase) => {
-            let failed = Event::new("unlock_failed").peer(peer);
+            let failed = Event::new(EventKind::UnlockFailed).peer(peer);
             Err(agent.wrong_passphrase(gate, failed).await)
         }
         Err(e) => {

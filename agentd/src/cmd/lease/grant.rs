@@ -1,5 +1,6 @@
 //! Stage 7, `grant`: on record first, then in the lease table, then to the requester.
 
+use jitc_protocol::kinds::{AnomalyKind, EventKind};
 use std::time::SystemTime;
 
 use jitc_protocol::{LeaseGrant, LeaseRequest, LeasedValue, Response};
@@ -44,7 +45,7 @@ pub(super) async fn grant(
         lease: Some(id),
         ttl_secs: Some(ttl.as_secs()),
         decision: Some("granted"),
-        ..Event::new("lease_granted").merge(base)
+        ..Event::new(EventKind::LeaseGranted).merge(base)
     };
     agent
         .audit
@@ -58,7 +59,7 @@ pub(super) async fn grant(
             // On record as granted, so on record as ended, too.
             agent.audit.record_later(Event {
                 lease: Some(id),
-                ..Event::new("lease_ended")
+                ..Event::new(EventKind::LeaseEnded)
                     .reason("the vault was locked before the lease began")
                     .merge(base)
             });
@@ -86,7 +87,7 @@ pub(super) async fn grant(
     session.leases.push(id);
     for secret in &note_uses(agent, &new_uses, &req.command.path).await {
         agent.anomaly(
-            "new_executable",
+            AnomalyKind::NewExecutable,
             format!(
                 "first use of '{secret}' by {}",
                 base.command.as_deref().unwrap_or("?")
@@ -103,7 +104,7 @@ pub(super) async fn grant(
             .grant(secret, limit, std::time::Instant::now());
         if burst {
             agent.anomaly(
-                "burst",
+                AnomalyKind::Burst,
                 format!("more than {limit} leases of '{secret}' within a minute"),
                 base.clone(),
             );

@@ -1,5 +1,6 @@
 //! Stage 4, `judge`: the policy's verdict, the argv check, the masking floor, the cap.
 
+use jitc_protocol::kinds::AnomalyKind;
 use std::sync::Arc;
 
 use jitc_protocol::{ErrorCode, LeaseRequest};
@@ -108,7 +109,7 @@ pub(super) fn working_hours(agent: &Agent, req: &LeaseRequest, policy: &Policy, 
         "Saturday",
     ];
     agent.anomaly(
-        "outside_working_hours",
+        AnomalyKind::OutsideWorkingHours,
         format!(
             "{} requested at {:02}:{:02} on {}, outside working hours ({text})",
             base.secrets.join(", "),

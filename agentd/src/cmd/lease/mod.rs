@@ -31,6 +31,7 @@ use grant::*;
 pub use holder::{guard, release};
 pub use identify::{Identity, identify};
 use intake::*;
+use jitc_protocol::kinds::EventKind;
 use judge::*;
 pub use judge::{Judged, decide};
 use open::*;
@@ -121,7 +122,7 @@ async fn deny(agent: &Agent, session: &mut Session, denial: Denial) -> Refusal {
         .record(
             Event {
                 decision: Some("denied"),
-                ..Event::new("lease_denied").reason(reason)
+                ..Event::new(EventKind::LeaseDenied).reason(reason)
             }
             .merge(&base),
         )

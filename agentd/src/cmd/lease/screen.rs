@@ -4,6 +4,7 @@
 //! refuses the request, and its record then carries no command line at all: concealing
 //! the value where it stood would tell which of a requester's strings was one.
 
+use jitc_protocol::kinds::AnomalyKind;
 use std::sync::Arc;
 
 use jitc_protocol::{ErrorCode, LeaseRequest, LeasedValue};
@@ -160,7 +161,7 @@ pub(super) async fn screen(
             .map(|exe| needles.conceal(exe))
             .unwrap_or_else(|| format!("pid {}", session.peer.pid));
         agent.anomaly(
-            "canary",
+            AnomalyKind::Canary,
             format!(
                 "canary secret {} requested by {who_asked} (pid {})",
                 canaries.join(", "),

@@ -1,7 +1,7 @@
 //! `Agent`: the daemon's shared state (the vault, when unlocked, and the lease table)
 //! and the one dispatcher that routes each request to its command module.
 
-use jitc_protocol::kinds::{AnomalyKind, EventKind};
+use jitc_protocol::kinds::EventKind;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
@@ -303,22 +303,22 @@ impl Session {
 
 #[derive(Debug)]
 pub struct Agent {
-    pub config: Config,
-    pub vault_file: VaultFile,
+    config: Config,
+    vault_file: VaultFile,
     /// The vault file as the agent last read or wrote it (see `VaultFile::stamp`).
-    pub vault_stamp: StdMutex<Option<crate::vault::FileStamp>>,
+    vault_stamp: StdMutex<Option<crate::vault::FileStamp>>,
     _vault_lock: VaultLock,
     /// `Some` while unlocked. Held across a save so that writes are serialised.
     vault: Mutex<Option<Vault>>,
     /// Serialises passphrase checks, so the backoff cannot be dodged in parallel — nor
     /// by hanging up: a wrong passphrase's delay holds it to the end.
     passphrase_gate: Arc<Mutex<()>>,
-    pub failures: AtomicU32,
-    pub leases: StdMutex<Leases>,
+    failures: AtomicU32,
+    leases: StdMutex<Leases>,
     /// Wakes the expiry timer when the earliest expiry may have changed.
-    pub leases_changed: Notify,
-    pub approvals: StdMutex<Approvals>,
-    pub policy: PolicySource,
+    leases_changed: Notify,
+    approvals: StdMutex<Approvals>,
+    policy_source: PolicySource,
     /// The policy load last recorded (see `PolicySource::stamp`), so each load is
     /// recorded once, not per lease.
     policy_recorded: StdMutex<u64>,
@@ -330,10 +330,10 @@ pub struct Agent {
     /// Set by `jitc stop` (who asked): the server shuts down.
     stop: Notify,
     stop_reason: StdMutex<Option<String>>,
-    pub audit: Audit,
-    /// Behind the burst and repeated-denial anomalies.
-    pub counters: StdMutex<crate::anomaly::Counters>,
-    pub idle: Idle,
+    audit: Audit,
+    /// Every rule that makes an anomaly (see `anomaly`).
+    detector: crate::anomaly::Detector,
+    idle: Idle,
     /// Set once shutdown begins: nothing may unlock the vault after that.
     shutting_down: AtomicBool,
     /// Processes whose command line held a passphrase given to the agent (by pid and
@@ -408,18 +408,55 @@ impl Agent {
             leases: StdMutex::new(Leases::default()),
             leases_changed: Notify::new(),
             approvals: StdMutex::new(Approvals::default()),
-            policy,
+            policy_source: policy,
             policy_recorded: StdMutex::new(0),
             policy_required: StdMutex::new(None),
             approver_error: StdMutex::new(None),
             stop: Notify::new(),
             stop_reason: StdMutex::new(None),
             audit: Audit::start(config_audit),
-            counters: StdMutex::new(Default::default()),
+            detector: crate::anomaly::Detector::default(),
             idle: Idle::new(idle_lock),
             shutting_down: AtomicBool::new(false),
             marks: StdMutex::new(Marks::default()),
         }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn vault_file(&self) -> &VaultFile {
+        &self.vault_file
+    }
+
+    /// The audit trail everything is recorded in.
+    pub fn audit(&self) -> &Audit {
+        &self.audit
+    }
+
+    pub fn idle(&self) -> &Idle {
+        &self.idle
+    }
+
+    /// Wakes the expiry timer when the earliest expiry may have changed.
+    pub fn leases_changed(&self) -> &Notify {
+        &self.leases_changed
+    }
+
+    /// Where the policy file is.
+    pub fn policy_path(&self) -> &std::path::Path {
+        self.policy_source.path()
+    }
+
+    /// Wrong passphrases in a row so far.
+    pub fn failures(&self) -> u32 {
+        self.failures.load(Ordering::SeqCst)
+    }
+
+    /// Notes the vault file as the agent just read or wrote it.
+    pub fn set_vault_stamp(&self, stamp: Option<crate::vault::FileStamp>) {
+        *self.vault_stamp.lock().unwrap_or_else(|p| p.into_inner()) = stamp;
     }
 
     /// The peer as records carry it, with `passphrases` (given in this request, and
@@ -469,8 +506,8 @@ impl Agent {
     /// SHA-256), each failure as a `policy_error`. Also carries a changed `idle_lock`
     /// over to the idle timer (unless a flag fixed it).
     pub fn policy(&self) -> Result<Arc<Policy>, Refusal> {
-        let current = self.policy.current();
-        let stamp = self.policy.stamp();
+        let current = self.policy_source.current();
+        let stamp = self.policy_source.stamp();
         let vanished = !stamp.exists && current.is_ok() && self.required_policy().is_some();
         if let (Ok(_), Some(digest)) = (&current, stamp.sha256) {
             *self
@@ -480,7 +517,7 @@ impl Agent {
         }
         let current = match current {
             Ok(_) if vanished => Err(crate::policy::LoadError::Vanished(
-                self.policy.path().to_path_buf(),
+                self.policy_source.path().to_path_buf(),
             )),
             other => other,
         };
@@ -496,11 +533,11 @@ impl Agent {
                     (Ok(_), Some(digest)) => Event {
                         policy_sha256: Some(crate::audit::chain::hex(&digest)),
                         ..Event::new(EventKind::PolicyLoaded)
-                            .reason(self.policy.path().display().to_string())
+                            .reason(self.policy_source.path().display().to_string())
                     },
                     (Ok(_), None) => Event::new(EventKind::PolicyLoaded).reason(format!(
                         "no policy file at {}: the defaults apply",
-                        self.policy.path().display()
+                        self.policy_source.path().display()
                     )),
                 };
                 self.audit.record_later(event);
@@ -543,7 +580,7 @@ impl Agent {
 
     /// The policy as `jitc status` shows it.
     pub fn policy_state(&self) -> jitc_protocol::PolicyState {
-        let mut state = self.policy.state();
+        let mut state = self.policy_source.state();
         if let Err(r) = self.policy() {
             state.error = Some(r.message.trim_start_matches("refused: ").to_owned());
         }
@@ -882,8 +919,21 @@ impl Agent {
         self.idle.touch();
     }
 
+    /// The anomaly rules.
+    pub fn detector(&self) -> &crate::anomaly::Detector {
+        &self.detector
+    }
+
+    /// Raises `anomaly` if there is one (see `raise`).
+    pub fn raise_if(&self, anomaly: Option<crate::anomaly::Anomaly>, base: Event) {
+        if let Some(a) = anomaly {
+            self.raise(a, base);
+        }
+    }
+
     /// Records an anomaly (and announces it through the policy's `alert_command`).
-    pub fn anomaly(&self, kind: AnomalyKind, description: String, base: Event) {
+    pub fn raise(&self, anomaly: crate::anomaly::Anomaly, base: Event) {
+        let crate::anomaly::Anomaly { kind, description } = anomaly;
         tracing::warn!(kind = kind.as_str(), "{description}");
         self.audit.record_later(Event {
             anomaly: Some(kind),
@@ -892,16 +942,12 @@ impl Agent {
             ..base
         });
         let alert = self
-            .policy
+            .policy_source
             .current()
             .ok()
             .and_then(|p| p.defaults.alert_command.clone());
         let allowed = || {
-            let ok = self
-                .counters
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .alert_allowed(kind.as_str(), std::time::Instant::now());
+            let ok = self.detector.alert_allowed(kind);
             if !ok {
                 tracing::warn!(
                     kind = kind.as_str(),
@@ -932,14 +978,6 @@ impl Agent {
         }
     }
 
-    /// Whether `kind` about `subject` is news: not reported in the last 10 minutes.
-    pub fn first_in_a_while(&self, kind: &str, subject: &str) -> bool {
-        self.counters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .first_in_a_while(kind, subject, std::time::Instant::now())
-    }
-
     /// A wrong passphrase (at unlock, approve, accept, passwd…): recorded as `failed`
     /// (whose peer must already have the passphrase tried concealed), counted toward
     /// the `wrong_passphrases` anomaly, and answered only after the backoff. The
@@ -958,18 +996,13 @@ impl Agent {
         );
         let peer = failed.peer.clone();
         self.audit.record_later(failed.reason("wrong passphrase"));
-        // Said at the threshold, then at every tenth failure of a run that goes on.
-        let n = crate::anomaly::WRONG_PASSPHRASES_BEFORE_ALERT;
-        if failures == n || (failures > n && failures.is_multiple_of(10)) {
-            self.anomaly(
-                AnomalyKind::WrongPassphrases,
-                format!("{failures} wrong passphrases in a row"),
-                Event {
-                    peer,
-                    ..Event::default()
-                },
-            );
-        }
+        self.raise_if(
+            self.detector.wrong_passphrase(failures),
+            Event {
+                peer,
+                ..Event::default()
+            },
+        );
         let delay = backoff(failures);
         let held = tokio::spawn(async move {
             tokio::time::sleep(delay).await;
@@ -1001,24 +1034,10 @@ impl Agent {
                 .and_then(PeerJson::parent_exe)
                 .unwrap_or_else(|| "an unknown program".into()),
         };
-        let repeated = self
-            .counters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .denial(&who, std::time::Instant::now());
-        if repeated {
-            self.anomaly(
-                AnomalyKind::RepeatedDenials,
-                format!(
-                    "{} leases refused to requests from {who} within 10 minutes",
-                    crate::anomaly::DENIALS_BEFORE_ALERT
-                ),
-                base,
-            );
-        }
+        self.raise_if(self.detector.denied(&who), base);
     }
 
-    pub fn record_failure(&self) -> u32 {
+    fn record_failure(&self) -> u32 {
         self.failures.fetch_add(1, Ordering::SeqCst) + 1
     }
 

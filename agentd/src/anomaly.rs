@@ -6,10 +6,175 @@
 //! - a request outside the policy's `working_hours`;
 //! - the first use of a secret by an executable never seen with it before;
 //! - a burst: more than the policy's `burst_per_minute` leases of one secret in a minute;
-//! - repeated denials of one executable, or repeated wrong passphrases.
+//! - repeated denials of one executable, or repeated wrong passphrases;
+//! - a request approved from inside the tree that made it, a log that does not verify,
+//!   a vault made where another had been; and what the audit writer finds (an unclean
+//!   shutdown before it, a flood of rotations).
+//!
+//! Every rule — when something is an anomaly, and what is said about it — is here, in
+//! `Detector`; the agent raises what it returns (`Agent::raise`).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use jitc_protocol::kinds::AnomalyKind;
+
+use crate::policy::hours::WorkingHours;
+
+/// An anomaly found: its kind, and what is said about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anomaly {
+    pub kind: AnomalyKind,
+    pub description: String,
+}
+
+impl Anomaly {
+    pub fn new(kind: AnomalyKind, description: String) -> Anomaly {
+        Anomaly { kind, description }
+    }
+}
+
+const DAY_NAMES: [&str; 7] = [
+    "Sunday",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+];
+
+/// Every rule that turns what happens into an anomaly, with the counters some need.
+#[derive(Debug, Default)]
+pub struct Detector {
+    counters: Mutex<Counters>,
+}
+
+impl Detector {
+    fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
+        self.counters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A request named a canary: always.
+    pub fn canary(&self, canaries: &[String], who: &str, pid: u32) -> Anomaly {
+        Anomaly::new(
+            AnomalyKind::Canary,
+            format!(
+                "canary secret {} requested by {who} (pid {pid})",
+                canaries.join(", ")
+            ),
+        )
+    }
+
+    /// A request for `secrets` at `day` (0 = Sunday) and `minute` of the day: outside
+    /// `hours` (`text` as the policy wrote it), once in 10 minutes for the same secrets.
+    pub fn outside_hours(
+        &self,
+        secrets: &[String],
+        (text, hours): (&str, &WorkingHours),
+        (day, minute): (u8, u32),
+    ) -> Option<Anomaly> {
+        if hours.contains(day, minute)
+            || !self.counters().first_in_a_while(
+                AnomalyKind::OutsideWorkingHours.as_str(),
+                &secrets.join(","),
+                Instant::now(),
+            )
+        {
+            return None;
+        }
+        Some(Anomaly::new(
+            AnomalyKind::OutsideWorkingHours,
+            format!(
+                "{} requested at {:02}:{:02} on {}, outside working hours ({text})",
+                secrets.join(", "),
+                minute / 60,
+                minute % 60,
+                DAY_NAMES[usize::from(day % 7)]
+            ),
+        ))
+    }
+
+    /// `secret` went to `exe` for the first time (the vault remembers what it has seen).
+    pub fn first_use(&self, secret: &str, exe: &str) -> Anomaly {
+        Anomaly::new(
+            AnomalyKind::NewExecutable,
+            format!("first use of '{secret}' by {exe}"),
+        )
+    }
+
+    /// A grant of `secret`: more than `limit` in a minute is a burst (said once a
+    /// minute at most).
+    pub fn granted(&self, secret: &str, limit: u32) -> Option<Anomaly> {
+        self.counters()
+            .grant(secret, limit, Instant::now())
+            .then(|| {
+                Anomaly::new(
+                    AnomalyKind::Burst,
+                    format!("more than {limit} leases of '{secret}' within a minute"),
+                )
+            })
+    }
+
+    /// A refusal for `who`: `DENIALS_BEFORE_ALERT` within 10 minutes are an anomaly.
+    pub fn denied(&self, who: &str) -> Option<Anomaly> {
+        self.counters().denial(who, Instant::now()).then(|| {
+            Anomaly::new(
+                AnomalyKind::RepeatedDenials,
+                format!(
+                    "{DENIALS_BEFORE_ALERT} leases refused to requests from {who} within 10 minutes"
+                ),
+            )
+        })
+    }
+
+    /// The `failures`-th wrong passphrase in a row: said at the threshold, then at every
+    /// tenth of a run that goes on.
+    pub fn wrong_passphrase(&self, failures: u32) -> Option<Anomaly> {
+        let n = WRONG_PASSPHRASES_BEFORE_ALERT;
+        (failures == n || (failures > n && failures.is_multiple_of(10))).then(|| {
+            Anomaly::new(
+                AnomalyKind::WrongPassphrases,
+                format!("{failures} wrong passphrases in a row"),
+            )
+        })
+    }
+
+    /// Request `id` approved by `approver` from inside the tree that made it (`under`).
+    pub fn self_approval(&self, id: u64, approver: u32, under: u32) -> Anomaly {
+        Anomaly::new(
+            AnomalyKind::SelfApproval,
+            format!(
+                "request {id} was approved from inside the process tree that made it (pid {approver}, under pid {under}); refused"
+            ),
+        )
+    }
+
+    /// The log did not verify at unlock.
+    pub fn tampered(&self, problem: &str) -> Anomaly {
+        Anomaly::new(
+            AnomalyKind::AuditLogTampered,
+            format!("the audit log does not verify: {problem}"),
+        )
+    }
+
+    /// A vault was made where an earlier one had been (`traces`: what it left).
+    pub fn vault_replaced(&self, traces: &[String]) -> Anomaly {
+        Anomaly::new(
+            AnomalyKind::VaultReplaced,
+            format!(
+                "a new vault was made where an earlier one had been ({}) — if you did not run 'jitc init', find the old vault and do not add secrets to this one",
+                traces.join("; ")
+            ),
+        )
+    }
+
+    /// Whether another alert command may start now for `kind` (see `Counters`).
+    pub fn alert_allowed(&self, kind: AnomalyKind) -> bool {
+        self.counters().alert_allowed(kind.as_str(), Instant::now())
+    }
+}
 
 /// Denials from one executable within this window that count as "repeated".
 const DENIAL_WINDOW: Duration = Duration::from_secs(600);
@@ -89,7 +254,7 @@ impl Window {
 /// The counters behind the burst and denial anomalies, and the limits on how often
 /// the same thing is reported.
 #[derive(Debug)]
-pub struct Counters {
+struct Counters {
     grants: Window,
     denials: Window,
     /// Reports of the same kind and subject (at most one per window).
@@ -117,13 +282,13 @@ impl Default for Counters {
 impl Counters {
     /// Counts a grant of `secret`; `true` when it makes more than `limit` in a minute
     /// (said once a minute at most).
-    pub fn grant(&mut self, secret: &str, limit: u32, now: Instant) -> bool {
+    fn grant(&mut self, secret: &str, limit: u32, now: Instant) -> bool {
         self.grants.count(secret, limit as usize, now).is_some()
     }
 
     /// Whether `kind` about `subject` was not reported in the last 10 minutes (and now
     /// counts as reported).
-    pub fn first_in_a_while(&mut self, kind: &str, subject: &str, now: Instant) -> bool {
+    fn first_in_a_while(&mut self, kind: &str, subject: &str, now: Instant) -> bool {
         self.reports
             .count(&format!("{kind}\0{subject}"), 0, now)
             .is_some()
@@ -131,13 +296,13 @@ impl Counters {
 
     /// Whether another alert command may start now for an anomaly of `kind` (at most
     /// `ALERTS_PER_MINUTE` of each kind: a flood of one kind does not silence another).
-    pub fn alert_allowed(&mut self, kind: &str, now: Instant) -> bool {
+    fn alert_allowed(&mut self, kind: &str, now: Instant) -> bool {
         self.alerts.push(kind, ALERTS_PER_MINUTE, now) <= ALERTS_PER_MINUTE
     }
 
     /// Counts a denial for `who`; `true` when it reaches `DENIALS_BEFORE_ALERT` within
     /// the window (said once per window at most).
-    pub fn denial(&mut self, who: &str, now: Instant) -> bool {
+    fn denial(&mut self, who: &str, now: Instant) -> bool {
         self.denials
             .count(who, DENIALS_BEFORE_ALERT - 1, now)
             .is_some()

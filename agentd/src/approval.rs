@@ -294,7 +294,7 @@ pub async fn ask(agent: &Agent, session: &mut Session, ask: Ask<'_>) -> Result<(
                 );
                 tracing::warn!(approver = %argv[0], error = %e, "cannot run the approver");
                 agent
-                    .audit
+                    .audit()
                     .record_later(Event::new(EventKind::PolicyError).reason(why.clone()));
                 agent.set_approver_error(Some(why));
                 approver_failed = Some(format!("{} could not be started ({e})", argv[0]));
@@ -320,7 +320,7 @@ pub async fn ask(agent: &Agent, session: &mut Session, ask: Ask<'_>) -> Result<(
         "approval requested"
     );
     agent
-        .audit
+        .audit()
         .record_later(approval_event(EventKind::ApprovalRequested, None));
     let approver_name = approver.as_ref().map_or("the approver", |a| a[0].as_str());
     let approver_answer = async {
@@ -337,7 +337,7 @@ pub async fn ask(agent: &Agent, session: &mut Session, ask: Ask<'_>) -> Result<(
         },
         () = tokio::time::sleep(timeout) => {
             tracing::warn!(approval = id, "approval timed out");
-            agent.audit.record_later(approval_event(EventKind::ApprovalTimedOut, None));
+            agent.audit().record_later(approval_event(EventKind::ApprovalTimedOut, None));
             return Err(Refusal::new(
                 ErrorCode::Refused,
                 format!(
@@ -353,7 +353,7 @@ pub async fn ask(agent: &Agent, session: &mut Session, ask: Ask<'_>) -> Result<(
             tracing::info!(approval = id, "approval granted");
             // On record before it counts (and before once-per-task remembers it).
             agent
-                .audit
+                .audit()
                 .record(approval_event(EventKind::ApprovalGranted, Some(by)))
                 .await
         }
@@ -364,7 +364,7 @@ pub async fn ask(agent: &Agent, session: &mut Session, ask: Ask<'_>) -> Result<(
                 None => why.clone(),
             };
             agent
-                .audit
+                .audit()
                 .record_later(approval_event(EventKind::ApprovalDenied, Some(recorded)));
             Err(Refusal::new(
                 ErrorCode::Refused,

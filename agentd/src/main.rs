@@ -192,7 +192,7 @@ fn serve(args: &Args, bound: &BoundSocket) -> anyhow::Result<()> {
         let shutdown = shutdown_signal()?;
         tracing::info!(
             socket = %bound.path.display(),
-            vault = %agent.vault_file.path().display(),
+            vault = %agent.vault_file().path().display(),
             pid = std::process::id(),
             "listening"
         );

@@ -26,7 +26,7 @@ pub async fn run(listener: UnixListener, agent: Arc<Agent>, shutdown: impl Futur
     let mut server = Listener {
         listener,
         agent: agent.clone(),
-        admission: Arc::new(Admission::new(agent.config.max_connections)),
+        admission: Arc::new(Admission::new(agent.config().max_connections)),
         notify_shutdown,
         done_tx,
     };
@@ -34,7 +34,7 @@ pub async fn run(listener: UnixListener, agent: Arc<Agent>, shutdown: impl Futur
         let agent = agent.clone();
         let task = tokio::spawn({
             let agent = agent.clone();
-            async move { agent.audit.run_writer().await }
+            async move { agent.audit().run_writer().await }
         });
         let abort = task.abort_handle();
         // Should the writer ever die (a bug), nothing may wait for it forever: every
@@ -46,12 +46,12 @@ pub async fn run(listener: UnixListener, agent: Arc<Agent>, shutdown: impl Futur
                 tracing::error!(
                     "the audit writer died; every request that must be recorded is refused"
                 );
-                agent.audit.writer_died();
+                agent.audit().writer_died();
             }
         });
         abort
     };
-    agent.audit.record_later(crate::audit::Event {
+    agent.audit().record_later(crate::audit::Event {
         reason: Some(format!(
             "jitc-agentd {} (pid {})",
             env!("CARGO_PKG_VERSION"),
@@ -91,7 +91,7 @@ pub async fn run(listener: UnixListener, agent: Arc<Agent>, shutdown: impl Futur
     agent.shut_down().await;
     let mut stop = crate::audit::Event::new(EventKind::Stop);
     stop.reason = stopped_by;
-    let _ = agent.audit.record(stop).await;
+    let _ = agent.audit().record(stop).await;
     writer.abort();
 }
 
@@ -99,8 +99,11 @@ pub async fn run(listener: UnixListener, agent: Arc<Agent>, shutdown: impl Futur
 /// before this one, a flood of rotations.
 async fn audit_alerts(agent: Arc<Agent>) {
     loop {
-        for (kind, description) in agent.audit.take_alerts().await {
-            agent.anomaly(kind, description, crate::audit::Event::default());
+        for (kind, description) in agent.audit().take_alerts().await {
+            agent.raise(
+                crate::anomaly::Anomaly::new(kind, description),
+                crate::audit::Event::default(),
+            );
         }
     }
 }
@@ -108,11 +111,11 @@ async fn audit_alerts(agent: Arc<Agent>) {
 /// Locks the vault once it has gone unused for the idle period with no lease active.
 async fn idle_lock(agent: Arc<Agent>) {
     loop {
-        agent.idle.expired().await;
+        agent.idle().expired().await;
         if agent.leases_mut().is_empty() {
             agent.lock("the vault locked itself after being idle").await;
         }
-        agent.idle.touch();
+        agent.idle().touch();
     }
 }
 
@@ -143,7 +146,7 @@ async fn expire_leases(agent: Arc<Agent>) {
                     agent.ended_by_agent(vec![lease], &reason);
                 }
             }
-            () = agent.leases_changed.notified() => {}
+            () = agent.leases_changed().notified() => {}
         }
     }
 }
@@ -327,11 +330,11 @@ impl Handler {
                 return;
             }
         };
-        let (mut reader, mut writer) = split(stream, self.agent.config.frame_timeout);
+        let (mut reader, mut writer) = split(stream, self.agent.config().frame_timeout);
         let me = nix::unistd::geteuid().as_raw();
         if peer.uid != me && peer.uid != 0 {
             tracing::warn!(pid = peer.pid, uid = peer.uid, exe = ?peer.exe, "refused a peer of another user");
-            self.agent.audit.record_later(
+            self.agent.audit().record_later(
                 crate::audit::Event::new(EventKind::PeerRefused)
                     .peer(crate::audit::PeerJson::new(
                         &peer,
@@ -368,7 +371,7 @@ impl Handler {
         writer: &mut FrameWriter,
     ) -> Result<bool, ConnError> {
         // The first frame must be a Hello, and arrive promptly.
-        let first = tokio::time::timeout(self.agent.config.frame_timeout, reader.read_request())
+        let first = tokio::time::timeout(self.agent.config().frame_timeout, reader.read_request())
             .await
             .map_err(|_| ConnError::Stalled)??;
         let (reply, go_on) = match first {
@@ -416,7 +419,7 @@ impl Handler {
         if !self.greet(reader, writer).await? {
             return Ok(());
         }
-        let idle_limit = self.agent.config.connection_timeout;
+        let idle_limit = self.agent.config().connection_timeout;
         loop {
             // A connection that holds nothing and says nothing is let go: silent ones
             // must not use up the connections others need.

@@ -57,7 +57,7 @@ pub async fn apply(agent: &Agent, session: &mut Session, mut add: AddSecret) -> 
         .contains(&add.name);
     if exists && !add.replace {
         return Err(Refusal::from_vault(
-            &agent.vault_file,
+            agent.vault_file(),
             crate::vault::VaultError::Exists(add.name),
         ));
     }
@@ -105,7 +105,7 @@ pub async fn apply(agent: &Agent, session: &mut Session, mut add: AddSecret) -> 
     }
     // On record before it takes effect.
     agent
-        .audit
+        .audit()
         .record(Event {
             // Not whether it is a canary: the log is there for anything running as the
             // user to read, and a canary must look like any secret.
@@ -122,7 +122,7 @@ pub async fn apply(agent: &Agent, session: &mut Session, mut add: AddSecret) -> 
             add.replace,
             add.canary,
         )
-        .map_err(|e| Refusal::from_vault(&agent.vault_file, e))
+        .map_err(|e| Refusal::from_vault(agent.vault_file(), e))
         .inspect_err(|e| agent.record_not_done(event, &add.name, &e.message))?;
     if let Err(e) = agent.save(vault).await {
         vault.undo(undo);
@@ -151,12 +151,12 @@ pub async fn describe(
     let vault = slot.as_mut().ok_or_else(Refusal::locked)?;
     if !vault.contains(name) {
         return Err(Refusal::from_vault(
-            &agent.vault_file,
+            agent.vault_file(),
             crate::vault::VaultError::NoSuchSecret(name.to_owned()),
         ));
     }
     agent
-        .audit
+        .audit()
         .record(Event {
             secrets: vec![name.to_owned()],
             reason: Some("description changed".into()),
@@ -166,7 +166,7 @@ pub async fn describe(
     let undo = vault.undo_point(name);
     vault
         .describe(name, description)
-        .map_err(|e| Refusal::from_vault(&agent.vault_file, e))?;
+        .map_err(|e| Refusal::from_vault(agent.vault_file(), e))?;
     if let Err(e) = agent.save(vault).await {
         vault.undo(undo);
         agent.record_not_done(EventKind::SecretDescribed, name, &e.message);

@@ -2,7 +2,7 @@
 //! use. Approving takes the vault passphrase (slowed down when wrong, like `unlock`)
 //! and is refused to the requesting process and everything it started.
 
-use jitc_protocol::kinds::{AnomalyKind, EventKind};
+use jitc_protocol::kinds::EventKind;
 use jitc_protocol::{ErrorCode, Response, SecretBytes};
 
 use crate::agent::{Agent, Session};
@@ -46,12 +46,8 @@ pub async fn approve(
             via = p.pid,
             "self-approval refused"
         );
-        agent.anomaly(
-            AnomalyKind::SelfApproval,
-            format!(
-                "request {id} was approved from inside the process tree that made it (pid {approver_pid}, under pid {}); refused",
-                p.pid
-            ),
+        agent.raise(
+            agent.detector().self_approval(id, approver_pid, p.pid),
             Event {
                 approval: Some(id),
                 ..Event::default().peer(agent.hiding_passphrases(session, &[passphrase.expose()]))

@@ -29,14 +29,14 @@ enum Checkpoints {
 /// The whole log checked with the unlocked vault's key, and against `which`
 /// checkpoints.
 async fn check(agent: &Agent, which: Checkpoints) -> Result<AuditReport, Refusal> {
-    agent.audit.flush().await;
+    agent.audit().flush().await;
     let (key, stored, sidecar_problem) = {
         let slot = agent.unlocked().await?;
         let vault = slot.as_ref().ok_or_else(Refusal::locked)?;
         let (stored, problem) = super::unlock::checkpoints(agent, vault);
         (chain::derive_key(vault.key()), stored, problem)
     };
-    let running = agent.audit.last_keyed();
+    let running = agent.audit().last_keyed();
     let checkpoints: Vec<_> = match which {
         Checkpoints::All => running.into_iter().chain(stored).collect(),
         Checkpoints::Running => running.into_iter().collect(),
@@ -46,8 +46,8 @@ async fn check(agent: &Agent, which: Checkpoints) -> Result<AuditReport, Refusal
         Checkpoints::All => sidecar_problem,
         _ => None,
     };
-    let current = agent.audit.path().to_path_buf();
-    let files = agent.audit.open_files(false);
+    let current = agent.audit().path().to_path_buf();
+    let files = agent.audit().open_files(false);
     let mut report = tokio::task::spawn_blocking(move || {
         verify_files(
             files,
@@ -77,7 +77,11 @@ pub async fn accept(agent: &Agent, session: &mut Session, passphrase: SecretByte
     let Some(problem) = report.problem else {
         return Ok(Response::AuditReport(report));
     };
-    let dir = agent.audit.path().parent().unwrap_or(agent.audit.path());
+    let dir = agent
+        .audit()
+        .path()
+        .parent()
+        .unwrap_or(agent.audit().path());
     if let Some(damage) = check(agent, Checkpoints::None).await?.problem {
         return Err(Refusal::new(
             ErrorCode::Failure,
@@ -109,7 +113,7 @@ pub async fn accept(agent: &Agent, session: &mut Session, passphrase: SecretByte
             ));
         }
         agent
-            .audit
+            .audit()
             .record(
                 Event::new(EventKind::AuditAccepted)
                     .peer(peer)
@@ -119,7 +123,7 @@ pub async fn accept(agent: &Agent, session: &mut Session, passphrase: SecretByte
         vault.set_audit_checkpoint(None);
         agent.save_checkpoint(vault).await?;
     }
-    agent.audit.set_tampered(None);
+    agent.audit().set_tampered(None);
     tracing::warn!("audit log accepted as it is; the break is on record");
     Ok(Response::AuditReport(check(agent, Checkpoints::All).await?))
 }

@@ -84,19 +84,19 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
 pub async fn reset(agent: &Agent, session: &mut Session, passphrase: SecretBytes) -> Reply {
     let failed = Event::new(EventKind::PolicyResetFailed);
     let peer = super::confirm_passphrase(agent, session, passphrase, failed).await?;
-    if agent.policy.path().exists() {
+    if agent.policy_path().exists() {
         return Err(Refusal::new(
             ErrorCode::Failure,
             format!(
                 "the policy at {} is there: nothing to reset (edit or remove it; removing it then needs 'jitc policy reset')",
-                agent.policy.path().display()
+                agent.policy_path().display()
             ),
         ));
     }
     let mut slot = agent.unlocked().await?;
     let vault = slot.as_mut().ok_or_else(Refusal::locked)?;
     agent
-        .audit
+        .audit()
         .record(
             Event::new(EventKind::PolicyReset)
                 .peer(peer)

@@ -1,6 +1,6 @@
 //! `Init`: create a new vault, refusing to overwrite one; it is left unlocked.
 
-use jitc_protocol::kinds::{AnomalyKind, EventKind};
+use jitc_protocol::kinds::EventKind;
 use jitc_protocol::{ErrorCode, KdfParams, Response, SecretBytes};
 
 use crate::agent::{Agent, Session};
@@ -27,16 +27,16 @@ pub async fn apply(
             ErrorCode::Failure,
             format!(
                 "a vault is unlocked (and its file is no longer at {}); put it back, or lock it with 'jitc lock' first",
-                agent.vault_file.path().display()
+                agent.vault_file().path().display()
             ),
         ));
     }
-    if agent.vault_file.exists() {
+    if agent.vault_file().exists() {
         return Err(Refusal::new(
             ErrorCode::Failure,
             format!(
                 "a vault already exists at {}; unlock it with 'jitc unlock', or move it away to start over",
-                agent.vault_file.path().display()
+                agent.vault_file().path().display()
             ),
         ));
     }
@@ -50,19 +50,19 @@ pub async fn apply(
         tokio::task::spawn_blocking(move || (Vault::create(passphrase.expose(), kdf), gate))
             .await
             .map_err(|_| Refusal::internal("creating the vault"))?;
-    let mut vault = created.map_err(|e| Refusal::from_vault(&agent.vault_file, e))?;
+    let mut vault = created.map_err(|e| Refusal::from_vault(agent.vault_file(), e))?;
     // On record before it takes effect, but not keyed yet: if the vault never reaches
     // the disk, no line may carry a tag made with its key (nothing could check it).
     // The next keyed line seals it.
-    agent.audit.set_key(None);
+    agent.audit().set_key(None);
     agent
-        .audit
+        .audit()
         .record(Event::new(EventKind::Init).peer(peer.clone()))
         .await?;
     // Nothing of an earlier vault's chain is a checkpoint for this one.
-    agent.audit.forget_checkpoint();
+    agent.audit().forget_checkpoint();
     if let Err(e) = agent.save(&mut vault).await {
-        agent.audit.record_later(Event {
+        agent.audit().record_later(Event {
             decision: Some("failed"),
             ..Event::new(EventKind::Init)
                 .peer(peer.clone())
@@ -72,20 +72,20 @@ pub async fn apply(
     }
     // Lines keyed by an earlier vault could never be checked with this one's key: that
     // log (ending with the line above) is moved aside and a new chain begins.
-    let moved = agent.audit.new_chain().await.map_err(|e| {
+    let moved = agent.audit().new_chain().await.map_err(|e| {
         Refusal::new(
             e.code,
             format!(
                 "the vault was created, but the log of the earlier one could not be moved aside ({}); move {}* aside yourself, then run 'jitc unlock'",
                 e.message,
-                agent.audit.path().display()
+                agent.audit().path().display()
             ),
         )
     })?;
     let mut traces = traces;
     if let Some(dir) = moved {
         agent
-            .audit
+            .audit()
             .record(
                 Event::new(EventKind::Init)
                     .peer(peer.clone())
@@ -100,24 +100,20 @@ pub async fn apply(
     // The user may not know: a vault they did not create would take their next
     // secrets, under a passphrase someone else chose.
     if !traces.is_empty() {
-        agent.anomaly(
-            AnomalyKind::VaultReplaced,
-            format!(
-                "a new vault was made where an earlier one had been ({}) — if you did not run 'jitc init', find the old vault and do not add secrets to this one",
-                traces.join("; ")
-            ),
+        agent.raise(
+            agent.detector().vault_replaced(&traces),
             Event::default().peer(peer.clone()),
         );
     }
-    agent.audit.set_key(Some(vault.key()));
+    agent.audit().set_key(Some(vault.key()));
     tracing::info!(
-        vault = %agent.vault_file.path().display(),
+        vault = %agent.vault_file().path().display(),
         kdf_memory_mib = kdf.memory_mib,
         kdf_iterations = kdf.iterations,
         "vault created"
     );
     if let Err(e) = agent.install(&mut slot, vault) {
-        agent.audit.set_key(None);
+        agent.audit().set_key(None);
         return Err(e);
     }
     Ok(Response::Done)
@@ -128,15 +124,15 @@ pub async fn apply(
 /// same-user process can remove them all; the README says what that leaves.
 fn earlier_vault_traces(agent: &Agent) -> Vec<String> {
     let mut traces = Vec::new();
-    let backup = agent.vault_file.backup_path();
+    let backup = agent.vault_file().backup_path();
     if backup.exists() {
         traces.push(format!("its backup {}", backup.display()));
     }
-    let sidecar = agent.audit.sidecar_path();
+    let sidecar = agent.audit().sidecar_path();
     if sidecar.exists() {
         traces.push(format!("its audit checkpoint {}", sidecar.display()));
     }
-    let log = agent.audit.path();
+    let log = agent.audit().path();
     if let (Some(dir), Some(name)) = (log.parent(), log.file_name()) {
         let name = name.to_string_lossy();
         let earlier = std::fs::read_dir(dir)

@@ -32,7 +32,7 @@ pub fn revoke(agent: &Agent, lease: Option<u64>) -> Reply {
     };
     let count = ended.len();
     agent.ended_by_agent(ended, REASON);
-    agent.leases_changed.notify_one();
+    agent.leases_changed().notify_one();
     tracing::info!(lease = ?lease, count, "leases revoked");
     Ok(Response::Revoked {
         count: u32::try_from(count).unwrap_or(u32::MAX),

@@ -98,7 +98,7 @@ async fn confirm_passphrase_hiding(
         Err(VaultError::WrongPassphrase) => {
             return Err(agent.wrong_passphrase(gate, failed.peer(peer)).await);
         }
-        Err(e) => return Err(Refusal::from_vault(&agent.vault_file, e)),
+        Err(e) => return Err(Refusal::from_vault(agent.vault_file(), e)),
     };
     let same_vault = agent
         .vault_slot()

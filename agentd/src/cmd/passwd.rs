@@ -30,20 +30,20 @@ pub async fn apply(
     let kek = tokio::task::spawn_blocking(move || check.derive_new(new.expose()))
         .await
         .map_err(|_| Refusal::internal("deriving the new key"))?
-        .map_err(|e| Refusal::from_vault(&agent.vault_file, e))?;
+        .map_err(|e| Refusal::from_vault(agent.vault_file(), e))?;
     let mut slot = agent.unlocked().await?;
     let vault = slot.as_mut().ok_or_else(Refusal::locked)?;
     let change = vault
         .rewrapped(kek)
-        .map_err(|e| Refusal::from_vault(&agent.vault_file, e))?;
+        .map_err(|e| Refusal::from_vault(agent.vault_file(), e))?;
     agent
-        .audit
+        .audit()
         .record(Event::new(EventKind::PassphraseChanged).peer(peer))
         .await?;
     let previous = vault.set_passphrase(change);
     if let Err(e) = agent.save(vault).await {
         vault.set_passphrase(previous);
-        agent.audit.record_later(Event {
+        agent.audit().record_later(Event {
             decision: Some("failed"),
             ..Event::new(EventKind::PassphraseChanged).reason(format!("not done: {}", e.message))
         });

@@ -24,7 +24,7 @@ pub async fn apply(
         .contains(name);
     if !known {
         return Err(Refusal::from_vault(
-            &agent.vault_file,
+            agent.vault_file(),
             VaultError::NoSuchSecret(name.to_owned()),
         ));
     }
@@ -43,13 +43,13 @@ pub async fn apply(
     };
     if !vault.contains(name) {
         return Err(Refusal::from_vault(
-            &agent.vault_file,
+            agent.vault_file(),
             VaultError::NoSuchSecret(name.to_owned()),
         ));
     }
     // On record before it takes effect.
     agent
-        .audit
+        .audit()
         .record(Event {
             secrets: vec![name.to_owned()],
             ..Event::new(EventKind::SecretRemoved).peer(peer)
@@ -58,7 +58,7 @@ pub async fn apply(
     let undo = vault.undo_point(name);
     vault
         .remove(name)
-        .map_err(|e| Refusal::from_vault(&agent.vault_file, e))
+        .map_err(|e| Refusal::from_vault(agent.vault_file(), e))
         .inspect_err(|e| agent.record_not_done(EventKind::SecretRemoved, name, &e.message))?;
     if let Err(e) = agent.save(vault).await {
         vault.undo(undo);

@@ -24,13 +24,13 @@ pub async fn apply(
         let vault = slot.as_ref().ok_or_else(Refusal::locked)?;
         if !vault.contains(from) {
             return Err(Refusal::from_vault(
-                &agent.vault_file,
+                agent.vault_file(),
                 VaultError::NoSuchSecret(from.to_owned()),
             ));
         }
         if vault.contains(to) {
             return Err(Refusal::from_vault(
-                &agent.vault_file,
+                agent.vault_file(),
                 VaultError::Exists(to.to_owned()),
             ));
         }
@@ -47,7 +47,7 @@ pub async fn apply(
     let mut slot = agent.unlocked().await?;
     let vault = slot.as_mut().ok_or_else(Refusal::locked)?;
     agent
-        .audit
+        .audit()
         .record(Event {
             secrets: vec![from.to_owned(), to.to_owned()],
             reason: Some(format!("renamed '{from}' to '{to}'")),
@@ -56,7 +56,7 @@ pub async fn apply(
         .await?;
     let undo = (vault.undo_point(from), vault.undo_point(to));
     if let Err(e) = vault.rename(from, to) {
-        let e = Refusal::from_vault(&agent.vault_file, e);
+        let e = Refusal::from_vault(agent.vault_file(), e);
         agent.record_not_done(EventKind::SecretRenamed, from, &e.message);
         return Err(e);
     }

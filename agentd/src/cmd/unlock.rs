@@ -3,7 +3,7 @@
 //! passphrase — right or wrong — is concealed wherever a record carries the
 //! requester's command lines.
 
-use jitc_protocol::kinds::{AnomalyKind, EventKind};
+use jitc_protocol::kinds::EventKind;
 use jitc_protocol::{AuditReport, Response, SecretBytes};
 
 use crate::agent::{Agent, Session};
@@ -18,16 +18,16 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
     super::check_passphrase(&passphrase)?;
     let gate = agent.passphrase_gate().await;
     if agent.vault_slot().await.is_some() {
-        agent.idle.touch();
+        agent.idle().touch();
         return Ok(Response::Done);
     }
-    let file = agent.vault_file.clone();
-    let stamp = agent.vault_file.stamp();
+    let file = agent.vault_file().clone();
+    let stamp = agent.vault_file().stamp();
     let bytes = tokio::task::spawn_blocking(move || file.read())
         .await
         .map_err(|_| Refusal::internal("reading the vault"))?
         .map_err(Refusal::from_file)?
-        .ok_or_else(|| Refusal::no_vault(&agent.vault_file))?;
+        .ok_or_else(|| Refusal::no_vault(agent.vault_file()))?;
     // The gate goes with the work: a client that hangs up mid-Argon2 does not free it
     // for the next attempt while this one still runs (nor pile up Argon2's memory).
     let (opened, passphrase, gate) = tokio::task::spawn_blocking(move || {
@@ -58,7 +58,7 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
             }
             // On record before it takes effect: no audit, no unlock.
             agent
-                .audit
+                .audit()
                 .record_opening(
                     vault.key(),
                     Event::new(EventKind::Unlock).peer(peer.clone()),
@@ -66,10 +66,10 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
                 .await?;
             agent.remember_policy(vault.bookkeeping().policy);
             if let Err(e) = agent.install(&mut slot, vault) {
-                agent.audit.set_key(None);
+                agent.audit().set_key(None);
                 return Err(e);
             }
-            *agent.vault_stamp.lock().unwrap_or_else(|p| p.into_inner()) = stamp;
+            agent.set_vault_stamp(stamp);
             // A policy in force now is remembered at once (see `persist_bookkeeping`).
             let _ = agent.policy();
             if let Some(vault) = slot.as_mut() {
@@ -77,12 +77,11 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
             }
             drop(slot);
             drop(gate);
-            agent.audit.set_tampered(problem.clone());
+            agent.audit().set_tampered(problem.clone());
             if let Some(problem) = problem {
-                agent.anomaly(
-                    AnomalyKind::AuditLogTampered,
-                    format!("the audit log does not verify: {problem}"),
-                    Event::new(EventKind::Anomaly).peer(peer),
+                agent.raise(
+                    agent.detector().tampered(&problem),
+                    Event::default().peer(peer),
                 );
             }
             Ok(Response::Done)
@@ -93,7 +92,7 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
         }
         Err(e) => {
             tracing::error!(error = %e, "unlock failed");
-            Err(Refusal::from_vault(&agent.vault_file, e))
+            Err(Refusal::from_vault(agent.vault_file(), e))
         }
     }
 }
@@ -107,7 +106,7 @@ pub fn checkpoints(agent: &Agent, vault: &Vault) -> (Vec<(u64, Tag)>, Option<Str
         .map(|c| (c.seq, c.tag))
         .into_iter()
         .collect();
-    let path = agent.audit.sidecar_path();
+    let path = agent.audit().sidecar_path();
     let problem = match sidecar::read(&path, &key) {
         Found::At(seq, tag) => {
             out.push((seq, tag));
@@ -135,7 +134,7 @@ async fn check_log(agent: &Agent, vault: &Vault) -> Option<String> {
         return sidecar_problem;
     }
     let key = derive_key(vault.key());
-    let newest = agent.audit.open_files(true);
+    let newest = agent.audit().open_files(true);
     let report =
         tokio::task::spawn_blocking(move || verify_files(newest, &key, &checkpoints, None));
     let problem = match report.await {

@@ -1,6 +1,6 @@
 //! Stage 7, `grant`: on record first, then in the lease table, then to the requester.
 
-use jitc_protocol::kinds::{AnomalyKind, EventKind};
+use jitc_protocol::kinds::EventKind;
 use std::time::SystemTime;
 
 use jitc_protocol::{LeaseGrant, LeaseRequest, LeasedValue, Response};
@@ -48,7 +48,7 @@ pub(super) async fn grant(
         ..Event::new(EventKind::LeaseGranted).merge(base)
     };
     agent
-        .audit
+        .audit()
         .record(granted)
         .await
         .map_err(Denial::unrecorded)?;
@@ -57,7 +57,7 @@ pub(super) async fn grant(
         if leases.epoch != epoch {
             drop(leases);
             // On record as granted, so on record as ended, too.
-            agent.audit.record_later(Event {
+            agent.audit().record_later(Event {
                 lease: Some(id),
                 ..Event::new(EventKind::LeaseEnded)
                     .reason("the vault was locked before the lease began")
@@ -82,33 +82,16 @@ pub(super) async fn grant(
         })
     };
     if earliest {
-        agent.leases_changed.notify_one();
+        agent.leases_changed().notify_one();
     }
     session.leases.push(id);
+    let exe = base.command.as_deref().unwrap_or("?");
     for secret in &note_uses(agent, &new_uses, &req.command.path).await {
-        agent.anomaly(
-            AnomalyKind::NewExecutable,
-            format!(
-                "first use of '{secret}' by {}",
-                base.command.as_deref().unwrap_or("?")
-            ),
-            base.clone(),
-        );
+        agent.raise(agent.detector().first_use(secret, exe), base.clone());
     }
     let limit = judged.policy.defaults.burst_per_minute;
     for secret in &req.secrets {
-        let burst = agent
-            .counters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .grant(secret, limit, std::time::Instant::now());
-        if burst {
-            agent.anomaly(
-                AnomalyKind::Burst,
-                format!("more than {limit} leases of '{secret}' within a minute"),
-                base.clone(),
-            );
-        }
+        agent.raise_if(agent.detector().granted(secret, limit), base.clone());
     }
     Ok(Response::Leased(LeaseGrant {
         lease: id,

@@ -19,7 +19,7 @@ pub fn release(agent: &Agent, session: &mut Session, id: u64) {
         tracing::debug!(lease = id, "lease released");
         agent.record_ended(&lease, "released by its holder");
     }
-    agent.idle.touch();
+    agent.idle().touch();
 }
 
 /// The holder of lease `id` started its command: the process groups its children lead

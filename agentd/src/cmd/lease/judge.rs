@@ -1,6 +1,5 @@
 //! Stage 4, `judge`: the policy's verdict, the argv check, the masking floor, the cap.
 
-use jitc_protocol::kinds::AnomalyKind;
 use std::sync::Arc;
 
 use jitc_protocol::{ErrorCode, LeaseRequest};
@@ -56,7 +55,7 @@ pub(super) fn judge(
 ) -> Result<Judged, Denial> {
     let base = &screened.base;
     let judged = decide(agent, req, who).map_err(|r| Denial::plain(r, base))?;
-    working_hours(agent, req, &judged.policy, base);
+    working_hours(agent, &judged.policy, base);
     if let Some(why) = &judged.decision.refusal {
         // It may quote the command path: recorded concealed, or not at all where a
         // value was found in the request (its position would answer a guess).
@@ -89,34 +88,14 @@ pub(super) fn check_lease_cap(agent: &Agent, uid: u32, policy: &Policy) -> Resul
 }
 
 /// A request outside the policy's working hours is an anomaly (once in a while).
-pub(super) fn working_hours(agent: &Agent, req: &LeaseRequest, policy: &Policy, base: &Event) {
+pub(super) fn working_hours(agent: &Agent, policy: &Policy, base: &Event) {
     let Some((text, hours)) = &policy.defaults.working_hours else {
         return;
     };
-    let (day, minute) = crate::policy::hours::local_now();
-    if hours.contains(day, minute)
-        || !agent.first_in_a_while("outside_working_hours", &req.secrets.join(","))
-    {
-        return;
-    }
-    const DAYS: [&str; 7] = [
-        "Sunday",
-        "Monday",
-        "Tuesday",
-        "Wednesday",
-        "Thursday",
-        "Friday",
-        "Saturday",
-    ];
-    agent.anomaly(
-        AnomalyKind::OutsideWorkingHours,
-        format!(
-            "{} requested at {:02}:{:02} on {}, outside working hours ({text})",
-            base.secrets.join(", "),
-            minute / 60,
-            minute % 60,
-            DAYS[usize::from(day % 7)]
-        ),
-        base.clone(),
-    );
+    let now = crate::policy::hours::local_now();
+    // The secrets as recorded (names the vault does not hold left out).
+    let found = agent
+        .detector()
+        .outside_hours(&base.secrets, (text, hours), now);
+    agent.raise_if(found, base.clone());
 }

@@ -118,7 +118,7 @@ async fn deny(agent: &Agent, session: &mut Session, denial: Denial) -> Refusal {
     let (base, reason) = *record;
     tracing::warn!(pid = session.peer.pid, reason, "lease refused");
     let recorded = agent
-        .audit
+        .audit()
         .record(
             Event {
                 decision: Some("denied"),

@@ -29,7 +29,7 @@ pub(super) async fn open(
             }),
             Err(e) => {
                 let unknown = matches!(e, crate::vault::VaultError::NoSuchSecret(_));
-                let refusal = Refusal::from_vault(&agent.vault_file, e);
+                let refusal = Refusal::from_vault(agent.vault_file(), e);
                 return Err(if unknown {
                     Denial::new(refusal, base, UNKNOWN_NAME)
                 } else {

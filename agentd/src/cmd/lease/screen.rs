@@ -4,7 +4,6 @@
 //! refuses the request, and its record then carries no command line at all: concealing
 //! the value where it stood would tell which of a requester's strings was one.
 
-use jitc_protocol::kinds::AnomalyKind;
 use std::sync::Arc;
 
 use jitc_protocol::{ErrorCode, LeaseRequest, LeasedValue};
@@ -101,7 +100,7 @@ pub(super) async fn screen(
             }),
             Err(e) => {
                 let is_unknown = matches!(e, crate::vault::VaultError::NoSuchSecret(_));
-                let refusal = Refusal::from_vault(&agent.vault_file, e);
+                let refusal = Refusal::from_vault(agent.vault_file(), e);
                 let recorded = if is_unknown {
                     unknown.push(name.clone());
                     UNKNOWN_NAME.to_owned()
@@ -160,15 +159,10 @@ pub(super) async fn screen(
             .filter(|_| !withheld)
             .map(|exe| needles.conceal(exe))
             .unwrap_or_else(|| format!("pid {}", session.peer.pid));
-        agent.anomaly(
-            AnomalyKind::Canary,
-            format!(
-                "canary secret {} requested by {who_asked} (pid {})",
-                canaries.join(", "),
-                session.peer.pid
-            ),
-            base.clone(),
-        );
+        let found = agent
+            .detector()
+            .canary(&canaries, &who_asked, session.peer.pid);
+        agent.raise(found, base.clone());
     }
     if let Some((refusal, reason)) = malformed {
         return Err(Denial::new(refusal, &base, reason));

@@ -63,7 +63,7 @@ async fn fixture(policy: &str) -> Fixture {
     // The audit writer, as `server::run` starts it.
     tokio::spawn({
         let agent = agent.clone();
-        async move { agent.audit.run_writer().await }
+        async move { agent.audit().run_writer().await }
     });
     let mut s = session();
     let init = Request::Init {

@@ -959,7 +959,7 @@ impl Agent {
         if let Some(argv) = alert
             && allowed()
         {
-            let spawned = tokio::process::Command::new(&argv[0])
+            let spawned = crate::socket::child_command(&argv[0])
                 .args(&argv[1..])
                 .arg(format!("jitc: {description}"))
                 .stdin(std::process::Stdio::null())

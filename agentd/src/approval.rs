@@ -275,7 +275,7 @@ pub async fn ask(agent: &Agent, session: &mut Session, ask: Ask<'_>) -> Result<(
     let approver = defaults.approver.clone();
     let mut approver_failed = None;
     let mut asked = approver.as_ref().and_then(|argv| {
-        let mut c = tokio::process::Command::new(&argv[0]);
+        let mut c = crate::socket::child_command(&argv[0]);
         c.args(&argv[1..])
             .arg(prompt(id, &ask.action, &ask.scope))
             .stdin(Stdio::null())

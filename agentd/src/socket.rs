@@ -141,6 +141,20 @@ pub fn bind(path: &Path) -> Result<BoundSocket, SocketError> {
     })
 }
 
+/// What systemd's socket activation sets in our environment: meant for us alone, so
+/// every program the agent starts is started without them (see `child_command`).
+const SYSTEMD_VARS: [&str; 3] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"];
+
+/// A program the agent starts (the approver, the alert command), without the variables
+/// socket activation left for the agent.
+pub fn child_command(program: &str) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(program);
+    for v in SYSTEMD_VARS {
+        c.env_remove(v);
+    }
+    c
+}
+
 /// The listening socket systemd passed (fd 3), if this process was socket-activated.
 #[allow(unsafe_code)]
 pub fn from_systemd() -> Result<Option<BoundSocket>, SocketError> {
@@ -154,13 +168,6 @@ pub fn from_systemd() -> Result<Option<BoundSocket>, SocketError> {
         .ok()
         .and_then(|n| n.parse::<i32>().ok())
         .unwrap_or(0);
-    // SAFETY: only the environment of this single-threaded start-up is modified, before
-    // any other thread exists. The variables must not leak into processes we spawn.
-    unsafe {
-        std::env::remove_var("LISTEN_PID");
-        std::env::remove_var("LISTEN_FDS");
-        std::env::remove_var("LISTEN_FDNAMES");
-    }
     if !pid_ok || fds < 1 {
         return Ok(None);
     }

@@ -223,6 +223,21 @@ fn socket_activation_by_systemd() {
     let mut init = env.jitc(&INIT_ARGS);
     init.env("JITC_SOCK", &sock);
     run_with_stdin(init, Some(format!("{PASSPHRASE}\n").as_bytes())).ok();
+    // What the programs the agent starts see: not the variables systemd left for it.
+    let mut add = env.jitc(&["add", "X"]);
+    add.env("JITC_SOCK", &sock);
+    run_with_stdin(add, Some(b"value-of-x-1234")).ok();
+    let seen = env.root().join("approver-env");
+    env.write_policy(&format!(
+        "[defaults]\napprover = [\"/bin/sh\", \"-c\", \"env > {}; exit 1\"]\n[[rule]]\nsecrets = [\"X\"]\napproval = \"always\"\n",
+        seen.display()
+    ));
+    let mut exec = env.jitc(&["exec", "-s", "X", "--", "true"]);
+    exec.env("JITC_SOCK", &sock);
+    run_with_stdin(exec, None).code(77);
+    let approver_env = std::fs::read_to_string(&seen).unwrap();
+    assert!(approver_env.contains("HOME="), "{approver_env}");
+    assert!(!approver_env.contains("LISTEN_"), "{approver_env}");
     let agent_pid = s["pid"].as_u64().unwrap() as i32;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent_pid), Signal::SIGTERM).unwrap();
     // systemd-socket-activate execs the agent in its own place.

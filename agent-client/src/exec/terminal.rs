@@ -11,7 +11,7 @@
 #![allow(unsafe_code)]
 
 use std::io::IsTerminal;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
@@ -46,26 +46,20 @@ fn failed(what: &str, e: nix::Error) -> Error {
 
 /// The window size of the terminal on `fd`.
 pub fn window_size(fd: BorrowedFd<'_>) -> Option<Winsize> {
-    let mut ws = Winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ writes one `struct winsize` into the pointer we pass, which
-    // points at a live, properly aligned `Winsize` (the same C layout).
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws as *mut Winsize) };
-    (r == 0).then_some(ws)
+    let ws = rustix::termios::tcgetwinsize(fd).ok()?;
+    Some(Winsize {
+        ws_row: ws.ws_row,
+        ws_col: ws.ws_col,
+        ws_xpixel: ws.ws_xpixel,
+        ws_ypixel: ws.ws_ypixel,
+    })
 }
 
 /// Gives the pty the window size of our terminal; the kernel then sends SIGWINCH to
 /// the command's foreground process group.
 pub fn copy_window_size(from: BorrowedFd<'_>, to: BorrowedFd<'_>) {
-    if let Some(ws) = window_size(from) {
-        // SAFETY: TIOCSWINSZ reads one `struct winsize` from a live `Winsize`.
-        unsafe {
-            libc::ioctl(to.as_raw_fd(), libc::TIOCSWINSZ, &ws as *const Winsize);
-        }
+    if let Ok(ws) = rustix::termios::tcgetwinsize(from) {
+        let _ = rustix::termios::tcsetwinsize(to, ws);
     }
 }
 

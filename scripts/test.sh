@@ -28,4 +28,4 @@ fi
 echo "==> building the binaries under test"
 cargo build --workspace --bins --locked
 echo "==> cargo test --workspace"
-cargo test --workspace --locked "$@"
+cargo test --workspace --locked --no-fail-fast "$@"

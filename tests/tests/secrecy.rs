@@ -166,8 +166,16 @@ fn a_value_of_any_secret_on_a_command_line_is_refused_and_never_recorded() {
         let leaks: Vec<&str> = text.lines().filter(|l| l.contains(value)).collect();
         assert!(leaks.is_empty(), "a value is in the log: {leaks:#?}");
     }
-    // Refused records say what they withhold instead of where a value stood.
-    assert!(!text.contains("<concealed:"), "{text}");
+    // Refused records say what they withhold instead of where a value stood. (Other
+    // records may conceal: `jitc add` supplied the value, and an ancestor's command
+    // line cut short — a CI runner's script — may end in a value's first letters.)
+    assert!(
+        !text
+            .lines()
+            .any(|l| (l.contains("lease_denied") || l.contains("\"anomaly\""))
+                && l.contains("<concealed:")),
+        "{text}"
+    );
     assert!(
         !text
             .lines()
@@ -227,8 +235,11 @@ fn a_refused_request_does_not_answer_a_guess_in_the_log() {
     run_with_stdin(c, None).code(77);
     let text = log(&env);
     assert!(text.matches("lease_denied").count() == 2, "{text}");
-    assert!(!text.contains("<concealed:pin>"), "{text}");
-    assert!(!text.contains("<concealed:app/key>"), "{text}");
+    // (Only refused records: `jitc add` supplied the values, and a CI runner's script
+    // among the ancestors may end, cut short, in a value's first letters.)
+    let denied = || text.lines().filter(|l| l.contains("lease_denied"));
+    assert!(!denied().any(|l| l.contains("<concealed:pin>")), "{text}");
+    assert!(!denied().any(|l| l.contains("<concealed:app/key>")), "{text}");
     assert!(
         text.contains(&format!("{guess}…")),
         "the cut argument is not recorded: {text}"

@@ -382,3 +382,80 @@ pub fn response() -> impl Strategy<Value = Response> {
             .boxed(),
     ])
 }
+
+/// Every `Request` variant by name: an exhaustive `match`, so a new variant does not
+/// compile until it is named here — and `every_variant_is_generated` then fails until
+/// `request()` makes it too.
+fn request_variant(r: &Request) -> &'static str {
+    match r {
+        Request::Hello(_) => "Hello",
+        Request::Status => "Status",
+        Request::Init { .. } => "Init",
+        Request::Unlock { .. } => "Unlock",
+        Request::Lock => "Lock",
+        Request::AddSecret(_) => "AddSecret",
+        Request::RemoveSecret { .. } => "RemoveSecret",
+        Request::Rename { .. } => "Rename",
+        Request::Describe { .. } => "Describe",
+        Request::Passwd { .. } => "Passwd",
+        Request::ListSecrets => "ListSecrets",
+        Request::Lease(_) => "Lease",
+        Request::Release { .. } => "Release",
+        Request::Guard { .. } => "Guard",
+        Request::ListLeases { .. } => "ListLeases",
+        Request::Revoke { .. } => "Revoke",
+        Request::ListPending { .. } => "ListPending",
+        Request::Approve { .. } => "Approve",
+        Request::Deny { .. } => "Deny",
+        Request::Explain(_) => "Explain",
+        Request::AuditVerify => "AuditVerify",
+        Request::AuditAccept { .. } => "AuditAccept",
+        Request::Stop => "Stop",
+        Request::PolicyReset { .. } => "PolicyReset",
+    }
+}
+
+const REQUEST_VARIANTS: usize = 24;
+
+/// The same for `Response`.
+fn response_variant(r: &Response) -> &'static str {
+    match r {
+        Response::Error { .. } => "Error",
+        Response::Welcome(_) => "Welcome",
+        Response::Done => "Done",
+        Response::Status(_) => "Status",
+        Response::Secrets(_) => "Secrets",
+        Response::Leased(_) => "Leased",
+        Response::LeaseEnded { .. } => "LeaseEnded",
+        Response::Leases { .. } => "Leases",
+        Response::Revoked { .. } => "Revoked",
+        Response::Pending { .. } => "Pending",
+        Response::Waiting(_) => "Waiting",
+        Response::NeedsPassphrase(_) => "NeedsPassphrase",
+        Response::Explanation(_) => "Explanation",
+        Response::AuditReport(_) => "AuditReport",
+    }
+}
+
+const RESPONSE_VARIANTS: usize = 14;
+
+#[test]
+fn every_variant_is_generated() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let mut seen = std::collections::HashSet::new();
+    let requests = request();
+    for _ in 0..5000 {
+        let r = requests.new_tree(&mut runner).unwrap().current();
+        seen.insert(request_variant(&r));
+    }
+    assert_eq!(seen.len(), REQUEST_VARIANTS, "request() misses a variant: has {seen:?}");
+    let mut seen = std::collections::HashSet::new();
+    let responses = response();
+    for _ in 0..5000 {
+        let r = responses.new_tree(&mut runner).unwrap().current();
+        seen.insert(response_variant(&r));
+    }
+    assert_eq!(seen.len(), RESPONSE_VARIANTS, "response() misses a variant: has {seen:?}");
+}

@@ -58,7 +58,7 @@ fn usage_error(e: &clap::Error) -> String {
         .take_while(|w| w.chars().all(|c| c.is_ascii_lowercase()))
         .collect();
     let command = if command.is_empty() {
-        "jitc".to_owned()
+        named_subcommand(std::env::args_os().skip(1))
     } else {
         command.join(" ")
     };
@@ -82,6 +82,23 @@ fn usage_error(e: &clap::Error) -> String {
     let first = rendered.lines().next().unwrap_or("invalid arguments");
     let first = first.strip_prefix("error: ").unwrap_or(first);
     format!("{first}; {help}")
+}
+
+/// `jitc` and the subcommands the arguments name, as far as they name one (for errors
+/// that carry no usage line, such as a value that does not parse).
+fn named_subcommand(args: impl Iterator<Item = std::ffi::OsString>) -> String {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut path = vec!["jitc".to_owned()];
+    for arg in args {
+        let Some(arg) = arg.to_str() else { break };
+        let Some(sub) = cmd.find_subcommand(arg).cloned() else {
+            break;
+        };
+        path.push(sub.get_name().to_owned());
+        cmd = sub;
+    }
+    path.join(" ")
 }
 
 fn main() -> ExitCode {

@@ -450,12 +450,20 @@ fn every_variant_is_generated() {
         let r = requests.new_tree(&mut runner).unwrap().current();
         seen.insert(request_variant(&r));
     }
-    assert_eq!(seen.len(), REQUEST_VARIANTS, "request() misses a variant: has {seen:?}");
+    assert_eq!(
+        seen.len(),
+        REQUEST_VARIANTS,
+        "request() misses a variant: has {seen:?}"
+    );
     let mut seen = std::collections::HashSet::new();
     let responses = response();
     for _ in 0..5000 {
         let r = responses.new_tree(&mut runner).unwrap().current();
         seen.insert(response_variant(&r));
     }
-    assert_eq!(seen.len(), RESPONSE_VARIANTS, "response() misses a variant: has {seen:?}");
+    assert_eq!(
+        seen.len(),
+        RESPONSE_VARIANTS,
+        "response() misses a variant: has {seen:?}"
+    );
 }

@@ -170,10 +170,10 @@ fn a_value_of_any_secret_on_a_command_line_is_refused_and_never_recorded() {
     // records may conceal: `jitc add` supplied the value, and an ancestor's command
     // line cut short — a CI runner's script — may end in a value's first letters.)
     assert!(
-        !text
-            .lines()
-            .any(|l| (l.contains("lease_denied") || l.contains("\"anomaly\""))
-                && l.contains("<concealed:")),
+        !text.lines().any(
+            |l| (l.contains("lease_denied") || l.contains("\"anomaly\""))
+                && l.contains("<concealed:")
+        ),
         "{text}"
     );
     assert!(
@@ -239,7 +239,10 @@ fn a_refused_request_does_not_answer_a_guess_in_the_log() {
     // among the ancestors may end, cut short, in a value's first letters.)
     let denied = || text.lines().filter(|l| l.contains("lease_denied"));
     assert!(!denied().any(|l| l.contains("<concealed:pin>")), "{text}");
-    assert!(!denied().any(|l| l.contains("<concealed:app/key>")), "{text}");
+    assert!(
+        !denied().any(|l| l.contains("<concealed:app/key>")),
+        "{text}"
+    );
     assert!(
         text.contains(&format!("{guess}…")),
         "the cut argument is not recorded: {text}"

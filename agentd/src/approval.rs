@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jitc_protocol::display::{MAX_SHOWN_ARGV, command_line, visible};
+use jitc_protocol::display::{
+    MAX_SHOWN_ARGV, MAX_SHOWN_CHAIN, command_line, process_chain, visible,
+};
 use jitc_protocol::{ErrorCode, PendingInfo, Response, Scope};
 use tokio::sync::oneshot;
 
@@ -196,24 +198,6 @@ pub struct Ask<'a> {
 /// The prompt an approver program gets: who asks, for what, to do what — everything a
 /// requester supplied shown escaped, the command line quoted and cut.
 pub fn prompt(id: u64, action: &str, scope: &Scope) -> String {
-    const SHOWN: usize = 6;
-    let mut chain: Vec<String> = scope
-        .chain
-        .iter()
-        .take(SHOWN)
-        .map(|p| {
-            let name = p
-                .argv
-                .first()
-                .or(p.exe.as_ref())
-                .map(|a| a.rsplit('/').next().unwrap_or(a).to_owned())
-                .unwrap_or_else(|| "?".into());
-            format!("{} ({})", visible(&name), p.pid)
-        })
-        .collect();
-    if scope.chain.len() > SHOWN {
-        chain.push(format!("… ({} more)", scope.chain.len() - SHOWN));
-    }
     let mut text = if action == "lease" {
         format!(
             "jitc: allow this command to use secrets?\n\nprogram:  {}\ncommand:  {}\n",
@@ -233,7 +217,7 @@ pub fn prompt(id: u64, action: &str, scope: &Scope) -> String {
         "secrets:  {}\ntask:     {}\nasked by: {}\nprofile:  {}\n\n(request {id}; or run 'jitc approve {id}' / 'jitc deny {id}')",
         scope.secrets.join(", "),
         scope.task.as_deref().map(visible).unwrap_or("(none given)".into()),
-        chain.join(" ← "),
+        process_chain(&scope.chain, MAX_SHOWN_CHAIN),
         scope.profile.as_deref().map(visible).unwrap_or("(none)".into()),
     ));
     text

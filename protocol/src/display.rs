@@ -128,9 +128,59 @@ pub fn command_line(argv: &[String], cap: usize) -> String {
     out
 }
 
+/// The most processes of a requester's chain shown in prompts and listings.
+pub const MAX_SHOWN_CHAIN: usize = 6;
+
+/// A requester's process chain as a person reads it, the requester first:
+/// `jitc (4242) ← sh (4240) ← codex (4100) ← … (3 more)` — each program's name (argv[0]
+/// or else its executable, without the directory) escaped, at most `cap` of them.
+pub fn process_chain(chain: &[crate::ProcessInfo], cap: usize) -> String {
+    let mut shown: Vec<String> = chain
+        .iter()
+        .take(cap)
+        .map(|p| {
+            let name = p
+                .argv
+                .first()
+                .or(p.exe.as_ref())
+                .map_or("?", |a| a.rsplit('/').next().unwrap_or(a));
+            format!("{} ({})", visible(name), p.pid)
+        })
+        .collect();
+    if chain.len() > cap {
+        shown.push(format!("… ({} more)", chain.len() - cap));
+    }
+    shown.join(" ← ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chain_shows_names_escaped_and_counts_what_it_leaves_out() {
+        let p = |pid: u32, argv0: &str| crate::ProcessInfo {
+            pid,
+            exe: None,
+            argv: vec![argv0.to_owned()],
+        };
+        let chain = [
+            p(4242, "/usr/bin/jitc"),
+            p(4240, "sh\x1b[8m"),
+            p(4100, "codex\nforged"),
+            crate::ProcessInfo {
+                pid: 1,
+                exe: Some("/sbin/init".into()),
+                argv: vec![],
+            },
+        ];
+        assert_eq!(
+            process_chain(&chain, 3),
+            "jitc (4242) ← sh\\x1b[8m (4240) ← codex\\nforged (4100) ← … (1 more)"
+        );
+        assert_eq!(process_chain(&chain[3..], 3), "init (1)");
+        assert_eq!(process_chain(&[], 3), "");
+    }
 
     #[test]
     fn escapes_what_a_terminal_would_act_on() {

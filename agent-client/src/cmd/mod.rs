@@ -148,23 +148,10 @@ fn scope_text(action: &str, s: &jitc_protocol::Scope) -> String {
     text
 }
 
-/// A process chain as `jitc (4242) ← sh (4240) ← codex (4100) …`, names escaped.
+/// A process chain as the approver's prompt shows it, names escaped.
 fn chain_text(chain: &[jitc_protocol::ProcessInfo]) -> String {
-    let names: Vec<String> = chain
-        .iter()
-        .take(8)
-        .map(|p| {
-            let name = p
-                .argv
-                .first()
-                .or(p.exe.as_ref())
-                .map(|a| program_name(a).to_owned())
-                .unwrap_or_else(|| "?".into());
-            format!("{} ({})", visible(&name), p.pid)
-        })
-        .collect();
-    let more = if chain.len() > 8 { " ← …" } else { "" };
-    format!("{}{more}", names.join(" ← "))
+    use jitc_protocol::display::{MAX_SHOWN_CHAIN, process_chain};
+    process_chain(chain, MAX_SHOWN_CHAIN)
 }
 
 /// The vault passphrase from stdin's first line, when `--passphrase-stdin` says so.

@@ -6,6 +6,20 @@
 //! checked from the prefix before anything is allocated. postcard rather than bincode:
 //! bincode's development ended and its newest release is a `compile_error!`; postcard is
 //! serde-based, maintained, and documents a stable wire format.
+//!
+//! Beside the wire format, this crate holds the rest of the contract the two binaries
+//! must keep identically — one definition, so they cannot drift apart:
+//! - [`paths`]: where the socket is (both must find the same one);
+//! - [`encodings`]: the forms of a value the client masks in output and the agent keeps
+//!   off command lines and out of records (a form one side misses is a leak);
+//! - [`display`]: how a requester's strings are shown to a person (the approver's
+//!   prompt and the listings must read alike);
+//! - [`names`]: what a secret name and a reference may be;
+//! - [`kinds`] and [`audit_files`]: the audit log's record kinds and file layout, which
+//!   the agent writes and `jitc audit` reads.
+//!
+//! Nothing here does I/O beyond the frame codec, reading the environment, and asking
+//! which log files exist.
 #![forbid(unsafe_code)]
 
 #[cfg(test)]

@@ -132,7 +132,7 @@ pub fn command_line(argv: &[String], cap: usize) -> String {
 pub const MAX_SHOWN_CHAIN: usize = 6;
 
 /// A requester's process chain as a person reads it, the requester first:
-/// `jitc (4242) ← sh (4240) ← codex (4100) ← … (3 more)` — each program's name (argv[0]
+/// `jitc (4242) ← sh (4240) ← codex (4100) ← … (3 more)` — each program's name (`argv[0]`
 /// or else its executable, without the directory) escaped, at most `cap` of them.
 pub fn process_chain(chain: &[crate::ProcessInfo], cap: usize) -> String {
     let mut shown: Vec<String> = chain

@@ -343,7 +343,7 @@ pub struct Scope {
     pub pid: u32,
     pub chain: Vec<ProcessInfo>,
     pub profile: Option<String>,
-    /// What a human approving this should know about the command: argv[0] that names
+    /// What a human approving this should know about the command: `argv[0]` that names
     /// another program than the one that runs, a program in a directory the requester
     /// can write.
     pub warnings: Vec<String>,

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use jitc_protocol::{Hello, PROTOCOL_VERSION, Request, Response, decode, read_frame, write_frame};
 
+pub mod audit;
+
 /// The passphrase every test vault uses.
 pub const PASSPHRASE: &str = "correct horse battery staple";
 

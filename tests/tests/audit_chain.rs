@@ -1,0 +1,602 @@
+//! The audit trail's tamper evidence: verification against edits, drops, reorders,
+//! insertions, forged lines and a cut-off tail; the checkpoint in the vault; rotation
+//! and new logs, each file staying checkable.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::path::PathBuf;
+
+use jitc_tests::audit::*;
+use jitc_tests::*;
+use serde_json::Value;
+
+#[test]
+fn verify_passes_untouched_and_names_the_first_bad_line() {
+    let (env, _agent) = setup();
+    for _ in 0..3 {
+        env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    }
+    env.run(&["audit", "verify"], None)
+        .ok()
+        .says("audit log intact");
+    let path = audit_path(&env);
+    let good = fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = good.lines().collect();
+    let write = |ls: &[&str]| fs::write(&path, ls.join("\n") + "\n").unwrap();
+    let check = |what: &str, needle: &str| {
+        let out = env.run(&["audit", "verify"], None);
+        assert_eq!(out.code, 1, "{what}: {}", out.stderr);
+        assert!(out.stderr.contains(needle), "{what}: {}", out.stderr);
+    };
+
+    let mut edited = lines.clone();
+    let changed = edited[4].replace("/usr/bin/true", "/usr/bin/tru3");
+    edited[4] = &changed;
+    write(&edited);
+    check("edit", "audit.log line 5");
+
+    let mut dropped = lines.clone();
+    dropped.remove(3);
+    write(&dropped);
+    check("drop", "audit.log line 4");
+
+    let mut swapped = lines.clone();
+    swapped.swap(2, 3);
+    write(&swapped);
+    check("reorder", "audit.log line 3");
+
+    let mut inserted = lines.clone();
+    inserted.insert(5, lines[2]);
+    write(&inserted);
+    check("insert", "audit.log line 6");
+
+    write(&lines[..lines.len() - 2]);
+    check("truncation", "cut off");
+
+    fs::write(&path, &good).unwrap();
+    env.run(&["audit", "verify"], None).ok();
+}
+
+#[test]
+fn a_cut_off_tail_is_caught_after_a_restart_by_the_vault_checkpoint() {
+    let (env, agent) = setup();
+    env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    // The vault is saved (with the checkpoint) by this add.
+    env.add("other", "other-value-99");
+    agent.stop();
+    let path = audit_path(&env);
+    let text = fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // Cut back to before the add (which the checkpoint covers).
+    let cut = lines
+        .iter()
+        .position(|l| l.contains("\"secret_added\"") && l.contains("\"other\""))
+        .unwrap();
+    fs::write(&path, lines[..cut].join("\n") + "\n").unwrap();
+    let _agent = env.start_agent();
+    // The person unlocking is told at once, and `jitc status` keeps saying it.
+    env.unlock()
+        .ok()
+        .says("WARNING: the audit log does not verify");
+    assert!(env.status()["audit"]["tampered"].is_string());
+    // The unlock itself notices, and says so where a person will see it.
+    let a = wait_for_record(&env, "anomaly", "audit_log_tampered");
+    assert!(a["reason"].as_str().unwrap().contains("cut off"), "{a}");
+    assert!(
+        env.run(&["audit", "--anomalies"], None)
+            .ok()
+            .stdout
+            .contains("audit_log_tampered")
+    );
+    let out = env.run(&["audit", "verify"], None);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("cut off"), "{}", out.stderr);
+}
+
+#[test]
+fn a_line_torn_by_a_crash_is_dropped_not_taken_for_tampering() {
+    let (env, agent) = setup();
+    env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    agent.kill9();
+    let path = audit_path(&env);
+    let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
+    // Torn inside a character, too: the cut is made on bytes.
+    std::io::Write::write_all(&mut f, b"{\"event\":\"lease_granted\",\"task\":\"caf\xc3").unwrap();
+    drop(f);
+    let _agent = env.start_agent();
+    env.unlock().ok();
+    env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    env.run(&["audit", "verify"], None)
+        .ok()
+        .says("audit log intact");
+    let recs = records(&env);
+    assert!(
+        of_kind(&recs, "anomaly")
+            .iter()
+            .all(|r| r["anomaly"] != "audit_log_tampered")
+    );
+    assert_eq!(of_kind(&recs, "start").len(), 2);
+}
+
+#[test]
+fn rotation_continues_the_chain_across_files() {
+    let env = TestEnv::new();
+    let _agent = env.start_agent_with(&["--audit-max-bytes", "3000"]);
+    env.init();
+    env.add("prod/db", VALUE);
+    env.run(
+        &["exec", "-s", "prod/db", "--task", "lease-0", "--", "true"],
+        None,
+    )
+    .ok();
+    // A follower that has listed the first lease is watching: it sees the rest,
+    // across the rotations.
+    let follower = env.spawn(&["audit", "--follow", "--json", "--event", "lease_granted"]);
+    follower.expect_stdout("lease-0");
+    for i in 1..12 {
+        env.run(
+            &[
+                "exec",
+                "-s",
+                "prod/db",
+                "--task",
+                &format!("lease-{i}"),
+                "--",
+                "true",
+            ],
+            None,
+        )
+        .ok();
+    }
+    follower.expect_stdout("lease-11");
+    let followed = follower.stdout.text();
+    let tasks: Vec<String> = followed
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["task"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        tasks,
+        (0..12).map(|i| format!("lease-{i}")).collect::<Vec<_>>()
+    );
+    let rotated = env.state.join("jitc").join("audit.log.1");
+    assert!(rotated.is_file(), "the log was rotated");
+    let current = fs::read_to_string(audit_path(&env)).unwrap();
+    assert!(
+        current
+            .lines()
+            .next()
+            .unwrap()
+            .contains("\"log_continued\"")
+    );
+    let out = env.run(&["audit", "verify"], None).ok();
+    assert!(
+        out.stderr.contains(" files") && !out.stderr.contains("in 1 file"),
+        "{}",
+        out.stderr
+    );
+    // The reader spans the files too.
+    let json = env
+        .run(&["audit", "--json", "--event", "lease_granted"], None)
+        .ok();
+    assert_eq!(json.stdout.lines().count(), 12);
+}
+
+/// Cuts the log back to just before its first `lease_granted` line, in place.
+fn cut_before_the_first_grant(env: &TestEnv) {
+    let (lines, _) = lines_and_last_seq(env);
+    let first_grant = lines
+        .iter()
+        .position(|l| l.contains("\"lease_granted\""))
+        .unwrap();
+    fs::write(audit_path(env), lines[..first_grant].join("\n") + "\n").unwrap();
+}
+
+/// The log's lines, and the sequence number of the last.
+fn lines_and_last_seq(env: &TestEnv) -> (Vec<String>, u64) {
+    let recs = records(env);
+    let text = fs::read_to_string(audit_path(env)).unwrap();
+    (
+        text.lines().map(str::to_owned).collect(),
+        recs.last().unwrap()["seq"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn lines_forged_while_the_agent_was_down_are_never_vouched_for() {
+    let (env, agent) = setup();
+    env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    env.run(&["lock"], None).ok();
+    agent.stop();
+    // While no agent runs, someone appends a line of their own (it has no tag: only a
+    // keyed line could have one).
+    let (_, last) = lines_and_last_seq(&env);
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(audit_path(&env))
+        .unwrap();
+    let forged = format!(
+        "{{\"time\":\"2026-01-01T00:00:00.000Z\",\"seq\":{},\"event\":\"lease_denied\",\"reason\":\"nothing happened here\"}}\n",
+        last + 1
+    );
+    std::io::Write::write_all(&mut f, forged.as_bytes()).unwrap();
+    drop(f);
+    let _agent = env.start_agent();
+    env.unlock().ok();
+    env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    // The chain goes on, but does not vouch for the `stop` and the forged line: they
+    // were never sealed, and verify says so.
+    let out = env.run(&["audit", "verify"], None).ok();
+    assert!(
+        out.stderr
+            .contains("2 lines written while the vault was locked were never sealed"),
+        "{}",
+        out.stderr
+    );
+    let start = records(&env)
+        .into_iter()
+        .filter(|r| r["event"] == "start")
+        .nth(1)
+        .unwrap();
+    assert_eq!(start["unsealed_before"], 2);
+}
+
+#[test]
+fn a_tail_cut_while_locked_is_caught_by_the_checkpoint_saved_at_lock() {
+    let (env, agent) = setup();
+    for _ in 0..3 {
+        env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    }
+    // No save since the add: only the lock saves the checkpoint that covers the grants.
+    env.run(&["lock"], None).ok();
+    agent.stop();
+    cut_before_the_first_grant(&env);
+    let _agent = env.start_agent();
+    env.unlock().ok();
+    wait_for_record(&env, "anomaly", "audit_log_tampered");
+    env.run(&["audit", "verify"], None).code(1).says("cut off");
+}
+
+#[test]
+fn removing_older_files_is_caught() {
+    let env = TestEnv::new();
+    let _agent = env.start_agent_with(&["--audit-max-bytes", "2000"]);
+    env.init();
+    env.add("prod/db", VALUE);
+    for _ in 0..12 {
+        env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    }
+    let dir = env.state.join("jitc");
+    assert!(
+        dir.join("audit.log.3").is_file(),
+        "rotated at least three times"
+    );
+    env.run(&["audit", "verify"], None).ok();
+    // Keep audit.log.1 (which begins with a log_continued line) and remove the older
+    // ones: every line that is left still chains, but the beginning is gone.
+    for i in 2..=9 {
+        let _ = fs::remove_file(dir.join(format!("audit.log.{i}")));
+    }
+    env.run(&["audit", "verify"], None)
+        .code(1)
+        .says("older files were removed");
+    // Empty files in their place, or a blank line on top, do not hide it.
+    for i in 2..=9 {
+        fs::write(dir.join(format!("audit.log.{i}")), "").unwrap();
+    }
+    let one = dir.join("audit.log.1");
+    let text = fs::read_to_string(&one).unwrap();
+    fs::write(&one, format!("\n{text}")).unwrap();
+    env.run(&["audit", "verify"], None)
+        .code(1)
+        .says("older files were removed");
+}
+
+#[test]
+fn a_log_started_afresh_is_accepted_only_by_a_human_and_stays_on_record() {
+    let (env, agent) = setup();
+    env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    // Saved with the vault: the checkpoint a fresh log falls short of.
+    env.add("other", "other-value-99");
+    // Nothing to accept while the log is whole.
+    env.run(&["audit", "accept", "--passphrase-stdin"], None)
+        .ok()
+        .says("nothing to accept");
+    agent.stop();
+    // The state directory is lost (or the vault was copied to another machine).
+    let dir = env.state.join("jitc");
+    let aside = env.root().join("old-audit");
+    fs::rename(&dir, &aside).unwrap();
+    let agent = env.start_agent();
+    env.unlock().ok();
+    wait_for_record(&env, "anomaly", "audit_log_tampered");
+    env.run(&["audit", "verify"], None).code(1).says("cut off");
+    // A process without the passphrase (an agent in the repository) cannot hide it.
+    env.run(
+        &["audit", "accept", "--passphrase-stdin"],
+        Some(b"guessing-passphrase-2\n"),
+    )
+    .code(77)
+    .says("wrong passphrase");
+    env.run(&["audit", "verify"], None).code(1).says("cut off");
+    let run = env.run(
+        &["audit", "accept", "--passphrase-stdin"],
+        Some(format!("{PASSPHRASE}\n").as_bytes()),
+    );
+    run.ok().says("cut off").says("audit log intact");
+    env.run(&["audit", "verify"], None).ok();
+    assert!(env.status()["audit"]["tampered"].is_null());
+    let recs = records(&env);
+    assert_eq!(of_kind(&recs, "accept_failed").len(), 1);
+    let accepted = of_kind(&recs, "audit_accepted");
+    assert_eq!(accepted.len(), 1);
+    let reason = accepted[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("cut off"), "{reason}");
+    assert!(accepted[0]["peer"]["pid"].is_u64(), "{}", accepted[0]);
+    // The new checkpoint is the vault's: a restart and an unlock find nothing wrong.
+    agent.stop();
+    let _agent = env.start_agent();
+    env.unlock().ok();
+    env.run(&["audit", "verify"], None).ok();
+    env.run(&["status"], None).ok();
+    let tampered = of_kind(&records(&env), "anomaly")
+        .into_iter()
+        .filter(|a| a["anomaly"] == "audit_log_tampered")
+        .count();
+    assert_eq!(tampered, 1, "the accepted log is not reported again");
+    // A chain broken in the middle is evidence, not a fresh start: not accepted.
+    let path = audit_path(&env);
+    let text = fs::read_to_string(&path).unwrap();
+    fs::write(&path, text.replacen("\"unlock\"", "\"unlock \"", 1)).unwrap();
+    env.run(&["audit", "verify"], None).code(1);
+    env.run(
+        &["audit", "accept", "--passphrase-stdin"],
+        Some(format!("{PASSPHRASE}\n").as_bytes()),
+    )
+    .code(1)
+    .says("not accepted: the chain itself is broken");
+    assert_eq!(of_kind(&records(&env), "audit_accepted").len(), 1);
+    assert!(
+        !fs::read_to_string(&path)
+            .unwrap()
+            .contains("guessing-passphrase-2")
+    );
+}
+
+fn inode(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).ok().map(|m| m.ino())
+}
+
+fn no_tampering_reported(env: &TestEnv) {
+    env.run(&["status"], None).ok();
+    let dir = env.state.join("jitc");
+    for f in fs::read_dir(&dir).unwrap() {
+        let path = f.unwrap().path();
+        if path.is_file() {
+            let text = fs::read_to_string(path).unwrap();
+            assert!(!text.contains("audit_log_tampered"), "{text}");
+        }
+    }
+    env.run(&["audit", "verify"], None)
+        .ok()
+        .says("audit log intact");
+}
+
+#[test]
+fn a_rotation_while_locked_keeps_each_file_checkable() {
+    let env = TestEnv::new();
+    let _agent = env.start_agent_with(&["--audit-max-bytes", "4000"]);
+    env.init();
+    env.add("prod/db", VALUE);
+    env.run(&["lock"], None).ok();
+    let dir = env.state.join("jitc");
+    let log = dir.join("audit.log");
+    // Refusals while locked are written unkeyed until the log rotates, and one more
+    // after: the run the next unlock seals spans two files.
+    let first = inode(&log);
+    for _ in 0..200 {
+        if inode(&log) != first {
+            break;
+        }
+        env.run(&["exec", "-s", "prod/db", "--", "true"], None)
+            .code(75);
+    }
+    assert_ne!(inode(&log), first, "rotated");
+    env.run(&["exec", "-s", "prod/db", "--", "true"], None)
+        .code(75);
+    // The unlock checks the newest file on its own: it must not cry wolf.
+    env.unlock().ok();
+    env.run(&["lock"], None).ok();
+    env.unlock().ok();
+    no_tampering_reported(&env);
+    // Nor once the file where that run began has rotated away.
+    let began = inode(&dir.join("audit.log.1")).unwrap();
+    for _ in 0..2000 {
+        let present = (1..=9).any(|i| inode(&dir.join(format!("audit.log.{i}"))) == Some(began));
+        if !present {
+            break;
+        }
+        env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    }
+    assert!(dir.join("audit.log.9").is_file());
+    no_tampering_reported(&env);
+}
+
+#[test]
+fn a_restart_that_rotates_at_once_keeps_the_new_file_checkable() {
+    let env = TestEnv::new();
+    let agent = env.start_agent();
+    env.init();
+    env.add("prod/db", VALUE);
+    env.run(&["lock"], None).ok();
+    // Unkeyed lines fill the log past the size a restarted agent rotates at.
+    let log = audit_path(&env);
+    for _ in 0..200 {
+        if fs::metadata(&log).unwrap().len() >= 4000 {
+            break;
+        }
+        env.run(&["exec", "-s", "prod/db", "--", "true"], None)
+            .code(75);
+    }
+    agent.stop();
+    // The new agent gives those lines up (unsealed_before) on the first line of a new file.
+    let _agent = env.start_agent_with(&["--audit-max-bytes", "4000"]);
+    env.unlock().ok();
+    env.run(&["lock"], None).ok();
+    env.unlock().ok();
+    let first = fs::read_to_string(&log).unwrap();
+    let marker = first.lines().next().unwrap();
+    assert!(
+        marker.contains("log_continued") && marker.contains("\"unsealed_before\""),
+        "{first}"
+    );
+
+    no_tampering_reported(&env);
+}
+
+#[test]
+fn a_failed_init_leaves_nothing_keyed_for_a_vault_that_never_was() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    let dir = env.root().join("vaultdir");
+    fs::create_dir_all(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+    env.set_env("JITC_VAULT", dir.join("vault.jitc"));
+    let _agent = env.start_agent();
+    // The vault's temporary file cannot be created: the save fails.
+    let blocker = dir.join(format!("vault.jitc.tmp-{}", env.agent_pid().unwrap()));
+    fs::create_dir_all(blocker.join("x")).unwrap();
+    let failed = env.run(&INIT_ARGS, Some(format!("{PASSPHRASE}\n").as_bytes()));
+    assert_ne!(failed.code, 0, "{failed:?}");
+    fs::remove_dir_all(&blocker).unwrap();
+    env.init();
+    env.add("prod/db", VALUE);
+    env.run(&["audit", "verify"], None)
+        .ok()
+        .says("audit log intact");
+    let recs = records(&env);
+    let inits = of_kind(&recs, "init");
+    assert_eq!(inits.len(), 3, "tried, failed, done: {inits:?}");
+    assert_eq!(inits[1]["decision"], "failed");
+    assert!(inits.iter().all(|r| r.get("tag").is_none()));
+}
+
+#[test]
+fn a_tail_cut_under_a_running_agent_is_not_accepted_but_a_fresh_log_is() {
+    let (env, agent) = setup();
+    for _ in 0..3 {
+        env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    }
+    env.run(&["status"], None).ok();
+    // Cut in place: the agent keeps writing to the same file.
+    cut_before_the_first_grant(&env);
+    env.run(&["audit", "verify"], None).code(1).says("cut off");
+    let pass = format!("{PASSPHRASE}\n");
+    env.run(
+        &["audit", "accept", "--passphrase-stdin"],
+        Some(pass.as_bytes()),
+    )
+    .code(1)
+    .says("cut while this agent was running");
+    assert!(of_kind(&records(&env), "audit_accepted").is_empty());
+    // What the agent writes next shows the gap for good; the way to a fresh start is
+    // to keep the files aside.
+    agent.stop();
+    let dir = env.state.join("jitc");
+    fs::rename(&dir, env.root().join("evidence")).unwrap();
+    let _agent = env.start_agent();
+    env.unlock().ok();
+    env.run(
+        &["audit", "accept", "--passphrase-stdin"],
+        Some(pass.as_bytes()),
+    )
+    .ok()
+    .says("audit log intact");
+    env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    env.run(&["audit", "verify"], None).ok();
+}
+
+#[test]
+fn a_new_vault_moves_the_log_of_the_earlier_one_aside() {
+    let (env, agent) = setup();
+    env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    env.run(&["lock"], None).ok();
+    // The passphrase is forgotten: the vault is moved away and a new one made.
+    fs::rename(env.vault(), env.root().join("forgotten.jitc")).unwrap();
+    env.init();
+    env.add("prod/db", "another-value-5521");
+    env.run(&["lock"], None).ok();
+    env.unlock().ok();
+    no_tampering_reported(&env);
+    let recs = records(&env);
+    assert_eq!(recs[0]["seq"], 1);
+    let init = of_kind(&recs, "init")[0];
+    let moved = init["reason"].as_str().unwrap();
+    assert!(moved.contains("was moved to"), "{init}");
+    let dir = PathBuf::from(moved.rsplit(" moved to ").next().unwrap());
+    let old = fs::read_to_string(dir.join("audit.log")).unwrap();
+    assert!(old.contains("\"lease_granted\""), "kept whole: {old}");
+    // It survives a restart too.
+    agent.stop();
+    let _agent = env.start_agent();
+    env.unlock().ok();
+    no_tampering_reported(&env);
+}
+
+#[test]
+fn verify_is_not_fooled_by_rotations_while_it_reads() {
+    let env = TestEnv::new();
+    let _agent = env.start_agent_with(&["--audit-max-bytes", "1500"]);
+    env.init();
+    env.add("prod/db", VALUE);
+    let mut load: Vec<_> = (0..2)
+        .map(|_| {
+            let mut c = env.command("sh");
+            c.arg("-c").arg(format!(
+                "for i in $(seq 60); do {} exec -s prod/db -- true || exit 1; done",
+                jitc_bin().display()
+            ));
+            c.stdout(std::process::Stdio::null()).spawn().unwrap()
+        })
+        .collect();
+    let mut checks = 0;
+    while load.iter_mut().any(|c| c.try_wait().unwrap().is_none()) {
+        env.run(&["audit", "verify"], None).ok();
+        checks += 1;
+    }
+    for mut c in load {
+        assert!(c.wait().unwrap().success());
+    }
+    assert!(checks > 5, "verify ran while the log rotated ({checks})");
+    no_tampering_reported(&env);
+}
+
+#[test]
+fn a_new_vault_that_fails_leaves_the_earlier_log_where_it_was() {
+    let (env, _agent) = setup();
+    env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    env.run(&["lock"], None).ok();
+    let old = env.root().join("old.jitc");
+    fs::rename(env.vault(), &old).unwrap();
+    // The new vault's temporary file cannot be created: the save fails.
+    let blocker = env
+        .vault()
+        .with_file_name(format!("vault.jitc.tmp-{}", env.agent_pid().unwrap()));
+    fs::create_dir_all(blocker.join("x")).unwrap();
+    let failed = env.run(&INIT_ARGS, Some(format!("{PASSPHRASE}\n").as_bytes()));
+    assert_ne!(failed.code, 0, "{failed:?}");
+    fs::remove_dir_all(&blocker).unwrap();
+    // The old vault comes back: its log is as it left it.
+    fs::rename(&old, env.vault()).unwrap();
+    env.unlock().ok();
+    no_tampering_reported(&env);
+    let moved_aside = fs::read_dir(env.state.join("jitc"))
+        .unwrap()
+        .any(|e| e.unwrap().path().is_dir());
+    assert!(!moved_aside);
+}

@@ -21,6 +21,7 @@ pub mod peer;
 pub mod policy;
 pub mod procs;
 pub mod server;
+pub mod session;
 pub mod socket;
 pub mod vault;
 

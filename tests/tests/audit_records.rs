@@ -160,7 +160,10 @@ fn the_reader_filters_and_follows() {
     );
     // The requester is the program that ran jitc (here the test binary), not jitc.
     let row = table.lines().find(|l| l.contains("#1 granted")).unwrap();
-    assert!(row.contains("audit_records-") && !row.contains(" jitc ("), "{row}");
+    assert!(
+        row.contains("audit_records-") && !row.contains(" jitc ("),
+        "{row}"
+    );
     let only = env
         .run(&["audit", "--json", "--secret", "other"], None)
         .ok()

@@ -5,12 +5,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Test-only needs: setpriv/setsid (util-linux), systemd-socket-activate (systemd),
-# sha256sum (coreutils), chown.
+# sha256sum (coreutils), chown; bwrap (bubblewrap) for 'jitc sandbox'; python3 for the
+# raw-protocol clients the attack tests use.
 missing=()
 command -v setpriv >/dev/null || missing+=(util-linux)
 command -v setsid >/dev/null || missing+=(util-linux)
 command -v systemd-socket-activate >/dev/null || missing+=(systemd)
 command -v sha256sum >/dev/null || missing+=(coreutils)
+command -v bwrap >/dev/null || missing+=(bubblewrap)
+[ -x /usr/bin/python3 ] || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "==> installing test tools: ${missing[*]}"

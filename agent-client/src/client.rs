@@ -262,6 +262,17 @@ impl Client {
         self.expect_done(&Request::PolicyReset { passphrase })
     }
 
+    /// Registers the sandbox whose first process is `req.pid` (see `jitc sandbox`).
+    pub fn register_sandbox(
+        &mut self,
+        req: jitc_protocol::SandboxRequest,
+    ) -> Result<jitc_protocol::SandboxInfo> {
+        self.call_for(&Request::RegisterSandbox(req), "no sandbox", |r| match r {
+            Response::SandboxRegistered(s) => Some(s),
+            _ => None,
+        })
+    }
+
     pub fn list(&mut self) -> Result<Vec<SecretInfo>> {
         self.call_for(&Request::ListSecrets, "no list", |r| match r {
             Response::Secrets(s) => Some(s),

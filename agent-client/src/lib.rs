@@ -7,6 +7,7 @@ pub mod exec;
 pub mod mask;
 pub mod prompt;
 pub mod refs;
+pub mod sandbox;
 pub mod scan;
 pub mod start;
 

@@ -62,6 +62,8 @@ pub struct Agent {
     /// processes that carried a passphrase that was checked — never a search for the
     /// passphrase in strings a requester chose, which would answer guesses.
     marks: StdMutex<Marks>,
+    /// Sandboxes `jitc sandbox` registered (see `sandbox`).
+    sandboxes: crate::sandbox::Sandboxes,
 }
 
 /// The delay before answering a wrong passphrase: 0.1 s per failure so far, at most 10 s.
@@ -100,6 +102,7 @@ impl Agent {
             idle: Idle::new(idle_lock),
             shutting_down: AtomicBool::new(false),
             marks: StdMutex::new(Marks::default()),
+            sandboxes: crate::sandbox::Sandboxes::new(),
         }
     }
 
@@ -112,6 +115,24 @@ impl Agent {
     }
 
     /// The audit trail everything is recorded in.
+    pub fn sandboxes(&self) -> &crate::sandbox::Sandboxes {
+        &self.sandboxes
+    }
+
+    /// Sandbox `id` ended (its first process exited, and with it every process in it):
+    /// its registration goes, on record.
+    pub fn sandbox_ended(&self, id: u64) {
+        if let Some(reg) = self.sandboxes.end(id) {
+            tracing::info!(sandbox = id, "sandbox ended");
+            self.audit.record_later(Event {
+                profile: Some(reg.info.profile.clone()),
+                argv: Some(reg.info.command.clone()),
+                reason: Some(format!("sandbox {id} ended: its last process exited")),
+                ..Event::new(EventKind::SandboxEnded)
+            });
+        }
+    }
+
     pub fn audit(&self) -> &Audit {
         &self.audit
     }
@@ -350,11 +371,17 @@ impl Agent {
             let slot = self.vault_slot().await;
             self.screen_session(session, slot.as_ref());
         }
+        if let Some(sandbox) = session.sandbox.clone()
+            && let Some(what) = cmd::sandbox::forbidden(&request)
+        {
+            let refusal = cmd::sandbox::refuse_inside(self, session, &sandbox, &request, what);
+            return Some(Response::from(refusal));
+        }
         let reply = match request {
             Request::Hello(_) => Err(Refusal::bad_input(
                 "protocol error: a second Hello on one connection; upgrade jitc",
             )),
-            Request::Status => cmd::status::apply(self).await,
+            Request::Status => cmd::status::apply(self, session).await,
             Request::Init { passphrase, kdf } => {
                 cmd::init::apply(self, session, passphrase, kdf).await
             }
@@ -383,8 +410,8 @@ impl Agent {
                 cmd::lease::guard(self, session, lease);
                 Ok(Response::Done)
             }
-            Request::ListLeases { after } => cmd::leases::list(self, after),
-            Request::Revoke { lease } => cmd::leases::revoke(self, lease),
+            Request::ListLeases { after } => cmd::leases::list(self, session, after),
+            Request::Revoke { lease } => cmd::leases::revoke(self, session, lease),
             Request::ListPending { after } => cmd::approve::pending(self, after),
             Request::Approve { id, passphrase } => {
                 cmd::approve::approve(self, session, id, passphrase).await
@@ -399,6 +426,7 @@ impl Agent {
             Request::PolicyReset { passphrase } => {
                 cmd::explain::reset(self, session, passphrase).await
             }
+            Request::RegisterSandbox(req) => cmd::sandbox::register(self, session, req).await,
         };
         Some(reply.unwrap_or_else(Response::from))
     }

@@ -151,6 +151,16 @@ impl Detector {
         )
     }
 
+    /// Request `id` approved from inside sandbox `sandbox` (by pid `approver`).
+    pub fn approval_from_sandbox(&self, id: u64, approver: u32, sandbox: u64) -> Anomaly {
+        Anomaly::new(
+            AnomalyKind::SelfApproval,
+            format!(
+                "an approval of request {id} came from inside sandbox {sandbox} (pid {approver}); refused"
+            ),
+        )
+    }
+
     /// The log did not verify at unlock.
     pub fn tampered(&self, problem: &str) -> Anomaly {
         Anomaly::new(

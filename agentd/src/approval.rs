@@ -218,7 +218,11 @@ pub fn prompt(id: u64, action: &str, scope: &Scope) -> String {
         scope.secrets.join(", "),
         scope.task.as_deref().map(visible).unwrap_or("(none given)".into()),
         process_chain(&scope.chain, MAX_SHOWN_CHAIN),
-        scope.profile.as_deref().map(visible).unwrap_or("(none)".into()),
+        match (scope.sandbox, scope.profile.as_deref()) {
+            (Some(id), Some(p)) => format!("{} (from inside sandbox {id})", visible(p)),
+            (_, Some(p)) => visible(p).into_owned(),
+            _ => "(none)".into(),
+        },
     ));
     text
 }
@@ -374,6 +378,7 @@ mod tests {
                 pid: 9,
                 chain: vec![],
                 profile: None,
+                sandbox: None,
                 warnings: vec![],
             },
             requested: 0,

@@ -22,6 +22,8 @@ pub struct Lease {
     pub uid: u32,
     pub chain: std::sync::Arc<[ProcessInfo]>,
     pub profile: Option<String>,
+    /// The sandbox the requester lives in (see `sandbox`).
+    pub sandbox: Option<u64>,
     pub ttl: Duration,
     pub started_at: SystemTime,
     /// Boot-time instant at which it ends.
@@ -91,6 +93,7 @@ impl Lease {
             id: self.id,
             scope: Scope {
                 warnings: self.warnings.clone(),
+                sandbox: self.sandbox,
                 ..Scope::new(
                     &self.request,
                     self.pid,
@@ -163,13 +166,34 @@ impl Leases {
 
     /// Leases with ids above `after`, as many as fit in about `budget` bytes of reply
     /// (at least one); and whether more follow.
-    pub fn page(&self, after: u64, budget: usize) -> (Vec<LeaseInfo>, bool) {
+    /// Active leases above `after` that `keep` keeps, a page of `budget` bytes.
+    pub fn page(
+        &self,
+        after: u64,
+        budget: usize,
+        keep: impl Fn(&Lease) -> bool,
+    ) -> (Vec<LeaseInfo>, bool) {
         page(
             self.active
                 .range(after.saturating_add(1)..)
+                .filter(|(_, l)| keep(l))
                 .map(|(_, l)| l.info()),
             budget,
         )
+    }
+
+    /// Whether lease `id` is active and `keep` keeps it.
+    pub fn has(&self, id: u64, keep: impl Fn(&Lease) -> bool) -> bool {
+        self.active.get(&id).is_some_and(keep)
+    }
+
+    /// The ids of the active leases `keep` keeps.
+    pub fn ids(&self, keep: impl Fn(&Lease) -> bool) -> Vec<u64> {
+        self.active
+            .values()
+            .filter(|l| keep(l))
+            .map(|l| l.id)
+            .collect()
     }
 
     /// Active leases held by `uid`.

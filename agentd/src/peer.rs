@@ -13,6 +13,8 @@ pub struct Peer {
     pub gid: u32,
     pub exe: Option<String>,
     pub argv: Vec<String>,
+    /// The sandbox it lives in (see `sandbox`), set once the connection is placed.
+    pub sandbox: Option<u64>,
 }
 
 impl Peer {
@@ -30,6 +32,7 @@ impl Peer {
             gid: cred.gid(),
             exe,
             argv,
+            sandbox: None,
         })
     }
 }
@@ -91,10 +94,17 @@ pub fn start_time(pid: u32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
-fn parent_of(pid: u32) -> Option<u32> {
+pub fn parent_of(pid: u32) -> Option<u32> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 1..];
     after.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The real uid of `pid`, from `/proc/PID/status`.
+pub fn uid_of(pid: u32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Longest ancestry walked; deeper trees are cut (and the cut is harmless: profiles

@@ -62,6 +62,7 @@ pub async fn run(listener: UnixListener, agent: Arc<Agent>, shutdown: impl Futur
     let idle = tokio::spawn(idle_lock(agent.clone()));
     let expiry = tokio::spawn(expire_leases(agent.clone()));
     let alerts = tokio::spawn(audit_alerts(agent.clone()));
+    let sandboxes = tokio::spawn(watch_sandboxes(agent.clone()));
     let stopped_by = tokio::select! {
         () = server.accept_loop() => None,
         _ = shutdown => {
@@ -76,6 +77,7 @@ pub async fn run(listener: UnixListener, agent: Arc<Agent>, shutdown: impl Futur
     idle.abort();
     expiry.abort();
     alerts.abort();
+    sandboxes.abort();
     // Lock first: every lease holder is told why its lease ended before handlers stop.
     agent.shut_down().await;
     let Listener {
@@ -104,6 +106,38 @@ async fn audit_alerts(agent: Arc<Agent>) {
                 crate::anomaly::Anomaly::new(kind, description),
                 crate::audit::Event::default(),
             );
+        }
+    }
+}
+
+/// Ends each sandbox's registration when its first process — the init of its PID
+/// namespace — exits: the kernel has killed every other process in it by then.
+async fn watch_sandboxes(agent: Arc<Agent>) {
+    let Some(mut started) = agent.sandboxes().take_watcher() else {
+        return;
+    };
+    let mut ends = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            new = started.recv() => match new {
+                Some((id, pidfd)) => {
+                    ends.spawn(async move {
+                        if let Err(e) = crate::ns::wait_exit(pidfd).await {
+                            // Without a way to see it end, the registration stays: a
+                            // sandbox must never be taken for the outside.
+                            tracing::error!(sandbox = id, error = %e, "cannot watch a sandbox's end; it stays registered");
+                            std::future::pending::<()>().await;
+                        }
+                        id
+                    });
+                }
+                None => return,
+            },
+            Some(done) = ends.join_next(), if !ends.is_empty() => {
+                if let Ok(id) = done {
+                    agent.sandbox_ended(id);
+                }
+            }
         }
     }
 }
@@ -330,7 +364,25 @@ impl Handler {
                 return;
             }
         };
+        // Where the peer lives: decided now, from the kernel's pidfd for the connection.
+        let pidfd = crate::sandbox::peer_pidfd(&stream, peer.pid).ok();
+        let place = self.agent.sandboxes().place_of(pidfd.as_ref(), peer.pid);
         let (mut reader, mut writer) = split(stream, self.agent.config().frame_timeout);
+        let place = match place {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(pid = peer.pid, error = %e, "cannot tell whether a peer is in a sandbox; dropping it");
+                let _ = writer
+                    .write(&Response::Error {
+                        code: ErrorCode::Refused,
+                        message: format!(
+                            "refused: the agent cannot tell whether this process is inside a sandbox ({e})"
+                        ),
+                    })
+                    .await;
+                return;
+            }
+        };
         let me = nix::unistd::geteuid().as_raw();
         if peer.uid != me && peer.uid != 0 {
             tracing::warn!(pid = peer.pid, uid = peer.uid, exe = ?peer.exe, "refused a peer of another user");
@@ -355,6 +407,13 @@ impl Handler {
         }
         let (pushes, mut pushed) = mpsc::unbounded_channel();
         let mut session = Session::new(peer, pushes);
+        session.place(
+            match place {
+                crate::sandbox::Place::Outside => None,
+                crate::sandbox::Place::Inside(r) => Some(r),
+            },
+            pidfd,
+        );
         if let Err(e) = self
             .serve(&mut reader, &mut writer, &mut session, &mut pushed)
             .await

@@ -35,6 +35,11 @@ pub struct Session {
     marks_applied: u64,
     /// A command line of the chain held a value of the vault: shown as pids alone.
     withheld: bool,
+    /// The sandbox the peer lives in (`None`: outside every sandbox). Decided when the
+    /// connection was accepted; `peer.sandbox` carries its id into records.
+    pub sandbox: Option<Arc<crate::sandbox::Registration>>,
+    /// The kernel's pidfd for the peer (see `sandbox::peer_pidfd`).
+    pub pidfd: Option<std::os::fd::OwnedFd>,
 }
 
 impl Session {
@@ -50,7 +55,26 @@ impl Session {
             found: Vec::new(),
             marks_applied: 0,
             withheld: false,
+            sandbox: None,
+            pidfd: None,
         }
+    }
+
+    /// Places the session in `sandbox` (as the connection was accepted).
+    pub fn place(
+        &mut self,
+        sandbox: Option<Arc<crate::sandbox::Registration>>,
+        pidfd: Option<std::os::fd::OwnedFd>,
+    ) {
+        self.peer.sandbox = sandbox.as_ref().map(|s| s.id());
+        self.sandbox = sandbox;
+        self.pidfd = pidfd;
+        self.peer_json = None;
+    }
+
+    /// The id of the sandbox the peer lives in.
+    pub fn sandbox_id(&self) -> Option<u64> {
+        self.sandbox.as_ref().map(|s| s.id())
     }
 
     /// The processes of the chain (the peer first) whose shown form differs from what

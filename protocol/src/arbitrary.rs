@@ -130,7 +130,28 @@ pub fn request() -> impl Strategy<Value = Request> {
         secret()
             .prop_map(|passphrase| Request::PolicyReset { passphrase })
             .boxed(),
+        (any::<u32>(), text(), texts())
+            .prop_map(|(pid, profile, command)| {
+                Request::RegisterSandbox(SandboxRequest {
+                    pid,
+                    profile,
+                    command,
+                })
+            })
+            .boxed(),
     ])
+}
+
+fn sandbox_info() -> impl Strategy<Value = SandboxInfo> {
+    (any::<u64>(), text(), texts(), any::<u32>(), any::<u64>()).prop_map(
+        |(id, profile, command, pid, started)| SandboxInfo {
+            id,
+            profile,
+            command,
+            pid,
+            started,
+        },
+    )
 }
 
 fn process() -> impl Strategy<Value = ProcessInfo> {
@@ -178,12 +199,14 @@ fn status() -> impl Strategy<Value = AgentStatus> {
             any::<u32>(),
         ),
         (any::<u32>(), policy_state(), audit_state()),
+        (of(text()), vec(sandbox_info(), 0..3), of(any::<u64>())),
     )
         .prop_map(
             |(
                 (agent_version, pid, socket, vault, vault_exists, locked),
                 (secrets, leases, idle_lock_secs, locks_in_secs, memory_locked, unlock_failures),
                 (pending, policy, audit),
+                (exe, sandboxes, caller_sandbox),
             )| AgentStatus {
                 agent_version,
                 pid,
@@ -200,6 +223,9 @@ fn status() -> impl Strategy<Value = AgentStatus> {
                 pending,
                 policy,
                 audit,
+                exe,
+                sandboxes,
+                caller_sandbox,
             },
         )
 }
@@ -208,9 +234,10 @@ fn scope() -> impl Strategy<Value = Scope> {
     (
         (texts(), of(text()), text(), texts()),
         (any::<u32>(), vec(process(), 0..3), of(text()), texts()),
+        of(any::<u64>()),
     )
         .prop_map(
-            |((secrets, task, command, argv), (pid, chain, profile, warnings))| Scope {
+            |((secrets, task, command, argv), (pid, chain, profile, warnings), sandbox)| Scope {
                 secrets,
                 task,
                 command,
@@ -218,6 +245,7 @@ fn scope() -> impl Strategy<Value = Scope> {
                 pid,
                 chain,
                 profile,
+                sandbox,
                 warnings,
             },
         )
@@ -269,16 +297,17 @@ fn explanation() -> impl Strategy<Value = Explanation> {
             any::<u64>(),
             any::<bool>(),
         ),
-        (texts(), any::<bool>()),
+        (texts(), any::<bool>(), text()),
     )
         .prop_map(
             |(
                 (policy, profile, chain, command),
                 (verdicts, refusal, approval, ttl_secs, max_ttl_secs, masking_required),
-                (unknown, locked),
+                (unknown, locked, identity),
             )| Explanation {
                 policy,
                 profile,
+                identity,
                 chain,
                 command,
                 verdicts,
@@ -358,6 +387,7 @@ pub fn response() -> impl Strategy<Value = Response> {
             })
             .boxed(),
         text().prop_map(Response::NeedsPassphrase).boxed(),
+        sandbox_info().prop_map(Response::SandboxRegistered).boxed(),
         explanation().prop_map(Response::Explanation).boxed(),
         (
             texts(),
@@ -412,10 +442,11 @@ fn request_variant(r: &Request) -> &'static str {
         Request::AuditAccept { .. } => "AuditAccept",
         Request::Stop => "Stop",
         Request::PolicyReset { .. } => "PolicyReset",
+        Request::RegisterSandbox(_) => "RegisterSandbox",
     }
 }
 
-const REQUEST_VARIANTS: usize = 24;
+const REQUEST_VARIANTS: usize = 25;
 
 /// The same for `Response`.
 fn response_variant(r: &Response) -> &'static str {
@@ -434,10 +465,11 @@ fn response_variant(r: &Response) -> &'static str {
         Response::NeedsPassphrase(_) => "NeedsPassphrase",
         Response::Explanation(_) => "Explanation",
         Response::AuditReport(_) => "AuditReport",
+        Response::SandboxRegistered(_) => "SandboxRegistered",
     }
 }
 
-const RESPONSE_VARIANTS: usize = 14;
+const RESPONSE_VARIANTS: usize = 15;
 
 #[test]
 fn every_variant_is_generated() {

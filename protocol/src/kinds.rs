@@ -74,6 +74,9 @@ kinds! {
         PolicyResetFailed = "policy_reset_failed",
         Anomaly = "anomaly",
         LogContinued = "log_continued",
+        SandboxStarted = "sandbox_started",
+        SandboxEnded = "sandbox_ended",
+        SandboxRefused = "sandbox_refused",
     }
 }
 

@@ -96,6 +96,32 @@ pub enum Request {
     PolicyReset {
         passphrase: SecretBytes,
     },
+    /// Register a sandbox `jitc sandbox` just made: `pid` is its first process, already
+    /// in the sandbox's user namespace and held before the program starts. Every request
+    /// from that namespace, or one nested below it, gets `profile` from then on.
+    /// Refused from inside any sandbox.
+    RegisterSandbox(SandboxRequest),
+}
+
+/// What `jitc sandbox` registers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SandboxRequest {
+    pub pid: u32,
+    pub profile: String,
+    /// The program the sandbox runs, for records and `jitc status`.
+    pub command: Vec<String>,
+}
+
+/// A registered sandbox, as `jitc status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SandboxInfo {
+    pub id: u64,
+    pub profile: String,
+    pub command: Vec<String>,
+    /// Its first process (the init of its PID namespace), as the agent sees it.
+    pub pid: u32,
+    /// Unix seconds.
+    pub started: u64,
 }
 
 /// A message from the agent to `jitc`.
@@ -137,6 +163,8 @@ pub enum Response {
     /// A write that needs a human (it changes or removes an existing or guarded
     /// secret): send it again with the vault passphrase. Says what needs it.
     NeedsPassphrase(String),
+    /// A sandbox is registered (`RegisterSandbox`).
+    SandboxRegistered(SandboxInfo),
 }
 
 /// The result of `jitc audit verify`.
@@ -259,6 +287,12 @@ pub struct AgentStatus {
     pub pending: u32,
     pub policy: PolicyState,
     pub audit: AuditState,
+    /// The agent's own executable.
+    pub exe: Option<String>,
+    /// Registered sandboxes, oldest first.
+    pub sandboxes: Vec<SandboxInfo>,
+    /// The sandbox the asker lives in, if any.
+    pub caller_sandbox: Option<u64>,
 }
 
 /// Whether `policy.toml` is in force, and if not, why every lease is refused.
@@ -343,6 +377,8 @@ pub struct Scope {
     pub pid: u32,
     pub chain: Vec<ProcessInfo>,
     pub profile: Option<String>,
+    /// The sandbox the requester lives in (which gave it `profile`), if any.
+    pub sandbox: Option<u64>,
     /// What a human approving this should know about the command: `argv[0]` that names
     /// another program than the one that runs, a program in a directory the requester
     /// can write.
@@ -364,6 +400,7 @@ impl Scope {
             pid,
             chain: chain.to_vec(),
             profile: profile.map(str::to_owned),
+            sandbox: None,
             warnings: Vec::new(),
         }
     }
@@ -419,6 +456,8 @@ pub struct SecretVerdict {
 pub struct Explanation {
     pub policy: PolicyState,
     pub profile: Option<String>,
+    /// Which identity decided the profile, in words: a sandbox, an ancestor, or none.
+    pub identity: String,
     pub chain: Vec<ProcessInfo>,
     pub command: String,
     pub verdicts: Vec<SecretVerdict>,

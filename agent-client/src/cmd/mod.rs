@@ -18,6 +18,7 @@ mod remove;
 mod rename;
 mod request;
 mod revoke;
+mod sandbox;
 mod scan;
 mod status;
 mod stop;
@@ -73,6 +74,11 @@ pub enum Command {
     Scan(scan::Args),
     /// Read the audit trail (or check it: 'jitc audit verify')
     Audit(audit::Args),
+    /// Run a program (a coding agent) in a sandbox whose identity it cannot shed
+    Sandbox(sandbox::Args),
+    /// Inside a sandbox: scope signals, forbid terminal injection, run the program
+    #[command(name = "__sandbox-init", hide = true)]
+    SandboxInit(sandbox::InitArgs),
 }
 
 /// Runs one command; the `u8` is the exit code on success (`exec`: the child's).
@@ -99,6 +105,8 @@ pub fn run(command: Command) -> Result<u8> {
         Command::Import(a) => import::run(a),
         Command::Scan(a) => scan::run(a),
         Command::Audit(a) => audit::run(a),
+        Command::Sandbox(a) => sandbox::run(a),
+        Command::SandboxInit(a) => sandbox::init(a),
     }
 }
 
@@ -140,10 +148,11 @@ fn scope_text(action: &str, s: &jitc_protocol::Scope) -> String {
         s.secrets.join(", "),
         s.task.as_deref().map_or("(none given)".into(), visible),
         chain_text(&s.chain),
-        s.profile
-            .as_deref()
-            .map(|p| format!(" [profile {}]", visible(p)))
-            .unwrap_or_default()
+        match (s.sandbox, s.profile.as_deref()) {
+            (Some(id), Some(p)) => format!(" [sandbox {id}, profile {}]", visible(p)),
+            (_, Some(p)) => format!(" [profile {}]", visible(p)),
+            _ => String::new(),
+        }
     ));
     text
 }

@@ -95,9 +95,10 @@ pub fn run(command: Command) -> Result<u8> {
         (None, false) => format!("{} (absent: the defaults apply)", visible(&e.policy.path)),
     };
     let mut text = format!(
-        "policy    {policy}\nrequester {}\nprofile   {}\ncommand   {}\n",
+        "policy    {policy}\nrequester {}\nprofile   {}\nidentity  {}\ncommand   {}\n",
         chain_text(&e.chain),
         visible(e.profile.as_deref().unwrap_or("(none)")),
+        visible(&e.identity),
         visible(&e.command)
     );
     for v in &e.verdicts {

@@ -2,7 +2,7 @@
 
 use jitc::Result;
 use jitc::start::connect_or_start;
-use jitc_protocol::display::visible;
+use jitc_protocol::display::{MAX_SHOWN_ARGV, command_line, visible};
 
 use super::plural;
 
@@ -76,6 +76,21 @@ pub fn run(args: Args) -> Result<u8> {
         text.push_str(&format!(
             "failures {} since the last unlock\n",
             plural(u64::from(s.unlock_failures), "wrong passphrase")
+        ));
+    }
+    if let Some(id) = s.caller_sandbox {
+        text.push_str(&format!(
+            "you      inside sandbox {id}: requests from here get its profile\n"
+        ));
+    }
+    for b in &s.sandboxes {
+        text.push_str(&format!(
+            "sandbox  {} profile '{}', pid {}, since {}: {}\n",
+            b.id,
+            visible(&b.profile),
+            b.pid,
+            super::date(b.started),
+            command_line(&b.command, MAX_SHOWN_ARGV)
         ));
     }
     super::emit(&text)?;

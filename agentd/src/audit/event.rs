@@ -36,12 +36,15 @@ impl PeerJson {
             uid: u32,
             exe: &'a Option<String>,
             argv: &'a [String],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            sandbox: Option<u64>,
             chain: &'a [ProcessInfo],
         }
         let json_of = |chain: &[ProcessInfo]| {
             let record = Record {
                 pid: peer.pid,
                 uid: peer.uid,
+                sandbox: peer.sandbox,
                 exe: &peer.exe,
                 argv: &peer.argv,
                 chain,
@@ -92,12 +95,15 @@ impl PeerJson {
         struct Record {
             pid: u32,
             uid: u32,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            sandbox: Option<u64>,
             withheld: &'static str,
             chain: Vec<Pid>,
         }
         let record = Record {
             pid: peer.pid,
             uid: peer.uid,
+            sandbox: peer.sandbox,
             withheld: "executables and command lines: one of them held the value of a secret in the vault",
             chain: chain.iter().map(|p| Pid { pid: p.pid }).collect(),
         };
@@ -428,6 +434,7 @@ mod tests {
             gid: 1000,
             exe: Some("/usr/bin/jitc".into()),
             argv: vec!["jitc".into()],
+            sandbox: None,
         };
         let mut chain: Vec<ProcessInfo> = (0..63)
             .map(|i| ProcessInfo {

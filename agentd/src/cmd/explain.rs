@@ -45,6 +45,7 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
                 refusal: Some(refusal.message.trim_start_matches("refused: ").to_owned()),
                 policy,
                 profile: None,
+                identity: who.describe(),
                 chain: shown,
                 command: req.command.path.clone(),
                 verdicts: Vec::new(),
@@ -66,6 +67,7 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
     Ok(Response::Explanation(Explanation {
         policy,
         profile: who.profile.clone(),
+        identity: who.describe(),
         chain: shown,
         command: req.command.path.clone(),
         verdicts: d.verdicts.clone(),

@@ -12,6 +12,7 @@ pub mod lock;
 pub mod passwd;
 pub mod remove;
 pub mod rename;
+pub mod sandbox;
 pub mod status;
 pub mod unlock;
 
@@ -150,7 +151,10 @@ async fn human_for_write(
         ))));
     };
     let chain = session.chain();
-    let profile = policy.profile_for(&chain);
+    let profile = match &session.sandbox {
+        Some(s) => Some((s.profile().to_owned(), 0)),
+        None => policy.profile_for(&chain),
+    };
     let mut requesters = vec![session.peer.pid];
     if let Some(anchor) = profile.as_ref().and_then(|(_, i)| chain.get(*i)) {
         requesters.push(anchor.pid);
@@ -163,6 +167,7 @@ async fn human_for_write(
         pid: session.peer.pid,
         chain: session.shown_chain().to_vec(),
         profile: profile.map(|(p, _)| p),
+        sandbox: session.sandbox_id(),
         warnings: Vec::new(),
     };
     let base = Event {

@@ -2,10 +2,10 @@
 
 use jitc_protocol::{AgentStatus, Response};
 
-use crate::agent::Agent;
+use crate::agent::{Agent, Session};
 use crate::error::Reply;
 
-pub async fn apply(agent: &Agent) -> Reply {
+pub async fn apply(agent: &Agent, session: &Session) -> Reply {
     // `jitc audit` reads the log after asking this: everything so far is in it.
     agent.audit().flush().await;
     let slot = agent.vault_slot().await;
@@ -28,5 +28,10 @@ pub async fn apply(agent: &Agent) -> Reply {
         pending: u32::try_from(agent.approvals_mut().len()).unwrap_or(u32::MAX),
         policy: agent.policy_state(),
         audit: agent.audit().state(),
+        exe: std::env::current_exe()
+            .ok()
+            .map(|p| p.display().to_string()),
+        sandboxes: agent.sandboxes().list(),
+        caller_sandbox: session.sandbox_id(),
     }))
 }

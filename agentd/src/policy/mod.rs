@@ -66,6 +66,8 @@ struct FileDefaults {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileProfile {
+    /// None: a profile only `jitc sandbox --profile` gives.
+    #[serde(default)]
     ancestors: Vec<String>,
 }
 

@@ -73,6 +73,7 @@ pub(super) async fn grant(
             uid: session.peer.uid,
             chain: shown_chain,
             profile: who.profile.clone(),
+            sandbox: session.sandbox_id(),
             ttl,
             started_at: SystemTime::now(),
             expires: boot_now() + ttl,

@@ -38,6 +38,7 @@ fn session() -> Session {
             gid: nix::unistd::getgid().as_raw(),
             exe,
             argv,
+            sandbox: None,
         },
         pushes,
     )

@@ -1,0 +1,520 @@
+//! `jitc sandbox` (issue 11): a shell script stands in for the coding agent, run by the
+//! real `jitc sandbox` under bubblewrap as an ordinary user (uid 1000), against the real
+//! agent. From inside, every way of shedding the identity still gets the sandbox's
+//! profile; the policy, the vault, the agent and its socket are out of reach; writes and
+//! approvals are refused and recorded — and ordinary work goes on.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+
+use jitc_tests::audit::{self, of_kind, records};
+use jitc_tests::*;
+use serde_json::Value;
+
+const APP: &str = "app-value-5c1e9d2b7a";
+const PROD: &str = "prod-value-0f4e8a6c31";
+const GATED: &str = "gated-value-8d2b4f1a93";
+
+/// `agent` may lease `app/key` to anything, `prod/db` to nothing that exists, and
+/// `gated/x` only with approval. Outside a sandbox nothing limits these.
+const POLICY: &str = r#"
+[defaults]
+approval_timeout = "120s"
+
+[profiles.agent]
+ancestors = ["no-such-coding-agent"]
+
+[profiles.reviewer]
+
+[[rule]]
+secrets = ["prod/*"]
+profiles = ["agent"]
+commands = ["/nonexistent/psql"]
+
+[[rule]]
+secrets = ["gated/*"]
+profiles = ["agent"]
+approval = "always"
+"#;
+
+/// Whether this kernel lets an ordinary user make a user namespace; if not, the test
+/// says so loudly and does nothing (the one allowed skip).
+fn user_namespaces() -> bool {
+    let ok = Command::new("setpriv")
+        .args([
+            "--reuid=1000",
+            "--regid=1000",
+            "--clear-groups",
+            "unshare",
+            "-U",
+            "true",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!(
+            "SKIPPED: this kernel does not let an unprivileged user create a user namespace (CONFIG_USER_NS or a sysctl/AppArmor restriction); jitc sandbox cannot run here"
+        );
+    }
+    ok
+}
+
+fn setup() -> (TestEnv, Agent, PathBuf) {
+    let env = TestEnv::new_as(USER);
+    let agent = env.start_agent();
+    env.init();
+    env.add("app/key", APP);
+    env.add("prod/db", PROD);
+    env.add("gated/x", GATED);
+    // After the adds: names a rule guards take the passphrase to add.
+    env.write_policy(POLICY);
+    let work = env.home.join("work");
+    fs::create_dir_all(&work).unwrap();
+    env.give(&work);
+    (env, agent, work)
+}
+
+/// `jitc sandbox -- sh SCRIPT` in `work`, with `AGENT_PID` set; started, not waited.
+fn sandbox(env: &TestEnv, work: &std::path::Path, script: &str, extra: &[&str]) -> Background {
+    let path = work.join("agent-standin.sh");
+    fs::write(&path, script).unwrap();
+    env.give(&path);
+    let mut c = env.jitc(&["sandbox"]);
+    c.args(extra)
+        .arg("--")
+        .arg("/bin/sh")
+        .arg(&path)
+        .current_dir(work)
+        .env("AGENT_PID", env.agent_pid().unwrap().to_string())
+        .env("WORK", work)
+        .env("PATH", path_with_jitc());
+    TestEnv::spawn_command(c)
+}
+
+/// `PATH` with the `jitc` under test first.
+fn path_with_jitc() -> String {
+    format!("{}:/usr/local/bin:/usr/bin:/bin", bin_dir().display())
+}
+
+fn run_sandboxed(env: &TestEnv, work: &std::path::Path, script: &str) -> Run {
+    sandbox(env, work, script, &[])
+        .wait_at_most(std::time::Duration::from_secs(120))
+        .expect("the sandbox should end")
+}
+
+fn read(work: &std::path::Path, name: &str) -> String {
+    fs::read_to_string(work.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn explained(work: &std::path::Path, name: &str) -> Value {
+    serde_json::from_str(&read(work, name))
+        .unwrap_or_else(|e| panic!("{name}: {e}: {}", read(work, name)))
+}
+
+/// What `policy explain` of `prod/db` says, as the script below writes it.
+const EXPLAIN: &str = "jitc policy explain --json -s prod/db -- /usr/bin/true";
+
+/// A raw client (Python, no jitc involved) that says hello and then sends `payload`
+/// (a postcard-encoded request); prints the reply's bytes as text.
+const RAW_CLIENT: &str = r#"
+import os, socket, struct, sys
+def frame(b): return struct.pack(">I", len(b)) + b
+def read(s):
+    n = struct.unpack(">I", s.recv(4, socket.MSG_WAITALL))[0]
+    return s.recv(n, socket.MSG_WAITALL)
+s = socket.socket(socket.AF_UNIX)
+s.connect(os.environ["JITC_SOCK"])
+s.sendall(frame(b"\x00\x08"))  # Hello { protocol_version: 8 }
+read(s)
+s.sendall(frame(bytes.fromhex(sys.argv[1])))
+sys.stdout.write(read(s).decode("utf-8", "replace"))
+"#;
+
+#[test]
+fn every_way_of_shedding_the_identity_still_gets_the_sandbox() {
+    if !user_namespaces() {
+        return;
+    }
+    let (env, _agent, work) = setup();
+    fs::write(work.join("raw.py"), RAW_CLIENT).unwrap();
+    env.give(&work.join("raw.py"));
+    // Outside: no profile, the lease of prod/db would be granted.
+    let outside = env.json(&["policy", "explain", "-s", "prod/db", "--", "/usr/bin/true"]);
+    assert_eq!(outside["profile"], Value::Null, "{outside}");
+    assert!(outside["refusal"].is_null(), "{outside}");
+    let script = format!(
+        r#"
+cd "$WORK"
+{EXPLAIN} > plain.json
+# Leave the process tree: re-parented to the sandbox's init.
+mkfifo f1 f2
+setsid -f sh -c '{EXPLAIN} > setsid.json; echo done > f1'
+read x < f1
+# Double fork.
+( sh -c '{EXPLAIN} > fork.json; echo done > f2' & )
+read x < f2
+# Claim another name.
+/bin/bash -c 'exec -a sshd /bin/bash -c "{EXPLAIN} > sshd.json"'
+# A user namespace of its own, below the sandbox's.
+unshare -U -r sh -c '{EXPLAIN} > unshare.json'
+# A raw client: Lock (variant 4) and RegisterSandbox (24) for profile "reviewer".
+/usr/bin/python3 raw.py 04 > raw-lock.txt
+/usr/bin/python3 raw.py 180108726576696577657200 > raw-register.txt
+"#
+    );
+    let out = run_sandboxed(&env, &work, &script);
+    assert_eq!(out.code, 0, "{out:?}");
+    for name in ["plain", "setsid", "fork", "sshd", "unshare"] {
+        let e = explained(&work, &format!("{name}.json"));
+        assert_eq!(e["profile"], "agent", "{name}: {e}");
+        assert!(
+            e["identity"].as_str().unwrap().starts_with("sandbox "),
+            "{name}: {e}"
+        );
+        assert!(
+            e["refusal"].as_str().unwrap().contains("/nonexistent/psql"),
+            "{name}: {e}"
+        );
+    }
+    for name in ["raw-lock.txt", "raw-register.txt"] {
+        let reply = read(&work, name);
+        assert!(reply.contains("inside sandbox"), "{name}: {reply:?}");
+    }
+    // The vault stayed unlocked; no second sandbox came of it.
+    let status = env.status();
+    assert_eq!(status["locked"], false);
+    assert_eq!(status["sandboxes"], serde_json::json!([]));
+}
+
+#[test]
+fn policy_vault_agent_and_socket_are_out_of_reach() {
+    if !user_namespaces() {
+        return;
+    }
+    let (env, _agent, work) = setup();
+    let policy = env.config.join("jitc/policy.toml");
+    let before = fs::read(&policy).unwrap();
+    let vault = env.vault();
+    let sock = env.socket();
+    let script = format!(
+        r#"
+cd "$WORK"
+try() {{ name=$1; shift; if "$@" 2>>errors.txt; then echo "$name: DONE" >> results.txt; else echo "$name: failed" >> results.txt; fi; }}
+try append-policy sh -c 'echo "[defaults]" >> {policy}'
+try replace-policy sh -c 'echo x > /tmp/p.toml && mv -f /tmp/p.toml {policy}'
+try remove-policy rm -f {policy}
+try move-config-away mv {config} {config}.old
+try move-home-away mv {home} {home}.old
+try read-vault cat {vault}
+try list-vault-dir sh -c 'ls -A {vault_dir} | grep -q .'
+try kill-agent kill -9 "$AGENT_PID"
+try read-agent-environ cat /proc/$AGENT_PID/environ
+try ptrace-agent /usr/bin/python3 -c '
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+sys.exit(0 if libc.ptrace(16, int(os.environ["AGENT_PID"]), 0, 0) == 0 else 1)'
+try replace-socket /usr/bin/python3 -c '
+import os, socket
+os.unlink("{sock}")'
+try bind-beside-socket /usr/bin/python3 -c '
+import socket
+socket.socket(socket.AF_UNIX).bind("{sock}.fake")'
+try bind-at-socket /usr/bin/python3 -c '
+import socket
+socket.socket(socket.AF_UNIX).bind("{sock}")'
+try replace-agent-binary test -w {agentd}
+try runtime-dir-sockets sh -c 'ls -A {runtime} | grep -v "^jitc$" | grep -q .'
+"#,
+        policy = policy.display(),
+        config = env.config.display(),
+        home = env.home.display(),
+        vault = vault.display(),
+        vault_dir = vault.parent().unwrap().display(),
+        sock = sock.display(),
+        agentd = agentd_bin().display(),
+        runtime = env.runtime.display(),
+    );
+    // Something to find in the runtime directory were it not emptied.
+    fs::write(env.runtime.join("bus"), b"").unwrap();
+    let out = run_sandboxed(&env, &work, &script);
+    assert_eq!(out.code, 0, "{out:?}");
+    let results = read(&work, "results.txt");
+    let done: Vec<&str> = results.lines().filter(|l| l.ends_with("DONE")).collect();
+    assert!(done.is_empty(), "{done:?}\n{}", read(&work, "errors.txt"));
+    assert_eq!(results.lines().count(), 15, "{results}");
+    // And from outside: all as it was, the agent alive on its own socket.
+    assert_eq!(fs::read(&policy).unwrap(), before);
+    assert!(env.config.join("jitc").is_dir() && !env.home.with_extension("old").exists());
+    let status = env.status();
+    assert_eq!(
+        status["pid"].as_u64().unwrap(),
+        u64::from(env.agent_pid().unwrap())
+    );
+    assert_eq!(status["locked"], false);
+}
+
+#[test]
+fn approvals_and_writes_from_inside_are_refused_on_record() {
+    if !user_namespaces() {
+        return;
+    }
+    let (env, _agent, work) = setup();
+    fs::write(work.join("raw.py"), RAW_CLIENT).unwrap();
+    env.give(&work.join("raw.py"));
+    let script = format!(
+        r#"
+cd "$WORK"
+mkfifo w
+jitc exec -s gated/x -- true 2> w &
+exec 3< w
+read line <&3
+id=$(echo "$line" | sed -n 's/.*jitc approve \([0-9]*\).*/\1/p')
+echo "$id" > id.txt
+printf '%s\n' '{PASSPHRASE}' | jitc approve "$id" --passphrase-stdin 2> approve.err; echo $? > approve.code
+# The same without jitc: Approve (variant 17) {{ id, passphrase }}, sent raw.
+hex=$(/usr/bin/python3 -c 'import sys; p = sys.argv[2].encode(); print((bytes([0x11, int(sys.argv[1]), len(p)]) + p).hex())' "$id" '{PASSPHRASE}')
+/usr/bin/python3 raw.py "$hex" > raw-approve.txt
+printf 'new-value-12345678\n' | jitc add --replace app/key 2> add.err; echo $? > add.code
+printf 'x-value-123456789\n' | jitc add new/name 2> addnew.err; echo $? > addnew.code
+jitc lock 2> lock.err; echo $? > lock.code
+jitc stop 2> stop.err; echo $? > stop.code
+jitc pending 2> pending.err; echo $? > pending.code
+jitc sandbox --profile reviewer -- true 2> nested.err; echo $? > nested.code
+"#
+    );
+    let out = run_sandboxed(&env, &work, &script);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(read(&work, "id.txt").trim().parse::<u64>().is_ok());
+    for name in [
+        "approve", "add", "addnew", "lock", "stop", "pending", "nested",
+    ] {
+        let code = read(&work, &format!("{name}.code"));
+        let err = read(&work, &format!("{name}.err"));
+        assert_eq!(code.trim(), "77", "{name}: {err}");
+        assert!(err.contains("inside sandbox"), "{name}: {err}");
+        assert_eq!(err.lines().count(), 1, "{name}: {err}");
+    }
+    let raw = read(&work, "raw-approve.txt");
+    assert!(
+        raw.contains("inside sandbox 1") && raw.contains("cannot approve"),
+        "{raw:?}"
+    );
+    // The passphrase given with the refused approval was never checked, nor recorded.
+    assert_eq!(env.status()["unlock_failures"], 0);
+    let recs = records(&env);
+    let refused = of_kind(&recs, "sandbox_refused");
+    assert_eq!(refused.len(), 7, "{refused:#?}");
+    assert!(
+        refused
+            .iter()
+            .all(|r| r["peer"]["sandbox"].as_u64().is_some())
+    );
+    let anomalies: Vec<&Value> = of_kind(&recs, "anomaly")
+        .into_iter()
+        .filter(|r| r["anomaly"] == "self_approval")
+        .collect();
+    assert_eq!(anomalies.len(), 1, "{:#?}", of_kind(&recs, "anomaly"));
+    // The value is unchanged.
+    let out = env
+        .run(
+            &[
+                "exec",
+                "-s",
+                "app/key",
+                "--no-masking",
+                "--",
+                "printenv",
+                "APP_KEY",
+            ],
+            None,
+        )
+        .ok();
+    assert_eq!(out.stdout.trim(), APP);
+    assert!(
+        !fs::read_to_string(audit::audit_path(&env))
+            .unwrap()
+            .contains(PASSPHRASE)
+    );
+}
+
+#[test]
+fn work_goes_on_inside_and_the_sandbox_is_on_record() {
+    if !user_namespaces() {
+        return;
+    }
+    let (env, _agent, work) = setup();
+    let script = r#"
+cd "$WORK"
+mkdir -p repo/src && cd repo
+printf 'int main(void) { return 0; }\n' > src/main.c
+mkdir -p build && cp src/main.c build/main.o && echo built > build/stamp
+cd "$WORK"
+jitc exec -s app/key -- sh -c 'echo "key=$APP_KEY"' > exec.out 2> exec.err; echo $? > exec.code
+jitc exec -s prod/db -- /usr/bin/true 2> denied.err; echo $? > denied.code
+jitc leases --json > leases.json
+echo READY
+read go < go
+"#;
+    let fifo = work.join("go");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    env.give(&fifo);
+    let bg = sandbox(&env, &work, script, &["--profile", "agent"]);
+    bg.expect_stdout("READY");
+    // While it runs: jitc status (outside) lists it; prod/db is granted out here.
+    let status = env.status();
+    let boxes = status["sandboxes"].as_array().unwrap();
+    assert_eq!(boxes.len(), 1, "{status}");
+    assert_eq!(boxes[0]["profile"], "agent");
+    assert!(boxes[0]["command"].to_string().contains("agent-standin.sh"));
+    let text = env.run(&["status"], None).ok().stdout;
+    assert!(text.contains("sandbox  1 profile 'agent'"), "{text}");
+    env.run(&["exec", "-s", "prod/db", "--", "/usr/bin/true"], None)
+        .ok();
+    fs::write(&fifo, b"go\n").unwrap();
+    let out = bg.wait_at_most(std::time::Duration::from_secs(60)).unwrap();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(read(&work, "repo/build/stamp").trim(), "built");
+    assert_eq!(
+        read(&work, "exec.code").trim(),
+        "0",
+        "{}",
+        read(&work, "exec.err")
+    );
+    assert_eq!(read(&work, "exec.out").trim(), "key=<concealed:app/key>");
+    assert_eq!(read(&work, "denied.code").trim(), "77");
+    assert!(read(&work, "denied.err").contains("/nonexistent/psql"));
+    // The sandbox's end is noticed without anyone saying so.
+    let ended = audit::wait_for_record(&env, "sandbox_ended", "agent-standin.sh");
+    assert_eq!(ended["profile"], "agent");
+    let recs = records(&env);
+    let started = of_kind(&recs, "sandbox_started");
+    assert_eq!(started.len(), 1);
+    assert_eq!(started[0]["profile"], "agent");
+    assert!(started[0]["argv"].to_string().contains("agent-standin.sh"));
+    let granted = of_kind(&recs, "lease_granted");
+    let inside: Vec<_> = granted
+        .iter()
+        .filter(|r| r["peer"]["sandbox"] == 1)
+        .collect();
+    assert_eq!(inside.len(), 1, "{granted:#?}");
+    assert_eq!(inside[0]["profile"], "agent");
+    assert_eq!(env.status()["sandboxes"], serde_json::json!([]));
+    // Nothing in the sandbox's files holds a value.
+    for (path, bytes) in env.all_files() {
+        if path.starts_with(&work) {
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(
+                !text.contains(APP) && !text.contains(PROD),
+                "{}",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn leases_and_revoke_inside_reach_only_the_sandboxs_own() {
+    if !user_namespaces() {
+        return;
+    }
+    let (env, _agent, work) = setup();
+    let outside = env.spawn(&["exec", "-s", "app/key", "--", "sleep", "300"]);
+    let id = loop_until_lease(&env);
+    let script = format!(
+        r#"
+cd "$WORK"
+jitc leases --json > leases.json
+jitc revoke {id} 2> revoke.err; echo $? > revoke.code
+jitc revoke --all 2> all.err; echo $? > all.code
+"#
+    );
+    let out = run_sandboxed(&env, &work, &script);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(read(&work, "leases.json").trim(), "[]");
+    assert_eq!(
+        read(&work, "revoke.code").trim(),
+        "1",
+        "{}",
+        read(&work, "revoke.err")
+    );
+    assert!(read(&work, "revoke.err").contains(&format!("no active lease {id}")));
+    assert_eq!(
+        read(&work, "all.code").trim(),
+        "0",
+        "{}",
+        read(&work, "all.err")
+    );
+    // The outside lease lives on.
+    let leases = env.json(&["leases"]);
+    assert_eq!(leases.as_array().unwrap().len(), 1, "{leases}");
+    drop(outside);
+}
+
+/// The id of the one active lease, once there is one (waits on the log).
+fn loop_until_lease(env: &TestEnv) -> u64 {
+    let granted = audit::wait_for_record(env, "lease_granted", "sleep");
+    granted["lease"].as_u64().unwrap()
+}
+
+#[test]
+fn a_nested_bubblewrap_inside_still_reaches_the_agent_as_the_sandbox() {
+    if !user_namespaces() {
+        return;
+    }
+    let (env, _agent, work) = setup();
+    let script = format!(
+        r#"
+cd "$WORK"
+bwrap --dev-bind / / --unshare-user --unshare-pid --proc /proc -- \
+    sh -c 'jitc exec -s app/key -- sh -c "echo key=\$APP_KEY" > nested.out 2> nested.err; {EXPLAIN} > nested.json; true'
+"#
+    );
+    let out = run_sandboxed(&env, &work, &script);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        read(&work, "nested.out").trim(),
+        "key=<concealed:app/key>",
+        "{}",
+        read(&work, "nested.err")
+    );
+    assert_eq!(explained(&work, "nested.json")["profile"], "agent");
+}
+
+#[test]
+fn without_user_namespaces_nothing_runs_and_the_error_says_why() {
+    if !user_namespaces() {
+        return;
+    }
+    let (env, _agent, work) = setup();
+    // A user namespace whose own limit forbids any further one.
+    let marker = work.join("ran");
+    let mut c = env.command("unshare");
+    c.env("PATH", path_with_jitc());
+    c.args(["-U", "-r", "sh", "-c"]).arg(format!(
+        "echo 0 > /proc/sys/user/max_user_namespaces && exec {} sandbox -- touch {}",
+        jitc_bin().display(),
+        marker.display()
+    ));
+    let out = run_with_stdin(c, None).code(69).one_line_error();
+    assert!(out.stderr.contains("user namespaces"), "{}", out.stderr);
+    assert!(out.stderr.contains("was not run"), "{}", out.stderr);
+    assert!(!marker.exists());
+}
+
+#[test]
+fn a_profile_the_policy_does_not_know_is_refused() {
+    if !user_namespaces() {
+        return;
+    }
+    let (env, _agent, work) = setup();
+    let marker = work.join("ran");
+    let mut c = env.jitc(&["sandbox", "--profile", "agnet", "--", "touch"]);
+    c.arg(&marker);
+    run_with_stdin(c, None)
+        .code(1)
+        .one_line_error()
+        .says("no profile 'agnet' in the policy");
+    assert!(!marker.exists());
+}

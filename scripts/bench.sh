@@ -176,3 +176,8 @@ for f in VmRSS VmHWM VmLck; do
     printf '%-6s %s\n' "$f" "$(sed -n "s/^$f:[[:space:]]*//p" /proc/"$agent_pid"/status)"
 done
 printf 'vault  %s bytes on disk\n' "$(stat -c %s "$XDG_DATA_HOME/jitc/vault.jitc")"
+
+echo
+echo "== the sandbox (scripts/bench-sandbox.sh)"
+# Built above; HOME is the throwaway one by now, where cargo would not find its toolchain.
+NO_BUILD=1 "$PWD/scripts/bench-sandbox.sh"

@@ -364,9 +364,14 @@ impl Handler {
                 return;
             }
         };
-        // Where the peer lives: decided now, from the kernel's pidfd for the connection.
-        let pidfd = crate::sandbox::peer_pidfd(&stream, peer.pid).ok();
-        let place = self.agent.sandboxes().place_of(pidfd.as_ref(), peer.pid);
+        // Where the peer lives: decided now, from the kernel's pidfd for the connection
+        // (taken only while sandboxes exist; closed once used).
+        let place = if self.agent.sandboxes().is_empty() {
+            Ok(crate::sandbox::Place::Outside)
+        } else {
+            crate::sandbox::peer_pidfd(&stream, peer.pid)
+                .and_then(|fd| self.agent.sandboxes().place_of(Some(&fd), peer.pid))
+        };
         let (mut reader, mut writer) = split(stream, self.agent.config().frame_timeout);
         let place = match place {
             Ok(p) => p,
@@ -407,13 +412,10 @@ impl Handler {
         }
         let (pushes, mut pushed) = mpsc::unbounded_channel();
         let mut session = Session::new(peer, pushes);
-        session.place(
-            match place {
-                crate::sandbox::Place::Outside => None,
-                crate::sandbox::Place::Inside(r) => Some(r),
-            },
-            pidfd,
-        );
+        session.place(match place {
+            crate::sandbox::Place::Outside => None,
+            crate::sandbox::Place::Inside(r) => Some(r),
+        });
         if let Err(e) = self
             .serve(&mut reader, &mut writer, &mut session, &mut pushed)
             .await

@@ -38,8 +38,6 @@ pub struct Session {
     /// The sandbox the peer lives in (`None`: outside every sandbox). Decided when the
     /// connection was accepted; `peer.sandbox` carries its id into records.
     pub sandbox: Option<Arc<crate::sandbox::Registration>>,
-    /// The kernel's pidfd for the peer (see `sandbox::peer_pidfd`).
-    pub pidfd: Option<std::os::fd::OwnedFd>,
 }
 
 impl Session {
@@ -56,19 +54,13 @@ impl Session {
             marks_applied: 0,
             withheld: false,
             sandbox: None,
-            pidfd: None,
         }
     }
 
     /// Places the session in `sandbox` (as the connection was accepted).
-    pub fn place(
-        &mut self,
-        sandbox: Option<Arc<crate::sandbox::Registration>>,
-        pidfd: Option<std::os::fd::OwnedFd>,
-    ) {
+    pub fn place(&mut self, sandbox: Option<Arc<crate::sandbox::Registration>>) {
         self.peer.sandbox = sandbox.as_ref().map(|s| s.id());
         self.sandbox = sandbox;
-        self.pidfd = pidfd;
         self.peer_json = None;
     }
 

@@ -305,7 +305,7 @@ jitc sandbox --profile reviewer -- true 2> nested.err; echo $? > nested.code
     assert_eq!(env.status()["unlock_failures"], 0);
     let recs = records(&env);
     let refused = of_kind(&recs, "sandbox_refused");
-    assert_eq!(refused.len(), 7, "{refused:#?}");
+    assert_eq!(refused.len(), 8, "{refused:#?}");
     assert!(
         refused
             .iter()
@@ -315,7 +315,8 @@ jitc sandbox --profile reviewer -- true 2> nested.err; echo $? > nested.code
         .into_iter()
         .filter(|r| r["anomaly"] == "self_approval")
         .collect();
-    assert_eq!(anomalies.len(), 1, "{:#?}", of_kind(&recs, "anomaly"));
+    // Both approvals from inside, through jitc and raw, are anomalies.
+    assert_eq!(anomalies.len(), 2, "{:#?}", of_kind(&recs, "anomaly"));
     // The value is unchanged.
     let out = env
         .run(
@@ -347,6 +348,8 @@ fn work_goes_on_inside_and_the_sandbox_is_on_record() {
     let (env, _agent, work) = setup();
     let script = r#"
 cd "$WORK"
+grep -E '^(NoNewPrivs|CapEff|CapPrm|CapBnd)' /proc/self/status > self.txt
+id -u > uid.txt
 mkdir -p repo/src && cd repo
 printf 'int main(void) { return 0; }\n' > src/main.c
 mkdir -p build && cp src/main.c build/main.o && echo built > build/stamp
@@ -376,6 +379,13 @@ read go < go
     let out = bg.wait_at_most(std::time::Duration::from_secs(60)).unwrap();
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(read(&work, "repo/build/stamp").trim(), "built");
+    // The user's own uid, no capability, no new privileges.
+    assert_eq!(read(&work, "uid.txt").trim(), "1000");
+    let me = read(&work, "self.txt");
+    assert!(me.contains("NoNewPrivs:\t1"), "{me}");
+    for cap in ["CapEff", "CapPrm", "CapBnd"] {
+        assert!(me.contains(&format!("{cap}:\t0000000000000000")), "{me}");
+    }
     assert_eq!(
         read(&work, "exec.code").trim(),
         "0",

@@ -17,7 +17,17 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<u8> {
     let mut client = connect_or_start()?;
-    let Some(p) = client.pending()?.into_iter().find(|p| p.id == args.id) else {
+    let pending = match client.pending() {
+        Ok(p) => p,
+        // Inside a sandbox nothing may see what waits; the approval itself is sent on,
+        // without a passphrase, for the agent to refuse on record (`self_approval`).
+        Err(e) if e.code() == jitc_protocol::ErrorCode::Refused => {
+            client.approve(args.id, jitc_protocol::SecretBytes::new(Vec::new()))?;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+    let Some(p) = pending.into_iter().find(|p| p.id == args.id) else {
         return Err(Error::failure(format!(
             "no request {} is waiting for approval; see 'jitc pending'",
             args.id

@@ -528,3 +528,61 @@ fn a_profile_the_policy_does_not_know_is_refused() {
         .says("no profile 'agnet' in the policy");
     assert!(!marker.exists());
 }
+
+/// Files your own sessions run later, outside the sandbox, are read-only inside: shell
+/// start-up files, systemd user units, and a directory on `PATH` before jitc's (a
+/// `jitc` planted there would be the one you type — and get your passphrase).
+#[test]
+fn what_runs_later_outside_is_read_only_inside() {
+    if !user_namespaces() {
+        return;
+    }
+    let (env, _agent, work) = setup();
+    let bin = env.home.join("bin");
+    let units = env.config.join("systemd/user");
+    fs::create_dir_all(&bin).unwrap();
+    fs::create_dir_all(&units).unwrap();
+    fs::write(env.home.join(".bashrc"), b"# mine\n").unwrap();
+    for p in [
+        &bin,
+        &units,
+        &env.config.join("systemd"),
+        &env.home.join(".bashrc"),
+    ] {
+        env.give(p);
+    }
+    let script = format!(
+        r##"
+cd "$WORK"
+try() {{ name=$1; shift; if "$@" 2>>errors.txt; then echo "$name: DONE" >> results.txt; else echo "$name: failed" >> results.txt; fi; }}
+try bashrc sh -c 'echo "alias jitc=/tmp/fake" >> {home}/.bashrc'
+try fake-jitc sh -c 'printf "#!/bin/sh\n" > {bin}/jitc'
+try unit sh -c 'echo "[Service]" > {units}/evil.service'
+try work sh -c 'echo ok > {work}/still-writable'
+"##,
+        home = env.home.display(),
+        bin = bin.display(),
+        units = units.display(),
+        work = work.display(),
+    );
+    let path = work.join("agent-standin.sh");
+    fs::write(&path, script).unwrap();
+    env.give(&path);
+    let mut c = env.jitc(&["sandbox", "--", "/bin/sh"]);
+    c.arg(&path)
+        .current_dir(&work)
+        .env("WORK", &work)
+        .env("PATH", format!("{}:{}", bin.display(), path_with_jitc()));
+    let out = run_with_stdin(c, None);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        read(&work, "results.txt"),
+        "bashrc: failed\nfake-jitc: failed\nunit: failed\nwork: DONE\n",
+        "{}",
+        read(&work, "errors.txt")
+    );
+    assert_eq!(
+        fs::read_to_string(env.home.join(".bashrc")).unwrap(),
+        "# mine\n"
+    );
+}

@@ -76,11 +76,18 @@ pub fn run(args: Args) -> Result<u8> {
     }
     programs.extend(s.exe.as_ref().map(PathBuf::from));
     programs.dedup();
-    let read_only = args
+    let mut read_only: Vec<PathBuf> = args
         .read_only
         .iter()
         .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
         .collect();
+    let cwd_now = std::env::current_dir().unwrap_or_default();
+    read_only.extend(
+        run_later(home.as_deref())
+            .into_iter()
+            // Never where the program works.
+            .filter(|p| !cwd_now.starts_with(p) && home.as_deref() != Some(p.as_path())),
+    );
     let uid = nix::unistd::geteuid().as_raw();
     let plan = Plan {
         socket: PathBuf::from(&s.socket),
@@ -116,6 +123,60 @@ pub fn run(args: Args) -> Result<u8> {
             quiet: args.quiet,
         },
     )
+}
+
+/// What the user's own sessions run later, outside any sandbox, that the sandbox could
+/// otherwise rewrite to act outside or to catch the vault passphrase: shell start-up
+/// files and the systemd user units and autostart entries that exist, and every
+/// directory on `PATH` before the one `jitc` is found in that this user can write (a
+/// program named `jitc` put there would be the one you type).
+fn run_later(home: Option<&std::path::Path>) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(home) = home {
+        for f in [
+            ".bashrc",
+            ".bash_profile",
+            ".bash_login",
+            ".bash_logout",
+            ".profile",
+            ".zshrc",
+            ".zshenv",
+            ".zprofile",
+            ".zlogin",
+            ".config/fish",
+            ".config/systemd",
+            ".config/autostart",
+            ".config/environment.d",
+        ] {
+            let p = home.join(f);
+            if p.exists() {
+                out.push(p);
+            }
+        }
+    }
+    let jitc_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(std::path::Path::to_path_buf));
+    for dir in std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+    {
+        if Some(&dir) == jitc_dir.as_ref() {
+            break;
+        }
+        if dir.join("jitc").is_file() {
+            // Another jitc, found first: the one you type.
+            out.push(dir.join("jitc"));
+            break;
+        }
+        if dir.is_absolute()
+            && dir.is_dir()
+            && nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK).is_ok()
+        {
+            out.push(dir);
+        }
+    }
+    out
 }
 
 pub fn init(args: InitArgs) -> Result<u8> {

@@ -366,7 +366,9 @@ impl Handler {
         };
         // Where the peer lives: decided now, from the kernel's pidfd for the connection
         // (taken only while sandboxes exist; closed once used).
-        let place = if self.agent.sandboxes().is_empty() {
+        // Root is never inside a user's sandbox (a sandboxed uid 0 is the user's uid to
+        // us), and its namespace is not ours to read.
+        let place = if self.agent.sandboxes().is_empty() || peer.uid == 0 {
             Ok(crate::sandbox::Place::Outside)
         } else {
             crate::sandbox::peer_pidfd(&stream, peer.pid)
@@ -500,7 +502,9 @@ impl Handler {
                     Some(r) => r,
                     None => return Ok(()),
                 },
-                () = idle, if session.leases.is_empty() => {
+                // A connection that holds a lease, or that registered a sandbox (its
+                // launcher waits on it for the agent's end), is not idle.
+                () = idle, if session.leases.is_empty() && !session.registered_sandbox => {
                     tracing::debug!(pid = session.peer.pid, "idle connection dropped");
                     return Ok(());
                 }

@@ -38,6 +38,9 @@ pub struct Session {
     /// The sandbox the peer lives in (`None`: outside every sandbox). Decided when the
     /// connection was accepted; `peer.sandbox` carries its id into records.
     pub sandbox: Option<Arc<crate::sandbox::Registration>>,
+    /// This connection registered a sandbox (`jitc sandbox` keeps it open to learn of
+    /// the agent's end): it is never dropped as idle.
+    pub registered_sandbox: bool,
 }
 
 impl Session {
@@ -54,6 +57,7 @@ impl Session {
             marks_applied: 0,
             withheld: false,
             sandbox: None,
+            registered_sandbox: false,
         }
     }
 

@@ -62,8 +62,13 @@ fn user_namespaces() -> bool {
 }
 
 fn setup() -> (TestEnv, Agent, PathBuf) {
+    setup_with(&[])
+}
+
+/// `setup`, the agent started with `args`.
+fn setup_with(args: &[&str]) -> (TestEnv, Agent, PathBuf) {
     let env = TestEnv::new_as(USER);
-    let agent = env.start_agent();
+    let agent = env.start_agent_with(args);
     env.init();
     env.add("app/key", APP);
     env.add("prod/db", PROD);
@@ -585,4 +590,165 @@ try work sh -c 'echo ok > {work}/still-writable'
         fs::read_to_string(env.home.join(".bashrc")).unwrap(),
         "# mine\n"
     );
+}
+
+/// Review finding: the agent dropped the launcher's connection as idle after 30 s, and
+/// the launcher took that for the agent's end and killed every sandbox.
+#[test]
+fn a_sandbox_outlives_the_idle_timeout_of_its_registration() {
+    if !user_namespaces() {
+        return;
+    }
+    let (env, _agent, work) = setup_with(&["--connection-timeout", "1s"]);
+    let fifo = work.join("go");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    env.give(&fifo);
+    let bg = sandbox(&env, &work, "echo READY\nread go < \"$WORK/go\"\n", &[]);
+    bg.expect_stdout("READY");
+    // A connection opened after the launcher's: once the agent drops it as idle, the
+    // launcher's would have been dropped too.
+    let mut probe = raw_connect(&env.socket());
+    raw_hello(&mut probe);
+    probe
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    assert!(
+        raw_read(&mut probe).is_none(),
+        "the idle probe was not dropped"
+    );
+    assert_eq!(env.status()["sandboxes"].as_array().unwrap().len(), 1);
+    fs::write(&fifo, b"go\n").unwrap();
+    let out = bg.wait_at_most(std::time::Duration::from_secs(60)).unwrap();
+    assert_eq!(out.code, 0, "{out:?}");
+}
+
+/// Review finding: a `bwrap` first on `PATH`, planted by an earlier sandbox, reported a
+/// decoy and ran the program unsandboxed. Only a bubblewrap the user cannot replace is
+/// used.
+#[test]
+fn a_bubblewrap_the_user_could_replace_is_refused() {
+    if !user_namespaces() {
+        return;
+    }
+    let (env, _agent, work) = setup();
+    let fakebin = env.home.join("fakebin");
+    fs::create_dir_all(&fakebin).unwrap();
+    env.give(&fakebin);
+    let fake = fakebin.join("bwrap");
+    fs::write(&fake, "#!/bin/sh\nexec \"$@\"\n").unwrap();
+    fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    env.give(&fake);
+    let marker = work.join("ran");
+    let mut c = env.jitc(&["sandbox", "--", "touch"]);
+    c.arg(&marker).env("JITC_BWRAP", &fake);
+    run_with_stdin(c, None)
+        .code(69)
+        .one_line_error()
+        .says("is yours or writable by others");
+    // Nor does one on PATH count: PATH is never searched.
+    let mut c = env.jitc(&["sandbox", "--", "touch"]);
+    c.arg(&marker).env(
+        "PATH",
+        format!("{}:{}", fakebin.display(), path_with_jitc()),
+    );
+    run_with_stdin(c, None).ok();
+    assert!(marker.exists());
+    let log = fs::read_to_string(audit::audit_path(&env)).unwrap();
+    assert!(log.contains("sandbox_started"));
+}
+
+/// Review findings: the runtime directory stayed whole when jitc's socket lived
+/// elsewhere (the session bus and the systemd user manager run commands outside), and
+/// tmux's directory was hidden only at its default place.
+#[test]
+fn servers_that_run_commands_outside_are_out_of_reach_wherever_they_are() {
+    if !user_namespaces() {
+        return;
+    }
+    let env = TestEnv::new_as(USER);
+    let sockdir = env.home.join("sock");
+    fs::create_dir_all(&sockdir).unwrap();
+    fs::set_permissions(
+        &sockdir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    env.give(&sockdir);
+    env.set_env("JITC_SOCK", sockdir.join("agent.sock"));
+    let tmux_tmp = env.home.join("tt");
+    fs::create_dir_all(tmux_tmp.join("tmux-1000")).unwrap();
+    fs::write(tmux_tmp.join("tmux-1000/default"), b"").unwrap();
+    fs::write(env.runtime.join("bus"), b"").unwrap();
+    let _agent = env.start_agent();
+    env.init();
+    let work = env.home.join("work");
+    fs::create_dir_all(&work).unwrap();
+    for p in [&work, &tmux_tmp, &tmux_tmp.join("tmux-1000")] {
+        env.give(p);
+    }
+    let script = format!(
+        "ls -A {runtime} > {work}/runtime.txt\nls -A {tmux} > {work}/tmux.txt\njitc status > {work}/status.txt\n",
+        runtime = env.runtime.display(),
+        tmux = tmux_tmp.join("tmux-1000").display(),
+        work = work.display(),
+    );
+    let path = work.join("agent-standin.sh");
+    fs::write(&path, script).unwrap();
+    env.give(&path);
+    let mut c = env.jitc(&["sandbox", "--", "/bin/sh"]);
+    c.arg(&path)
+        .current_dir(&work)
+        .env("PATH", path_with_jitc())
+        .env("TMUX_TMPDIR", &tmux_tmp)
+        .env(
+            "TMUX",
+            format!("{}/default,1,0", tmux_tmp.join("tmux-1000").display()),
+        );
+    let out = run_with_stdin(c, None);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(read(&work, "runtime.txt"), "");
+    assert_eq!(read(&work, "tmux.txt"), "");
+    assert!(read(&work, "status.txt").contains("inside sandbox"));
+}
+
+/// Review finding: start-up files were frozen only where they existed. Missing ones
+/// whose empty form changes nothing are made empty first; one whose existence changes
+/// what runs (`.bash_profile`) is moved aside, loudly, if the sandbox made it.
+#[test]
+fn start_up_files_the_sandbox_makes_do_not_run_at_your_next_login() {
+    if !user_namespaces() {
+        return;
+    }
+    let (env, _agent, work) = setup();
+    let script = format!(
+        "echo 'jitc pending' > {home}/.bash_profile\necho 'evil' > {home}/.bashrc 2>/dev/null; true\n",
+        home = env.home.display()
+    );
+    let path = work.join("agent-standin.sh");
+    fs::write(&path, script).unwrap();
+    env.give(&path);
+    let mut c = env.jitc(&["sandbox", "--", "/bin/sh"]);
+    c.arg(&path)
+        .current_dir(&work)
+        .env("PATH", path_with_jitc());
+    let out = run_with_stdin(c, None);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("WARNING: the sandbox created"),
+        "{}",
+        out.stderr
+    );
+    assert!(!env.home.join(".bash_profile").exists());
+    let aside: Vec<_> = fs::read_dir(&env.home)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".bash_profile.jitc-sandbox-")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1);
+    // The placeholder stayed empty: it was read-only inside.
+    assert_eq!(fs::read_to_string(env.home.join(".bashrc")).unwrap(), "");
 }

@@ -39,8 +39,9 @@ pub struct Plan {
     pub runtime_dir: Option<PathBuf>,
     /// `$SSH_AUTH_SOCK`, kept reachable when it lies in the runtime directory.
     pub ssh_auth_sock: Option<PathBuf>,
-    /// tmux's socket directory (`/tmp/tmux-UID`): a tmux server outside runs commands.
-    pub tmux_dir: Option<PathBuf>,
+    /// Directories of sockets whose servers outside run commands or type for you (tmux,
+    /// screen, X11, emacs): an empty tmpfs over each that exists.
+    pub hidden: Vec<PathBuf>,
     /// Where the program works (must stay writable): the current directory and home.
     pub workdirs: Vec<PathBuf>,
 }
@@ -155,11 +156,19 @@ impl Plan {
         for (what, dir, hint) in &read_only {
             too_wide(what, dir, "make read-only", hint)?;
         }
+        // Always emptied: the systemd user manager's and the session bus's sockets live
+        // there, wherever jitc's socket is.
         let runtime = self
             .runtime_dir
             .as_ref()
             .map(|r| normal(r))
-            .filter(|r| socket_dir.starts_with(r) && *r != socket_dir && r.is_dir());
+            .filter(|r| r.is_dir() && r.parent().is_some());
+        // The socket's directory comes back read-only — or, where it is the runtime
+        // directory itself, the socket alone.
+        let socket_alone = runtime.as_ref() == Some(&socket_dir);
+        if socket_alone {
+            read_only.retain(|(_, d, _)| *d != socket_dir);
+        }
         let mut protected: Vec<PathBuf> = vec![vault.clone(), self.socket.clone()];
         protected.extend(read_only.iter().map(|(_, d, _)| d.clone()));
         protected.extend(self.programs.iter().map(|p| normal(p)));
@@ -193,6 +202,7 @@ impl Plan {
             vault,
             ro_dirs,
             runtime,
+            socket_alone,
             pinned,
         })
     }
@@ -249,14 +259,36 @@ impl Plan {
             {
                 push(&["--bind".as_ref(), s.as_os_str(), s.as_os_str()]);
             }
+            if dirs.socket_alone {
+                push(&[
+                    "--bind".as_ref(),
+                    self.socket.as_os_str(),
+                    self.socket.as_os_str(),
+                ]);
+            }
         }
-        if let Some(t) = self.tmux_dir.as_ref().filter(|t| t.is_dir()) {
+        // Never over where the program works (a tmux socket put in a repository stays).
+        let hidden = self
+            .hidden
+            .iter()
+            .filter(|h| h.is_dir() && !self.workdirs.iter().any(|w| w.starts_with(h)));
+        for h in hidden {
             push(&[
                 "--perms".as_ref(),
                 "0700".as_ref(),
                 "--tmpfs".as_ref(),
-                t.as_os_str(),
+                h.as_os_str(),
             ]);
+        }
+        for var in [
+            "TMUX",
+            "TMUX_PANE",
+            "STY",
+            "DISPLAY",
+            "XAUTHORITY",
+            "DBUS_SESSION_BUS_ADDRESS",
+        ] {
+            push(&["--unsetenv".as_ref(), var.as_ref()]);
         }
         push(&[
             "--perms".as_ref(),
@@ -285,6 +317,8 @@ struct Dirs {
     vault: PathBuf,
     ro_dirs: Vec<PathBuf>,
     runtime: Option<PathBuf>,
+    /// The socket lies right in the runtime directory: only it comes back.
+    socket_alone: bool,
     pinned: Vec<PathBuf>,
 }
 
@@ -307,7 +341,7 @@ mod tests {
             read_only: vec![],
             runtime_dir: Some(root.join("run")),
             ssh_auth_sock: None,
-            tmux_dir: None,
+            hidden: vec![],
             workdirs: vec![root.join("home/repo"), root.join("home")],
         }
     }

@@ -121,6 +121,7 @@ pub async fn register(agent: &Agent, session: &mut Session, mut req: SandboxRequ
         agent.sandboxes().end(info.id);
         return Err(refusal);
     }
+    session.registered_sandbox = true;
     tracing::info!(sandbox = info.id, pid = info.pid, profile = %info.profile, "sandbox registered");
     Ok(Response::SandboxRegistered(info))
 }

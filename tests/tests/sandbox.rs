@@ -752,3 +752,70 @@ fn start_up_files_the_sandbox_makes_do_not_run_at_your_next_login() {
     // The placeholder stayed empty: it was read-only inside.
     assert_eq!(fs::read_to_string(env.home.join(".bashrc")).unwrap(), "");
 }
+
+/// Review findings: sharing your terminal, the sandbox could stop `jitc sandbox` with
+/// SIGTTOU, take the foreground and read what you typed into your shell, or read your
+/// other terminals through `/dev/pts`. It now runs in a session of its own on a pty
+/// `jitc sandbox` relays: keys and output pass, window sizes follow, and nothing of
+/// your terminal is in reach.
+#[test]
+fn the_sandbox_has_a_terminal_of_its_own() {
+    if !user_namespaces() {
+        return;
+    }
+    let (env, _agent, work) = setup();
+    let script = r#"
+echo "tty=$(tty)"
+echo "pts=$(ls /dev/pts | tr '\n' ' ')"
+/usr/bin/python3 -c '
+import fcntl, termios
+try:
+    fcntl.ioctl(0, termios.TIOCSTI, b"x")
+    print("TIOCSTI: done")
+except OSError as e:
+    print("TIOCSTI: errno", e.errno)
+'
+echo READY
+read line
+echo "got: $line"
+echo "size: $(stty size)"
+exit 7
+"#;
+    let path = work.join("agent-standin.sh");
+    fs::write(&path, script).unwrap();
+    env.give(&path);
+    env.set_env("PATH", path_with_jitc());
+    let path = path.display().to_string();
+    let mut t = PtySession::spawn(&env, &jitc_bin(), &["sandbox", "--", "/bin/sh", &path]);
+    t.expect("READY");
+    let out = t.output.text();
+    // Its own pty (bubblewrap shows it as /dev/console); no terminal of yours in /dev.
+    assert!(out.contains("tty=/dev/console"), "{out}");
+    assert!(out.contains("pts=ptmx \r\n"), "{out:?}");
+    assert!(out.contains("TIOCSTI: errno 1"), "{out}");
+    let outer = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&t.tty)
+        .unwrap();
+    rustix::termios::tcsetwinsize(
+        &outer,
+        rustix::termios::Winsize {
+            ws_row: 33,
+            ws_col: 101,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        },
+    )
+    .unwrap();
+    t.send(b"typed-line\r");
+    t.expect("got: typed-line");
+    t.expect("size: 33 101");
+    assert_eq!(t.wait(), 7);
+    // The outer terminal is left as it was found (not raw).
+    assert!(
+        t.termios()
+            .local_flags
+            .contains(nix::sys::termios::LocalFlags::ICANON)
+    );
+}

@@ -96,11 +96,28 @@ fn restore_stderr(fd: i32) -> Result<()> {
     Ok(())
 }
 
+/// Makes the sandbox's pty (on the first of stdin, stdout, stderr that is a terminal)
+/// the controlling terminal of the session bubblewrap began, so the program has job
+/// control and window-size changes as on any terminal.
+fn take_terminal() {
+    for fd in 0..3 {
+        // SAFETY: ioctls on descriptors 0-2, open for the life of the process; TIOCSCTTY
+        // takes an integer argument and touches no memory.
+        unsafe {
+            if libc::isatty(fd) == 1 {
+                libc::ioctl(fd, libc::TIOCSCTTY, 0);
+                return;
+            }
+        }
+    }
+}
+
 /// Runs `command` in place of this process, sandboxed as above.
 pub fn run(stderr_fd: Option<i32>, command: &[OsString], quiet: bool) -> Result<u8> {
     if let Some(fd) = stderr_fd {
         restore_stderr(fd)?;
     }
+    take_terminal();
     let scoped = scope()?;
     if scoped == Scoped::No && !quiet {
         crate::error::note(

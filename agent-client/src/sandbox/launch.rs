@@ -133,7 +133,13 @@ pub fn run(client: &mut Client, launch: Launch) -> Result<u8> {
     let (info_r, info_w) = pipe_for_child(1)?;
     let (block_r, block_w) = pipe_for_child(0)?;
     let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| os(e, "pipe"))?;
-    let stderr_copy = nix::unistd::dup(std::io::stderr()).map_err(|e| os(e, "dup"))?;
+    // The program gets a terminal of its own, never ours (see `relay`).
+    let pty = super::relay::Pty::open()?;
+    let stderr_copy = match &pty {
+        Some(p) if p.stderr => nix::unistd::dup(&p.slave),
+        _ => nix::unistd::dup(std::io::stderr()),
+    }
+    .map_err(|e| os(e, "dup"))?;
     fcntl(&stderr_copy, FcntlArg::F_SETFD(FdFlag::empty())).map_err(|e| os(e, "fcntl"))?;
     let mut cmd = Command::new(&launch.bwrap);
     cmd.args(&launch.args)
@@ -152,14 +158,31 @@ pub fn run(client: &mut Client, launch: Launch) -> Result<u8> {
     cmd.arg("--")
         .args(&launch.command)
         .stderr(Stdio::from(err_w));
-    // SAFETY: the closure makes one async-signal-safe system call (prctl) and touches
-    // no memory the parent shares.
+    if let Some(p) = &pty {
+        let slave = || p.slave.try_clone().map_err(|e| os(e, "dup"));
+        if p.stdin {
+            cmd.stdin(Stdio::from(slave()?));
+        }
+        if p.stdout {
+            cmd.stdout(Stdio::from(slave()?));
+        }
+        super::relay::handled_signals()
+            .thread_block()
+            .map_err(|e| os(e, "sigprocmask"))?;
+    }
+    // SAFETY: the closure makes async-signal-safe system calls only (prctl,
+    // sigemptyset, sigprocmask) on its own stack, and touches no memory the parent
+    // shares.
     unsafe {
         cmd.pre_exec(|| {
             // bubblewrap dies with jitc, and `--die-with-parent` takes the sandbox along.
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // The signals the relay blocked for itself are not the sandbox's business.
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
             Ok(())
         });
     }
@@ -224,12 +247,20 @@ pub fn run(client: &mut Client, launch: Launch) -> Result<u8> {
         let mut err_r = err_r;
         let _ = std::io::copy(&mut err_r, &mut std::io::stderr());
     });
-    let agent_gone = wait(client, &bwrap);
-    if agent_gone {
+    let ended = match pty {
+        Some(p) => super::relay::relay(p, client, &bwrap)?,
+        None if wait(client, &bwrap) => super::relay::Ended::AgentGone,
+        None => super::relay::Ended::Exited,
+    };
+    let agent_gone = ended == super::relay::Ended::AgentGone;
+    if ended != super::relay::Ended::Exited {
         pidfd_kill(&sandbox);
     }
     let status = child.wait().map_err(|e| os(e, "wait"))?;
     let _ = forward.join();
+    if let super::relay::Ended::Signalled(s) = ended {
+        return Ok(u8::try_from(128 + s).unwrap_or(255));
+    }
     if agent_gone {
         return Err(Error::local(
             ErrorCode::Unavailable,
@@ -272,17 +303,8 @@ fn wait(client: &Client, bwrap: &OwnedFd) -> bool {
         if fds[0].any().unwrap_or(false) {
             return false;
         }
-        if fds[1].any().unwrap_or(false) {
-            let mut buf = [0u8; 4096];
-            match nix::sys::socket::recv(
-                client.as_fd().as_raw_fd(),
-                &mut buf,
-                nix::sys::socket::MsgFlags::MSG_DONTWAIT,
-            ) {
-                Ok(0) => return true,
-                Ok(_) | Err(nix::Error::EAGAIN) | Err(nix::Error::EINTR) => {}
-                Err(_) => return true,
-            }
+        if fds[1].any().unwrap_or(false) && super::relay::agent_closed(client) {
+            return true;
         }
     }
 }

@@ -16,6 +16,7 @@
 
 pub mod inner;
 pub mod launch;
+pub mod relay;
 
 use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
@@ -231,6 +232,8 @@ impl Plan {
             "--unshare-user".as_ref(),
             "--unshare-pid".as_ref(),
             "--unshare-ipc".as_ref(),
+            // A session of its own: the program never shares a terminal with you.
+            "--new-session".as_ref(),
             "--die-with-parent".as_ref(),
             "--cap-drop".as_ref(),
             "ALL".as_ref(),
@@ -239,6 +242,11 @@ impl Plan {
             "/".as_ref(),
             "--proc".as_ref(),
             "/proc".as_ref(),
+            // A /dev of its own: your other terminals' /dev/pts entries are not there.
+            "--dev".as_ref(),
+            "/dev".as_ref(),
+            "--tmpfs".as_ref(),
+            "/dev/shm".as_ref(),
         ]);
         for p in &dirs.pinned {
             if p.exists() {

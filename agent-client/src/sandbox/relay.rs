@@ -1,0 +1,249 @@
+//! The sandbox's terminal. A sandboxed program never holds your terminal: it runs in a
+//! session of its own on a pseudo-terminal `jitc sandbox` relays, as ssh does. Holding
+//! yours, it could read what you type into your shell (a passphrase at `jitc unlock`),
+//! take the foreground, or stop `jitc sandbox` with SIGTTOU by changing the terminal
+//! from the background; on its own pty it can do all that only to itself, and nothing
+//! reaches your terminal once the relay stops.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::termios;
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::exec::terminal::{RawMode, copy_window_size, window_size};
+
+/// The pty the sandbox runs on, and which of our standard descriptors it stands for.
+pub struct Pty {
+    pub master: OwnedFd,
+    /// Given to the sandbox in place of each of our descriptors that is a terminal.
+    pub slave: OwnedFd,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+impl std::fmt::Debug for Pty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pty")
+    }
+}
+
+impl Pty {
+    /// A pty shaped like our terminal, if any of stdin, stdout, stderr is one.
+    pub fn open() -> Result<Option<Pty>> {
+        use std::io::IsTerminal;
+        let input = std::io::stdin();
+        let (stdin, stdout, stderr) = (
+            input.is_terminal(),
+            std::io::stdout().is_terminal(),
+            std::io::stderr().is_terminal(),
+        );
+        if !(stdin || stdout || stderr) {
+            return Ok(None);
+        }
+        let terminal = if stdout {
+            crate::exec::terminal::stdout_fd()
+        } else if stderr {
+            crate::exec::terminal::stderr_fd()
+        } else {
+            input.as_fd()
+        };
+        let fail = |what: &str, e: nix::Error| {
+            Error::failure(format!("cannot make the sandbox's terminal ({what}: {e})"))
+        };
+        let settings = termios::tcgetattr(terminal).ok();
+        let size = window_size(terminal);
+        let pty =
+            nix::pty::openpty(size.as_ref(), settings.as_ref()).map_err(|e| fail("openpty", e))?;
+        fcntl(&pty.master, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|e| fail("fcntl", e))?;
+        let fl = OFlag::from_bits_truncate(
+            fcntl(&pty.master, FcntlArg::F_GETFL).map_err(|e| fail("fcntl", e))?,
+        );
+        fcntl(&pty.master, FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK))
+            .map_err(|e| fail("fcntl", e))?;
+        Ok(Some(Pty {
+            master: pty.master,
+            slave: pty.slave,
+            stdin,
+            stdout,
+            stderr,
+        }))
+    }
+}
+
+/// How the relay ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// bubblewrap exited (the program ended).
+    Exited,
+    /// The agent's connection closed.
+    AgentGone,
+    /// We were told to stop (SIGTERM, SIGINT, SIGHUP): the signal.
+    Signalled(i32),
+}
+
+/// Signals the relay handles; blocked before bubblewrap starts (and unblocked in it).
+pub fn handled_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGWINCH,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+/// Relays between our terminal and the sandbox's pty until bubblewrap exits, the agent
+/// goes away, or we are told to stop. Our terminal is raw meanwhile (keys go to the
+/// program as typed; its pty does the line discipline) and restored after.
+pub fn relay(pty: Pty, client: &Client, bwrap: &OwnedFd) -> Result<Ended> {
+    let Pty {
+        master,
+        slave,
+        stdin,
+        stdout,
+        ..
+    } = pty;
+    drop(slave);
+    let signals = SignalFd::with_flags(
+        &handled_signals(),
+        SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+    )
+    .map_err(|e| Error::failure(format!("cannot set up signal handling ({e})")))?;
+    let raw = if stdin { RawMode::stdin() } else { None };
+    let out = if stdout {
+        crate::exec::terminal::stdout_fd()
+    } else {
+        crate::exec::terminal::stderr_fd()
+    };
+    let mut master_file = std::fs::File::from(
+        master
+            .try_clone()
+            .map_err(|e| Error::failure(format!("cannot relay the sandbox's terminal ({e})")))?,
+    );
+    let mut pending: Vec<u8> = Vec::new();
+    let mut master_open = true;
+    let mut input_open = stdin;
+    let mut buf = vec![0u8; 16 << 10];
+    let ended = loop {
+        let mut fds = vec![
+            PollFd::new(bwrap.as_fd(), PollFlags::POLLIN),
+            PollFd::new(client.as_fd(), PollFlags::POLLIN),
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+        ];
+        let master_at = fds.len();
+        let mut want = PollFlags::empty();
+        if master_open {
+            want |= PollFlags::POLLIN;
+        }
+        if !pending.is_empty() {
+            want |= PollFlags::POLLOUT;
+        }
+        fds.push(PollFd::new(master.as_fd(), want));
+        let input_at = fds.len();
+        let stdin_fd = std::io::stdin();
+        if input_open && pending.is_empty() {
+            fds.push(PollFd::new(stdin_fd.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => {
+                return Err(Error::failure(format!(
+                    "cannot relay the sandbox's terminal ({e})"
+                )));
+            }
+        }
+        let ready = |i: usize| {
+            fds.get(i)
+                .and_then(PollFd::revents)
+                .is_some_and(|r| !r.is_empty())
+        };
+        if ready(2) {
+            let mut stop = None;
+            while let Ok(Some(info)) = signals.read_signal() {
+                match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGWINCH) => copy_window_size(out, master.as_fd()),
+                    Ok(s) => stop = Some(s as i32),
+                    Err(_) => {}
+                }
+            }
+            if let Some(s) = stop {
+                break Ended::Signalled(s);
+            }
+        }
+        if ready(master_at) {
+            if master_open {
+                match master_file.read(&mut buf) {
+                    Ok(0) => master_open = false,
+                    Ok(n) => write_all(out, &buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    // EIO: every descriptor of the pty's other side is closed.
+                    Err(_) => master_open = false,
+                }
+            }
+            if !pending.is_empty() {
+                match master_file.write(&pending) {
+                    Ok(n) => {
+                        pending.drain(..n);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => pending.clear(),
+                }
+            }
+        }
+        if input_open && ready(input_at) {
+            match nix::unistd::read(stdin_fd.as_fd(), &mut buf) {
+                Ok(0) | Err(_) => input_open = false,
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+            }
+        }
+        if ready(1) && agent_closed(client) {
+            break Ended::AgentGone;
+        }
+        if ready(0) {
+            break Ended::Exited;
+        }
+    };
+    // What the program wrote last.
+    while master_open {
+        match master_file.read(&mut buf) {
+            Ok(n) if n > 0 => write_all(out, &buf[..n]),
+            _ => master_open = false,
+        }
+    }
+    drop(raw);
+    Ok(ended)
+}
+
+fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) {
+    while !data.is_empty() {
+        match nix::unistd::write(fd, data) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => data = &data[n..],
+        }
+    }
+}
+
+/// Whether the agent's connection has closed (anything else it says is dropped).
+pub fn agent_closed(client: &Client) -> bool {
+    let mut buf = [0u8; 4096];
+    match nix::sys::socket::recv(
+        client.as_fd().as_raw_fd(),
+        &mut buf,
+        nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+    ) {
+        Ok(0) => true,
+        Ok(_) | Err(nix::Error::EAGAIN) | Err(nix::Error::EINTR) => false,
+        Err(_) => true,
+    }
+}

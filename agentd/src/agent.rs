@@ -331,6 +331,9 @@ impl Agent {
     /// put a key back afterwards.
     pub async fn shut_down(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
+        // An agent started later would not know them for sandboxes: they end with us
+        // (their launchers end them too; this does not depend on one being alive).
+        self.sandboxes.end_all();
         self.lock("the agent shut down").await;
     }
 

@@ -67,6 +67,20 @@ pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Sends SIGKILL to the process of `pidfd` (best effort: it may be gone).
+pub fn kill(pidfd: &OwnedFd) {
+    // SAFETY: plain system call on a live descriptor; no memory is passed.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        );
+    }
+}
+
 /// Whether the process of `pidfd` has exited (its pidfd polls readable then).
 pub fn exited(pidfd: &OwnedFd) -> bool {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};

@@ -27,6 +27,29 @@ pub struct Registration {
     /// The namespace's id, valid because `_held` keeps the namespace alive.
     ns: NsId,
     _held: OwnedFd,
+    /// The sandbox's first process (the init of its PID namespace): killing it ends
+    /// every process in the sandbox.
+    first: OwnedFd,
+    /// Refusals of requests from inside in the current minute, for records that cannot
+    /// be flooded (see `refused`).
+    refusals: Mutex<Refusals>,
+}
+
+#[derive(Debug)]
+struct Refusals {
+    since: std::time::Instant,
+    count: u32,
+}
+
+/// Refusals from inside one sandbox recorded one by one per minute; past it they are
+/// counted, and said once in the next minute's first record.
+pub const REFUSALS_RECORDED_PER_MINUTE: u32 = 10;
+
+/// Whether a refusal is recorded on its own, and how many went unrecorded before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalRecord {
+    Record { unrecorded_before: u32 },
+    Count,
 }
 
 impl Registration {
@@ -36,6 +59,29 @@ impl Registration {
 
     pub fn profile(&self) -> &str {
         &self.info.profile
+    }
+
+    /// Notes one more refused request from inside: whether to record it.
+    pub fn refused(&self) -> RefusalRecord {
+        let mut r = self
+            .refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        let mut before = 0;
+        if now.duration_since(r.since) >= std::time::Duration::from_secs(60) {
+            before = r.count.saturating_sub(REFUSALS_RECORDED_PER_MINUTE);
+            r.since = now;
+            r.count = 0;
+        }
+        r.count = r.count.saturating_add(1);
+        if r.count <= REFUSALS_RECORDED_PER_MINUTE {
+            RefusalRecord::Record {
+                unrecorded_before: before,
+            }
+        } else {
+            RefusalRecord::Count
+        }
     }
 }
 
@@ -214,10 +260,24 @@ impl Sandboxes {
             },
             ns: id,
             _held: held,
+            first: pidfd
+                .try_clone()
+                .map_err(|e| refuse(format!("cannot keep process {pid} ({e})")))?,
+            refusals: Mutex::new(Refusals {
+                since: std::time::Instant::now(),
+                count: 0,
+            }),
         });
         self.regs().push(reg.clone());
         let _ = self.started.send((reg.id(), pidfd));
         Ok(reg)
+    }
+
+    /// Ends every registered sandbox (the agent is stopping).
+    pub fn end_all(&self) {
+        for r in self.regs().iter() {
+            ns::kill(&r.first);
+        }
     }
 
     /// Drops registration `id` (its sandbox ended); what it was.

@@ -506,7 +506,7 @@ fn without_user_namespaces_nothing_runs_and_the_error_says_why() {
     // A user namespace whose own limit forbids any further one.
     let marker = work.join("ran");
     let mut c = env.command("unshare");
-    c.env("PATH", path_with_jitc());
+    c.env("PATH", path_with_jitc()).current_dir(&work);
     c.args(["-U", "-r", "sh", "-c"]).arg(format!(
         "echo 0 > /proc/sys/user/max_user_namespaces && exec {} sandbox -- touch {}",
         jitc_bin().display(),
@@ -526,7 +526,7 @@ fn a_profile_the_policy_does_not_know_is_refused() {
     let (env, _agent, work) = setup();
     let marker = work.join("ran");
     let mut c = env.jitc(&["sandbox", "--profile", "agnet", "--", "touch"]);
-    c.arg(&marker);
+    c.arg(&marker).current_dir(&work);
     run_with_stdin(c, None)
         .code(1)
         .one_line_error()
@@ -640,14 +640,14 @@ fn a_bubblewrap_the_user_could_replace_is_refused() {
     env.give(&fake);
     let marker = work.join("ran");
     let mut c = env.jitc(&["sandbox", "--", "touch"]);
-    c.arg(&marker).env("JITC_BWRAP", &fake);
+    c.arg(&marker).env("JITC_BWRAP", &fake).current_dir(&work);
     run_with_stdin(c, None)
         .code(69)
         .one_line_error()
         .says("is yours or writable by others");
     // Nor does one on PATH count: PATH is never searched.
     let mut c = env.jitc(&["sandbox", "--", "touch"]);
-    c.arg(&marker).env(
+    c.arg(&marker).current_dir(&work).env(
         "PATH",
         format!("{}:{}", fakebin.display(), path_with_jitc()),
     );
@@ -711,46 +711,64 @@ fn servers_that_run_commands_outside_are_out_of_reach_wherever_they_are() {
     assert!(read(&work, "status.txt").contains("inside sandbox"));
 }
 
-/// Review finding: start-up files were frozen only where they existed. Missing ones
-/// whose empty form changes nothing are made empty first; one whose existence changes
-/// what runs (`.bash_profile`) is moved aside, loudly, if the sandbox made it.
+/// Review findings (two rounds): a writable home let the program leave behind what
+/// your own sessions run later — start-up files made during the run, `.bash_aliases`,
+/// a `~/.local/bin` that `.profile` puts first on `PATH`, completions, user units. The
+/// home is read-only inside but for the current directory, the cache and what
+/// `--writable` names; the home itself as the current directory is refused.
 #[test]
-fn start_up_files_the_sandbox_makes_do_not_run_at_your_next_login() {
+fn the_home_is_read_only_but_for_where_the_program_works() {
     if !user_namespaces() {
         return;
     }
     let (env, _agent, work) = setup();
+    let codex = env.home.join(".codex");
+    fs::create_dir_all(&codex).unwrap();
+    env.give(&codex);
     let script = format!(
-        "echo 'jitc pending' > {home}/.bash_profile\necho 'evil' > {home}/.bashrc 2>/dev/null; true\n",
-        home = env.home.display()
+        r##"
+cd "$WORK"
+try() {{ name=$1; shift; if "$@" 2>>errors.txt; then echo "$name: DONE" >> results.txt; else echo "$name: failed" >> results.txt; fi; }}
+try bash_profile sh -c 'echo "jitc pending" > {home}/.bash_profile'
+try bash_aliases sh -c 'echo "alias sudo=/tmp/x" > {home}/.bash_aliases'
+try local_bin mkdir -p {home}/.local/bin
+try completions sh -c 'mkdir -p {home}/.local/share/bash-completion/completions'
+try user_unit sh -c 'mkdir -p {home}/.local/share/systemd/user'
+try work sh -c 'echo ok > {work}/built'
+try cache sh -c 'mkdir -p {home}/.cache/tool && echo ok > {home}/.cache/tool/x'
+try writable sh -c 'echo ok > {home}/.codex/session'
+"##,
+        home = env.home.display(),
+        work = work.display(),
     );
     let path = work.join("agent-standin.sh");
     fs::write(&path, script).unwrap();
     env.give(&path);
-    let mut c = env.jitc(&["sandbox", "--", "/bin/sh"]);
-    c.arg(&path)
+    let mut c = env.jitc(&["sandbox", "--writable"]);
+    c.arg(&codex)
+        .arg("--")
+        .arg("/bin/sh")
+        .arg(&path)
         .current_dir(&work)
         .env("PATH", path_with_jitc());
     let out = run_with_stdin(c, None);
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(
-        out.stderr.contains("WARNING: the sandbox created"),
+    assert_eq!(
+        read(&work, "results.txt"),
+        "bash_profile: failed\nbash_aliases: failed\nlocal_bin: failed\ncompletions: failed\nuser_unit: failed\nwork: DONE\ncache: DONE\nwritable: DONE\n",
         "{}",
-        out.stderr
+        read(&work, "errors.txt")
     );
     assert!(!env.home.join(".bash_profile").exists());
-    let aside: Vec<_> = fs::read_dir(&env.home)
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(".bash_profile.jitc-sandbox-")
-        })
-        .collect();
-    assert_eq!(aside.len(), 1);
-    // The placeholder stayed empty: it was read-only inside.
-    assert_eq!(fs::read_to_string(env.home.join(".bashrc")).unwrap(), "");
+    // From the home itself: refused, nothing run.
+    let marker = work.join("ran");
+    let mut c = env.jitc(&["sandbox", "--", "touch"]);
+    c.arg(&marker).current_dir(&env.home);
+    run_with_stdin(c, None)
+        .code(65)
+        .one_line_error()
+        .says("the current directory is your home");
+    assert!(!marker.exists());
 }
 
 /// Review findings: sharing your terminal, the sandbox could stop `jitc sandbox` with
@@ -785,8 +803,13 @@ exit 7
     fs::write(&path, script).unwrap();
     env.give(&path);
     env.set_env("PATH", path_with_jitc());
-    let path = path.display().to_string();
-    let mut t = PtySession::spawn(&env, &jitc_bin(), &["sandbox", "--", "/bin/sh", &path]);
+    let line = format!(
+        "cd {} && exec {} sandbox -- /bin/sh {}",
+        work.display(),
+        jitc_bin().display(),
+        path.display()
+    );
+    let mut t = PtySession::spawn(&env, std::path::Path::new("/bin/sh"), &["-c", &line]);
     t.expect("READY");
     let out = t.output.text();
     // Its own pty (bubblewrap shows it as /dev/console); no terminal of yours in /dev.
@@ -817,5 +840,73 @@ exit 7
         t.termios()
             .local_flags
             .contains(nix::sys::termios::LocalFlags::ICANON)
+    );
+}
+
+/// Review findings: refusals from inside filled the audit log fast enough to rotate the
+/// sandbox's own grants out of it; descriptors jitc inherited reached the program.
+#[test]
+fn refusals_cannot_flood_the_log_and_inherited_descriptors_stay_out() {
+    if !user_namespaces() {
+        return;
+    }
+    let (env, _agent, work) = setup();
+    let script = format!(
+        "cd {work}\nn=0\nwhile [ $n -lt 30 ]; do jitc lock 2>/dev/null; echo $? >> codes; n=$((n+1)); done\nls /proc/self/fd > fds\n",
+        work = work.display()
+    );
+    let path = work.join("agent-standin.sh");
+    fs::write(&path, script).unwrap();
+    env.give(&path);
+    // A descriptor jitc inherits without close-on-exec (7, on a file outside).
+    let line = format!(
+        "exec 7</etc/hostname; exec {} sandbox -- /bin/sh {}",
+        jitc_bin().display(),
+        path.display()
+    );
+    let mut c = env.command("/bin/sh");
+    c.args(["-c", &line])
+        .current_dir(&work)
+        .env("PATH", path_with_jitc());
+    let out = run_with_stdin(c, None);
+    assert_eq!(out.code, 0, "{out:?}");
+    let codes = read(&work, "codes");
+    assert_eq!(codes.lines().filter(|c| *c == "77").count(), 30, "{codes}");
+    let recs = records(&env);
+    assert_eq!(of_kind(&recs, "sandbox_refused").len(), 10);
+    let fds = read(&work, "fds");
+    assert!(!fds.lines().any(|l| l == "7"), "{fds}");
+}
+
+/// When the agent stops, the sandbox ends (a later agent would take it for the outside):
+/// `jitc sandbox` says so (69), and no process of the sandbox is left.
+#[test]
+fn the_sandbox_ends_with_the_agent() {
+    if !user_namespaces() {
+        return;
+    }
+    let (env, _agent, work) = setup();
+    let fifo = work.join("go");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    env.give(&fifo);
+    let bg = sandbox(&env, &work, "echo READY\nexec sleep 3071\n", &[]);
+    bg.expect_stdout("READY");
+    env.run(&["stop"], None).ok();
+    let out = bg.wait_at_most(std::time::Duration::from_secs(60)).unwrap();
+    // Whichever comes first ends it: jitc sandbox, seeing the agent go (69, saying so),
+    // or the agent itself as it stops (the program dies of SIGKILL: 137).
+    match out.code {
+        69 => assert!(out.stderr.contains("the agent stopped"), "{}", out.stderr),
+        137 => {}
+        _ => panic!("{out:?}"),
+    }
+    let left = Command::new("pgrep")
+        .args(["-f", "sleep 3071"])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "left behind: {:?}",
+        String::from_utf8_lossy(&left.stdout)
     );
 }

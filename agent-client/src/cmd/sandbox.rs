@@ -14,9 +14,13 @@ pub struct Args {
     /// The policy profile every request from inside gets, whatever its ancestry
     #[arg(long, value_name = "NAME", default_value = "agent")]
     profile: String,
-    /// Also make PATH read-only inside (repeatable), e.g. ~/.bashrc or .git/hooks
+    /// Also make PATH read-only inside (repeatable), e.g. .git/hooks
     #[arg(long = "read-only", value_name = "PATH")]
     read_only: Vec<PathBuf>,
+    /// Let the program write PATH in your home, which is read-only inside but for the
+    /// current directory and ~/.cache (repeatable), e.g. ~/.codex or ~/.cargo
+    #[arg(long, value_name = "PATH")]
+    writable: Vec<PathBuf>,
     /// Say nothing about what this kernel cannot enforce
     #[arg(long, short)]
     quiet: bool,
@@ -108,7 +112,9 @@ pub fn run(args: Args) -> Result<u8> {
     }
     let cwd = std::env::current_dir()
         .map_err(|e| Error::failure(format!("cannot read the current directory ({e})")))?;
-    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| std::fs::canonicalize(&h).unwrap_or_else(|_| PathBuf::from(h)));
     let mut programs: Vec<PathBuf> = Vec::new();
     programs.extend(std::env::current_exe().ok());
     let agentd = agentd_binary();
@@ -123,15 +129,13 @@ pub fn run(args: Args) -> Result<u8> {
         .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
         .collect();
     let cwd_now = std::env::current_dir().unwrap_or_default();
-    let later = run_later(home.as_deref());
     read_only.extend(
-        later
-            .frozen
-            .iter()
+        run_later(home.as_deref())
+            .into_iter()
             // Never where the program works.
-            .filter(|p| !cwd_now.starts_with(p) && home.as_deref() != Some(p.as_path()))
-            .cloned(),
+            .filter(|p| !cwd_now.starts_with(p) && home.as_deref() != Some(p.as_path())),
     );
+    let writable = writable_parts(&args.writable, &cwd_now, home.as_deref())?;
     let uid = nix::unistd::geteuid().as_raw();
     let plan = Plan {
         socket: PathBuf::from(&s.socket),
@@ -147,7 +151,9 @@ pub fn run(args: Args) -> Result<u8> {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from),
         hidden: command_servers(uid),
-        workdirs: std::iter::once(cwd).chain(home).collect(),
+        workdirs: std::iter::once(cwd).chain(home.clone()).collect(),
+        home: home.clone(),
+        writable,
     };
     let bwrap_args = plan
         .bwrap_args()
@@ -156,7 +162,7 @@ pub fn run(args: Args) -> Result<u8> {
         .map_err(|e| Error::failure(format!("cannot prepare the sandbox's directories ({e})")))?;
     let jitc = std::env::current_exe()
         .map_err(|e| Error::failure(format!("cannot find this jitc ({e})")))?;
-    let ran = launch::run(
+    launch::run(
         &mut client,
         launch::Launch {
             bwrap: bwrap()?,
@@ -166,9 +172,7 @@ pub fn run(args: Args) -> Result<u8> {
             profile: args.profile,
             quiet: args.quiet,
         },
-    );
-    quarantine(&later.watched);
-    ran
+    )
 }
 
 /// Socket directories of servers outside that run commands or type for whoever
@@ -201,71 +205,38 @@ fn command_servers(uid: u32) -> Vec<PathBuf> {
     out
 }
 
-/// What the user's own sessions run later, outside any sandbox: shell start-up files,
-/// systemd user units, autostart entries, and the user-writable directories on `PATH`
-/// (a `jitc` or `jitc-agentd` planted there would be the one that runs, and would get
-/// the vault passphrase).
-#[derive(Debug, Default)]
-struct RunLater {
-    /// Made read-only in the sandbox.
-    frozen: Vec<PathBuf>,
-    /// Missing, and not creatable empty without changing what runs (bash reads the
-    /// first of `.bash_profile`, `.bash_login`, `.profile`): if the sandbox makes one,
-    /// it is moved aside when the sandbox ends.
-    watched: Vec<PathBuf>,
-}
-
-/// Start-up files whose empty form means the same as their absence, and directories.
-const START_UP_EMPTY_OK: [&str; 10] = [
-    ".bashrc",
-    ".bash_logout",
-    ".zshrc",
-    ".zshenv",
-    ".zprofile",
-    ".zlogin",
-    ".config/fish",
-    ".config/systemd",
-    ".config/autostart",
-    ".config/environment.d",
-];
-/// Start-up files whose mere existence changes what runs.
-const START_UP_PRESENCE_MATTERS: [&str; 3] = [".bash_profile", ".bash_login", ".profile"];
-
-fn run_later(home: Option<&std::path::Path>) -> RunLater {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let mut out = RunLater::default();
+/// What the user's own sessions run later, outside any sandbox, that must stay
+/// read-only even where `--writable` opens its directory: shell start-up files,
+/// `~/.config`'s user units, autostart and environment, and every directory on `PATH`
+/// this user can write (a `jitc` or `jitc-agentd` planted there would be the one that
+/// runs next, and would get the vault passphrase).
+fn run_later(home: Option<&std::path::Path>) -> Vec<PathBuf> {
+    let mut out = Vec::new();
     if let Some(home) = home {
-        for f in START_UP_EMPTY_OK {
-            let p = home.join(f);
-            if !p.exists() {
-                // An empty one in its place, so the sandbox cannot make it.
-                let made = if f.starts_with(".config/") {
-                    std::fs::DirBuilder::new()
-                        .recursive(true)
-                        .mode(0o700)
-                        .create(&p)
-                        .is_ok()
-                } else {
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .open(&p)
-                        .is_ok()
-                };
-                if !made {
-                    out.watched.push(p);
-                    continue;
-                }
-            }
-            out.frozen.push(p);
-        }
-        for f in START_UP_PRESENCE_MATTERS {
+        for f in [
+            ".bashrc",
+            ".bash_profile",
+            ".bash_login",
+            ".bash_logout",
+            ".bash_aliases",
+            ".profile",
+            ".zshrc",
+            ".zshenv",
+            ".zprofile",
+            ".zlogin",
+            ".inputrc",
+            ".config/fish",
+            ".config/systemd",
+            ".config/autostart",
+            ".config/environment.d",
+            ".local/share/systemd",
+            ".local/share/bash-completion",
+            ".ssh",
+            ".gitconfig",
+        ] {
             let p = home.join(f);
             if p.exists() {
-                out.frozen.push(p);
-            } else {
-                out.watched.push(p);
+                out.push(p);
             }
         }
     }
@@ -276,35 +247,50 @@ fn run_later(home: Option<&std::path::Path>) -> RunLater {
         if dir.is_absolute()
             && dir.is_dir()
             && nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK).is_ok()
-            && !out.frozen.contains(&dir)
+            && !out.contains(&dir)
         {
-            out.frozen.push(dir);
+            out.push(dir);
         }
     }
     out
 }
 
-/// Moves aside each watched start-up file the sandbox made, and says so.
-fn quarantine(watched: &[PathBuf]) {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    for p in watched.iter().filter(|p| p.symlink_metadata().is_ok()) {
-        let mut aside = p.clone().into_os_string();
-        aside.push(format!(".jitc-sandbox-{stamp}"));
-        let aside = PathBuf::from(aside);
-        match std::fs::rename(p, &aside) {
-            Ok(()) => jitc::error::note(&format!(
-                "WARNING: the sandbox created {}, which your next login would run outside it; moved to {} — read it before you keep it",
-                p.display(),
-                aside.display()
-            )),
-            Err(e) => jitc::error::note(&format!(
-                "WARNING: the sandbox created {}, which your next login would run outside it, and it could not be moved aside ({e}); read it before you log in again",
-                p.display()
-            )),
-        }
+/// What stays writable under the home: the current directory (unless it is the home
+/// itself), the cache directory (made if missing), and each `--writable` path.
+fn writable_parts(
+    asked: &[PathBuf],
+    cwd: &std::path::Path,
+    home: Option<&std::path::Path>,
+) -> Result<Vec<PathBuf>> {
+    let mut out: Vec<PathBuf> = asked
+        .iter()
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+        .collect();
+    let Some(home) = home else {
+        return Ok(out);
+    };
+    if cwd == home && !out.iter().any(|p| p == home) {
+        return Err(Error::bad_input(format!(
+            "the current directory is your home ({}), which the sandbox makes read-only; run it from your project's directory — or pass --writable {} to let the program write your whole home, and with it what your own sessions run later",
+            home.display(),
+            home.display()
+        )));
     }
+    if cwd.starts_with(home) {
+        out.push(cwd.to_path_buf());
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| home.join(".cache"), PathBuf::from);
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        let _ = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&cache);
+    }
+    out.push(cache);
+    Ok(out)
 }
 
 pub fn init(args: InitArgs) -> Result<u8> {

@@ -32,6 +32,9 @@ pub struct Launch {
     pub quiet: bool,
 }
 
+/// `close_range`'s flag to mark the range close-on-exec instead of closing it.
+const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+
 /// Most of bubblewrap's error output read when it fails.
 const MAX_BWRAP_ERROR: u64 = 16 << 10;
 
@@ -130,6 +133,13 @@ fn bwrap_failure(mut err: std::fs::File) -> Error {
 
 /// Runs the sandbox to its end; its program's exit code (128+N if it died of signal N).
 pub fn run(client: &mut Client, launch: Launch) -> Result<u8> {
+    // Sent to the background (`jitc sandbox … &`), jitc must not be stopped by the
+    // terminal — its sandbox would then outlive the agent's end unnoticed.
+    // SAFETY: setting two signals' dispositions to ignore; no handler runs.
+    unsafe {
+        libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+        libc::signal(libc::SIGTTIN, libc::SIG_IGN);
+    }
     let (info_r, info_w) = pipe_for_child(1)?;
     let (block_r, block_w) = pipe_for_child(0)?;
     let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| os(e, "pipe"))?;
@@ -170,11 +180,36 @@ pub fn run(client: &mut Client, launch: Launch) -> Result<u8> {
             .thread_block()
             .map_err(|e| os(e, "sigprocmask"))?;
     }
+    // Only these descriptors (beside 0-2) may reach bubblewrap: whatever else jitc
+    // inherited without close-on-exec (a file, a socket, a terminal) must not.
+    let mut keep = [
+        info_w.as_raw_fd(),
+        block_r.as_raw_fd(),
+        stderr_copy.as_raw_fd(),
+    ];
+    keep.sort_unstable();
     // SAFETY: the closure makes async-signal-safe system calls only (prctl,
-    // sigemptyset, sigprocmask) on its own stack, and touches no memory the parent
-    // shares.
+    // sigemptyset, sigprocmask, signal, close_range) on its own stack, and touches no
+    // memory the parent shares (`keep` is a copied array).
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
+            let mut from: libc::c_uint = 3;
+            for fd in keep {
+                let fd = fd as libc::c_uint;
+                if fd > from {
+                    libc::syscall(libc::SYS_close_range, from, fd - 1, CLOSE_RANGE_CLOEXEC);
+                }
+                from = fd + 1;
+            }
+            libc::syscall(
+                libc::SYS_close_range,
+                from,
+                libc::c_uint::MAX,
+                CLOSE_RANGE_CLOEXEC,
+            );
+            // What jitc ignores (terminal stops) the sandbox gets back.
+            libc::signal(libc::SIGTTOU, libc::SIG_DFL);
+            libc::signal(libc::SIGTTIN, libc::SIG_DFL);
             // bubblewrap dies with jitc, and `--die-with-parent` takes the sandbox along.
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());

@@ -45,6 +45,13 @@ pub struct Plan {
     pub hidden: Vec<PathBuf>,
     /// Where the program works (must stay writable): the current directory and home.
     pub workdirs: Vec<PathBuf>,
+    /// Your home, read-only inside but for `writable`: a writable home lets a program
+    /// leave behind what your own sessions run later (start-up files, a `jitc` early on
+    /// `PATH`, completions, user units).
+    pub home: Option<PathBuf>,
+    /// What stays writable under `home`: where the program works, the cache, and what
+    /// `--writable` adds.
+    pub writable: Vec<PathBuf>,
 }
 
 /// Why a sandbox cannot be made as asked.
@@ -102,24 +109,33 @@ fn ancestors(p: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// A symlink on the way to `p` that sits in a directory this user can write (one a
-/// program in the sandbox could swap), if any.
-fn writable_symlink(p: &Path) -> Option<PathBuf> {
-    let mut cur = PathBuf::new();
-    for c in p.components() {
-        cur.push(c);
-        let Ok(meta) = std::fs::symlink_metadata(&cur) else {
-            return None;
-        };
-        if meta.file_type().is_symlink()
-            && cur
-                .parent()
-                .is_some_and(|d| nix::unistd::access(d, nix::unistd::AccessFlags::W_OK).is_ok())
-        {
-            return Some(cur);
-        }
+impl Plan {
+    /// Whether a program in the sandbox could write in directory `d`: one this user
+    /// can write that is outside the read-only home, or in a writable part of it.
+    fn writable_inside(&self, d: &Path) -> bool {
+        let ours = nix::unistd::access(d, nix::unistd::AccessFlags::W_OK).is_ok();
+        let frozen = self.home.as_ref().is_some_and(|h| d.starts_with(h))
+            && !self.writable.iter().any(|w| d.starts_with(w));
+        ours && !frozen
     }
-    None
+
+    /// A symlink on the way to `p` that a program in the sandbox could swap (it sits in
+    /// a directory writable inside), if any.
+    fn swappable_symlink(&self, p: &Path) -> Option<PathBuf> {
+        let mut cur = PathBuf::new();
+        for c in p.components() {
+            cur.push(c);
+            let Ok(meta) = std::fs::symlink_metadata(&cur) else {
+                return None;
+            };
+            if meta.file_type().is_symlink()
+                && cur.parent().is_some_and(|d| self.writable_inside(d))
+            {
+                return Some(cur);
+            }
+        }
+        None
+    }
 }
 
 impl Plan {
@@ -176,7 +192,7 @@ impl Plan {
         protected.extend(self.read_only.iter().map(|p| normal(p)));
         protected.extend(runtime.iter().cloned());
         for p in &protected {
-            if let Some(link) = writable_symlink(p) {
+            if let Some(link) = self.swappable_symlink(p) {
                 return Err(PlanError::Symlink {
                     path: p.display().to_string(),
                     link: link.display().to_string(),
@@ -251,6 +267,16 @@ impl Plan {
         for p in &dirs.pinned {
             if p.exists() {
                 push(&["--bind".as_ref(), p.as_os_str(), p.as_os_str()]);
+            }
+        }
+        if let Some(h) = self.home.as_ref().filter(|h| h.is_dir()) {
+            push(&["--ro-bind".as_ref(), h.as_os_str(), h.as_os_str()]);
+            for w in self
+                .writable
+                .iter()
+                .filter(|w| w.starts_with(h) && w.exists())
+            {
+                push(&["--bind".as_ref(), w.as_os_str(), w.as_os_str()]);
             }
         }
         if let Some(r) = &dirs.runtime {
@@ -351,6 +377,8 @@ mod tests {
             ssh_auth_sock: None,
             hidden: vec![],
             workdirs: vec![root.join("home/repo"), root.join("home")],
+            home: Some(root.join("home")),
+            writable: vec![root.join("home/repo")],
         }
     }
 
@@ -433,13 +461,33 @@ mod tests {
     }
 
     #[test]
-    fn a_symlink_the_user_could_swap_is_refused() {
+    fn a_symlink_the_sandbox_could_swap_is_refused_one_in_the_frozen_home_is_not() {
         let root = tempfile::tempdir().unwrap();
         let r = root.path();
         std::fs::create_dir_all(r.join("real/jitc")).unwrap();
-        std::fs::create_dir_all(r.join("home")).unwrap();
+        std::fs::create_dir_all(r.join("home/repo")).unwrap();
+        // Dotfiles managed by stow: a symlink in the home, which is read-only inside.
         std::os::unix::fs::symlink(r.join("real"), r.join("home/.config")).unwrap();
-        let e = plan(r).bwrap_args().unwrap_err().to_string();
+        plan(r).bwrap_args().unwrap();
+        // In the writable part: the program could point it elsewhere.
+        std::os::unix::fs::symlink(r.join("real/jitc"), r.join("home/repo/cfg")).unwrap();
+        let mut p = plan(r);
+        p.policy = r.join("home/repo/cfg/policy.toml");
+        let e = p.bwrap_args().unwrap_err().to_string();
         assert!(e.contains("symlink"), "{e}");
+    }
+
+    #[test]
+    fn the_home_is_read_only_but_for_where_the_program_works() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("home/repo")).unwrap();
+        let args = text(&plan(r).bwrap_args().unwrap());
+        let r = r.display();
+        let ro = args.find(&format!("--ro-bind {r}/home {r}/home ")).unwrap();
+        let rw = args
+            .find(&format!("--bind {r}/home/repo {r}/home/repo"))
+            .unwrap();
+        assert!(ro < rw, "{args}");
     }
 }

@@ -26,6 +26,9 @@ pub struct Pty {
     pub stdin: bool,
     pub stdout: bool,
     pub stderr: bool,
+    /// Whether keys are relayed: stdin is a terminal and jitc is its foreground job (in
+    /// the background, taking the terminal would stop jitc, and reading it is not ours).
+    pub input: bool,
 }
 
 impl std::fmt::Debug for Pty {
@@ -67,12 +70,15 @@ impl Pty {
         );
         fcntl(&pty.master, FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK))
             .map_err(|e| fail("fcntl", e))?;
+        let input =
+            stdin && nix::unistd::tcgetpgrp(&input).is_ok_and(|fg| fg == nix::unistd::getpgrp());
         Ok(Some(Pty {
             master: pty.master,
             slave: pty.slave,
             stdin,
             stdout,
             stderr,
+            input,
         }))
     }
 }
@@ -109,7 +115,7 @@ pub fn relay(pty: Pty, client: &Client, bwrap: &OwnedFd) -> Result<Ended> {
     let Pty {
         master,
         slave,
-        stdin,
+        input: stdin,
         stdout,
         ..
     } = pty;
@@ -134,6 +140,8 @@ pub fn relay(pty: Pty, client: &Client, bwrap: &OwnedFd) -> Result<Ended> {
     let mut master_open = true;
     let mut input_open = stdin;
     let mut buf = vec![0u8; 16 << 10];
+    let mut filter = OutputFilter::default();
+    let mut shown = Vec::with_capacity(16 << 10);
     let ended = loop {
         let mut fds = vec![
             PollFd::new(bwrap.as_fd(), PollFlags::POLLIN),
@@ -185,7 +193,11 @@ pub fn relay(pty: Pty, client: &Client, bwrap: &OwnedFd) -> Result<Ended> {
             if master_open {
                 match master_file.read(&mut buf) {
                     Ok(0) => master_open = false,
-                    Ok(n) => write_all(out, &buf[..n]),
+                    Ok(n) => {
+                        shown.clear();
+                        filter.pass(&buf[..n], &mut shown);
+                        write_all(out, &shown);
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     // EIO: every descriptor of the pty's other side is closed.
                     Err(_) => master_open = false,
@@ -217,12 +229,119 @@ pub fn relay(pty: Pty, client: &Client, bwrap: &OwnedFd) -> Result<Ended> {
     // What the program wrote last.
     while master_open {
         match master_file.read(&mut buf) {
-            Ok(n) if n > 0 => write_all(out, &buf[..n]),
+            Ok(n) if n > 0 => {
+                shown.clear();
+                filter.pass(&buf[..n], &mut shown);
+                write_all(out, &shown);
+            }
             _ => master_open = false,
         }
     }
+    // Whatever modes the program left the terminal in (colours, a hidden cursor, mouse
+    // reporting, bracketed paste), and whatever the terminal answered to a last query
+    // of the program's: neither is left for your shell.
+    write_all(out, RESET);
+    if raw.is_some() {
+        drain_answers();
+    }
     drop(raw);
     Ok(ended)
+}
+
+/// Resets what a program may leave set on a terminal: attributes, cursor visibility,
+/// mouse reporting, bracketed paste.
+const RESET: &[u8] = b"\x1b[0m\x1b[?25h\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?2004l";
+
+/// Reads and drops what arrives on stdin until it has been quiet for 50 ms (at most a
+/// second): a terminal's answers to queries the program sent last.
+fn drain_answers() {
+    let stdin = std::io::stdin();
+    let mut buf = [0u8; 4096];
+    for _ in 0..20 {
+        let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(50u16)) {
+            Ok(n) if n > 0 => {
+                if nix::unistd::read(stdin.as_fd(), &mut buf).unwrap_or(0) == 0 {
+                    return;
+                }
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Drops the escape strings a program could use to act on your terminal beyond its
+/// screen: OSC 52 (write your clipboard), and DCS, APC, PM and SOS strings (terminal
+/// remote control, such as kitty's). Everything else passes as written. Works across
+/// reads: a sequence may be split anywhere.
+#[derive(Debug, Default)]
+pub struct OutputFilter {
+    state: FilterState,
+    /// An OSC's first bytes, held until it is known whether it is 52.
+    held: Vec<u8>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum FilterState {
+    #[default]
+    Text,
+    /// After ESC.
+    Escape,
+    /// In an OSC, deciding (the bytes are in `held`).
+    OscStart,
+    /// Dropping a string until BEL (OSC only) or ST (ESC \\).
+    Dropping { osc: bool },
+    /// Dropping, after an ESC (ST's first byte, or not).
+    DroppingEscape { osc: bool },
+}
+
+impl OutputFilter {
+    pub fn pass(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        for &b in input {
+            self.state = match self.state {
+                FilterState::Text if b == 0x1b => FilterState::Escape,
+                FilterState::Text => {
+                    out.push(b);
+                    FilterState::Text
+                }
+                FilterState::Escape => match b {
+                    b']' => {
+                        self.held.clear();
+                        self.held.extend_from_slice(b"\x1b]");
+                        FilterState::OscStart
+                    }
+                    b'P' | b'_' | b'^' | b'X' => FilterState::Dropping { osc: false },
+                    0x1b => {
+                        out.push(0x1b);
+                        FilterState::Escape
+                    }
+                    _ => {
+                        out.extend_from_slice(&[0x1b, b]);
+                        FilterState::Text
+                    }
+                },
+                FilterState::OscStart => {
+                    self.held.push(b);
+                    let code = &self.held[2..];
+                    if code == b"52;" {
+                        self.held.clear();
+                        FilterState::Dropping { osc: true }
+                    } else if b"52;".starts_with(code) {
+                        FilterState::OscStart
+                    } else {
+                        out.extend_from_slice(&self.held);
+                        self.held.clear();
+                        FilterState::Text
+                    }
+                }
+                FilterState::Dropping { osc } if osc && b == 0x07 => FilterState::Text,
+                FilterState::Dropping { osc } if b == 0x1b => FilterState::DroppingEscape { osc },
+                FilterState::Dropping { osc } => FilterState::Dropping { osc },
+                FilterState::DroppingEscape { .. } if b == b'\\' => FilterState::Text,
+                FilterState::DroppingEscape { osc } => FilterState::Dropping { osc },
+            };
+        }
+    }
 }
 
 fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) {
@@ -245,5 +364,33 @@ pub fn agent_closed(client: &Client) -> bool {
         Ok(0) => true,
         Ok(_) | Err(nix::Error::EAGAIN) | Err(nix::Error::EINTR) => false,
         Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filtered(chunks: &[&[u8]]) -> Vec<u8> {
+        let mut f = OutputFilter::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            f.pass(c, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn clipboard_writes_and_terminal_commands_are_dropped_the_rest_passes() {
+        assert_eq!(filtered(&[b"a\x1b]52;c;ZXZpbA==\x07b"]), b"ab");
+        assert_eq!(filtered(&[b"a\x1b]5", b"2;c;ZX", b"Zp\x1b\\b"]), b"ab");
+        assert_eq!(filtered(&[b"x\x1bP@kitty-cmd{}\x1b\\y"]), b"xy");
+        assert_eq!(filtered(&[b"x\x1b_Gf=1;AAAA\x1b\\y"]), b"xy");
+        // A window title and colours pass.
+        assert_eq!(
+            filtered(&[b"\x1b]0;title\x07\x1b[31mred"]),
+            b"\x1b]0;title\x07\x1b[31mred"
+        );
+        assert_eq!(filtered(&[b"\x1b]5", b"1;x\x07"]), b"\x1b]51;x\x07");
     }
 }

@@ -12,7 +12,7 @@ use jitc_protocol::{ErrorCode, Request, Response, SandboxRequest};
 use crate::agent::{Agent, Session};
 use crate::audit::Event;
 use crate::error::{Refusal, Reply};
-use crate::sandbox::Registration;
+use crate::sandbox::{RefusalRecord, Registration};
 
 /// The profile a sandbox gets when `jitc sandbox` names none.
 pub const DEFAULT_PROFILE: &str = "agent";
@@ -63,14 +63,32 @@ pub fn refuse_inside(
 ) -> Refusal {
     let id = sandbox.id();
     let profile = sandbox.profile().to_owned();
+    let refusal = Refusal::new(
+        ErrorCode::Refused,
+        format!(
+            "refused: a program inside sandbox {id} (profile '{profile}') cannot {what}; do it from outside the sandbox"
+        ),
+    );
+    // A program that floods refusals must not push the log's history out.
+    let unrecorded_before = match sandbox.refused() {
+        RefusalRecord::Record { unrecorded_before } => unrecorded_before,
+        RefusalRecord::Count => return refusal,
+    };
     let base = Event {
-        profile: Some(profile.clone()),
+        profile: Some(profile),
         ..Event::default().peer(session.peer_json())
+    };
+    let more = if unrecorded_before > 0 {
+        format!(
+            " ({unrecorded_before} more refusals from inside it in the minute before were counted, not recorded one by one)"
+        )
+    } else {
+        String::new()
     };
     agent.audit().record_later(
         Event {
             reason: Some(format!(
-                "a program inside sandbox {id} asked to {what}; refused"
+                "a program inside sandbox {id} asked to {what}; refused{more}"
             )),
             ..Event::new(EventKind::SandboxRefused)
         }
@@ -90,12 +108,7 @@ pub fn refuse_inside(
         what,
         "refused a request from inside a sandbox"
     );
-    Refusal::new(
-        ErrorCode::Refused,
-        format!(
-            "refused: a program inside sandbox {id} (profile '{profile}') cannot {what}; do it from outside the sandbox"
-        ),
-    )
+    refusal
 }
 
 /// Registers the sandbox `jitc sandbox` just made, on record before the answer (the

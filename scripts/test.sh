@@ -14,6 +14,7 @@ command -v systemd-socket-activate >/dev/null || missing+=(systemd)
 command -v sha256sum >/dev/null || missing+=(coreutils)
 command -v bwrap >/dev/null || missing+=(bubblewrap)
 [ -x /usr/bin/python3 ] || missing+=(python3)
+/usr/bin/python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "==> installing test tools: ${missing[*]}"
@@ -27,6 +28,17 @@ fi
 if [ "$(id -u)" != 0 ]; then
     echo "test.sh: note: the tests that switch uids (setpriv) need root; they will fail otherwise" >&2
 fi
+
+# The official Python MCP SDK, for the tests that drive `jitc mcp` as a client would.
+venv="${CARGO_TARGET_DIR:-target}/test-venv"
+if ! "$venv/bin/python" -c 'import mcp, jsonschema' 2>/dev/null; then
+    echo "==> installing the Python MCP SDK into $venv"
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "mcp==2.3.0"
+fi
+JITC_TEST_VENV="$(cd "$venv" && pwd)"
+export JITC_TEST_VENV
 
 echo "==> building the binaries under test"
 cargo build --workspace --bins --locked

@@ -5,6 +5,7 @@ pub mod client;
 pub mod error;
 pub mod exec;
 pub mod mask;
+pub mod mcp;
 pub mod prompt;
 pub mod refs;
 pub mod sandbox;

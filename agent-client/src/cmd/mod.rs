@@ -76,9 +76,18 @@ pub enum Command {
     Audit(audit::Args),
     /// Run a program (a coding agent) in a sandbox whose identity it cannot shed
     Sandbox(sandbox::Args),
+    /// Serve MCP on stdin/stdout: coding agents use secrets through it without seeing them
+    Mcp(McpArgs),
     /// Inside a sandbox: scope signals, forbid terminal injection, run the program
     #[command(name = "__sandbox-init", hide = true)]
     SandboxInit(sandbox::InitArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct McpArgs {
+    /// The most commands run at once for the client
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    max_runs: usize,
 }
 
 /// Runs one command; the `u8` is the exit code on success (`exec`: the child's).
@@ -106,6 +115,7 @@ pub fn run(command: Command) -> Result<u8> {
         Command::Scan(a) => scan::run(a),
         Command::Audit(a) => audit::run(a),
         Command::Sandbox(a) => sandbox::run(a),
+        Command::Mcp(a) => jitc::mcp::run(a.max_runs),
         Command::SandboxInit(a) => sandbox::init(a),
     }
 }

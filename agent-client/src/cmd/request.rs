@@ -35,6 +35,9 @@ pub struct RequestArgs {
     /// Do not mask leased values in the command's output
     #[arg(long)]
     no_masking: bool,
+    /// Write what happens to the lease as JSON lines to descriptor FD (for `jitc mcp`)
+    #[arg(long, value_name = "FD", hide = true)]
+    events_fd: Option<i32>,
     /// The command and its arguments (after '--'; a mistyped option before it is an
     /// error, never the command)
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
@@ -134,6 +137,11 @@ pub fn plan(args: RequestArgs) -> Result<Plan> {
         task: args.task,
         ttl,
         masking: !args.no_masking,
+        events: args
+            .events_fd
+            .map(jitc::exec::spawn::take_fd)
+            .transpose()?
+            .map(std::fs::File::from),
     };
     Ok(plan)
 }

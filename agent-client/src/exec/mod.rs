@@ -40,12 +40,23 @@ pub struct Plan {
     pub task: Option<String>,
     pub ttl: Option<Duration>,
     pub masking: bool,
+    /// Where to say, as JSON lines, that the request waits for approval
+    /// (`{"waiting":ID}`) and that it was granted (`{"lease":ID}`): `jitc mcp` reads it.
+    pub events: Option<std::fs::File>,
 }
 
 impl Plan {
     /// Whether anything is to be leased (without secrets, the command just runs).
     pub fn leases_anything(&self) -> bool {
         !self.bindings.is_empty() || !self.files.is_empty()
+    }
+
+    /// One line to `events`, if any (best effort: a reader that went away is no reason
+    /// to stop).
+    fn event(&self, line: &str) {
+        if let Some(mut f) = self.events.as_ref() {
+            let _ = std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes());
+        }
     }
 
     pub fn lease_request(&self) -> LeaseRequest {
@@ -114,8 +125,14 @@ fn lease(
             return Ok(Err(code));
         }
         match client.lease_reply()? {
-            LeaseReply::Granted(g) => return Ok(Ok(g)),
-            LeaseReply::Waiting(w) => crate::error::note(&crate::client::waiting_note(&w)),
+            LeaseReply::Granted(g) => {
+                plan.event(&format!("{{\"lease\":{}}}", g.lease));
+                return Ok(Ok(g));
+            }
+            LeaseReply::Waiting(w) => {
+                plan.event(&format!("{{\"waiting\":{}}}", w.id));
+                crate::error::note(&crate::client::waiting_note(&w));
+            }
         }
     }
 }

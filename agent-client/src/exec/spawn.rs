@@ -195,6 +195,27 @@ pub fn harden() -> Result<()> {
     Ok(())
 }
 
+/// Takes descriptor `fd`, inherited from whoever started jitc for jitc to use (it is
+/// made close-on-exec, so the command does not inherit it too).
+pub fn take_fd(fd: i32) -> Result<OwnedFd> {
+    let bad = || Error::bad_input(format!("descriptor {fd} is not open; it is for jitc mcp"));
+    if fd < 3 {
+        return Err(bad());
+    }
+    // SAFETY: borrowed only to ask whether `fd` is open.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_GETFD).map_err(|_| bad())?;
+    // SAFETY: an inherited descriptor handed to jitc by number; nothing else in this
+    // process owns or closes it.
+    let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    nix::fcntl::fcntl(
+        &owned,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(|_| bad())?;
+    Ok(owned)
+}
+
 /// Our controlling terminal, if we have one.
 fn controlling_terminal() -> Option<OwnedFd> {
     let fd = nix::fcntl::open(

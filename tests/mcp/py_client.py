@@ -1,0 +1,308 @@
+"""Drives `jitc mcp` with the official Python MCP SDK (PyPI `mcp`), as a coding agent
+would, and checks what comes back. Run by tests/tests/mcp.rs as an ordinary user, with
+the agent already holding the secrets named below. Prints one `ok NAME` line per check
+passed; any failure raises (a non-zero exit with the traceback).
+
+Environment: JITC (the jitc binary), WORK (a writable directory), PASSPHRASE (to
+approve as the human would), VALUES (the secret values, comma-separated, that no
+message may carry in any form), TRANSCRIPT (where the server's messages are teed).
+"""
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import urllib.parse
+
+import anyio
+import jsonschema
+from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp.types import Implementation
+
+JITC = os.environ["JITC"]
+WORK = os.environ["WORK"]
+PASSPHRASE = os.environ["PASSPHRASE"]
+VALUES = [v for v in os.environ["VALUES"].split(",") if v]
+TRANSCRIPT = os.environ["TRANSCRIPT"]
+
+
+def ok(name):
+    print("ok", name, flush=True)
+
+
+def server(tee=True):
+    if tee:
+        return StdioServerParameters(
+            command="/bin/sh",
+            args=["-c", f'"{JITC}" mcp | tee -a "{TRANSCRIPT}"'],
+            env=dict(os.environ),
+            cwd=WORK,
+        )
+    return StdioServerParameters(command=JITC, args=["mcp"], env=dict(os.environ), cwd=WORK)
+
+
+def dump(result):
+    return result.model_dump(by_alias=True, exclude_none=True)
+
+
+async def session(params, body, name="py-test-client", version="1.2.3"):
+    async with stdio_client(params) as (read, write):
+        async with ClientSession(
+            read, write, client_info=Implementation(name=name, version=version)
+        ) as s:
+            init = await s.initialize()
+            return await body(s, init)
+
+
+async def basics(s, init):
+    assert init.protocol_version == "2025-11-25", init.protocol_version
+    assert init.server_info.name == "jitc"
+    assert "never" in (init.instructions or "") and "jitc approve" in init.instructions
+    assert init.capabilities.tools is not None
+    ok("initialize")
+    tools = {t.name: t for t in (await s.list_tools()).tools}
+    expected = {
+        "list_secrets", "run_with_secrets", "start_with_secrets", "read_output",
+        "stop_process", "list_leases", "revoke_lease", "scan_for_secrets",
+    }
+    assert expected <= set(tools), sorted(tools)
+    for t in tools.values():
+        assert t.input_schema["type"] == "object", t.name
+        assert t.output_schema and t.output_schema["type"] == "object", t.name
+        assert t.annotations is not None and t.annotations.read_only_hint is not None, t.name
+        assert t.title, t.name
+    assert tools["list_secrets"].annotations.read_only_hint is True
+    assert tools["run_with_secrets"].annotations.destructive_hint is True
+    ok("tools")
+
+    async def call(name, args):
+        r = await s.call_tool(name, args)
+        if r.structured_content is not None:
+            jsonschema.validate(r.structured_content, tools[name].output_schema)
+        return r
+
+    r = await call("list_secrets", {})
+    assert not r.is_error, dump(r)
+    secrets = {x["name"]: x for x in r.structured_content["secrets"]}
+    assert secrets["app/key"]["env_var"] == "APP_KEY"
+    assert secrets["app/key"]["decision"] == "granted"
+    assert secrets["prod/db"]["decision"] == "refused", secrets["prod/db"]
+    assert secrets["gated/x"]["decision"] == "needs approval", secrets["gated/x"]
+    ok("list_secrets")
+
+    r = await call("run_with_secrets", {
+        "command": ["sh", "-c", 'read line; echo "in=$line key=$APP_KEY"; echo oops >&2; exit 3'],
+        "secrets": ["app/key"],
+        "stdin": "hello\n",
+        "task": "check the key",
+    })
+    assert r.is_error, dump(r)
+    sc = r.structured_content
+    assert sc["exit_code"] == 3, sc
+    assert sc["stdout"] == "in=hello key=<concealed:app/key>\n", sc
+    assert sc["stderr"].startswith("oops"), sc
+    assert isinstance(sc["lease"], int), sc
+    ok("run_with_secrets")
+
+    r = await call("run_with_secrets", {
+        "command": ["sh", "-c", "head -c 300000 /dev/zero | tr '\\0' x; echo; echo $APP_KEY"],
+        "secrets": ["app/key"],
+    })
+    sc = r.structured_content
+    assert not r.is_error and sc["exit_code"] == 0, dump(r)
+    assert sc["stdout_dropped"] > 200000, sc["stdout_dropped"]
+    assert sc["stdout"].endswith("<concealed:app/key>\n"), sc["stdout"][-80:]
+    assert len(sc["stdout"]) < 70000
+    ok("truncation")
+
+    r = await call("run_with_secrets", {"command": ["true"], "secrets": ["prod/db"]})
+    assert r.is_error, dump(r)
+    assert r.structured_content["refused"] and "/nonexistent/psql" in r.structured_content["refused"]
+    assert r.structured_content["exit_code"] is None
+    ok("refusal")
+
+    r = await call("run_with_secrets", {"command": ["true"], "secrets": ["no/such"]})
+    assert r.is_error and "no secret named" in r.structured_content["refused"], dump(r)
+    ok("unknown")
+
+    # Waiting for approval: progress says what to ask the user; the test approves.
+    approvals = []
+
+    async def prog(progress, total, message):
+        approvals.append(message)
+        if message and "jitc approve" in message:
+            n = message.split("jitc approve ")[1].split("`")[0]
+            subprocess.run([JITC, "approve", n, "--passphrase-stdin"],
+                           input=PASSPHRASE + "\n", text=True, check=True,
+                           capture_output=True)
+
+    r = await s.call_tool("run_with_secrets", {
+        "command": ["sh", "-c", "echo $GATED_X"], "secrets": ["gated/x"], "task": "gated",
+    }, progress_callback=prog)
+    assert not r.is_error, dump(r)
+    assert r.structured_content["stdout"] == "<concealed:gated/x>\n"
+    assert any("jitc approve" in (m or "") for m in approvals), approvals
+    ok("approval")
+
+    r = await call("scan_for_secrets", {"path": os.path.join(WORK, "tree")})
+    assert not r.is_error, dump(r)
+    kinds = {(os.path.basename(f["path"]), f["line"]) for f in r.structured_content["findings"]}
+    assert (".env", 1) in kinds, kinds
+    ok("scan")
+
+    r = await call("list_leases", {})
+    assert not r.is_error
+    r = await call("revoke_lease", {"lease": 999999})
+    assert r.is_error
+    ok("leases")
+    return True
+
+
+async def approval_timeout(s, init):
+    # Nobody approves: the agent's approval_timeout (1 s here) denies it; the progress
+    # notifications said what to ask the user meanwhile.
+    seen = []
+
+    async def watch(progress, total, message):
+        seen.append(message)
+
+    r = await s.call_tool("run_with_secrets", {
+        "command": ["true"], "secrets": ["gated/x"],
+    }, progress_callback=watch)
+    assert r.is_error and "timed out" in r.structured_content["refused"], dump(r)
+    assert any("jitc approve" in (m or "") for m in seen), seen
+    ok("approval_timeout")
+    return True
+
+
+async def cancellation(s, init):
+    # The command says it started (a FIFO), then the call is cancelled: jitc exec ends
+    # its whole process group and the lease.
+    fifo = os.path.join(WORK, "started")
+    os.mkfifo(fifo)
+    async with anyio.create_task_group() as tg:
+        async def run():
+            await s.call_tool("run_with_secrets", {
+                "command": ["sh", "-c", f"sleep 3091 & echo up > {fifo}; sleep 3092"],
+                "secrets": ["app/key"],
+            })
+        tg.start_soon(run)
+        # (Opened in a thread: opening a FIFO blocks until the writer comes.)
+        await anyio.to_thread.run_sync(lambda: open(fifo).read())
+        tg.cancel_scope.cancel()
+    # Wait (on the agent, not the clock) until no lease is left.
+    for _ in range(600):
+        out = subprocess.run([JITC, "leases", "--json"], capture_output=True, text=True)
+        if json.loads(out.stdout) == []:
+            break
+        await anyio.sleep(0.05)
+    else:
+        raise AssertionError("the lease outlived the cancelled call")
+    gone = subprocess.run(["pgrep", "-f", "sleep 309[12]"], capture_output=True, text=True)
+    assert gone.stdout == "", gone.stdout
+    ok("cancellation")
+    return True
+
+
+async def server_process(s, init):
+    port_file = os.path.join(WORK, "port")
+    script = (
+        "import http.server, os, sys\n"
+        "class H(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        body = ('token=' + os.environ['APP_KEY']).encode()\n"
+        "        self.send_response(200); self.end_headers(); self.wfile.write(body)\n"
+        "    def log_message(self, *a):\n"
+        "        print('served', *a, flush=True)\n"
+        "s = http.server.HTTPServer(('127.0.0.1', 0), H)\n"
+        f"open({port_file!r}, 'w').write(str(s.server_port))\n"
+        "print('listening', os.environ['APP_KEY'], flush=True)\n"
+        "s.serve_forever()\n"
+    )
+    r = await s.call_tool("start_with_secrets", {
+        "command": ["/usr/bin/python3", "-c", script], "secrets": ["app/key"],
+    })
+    assert not r.is_error, dump(r)
+    pid = r.structured_content["process"]
+    text, offset = "", 0
+    while "listening" not in text:
+        r = await s.call_tool("read_output", {"process": pid, "offset": offset, "wait_ms": 5000})
+        text += r.structured_content["text"]
+        offset = r.structured_content["next_offset"]
+    assert "listening <concealed:app/key>" in text, text
+    port = int(open(port_file).read())
+    import urllib.request
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/").read().decode()
+    assert body.startswith("token="), body
+    r = await s.call_tool("stop_process", {"process": pid})
+    assert not r.is_error, dump(r)
+    r = await s.call_tool("read_output", {"process": pid})
+    assert r.is_error
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
+        raise AssertionError("the server still answers")
+    except OSError:
+        pass
+    ok("start_read_stop")
+    return True
+
+
+async def two_clients():
+    async def one(name):
+        async def body(s, init):
+            r = await s.call_tool("run_with_secrets", {
+                "command": ["sh", "-c", "echo $APP_KEY"], "secrets": ["app/key"],
+            })
+            assert r.structured_content["stdout"] == "<concealed:app/key>\n", dump(r)
+            return True
+        await session(server(), body, name=name)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one, "client-a")
+        tg.start_soon(one, "client-b")
+    ok("two_clients")
+
+
+def forms(v):
+    b = v.encode()
+    out = {v, b.hex(), b.hex().upper(), base64.b64encode(b).decode().rstrip("="),
+           base64.urlsafe_b64encode(b).decode().rstrip("="), urllib.parse.quote(v),
+           json.dumps(v)[1:-1]}
+    return {f for f in out if len(f) >= 6}
+
+
+async def main():
+    if sys.argv[1:] == ["timeout"]:
+        await session(server(), approval_timeout)
+        return
+    await session(server(), basics)
+    await session(server(), cancellation)
+    await session(server(), server_process)
+    await two_clients()
+    # The server ends cleanly when its stdin closes: before a session, and after one.
+    p = subprocess.Popen([JITC, "mcp"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, cwd=WORK)
+    out, err = p.communicate(b"", timeout=60)
+    assert p.returncode == 0 and out == b"", (p.returncode, out, err)
+    hello = (
+        '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25",'
+        '"capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}\n'
+        '{"jsonrpc":"2.0","method":"notifications/initialized"}\n'
+    )
+    p = subprocess.Popen([JITC, "mcp"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, cwd=WORK)
+    out, err = p.communicate(hello.encode(), timeout=60)
+    assert p.returncode == 0, (p.returncode, err)
+    # Stdout carries MCP messages only.
+    for line in out.decode().splitlines():
+        assert json.loads(line)["jsonrpc"] == "2.0", line
+    ok("exit_on_eof")
+    transcript = open(TRANSCRIPT).read()
+    assert '"jsonrpc"' in transcript
+    for v in VALUES:
+        for f in forms(v):
+            assert f not in transcript, f"a form of a value reached the client: {f!r}"
+    ok("no_value_in_any_message")
+
+
+anyio.run(main)

@@ -1,0 +1,122 @@
+//! `jitc mcp` (issue 12) driven by MCP clients someone else wrote: the official Python
+//! SDK (PyPI `mcp`) and TypeScript SDK (npm `@modelcontextprotocol/sdk`), installed by
+//! `scripts/test.sh`. The clients run as an ordinary user (uid 1000) against the real
+//! agent; every message the server sent is kept and searched for the values.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::path::PathBuf;
+
+use jitc_tests::audit;
+use jitc_tests::*;
+
+const APP: &str = "app-value-51c0e9d2b7a4";
+const PROD: &str = "prod-value-0f4e8a6c3155";
+const GATED: &str = "gated-value-8d2b4f1a9377";
+
+/// The Python interpreter of the venv `scripts/test.sh` made (`JITC_TEST_VENV`), or
+/// none: the test then fails saying how to make it.
+fn venv_python() -> PathBuf {
+    let venv = std::env::var_os("JITC_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv"));
+    let python = venv.join("bin/python");
+    assert!(
+        python.exists(),
+        "no Python MCP SDK at {}: run scripts/test.sh (it makes the venv), or set JITC_TEST_VENV",
+        venv.display()
+    );
+    python
+}
+
+fn setup(defaults: &str) -> (TestEnv, Agent, PathBuf) {
+    let env = TestEnv::new_as(USER);
+    let agent = env.start_agent();
+    env.init();
+    env.add("app/key", APP);
+    env.add("prod/db", PROD);
+    env.add("gated/x", GATED);
+    env.write_policy(&format!(
+        "[defaults]\n{defaults}\n\n[[rule]]\nsecrets = [\"prod/*\"]\ncommands = [\"/nonexistent/psql\"]\n\n[[rule]]\nsecrets = [\"gated/*\"]\napproval = \"always\"\n"
+    ));
+    let work = env.home.join("work");
+    fs::create_dir_all(work.join("tree")).unwrap();
+    fs::write(
+        work.join("tree/.env"),
+        "STRIPE_KEY=sk_live_4eC39HqLyjWDarjtT1zdp7dc\nPORT=8080\n",
+    )
+    .unwrap();
+    for p in [&work, &work.join("tree"), &work.join("tree/.env")] {
+        env.give(p);
+    }
+    (env, agent, work)
+}
+
+fn python_client(env: &TestEnv, work: &std::path::Path, scenario: &[&str]) -> Run {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("mcp/py_client.py");
+    let mut c = env.command(venv_python());
+    c.arg(script)
+        .args(scenario)
+        .current_dir(work)
+        .env("JITC", jitc_bin())
+        .env("WORK", work)
+        .env("PASSPHRASE", PASSPHRASE)
+        .env(
+            "VALUES",
+            [APP, PROD, GATED, "sk_live_4eC39HqLyjWDarjtT1zdp7dc"].join(","),
+        )
+        .env("TRANSCRIPT", work.join("transcript.jsonl"))
+        .env(
+            "PATH",
+            format!("{}:/usr/local/bin:/usr/bin:/bin", bin_dir().display()),
+        );
+    run_with_stdin(c, None)
+}
+
+#[test]
+fn the_python_sdk_uses_every_tool_and_sees_no_value() {
+    let (env, _agent, work) = setup("approval_timeout = \"120s\"");
+    let out = python_client(&env, &work, &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    for check in [
+        "initialize",
+        "tools",
+        "list_secrets",
+        "run_with_secrets",
+        "truncation",
+        "refusal",
+        "unknown",
+        "approval",
+        "scan",
+        "leases",
+        "cancellation",
+        "start_read_stop",
+        "two_clients",
+        "exit_on_eof",
+        "no_value_in_any_message",
+    ] {
+        assert!(
+            out.stdout.lines().any(|l| l == format!("ok {check}")),
+            "{check} not passed:\n{}\n{}",
+            out.stdout,
+            out.stderr
+        );
+    }
+    // The audit trail names the MCP client beside the chain.
+    let log = fs::read_to_string(audit::audit_path(&env)).unwrap();
+    assert!(
+        log.contains("via MCP client 'py-test-client 1.2.3'"),
+        "{log}"
+    );
+    for v in [APP, PROD, GATED] {
+        assert!(!log.contains(v));
+    }
+}
+
+#[test]
+fn an_approval_nobody_gives_times_out_with_progress() {
+    let (env, _agent, work) = setup("approval_timeout = \"1s\"");
+    let out = python_client(&env, &work, &["timeout"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("ok approval_timeout"), "{}", out.stdout);
+}

@@ -273,6 +273,23 @@ impl Client {
         })
     }
 
+    /// Asks the user, through the agent, for a secret the vault does not hold.
+    pub fn request_secret(&mut self, name: &str, description: Option<String>) -> Result<()> {
+        self.expect_done(&Request::RequestSecret(jitc_protocol::SecretWanted {
+            name: name.to_owned(),
+            description,
+            requested: 0,
+        }))
+    }
+
+    /// Secrets asked for and not yet added.
+    pub fn requested(&mut self) -> Result<Vec<jitc_protocol::SecretWanted>> {
+        self.call_for(&Request::ListRequested, "no requested list", |r| match r {
+            Response::Requested(w) => Some(w),
+            _ => None,
+        })
+    }
+
     pub fn list(&mut self) -> Result<Vec<SecretInfo>> {
         self.call_for(&Request::ListSecrets, "no list", |r| match r {
             Response::Secrets(s) => Some(s),

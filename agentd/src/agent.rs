@@ -64,6 +64,8 @@ pub struct Agent {
     marks: StdMutex<Marks>,
     /// Sandboxes `jitc sandbox` registered (see `sandbox`).
     sandboxes: crate::sandbox::Sandboxes,
+    /// Secrets programs asked for that the vault does not hold (see `cmd::requested`).
+    wanted: StdMutex<Vec<jitc_protocol::SecretWanted>>,
 }
 
 /// The delay before answering a wrong passphrase: 0.1 s per failure so far, at most 10 s.
@@ -103,6 +105,7 @@ impl Agent {
             shutting_down: AtomicBool::new(false),
             marks: StdMutex::new(Marks::default()),
             sandboxes: crate::sandbox::Sandboxes::new(),
+            wanted: StdMutex::new(Vec::new()),
         }
     }
 
@@ -115,6 +118,27 @@ impl Agent {
     }
 
     /// The audit trail everything is recorded in.
+    /// Keeps `w` among the secrets asked for (once per name; at most `cap`, the oldest
+    /// dropped first).
+    pub fn want(&self, w: jitc_protocol::SecretWanted, cap: usize) {
+        let mut all = self
+            .wanted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        all.retain(|x| x.name != w.name);
+        all.push(w);
+        let over = all.len().saturating_sub(cap);
+        all.drain(..over);
+    }
+
+    /// The secrets asked for, oldest first.
+    pub fn wanted(&self) -> Vec<jitc_protocol::SecretWanted> {
+        self.wanted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     pub fn sandboxes(&self) -> &crate::sandbox::Sandboxes {
         &self.sandboxes
     }
@@ -430,6 +454,8 @@ impl Agent {
                 cmd::explain::reset(self, session, passphrase).await
             }
             Request::RegisterSandbox(req) => cmd::sandbox::register(self, session, req).await,
+            Request::RequestSecret(w) => cmd::requested::request(self, session, w).await,
+            Request::ListRequested => cmd::requested::list(self).await,
         };
         Some(reply.unwrap_or_else(Response::from))
     }

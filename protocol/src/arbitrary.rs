@@ -130,6 +130,16 @@ pub fn request() -> impl Strategy<Value = Request> {
         secret()
             .prop_map(|passphrase| Request::PolicyReset { passphrase })
             .boxed(),
+        (text(), of(text()), any::<u64>())
+            .prop_map(|(name, description, requested)| {
+                Request::RequestSecret(SecretWanted {
+                    name,
+                    description,
+                    requested,
+                })
+            })
+            .boxed(),
+        LazyJust::new(|| Request::ListRequested).boxed(),
         (any::<u32>(), text(), texts())
             .prop_map(|(pid, profile, command)| {
                 Request::RegisterSandbox(SandboxRequest {
@@ -388,6 +398,18 @@ pub fn response() -> impl Strategy<Value = Response> {
             .boxed(),
         text().prop_map(Response::NeedsPassphrase).boxed(),
         sandbox_info().prop_map(Response::SandboxRegistered).boxed(),
+        vec(
+            (text(), of(text()), any::<u64>()).prop_map(|(name, description, requested)| {
+                SecretWanted {
+                    name,
+                    description,
+                    requested,
+                }
+            }),
+            0..3,
+        )
+        .prop_map(Response::Requested)
+        .boxed(),
         explanation().prop_map(Response::Explanation).boxed(),
         (
             texts(),
@@ -443,10 +465,12 @@ fn request_variant(r: &Request) -> &'static str {
         Request::Stop => "Stop",
         Request::PolicyReset { .. } => "PolicyReset",
         Request::RegisterSandbox(_) => "RegisterSandbox",
+        Request::RequestSecret(_) => "RequestSecret",
+        Request::ListRequested => "ListRequested",
     }
 }
 
-const REQUEST_VARIANTS: usize = 25;
+const REQUEST_VARIANTS: usize = 27;
 
 /// The same for `Response`.
 fn response_variant(r: &Response) -> &'static str {
@@ -466,10 +490,11 @@ fn response_variant(r: &Response) -> &'static str {
         Response::Explanation(_) => "Explanation",
         Response::AuditReport(_) => "AuditReport",
         Response::SandboxRegistered(_) => "SandboxRegistered",
+        Response::Requested(_) => "Requested",
     }
 }
 
-const RESPONSE_VARIANTS: usize = 15;
+const RESPONSE_VARIANTS: usize = 16;
 
 #[test]
 fn every_variant_is_generated() {

@@ -77,6 +77,7 @@ kinds! {
         SandboxStarted = "sandbox_started",
         SandboxEnded = "sandbox_ended",
         SandboxRefused = "sandbox_refused",
+        SecretRequested = "secret_requested",
     }
 }
 

@@ -101,6 +101,21 @@ pub enum Request {
     /// from that namespace, or one nested below it, gets `profile` from then on.
     /// Refused from inside any sandbox.
     RegisterSandbox(SandboxRequest),
+    /// A secret the requester needs that the vault does not hold: kept (in memory) for
+    /// the user to add, and listed until they do. No value ever comes this way.
+    RequestSecret(SecretWanted),
+    /// The secrets requested and not yet added.
+    ListRequested,
+}
+
+/// A secret asked for (`RequestSecret`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SecretWanted {
+    pub name: String,
+    /// What it is for, one line.
+    pub description: Option<String>,
+    /// Unix seconds (set by the agent).
+    pub requested: u64,
 }
 
 /// What `jitc sandbox` registers.
@@ -165,6 +180,8 @@ pub enum Response {
     NeedsPassphrase(String),
     /// A sandbox is registered (`RegisterSandbox`).
     SandboxRegistered(SandboxInfo),
+    /// The secrets requested and not yet added (`ListRequested`).
+    Requested(Vec<SecretWanted>),
 }
 
 /// The result of `jitc audit verify`.

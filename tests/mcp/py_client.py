@@ -64,7 +64,7 @@ async def basics(s, init):
     tools = {t.name: t for t in (await s.list_tools()).tools}
     expected = {
         "list_secrets", "run_with_secrets", "start_with_secrets", "read_output",
-        "stop_process", "list_leases", "revoke_lease", "scan_for_secrets",
+        "stop_process", "list_leases", "revoke_lease", "scan_for_secrets", "request_secret",
     }
     assert expected <= set(tools), sorted(tools)
     for t in tools.values():
@@ -150,6 +150,18 @@ async def basics(s, init):
     kinds = {(os.path.basename(f["path"]), f["line"]) for f in r.structured_content["findings"]}
     assert (".env", 1) in kinds, kinds
     ok("scan")
+
+    r = await call("request_secret", {"name": "stripe/test", "description": "payments in tests"})
+    assert not r.is_error and r.structured_content["command"] == "jitc add stripe/test", dump(r)
+    r = await call("list_secrets", {})
+    assert [w["name"] for w in r.structured_content["requested"]] == ["stripe/test"], dump(r)
+    # The user adds it (the value typed at their terminal, never through MCP).
+    subprocess.run([JITC, "add", "stripe/test"], input="sk_test_added_by_user_123\n",
+                   text=True, check=True, capture_output=True)
+    r = await call("list_secrets", {})
+    assert r.structured_content["requested"] == [], dump(r)
+    assert "stripe/test" in {x["name"] for x in r.structured_content["secrets"]}
+    ok("request_secret")
 
     r = await call("list_leases", {})
     assert not r.is_error

@@ -63,7 +63,14 @@ fn python_client(env: &TestEnv, work: &std::path::Path, scenario: &[&str]) -> Ru
         .env("PASSPHRASE", PASSPHRASE)
         .env(
             "VALUES",
-            [APP, PROD, GATED, "sk_live_4eC39HqLyjWDarjtT1zdp7dc"].join(","),
+            [
+                APP,
+                PROD,
+                GATED,
+                "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+                "sk_test_added_by_user_123",
+            ]
+            .join(","),
         )
         .env("TRANSCRIPT", work.join("transcript.jsonl"))
         .env(
@@ -88,6 +95,7 @@ fn the_python_sdk_uses_every_tool_and_sees_no_value() {
         "unknown",
         "approval",
         "scan",
+        "request_secret",
         "leases",
         "cancellation",
         "start_read_stop",

@@ -12,10 +12,23 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<u8> {
-    let secrets = connect_or_start()?.list()?;
+    let mut client = connect_or_start()?;
+    let secrets = client.list()?;
     if args.json {
         super::print_json(&secrets)?;
         return Ok(0);
+    }
+    // What programs asked for (`request_secret`) and you have not added yet.
+    for w in client.requested()? {
+        note(&format!(
+            "requested: '{}'{} — add it with 'jitc add {}'",
+            w.name,
+            w.description
+                .as_deref()
+                .map(|d| format!(" ({})", jitc_protocol::display::visible(d)))
+                .unwrap_or_default(),
+            w.name
+        ));
     }
     if secrets.is_empty() {
         note("no secrets yet; store one with 'jitc add NAME'");

@@ -81,6 +81,24 @@ pub struct SecretView {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct SecretList {
     pub secrets: Vec<SecretView>,
+    /// Secrets asked for with request_secret that the user has not added yet.
+    pub requested: Vec<RequestedView>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RequestedView {
+    pub name: String,
+    pub description: Option<String>,
+    /// The command the user runs to add it.
+    pub command: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct RequestArgs {
+    /// The name the secret should have, e.g. "stripe/test-key".
+    pub name: String,
+    /// What it is for, in one line (shown to the user).
+    pub description: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -341,17 +359,29 @@ impl Jitc {
                     reason,
                 });
             }
-            Ok(out)
+            let requested: Vec<RequestedView> = c
+                .requested()?
+                .into_iter()
+                .map(|w| RequestedView {
+                    command: format!("jitc add {}", w.name),
+                    name: w.name,
+                    description: w.description,
+                })
+                .collect();
+            Ok((out, requested))
         })
         .await;
         Ok(match listed {
-            Ok(secrets) => {
-                let text = secrets
+            Ok((secrets, requested)) => {
+                let mut text = secrets
                     .iter()
                     .map(|s| format!("{} ({}) — {}", s.name, s.env_var, s.decision))
                     .collect::<Vec<_>>()
                     .join("\n");
-                structured(&SecretList { secrets }, text, false)
+                for r in &requested {
+                    text.push_str(&format!("\n{} — requested, not added yet", r.name));
+                }
+                structured(&SecretList { secrets, requested }, text, false)
             }
             Err(e) => failed(e),
         })
@@ -803,6 +833,37 @@ impl Jitc {
             ),
             Err(e) => failed(e),
         })
+    }
+
+    #[tool(
+        title = "Request a secret",
+        description = "Asks the user for a secret that does not exist yet: records its name and what it is for, and returns the command the user runs to add it (the value never passes through here). list_secrets shows it as requested until it is added.",
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<RequestedView>()
+    )]
+    async fn request_secret(
+        &self,
+        Parameters(args): Parameters<RequestArgs>,
+    ) -> std::result::Result<CallToolResult, McpError> {
+        let name = args.name.clone();
+        let description = args.description.clone();
+        Ok(
+            match with_agent(move |c| c.request_secret(&name, description)).await {
+                Ok(()) => {
+                    let view = RequestedView {
+                        command: format!("jitc add {}", args.name),
+                        name: args.name,
+                        description: args.description,
+                    };
+                    let text = format!(
+                        "asked for '{}': tell the user to run `{}` in their terminal (the value is typed there, never here)",
+                        view.name, view.command
+                    );
+                    structured(&view, text, false)
+                }
+                Err(e) => failed(e),
+            },
+        )
     }
 
     #[tool(

@@ -12,6 +12,7 @@ pub mod lock;
 pub mod passwd;
 pub mod remove;
 pub mod rename;
+pub mod requested;
 pub mod sandbox;
 pub mod status;
 pub mod unlock;

@@ -32,7 +32,9 @@ pub fn forbidden(request: &Request) -> Option<&'static str> {
         | Request::Guard { .. }
         | Request::ListLeases { .. }
         | Request::Revoke { .. }
-        | Request::Explain(_) => return None,
+        | Request::Explain(_)
+        | Request::RequestSecret(_)
+        | Request::ListRequested => return None,
         Request::Init { .. } => "create a vault",
         Request::Unlock { .. } => "unlock the vault",
         Request::Lock => "lock the vault",

@@ -273,6 +273,27 @@ impl Client {
         })
     }
 
+    /// Stores new secrets from `file` after a human approves; `waiting` hears the id of
+    /// the approval request while it waits.
+    pub fn import_secrets(
+        &mut self,
+        file: &str,
+        entries: Vec<jitc_protocol::LeasedValue>,
+        mut waiting: impl FnMut(u64),
+    ) -> Result<()> {
+        self.send(&Request::ImportSecrets(jitc_protocol::ImportSecrets {
+            file: file.to_owned(),
+            entries,
+        }))?;
+        loop {
+            match self.expect_reply()? {
+                Response::Done => return Ok(()),
+                Response::Waiting(w) => waiting(w.id),
+                _ => return Err(Error::Unexpected("not done")),
+            }
+        }
+    }
+
     /// Asks the user, through the agent, for a secret the vault does not hold.
     pub fn request_secret(&mut self, name: &str, description: Option<String>) -> Result<()> {
         self.expect_done(&Request::RequestSecret(jitc_protocol::SecretWanted {

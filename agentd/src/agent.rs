@@ -393,6 +393,7 @@ impl Agent {
                 | Request::AuditAccept { .. }
                 | Request::Stop
                 | Request::PolicyReset { .. }
+                | Request::ImportSecrets(_)
         );
         if records_peer {
             let slot = self.vault_slot().await;
@@ -456,6 +457,7 @@ impl Agent {
             Request::RegisterSandbox(req) => cmd::sandbox::register(self, session, req).await,
             Request::RequestSecret(w) => cmd::requested::request(self, session, w).await,
             Request::ListRequested => cmd::requested::list(self).await,
+            Request::ImportSecrets(req) => cmd::import::apply(self, session, req).await,
         };
         Some(reply.unwrap_or_else(Response::from))
     }

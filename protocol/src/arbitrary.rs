@@ -140,6 +140,15 @@ pub fn request() -> impl Strategy<Value = Request> {
             })
             .boxed(),
         LazyJust::new(|| Request::ListRequested).boxed(),
+        (
+            text(),
+            vec(
+                (text(), secret()).prop_map(|(name, value)| LeasedValue { name, value }),
+                0..3,
+            ),
+        )
+            .prop_map(|(file, entries)| Request::ImportSecrets(ImportSecrets { file, entries }))
+            .boxed(),
         (any::<u32>(), text(), texts())
             .prop_map(|(pid, profile, command)| {
                 Request::RegisterSandbox(SandboxRequest {
@@ -467,10 +476,11 @@ fn request_variant(r: &Request) -> &'static str {
         Request::RegisterSandbox(_) => "RegisterSandbox",
         Request::RequestSecret(_) => "RequestSecret",
         Request::ListRequested => "ListRequested",
+        Request::ImportSecrets(_) => "ImportSecrets",
     }
 }
 
-const REQUEST_VARIANTS: usize = 27;
+const REQUEST_VARIANTS: usize = 28;
 
 /// The same for `Response`.
 fn response_variant(r: &Response) -> &'static str {

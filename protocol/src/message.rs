@@ -106,6 +106,17 @@ pub enum Request {
     RequestSecret(SecretWanted),
     /// The secrets requested and not yet added.
     ListRequested,
+    /// Store new secrets read from a plaintext file (`import_env_file`), all or none,
+    /// after a human approves — always, whoever asks. Never replaces a name.
+    ImportSecrets(ImportSecrets),
+}
+
+/// What `ImportSecrets` stores.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImportSecrets {
+    /// The file they come from, as the human approving is shown it.
+    pub file: String,
+    pub entries: Vec<LeasedValue>,
 }
 
 /// A secret asked for (`RequestSecret`).

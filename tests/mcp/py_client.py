@@ -65,6 +65,7 @@ async def basics(s, init):
     expected = {
         "list_secrets", "run_with_secrets", "start_with_secrets", "read_output",
         "stop_process", "list_leases", "revoke_lease", "scan_for_secrets", "request_secret",
+        "import_env_file",
     }
     assert expected <= set(tools), sorted(tools)
     for t in tools.values():
@@ -162,6 +163,29 @@ async def basics(s, init):
     assert r.structured_content["requested"] == [], dump(r)
     assert "stripe/test" in {x["name"] for x in r.structured_content["secrets"]}
     ok("request_secret")
+
+    # Import: the user approves (out of band), the reference file works as env_file.
+    approvals.clear()
+    dotenv = os.path.join(WORK, "app", ".env")
+    r = await s.call_tool("import_env_file", {"path": dotenv, "prefix": "app/"},
+                          progress_callback=prog)
+    assert not r.is_error, dump(r)
+    jsonschema.validate(r.structured_content, tools["import_env_file"].output_schema)
+    assert sorted(r.structured_content["stored"]) == ["app/DB_PASSWORD", "app/STRIPE_KEY"], dump(r)
+    assert r.structured_content["kept"] == ["PORT"], dump(r)
+    ref = r.structured_content["reference_file"]
+    text = open(ref).read()
+    assert "STRIPE_KEY=jitc://app/STRIPE_KEY" in text and "PORT=8080" in text, text
+    assert any("jitc approve" in (m or "") for m in approvals), approvals
+    r = await call("run_with_secrets", {
+        "command": ["sh", "-c", "echo $STRIPE_KEY $PORT"], "env_file": ref,
+    })
+    assert r.structured_content["stdout"] == "<concealed:app/STRIPE_KEY> 8080\n", dump(r)
+    # Never replaces: the same import again is refused before anyone is asked.
+    r = await call("import_env_file", {"path": dotenv, "prefix": "app/",
+                                        "reference_file": os.path.join(WORK, "ref2")})
+    assert r.is_error and "never replaces" in r.content[0].text, dump(r)
+    ok("import_env_file")
 
     r = await call("list_leases", {})
     assert not r.is_error

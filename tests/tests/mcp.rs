@@ -46,7 +46,19 @@ fn setup(defaults: &str) -> (TestEnv, Agent, PathBuf) {
         "STRIPE_KEY=sk_live_4eC39HqLyjWDarjtT1zdp7dc\nPORT=8080\n",
     )
     .unwrap();
-    for p in [&work, &work.join("tree"), &work.join("tree/.env")] {
+    fs::create_dir_all(work.join("app")).unwrap();
+    fs::write(
+        work.join("app/.env"),
+        "# the app\nSTRIPE_KEY=sk_live_9a8B7c6D5e4F3g2H1i0J\nPORT=8080\nDB_PASSWORD='hunter2-but-longer-77'\n",
+    )
+    .unwrap();
+    for p in [
+        &work,
+        &work.join("tree"),
+        &work.join("tree/.env"),
+        &work.join("app"),
+        &work.join("app/.env"),
+    ] {
         env.give(p);
     }
     (env, agent, work)
@@ -69,6 +81,8 @@ fn python_client(env: &TestEnv, work: &std::path::Path, scenario: &[&str]) -> Ru
                 GATED,
                 "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
                 "sk_test_added_by_user_123",
+                "sk_live_9a8B7c6D5e4F3g2H1i0J",
+                "hunter2-but-longer-77",
             ]
             .join(","),
         )
@@ -96,6 +110,7 @@ fn the_python_sdk_uses_every_tool_and_sees_no_value() {
         "approval",
         "scan",
         "request_secret",
+        "import_env_file",
         "leases",
         "cancellation",
         "start_read_stop",

@@ -206,6 +206,28 @@ pub struct Revoked {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
+pub struct ImportArgs {
+    /// The plaintext .env file.
+    pub path: String,
+    /// Prefix for the secret names: KEY becomes PREFIX+KEY (e.g. "myapp/").
+    pub prefix: Option<String>,
+    /// Where to write the reference file (KEY=jitc://NAME lines; default: PATH.jitc).
+    pub reference_file: Option<String>,
+    /// Store plain settings too (ports, hosts, flags), not only secret-looking values.
+    pub all: Option<bool>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Imported {
+    /// The secrets stored (names only).
+    pub stored: Vec<String>,
+    /// Keys kept as written in the reference file (plain settings).
+    pub kept: Vec<String>,
+    /// The reference file written.
+    pub reference_file: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
 pub struct ScanArgs {
     /// A directory or file (default: where the server runs).
     pub path: Option<String>,
@@ -833,6 +855,97 @@ impl Jitc {
             ),
             Err(e) => failed(e),
         })
+    }
+
+    #[tool(
+        title = "Import a .env file",
+        description = "Moves the plaintext values of a .env file into jitc, after the user approves (out of band: progress says which `jitc approve N` to ask for), and writes a reference file (KEY=jitc://NAME) for run_with_secrets' env_file. Returns the names stored and the reference file's path, never a value. Never replaces an existing secret. The .env itself is left in place for the user to delete.",
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false),
+        output_schema = schema_for_output::<Imported>()
+    )]
+    async fn import_env_file(
+        &self,
+        Parameters(args): Parameters<ImportArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> std::result::Result<CallToolResult, McpError> {
+        let file = std::path::PathBuf::from(&args.path);
+        let reference = args.reference_file.clone().map_or_else(
+            || std::path::PathBuf::from(format!("{}.jitc", args.path)),
+            std::path::PathBuf::from,
+        );
+        if reference.exists() {
+            return Ok(failed(format!(
+                "{} exists already; name another reference_file",
+                reference.display()
+            )));
+        }
+        let prefix = args.prefix.clone().unwrap_or_default();
+        let all = args.all.unwrap_or(false);
+        let prepared = match tokio::task::spawn_blocking({
+            let file = file.clone();
+            move || crate::import::prepare(&file, &prefix, all)
+        })
+        .await
+        {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => return Ok(failed(e.to_string())),
+            Err(e) => return Ok(failed(format!("internal error ({e})"))),
+        };
+        let stored: Vec<String> = prepared.to_store.iter().map(|(n, _)| n.clone()).collect();
+        if !stored.is_empty() {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let shown = prepared.shown.clone();
+            let entries: Vec<jitc_protocol::LeasedValue> = prepared
+                .to_store
+                .iter()
+                .map(|(name, value)| jitc_protocol::LeasedValue {
+                    name: name.clone(),
+                    value: jitc_protocol::SecretBytes::from_slice(value.as_bytes()),
+                })
+                .collect();
+            let job = with_agent(move |c| {
+                c.import_secrets(&shown, entries, |id| {
+                    let _ = tx.send(id);
+                })
+            });
+            tokio::pin!(job);
+            let mut step = 0.0;
+            let done = loop {
+                tokio::select! {
+                    r = &mut job => break r,
+                    Some(id) = rx.recv() => {
+                        step += 1.0;
+                        progress(&ctx, step, approval_message(id)).await;
+                    }
+                }
+            };
+            if let Err(e) = done {
+                return Ok(failed(format!("not imported: {e}")));
+            }
+        }
+        if let Err(e) = std::fs::write(&reference, prepared.reference.as_bytes()) {
+            return Ok(failed(format!(
+                "imported {}, but cannot write the reference file {} ({e})",
+                stored.join(", "),
+                reference.display()
+            )));
+        }
+        let out = Imported {
+            stored,
+            kept: prepared.kept,
+            reference_file: reference.display().to_string(),
+        };
+        let text = format!(
+            "stored {} in jitc; the reference file is {} (use it as env_file); {} still holds the values in plain text: ask the user to delete it",
+            if out.stored.is_empty() {
+                "nothing".to_owned()
+            } else {
+                out.stored.join(", ")
+            },
+            out.reference_file,
+            prepared.shown
+        );
+        Ok(structured(&out, text, false))
     }
 
     #[tool(

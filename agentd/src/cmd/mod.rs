@@ -4,6 +4,7 @@ pub mod add;
 pub mod approve;
 pub mod audit;
 pub mod explain;
+pub mod import;
 pub mod init;
 pub mod lease;
 pub mod leases;

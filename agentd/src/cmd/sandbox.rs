@@ -34,7 +34,9 @@ pub fn forbidden(request: &Request) -> Option<&'static str> {
         | Request::Revoke { .. }
         | Request::Explain(_)
         | Request::RequestSecret(_)
-        | Request::ListRequested => return None,
+        | Request::ListRequested
+        // Always asks a human first.
+        | Request::ImportSecrets(_) => return None,
         Request::Init { .. } => "create a vault",
         Request::Unlock { .. } => "unlock the vault",
         Request::Lock => "lock the vault",

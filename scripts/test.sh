@@ -15,6 +15,8 @@ command -v sha256sum >/dev/null || missing+=(coreutils)
 command -v bwrap >/dev/null || missing+=(bubblewrap)
 [ -x /usr/bin/python3 ] || missing+=(python3)
 /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "==> installing test tools: ${missing[*]}"
@@ -39,6 +41,15 @@ if ! "$venv/bin/python" -c 'import mcp, jsonschema' 2>/dev/null; then
 fi
 JITC_TEST_VENV="$(cd "$venv" && pwd)"
 export JITC_TEST_VENV
+# And the official TypeScript SDK, on this machine's Node.js.
+node_dir="${CARGO_TARGET_DIR:-target}/test-node"
+if [ ! -f "$node_dir/node_modules/@modelcontextprotocol/sdk/package.json" ]; then
+    echo "==> installing the TypeScript MCP SDK into $node_dir"
+    mkdir -p "$node_dir"
+    (cd "$node_dir" && npm install --silent --no-audit --no-fund @modelcontextprotocol/sdk@1.32.2 >/dev/null)
+fi
+JITC_TEST_NODE="$(cd "$node_dir" && pwd)"
+export JITC_TEST_NODE
 
 echo "==> building the binaries under test"
 cargo build --workspace --bins --locked

@@ -143,3 +143,62 @@ fn an_approval_nobody_gives_times_out_with_progress() {
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("ok approval_timeout"), "{}", out.stdout);
 }
+
+/// The `node_modules` with the TypeScript SDK that `scripts/test.sh` installed
+/// (`JITC_TEST_NODE`).
+fn node_modules() -> PathBuf {
+    let dir = std::env::var_os("JITC_TEST_NODE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-node"));
+    let modules = dir.join("node_modules");
+    assert!(
+        modules.join("@modelcontextprotocol/sdk").exists(),
+        "no TypeScript MCP SDK in {}: run scripts/test.sh (it installs it), or set JITC_TEST_NODE",
+        dir.display()
+    );
+    modules
+}
+
+#[test]
+fn the_typescript_sdk_runs_approves_cancels_and_sees_no_value() {
+    let (env, _agent, work) = setup("approval_timeout = \"120s\"");
+    // The script beside a link to the SDK, so that Node finds it.
+    let dir = env.home.join("ts");
+    fs::create_dir_all(&dir).unwrap();
+    fs::copy(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("mcp/ts_client.mjs"),
+        dir.join("ts_client.mjs"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(node_modules(), dir.join("node_modules")).unwrap();
+    env.give(&dir);
+    let mut c = env.command("node");
+    c.arg(dir.join("ts_client.mjs"))
+        .current_dir(&work)
+        .env("JITC", jitc_bin())
+        .env("WORK", &work)
+        .env("PASSPHRASE", PASSPHRASE)
+        .env("VALUES", [APP, PROD, GATED].join(","))
+        .env(
+            "PATH",
+            format!("{}:/usr/local/bin:/usr/bin:/bin", bin_dir().display()),
+        );
+    let out = run_with_stdin(c, None);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    for check in [
+        "initialize_and_tools",
+        "list_secrets",
+        "run_with_secrets",
+        "refusal",
+        "approval",
+        "cancellation",
+        "no_value_in_any_message",
+    ] {
+        assert!(
+            out.stdout.lines().any(|l| l == format!("ok {check}")),
+            "{check} not passed:\n{}\n{}",
+            out.stdout,
+            out.stderr
+        );
+    }
+}

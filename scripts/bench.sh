@@ -181,3 +181,7 @@ echo
 echo "== the sandbox (scripts/bench-sandbox.sh)"
 # Built above; HOME is the throwaway one by now, where cargo would not find its toolchain.
 NO_BUILD=1 "$PWD/scripts/bench-sandbox.sh"
+
+echo
+echo "== jitc mcp (scripts/bench-mcp.sh)"
+NO_BUILD=1 "$PWD/scripts/bench-mcp.sh"

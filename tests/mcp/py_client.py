@@ -307,9 +307,21 @@ def forms(v):
     return {f for f in out if len(f) >= 6}
 
 
+async def sandboxed(s, init):
+    r = await s.call_tool("run_with_secrets", {
+        "command": ["sh", "-c", "echo $APP_KEY"], "secrets": ["app/key"],
+    })
+    assert r.structured_content["stdout"] == "<concealed:app/key>\n", dump(r)
+    ok("sandboxed")
+    return True
+
+
 async def main():
     if sys.argv[1:] == ["timeout"]:
         await session(server(), approval_timeout)
+        return
+    if sys.argv[1:] == ["sandboxed"]:
+        await session(server(tee=False), sandboxed, name="sandboxed-agent")
         return
     await session(server(), basics)
     await session(server(), cancellation)

@@ -202,3 +202,41 @@ fn the_typescript_sdk_runs_approves_cancels_and_sees_no_value() {
         );
     }
 }
+
+/// A `jitc mcp` that a coding agent starts inside `jitc sandbox` is identified by the
+/// sandbox, not by its own command line; the records show the MCP client too.
+#[test]
+fn jitc_mcp_inside_a_sandbox_gets_the_sandboxs_identity() {
+    let (env, _agent, work) = setup("approval_timeout = \"120s\"");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("mcp/py_client.py");
+    let mut c = env.jitc(&["sandbox", "--"]);
+    c.arg(venv_python())
+        .arg(script)
+        .arg("sandboxed")
+        .current_dir(&work)
+        .env("JITC", jitc_bin())
+        .env("WORK", &work)
+        .env("PASSPHRASE", "unused")
+        .env("VALUES", APP)
+        .env("TRANSCRIPT", work.join("unused"))
+        .env(
+            "PATH",
+            format!("{}:/usr/local/bin:/usr/bin:/bin", bin_dir().display()),
+        );
+    let out = run_with_stdin(c, None);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("ok sandboxed"), "{}", out.stdout);
+    let recs = audit::records(&env);
+    let granted: Vec<_> = audit::of_kind(&recs, "lease_granted");
+    assert_eq!(granted.len(), 1, "{granted:#?}");
+    let g = granted[0];
+    assert_eq!(g["peer"]["sandbox"], 1, "{g}");
+    assert_eq!(g["profile"], "agent", "{g}");
+    assert!(
+        g["task"]
+            .as_str()
+            .unwrap()
+            .starts_with("via MCP client 'sandboxed-agent"),
+        "{g}"
+    );
+}

@@ -316,7 +316,50 @@ async def sandboxed(s, init):
     return True
 
 
+async def limits():
+    # One run at a time (--max-runs 1): a second is refused while a started command
+    # holds the slot; timeout_s stops a command (its process group); and what was
+    # started ends with the session.
+    params = StdioServerParameters(command=JITC, args=["mcp", "--max-runs", "1"],
+                                   env=dict(os.environ), cwd=WORK)
+
+    async def body(s, init):
+        r = await s.call_tool("start_with_secrets", {
+            "command": ["sh", "-c", "sleep 3095 & sleep 3096"], "secrets": ["app/key"],
+        })
+        assert not r.is_error, dump(r)
+        r = await s.call_tool("run_with_secrets", {"command": ["true"]})
+        assert r.is_error and "running already" in r.content[0].text, dump(r)
+        return True
+
+    await session(params, body)
+    for _ in range(600):
+        left = subprocess.run(["pgrep", "-f", "sleep 309[56]"], capture_output=True, text=True)
+        if left.stdout == "":
+            break
+        await anyio.sleep(0.05)
+    else:
+        raise AssertionError("a started command outlived the session")
+    ok("session_end_stops_started")
+
+    async def timeout(s, init):
+        r = await s.call_tool("run_with_secrets", {
+            "command": ["sh", "-c", "sleep 3097 & sleep 3098"], "secrets": ["app/key"],
+            "timeout_s": 1,
+        })
+        assert r.is_error and r.structured_content["timed_out"], dump(r)
+        left = subprocess.run(["pgrep", "-f", "sleep 309[78]"], capture_output=True, text=True)
+        assert left.stdout == "", left.stdout
+        return True
+
+    await session(params, timeout)
+    ok("max_runs_and_timeout")
+
+
 async def main():
+    if sys.argv[1:] == ["limits"]:
+        await limits()
+        return
     if sys.argv[1:] == ["timeout"]:
         await session(server(), approval_timeout)
         return

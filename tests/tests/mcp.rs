@@ -240,3 +240,20 @@ fn jitc_mcp_inside_a_sandbox_gets_the_sandboxs_identity() {
         "{g}"
     );
 }
+
+#[test]
+fn runs_are_limited_timed_and_end_with_the_session() {
+    let (env, _agent, work) = setup("approval_timeout = \"120s\"");
+    let out = python_client(&env, &work, &["limits"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("ok session_end_stops_started"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("ok max_runs_and_timeout"),
+        "{}",
+        out.stdout
+    );
+}

@@ -356,7 +356,27 @@ async def limits():
     ok("max_runs_and_timeout")
 
 
+async def cleared():
+    # The host passes the server almost nothing (as Codex does): HOME and PATH.
+    params = StdioServerParameters(
+        command=JITC, args=["mcp"], cwd=WORK,
+        env={"HOME": os.environ["HOME"], "PATH": "/usr/bin:/bin"},
+    )
+
+    async def body(s, init):
+        r = await s.call_tool("list_secrets", {})
+        assert not r.is_error, dump(r)
+        assert [x["name"] for x in r.structured_content["secrets"]] == ["app/key"], dump(r)
+        return True
+
+    await session(params, body)
+    ok("cleared_environment")
+
+
 async def main():
+    if sys.argv[1:] == ["cleared"]:
+        await cleared()
+        return
     if sys.argv[1:] == ["limits"]:
         await limits()
         return

@@ -257,3 +257,47 @@ fn runs_are_limited_timed_and_end_with_the_session() {
         out.stdout
     );
 }
+
+/// A host that clears the environment (Codex passes few variables) still reaches the
+/// agent by the default discovery: no `XDG_RUNTIME_DIR`, so `/tmp/jitc-UID` — under a
+/// uid of this test's own, so that no other test shares the path.
+#[test]
+fn jitc_mcp_finds_the_agent_when_the_host_clears_the_environment() {
+    const UID: u32 = 1042;
+    let env = TestEnv::new_as(UID);
+    let bare = |mut c: std::process::Command| {
+        c.env_remove("XDG_RUNTIME_DIR")
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("XDG_CONFIG_HOME");
+        c
+    };
+    let _agent = Agent::spawn(bare(env.command(agentd_bin()))).unwrap();
+    run_with_stdin(
+        bare(env.jitc(&INIT_ARGS)),
+        Some(format!("{PASSPHRASE}\n").as_bytes()),
+    )
+    .ok();
+    run_with_stdin(bare(env.jitc(&["add", "app/key"])), Some(APP.as_bytes())).ok();
+    let work = env.home.join("work");
+    fs::create_dir_all(&work).unwrap();
+    env.give(&work);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("mcp/py_client.py");
+    let mut c = bare(env.command(venv_python()));
+    c.arg(script)
+        .arg("cleared")
+        .current_dir(&work)
+        .env("JITC", jitc_bin())
+        .env("WORK", &work)
+        .env("PASSPHRASE", "unused")
+        .env("VALUES", APP)
+        .env("TRANSCRIPT", work.join("unused"));
+    let out = run_with_stdin(c, None);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("ok cleared_environment"),
+        "{}",
+        out.stdout
+    );
+    let _ = run_with_stdin(bare(env.jitc(&["stop"])), None);
+}

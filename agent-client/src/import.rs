@@ -315,7 +315,7 @@ fn read(file: &Path, shown_file: &str) -> Result<(Vec<(String, EnvEntry)>, Strin
             "{shown_file} holds no KEY=value lines, so there is nothing to import (if 'jitc import {shown_file} > {shown_file}' emptied it, restore it first)"
         )));
     }
-    let text = std::fs::read_to_string(file).map_err(|e| {
+    let text = crate::exec::inject::read_capped(file, MAX_ENV_FILE).map_err(|e| {
         Error::local(
             ErrorCode::IoErr,
             format!("cannot read {shown_file} ({})", crate::scan::os_reason(&e)),

@@ -373,7 +373,52 @@ async def cleared():
     ok("cleared_environment")
 
 
+def gone(pattern):
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+    return out.stdout == ""
+
+
+async def review(s, init):
+    # Review findings. A timed-out command's group ends even where it ignores SIGTERM
+    # (the lease is revoked through the agent first).
+    r = await s.call_tool("run_with_secrets", {
+        "command": ["sh", "-c", "(trap '' TERM; exec sleep 3101) & sleep 3102"],
+        "secrets": ["app/key"], "timeout_s": 1,
+    })
+    assert r.structured_content["timed_out"], dump(r)
+    assert gone("sleep 310[12]")
+    ok("timeout_ends_what_ignores_sigterm")
+    # Without secrets: the call returns when the command does, and what it left behind
+    # (holding the output pipes) is ended.
+    r = await s.call_tool("run_with_secrets", {
+        "command": ["sh", "-c", "(trap '' TERM; exec sleep 3103) & echo started"],
+        "timeout_s": 60,
+    })
+    assert not r.is_error and r.structured_content["stdout"] == "started\n", dump(r)
+    assert gone("sleep 3103")
+    ok("leftovers_end_with_the_call")
+    # Not a regular file: never read to its end.
+    r = await s.call_tool("import_env_file", {"path": "/dev/zero"})
+    assert r.is_error and "not a regular file" in r.content[0].text, dump(r)
+    r = await s.call_tool("run_with_secrets", {"command": ["true"], "env_file": "/dev/zero"})
+    assert r.is_error, dump(r)
+    ok("devices_are_not_env_files")
+    # The reference file is made, never written through a symlink put in its place.
+    plain = os.path.join(WORK, "plain.env")
+    open(plain, "w").write("PORT=8080\n")
+    link = os.path.join(WORK, "ref-link")
+    target = os.path.join(WORK, "victim")
+    os.symlink(target, link)
+    r = await s.call_tool("import_env_file", {"path": plain, "reference_file": link})
+    assert r.is_error and not os.path.exists(target), dump(r)
+    ok("reference_file_not_through_a_symlink")
+    return True
+
+
 async def main():
+    if sys.argv[1:] == ["review"]:
+        await session(server(tee=False), review)
+        return
     if sys.argv[1:] == ["cleared"]:
         await cleared()
         return

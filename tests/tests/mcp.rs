@@ -301,3 +301,24 @@ fn jitc_mcp_finds_the_agent_when_the_host_clears_the_environment() {
     );
     let _ = run_with_stdin(bare(env.jitc(&["stop"])), None);
 }
+
+/// Findings of an adversarial review of `jitc mcp`, each as the exploit it was.
+#[test]
+fn what_a_command_leaves_behind_ends_and_odd_files_are_refused() {
+    let (env, _agent, work) = setup("approval_timeout = \"120s\"");
+    let out = python_client(&env, &work, &["review"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    for check in [
+        "timeout_ends_what_ignores_sigterm",
+        "leftovers_end_with_the_call",
+        "devices_are_not_env_files",
+        "reference_file_not_through_a_symlink",
+    ] {
+        assert!(
+            out.stdout.lines().any(|l| l == format!("ok {check}")),
+            "{check} not passed:\n{}\n{}",
+            out.stdout,
+            out.stderr
+        );
+    }
+}

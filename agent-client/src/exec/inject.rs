@@ -52,9 +52,28 @@ pub fn line_of_key(path: &Path, key: &str) -> Option<usize> {
 /// Parses a dotenv file. A malformed line is bad input (65), reported by line number
 /// only: the line itself may hold a secret. A file that cannot be read is bad input
 /// too, naming the path.
+/// The most of an env file read: anything larger is not one.
+pub const MAX_ENV_FILE: u64 = 1 << 20;
+
+/// The text of a regular file of at most `max` bytes (a device such as `/dev/zero`, a
+/// FIFO or a larger file is an error, never read to its end).
+pub fn read_capped(path: &Path, max: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut text = String::new();
+    file.take(max + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > max {
+        return Err(std::io::Error::other(format!("over {} KiB", max >> 10)));
+    }
+    Ok(text)
+}
+
 pub fn read_env_file(path: &Path) -> Result<Vec<(String, EnvEntry)>> {
     let shown = path.display();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = read_capped(path, MAX_ENV_FILE).map_err(|e| {
         Error::bad_input(format!(
             "cannot read the env file {shown} ({e}); check the path given to --env-file"
         ))

@@ -11,6 +11,8 @@ use crate::error::{Error, Result};
 /// Runs the server on stdin/stdout until the client closes stdin; at most `max_runs`
 /// commands at once.
 pub fn run(max_runs: usize) -> Result<u8> {
+    // What a command leaves behind comes to us, to be ended with its call or session.
+    let _ = nix::sys::prctl::set_child_subreaper(true);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

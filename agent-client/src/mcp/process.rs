@@ -2,6 +2,12 @@
 //! binary, so the lease, the policy, approval, masking, containment and the audit
 //! trail are exactly those of `jitc exec` from a shell. `jitc exec` says on a pipe of
 //! its own (`--events-fd`) when the request waits for approval and when it is granted.
+//!
+//! `jitc mcp` is a subreaper: whatever a command leaves behind (a daemon that made its
+//! own session, a child that ignores SIGTERM) comes to it when `jitc exec` ends, and is
+//! killed (`reap_strays`) — every command the model started ends with its call or its
+//! session, leased or not.
+#![allow(unsafe_code)]
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -78,6 +84,16 @@ pub fn spawn(args: &ExecArgs, with_stdin: bool) -> std::io::Result<Spawned> {
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
     .kill_on_drop(true);
+    // SAFETY: one async-signal-safe system call (prctl) in the child before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            // If jitc mcp dies, jitc exec ends its command and hands the lease back.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let child = {
         let _only_us = SPAWNING
             .lock()
@@ -114,6 +130,40 @@ pub fn spawn(args: &ExecArgs, with_stdin: bool) -> std::io::Result<Spawned> {
         }
     });
     Ok(Spawned { child, events: rx })
+}
+
+/// Kills every child of this process that is not one of the `jitc exec` in `keep`:
+/// what a command left behind and the subreaper took in (they are our children, so
+/// their pids cannot be reused until we reap them here).
+pub fn reap_strays(keep: &[u32]) {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if keep.contains(&pid) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rfind(')')
+            .and_then(|at| stat[at + 1..].split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid != Some(me) {
+            continue;
+        }
+        let Ok(raw) = i32::try_from(pid) else {
+            continue;
+        };
+        let pid = nix::unistd::Pid::from_raw(raw);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+    }
 }
 
 /// Asks `jitc exec` (pid `pid`) to end: it stops its command's process group and hands
@@ -180,14 +230,16 @@ impl Capped {
     }
 }
 
-/// Reads `r` to its end into a `Capped` of `cap` bytes.
-pub async fn capture(mut r: impl AsyncRead + Unpin, cap: usize) -> Capped {
-    let mut out = Capped::new(cap);
+/// Reads `r` into `into` until its end.
+pub async fn capture(mut r: impl AsyncRead + Unpin, into: Arc<Mutex<Capped>>) {
     let mut buf = vec![0u8; 16 << 10];
     loop {
         match r.read(&mut buf).await {
-            Ok(0) | Err(_) => return out,
-            Ok(n) => out.push(&buf[..n]),
+            Ok(0) | Err(_) => return,
+            Ok(n) => into
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(&buf[..n]),
         }
     }
 }

@@ -40,9 +40,14 @@ const DEFAULT_TIMEOUT: u64 = 120;
 const MAX_TIMEOUT: u64 = 3600;
 /// How long `jitc exec` has to end its command after SIGTERM.
 const GRACE: Duration = Duration::from_secs(8);
+/// How long a finished command's output is still read (what it left behind holds the
+/// pipes open until it is killed).
+const DRAIN: Duration = Duration::from_secs(1);
 
 /// A command started with `start_with_secrets`.
 struct Running {
+    /// `jitc exec`'s pid (kept alive by `reap`).
+    pid: u32,
     child: Arc<tokio::sync::Mutex<tokio::process::Child>>,
     stdout: Shared,
     stderr: Shared,
@@ -61,6 +66,8 @@ pub struct Jitc {
     leases: Arc<Mutex<HashSet<u64>>>,
     running: Arc<Mutex<HashMap<u64, Running>>>,
     next: Arc<AtomicU64>,
+    /// Every `jitc exec` this server runs now (what `reap` must not touch).
+    live: Arc<Mutex<HashSet<u32>>>,
 }
 
 // ---- arguments and results ----
@@ -343,6 +350,7 @@ impl Jitc {
             leases: Arc::default(),
             running: Arc::default(),
             next: Arc::new(AtomicU64::new(1)),
+            live: Arc::default(),
         }
     }
 
@@ -442,22 +450,26 @@ impl Jitc {
             Ok(s) => s,
             Err(e) => return Ok(failed(format!("cannot start jitc exec ({e})"))),
         };
+        let exec_pid = spawned.child.id().unwrap_or(0);
+        self.live(exec_pid, true);
         if let (Some(text), Some(mut stdin)) = (args.stdin.clone(), spawned.child.stdin.take()) {
             tokio::spawn(async move {
                 use tokio::io::AsyncWriteExt;
                 let _ = stdin.write_all(text.as_bytes()).await;
             });
         }
+        let stdout = Arc::new(Mutex::new(Capped::new(OUTPUT_CAP)));
+        let stderr = Arc::new(Mutex::new(Capped::new(OUTPUT_CAP)));
         let out = spawned
             .child
             .stdout
             .take()
-            .map(|o| tokio::spawn(process::capture(o, OUTPUT_CAP)));
+            .map(|o| tokio::spawn(process::capture(o, stdout.clone())));
         let err = spawned
             .child
             .stderr
             .take()
-            .map(|e| tokio::spawn(process::capture(e, OUTPUT_CAP)));
+            .map(|e| tokio::spawn(process::capture(e, stderr.clone())));
         let mut lease = None;
         let mut timed_out = false;
         let mut step = 0.0;
@@ -480,11 +492,13 @@ impl Jitc {
                 },
                 () = &mut deadline => {
                     timed_out = true;
-                    process::terminate(&mut spawned.child, GRACE).await;
+                    self.live(exec_pid, false);
+                    self.end(&mut spawned.child, lease).await;
                     break None;
                 }
                 () = ctx.ct.cancelled() => {
-                    process::terminate(&mut spawned.child, GRACE).await;
+                    self.live(exec_pid, false);
+                    self.end(&mut spawned.child, lease).await;
                     return Err(McpError::internal_error("cancelled", None));
                 }
             }
@@ -495,14 +509,23 @@ impl Jitc {
                 lease = Some(id);
             }
         }
-        let stdout = match out {
-            Some(t) => t.await.unwrap_or_default(),
-            None => Capped::default(),
-        };
-        let stderr = match err {
-            Some(t) => t.await.unwrap_or_default(),
-            None => Capped::default(),
-        };
+        // What the command left behind (it holds the output pipes open) ends now; the
+        // output is read to its end, or for a second more at most.
+        self.live(exec_pid, false);
+        self.reap();
+        for task in [out, err].into_iter().flatten() {
+            let _ = tokio::time::timeout(DRAIN, task).await;
+        }
+        let stdout = std::mem::take(
+            &mut *stdout
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let stderr = std::mem::take(
+            &mut *stderr
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         let code = status.and_then(|s| s.code());
         let needs_lease =
             !args.secrets.is_empty() || !args.env.is_empty() || args.env_file.is_some();
@@ -574,6 +597,8 @@ impl Jitc {
             Ok(s) => s,
             Err(e) => return Ok(failed(format!("cannot start jitc exec ({e})"))),
         };
+        let exec_pid = spawned.child.id().unwrap_or(0);
+        self.live(exec_pid, true);
         if let (Some(text), Some(mut stdin)) = (args.stdin.clone(), spawned.child.stdin.take()) {
             tokio::spawn(async move {
                 use tokio::io::AsyncWriteExt;
@@ -609,13 +634,16 @@ impl Jitc {
                         None => break,
                     },
                     () = ctx.ct.cancelled() => {
-                        process::terminate(&mut spawned.child, GRACE).await;
+                        self.live(exec_pid, false);
+                        self.end(&mut spawned.child, lease).await;
                         return Err(McpError::internal_error("cancelled", None));
                     }
                 }
             }
             if lease.is_none() {
                 let _ = spawned.child.wait().await;
+                self.live(exec_pid, false);
+                self.reap();
                 let text = {
                     let s = stderr
                         .0
@@ -634,6 +662,7 @@ impl Jitc {
             }
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let pid = spawned.child.id().unwrap_or(0);
         let child = Arc::new(tokio::sync::Mutex::new(spawned.child));
         let exit: Arc<Mutex<Option<i32>>> = Arc::default();
         let exited = Arc::new(tokio::sync::Notify::new());
@@ -666,6 +695,7 @@ impl Jitc {
             .insert(
                 id,
                 Running {
+                    pid,
                     child,
                     stdout,
                     stderr,
@@ -777,8 +807,13 @@ impl Jitc {
             )));
         };
         {
+            let lease = *r
+                .lease
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.live(r.pid, false);
             let mut child = r.child.lock().await;
-            process::terminate(&mut child, GRACE).await;
+            self.end(&mut child, lease).await;
         }
         let code = *r
             .exit
@@ -923,7 +958,13 @@ impl Jitc {
                 return Ok(failed(format!("not imported: {e}")));
             }
         }
-        if let Err(e) = std::fs::write(&reference, prepared.reference.as_bytes()) {
+        // Made, never opened: a file or symlink put there meanwhile is not written through.
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&reference)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, prepared.reference.as_bytes()));
+        if let Err(e) = written {
             return Ok(failed(format!(
                 "imported {}, but cannot write the reference file {} ({e})",
                 stored.join(", "),
@@ -1043,8 +1084,53 @@ impl Jitc {
             .map(|(_, r)| r)
             .collect();
         for r in all {
+            let lease = *r
+                .lease
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.live(r.pid, false);
             let mut child = r.child.lock().await;
-            process::terminate(&mut child, GRACE).await;
+            self.end(&mut child, lease).await;
+        }
+        process::reap_strays(&[]);
+    }
+
+    /// Ends a command: its lease first, through the agent (which stops its process
+    /// groups however they treat signals), then `jitc exec` itself, then whatever it
+    /// left behind.
+    async fn end(&self, child: &mut tokio::process::Child, lease: Option<u64>) {
+        if let Some(id) = lease {
+            let _ = with_agent(move |c| c.revoke(Some(id))).await;
+            if tokio::time::timeout(GRACE, child.wait()).await.is_ok() {
+                self.reap();
+                return;
+            }
+        }
+        process::terminate(child, GRACE).await;
+        self.reap();
+    }
+
+    /// Kills what finished commands left behind (keeps every running `jitc exec`).
+    fn reap(&self) {
+        let keep: Vec<u32> = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .copied()
+            .collect();
+        process::reap_strays(&keep);
+    }
+
+    fn live(&self, pid: u32, alive: bool) {
+        let mut live = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if alive {
+            live.insert(pid);
+        } else {
+            live.remove(&pid);
         }
     }
 }

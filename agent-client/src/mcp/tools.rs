@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -272,6 +272,16 @@ fn failed(message: impl Into<String>) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(message.into())])
 }
 
+/// Why `jitc exec` ran nothing: its last `jitc: …` line on stderr.
+fn why_not(stderr: &str) -> String {
+    stderr
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("jitc: "))
+        .map(|l| l.trim_start_matches("jitc: ").to_owned())
+        .unwrap_or_else(|| "jitc exec failed before the command ran".into())
+}
+
 /// Runs `f` with a connection to the agent, off the async threads.
 async fn with_agent<T: Send + 'static>(
     f: impl FnOnce(&mut crate::Client) -> Result<T> + Send + 'static,
@@ -428,36 +438,16 @@ impl Jitc {
         Parameters(args): Parameters<RunArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> std::result::Result<CallToolResult, McpError> {
-        if args.command.is_empty() {
-            return Ok(failed(
-                "command is empty: give the program and its arguments as a list",
-            ));
-        }
         let timeout = Duration::from_secs(
             args.timeout_s
                 .unwrap_or(DEFAULT_TIMEOUT)
                 .clamp(1, MAX_TIMEOUT),
         );
-        let Ok(_permit) = self.runs.clone().try_acquire_owned() else {
-            return Ok(failed(format!(
-                "{} commands are running already (the most this server runs at once); wait for one to end",
-                self.max_runs
-            )));
-        };
         let started = Instant::now();
-        let exec = exec_args(&args, task_of(&ctx, args.task.as_deref()));
-        let mut spawned = match process::spawn(&exec, args.stdin.is_some()) {
-            Ok(s) => s,
-            Err(e) => return Ok(failed(format!("cannot start jitc exec ({e})"))),
+        let (mut spawned, _permit, exec_pid) = match self.begin(&args, &ctx) {
+            Ok(b) => b,
+            Err(refused) => return Ok(refused),
         };
-        let exec_pid = spawned.child.id().unwrap_or(0);
-        self.live(exec_pid, true);
-        if let (Some(text), Some(mut stdin)) = (args.stdin.clone(), spawned.child.stdin.take()) {
-            tokio::spawn(async move {
-                use tokio::io::AsyncWriteExt;
-                let _ = stdin.write_all(text.as_bytes()).await;
-            });
-        }
         let stdout = Arc::new(Mutex::new(Capped::new(OUTPUT_CAP)));
         let stderr = Arc::new(Mutex::new(Capped::new(OUTPUT_CAP)));
         let out = spawned
@@ -485,7 +475,7 @@ impl Jitc {
                     }
                     LeaseEvent::Granted(id) => {
                         lease = Some(id);
-                        self.leases.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id);
+                        self.leases.lock().unwrap_or_else(PoisonError::into_inner).insert(id);
                         step += 1.0;
                         progress(&ctx, step, format!("lease {id} granted; the command runs")).await;
                     }
@@ -516,29 +506,14 @@ impl Jitc {
         for task in [out, err].into_iter().flatten() {
             let _ = tokio::time::timeout(DRAIN, task).await;
         }
-        let stdout = std::mem::take(
-            &mut *stdout
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        let stderr = std::mem::take(
-            &mut *stderr
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let stdout = std::mem::take(&mut *stdout.lock().unwrap_or_else(PoisonError::into_inner));
+        let stderr = std::mem::take(&mut *stderr.lock().unwrap_or_else(PoisonError::into_inner));
         let code = status.and_then(|s| s.code());
         let needs_lease =
             !args.secrets.is_empty() || !args.env.is_empty() || args.env_file.is_some();
         let stderr_text = stderr.text();
         // Nothing leased when one was asked for: jitc refused, and its last line says why.
-        let refused = (needs_lease && lease.is_none() && !timed_out).then(|| {
-            stderr_text
-                .lines()
-                .rev()
-                .find(|l| l.starts_with("jitc: "))
-                .map(|l| l.trim_start_matches("jitc: ").to_owned())
-                .unwrap_or_else(|| "jitc exec failed before the command ran".into())
-        });
+        let refused = (needs_lease && lease.is_none() && !timed_out).then(|| why_not(&stderr_text));
         let result = RunResult {
             exit_code: if refused.is_some() { None } else { code },
             stdout: stdout.text(),
@@ -581,30 +556,10 @@ impl Jitc {
         Parameters(args): Parameters<RunArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> std::result::Result<CallToolResult, McpError> {
-        if args.command.is_empty() {
-            return Ok(failed(
-                "command is empty: give the program and its arguments as a list",
-            ));
-        }
-        let Ok(permit) = self.runs.clone().try_acquire_owned() else {
-            return Ok(failed(format!(
-                "{} commands are running already (the most this server runs at once); stop one first",
-                self.max_runs
-            )));
+        let (mut spawned, permit, exec_pid) = match self.begin(&args, &ctx) {
+            Ok(b) => b,
+            Err(refused) => return Ok(refused),
         };
-        let exec = exec_args(&args, task_of(&ctx, args.task.as_deref()));
-        let mut spawned = match process::spawn(&exec, args.stdin.is_some()) {
-            Ok(s) => s,
-            Err(e) => return Ok(failed(format!("cannot start jitc exec ({e})"))),
-        };
-        let exec_pid = spawned.child.id().unwrap_or(0);
-        self.live(exec_pid, true);
-        if let (Some(text), Some(mut stdin)) = (args.stdin.clone(), spawned.child.stdin.take()) {
-            tokio::spawn(async move {
-                use tokio::io::AsyncWriteExt;
-                let _ = stdin.write_all(text.as_bytes()).await;
-            });
-        }
         let stdout: Shared = Arc::default();
         let stderr: Shared = Arc::default();
         if let Some(o) = spawned.child.stdout.take() {
@@ -628,7 +583,7 @@ impl Jitc {
                         }
                         Some(LeaseEvent::Granted(id)) => {
                             lease = Some(id);
-                            self.leases.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id);
+                            self.leases.lock().unwrap_or_else(PoisonError::into_inner).insert(id);
                             break;
                         }
                         None => break,
@@ -645,19 +600,11 @@ impl Jitc {
                 self.live(exec_pid, false);
                 self.reap();
                 let text = {
-                    let s = stderr
-                        .0
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let s = stderr.0.lock().unwrap_or_else(PoisonError::into_inner);
                     String::from_utf8_lossy(&s.data.iter().copied().collect::<Vec<u8>>())
                         .into_owned()
                 };
-                let why = text
-                    .lines()
-                    .rev()
-                    .find(|l| l.starts_with("jitc: "))
-                    .map(|l| l.trim_start_matches("jitc: ").to_owned())
-                    .unwrap_or_else(|| "jitc exec failed before the command ran".into());
+                let why = why_not(&text);
                 return Ok(failed(format!("not started: {why}")));
             }
         }
@@ -677,9 +624,7 @@ impl Jitc {
                     {
                         let mut c = child.lock().await;
                         if let Ok(Some(s)) = c.try_wait() {
-                            *exit
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                            *exit.lock().unwrap_or_else(PoisonError::into_inner) =
                                 Some(s.code().unwrap_or(-1));
                             exited.notify_waiters();
                             return;
@@ -691,7 +636,7 @@ impl Jitc {
         }
         self.running
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .insert(
                 id,
                 Running {
@@ -723,10 +668,7 @@ impl Jitc {
         Parameters(args): Parameters<ReadArgs>,
     ) -> std::result::Result<CallToolResult, McpError> {
         let found = {
-            let running = self
-                .running
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
             running.get(&args.process).map(|r| {
                 let stream = match args.stream.as_deref() {
                     Some("stderr") => r.stderr.clone(),
@@ -747,10 +689,7 @@ impl Jitc {
         loop {
             let notified = stream.1.notified();
             let (text, next, skipped, closed) = {
-                let s = stream
-                    .0
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let s = stream.0.lock().unwrap_or_else(PoisonError::into_inner);
                 let end = s.start + s.data.len() as u64;
                 let from = offset.max(s.start);
                 let skipped = from - offset.min(from);
@@ -768,9 +707,7 @@ impl Jitc {
             };
             let now = Instant::now();
             if !text.is_empty() || closed || now >= deadline {
-                let exit_code = *exit
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let exit_code = *exit.lock().unwrap_or_else(PoisonError::into_inner);
                 let out = Output {
                     text: String::from_utf8_lossy(&text).into_owned(),
                     next_offset: next,
@@ -798,7 +735,7 @@ impl Jitc {
         let found = self
             .running
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .remove(&args.process);
         let Some(r) = found else {
             return Ok(failed(format!(
@@ -807,18 +744,12 @@ impl Jitc {
             )));
         };
         {
-            let lease = *r
-                .lease
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let lease = *r.lease.lock().unwrap_or_else(PoisonError::into_inner);
             self.live(r.pid, false);
             let mut child = r.child.lock().await;
             self.end(&mut child, lease).await;
         }
-        let code = *r
-            .exit
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let code = *r.exit.lock().unwrap_or_else(PoisonError::into_inner);
         let _ = &r.exited;
         let _ = &r.lease;
         Ok(structured(
@@ -838,7 +769,7 @@ impl Jitc {
         let mine = self
             .leases
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let listed = with_agent(|c| c.leases()).await;
         Ok(match listed {
@@ -873,7 +804,7 @@ impl Jitc {
         let mine = self
             .leases
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .contains(&args.lease);
         if !mine {
             return Ok(failed(format!(
@@ -1079,15 +1010,12 @@ impl Jitc {
         let all: Vec<Running> = self
             .running
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .drain()
             .map(|(_, r)| r)
             .collect();
         for r in all {
-            let lease = *r
-                .lease
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let lease = *r.lease.lock().unwrap_or_else(PoisonError::into_inner);
             self.live(r.pid, false);
             let mut child = r.child.lock().await;
             self.end(&mut child, lease).await;
@@ -1110,12 +1038,48 @@ impl Jitc {
         self.reap();
     }
 
+    /// Starts `jitc exec` for `args` (with a run slot, its stdin fed): the started
+    /// process, the slot, and its pid; or the result that says why not.
+    #[allow(clippy::result_large_err)]
+    fn begin(
+        &self,
+        args: &RunArgs,
+        ctx: &RequestContext<RoleServer>,
+    ) -> std::result::Result<
+        (process::Spawned, tokio::sync::OwnedSemaphorePermit, u32),
+        CallToolResult,
+    > {
+        if args.command.is_empty() {
+            return Err(failed(
+                "command is empty: give the program and its arguments as a list",
+            ));
+        }
+        let Ok(permit) = self.runs.clone().try_acquire_owned() else {
+            return Err(failed(format!(
+                "{} commands are running already (the most this server runs at once); wait for one to end, or stop one",
+                self.max_runs
+            )));
+        };
+        let exec = exec_args(args, task_of(ctx, args.task.as_deref()));
+        let mut spawned = process::spawn(&exec, args.stdin.is_some())
+            .map_err(|e| failed(format!("cannot start jitc exec ({e})")))?;
+        let pid = spawned.child.id().unwrap_or(0);
+        self.live(pid, true);
+        if let (Some(text), Some(mut stdin)) = (args.stdin.clone(), spawned.child.stdin.take()) {
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let _ = stdin.write_all(text.as_bytes()).await;
+            });
+        }
+        Ok((spawned, permit, pid))
+    }
+
     /// Kills what finished commands left behind (keeps every running `jitc exec`).
     fn reap(&self) {
         let keep: Vec<u32> = self
             .live
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .copied()
             .collect();
@@ -1123,10 +1087,7 @@ impl Jitc {
     }
 
     fn live(&self, pid: u32, alive: bool) {
-        let mut live = self
-            .live
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
         if alive {
             live.insert(pid);
         } else {

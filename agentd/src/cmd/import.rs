@@ -6,7 +6,7 @@
 use jitc_protocol::display::visible;
 use jitc_protocol::kinds::EventKind;
 use jitc_protocol::names::MAX_VALUE_LEN;
-use jitc_protocol::{ErrorCode, ImportSecrets, Response, Scope};
+use jitc_protocol::{ErrorCode, ImportSecrets, Response};
 
 use crate::agent::{Agent, Session};
 use crate::audit::Event;
@@ -44,15 +44,6 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: ImportSecrets) -> 
     }
     clash(agent, &names).await?;
     let policy = agent.policy()?;
-    let chain = session.chain();
-    let profile = match &session.sandbox {
-        Some(s) => Some((s.profile().to_owned(), 0)),
-        None => policy.profile_for(&chain),
-    };
-    let mut requesters = vec![session.peer.pid];
-    if let Some(anchor) = profile.as_ref().and_then(|(_, i)| chain.get(*i)) {
-        requesters.push(anchor.pid);
-    }
     let action = format!(
         "import {} new {} from {} into the vault",
         names.len(),
@@ -63,17 +54,7 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: ImportSecrets) -> 
         },
         visible(&req.file)
     );
-    let scope = Scope {
-        secrets: names.clone(),
-        task: None,
-        command: String::new(),
-        argv: Vec::new(),
-        pid: session.peer.pid,
-        chain: session.shown_chain().to_vec(),
-        profile: profile.map(|(p, _)| p),
-        sandbox: session.sandbox_id(),
-        warnings: Vec::new(),
-    };
+    let (scope, requesters) = super::write_scope(session, &policy, names.clone());
     // Records name the secrets, not the file (the requester's text).
     let base = Event {
         secrets: names.clone(),

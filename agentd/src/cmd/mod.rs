@@ -124,6 +124,37 @@ pub(crate) struct Write<'a> {
     pub failed: jitc_protocol::kinds::EventKind,
 }
 
+/// What a human approving a change to the vault is shown (`secrets` and who asks:
+/// the chain, its sandbox or profile), and the processes none of whose descendants may
+/// approve it.
+fn write_scope(
+    session: &mut Session,
+    policy: &crate::policy::Policy,
+    secrets: Vec<String>,
+) -> (Scope, Vec<u32>) {
+    let chain = session.chain();
+    let profile = match &session.sandbox {
+        Some(s) => Some((s.profile().to_owned(), 0)),
+        None => policy.profile_for(&chain),
+    };
+    let mut requesters = vec![session.peer.pid];
+    if let Some(anchor) = profile.as_ref().and_then(|(_, i)| chain.get(*i)) {
+        requesters.push(anchor.pid);
+    }
+    let scope = Scope {
+        secrets,
+        task: None,
+        command: String::new(),
+        argv: Vec::new(),
+        pid: session.peer.pid,
+        chain: session.shown_chain().to_vec(),
+        profile: profile.map(|(p, _)| p),
+        sandbox: session.sandbox_id(),
+        warnings: Vec::new(),
+    };
+    (scope, requesters)
+}
+
 /// Makes sure a human stands behind a write to an existing or guarded secret: the vault
 /// passphrase in the request — or, where the policy asks approval for that secret, the
 /// approval flow (`jitc approve` or the approver). Without either, `Ok(Err(answer))`:
@@ -152,26 +183,7 @@ async fn human_for_write(
             write.action
         ))));
     };
-    let chain = session.chain();
-    let profile = match &session.sandbox {
-        Some(s) => Some((s.profile().to_owned(), 0)),
-        None => policy.profile_for(&chain),
-    };
-    let mut requesters = vec![session.peer.pid];
-    if let Some(anchor) = profile.as_ref().and_then(|(_, i)| chain.get(*i)) {
-        requesters.push(anchor.pid);
-    }
-    let scope = Scope {
-        secrets: vec![write.secret.to_owned()],
-        task: None,
-        command: String::new(),
-        argv: Vec::new(),
-        pid: session.peer.pid,
-        chain: session.shown_chain().to_vec(),
-        profile: profile.map(|(p, _)| p),
-        sandbox: session.sandbox_id(),
-        warnings: Vec::new(),
-    };
+    let (scope, requesters) = write_scope(session, &policy, vec![write.secret.to_owned()]);
     let base = Event {
         secrets: vec![write.secret.to_owned()],
         profile: scope.profile.clone(),

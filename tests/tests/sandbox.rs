@@ -760,6 +760,34 @@ try writable sh -c 'echo ok > {home}/.codex/session'
         read(&work, "errors.txt")
     );
     assert!(!env.home.join(".bash_profile").exists());
+    // The cache it wrote is its own (code in the real one runs outside later).
+    assert!(!env.home.join(".cache/tool/x").exists());
+    assert!(env.home.join(".cache/jitc-sandbox/tool/x").exists());
+    // --writable of a directory whose frozen parts do not exist yet: they are made and
+    // frozen, not left creatable; --writable of the whole home is refused.
+    let config = env.config.clone();
+    let script = format!(
+        "mkdir -p {c}/systemd/user 2>/dev/null && echo BAD > {c}/systemd/user/x.service; mkdir -p {c}/git 2>/dev/null && echo BAD > {c}/git/config; echo ok > {c}/other-tool.conf\n",
+        c = config.display()
+    );
+    fs::write(&path, script).unwrap();
+    let mut c = env.jitc(&["sandbox", "--writable"]);
+    c.arg(&config)
+        .arg("--")
+        .arg("/bin/sh")
+        .arg(&path)
+        .current_dir(&work)
+        .env("PATH", path_with_jitc());
+    run_with_stdin(c, None);
+    assert!(!config.join("systemd/user/x.service").exists());
+    assert!(!config.join("git/config").exists());
+    assert!(config.join("other-tool.conf").exists());
+    let mut c = env.jitc(&["sandbox", "--writable"]);
+    c.arg(&env.home).arg("--").arg("true").current_dir(&work);
+    run_with_stdin(c, None)
+        .code(65)
+        .one_line_error()
+        .says("would let the program write your whole home");
     // From the home itself: refused, nothing run.
     let marker = work.join("ran");
     let mut c = env.jitc(&["sandbox", "--", "touch"]);

@@ -112,9 +112,24 @@ pub fn run(args: Args) -> Result<u8> {
     }
     let cwd = std::env::current_dir()
         .map_err(|e| Error::failure(format!("cannot read the current directory ({e})")))?;
-    let home = std::env::var_os("HOME")
+    // $HOME and the password database's home: both are read-only inside (a $HOME
+    // pointed elsewhere must not leave the real one open).
+    let canonical = |h: PathBuf| std::fs::canonicalize(&h).unwrap_or(h);
+    let env_home = std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
-        .map(|h| std::fs::canonicalize(&h).unwrap_or_else(|_| PathBuf::from(h)));
+        .map(|h| canonical(PathBuf::from(h)));
+    let pw_home = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|u| canonical(u.dir))
+        .filter(|d| d.is_dir() && d.parent().is_some());
+    let home = env_home.clone().or_else(|| pw_home.clone());
+    let Some(home_dir) = home.clone().filter(|h| h.parent().is_some()) else {
+        return Err(Error::bad_input(
+            "no home to protect ($HOME is unset or /, and the password database has none); set HOME",
+        ));
+    };
+    let other_homes: Vec<PathBuf> = pw_home.into_iter().filter(|p| *p != home_dir).collect();
     let mut programs: Vec<PathBuf> = Vec::new();
     programs.extend(std::env::current_exe().ok());
     let agentd = agentd_binary();
@@ -136,6 +151,28 @@ pub fn run(args: Args) -> Result<u8> {
             .filter(|p| !cwd_now.starts_with(p) && home.as_deref() != Some(p.as_path())),
     );
     let writable = writable_parts(&args.writable, &cwd_now, home.as_deref())?;
+    // What the freeze list names but does not exist yet, under a --writable path: made
+    // now (empty directories), so that it is frozen rather than creatable.
+    for dir in [
+        ".config/systemd",
+        ".config/autostart",
+        ".config/environment.d",
+        ".config/fish",
+        ".config/git",
+        ".local/bin",
+        ".local/share/systemd",
+        ".local/share/bash-completion",
+    ] {
+        let p = home_dir.join(dir);
+        if !p.exists() && writable.iter().any(|w| p.starts_with(w)) {
+            use std::os::unix::fs::DirBuilderExt;
+            let _ = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&p);
+            read_only.push(p);
+        }
+    }
     let uid = nix::unistd::geteuid().as_raw();
     let plan = Plan {
         socket: PathBuf::from(&s.socket),
@@ -154,6 +191,12 @@ pub fn run(args: Args) -> Result<u8> {
         workdirs: std::iter::once(cwd).chain(home.clone()).collect(),
         home: home.clone(),
         writable,
+        other_homes,
+        cache: private_cache(&home_dir),
+        masked: vec![
+            PathBuf::from("/run/docker.sock"),
+            PathBuf::from("/var/run/docker.sock"),
+        ],
     };
     let bwrap_args = plan
         .bwrap_args()
@@ -194,6 +237,16 @@ fn command_servers(uid: u32) -> Vec<PathBuf> {
         PathBuf::from(format!("/tmp/emacs{uid}")),
     ];
     out.extend(var("SCREENDIR"));
+    // Made if missing (as tmux and emacs make them: 0700, ours), so that a server the
+    // program starts there is not the one your next `tmux` connects to.
+    for d in [
+        tmux_tmp.join(format!("tmux-{uid}")),
+        PathBuf::from(format!("/tmp/tmux-{uid}")),
+        PathBuf::from(format!("/tmp/emacs{uid}")),
+    ] {
+        use std::os::unix::fs::DirBuilderExt;
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&d);
+    }
     if let Some(socket) = std::env::var("TMUX")
         .ok()
         .and_then(|t| t.split(',').next().map(PathBuf::from))
@@ -233,6 +286,8 @@ fn run_later(home: Option<&std::path::Path>) -> Vec<PathBuf> {
             ".local/share/bash-completion",
             ".ssh",
             ".gitconfig",
+            ".config/git",
+            ".local/bin",
         ] {
             let p = home.join(f);
             if p.exists() {
@@ -269,28 +324,36 @@ fn writable_parts(
     let Some(home) = home else {
         return Ok(out);
     };
-    if cwd == home && !out.iter().any(|p| p == home) {
+    if out.iter().any(|p| p == home) {
         return Err(Error::bad_input(format!(
-            "the current directory is your home ({}), which the sandbox makes read-only; run it from your project's directory — or pass --writable {} to let the program write your whole home, and with it what your own sessions run later",
-            home.display(),
+            "--writable {} would let the program write your whole home, and with it what your own sessions run later; name the directories it needs instead (e.g. --writable ~/.codex)",
+            home.display()
+        )));
+    }
+    if cwd == home {
+        return Err(Error::bad_input(format!(
+            "the current directory is your home ({}), which the sandbox makes read-only; run it from your project's directory",
             home.display()
         )));
     }
     if cwd.starts_with(home) {
         out.push(cwd.to_path_buf());
     }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map_or_else(|| home.join(".cache"), PathBuf::from);
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        let _ = std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&cache);
-    }
-    out.push(cache);
     Ok(out)
+}
+
+/// The sandbox's own cache, made if missing (`~/.cache/jitc-sandbox`), to show at
+/// `~/.cache` inside.
+fn private_cache(home: &std::path::Path) -> Option<(PathBuf, PathBuf)> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dst = home.join(".cache");
+    let src = dst.join("jitc-sandbox");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&src)
+        .ok()?;
+    Some((src, dst))
 }
 
 pub fn init(args: InitArgs) -> Result<u8> {

@@ -49,9 +49,19 @@ pub struct Plan {
     /// leave behind what your own sessions run later (start-up files, a `jitc` early on
     /// `PATH`, completions, user units).
     pub home: Option<PathBuf>,
-    /// What stays writable under `home`: where the program works, the cache, and what
-    /// `--writable` adds.
+    /// What stays writable under `home`: where the program works and what `--writable`
+    /// adds.
     pub writable: Vec<PathBuf>,
+    /// Other homes of this user (`$HOME` and the password database's may differ): as
+    /// read-only as `home`.
+    pub other_homes: Vec<PathBuf>,
+    /// The sandbox's own cache (`src`), shown at the cache's place (`dst`): code in the
+    /// real cache runs outside later (shell prompts' instant caches, shared virtualenvs),
+    /// so the real one is not reachable.
+    pub cache: Option<(PathBuf, PathBuf)>,
+    /// Socket files whose servers act with more than the user's rights (docker's):
+    /// covered by an empty file.
+    pub masked: Vec<PathBuf>,
 }
 
 /// Why a sandbox cannot be made as asked.
@@ -271,6 +281,9 @@ impl Plan {
         }
         if let Some(h) = self.home.as_ref().filter(|h| h.is_dir()) {
             push(&["--ro-bind".as_ref(), h.as_os_str(), h.as_os_str()]);
+            for o in self.other_homes.iter().filter(|o| o.is_dir()) {
+                push(&["--ro-bind".as_ref(), o.as_os_str(), o.as_os_str()]);
+            }
             for w in self
                 .writable
                 .iter()
@@ -278,6 +291,17 @@ impl Plan {
             {
                 push(&["--bind".as_ref(), w.as_os_str(), w.as_os_str()]);
             }
+            if let Some((src, dst)) = self.cache.as_ref().filter(|(s, _)| s.is_dir()) {
+                push(&["--bind".as_ref(), src.as_os_str(), dst.as_os_str()]);
+                push(&[
+                    "--setenv".as_ref(),
+                    "XDG_CACHE_HOME".as_ref(),
+                    dst.as_os_str(),
+                ]);
+            }
+        }
+        for m in self.masked.iter().filter(|m| m.exists()) {
+            push(&["--ro-bind".as_ref(), "/dev/null".as_ref(), m.as_os_str()]);
         }
         if let Some(r) = &dirs.runtime {
             push(&[
@@ -379,6 +403,9 @@ mod tests {
             workdirs: vec![root.join("home/repo"), root.join("home")],
             home: Some(root.join("home")),
             writable: vec![root.join("home/repo")],
+            other_homes: vec![],
+            cache: None,
+            masked: vec![],
         }
     }
 

@@ -285,6 +285,8 @@ pub struct OutputFilter {
 enum FilterState {
     #[default]
     Text,
+    /// After 0xC2: perhaps a C1 control in UTF-8 (U+0080..U+009F).
+    C2,
     /// After ESC.
     Escape,
     /// In an OSC, deciding (the bytes are in `held`).
@@ -293,6 +295,8 @@ enum FilterState {
     Dropping { osc: bool },
     /// Dropping, after an ESC (ST's first byte, or not).
     DroppingEscape { osc: bool },
+    /// Dropping, after 0xC2 (perhaps ST as U+009C).
+    DroppingC2 { osc: bool },
 }
 
 impl OutputFilter {
@@ -300,6 +304,16 @@ impl OutputFilter {
         for &b in input {
             self.state = match self.state {
                 FilterState::Text if b == 0x1b => FilterState::Escape,
+                FilterState::Text if b == 0xc2 => FilterState::C2,
+                // DCS, SOS, OSC, PM, APC as UTF-8 C1 characters: dropped whole (the
+                // terminals that honour them would act on them as on the ESC forms).
+                FilterState::C2 if matches!(b, 0x90 | 0x98 | 0x9d | 0x9e | 0x9f) => {
+                    FilterState::Dropping { osc: true }
+                }
+                FilterState::C2 => {
+                    out.extend_from_slice(&[0xc2, b]);
+                    FilterState::Text
+                }
                 FilterState::Text => {
                     out.push(b);
                     FilterState::Text
@@ -320,15 +334,27 @@ impl OutputFilter {
                         FilterState::Text
                     }
                 },
-                FilterState::OscStart => {
+                // The OSC's number, compared as a number (`052` is 52): clipboard
+                // writes (52, and kitty's 5522) are dropped, anything else passes.
+                FilterState::OscStart if b.is_ascii_digit() && self.held.len() < 12 => {
                     self.held.push(b);
-                    let code = &self.held[2..];
-                    if code == b"52;" {
+                    FilterState::OscStart
+                }
+                FilterState::OscStart => {
+                    let code = std::str::from_utf8(&self.held[2..])
+                        .ok()
+                        .and_then(|d| d.parse::<u64>().ok());
+                    if matches!(code, Some(52 | 5522)) {
                         self.held.clear();
-                        FilterState::Dropping { osc: true }
-                    } else if b"52;".starts_with(code) {
-                        FilterState::OscStart
+                        if b == 0x07 {
+                            FilterState::Text
+                        } else if b == 0x1b {
+                            FilterState::DroppingEscape { osc: true }
+                        } else {
+                            FilterState::Dropping { osc: true }
+                        }
                     } else {
+                        self.held.push(b);
                         out.extend_from_slice(&self.held);
                         self.held.clear();
                         FilterState::Text
@@ -336,8 +362,12 @@ impl OutputFilter {
                 }
                 FilterState::Dropping { osc } if osc && b == 0x07 => FilterState::Text,
                 FilterState::Dropping { osc } if b == 0x1b => FilterState::DroppingEscape { osc },
+                // ST as a UTF-8 C1 character (U+009C) ends a string too.
+                FilterState::Dropping { osc } if b == 0xc2 => FilterState::DroppingC2 { osc },
                 FilterState::Dropping { osc } => FilterState::Dropping { osc },
                 FilterState::DroppingEscape { .. } if b == b'\\' => FilterState::Text,
+                FilterState::DroppingC2 { .. } if b == 0x9c => FilterState::Text,
+                FilterState::DroppingC2 { osc } => FilterState::Dropping { osc },
                 FilterState::DroppingEscape { osc } => FilterState::Dropping { osc },
             };
         }
@@ -392,5 +422,12 @@ mod tests {
             b"\x1b]0;title\x07\x1b[31mred"
         );
         assert_eq!(filtered(&[b"\x1b]5", b"1;x\x07"]), b"\x1b]51;x\x07");
+        // Review findings: a leading zero, kitty's 5522, and the UTF-8 C1 forms.
+        assert_eq!(filtered(&[b"a\x1b]052;c;ZXZpbA==\x07b"]), b"ab");
+        assert_eq!(filtered(&[b"a\x1b]5522;type=write\x1b\\b"]), b"ab");
+        assert_eq!(filtered(&[b"a\xc2\x9d52;c;ZXZp\x07b"]), b"ab");
+        assert_eq!(filtered(&[b"a\xc2\x90@kitty-cmd{}\xc2\x9cb"]), b"ab");
+        // Text with other characters from the same UTF-8 block passes.
+        assert_eq!(filtered(&["a\u{a9}b".as_bytes()]), "a\u{a9}b".as_bytes());
     }
 }

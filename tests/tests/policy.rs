@@ -264,3 +264,32 @@ fn explain_exits_as_the_lease_would() {
     env.run(&["policy", "explain", "-s", "prod/db", "--", "true"], None)
         .code(77);
 }
+
+/// Issue 13, first part: a secret bound with `custody = "required"` is never leased as
+/// a value (77), whatever command asks; explain says so; an optional binding changes
+/// nothing for a plain lease.
+#[test]
+fn a_custody_required_credential_is_never_leased_as_a_value() {
+    let (env, _agent) = setup();
+    env.write_policy(
+        "[[credential]]\nsecret = \"prod/api/key\"\nhosts = [\"api.example.com\"]\ncustody = \"required\"\n\n[[credential]]\nsecret = \"dev/x\"\nhosts = [\"dev.example.com\"]\n",
+    );
+    env.run(&["exec", "-s", "prod/api/key", "--", "true"], None)
+        .code(77)
+        .one_line_error()
+        .says("custody = \"required\"");
+    env.run(&["exec", "-s", "dev/x", "--", "true"], None).ok();
+    let e = env.json_exiting(
+        77,
+        &["policy", "explain", "-s", "prod/api/key", "--", "true"],
+    );
+    assert!(
+        e["refusal"].as_str().unwrap().contains("api.example.com"),
+        "{e}"
+    );
+    // A binding that does not parse refuses every lease, with its reason.
+    env.write_policy("[[credential]]\nsecret = \"dev/x\"\nhosts = []\n");
+    env.run(&["exec", "-s", "dev/x", "--", "true"], None)
+        .code(77)
+        .says("credential 1: hosts = [] binds no host");
+}

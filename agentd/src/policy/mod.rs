@@ -6,6 +6,7 @@
 //! slip it past its rule. The request as a whole takes the strictest of the outcomes:
 //! any refusal refuses, the strongest approval applies, the shortest `max_ttl` bounds.
 
+pub mod credential;
 pub mod hours;
 mod source;
 
@@ -90,6 +91,8 @@ struct File {
     profiles: BTreeMap<String, FileProfile>,
     #[serde(default)]
     rule: Vec<FileRule>,
+    #[serde(default)]
+    credential: Vec<credential::FileCredential>,
 }
 
 /// `[defaults]`, with the design's values where the file is silent.
@@ -158,6 +161,8 @@ pub struct Policy {
     pub defaults: Defaults,
     pub profiles: Vec<Profile>,
     pub rules: Vec<Rule>,
+    /// Secrets bound to hosts for the gateway (`[[credential]]`).
+    pub credentials: Vec<credential::Credential>,
 }
 
 /// What the policy says about one request.
@@ -201,6 +206,9 @@ pub enum PolicyError {
     /// Something wrong in `[[rule]]` number `rule` (1-based).
     #[error("rule {rule}: {what}")]
     Rule { rule: u32, what: String },
+    /// Something wrong in `[[credential]]` number `credential` (1-based).
+    #[error("credential {credential}: {what}")]
+    Credential { credential: u32, what: String },
 }
 
 fn duration(field: &'static str, value: &Option<String>) -> Result<Option<Duration>, PolicyError> {
@@ -337,6 +345,7 @@ impl Policy {
             defaults,
             profiles,
             rules,
+            credentials: credential::parse(file.credential)?,
         })
     }
 
@@ -389,6 +398,18 @@ impl Policy {
         let mut masking_from = String::new();
         let mut strict_env = false;
         for secret in &req.secrets {
+            if let Some(c) = self
+                .credentials
+                .iter()
+                .find(|c| c.secret == *secret && c.custody == credential::Custody::Required)
+            {
+                refusal.get_or_insert_with(|| {
+                    format!(
+                        "'{secret}' is bound to {} with custody = \"required\": it is never handed to a command as a value, only added by jitc's gateway to requests for those hosts",
+                        c.hosts.join(", ")
+                    )
+                });
+            }
             let rule = self.rule_for(secret, profile);
             verdicts.push(SecretVerdict {
                 secret: secret.clone(),

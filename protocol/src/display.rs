@@ -128,6 +128,15 @@ pub fn command_line(argv: &[String], cap: usize) -> String {
     out
 }
 
+/// A process's name as people know it: argv[0], else its executable, without the
+/// directory (`?` when neither is known). Not escaped: pass it through `visible`.
+pub fn program_name(p: &crate::ProcessInfo) -> &str {
+    p.argv
+        .first()
+        .or(p.exe.as_ref())
+        .map_or("?", |a| a.rsplit('/').next().unwrap_or(a))
+}
+
 /// The most processes of a requester's chain shown in prompts and listings.
 pub const MAX_SHOWN_CHAIN: usize = 6;
 
@@ -138,14 +147,7 @@ pub fn process_chain(chain: &[crate::ProcessInfo], cap: usize) -> String {
     let mut shown: Vec<String> = chain
         .iter()
         .take(cap)
-        .map(|p| {
-            let name = p
-                .argv
-                .first()
-                .or(p.exe.as_ref())
-                .map_or("?", |a| a.rsplit('/').next().unwrap_or(a));
-            format!("{} ({})", visible(name), p.pid)
-        })
+        .map(|p| format!("{} ({})", visible(program_name(p)), p.pid))
         .collect();
     if chain.len() > cap {
         shown.push(format!("… ({} more)", chain.len() - cap));

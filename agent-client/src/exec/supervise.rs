@@ -399,9 +399,9 @@ fn reap(child: Pid) -> Result<Option<State>> {
     }
 }
 
-/// Every process below `root` (by parent links in /proc), deepest last.
-fn descendants(root: Pid) -> Vec<Pid> {
-    let mut parent_of: Vec<(i32, i32)> = Vec::new();
+/// `(pid, parent pid)` of every process `/proc` shows now.
+pub(crate) fn parent_links() -> Vec<(i32, i32)> {
+    let mut out = Vec::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for e in dir.flatten() {
             let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
@@ -415,10 +415,16 @@ fn descendants(root: Pid) -> Vec<Pid> {
                 .and_then(|at| stat[at + 1..].split_whitespace().nth(1))
                 .and_then(|p| p.parse::<i32>().ok());
             if let Some(ppid) = ppid {
-                parent_of.push((pid, ppid));
+                out.push((pid, ppid));
             }
         }
     }
+    out
+}
+
+/// Every process below `root` (by parent links in /proc), deepest last.
+fn descendants(root: Pid) -> Vec<Pid> {
+    let parent_of = parent_links();
     let mut found = vec![root.as_raw()];
     let mut i = 0;
     while i < found.len() {

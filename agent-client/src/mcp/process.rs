@@ -136,30 +136,11 @@ pub fn spawn(args: &ExecArgs, with_stdin: bool) -> std::io::Result<Spawned> {
 /// what a command left behind and the subreaper took in (they are our children, so
 /// their pids cannot be reused until we reap them here).
 pub fn reap_strays(keep: &[u32]) {
-    let me = std::process::id();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if keep.contains(&pid) {
+    let me = i32::try_from(std::process::id()).unwrap_or(-1);
+    for (raw, ppid) in crate::exec::supervise::parent_links() {
+        if ppid != me || u32::try_from(raw).is_ok_and(|p| keep.contains(&p)) {
             continue;
         }
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rfind(')')
-            .and_then(|at| stat[at + 1..].split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid != Some(me) {
-            continue;
-        }
-        let Ok(raw) = i32::try_from(pid) else {
-            continue;
-        };
         let pid = nix::unistd::Pid::from_raw(raw);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(pid, None);

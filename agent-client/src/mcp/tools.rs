@@ -53,7 +53,6 @@ struct Running {
     stderr: Shared,
     lease: Arc<Mutex<Option<u64>>>,
     exit: Arc<Mutex<Option<i32>>>,
-    exited: Arc<tokio::sync::Notify>,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
@@ -612,11 +611,9 @@ impl Jitc {
         let pid = spawned.child.id().unwrap_or(0);
         let child = Arc::new(tokio::sync::Mutex::new(spawned.child));
         let exit: Arc<Mutex<Option<i32>>> = Arc::default();
-        let exited = Arc::new(tokio::sync::Notify::new());
         {
             let child = child.clone();
             let exit = exit.clone();
-            let exited = exited.clone();
             tokio::spawn(async move {
                 // Polls rather than holding the lock across the wait, so stop_process can
                 // signal it meanwhile.
@@ -626,7 +623,6 @@ impl Jitc {
                         if let Ok(Some(s)) = c.try_wait() {
                             *exit.lock().unwrap_or_else(PoisonError::into_inner) =
                                 Some(s.code().unwrap_or(-1));
-                            exited.notify_waiters();
                             return;
                         }
                     }
@@ -646,7 +642,6 @@ impl Jitc {
                     stderr,
                     lease: Arc::new(Mutex::new(lease)),
                     exit,
-                    exited,
                     _permit: permit,
                 },
             );
@@ -750,8 +745,6 @@ impl Jitc {
             self.end(&mut child, lease).await;
         }
         let code = *r.exit.lock().unwrap_or_else(PoisonError::into_inner);
-        let _ = &r.exited;
-        let _ = &r.lease;
         Ok(structured(
             &Stopped { exit_code: code },
             format!("stopped process {}", args.process),

@@ -29,14 +29,9 @@ impl Identity {
         }
         match (&self.profile, self.anchor.and_then(|i| self.chain.get(i))) {
             (Some(profile), Some(p)) => {
-                let name = p
-                    .argv
-                    .first()
-                    .or(p.exe.as_ref())
-                    .map_or("?", |a| a.rsplit('/').next().unwrap_or(a));
                 format!(
                     "ancestry: {} ({}) matches profile '{profile}' (a convenience, not a boundary)",
-                    jitc_protocol::display::visible(name),
+                    jitc_protocol::display::visible(jitc_protocol::display::program_name(p)),
                     p.pid
                 )
             }

@@ -948,7 +948,7 @@ fn abstract_sockets_outside_are_out_of_reach() {
     if !user_namespaces() {
         return;
     }
-    let abi = std::process::Command::new("/usr/bin/python3")
+    let abi = Command::new("/usr/bin/python3")
         .args([
             "-c",
             "import ctypes; print(ctypes.CDLL(None).syscall(444, None, 0, 1))",

@@ -66,6 +66,10 @@ pub struct Agent {
     sandboxes: crate::sandbox::Sandboxes,
     /// Secrets programs asked for that the vault does not hold (see `cmd::requested`).
     wanted: StdMutex<Vec<jitc_protocol::SecretWanted>>,
+    /// The custody-free gateway (listening from the first `--proxy` lease).
+    gateway: crate::gateway::Gateway,
+    /// The agent itself, for what outlives a request (the gateway's tasks).
+    me: std::sync::OnceLock<std::sync::Weak<Agent>>,
 }
 
 /// The delay before answering a wrong passphrase: 0.1 s per failure so far, at most 10 s.
@@ -106,6 +110,8 @@ impl Agent {
             marks: StdMutex::new(Marks::default()),
             sandboxes: crate::sandbox::Sandboxes::new(),
             wanted: StdMutex::new(Vec::new()),
+            gateway: crate::gateway::Gateway::default(),
+            me: std::sync::OnceLock::new(),
         }
     }
 
@@ -563,8 +569,10 @@ impl Agent {
         let mut slot = self.vault.lock().await;
         let vault = slot.take();
         let was_unlocked = vault.is_some();
-        // Approvals given for the unlocked vault do not outlive it.
+        // Approvals given for the unlocked vault do not outlive it; nor does the
+        // gateway's CA key.
         self.approvals_mut().forget_all();
+        self.gateway.forget();
         let ended = self.leases_mut().end_all(reason);
         let any_ended = !ended.is_empty();
         if self.shutting_down.load(Ordering::SeqCst) {
@@ -657,6 +665,21 @@ impl Agent {
             }
         }
         self.idle.touch();
+    }
+
+    /// The custody-free gateway.
+    pub fn gateway(&self) -> &crate::gateway::Gateway {
+        &self.gateway
+    }
+
+    /// Tells the agent where it lives (`server::run` does), for tasks that outlive a
+    /// request.
+    pub fn set_me(self: &Arc<Self>) {
+        let _ = self.me.set(Arc::downgrade(self));
+    }
+
+    pub fn me(&self) -> std::sync::Weak<Agent> {
+        self.me.get().cloned().unwrap_or_default()
     }
 
     /// The anomaly rules.

@@ -35,6 +35,9 @@ pub struct Lease {
     /// The command's process groups, once its holder said it started (`Guard`): the
     /// agent stops them itself if the holder cannot.
     pub guards: Vec<crate::procs::Guard>,
+    /// Its place in the gateway (a `--proxy` lease): dropped with the lease, which
+    /// ends its proxy credential and closes its tunnels.
+    pub gateway: Option<crate::gateway::Registration>,
 }
 
 /// The most of a granted request's command line a lease keeps (for listings and the

@@ -13,6 +13,7 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod fsperm;
+pub mod gateway;
 pub mod hardening;
 pub mod idle;
 pub mod leases;

@@ -21,6 +21,7 @@ use crate::peer::Peer;
 /// (telling its holder), waits for the handlers to finish, and returns with the vault
 /// locked and the keys wiped.
 pub async fn run(listener: UnixListener, agent: Arc<Agent>, shutdown: impl Future) {
+    agent.set_me();
     let (notify_shutdown, _) = broadcast::channel(1);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let mut server = Listener {

@@ -66,6 +66,7 @@ async fn shutdown_ends_every_lease_then_locks_and_returns() {
             task: None,
             ttl_ms: None,
             masking: true,
+            proxy: false,
         });
         match call(&mut s, &lease) {
             Response::Leased(g) => assert_eq!(g.values[0].value.expose(), b"value"),

@@ -38,14 +38,18 @@ fn lease_request() -> impl Strategy<Value = LeaseRequest> {
         of(text()),
         of(any::<u64>()),
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(secrets, command, task, ttl_ms, masking)| LeaseRequest {
-            secrets,
-            command,
-            task,
-            ttl_ms,
-            masking,
-        })
+        .prop_map(
+            |(secrets, command, task, ttl_ms, masking, proxy)| LeaseRequest {
+                secrets,
+                command,
+                task,
+                ttl_ms,
+                masking,
+                proxy,
+            },
+        )
 }
 
 pub fn request() -> impl Strategy<Value = Request> {
@@ -373,13 +377,25 @@ pub fn response() -> impl Strategy<Value = Response> {
         LazyJust::new(|| Response::Done).boxed(),
         status().prop_map(Response::Status).boxed(),
         vec(info, 0..4).prop_map(Response::Secrets).boxed(),
-        (any::<u64>(), vec(leased, 0..4), any::<u64>(), any::<bool>())
-            .prop_map(|(lease, values, expires_in_ms, strict_env)| {
+        (
+            any::<u64>(),
+            vec(leased, 0..4),
+            any::<u64>(),
+            any::<bool>(),
+            of((vec(any::<u8>(), 0..64), text(), texts(), texts())),
+        )
+            .prop_map(|(lease, values, expires_in_ms, strict_env, gateway)| {
                 Response::Leased(LeaseGrant {
                     lease,
                     values,
                     expires_in_ms,
                     strict_env,
+                    gateway: gateway.map(|(url, ca_pem, placeholders, hosts)| GatewayGrant {
+                        proxy_url: SecretBytes::new(url),
+                        ca_pem,
+                        placeholders,
+                        hosts,
+                    }),
                 })
             })
             .boxed(),

@@ -78,6 +78,8 @@ kinds! {
         SandboxEnded = "sandbox_ended",
         SandboxRefused = "sandbox_refused",
         SecretRequested = "secret_requested",
+        GatewayRequest = "gateway_request",
+        GatewayRefused = "gateway_refused",
     }
 }
 
@@ -95,6 +97,7 @@ kinds! {
         UncleanShutdown = "unclean_shutdown",
         LogRotation = "log_rotation",
         VaultReplaced = "vault_replaced",
+        ExfiltrationAttempt = "exfiltration_attempt",
     }
 }
 

@@ -365,6 +365,9 @@ pub struct LeaseRequest {
     pub task: Option<String>,
     pub ttl_ms: Option<u64>,
     pub masking: bool,
+    /// `jitc exec --proxy`: the secrets bound by a `[[credential]]` come as
+    /// placeholders, and the agent's gateway adds them to requests for their hosts.
+    pub proxy: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -382,6 +385,23 @@ pub struct LeaseGrant {
     /// dynamic-loader or interpreter hook variables (`LD_PRELOAD`, `PYTHONPATH`, …) from
     /// its own environment reach it.
     pub strict_env: bool,
+    /// For a `proxy` lease: how to reach the gateway. The values of the secrets it
+    /// names (`GatewayGrant::placeholders`) are placeholders, not the secrets.
+    pub gateway: Option<GatewayGrant>,
+}
+
+/// How a command reaches the agent's gateway for one lease.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GatewayGrant {
+    /// `http://lease:TOKEN@127.0.0.1:PORT`: the proxy credential dies with the lease.
+    pub proxy_url: SecretBytes,
+    /// jitc's CA certificate (PEM), which the command must trust: public.
+    pub ca_pem: String,
+    /// The secrets whose leased "values" are placeholders.
+    pub placeholders: Vec<String>,
+    /// Every host a placeholder of this lease is bound to (`*.example.com` too), to
+    /// take out of `NO_PROXY`.
+    pub hosts: Vec<String>,
 }
 
 /// One process in a requester's ancestry, from the requester up to init.

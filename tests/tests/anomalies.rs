@@ -111,6 +111,7 @@ fn a_canary_is_served_like_a_real_secret_and_raises_an_anomaly() {
         task: None,
         ttl_ms: None,
         masking: true,
+        proxy: false,
     };
     jitc_protocol::write_frame(&mut s, &jitc_protocol::Request::Lease(request)).unwrap();
     match raw_read(&mut s) {

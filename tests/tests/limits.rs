@@ -40,6 +40,7 @@ fn lease_request(argv: Vec<String>) -> Request {
         task: None,
         ttl_ms: None,
         masking: true,
+        proxy: false,
     })
 }
 

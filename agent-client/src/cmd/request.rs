@@ -35,6 +35,10 @@ pub struct RequestArgs {
     /// Do not mask leased values in the command's output
     #[arg(long)]
     no_masking: bool,
+    /// Give secrets bound to hosts by a [[credential]] as placeholders; the agent's
+    /// gateway adds them to the command's HTTPS requests for those hosts
+    #[arg(long)]
+    proxy: bool,
     /// Write what happens to the lease as JSON lines to descriptor FD (for `jitc mcp`)
     #[arg(long, value_name = "FD", hide = true)]
     events_fd: Option<i32>,
@@ -137,6 +141,7 @@ pub fn plan(args: RequestArgs) -> Result<Plan> {
         task: args.task,
         ttl,
         masking: !args.no_masking,
+        proxy: args.proxy,
         events: args
             .events_fd
             .map(jitc::exec::spawn::take_fd)

@@ -4,6 +4,7 @@
 pub mod command;
 pub mod inject;
 pub mod output;
+pub mod proxy;
 pub mod spawn;
 pub mod supervise;
 pub mod terminal;
@@ -40,6 +41,9 @@ pub struct Plan {
     pub task: Option<String>,
     pub ttl: Option<Duration>,
     pub masking: bool,
+    /// `--proxy`: secrets bound by a `[[credential]]` come as placeholders, and the
+    /// command's HTTP(S) goes through the agent's gateway, which adds them.
+    pub proxy: bool,
     /// Where to say, as JSON lines, that the request waits for approval
     /// (`{"waiting":ID}`) and that it was granted (`{"lease":ID}`): `jitc mcp` reads it.
     pub events: Option<std::fs::File>,
@@ -83,6 +87,7 @@ impl Plan {
                 .ttl
                 .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
             masking: self.masking,
+            proxy: self.proxy,
         }
     }
 }
@@ -166,13 +171,26 @@ pub fn run(plan: Plan, mut client: Option<&mut Client>) -> Result<u8> {
     let lease_id = grant.as_ref().map(|g| g.lease);
     let strict_env = grant.as_ref().is_some_and(|g| g.strict_env);
 
+    let gateway = grant.as_ref().and_then(|g| g.gateway.as_ref());
+    let placeholder =
+        |name: &str| gateway.is_some_and(|g| g.placeholders.iter().any(|p| p == name));
+    if let (Some(grant), Some(_)) = (&grant, gateway) {
+        for v in grant.values.iter().filter(|v| !placeholder(&v.name)) {
+            crate::error::note(&format!(
+                "'{}' is bound to no host by a [[credential]]: it is passed as its value",
+                v.name
+            ));
+        }
+    }
     let masker = match (&grant, plan.masking) {
-        // Masking that cannot be set up stops the command (fail closed).
+        // Masking that cannot be set up stops the command (fail closed). Placeholders
+        // are nothing to hide.
         (Some(grant), true) => Some(
             Masker::new(
                 grant
                     .values
                     .iter()
+                    .filter(|v| !placeholder(&v.name))
                     .map(|v| (v.name.as_str(), v.value.expose())),
             )
             .map_err(|e| {
@@ -193,8 +211,12 @@ pub fn run(plan: Plan, mut client: Option<&mut Client>) -> Result<u8> {
         .collect();
     // A command the policy pins runs without the loader and interpreter hooks of
     // whoever asked for it.
+    let proxied: Vec<&str> = match gateway {
+        Some(_) => proxy::overridden().collect(),
+        None => Vec::new(),
+    };
     let mut env = ChildEnv::inherit(|k| {
-        overridden.iter().any(|o| k == o.as_bytes())
+        overridden.iter().chain(&proxied).any(|o| k == o.as_bytes())
             || (strict_env && std::str::from_utf8(k).is_ok_and(jitc_protocol::names::is_hook_var))
     });
     for (k, v) in &plan.plain {
@@ -202,6 +224,9 @@ pub fn run(plan: Plan, mut client: Option<&mut Client>) -> Result<u8> {
     }
     let mut memfds = Vec::with_capacity(plan.files.len());
     let mut _mount = None;
+    if let Some(g) = gateway {
+        proxy::apply(&mut env, g)?;
+    }
     if let Some(grant) = &grant {
         for b in &plan.bindings {
             env.set(&b.var, &b.secret, value(grant, &b.secret)?)?;

@@ -29,6 +29,8 @@ pub struct ExecArgs {
     pub cwd: Option<String>,
     pub ttl: Option<String>,
     pub task: String,
+    /// `jitc exec --proxy`.
+    pub proxy: bool,
 }
 
 /// What `jitc exec` reported about the lease.
@@ -73,6 +75,9 @@ pub fn spawn(args: &ExecArgs, with_stdin: bool) -> std::io::Result<Spawned> {
         cmd.arg("--ttl").arg(t);
     }
     cmd.arg("--task").arg(&args.task);
+    if args.proxy {
+        cmd.arg("--proxy");
+    }
     if let Some(dir) = &args.cwd {
         cmd.current_dir(dir);
     }

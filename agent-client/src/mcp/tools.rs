@@ -129,6 +129,11 @@ pub struct RunArgs {
     pub ttl: Option<String>,
     /// What this is for, in a few words (shown to the user when approval is asked).
     pub task: Option<String>,
+    /// Give secrets bound to hosts (list_secrets says which: gateway) as placeholders;
+    /// jitc's gateway adds the real credential to the command's HTTPS requests for
+    /// those hosts. Required for secrets whose custody is the gateway's.
+    #[serde(default)]
+    pub proxy: bool,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -331,6 +336,7 @@ fn exec_args(a: &RunArgs, task: String) -> ExecArgs {
         cwd: a.cwd.clone(),
         ttl: a.ttl.clone(),
         task,
+        proxy: a.proxy,
     }
 }
 
@@ -384,6 +390,7 @@ impl Jitc {
                     task: None,
                     ttl_ms: None,
                     masking: true,
+                    proxy: false,
                 })?;
                 let (decision, reason) = match (&e.refusal, e.approval.as_str()) {
                     (Some(r), _) => ("refused", Some(r.clone())),

@@ -221,8 +221,23 @@ pub struct Event {
     /// What a requester supplied beyond what a record holds was cut (see `bound`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cut: Option<Cut>,
+    /// For `gateway_request`: the request that carried a credential.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<PeerJson>,
+}
+
+/// A request the gateway added a credential to: where it went and what came back
+/// (`status` absent when the host could not be reached). The path has no query.
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpRecord {
+    pub host: String,
+    pub method: String,
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    pub bytes: u64,
 }
 
 /// A record's request fields were cut to fit: how many bytes there were in all (command,

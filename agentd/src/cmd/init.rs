@@ -51,6 +51,12 @@ pub async fn apply(
             .await
             .map_err(|_| Refusal::internal("creating the vault"))?;
     let mut vault = created.map_err(|e| Refusal::from_vault(agent.vault_file(), e))?;
+    // The gateway's CA, made with the vault (its key sealed in it).
+    let (cert, key) =
+        crate::gateway::ca::generate().map_err(|e| Refusal::new(ErrorCode::Failure, e))?;
+    vault
+        .set_gateway_ca(cert, &key)
+        .map_err(|e| Refusal::from_vault(agent.vault_file(), e))?;
     // On record before it takes effect, but not keyed yet: if the vault never reaches
     // the disk, no line may carry a tag made with its key (nothing could check it).
     // The next keyed line seals it.

@@ -3,6 +3,7 @@
 //! requests for those hosts only. What is parsed and checked here is the binding; a
 //! secret with `custody = "required"` is never leased as a plain value.
 
+use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
 
 use super::PolicyError;
@@ -33,7 +34,7 @@ pub enum Custody {
 }
 
 /// A checked `[[credential]]`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Credential {
     pub secret: String,
     /// Exact host names, or `*.example.com` (any name below it).
@@ -42,7 +43,8 @@ pub struct Credential {
     /// Where the value goes: the one `{}`.
     pub format: String,
     pub methods: Option<Vec<String>>,
-    pub paths: Option<Vec<String>>,
+    /// Path globs (`*` crosses `/`), as written and compiled.
+    pub paths: Option<(Vec<String>, GlobSet)>,
     /// Requests per minute at most.
     pub per_minute: Option<u32>,
     pub custody: Custody,
@@ -51,14 +53,86 @@ pub struct Credential {
     pub connect_to: Option<String>,
 }
 
+/// `[gateway]`: what the gateway does with hosts no credential is bound to.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileGateway {
+    passthrough_hosts: Option<Vec<String>>,
+    gateway_only: Option<bool>,
+    upstream_ca: Option<String>,
+}
+
+/// The checked `[gateway]` table.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GatewaySettings {
+    /// Tunnelled untouched (clients that pin certificates): `*.example.com` too.
+    pub passthrough_hosts: Vec<String>,
+    /// Refuse every host no credential is bound to.
+    pub gateway_only: bool,
+    /// Extra trust roots (PEM) for every upstream the gateway forwards to.
+    pub upstream_ca: Option<String>,
+}
+
+impl GatewaySettings {
+    pub fn passthrough(&self, host: &str) -> bool {
+        host_matches(&self.passthrough_hosts, host)
+    }
+}
+
+/// Whether `host` is one of `hosts` (exact, or below a `*.domain`).
+pub fn host_matches(hosts: &[String], host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    let host = host.trim_end_matches('.');
+    hosts.iter().any(|h| match h.strip_prefix("*.") {
+        Some(base) => host.len() > base.len() + 1 && host.ends_with(&format!(".{base}")),
+        None => h == host,
+    })
+}
+
+pub(super) fn parse_gateway(file: Option<FileGateway>) -> Result<GatewaySettings, PolicyError> {
+    let Some(g) = file else {
+        return Ok(GatewaySettings::default());
+    };
+    let hosts = g.passthrough_hosts.unwrap_or_default();
+    if let Some(h) = hosts.iter().find(|h| !host_ok(h)) {
+        return Err(PolicyError::Gateway(format!(
+            "passthrough host '{h}' is not a lower-case host name or '*.domain'"
+        )));
+    }
+    Ok(GatewaySettings {
+        passthrough_hosts: hosts,
+        gateway_only: g.gateway_only.unwrap_or(false),
+        upstream_ca: g.upstream_ca,
+    })
+}
+
 impl Credential {
+    /// Why a request with `method` to `path` may not carry this credential, if so.
+    pub fn refuses(&self, method: &str, path: &str) -> Option<String> {
+        if let Some(m) = &self.methods
+            && !m.iter().any(|m| m.eq_ignore_ascii_case(method))
+        {
+            return Some(format!(
+                "the credential for '{}' allows {} only",
+                self.secret,
+                m.join(", ")
+            ));
+        }
+        if let Some((globs, set)) = &self.paths
+            && !set.is_match(path)
+        {
+            return Some(format!(
+                "the credential for '{}' allows the paths {} only",
+                self.secret,
+                globs.join(", ")
+            ));
+        }
+        None
+    }
+
     /// Whether `host` is one this credential belongs to.
     pub fn binds(&self, host: &str) -> bool {
-        let host = host.to_ascii_lowercase();
-        self.hosts.iter().any(|h| match h.strip_prefix("*.") {
-            Some(base) => host.len() > base.len() + 1 && host.ends_with(&format!(".{base}")),
-            None => *h == host,
-        })
+        host_matches(&self.hosts, host)
     }
 }
 
@@ -137,13 +211,37 @@ pub(super) fn parse(file: Vec<FileCredential>) -> Result<Vec<Credential>, Policy
                 ))
             })?),
         };
+        if let Some(m) = c
+            .methods
+            .iter()
+            .flatten()
+            .find(|m| m.is_empty() || !m.chars().all(|ch| ch.is_ascii_uppercase()))
+        {
+            return Err(err(format!(
+                "method '{m}' is not an HTTP method in capitals (GET, POST, …)"
+            )));
+        }
+        let paths = match c.paths {
+            None => None,
+            Some(globs) => {
+                let mut b = GlobSetBuilder::new();
+                for g in &globs {
+                    if !g.starts_with('/') {
+                        return Err(err(format!("path '{g}' must start with /")));
+                    }
+                    b.add(Glob::new(g).map_err(|e| err(format!("path '{g}': {e}")))?);
+                }
+                let set = b.build().map_err(|e| err(format!("paths: {e}")))?;
+                Some((globs, set))
+            }
+        };
         out.push(Credential {
             secret: c.secret,
             hosts: c.hosts,
             header,
             format,
             methods: c.methods,
-            paths: c.paths,
+            paths,
             per_minute,
             custody: c.custody.unwrap_or(Custody::Optional),
             replace_placeholder: c.replace_placeholder.unwrap_or(false),

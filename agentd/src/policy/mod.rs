@@ -93,6 +93,7 @@ struct File {
     rule: Vec<FileRule>,
     #[serde(default)]
     credential: Vec<credential::FileCredential>,
+    gateway: Option<credential::FileGateway>,
 }
 
 /// `[defaults]`, with the design's values where the file is silent.
@@ -163,6 +164,8 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     /// Secrets bound to hosts for the gateway (`[[credential]]`).
     pub credentials: Vec<credential::Credential>,
+    /// `[gateway]`: passthrough hosts, gateway-only, extra upstream roots.
+    pub gateway: credential::GatewaySettings,
 }
 
 /// What the policy says about one request.
@@ -209,6 +212,8 @@ pub enum PolicyError {
     /// Something wrong in `[[credential]]` number `credential` (1-based).
     #[error("credential {credential}: {what}")]
     Credential { credential: u32, what: String },
+    #[error("[gateway]: {0}")]
+    Gateway(String),
 }
 
 fn duration(field: &'static str, value: &Option<String>) -> Result<Option<Duration>, PolicyError> {
@@ -346,6 +351,7 @@ impl Policy {
             profiles,
             rules,
             credentials: credential::parse(file.credential)?,
+            gateway: credential::parse_gateway(file.gateway)?,
         })
     }
 
@@ -386,6 +392,11 @@ impl Policy {
             .unwrap_or(self.defaults.approval)
     }
 
+    /// The `[[credential]]` binding `secret` to hosts, if any.
+    pub fn credential(&self, secret: &str) -> Option<&credential::Credential> {
+        self.credentials.iter().find(|c| c.secret == secret)
+    }
+
     /// Judges `req` for a requester of `profile`.
     pub fn decide(&self, req: &LeaseRequest, profile: Option<&str>) -> Decision {
         let d = &self.defaults;
@@ -398,14 +409,15 @@ impl Policy {
         let mut masking_from = String::new();
         let mut strict_env = false;
         for secret in &req.secrets {
-            if let Some(c) = self
-                .credentials
-                .iter()
-                .find(|c| c.secret == *secret && c.custody == credential::Custody::Required)
+            if !req.proxy
+                && let Some(c) = self
+                    .credentials
+                    .iter()
+                    .find(|c| c.secret == *secret && c.custody == credential::Custody::Required)
             {
                 refusal.get_or_insert_with(|| {
                     format!(
-                        "'{secret}' is bound to {} with custody = \"required\": it is never handed to a command as a value, only added by jitc's gateway to requests for those hosts",
+                        "'{secret}' is bound to {} with custody = \"required\": it is never handed to a command as a value, only added by jitc's gateway to requests for those hosts (run the command with 'jitc exec --proxy', or proxy: true in MCP)",
                         c.hosts.join(", ")
                     )
                 });
@@ -464,6 +476,14 @@ impl Policy {
                 humantime::format_duration(max_ttl),
                 humantime::format_duration(max_ttl)
             ));
+        }
+        if refusal.is_none()
+            && req.proxy
+            && !req.secrets.iter().any(|s| self.credential(s).is_some())
+        {
+            refusal = Some(
+                "--proxy: no secret asked for is bound to hosts by a [[credential]] in policy.toml; add a binding, or run without --proxy".to_owned(),
+            );
         }
         if refusal.is_none() && masking_required && !req.masking {
             refusal = Some(format!(
@@ -585,6 +605,7 @@ masking = "required"
             task: None,
             ttl_ms: None,
             masking: true,
+            proxy: false,
         }
     }
 

@@ -170,22 +170,50 @@ pub struct Bookkeeping {
     pub audit_sidecar: bool,
 }
 
-/// The plaintext of a body: `Body`, then `Bookkeeping`.
-pub fn encode_body(body: &Body, bookkeeping: &Bookkeeping) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+/// Written after `Bookkeeping`, the same way (absent in older vaults, ignored by older
+/// jitc): the gateway's certificate authority.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Extras {
+    pub gateway_ca: Option<SealedCa>,
+}
+
+/// The gateway's CA: its certificate (public) and its private key (PKCS#8), sealed like
+/// a value: XChaCha20-Poly1305(vault key, nonce, key, aad = CA_AAD).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SealedCa {
+    pub cert_der: Vec<u8>,
+    pub nonce: [u8; NONCE_LEN],
+    pub sealed_key: Vec<u8>,
+}
+
+/// The plaintext of a body: `Body`, then `Bookkeeping`, then `Extras`.
+pub fn encode_body(
+    body: &Body,
+    bookkeeping: &Bookkeeping,
+    extras: &Extras,
+) -> Option<zeroize::Zeroizing<Vec<u8>>> {
     let mut out = zeroize::Zeroizing::new(postcard::to_allocvec(body).ok()?);
     out.extend_from_slice(&postcard::to_allocvec(bookkeeping).ok()?);
+    if *extras != Extras::default() {
+        out.extend_from_slice(&postcard::to_allocvec(extras).ok()?);
+    }
     Some(out)
 }
 
-/// Reads a body's plaintext: `Body`, and `Bookkeeping` if the vault has it.
-pub fn decode_body(plain: &[u8]) -> Option<(Body, Bookkeeping)> {
+/// Reads a body's plaintext: `Body`, and `Bookkeeping` and `Extras` if the vault has
+/// them.
+pub fn decode_body(plain: &[u8]) -> Option<(Body, Bookkeeping, Extras)> {
     let (body, rest) = postcard::take_from_bytes::<Body>(plain).ok()?;
-    let bookkeeping = if rest.is_empty() {
-        Bookkeeping::default()
+    if rest.is_empty() {
+        return Some((body, Bookkeeping::default(), Extras::default()));
+    }
+    let (bookkeeping, rest) = postcard::take_from_bytes::<Bookkeeping>(rest).ok()?;
+    let extras = if rest.is_empty() {
+        Extras::default()
     } else {
         postcard::from_bytes(rest).ok()?
     };
-    Some((body, bookkeeping))
+    Some((body, bookkeeping, extras))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -26,6 +26,8 @@ use crate::locked::{AllocError, KEY_LEN, LockedKey};
 
 /// Domain separation for the per-value seal; the secret's name follows it.
 const VALUE_AAD: &[u8] = b"jitc value v1\0";
+/// What the gateway CA's sealed key is bound to.
+const CA_AAD: &[u8] = b"jitc gateway ca v1\0";
 
 /// What can go wrong opening or changing a vault. The file path is added by the caller.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +61,7 @@ pub struct Vault {
     audit_checkpoint: Option<AuditCheckpoint>,
     seen: std::collections::BTreeSet<(String, String)>,
     bookkeeping: Bookkeeping,
+    extras: format::Extras,
     /// Fingerprints of every value, to check requests against all of them.
     screen: Screen,
 }
@@ -226,6 +229,7 @@ impl Vault {
             audit_checkpoint: None,
             seen: Default::default(),
             bookkeeping: Bookkeeping::default(),
+            extras: format::Extras::default(),
             screen: Screen::new(),
         })
     }
@@ -282,7 +286,8 @@ impl Vault {
         let aad = &file[..HEADER_LEN];
         let plain = open(key.expose(), &header.body_nonce, aad, &file[HEADER_LEN..])
             .ok_or(VaultError::BodyAuth)?;
-        let (body, bookkeeping) = format::decode_body(&plain).ok_or(VaultError::BodyDecode)?;
+        let (body, bookkeeping, extras) =
+            format::decode_body(&plain).ok_or(VaultError::BodyDecode)?;
         let secrets = body
             .secrets
             .into_iter()
@@ -295,6 +300,7 @@ impl Vault {
             audit_checkpoint: body.audit_checkpoint,
             seen: body.seen.into_iter().collect(),
             bookkeeping,
+            extras,
             screen: Screen::new(),
         };
         // Every value once, for its fingerprints (a value that fails authentication is
@@ -343,7 +349,8 @@ impl Vault {
             audit_checkpoint: self.audit_checkpoint.clone(),
             seen: self.seen.iter().cloned().collect(),
         };
-        let plain = format::encode_body(&body, &self.bookkeeping).ok_or(VaultError::BodyDecode)?;
+        let plain = format::encode_body(&body, &self.bookkeeping, &self.extras)
+            .ok_or(VaultError::BodyDecode)?;
         let mut out = Zeroizing::new(Vec::with_capacity(HEADER_LEN + plain.len() + TAG_LEN));
         out.extend_from_slice(&head);
         out.extend_from_slice(&seal(self.key.expose(), &header.body_nonce, &head, &plain));
@@ -550,6 +557,25 @@ impl Vault {
     }
 
     /// Opens one value for the request being served.
+    /// The gateway's CA: its certificate (DER) and private key (PKCS#8 DER), if made.
+    pub fn gateway_ca(&self) -> Option<(Vec<u8>, SecretBytes)> {
+        let ca = self.extras.gateway_ca.as_ref()?;
+        let key = open(self.key.expose(), &ca.nonce, CA_AAD, &ca.sealed_key)?;
+        Some((ca.cert_der.clone(), SecretBytes::from_zeroizing(key)))
+    }
+
+    /// Keeps the gateway's CA (saved with the vault's next save).
+    pub fn set_gateway_ca(&mut self, cert_der: Vec<u8>, key_der: &[u8]) -> Result<(), VaultError> {
+        let nonce = random()?;
+        let sealed_key = seal(self.key.expose(), &nonce, CA_AAD, key_der);
+        self.extras.gateway_ca = Some(format::SealedCa {
+            cert_der,
+            nonce,
+            sealed_key,
+        });
+        Ok(())
+    }
+
     pub fn open_value(&self, name: &str) -> Result<SecretBytes, VaultError> {
         let s = self
             .secrets

@@ -78,6 +78,7 @@ fn main() {
                         task: Some("bench".into()),
                         ttl_ms: None,
                         masking: true,
+                        proxy: false,
                     };
                     Box::new(Lease {
                         client: Client::connect(&socket).expect("connect"),

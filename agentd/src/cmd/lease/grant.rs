@@ -3,7 +3,9 @@
 use jitc_protocol::kinds::EventKind;
 use std::time::SystemTime;
 
-use jitc_protocol::{LeaseGrant, LeaseRequest, LeasedValue, Response};
+use jitc_protocol::{
+    ErrorCode, GatewayGrant, LeaseGrant, LeaseRequest, LeasedValue, Response, SecretBytes,
+};
 
 use super::*;
 use crate::agent::{Agent, Session};
@@ -22,6 +24,14 @@ pub(super) async fn grant(
     judged: &Judged,
     values: Vec<LeasedValue>,
 ) -> Result<Response, Denial> {
+    let gateway_addr = match req.proxy {
+        true => Some(
+            start_gateway(agent)
+                .await
+                .map_err(|r| Denial::plain(r, base))?,
+        ),
+        false => None,
+    };
     let (new_uses, id, epoch) = {
         let slot = agent.unlocked().await.map_err(|r| Denial::plain(r, base))?;
         let vault = slot
@@ -41,10 +51,21 @@ pub(super) async fn grant(
     let ttl = judged.decision.ttl;
     let base = &known_concealed(session, base, &values);
     let shown_chain = session.shown_chain();
+    let (values, bound) = match gateway_addr {
+        Some(_) => split_bound(&judged.policy, values).map_err(|r| Denial::plain(r, base))?,
+        None => (values, Vec::new()),
+    };
     let granted = Event {
         lease: Some(id),
         ttl_secs: Some(ttl.as_secs()),
         decision: Some("granted"),
+        reason: (!bound.is_empty()).then(|| {
+            let names: Vec<&str> = bound.iter().map(|b| b.credential.secret.as_str()).collect();
+            format!(
+                "through the gateway: {} as placeholders, added to requests for their hosts",
+                names.join(", ")
+            )
+        }),
         ..Event::new(EventKind::LeaseGranted).merge(base)
     };
     agent
@@ -52,6 +73,25 @@ pub(super) async fn grant(
         .record(granted)
         .await
         .map_err(Denial::unrecorded)?;
+    let gateway = match gateway_addr {
+        Some(addr) => Some(
+            register(
+                agent,
+                &judged.policy,
+                id,
+                session.peer.uid,
+                bound,
+                base,
+                addr,
+            )
+            .map_err(Denial::unrecorded)?,
+        ),
+        None => None,
+    };
+    let (registration, gateway) = match gateway {
+        Some((r, g)) => (Some(r), Some(g)),
+        None => (None, None),
+    };
     let earliest = {
         let mut leases = agent.leases_mut();
         if leases.epoch != epoch {
@@ -80,6 +120,7 @@ pub(super) async fn grant(
             holder: session.pushes.clone(),
             warnings: warnings(req, session.peer.uid),
             guards: Vec::new(),
+            gateway: registration,
         })
     };
     if earliest {
@@ -99,7 +140,111 @@ pub(super) async fn grant(
         values,
         expires_in_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
         strict_env: judged.decision.strict_env,
+        gateway,
     }))
+}
+
+/// The gateway's address, listening, with jitc's CA at hand (taken from the vault —
+/// or, for a vault from before the gateway, made now and saved in it).
+async fn start_gateway(agent: &Agent) -> Result<std::net::SocketAddr, Refusal> {
+    let gateway = agent.gateway();
+    if !gateway.has_ca() {
+        let mut slot = agent.unlocked().await?;
+        let vault = slot.as_mut().ok_or_else(|| agent.locked_refusal())?;
+        let failed = |e: String| Refusal::new(ErrorCode::Failure, e);
+        let (cert, key) = match vault.gateway_ca() {
+            Some(ca) => ca,
+            None => {
+                let (cert, key) = crate::gateway::ca::generate().map_err(failed)?;
+                vault
+                    .set_gateway_ca(cert.clone(), &key)
+                    .map_err(|e| Refusal::from_vault(agent.vault_file(), e))?;
+                agent.save_checkpoint(vault).await?;
+                (cert, SecretBytes::from_zeroizing(key))
+            }
+        };
+        gateway.set_ca(crate::gateway::ca::Authority::new(cert, key.expose()).map_err(failed)?);
+    }
+    gateway
+        .addr(agent.me())
+        .await
+        .map_err(|e| Refusal::new(ErrorCode::Failure, e))
+}
+
+/// Takes the values of the secrets a `[[credential]]` binds out of `values`, leaving
+/// placeholders in their place.
+fn split_bound(
+    policy: &crate::policy::Policy,
+    values: Vec<LeasedValue>,
+) -> Result<(Vec<LeasedValue>, Vec<crate::gateway::Bound>), Refusal> {
+    let mut shown = Vec::with_capacity(values.len());
+    let mut bound = Vec::new();
+    for v in values {
+        match policy.credential(&v.name) {
+            Some(c) => {
+                let placeholder = crate::gateway::new_placeholder()
+                    .map_err(|e| Refusal::new(ErrorCode::Failure, e))?;
+                shown.push(LeasedValue {
+                    name: v.name,
+                    value: SecretBytes::from_slice(placeholder.as_bytes()),
+                });
+                bound.push(crate::gateway::Bound {
+                    credential: c.clone(),
+                    value: v.value,
+                    placeholder,
+                });
+            }
+            None => shown.push(v),
+        }
+    }
+    Ok((shown, bound))
+}
+
+/// Enters the lease in the gateway: its registration (dropped with the lease) and what
+/// the requester is told.
+fn register(
+    agent: &Agent,
+    policy: &crate::policy::Policy,
+    id: u64,
+    uid: u32,
+    bound: Vec<crate::gateway::Bound>,
+    base: &Event,
+    addr: std::net::SocketAddr,
+) -> Result<(crate::gateway::Registration, GatewayGrant), Refusal> {
+    let gateway = agent.gateway();
+    let ca_pem = gateway.ca_pem().ok_or_else(|| agent.locked_refusal())?;
+    let placeholders = bound.iter().map(|b| b.credential.secret.clone()).collect();
+    let mut hosts: Vec<String> = Vec::new();
+    for b in &bound {
+        for h in &b.credential.hosts {
+            if !hosts.contains(h) {
+                hosts.push(h.clone());
+            }
+        }
+    }
+    let entry = crate::gateway::LeaseEntry::new(
+        id,
+        uid,
+        bound,
+        policy.gateway.clone(),
+        Event {
+            lease: Some(id),
+            ..base.clone()
+        },
+    );
+    let (registration, token) = gateway
+        .register(entry)
+        .map_err(|e| Refusal::new(ErrorCode::Failure, e))?;
+    let url = zeroize::Zeroizing::new(format!("http://lease:{}@{addr}", token.as_str()));
+    Ok((
+        registration,
+        GatewayGrant {
+            proxy_url: SecretBytes::from_slice(url.as_bytes()),
+            ca_pem,
+            placeholders,
+            hosts,
+        },
+    ))
 }
 
 /// The record of a grant: the requester receives these values, so there is nothing to

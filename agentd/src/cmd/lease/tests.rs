@@ -103,6 +103,7 @@ fn lease(secrets: &[&str], argv: &[&str], task: Option<&str>) -> Request {
         task: task.map(str::to_owned),
         ttl_ms: None,
         masking: true,
+        proxy: false,
     })
 }
 

@@ -1,0 +1,300 @@
+//! The custody-free gateway: an HTTP(S) proxy on loopback, inside the agent. A command
+//! run with `jitc exec --proxy` gets placeholders instead of the values of the secrets a
+//! `[[credential]]` binds to hosts, and proxy variables naming this gateway with a
+//! per-lease proxy credential; the gateway terminates its TLS (with a certificate from
+//! jitc's own CA, which the command is told to trust), adds the credential to requests
+//! bound for those hosts only, and forwards them over verified TLS. A placeholder seen
+//! anywhere else is refused and raises `exfiltration_attempt`.
+//!
+//! - `ca` — the CA (sealed in the vault) and the leaf certificates it signs;
+//! - `peer` — the uid behind a loopback TCP connection;
+//! - `proxy` — the listener: who asks (uid, proxy credential), `CONNECT` and plain HTTP;
+//! - `forward` — one request inside an intercepted tunnel: screened, given its
+//!   credential, forwarded, its response masked and recorded;
+//! - `upstream` — connections to the real hosts (`connect_to`, extra roots);
+//! - `body` — streaming bodies that mask, count, and scan.
+
+mod body;
+pub mod ca;
+mod forward;
+mod peer;
+mod proxy;
+mod upstream;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use jitc_protocol::SecretBytes;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::Agent;
+use crate::audit::Event;
+use crate::policy::credential::Credential;
+
+/// Every placeholder starts so: the gateway looks for this prefix in every request.
+pub const PLACEHOLDER_PREFIX: &str = "jitc-placeholder-";
+/// Random hex digits after the prefix.
+const PLACEHOLDER_RANDOM: usize = 32;
+/// The most connections the gateway serves at once; more are closed at once.
+const MAX_CONNECTIONS: usize = 1024;
+
+/// The TLS implementation, on both sides.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<rustls::crypto::CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
+
+fn random_hex(bytes: usize) -> Result<String, String> {
+    let mut b = vec![0u8; bytes];
+    getrandom::fill(&mut b).map_err(|_| "the system random generator failed".to_owned())?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// A fresh placeholder: `jitc-placeholder-` and 128 random bits in hex.
+pub fn new_placeholder() -> Result<String, String> {
+    Ok(format!(
+        "{PLACEHOLDER_PREFIX}{}",
+        random_hex(PLACEHOLDER_RANDOM / 2)?
+    ))
+}
+
+/// One secret of a lease, as the gateway adds it.
+pub struct Bound {
+    pub credential: Credential,
+    pub value: SecretBytes,
+    pub placeholder: String,
+}
+
+/// What the gateway knows of one lease.
+pub struct LeaseEntry {
+    pub id: u64,
+    /// The requester's uid: connections from it (or the agent's own) may use the lease.
+    pub uid: u32,
+    pub bound: Vec<Bound>,
+    /// `[gateway]` as the policy said at the grant.
+    pub settings: crate::policy::credential::GatewaySettings,
+    /// Cancelled when the lease ends: its tunnels close.
+    pub cancel: CancellationToken,
+    /// The record every request of this lease is written from (lease, command, peer).
+    pub base: Event,
+    client: OnceLock<Result<upstream::Client, String>>,
+}
+
+impl LeaseEntry {
+    pub fn new(
+        id: u64,
+        uid: u32,
+        bound: Vec<Bound>,
+        settings: crate::policy::credential::GatewaySettings,
+        base: Event,
+    ) -> LeaseEntry {
+        LeaseEntry {
+            id,
+            uid,
+            bound,
+            settings,
+            cancel: CancellationToken::new(),
+            base,
+            client: OnceLock::new(),
+        }
+    }
+
+    /// The secrets bound to `host`.
+    fn bound_to(&self, host: &str) -> Vec<&Bound> {
+        self.bound
+            .iter()
+            .filter(|b| b.credential.binds(host))
+            .collect()
+    }
+
+    fn client(&self, roots: &rustls::RootCertStore) -> Result<upstream::Client, String> {
+        self.client
+            .get_or_init(|| upstream::client(self, roots))
+            .clone()
+    }
+}
+
+/// State shared by the listener's tasks and the agent.
+struct Shared {
+    /// Active leases by the SHA-256 of their proxy credential.
+    leases: Mutex<HashMap<[u8; 32], Arc<LeaseEntry>>>,
+    /// Requests per binding in the last minute (for `rate`).
+    rates: Mutex<HashMap<String, VecDeque<Instant>>>,
+    /// The CA, while the vault is unlocked.
+    ca: Mutex<Option<Arc<ca::Authority>>>,
+    /// The system's trust roots, loaded once.
+    roots: OnceLock<Arc<rustls::RootCertStore>>,
+    connections: Arc<tokio::sync::Semaphore>,
+}
+
+impl Shared {
+    fn lease(&self, token: &[u8]) -> Option<Arc<LeaseEntry>> {
+        let key: [u8; 32] = Sha256::digest(token).into();
+        self.leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned()
+    }
+
+    fn ca(&self) -> Option<Arc<ca::Authority>> {
+        self.ca.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn roots(&self) -> Arc<rustls::RootCertStore> {
+        self.roots
+            .get_or_init(|| {
+                let mut store = rustls::RootCertStore::empty();
+                let found = rustls_native_certs::load_native_certs();
+                for cert in found.certs {
+                    let _ = store.add(cert);
+                }
+                Arc::new(store)
+            })
+            .clone()
+    }
+
+    /// Counts a request against `c`'s rate; false if it is over.
+    fn within_rate(&self, c: &Credential) -> bool {
+        let Some(limit) = c.per_minute else {
+            return true;
+        };
+        let now = Instant::now();
+        let mut rates = self.rates.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = rates.entry(c.secret.clone()).or_default();
+        while seen
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
+        {
+            seen.pop_front();
+        }
+        if seen.len() >= limit as usize {
+            return false;
+        }
+        seen.push_back(now);
+        true
+    }
+}
+
+/// The gateway: not listening until the first lease that needs it.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    addr: tokio::sync::OnceCell<SocketAddr>,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Gateway {
+            shared: Arc::new(Shared {
+                leases: Mutex::new(HashMap::new()),
+                rates: Mutex::new(HashMap::new()),
+                ca: Mutex::new(None),
+                roots: OnceLock::new(),
+                connections: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+            }),
+            addr: tokio::sync::OnceCell::new(),
+        }
+    }
+}
+
+/// A lease's place in the gateway: while it lives, the proxy credential works; dropped
+/// (with the lease, however it ends), the credential is gone and the tunnels close.
+pub struct Registration {
+    shared: Weak<Shared>,
+    key: [u8; 32],
+    cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Registration")
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        if let Some(shared) = self.shared.upgrade() {
+            shared
+                .leases
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&self.key);
+        }
+    }
+}
+
+impl Gateway {
+    /// Whether the CA is at hand (the vault was unlocked since it was last locked).
+    pub fn has_ca(&self) -> bool {
+        self.shared.ca().is_some()
+    }
+
+    pub fn ca_pem(&self) -> Option<String> {
+        self.shared.ca().map(|c| c.pem().to_owned())
+    }
+
+    pub fn set_ca(&self, ca: ca::Authority) {
+        *self.shared.ca.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(ca));
+    }
+
+    /// At lock: the CA key (and every certificate it made) is forgotten.
+    pub fn forget(&self) {
+        *self.shared.ca.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The gateway's address, listening from the first call on.
+    pub async fn addr(&self, agent: Weak<Agent>) -> Result<SocketAddr, String> {
+        let shared = self.shared.clone();
+        self.addr
+            .get_or_try_init(|| async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .map_err(|e| format!("the gateway cannot listen on 127.0.0.1 ({e})"))?;
+                let addr = listener
+                    .local_addr()
+                    .map_err(|e| format!("the gateway has no address ({e})"))?;
+                tracing::info!(%addr, "gateway listening");
+                tokio::spawn(proxy::serve(listener, shared, agent));
+                Ok(addr)
+            })
+            .await
+            .copied()
+    }
+
+    /// Enters a lease; the returned token is its proxy credential.
+    pub fn register(
+        &self,
+        entry: LeaseEntry,
+    ) -> Result<(Registration, zeroize::Zeroizing<String>), String> {
+        let token = zeroize::Zeroizing::new(random_hex(32)?);
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let cancel = entry.cancel.clone();
+        self.shared
+            .leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, Arc::new(entry));
+        Ok((
+            Registration {
+                shared: Arc::downgrade(&self.shared),
+                key,
+                cancel,
+            },
+            token,
+        ))
+    }
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("addr", &self.addr.get())
+            .finish_non_exhaustive()
+    }
+}

@@ -204,3 +204,257 @@ fn a_gibibyte_streams_through_with_bounded_memory_over_http2_and_http1() {
         "the agent grew {grown} KiB streaming 1 GiB"
     );
 }
+
+/// Whether the memory of process `pid` holds `needle` anywhere it can be read.
+fn memory_holds(pid: u32, needle: &[u8]) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut scanned = 0;
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (range, perms) = (f.next().unwrap(), f.next().unwrap());
+        if !perms.starts_with('r') || line.ends_with("[vvar]") || line.ends_with("[vsyscall]") {
+            continue;
+        }
+        let (a, b) = range.split_once('-').unwrap();
+        let (a, b) = (
+            u64::from_str_radix(a, 16).unwrap(),
+            u64::from_str_radix(b, 16).unwrap(),
+        );
+        let mut buf = vec![0u8; (b - a) as usize];
+        if mem.seek(SeekFrom::Start(a)).is_err() || mem.read_exact(&mut buf).is_err() {
+            continue;
+        }
+        scanned += buf.len();
+        if memchr_find(&buf, needle) {
+            return true;
+        }
+    }
+    assert!(scanned > 0, "nothing of {pid} could be read");
+    false
+}
+
+fn memchr_find(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn tunnel_py() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("gateway/tunnel.py")
+}
+
+/// A proxied command that prints its proxy URL, CA bundle and placeholder, then
+/// waits (its stdout: `URL BUNDLE PLACEHOLDER`).
+fn waiting_command(env: &TestEnv) -> Background {
+    env.spawn(&[
+        "exec",
+        "--proxy",
+        "-s",
+        "api/token",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        "import os,sys,time,urllib.request\n\
+         r = urllib.request.urlopen('https://api.test/from-python').read()\n\
+         print(os.environ['HTTPS_PROXY'], os.environ['SSL_CERT_FILE'], os.environ['API_TOKEN'], r.decode().strip(), flush=True)\n\
+         time.sleep(600)",
+    ])
+}
+
+fn first_line(bg: &Background) -> Vec<String> {
+    bg.expect_stdout("\n");
+    bg.stdout
+        .text()
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_command_holds_only_a_placeholder_in_its_environment_and_memory() {
+    let (env, _agent, up) = setup("", "");
+    let bg = waiting_command(&env);
+    let line = first_line(&bg);
+    assert!(line[2].starts_with("jitc-placeholder-"), "{line:?}");
+    assert!(line[3].contains("\"ok\":true"), "{line:?}");
+    let auth = Upstream::header(&up.requests()[0], "authorization").unwrap();
+    assert_eq!(auth, format!("Bearer {TOKEN}"));
+    // The Python process that made the request, and `jitc exec` itself.
+    let jitc = bg.pid();
+    let python = find_child_named(jitc, "python3");
+    let environ = std::fs::read(format!("/proc/{python}/environ")).unwrap();
+    assert!(memchr_find(&environ, line[2].as_bytes()));
+    assert!(!memchr_find(&environ, TOKEN.as_bytes()));
+    for pid in [python, jitc] {
+        assert!(!memory_holds(pid, TOKEN.as_bytes()), "process {pid} holds the value");
+    }
+    // The scan would have found it: the placeholder is there.
+    assert!(memory_holds(python, line[2].as_bytes()));
+}
+
+#[test]
+fn a_placeholder_sent_to_an_unbound_host_is_refused_before_anything_is_forwarded() {
+    let (env, _agent, up) = setup("", "");
+    let ip = format!("https://127.0.0.1:{}", up.https);
+    // An ordinary request to a host no credential is bound to works, without any.
+    let out = proxied(&env, &["curl", "-sS", "--fail", &format!("{ip}/ordinary")]).ok();
+    assert!(out.stdout.contains("\"ok\":true"), "{}", out.stdout);
+    // The placeholder in a header, the query, a Basic credential, a body: refused.
+    for (what, args) in [
+        ("header", vec!["-H", "X-Leak: $API_TOKEN", "URL/leak-header"]),
+        ("query", vec!["URL/leak-query?k=$API_TOKEN"]),
+        ("basic", vec!["-u", "me:$API_TOKEN", "URL/leak-basic"]),
+        ("body", vec!["-d", "k=$API_TOKEN", "URL/leak-body"]),
+    ] {
+        let script = format!(
+            "curl -sS -o /dev/null -w '%{{http_code}}' {}",
+            args.iter()
+                .map(|a| format!("\"{}\"", a.replace("URL", &ip)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let out = proxied(&env, &["sh", "-c", &script]);
+        assert_eq!(out.stdout, "403", "{what}: {out:?}");
+    }
+    let paths: Vec<String> = up
+        .requests()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(paths, ["/ordinary"], "something was forwarded");
+    audit::wait_for_record(&env, "exfiltration_attempt", "127.0.0.1");
+    let recs = audit::records(&env);
+    let found = audit::of_kind(&recs, "anomaly")
+        .into_iter()
+        .filter(|r| r["anomaly"] == "exfiltration_attempt")
+        .count();
+    assert_eq!(found, 4, "{recs:?}");
+}
+
+#[test]
+fn the_response_echoing_the_value_is_masked_and_limits_hold() {
+    let (env, _agent, up) = setup(
+        "methods = [\"GET\"]\npaths = [\"/echo-auth\", \"/ok/*\"]\nrate = \"3/min\"",
+        "",
+    );
+    let out = proxied(&env, &["curl", "-sS", "--fail", "https://api.test/echo-auth"]).ok();
+    assert!(out.stdout.contains("you sent: Bearer ****"), "{}", out.stdout);
+    no_value_in("the echo", &out.stdout);
+    let code = |args: &[&str]| {
+        let mut all = vec!["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}"];
+        all.extend_from_slice(args);
+        proxied(&env, &all).stdout
+    };
+    assert_eq!(code(&["-X", "POST", "https://api.test/ok/x"]), "403");
+    assert_eq!(code(&["https://api.test/elsewhere"]), "403");
+    assert_eq!(code(&["https://api.test/ok/y"]), "200");
+    assert_eq!(code(&["https://api.test/ok/z"]), "200");
+    // The fourth in a minute is over the rate.
+    assert_eq!(code(&["https://api.test/ok/w"]), "429");
+    audit::wait_for_record(&env, "burst", "api/token");
+    // Plain HTTP to a bound host never leaves; to another host it is forwarded.
+    assert_eq!(code(&["http://api.test/ok/plain"]), "403");
+    let plain = format!("http://127.0.0.1:{}/plain", up.http);
+    assert_eq!(code(&[&plain]), "200");
+    let paths: Vec<String> = up
+        .requests()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(paths, ["/echo-auth", "/ok/y", "/ok/z", "/plain"]);
+}
+
+#[test]
+fn a_placeholder_the_program_sets_itself_is_replaced_for_the_bound_host_only() {
+    let (env, _agent, up) = setup(
+        "header = \"X-Api-Key\"\nformat = \"{}\"\nreplace_placeholder = true",
+        "",
+    );
+    proxied(
+        &env,
+        &[
+            "sh",
+            "-c",
+            "curl -sS --fail -H \"Authorization: Bearer $API_TOKEN\" https://api.test/sdk",
+        ],
+    )
+    .ok();
+    let req = &up.requests()[0];
+    assert_eq!(Upstream::header(req, "authorization").unwrap(), format!("Bearer {TOKEN}"));
+    assert_eq!(Upstream::header(req, "x-api-key").unwrap(), TOKEN);
+}
+
+#[test]
+fn passthrough_hosts_are_tunnelled_untouched_and_gateway_only_refuses_the_rest() {
+    let (env, _agent, up) = setup("", "passthrough_hosts = [\"127.0.0.1\"]");
+    let url = format!("https://127.0.0.1:{}/through", up.https);
+    // Untouched: the command sees the upstream's own certificate, not jitc's.
+    let ca = up.ca();
+    let out = proxied(&env, &["curl", "-sS", "--fail", "--cacert", ca.to_str().unwrap(), &url]).ok();
+    assert!(out.stdout.contains("\"ok\":true"), "{}", out.stdout);
+    // With only jitc's bundle, the upstream's certificate is not trusted: not intercepted.
+    proxied(&env, &["curl", "-sS", "--fail", &url]).code(60);
+    env.write_policy(&policy(&up, "", "gateway_only = true"));
+    proxied(&env, &["curl", "-sS", &url])
+        .code(56)
+        .says("CONNECT tunnel failed, response 403");
+    assert_eq!(up.requests().len(), 1);
+}
+
+#[test]
+fn another_uid_and_a_wrong_or_ended_credential_cannot_use_the_gateway() {
+    let (env, _agent, up) = setup("", "");
+    let bg = waiting_command(&env);
+    let line = first_line(&bg);
+    let (url, bundle) = (line[0].clone(), line[1].clone());
+    let status = |uid: u32, proxy: &str| {
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={uid}"))
+            .args(["--clear-groups", "--inh-caps=-all", "--", "/usr/bin/python3"])
+            .arg(tunnel_py())
+            .args([proxy, &bundle, "api.test", "status"])
+            .env_clear();
+        run_with_stdin(c, None).ok().stdout.trim().to_owned()
+    };
+    // The owner, with the credential: the tunnel opens.
+    assert_eq!(status(USER, &url), "200");
+    // Another uid with the stolen credential: closed before a word.
+    assert_eq!(status(1001, &url), "closed");
+    audit::wait_for_record(&env, "gateway_refused", "uid 1001");
+    // A wrong credential: 407.
+    let wrong = format!("{}x@{}", url.rsplit_once('@').unwrap().0, url.rsplit_once('@').unwrap().1);
+    assert_eq!(status(USER, &wrong), "407");
+    // The lease ends: its credential with it.
+    let lease = env.json(&["leases"]);
+    let id = lease[0]["id"].as_u64().unwrap();
+    env.run(&["revoke", &id.to_string()], None).ok();
+    bg.wait();
+    assert_eq!(status(USER, &url), "407");
+    // Only the command's own request reached the upstream.
+    assert_eq!(up.requests().len(), 1);
+}
+
+#[test]
+fn the_end_of_the_lease_closes_its_tunnels_and_upgrades_pass_through() {
+    let (env, _agent, _up) = setup("", "");
+    let bg = waiting_command(&env);
+    let line = first_line(&bg);
+    let mut c = env.command("/usr/bin/python3");
+    c.arg(tunnel_py()).args([&line[0], &line[1], "api.test", "ws"]);
+    let tunnel = TestEnv::spawn_command(c);
+    assert!(
+        tunnel.stdout.wait_for("ECHO ping-123", std::time::Duration::from_secs(30)),
+        "{}",
+        tunnel.stderr.text()
+    );
+    tunnel.expect_stdout("OPEN");
+    let lease = env.json(&["leases"]);
+    let id = lease[0]["id"].as_u64().unwrap();
+    env.run(&["revoke", &id.to_string()], None).ok();
+    tunnel.expect_stdout("CLOSED");
+    bg.wait();
+}

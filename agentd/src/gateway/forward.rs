@@ -413,7 +413,7 @@ async fn send(
     recorded: Option<(Vec<String>, String, String)>,
     downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<Body> {
-    let client = match lease.client(&conn.shared.roots()) {
+    let client = match lease.client(&conn.shared.roots(), downstream_upgrade.is_some()) {
         Ok(c) => c,
         Err(e) => return answer(StatusCode::BAD_GATEWAY, &e),
     };

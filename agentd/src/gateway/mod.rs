@@ -82,7 +82,8 @@ pub struct LeaseEntry {
     pub cancel: CancellationToken,
     /// The record every request of this lease is written from (lease, command, peer).
     pub base: Event,
-    client: OnceLock<Result<upstream::Client, String>>,
+    /// Its clients: [any version, HTTP/1.1 only (for upgrades)].
+    clients: [OnceLock<Result<upstream::Client, String>>; 2],
 }
 
 impl LeaseEntry {
@@ -100,7 +101,7 @@ impl LeaseEntry {
             settings,
             cancel: CancellationToken::new(),
             base,
-            client: OnceLock::new(),
+            clients: [OnceLock::new(), OnceLock::new()],
         }
     }
 
@@ -112,9 +113,13 @@ impl LeaseEntry {
             .collect()
     }
 
-    fn client(&self, roots: &rustls::RootCertStore) -> Result<upstream::Client, String> {
-        self.client
-            .get_or_init(|| upstream::client(self, roots))
+    fn client(
+        &self,
+        roots: &rustls::RootCertStore,
+        h1_only: bool,
+    ) -> Result<upstream::Client, String> {
+        self.clients[usize::from(h1_only)]
+            .get_or_init(|| upstream::client(self, roots, h1_only))
             .clone()
     }
 }

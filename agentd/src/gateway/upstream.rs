@@ -44,6 +44,7 @@ pub struct Connector {
 fn tls_config(
     roots: &rustls::RootCertStore,
     extra: &[&str],
+    h1_only: bool,
 ) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut store = roots.clone();
     for path in extra {
@@ -64,19 +65,28 @@ fn tls_config(
         .map_err(|e| e.to_string())?
         .with_root_certificates(store)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = if h1_only {
+        vec![b"http/1.1".to_vec()]
+    } else {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    };
     Ok(Arc::new(config))
 }
 
-/// The lease's client: its bindings' routes, over the system roots.
-pub fn client(lease: &LeaseEntry, roots: &rustls::RootCertStore) -> Result<Client, String> {
+/// The lease's client: its bindings' routes, over the system roots (HTTP/1.1 only for
+/// upgrades, which HTTP/2 does not carry).
+pub fn client(
+    lease: &LeaseEntry,
+    roots: &rustls::RootCertStore,
+    h1_only: bool,
+) -> Result<Client, String> {
     let global: Vec<&str> = lease
         .settings
         .upstream_ca
         .iter()
         .map(String::as_str)
         .collect();
-    let default_tls = tls_config(roots, &global)?;
+    let default_tls = tls_config(roots, &global, h1_only)?;
     let mut routes = Vec::new();
     for b in &lease.bound {
         let c = &b.credential;
@@ -84,7 +94,7 @@ pub fn client(lease: &LeaseEntry, roots: &rustls::RootCertStore) -> Result<Clien
             Some(ca) => {
                 let mut extra = global.clone();
                 extra.push(ca);
-                tls_config(roots, &extra)?
+                tls_config(roots, &extra, h1_only)?
             }
             None => default_tls.clone(),
         };

@@ -13,6 +13,9 @@ command -v setsid >/dev/null || missing+=(util-linux)
 command -v systemd-socket-activate >/dev/null || missing+=(systemd)
 command -v sha256sum >/dev/null || missing+=(coreutils)
 command -v bwrap >/dev/null || missing+=(bubblewrap)
+# curl and git: real clients of the gateway.
+command -v curl >/dev/null || missing+=(curl)
+command -v git >/dev/null || missing+=(git)
 [ -x /usr/bin/python3 ] || missing+=(python3)
 /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v node >/dev/null || missing+=(nodejs)
@@ -31,22 +34,25 @@ if [ "$(id -u)" != 0 ]; then
     echo "test.sh: note: the tests that switch uids (setpriv) need root; they will fail otherwise" >&2
 fi
 
-# The official Python MCP SDK, for the tests that drive `jitc mcp` as a client would.
+# The official Python MCP SDK, for the tests that drive `jitc mcp` as a client would;
+# requests and httpx, real clients of the gateway.
 venv="${CARGO_TARGET_DIR:-target}/test-venv"
-if ! "$venv/bin/python" -c 'import mcp, jsonschema' 2>/dev/null; then
-    echo "==> installing the Python MCP SDK into $venv"
+if ! "$venv/bin/python" -c 'import mcp, jsonschema, requests, httpx' 2>/dev/null; then
+    echo "==> installing the Python MCP SDK, requests and httpx into $venv"
     rm -rf "$venv"
     /usr/bin/python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check "mcp==2.3.0"
+    "$venv/bin/pip" install -q --disable-pip-version-check "mcp==2.3.0" "requests==2.34.2" "httpx==0.28.1"
 fi
 JITC_TEST_VENV="$(cd "$venv" && pwd)"
 export JITC_TEST_VENV
 # And the official TypeScript SDK, on this machine's Node.js.
 node_dir="${CARGO_TARGET_DIR:-target}/test-node"
-if [ ! -f "$node_dir/node_modules/@modelcontextprotocol/sdk/package.json" ]; then
-    echo "==> installing the TypeScript MCP SDK into $node_dir"
+# And undici, Node's own HTTP client as a package: the gateway's Node.js client.
+if [ ! -f "$node_dir/node_modules/@modelcontextprotocol/sdk/package.json" ] \
+    || [ ! -f "$node_dir/node_modules/undici/package.json" ]; then
+    echo "==> installing the TypeScript MCP SDK and undici into $node_dir"
     mkdir -p "$node_dir"
-    (cd "$node_dir" && npm install --silent --no-audit --no-fund @modelcontextprotocol/sdk@1.32.2 >/dev/null)
+    (cd "$node_dir" && npm install --silent --no-audit --no-fund @modelcontextprotocol/sdk@1.32.2 undici@6.29.1 >/dev/null)
 fi
 JITC_TEST_NODE="$(cd "$node_dir" && pwd)"
 export JITC_TEST_NODE

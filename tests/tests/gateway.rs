@@ -289,7 +289,10 @@ fn the_command_holds_only_a_placeholder_in_its_environment_and_memory() {
     assert!(memchr_find(&environ, line[2].as_bytes()));
     assert!(!memchr_find(&environ, TOKEN.as_bytes()));
     for pid in [python, jitc] {
-        assert!(!memory_holds(pid, TOKEN.as_bytes()), "process {pid} holds the value");
+        assert!(
+            !memory_holds(pid, TOKEN.as_bytes()),
+            "process {pid} holds the value"
+        );
     }
     // The scan would have found it: the placeholder is there.
     assert!(memory_holds(python, line[2].as_bytes()));
@@ -304,7 +307,10 @@ fn a_placeholder_sent_to_an_unbound_host_is_refused_before_anything_is_forwarded
     assert!(out.stdout.contains("\"ok\":true"), "{}", out.stdout);
     // The placeholder in a header, the query, a Basic credential, a body: refused.
     for (what, args) in [
-        ("header", vec!["-H", "X-Leak: $API_TOKEN", "URL/leak-header"]),
+        (
+            "header",
+            vec!["-H", "X-Leak: $API_TOKEN", "URL/leak-header"],
+        ),
         ("query", vec!["URL/leak-query?k=$API_TOKEN"]),
         ("basic", vec!["-u", "me:$API_TOKEN", "URL/leak-basic"]),
         ("body", vec!["-d", "k=$API_TOKEN", "URL/leak-body"]),
@@ -340,8 +346,16 @@ fn the_response_echoing_the_value_is_masked_and_limits_hold() {
         "methods = [\"GET\"]\npaths = [\"/echo-auth\", \"/ok/*\"]\nrate = \"3/min\"",
         "",
     );
-    let out = proxied(&env, &["curl", "-sS", "--fail", "https://api.test/echo-auth"]).ok();
-    assert!(out.stdout.contains("you sent: Bearer ****"), "{}", out.stdout);
+    let out = proxied(
+        &env,
+        &["curl", "-sS", "--fail", "https://api.test/echo-auth"],
+    )
+    .ok();
+    assert!(
+        out.stdout.contains("you sent: Bearer ****"),
+        "{}",
+        out.stdout
+    );
     no_value_in("the echo", &out.stdout);
     let code = |args: &[&str]| {
         let mut all = vec!["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}"];
@@ -383,7 +397,10 @@ fn a_placeholder_the_program_sets_itself_is_replaced_for_the_bound_host_only() {
     )
     .ok();
     let req = &up.requests()[0];
-    assert_eq!(Upstream::header(req, "authorization").unwrap(), format!("Bearer {TOKEN}"));
+    assert_eq!(
+        Upstream::header(req, "authorization").unwrap(),
+        format!("Bearer {TOKEN}")
+    );
     assert_eq!(Upstream::header(req, "x-api-key").unwrap(), TOKEN);
 }
 
@@ -393,7 +410,18 @@ fn passthrough_hosts_are_tunnelled_untouched_and_gateway_only_refuses_the_rest()
     let url = format!("https://127.0.0.1:{}/through", up.https);
     // Untouched: the command sees the upstream's own certificate, not jitc's.
     let ca = up.ca();
-    let out = proxied(&env, &["curl", "-sS", "--fail", "--cacert", ca.to_str().unwrap(), &url]).ok();
+    let out = proxied(
+        &env,
+        &[
+            "curl",
+            "-sS",
+            "--fail",
+            "--cacert",
+            ca.to_str().unwrap(),
+            &url,
+        ],
+    )
+    .ok();
     assert!(out.stdout.contains("\"ok\":true"), "{}", out.stdout);
     // With only jitc's bundle, the upstream's certificate is not trusted: not intercepted.
     proxied(&env, &["curl", "-sS", "--fail", &url]).code(60);
@@ -414,7 +442,12 @@ fn another_uid_and_a_wrong_or_ended_credential_cannot_use_the_gateway() {
         let mut c = Command::new("setpriv");
         c.arg(format!("--reuid={uid}"))
             .arg(format!("--regid={uid}"))
-            .args(["--clear-groups", "--inh-caps=-all", "--", "/usr/bin/python3"])
+            .args([
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--",
+                "/usr/bin/python3",
+            ])
             .arg(tunnel_py())
             .args([proxy, &bundle, "api.test", "status"])
             .env_clear();
@@ -426,7 +459,11 @@ fn another_uid_and_a_wrong_or_ended_credential_cannot_use_the_gateway() {
     assert_eq!(status(1001, &url), "closed");
     audit::wait_for_record(&env, "gateway_refused", "uid 1001");
     // A wrong credential: 407.
-    let wrong = format!("{}x@{}", url.rsplit_once('@').unwrap().0, url.rsplit_once('@').unwrap().1);
+    let wrong = format!(
+        "{}x@{}",
+        url.rsplit_once('@').unwrap().0,
+        url.rsplit_once('@').unwrap().1
+    );
     assert_eq!(status(USER, &wrong), "407");
     // The lease ends: its credential with it.
     let lease = env.json(&["leases"]);
@@ -444,10 +481,13 @@ fn the_end_of_the_lease_closes_its_tunnels_and_upgrades_pass_through() {
     let bg = waiting_command(&env);
     let line = first_line(&bg);
     let mut c = env.command("/usr/bin/python3");
-    c.arg(tunnel_py()).args([&line[0], &line[1], "api.test", "ws"]);
+    c.arg(tunnel_py())
+        .args([&line[0], &line[1], "api.test", "ws"]);
     let tunnel = TestEnv::spawn_command(c);
     assert!(
-        tunnel.stdout.wait_for("ECHO ping-123", std::time::Duration::from_secs(30)),
+        tunnel
+            .stdout
+            .wait_for("ECHO ping-123", std::time::Duration::from_secs(30)),
         "{}",
         tunnel.stderr.text()
     );
@@ -457,4 +497,217 @@ fn the_end_of_the_lease_closes_its_tunnels_and_upgrades_pass_through() {
     env.run(&["revoke", &id.to_string()], None).ok();
     tunnel.expect_stdout("CLOSED");
     bg.wait();
+}
+
+/// The Python interpreter of the venv `scripts/test.sh` made (requests and httpx).
+fn venv_python() -> PathBuf {
+    let venv = std::env::var_os("JITC_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv"));
+    let python = venv.join("bin/python");
+    assert!(
+        python.exists(),
+        "no test venv at {}: run scripts/test.sh (it makes it), or set JITC_TEST_VENV",
+        venv.display()
+    );
+    python
+}
+
+#[test]
+fn python_requests_and_httpx_and_node_undici_go_through_with_the_credential() {
+    let (env, _agent, up) = setup("", "");
+    let py = venv_python();
+    let out = proxied(
+        &env,
+        &[
+            py.to_str().unwrap(),
+            "-c",
+            "import os, requests, httpx\n\
+             print('requests', requests.get('https://api.test/from-requests').status_code)\n\
+             print('httpx', httpx.get('https://api.test/from-httpx').status_code)\n\
+             print('token', os.environ['API_TOKEN'])",
+        ],
+    )
+    .ok();
+    assert!(
+        out.stdout
+            .contains("requests 200\nhttpx 200\ntoken jitc-placeholder-"),
+        "{}",
+        out.stdout
+    );
+    // Node.js, with undici from the test's node_modules.
+    let modules = std::env::var_os("JITC_TEST_NODE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-node"))
+        .join("node_modules");
+    assert!(
+        modules.join("undici").exists(),
+        "no undici in {}: run scripts/test.sh (it installs it)",
+        modules.display()
+    );
+    let dir = env.home.join("node");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("gateway/node_client.mjs"),
+        dir.join("client.mjs"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&modules, dir.join("node_modules")).unwrap();
+    env.give(&dir);
+    let client = dir.join("client.mjs");
+    let out = proxied(&env, &["node", client.to_str().unwrap()]).ok();
+    assert!(out.stdout.starts_with("200 {\"ok\":true"), "{}", out.stdout);
+    let seen: Vec<(String, Option<String>)> = up
+        .requests()
+        .iter()
+        .map(|r| {
+            (
+                r["path"].as_str().unwrap().to_owned(),
+                Upstream::header(r, "authorization"),
+            )
+        })
+        .collect();
+    let want = Some(format!("Bearer {TOKEN}"));
+    assert_eq!(
+        seen,
+        [
+            ("/from-requests".to_owned(), want.clone()),
+            ("/from-httpx".to_owned(), want.clone()),
+            ("/from-node".to_owned(), want),
+        ]
+    );
+}
+
+#[test]
+fn git_clones_and_pushes_over_https_with_the_token_added() {
+    use base64::Engine;
+    let env = TestEnv::new_as(USER);
+    let _agent = env.start_agent();
+    env.init();
+    env.add("git/token", TOKEN);
+    let repos = env.root().join("repos");
+    std::fs::create_dir_all(&repos).unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let bare = repos.join("repo.git");
+    git(&["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()]);
+    git(&[
+        "--git-dir",
+        bare.to_str().unwrap(),
+        "config",
+        "http.receivepack",
+        "true",
+    ]);
+    let expect = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{TOKEN}"))
+    );
+    let up = Upstream::start(
+        &env,
+        &[
+            ("UPSTREAM_EXPECT_AUTH", expect.as_ref()),
+            ("UPSTREAM_GIT_ROOT", repos.as_os_str()),
+        ],
+    );
+    env.write_policy(&format!(
+        "[[credential]]\nsecret = \"git/token\"\nhosts = [\"git.test\"]\nformat = \"Basic x-access-token:{{}}\"\nconnect_to = \"127.0.0.1:{}\"\nupstream_ca = \"{}\"\n",
+        up.https,
+        up.ca().display()
+    ));
+    let out = env
+        .run(
+            &[
+                "exec",
+                "--proxy",
+                "-s",
+                "git/token",
+                "--",
+                "sh",
+                "-c",
+                "set -e; export GIT_TERMINAL_PROMPT=0; git clone -q https://git.test/git/repo.git work 2>&1; cd work; \
+                 git -c user.name=t -c user.email=t@example.com commit -q --allow-empty -m 'through the gateway'; \
+                 git push -q origin HEAD:main 2>&1; echo pushed",
+            ],
+            None,
+        )
+        .ok();
+    assert!(out.stdout.contains("pushed"), "{out:?}");
+    no_value_in("git's output", &out.stdout);
+    let log = git(&[
+        "--git-dir",
+        bare.to_str().unwrap(),
+        "log",
+        "--format=%s",
+        "main",
+    ]);
+    assert_eq!(log.trim(), "through the gateway");
+    // Every request carried the token; none was refused for want of it.
+    let reqs = up.requests();
+    assert!(reqs.len() >= 3, "{reqs:?}");
+    for r in &reqs {
+        assert_eq!(
+            Upstream::header(r, "authorization").as_deref(),
+            Some(expect.as_str()),
+            "{r}"
+        );
+    }
+}
+
+#[test]
+fn custody_required_is_leased_only_through_the_gateway() {
+    let (env, _agent, up) = setup("custody = \"required\"", "");
+    env.run(&["exec", "-s", "api/token", "--", "true"], None)
+        .code(77)
+        .one_line_error()
+        .says("jitc exec --proxy");
+    // --file and --mount hand over values too: refused alike.
+    env.run(&["exec", "--file", "T=api/token", "--", "true"], None)
+        .code(77);
+    let out = proxied(
+        &env,
+        &[
+            "sh",
+            "-c",
+            "curl -sS --fail https://api.test/custody; echo \"$API_TOKEN\"",
+        ],
+    )
+    .ok();
+    assert!(out.stdout.contains("jitc-placeholder-"), "{}", out.stdout);
+    assert_eq!(up.requests().len(), 1);
+    // --proxy with nothing bound says what to do.
+    env.run(&["exec", "--proxy", "-s", "other/key", "--", "true"], None)
+        .code(77)
+        .says("no secret asked for is bound");
+    // Beside a bound secret, an unbound one comes as its value, with a note.
+    let out = env
+        .run(
+            &[
+                "exec",
+                "--proxy",
+                "--no-masking",
+                "-s",
+                "api/token",
+                "-s",
+                "other/key",
+                "--",
+                "sh",
+                "-c",
+                "echo \"$OTHER_KEY\"",
+            ],
+            None,
+        )
+        .ok();
+    assert_eq!(out.stdout.trim(), OTHER);
+    assert!(
+        out.stderr.contains("'other/key' is bound to no host"),
+        "{}",
+        out.stderr
+    );
 }

@@ -131,11 +131,17 @@ def read(s):
     return s.recv(n, socket.MSG_WAITALL)
 s = socket.socket(socket.AF_UNIX)
 s.connect(os.environ["JITC_SOCK"])
-s.sendall(frame(b"\x00\x08"))  # Hello { protocol_version: 8 }
+s.sendall(frame(bytes([0, @V@])))  # Hello { protocol_version } (one varint byte)
 read(s)
 s.sendall(frame(bytes.fromhex(sys.argv[1])))
 sys.stdout.write(read(s).decode("utf-8", "replace"))
 "#;
+
+/// `RAW_CLIENT` speaking this build's protocol version.
+fn raw_client() -> String {
+    assert!(jitc_protocol::PROTOCOL_VERSION < 128);
+    RAW_CLIENT.replace("@V@", &jitc_protocol::PROTOCOL_VERSION.to_string())
+}
 
 #[test]
 fn every_way_of_shedding_the_identity_still_gets_the_sandbox() {
@@ -143,7 +149,7 @@ fn every_way_of_shedding_the_identity_still_gets_the_sandbox() {
         return;
     }
     let (env, _agent, work) = setup();
-    fs::write(work.join("raw.py"), RAW_CLIENT).unwrap();
+    fs::write(work.join("raw.py"), raw_client()).unwrap();
     env.give(&work.join("raw.py"));
     // Outside: no profile, the lease of prod/db would be granted.
     let outside = env.json(&["policy", "explain", "-s", "prod/db", "--", "/usr/bin/true"]);
@@ -266,7 +272,7 @@ fn approvals_and_writes_from_inside_are_refused_on_record() {
         return;
     }
     let (env, _agent, work) = setup();
-    fs::write(work.join("raw.py"), RAW_CLIENT).unwrap();
+    fs::write(work.join("raw.py"), raw_client()).unwrap();
     env.give(&work.join("raw.py"));
     let script = format!(
         r#"

@@ -9,6 +9,8 @@ set -euo pipefail
 keep="${OUT:+$(realpath -m "$OUT")}"
 cd "$(dirname "$0")/.."
 [ -n "${NO_BUILD:-}" ] || cargo build --release --locked --bins >/dev/null
+rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+[ -z "$(git status --porcelain --untracked-files=no -- agentd agent-client protocol 2>/dev/null)" ] || rev="$rev+changes"
 jitc="$PWD/target/release/jitc"
 upstream="$PWD/target/release/jitc-test-upstream"
 bench="$PWD/scripts/gateway_bench.py"
@@ -68,6 +70,6 @@ SECONDS=0
 "$jitc" exec --proxy -s api/token -- "$python" "$bench" run "$port" "$tmp/up/ca.pem" "$agent_pid" "$out"
 "$python" "$bench" check "$tmp/up" "$value" "$out"
 kill -0 "$agent_pid" 2>/dev/null || { echo "bench-gateway.sh: the agent is gone" >&2; exit 1; }
-echo "bench-gateway.sh: measured in ${SECONDS} s on $(nproc) CPUs ($(uname -r))" >&2
+echo "bench-gateway.sh: measured in ${SECONDS} s on $(nproc) CPUs ($(uname -r)), tree $rev" >&2
 [ -z "$keep" ] || cp "$out" "$keep"
 "$python" "$bench" report "$out"

@@ -22,6 +22,7 @@ import gc
 import http.client
 import json
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -46,8 +47,25 @@ def pct(sorted_xs, p):
 
 def summary(xs):
     s = sorted(xs)
-    return {"n": len(s), "p50": pct(s, 50), "p90": pct(s, 90), "p99": pct(s, 99),
-            "min": s[0] if s else None, "max": s[-1] if s else None}
+    return {"n": len(s), "p50": pct(s, 50), "p90": pct(s, 90), "p95": pct(s, 95), "p99": pct(s, 99),
+            "p99.9": pct(s, 99.9), "min": s[0] if s else None, "max": s[-1] if s else None,
+            "over_1ms": sum(1 for x in s if x > 1e-3)}
+
+
+def cpu_seconds(pid):
+    """utime + stime of process `pid`, seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def quickack(conn):
+    """Acknowledges at once what the peer sent. The test upstream does not set
+    TCP_NODELAY: a response written while its TLS 1.3 session tickets are not yet
+    acknowledged waits for the client's delayed ACK (about 40 ms on Linux) — an artefact
+    of the test server that would otherwise land in the direct baseline of a fraction
+    of new connections. Done the same on both paths."""
+    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
 
 def median(xs):
@@ -81,8 +99,10 @@ class Paths:
         return c
 
 
-def get(conn, path):
+def get(conn, path, ack=False):
     conn.request("GET", path)
+    if ack:
+        quickack(conn)
     r = conn.getresponse()
     body = r.read()
     if r.status != 200 or b'"ok":true' not in body:
@@ -90,7 +110,7 @@ def get(conn, path):
     return len(body)
 
 
-def keepalive(paths, n, block, errors):
+def keepalive(paths, n, block, errors, pid, cpu):
     """n sequential GETs per path on one kept-alive connection each, alternating
     blocks of `block` requests between the two; seconds per request."""
     conns = {v: paths.connect(v) for v in ("gateway", "direct")}
@@ -106,6 +126,7 @@ def keepalive(paths, n, block, errors):
         for v in order:
             c, out = conns[v], times[v]
             path = f"/x?via={v}"
+            cpu0 = cpu_seconds(pid)
             for _ in range(k):
                 t0 = time.perf_counter()
                 try:
@@ -116,6 +137,7 @@ def keepalive(paths, n, block, errors):
                     c = conns[v] = paths.connect(v)
                     continue
                 out.append(time.perf_counter() - t0)
+            cpu[v] += cpu_seconds(pid) - cpu0
         done += k
         rnd += 1
     for c in conns.values():
@@ -123,7 +145,7 @@ def keepalive(paths, n, block, errors):
     return times
 
 
-def newconn(paths, n, errors):
+def newconn(paths, n, errors, pid, cpu):
     """n GETs per path, each on a new connection, alternating; seconds per request
     (connect + TLS + request + response)."""
     times = {"gateway": [], "direct": []}
@@ -135,15 +157,18 @@ def newconn(paths, n, errors):
     for i in range(n):
         order = ("gateway", "direct") if i % 2 == 0 else ("direct", "gateway")
         for v in order:
+            cpu0 = cpu_seconds(pid)
             t0 = time.perf_counter()
             try:
                 c = paths.connect(v)
-                get(c, f"/x?via={v}&new=1")
+                quickack(c)
+                get(c, f"/x?via={v}&new=1", ack=True)
                 c.close()
             except Exception as e:  # noqa: BLE001
                 errors.append(f"new connection {v}: {e!r}")
                 continue
             times[v].append(time.perf_counter() - t0)
+            cpu[v] += cpu_seconds(pid) - cpu0
     return times
 
 
@@ -230,7 +255,7 @@ def tunnels(paths, pid, count, rounds, errors):
             for st in steps]
 
 
-def curl_speed(via, version, up_port, up_ca, size, errors):
+def curl_speed(via, version, up_port, up_ca, size, errors, pid):
     flag = "--http1.1" if version == "1.1" else "--http2"
     if via == "gateway":
         url = f"https://{GATEWAY_HOST}/big?bytes={size}"
@@ -240,21 +265,24 @@ def curl_speed(via, version, up_port, up_ca, size, errors):
         extra = ["--noproxy", "*", "--cacert", up_ca]
     cmd = ["curl", "-sS", "--fail", flag, "-o", "/dev/null", "-w",
            "%{speed_download} %{size_download} %{http_version} %{time_total}", *extra, url]
+    cpu0 = cpu_seconds(pid)
     p = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    agent_cpu = cpu_seconds(pid) - cpu0
     parts = p.stdout.split()
     if p.returncode != 0 or len(parts) != 4 or int(parts[1]) != size or parts[2] != version:
         errors.append(f"curl {via} {flag}: rc {p.returncode} out {p.stdout!r} err {p.stderr.strip()!r}")
         return None
-    return {"speed": float(parts[0]), "time": float(parts[3]), "http_version": parts[2]}
+    return {"speed": float(parts[0]), "time": float(parts[3]), "http_version": parts[2],
+            "agent_cpu": agent_cpu}
 
 
-def throughput(up_port, up_ca, size, runs, versions, errors):
+def throughput(up_port, up_ca, size, runs, versions, errors, pid):
     out = {v: {"gateway": [], "direct": []} for v in versions}
     for i in range(runs):
         for ver in versions:
             order = ("gateway", "direct") if i % 2 == 0 else ("direct", "gateway")
             for via in order:
-                r = curl_speed(via, ver, up_port, up_ca, size, errors)
+                r = curl_speed(via, ver, up_port, up_ca, size, errors, pid)
                 if r:
                     out[ver][via].append(r)
     return out
@@ -273,20 +301,27 @@ def run(up_port, up_ca, pid, out_path):
                       "big_bytes": big, "big_runs": big_runs, "python": sys.version.split()[0],
                       "nproc": os.cpu_count()}}
     res["agent_at_start"] = proc_status(pid)
+    res["loadavg_start"] = os.getloadavg()
     started = time.monotonic()
     gc.disable()
-    ka = keepalive(paths, n_keep, 100, errors)
+    cpu = {"gateway": 0.0, "direct": 0.0}
+    ka = keepalive(paths, n_keep, 100, errors, pid, cpu)
     res["keepalive"] = {v: summary(t) for v, t in ka.items()}
+    res["keepalive_agent_cpu"] = cpu
     print(f"keep-alive: done ({time.monotonic() - started:.0f} s)", file=sys.stderr)
-    nc = newconn(paths, n_new, errors)
+    cpu = {"gateway": 0.0, "direct": 0.0}
+    nc = newconn(paths, n_new, errors, pid, cpu)
     res["newconn"] = {v: summary(t) for v, t in nc.items()}
+    res["newconn_agent_cpu"] = cpu
     gc.enable()
     print(f"new connections: done ({time.monotonic() - started:.0f} s)", file=sys.stderr)
-    res["tunnels"] = tunnels(paths, pid, n_tun, 2, errors)
+    res["tunnels"] = tunnels(paths, pid, n_tun, env_int("TUNNEL_ROUNDS", 3), errors)
     print(f"tunnels: done ({time.monotonic() - started:.0f} s)", file=sys.stderr)
-    res["throughput"] = throughput(up_port, up_ca, big, big_runs, versions, errors)
+    res["throughput"] = throughput(up_port, up_ca, big, big_runs, versions, errors, pid)
     print(f"throughput: done ({time.monotonic() - started:.0f} s)", file=sys.stderr)
     res["agent_at_end"] = proc_status(pid)
+    res["loadavg_end"] = os.getloadavg()
+    res["seconds"] = time.monotonic() - started
     res["errors"] = errors
     with open(out_path, "w") as f:
         json.dump(res, f, indent=1)
@@ -329,66 +364,84 @@ def ms(x):
     return f"{x * 1e3:.3f}"
 
 
+def latency_table(L, stats, cpu):
+    L.append("| | p50 ms | p90 ms | p99 ms | p99.9 ms | > 1 ms | agent CPU per request |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|")
+    for v, name in (("direct", "direct"), ("gateway", "through the gateway")):
+        st = stats[v]
+        L.append(f"| {name} | {ms(st['p50'])} | {ms(st['p90'])} | {ms(st['p99'])} | {ms(st['p99.9'])} | "
+                 f"{st['over_1ms']}/{st['n']} | {cpu[v] / st['n'] * 1e6:.0f} µs |")
+    g, d = stats["gateway"], stats["direct"]
+    L.append(f"| **added** | **{ms(g['p50'] - d['p50'])}** | {ms(g['p90'] - d['p90'])} | "
+             f"{ms(g['p99'] - d['p99'])} | {ms(g['p99.9'] - d['p99.9'])} | | |")
+    L.append("")
+
+
+def mib(st):
+    return f"{st['VmRSS'] / 1024:.1f}", f"{st['VmHWM'] / 1024:.1f}"
+
+
 def report(out_path):
     with open(out_path) as f:
         res = json.load(f)
     p = res["params"]
     L = []
-    L.append("### Per request, one kept-alive connection (HTTP/1.1, sequential)\n")
-    L.append(f"{p['keepalive_requests']} GETs each way, interleaved in blocks of 100 (after 50 warm-up requests each).\n")
-    L.append("| | p50 ms | p90 ms | p99 ms |")
-    L.append("|---|---:|---:|---:|")
-    ka = res["keepalive"]
-    for v, name in (("direct", "direct"), ("gateway", "through the gateway")):
-        s = ka[v]
-        L.append(f"| {name} | {ms(s['p50'])} | {ms(s['p90'])} | {ms(s['p99'])} |")
-    L.append(f"| **added** | **{ms(ka['gateway']['p50'] - ka['direct']['p50'])}** | "
-             f"{ms(ka['gateway']['p90'] - ka['direct']['p90'])} | {ms(ka['gateway']['p99'] - ka['direct']['p99'])} |")
-    L.append("")
-    L.append("### Per request, a new connection each (CONNECT + TLS, or TLS; HTTP/1.1)\n")
-    L.append(f"{p['new_connections']} requests each way, alternating.\n")
-    L.append("| | p50 ms | p90 ms | p99 ms |")
-    L.append("|---|---:|---:|---:|")
-    nc = res["newconn"]
-    for v, name in (("direct", "direct"), ("gateway", "through the gateway")):
-        s = nc[v]
-        L.append(f"| {name} | {ms(s['p50'])} | {ms(s['p90'])} | {ms(s['p99'])} |")
-    L.append(f"| **added** | **{ms(nc['gateway']['p50'] - nc['direct']['p50'])}** | "
-             f"{ms(nc['gateway']['p90'] - nc['direct']['p90'])} | {ms(nc['gateway']['p99'] - nc['direct']['p99'])} |")
-    L.append("")
-    L.append(f"### Throughput, {p['big_bytes'] / (1 << 30):g} GiB download with curl\n")
-    L.append(f"{p['big_runs']} runs each, interleaved; medians (MiB/s, curl's `speed_download`).\n")
-    L.append("| | direct | through the gateway | ratio |")
-    L.append("|---|---:|---:|---:|")
+    L.append("### Per request, one kept-alive connection each way (HTTP/1.1, sequential GETs)\n")
+    L.append(f"{p['keepalive_requests']} GETs each way, interleaved in blocks of 100, after 50 warm-up "
+             "requests each; time from sending the request to the end of the response body.\n")
+    latency_table(L, res["keepalive"], res["keepalive_agent_cpu"])
+    L.append("### Per request, a new connection each (HTTP/1.1)\n")
+    L.append(f"{p['new_connections']} requests each way, alternating; time from connect to the end of "
+             "the response: TCP + TLS (direct), or TCP + CONNECT + TLS with the gateway's leaf "
+             "(the gateway's own connection to the upstream is pooled).\n")
+    latency_table(L, res["newconn"], res["newconn_agent_cpu"])
+    L.append(f"### Throughput: {p['big_bytes'] / (1 << 30):g} GiB downloaded with curl\n")
+    L.append(f"{p['big_runs']} runs each, interleaved; medians of curl's `speed_download`, MiB/s; "
+             "agent CPU: the agent's user + system time per GiB through it.\n")
+    L.append("| | direct | through the gateway | ratio | agent CPU per GiB |")
+    L.append("|---|---:|---:|---:|---:|")
+    runs = []
     for ver, d in res["throughput"].items():
         dm = median([r["speed"] for r in d["direct"]]) / (1 << 20)
         gm = median([r["speed"] for r in d["gateway"]]) / (1 << 20)
-        runs_d = ", ".join(f"{r['speed'] / (1 << 20):.0f}" for r in d["direct"])
-        runs_g = ", ".join(f"{r['speed'] / (1 << 20):.0f}" for r in d["gateway"])
-        L.append(f"| HTTP/{ver} | {dm:.0f} | {gm:.0f} | **{gm / dm:.0%}** |")
-        L.append(f"| <sub>runs</sub> | <sub>{runs_d}</sub> | <sub>{runs_g}</sub> | |")
+        cpu = median([r["agent_cpu"] for r in d["gateway"]]) / (p["big_bytes"] / (1 << 30))
+        L.append(f"| HTTP/{ver} | {dm:.0f} | {gm:.0f} | **{gm / dm:.0%}** | {cpu:.2f} s |")
+        runs.append(f"HTTP/{ver} direct " + ", ".join(f"{r['speed'] / (1 << 20):.0f}" for r in d["direct"])
+                    + "; through the gateway " + ", ".join(f"{r['speed'] / (1 << 20):.0f}" for r in d["gateway"]))
     L.append("")
-    L.append("### The agent's memory with many tunnels open\n")
-    L.append("| step | VmRSS MiB | sampled peak VmRSS MiB | VmHWM MiB | threads | fds |")
+    L.append("Every run (MiB/s): " + " — ".join(runs) + ".\n")
+    L.append(f"### The agent's memory with {p['tunnels']} tunnels open at once\n")
+    L.append(f"Each round: {p['tunnels']} tunnels opened one after another (CONNECT + TLS + one GET each) and "
+             "held open, then one more GET on every one of them at once (a thread each), then all closed. "
+             "Peak: VmRSS sampled every 10 ms during the step.\n")
+    L.append("| step | VmRSS MiB | peak MiB | VmHWM MiB | threads | fds |")
     L.append("|---|---:|---:|---:|---:|---:|")
-    start = res["agent_at_start"]
-    L.append(f"| before the benchmark | {start['VmRSS'] / 1024:.1f} | | {start['VmHWM'] / 1024:.1f} | {start['Threads']} | {start['fds']} |")
+    rss, hwm = mib(res["agent_at_start"])
+    st = res["agent_at_start"]
+    L.append(f"| lease granted, no gateway connection yet | {rss} | | {hwm} | {st['Threads']} | {st['fds']} |")
     for st in res["tunnels"]:
+        rss, hwm = mib(st)
+        name = "after the latency runs" if st["step"] == "before" else st["step"]
         peak = f"{st['peak_rss_sampled'] / 1024:.1f}" if "peak_rss_sampled" in st else ""
-        L.append(f"| {st['step']} | {st['VmRSS'] / 1024:.1f} | {peak} | {st['VmHWM'] / 1024:.1f} | {st['Threads']} | {st['fds']} |")
-    end = res["agent_at_end"]
-    L.append(f"| after the throughput runs | {end['VmRSS'] / 1024:.1f} | | {end['VmHWM'] / 1024:.1f} | {end['Threads']} | {end['fds']} |")
+        L.append(f"| {name} | {rss} | {peak} | {hwm} | {st['Threads']} | {st['fds']} |")
+    st = res["agent_at_end"]
+    rss, hwm = mib(st)
+    L.append(f"| after the {p['big_runs'] * len(res['throughput'])} downloads through the gateway "
+             f"| {rss} | | {hwm} | {st['Threads']} | {st['fds']} |")
     L.append("")
     ul = res.get("upstream_log")
     if ul:
-        L.append(f"Upstream log: {ul['requests']['gateway']} requests through the gateway, "
-                 f"{ul['requests']['direct']} direct; {ul['problem_count']} problems "
-                 f"(a gateway request without `Authorization: Bearer <value>`, a direct one with it, "
-                 f"or a proxy credential or placeholder reaching the upstream). "
-                 f"Downloads seen upstream: {ul['big_versions_seen_upstream']} (gateway to upstream is the agent's own pooled connection).")
+        L.append(f"Checked in the upstream's log: {ul['requests']['gateway']} requests through the gateway, "
+                 f"{ul['requests']['direct']} direct; {ul['problem_count']} problems (a request through the "
+                 "gateway without `Authorization: Bearer <value>`, a direct one with any, a proxy credential "
+                 f"or a placeholder reaching the upstream). Downloads as the upstream saw them: "
+                 f"{ul['big_versions_seen_upstream']}.")
         for b in ul["problems"]:
             L.append(f"- {b}")
-    L.append(f"Errors during the run: {len(res['errors'])}.")
+    L.append(f"Errors during the run: {len(res['errors'])}. Load average at start "
+             f"{' '.join(f'{x:.2f}' for x in res['loadavg_start'])}, at end "
+             f"{' '.join(f'{x:.2f}' for x in res['loadavg_end'])}; {p['nproc']} CPUs; "
+             f"measured in {res['seconds']:.0f} s; Python {p['python']}.")
     for e in res["errors"][:20]:
         L.append(f"- {e}")
     print("\n".join(L))

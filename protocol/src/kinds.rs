@@ -79,6 +79,7 @@ kinds! {
         SandboxRefused = "sandbox_refused",
         SecretRequested = "secret_requested",
         GatewayRequest = "gateway_request",
+        GatewayResponse = "gateway_response",
         GatewayRefused = "gateway_refused",
     }
 }

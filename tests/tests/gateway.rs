@@ -147,12 +147,20 @@ fn curl_gets_the_credential_added_and_holds_only_a_placeholder() {
     );
     assert!(Upstream::header(&reqs[0], "proxy-authorization").is_none());
     // On record: the grant through the gateway, and the request with its status.
-    let rec = audit::wait_for_record(&env, "gateway_request", "/hello");
+    // (Before it is forwarded, and when the response has ended.)
+    let rec = audit::wait_for_record(&env, "gateway_response", "/hello");
     let http = &rec["http"];
     assert_eq!(http["host"], "api.test");
     assert_eq!(http["method"], "GET");
     assert_eq!(http["path"], "/hello");
     assert_eq!(http["status"], 200);
+    assert!(http["bytes"].as_u64().unwrap() > 0, "{rec}");
+    assert_eq!(rec["secrets"][0], "api/token");
+    let recs = audit::records(&env);
+    let before = audit::of_kind(&recs, "gateway_request");
+    assert_eq!(before.len(), 1, "{recs:?}");
+    assert_eq!(before[0]["http"]["path"], "/hello");
+    assert!(before[0]["http"]["status"].is_null());
 }
 
 /// The agent's peak resident memory, KiB.
@@ -346,9 +354,17 @@ fn the_response_echoing_the_value_is_masked_and_limits_hold() {
         "methods = [\"GET\"]\npaths = [\"/echo-auth\", \"/ok/*\"]\nrate = \"3/min\"",
         "",
     );
+    // Echoed in the body and in a header, asked compressed: masked all the same.
     let out = proxied(
         &env,
-        &["curl", "-sS", "--fail", "https://api.test/echo-auth"],
+        &[
+            "curl",
+            "-sS",
+            "--fail",
+            "-i",
+            "--compressed",
+            "https://api.test/echo-auth",
+        ],
     )
     .ok();
     assert!(
@@ -356,14 +372,32 @@ fn the_response_echoing_the_value_is_masked_and_limits_hold() {
         "{}",
         out.stdout
     );
+    assert!(out.stdout.contains("x-echo: Bearer ****"), "{}", out.stdout);
     no_value_in("the echo", &out.stdout);
+    let first = &up.requests()[0];
+    assert_eq!(
+        Upstream::header(first, "accept-encoding").as_deref(),
+        Some("identity")
+    );
     let code = |args: &[&str]| {
         let mut all = vec!["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}"];
         all.extend_from_slice(args);
         proxied(&env, &all).stdout
     };
     assert_eq!(code(&["-X", "POST", "https://api.test/ok/x"]), "403");
+    assert_eq!(code(&["-X", "get", "https://api.test/ok/x"]), "403");
     assert_eq!(code(&["https://api.test/elsewhere"]), "403");
+    // A path the host would read differently than the binding does.
+    for sneaky in [
+        "/ok/../elsewhere",
+        "/ok/%2e%2e/elsewhere",
+        "/ok/x%2f..%2f..",
+        "/ok/x;y",
+        "/ok//x",
+    ] {
+        let url = format!("https://api.test{sneaky}");
+        assert_eq!(code(&["--path-as-is", &url]), "403", "{sneaky}");
+    }
     assert_eq!(code(&["https://api.test/ok/y"]), "200");
     assert_eq!(code(&["https://api.test/ok/z"]), "200");
     // The fourth in a minute is over the rate.
@@ -392,7 +426,7 @@ fn a_placeholder_the_program_sets_itself_is_replaced_for_the_bound_host_only() {
         &[
             "sh",
             "-c",
-            "curl -sS --fail -H \"Authorization: Bearer $API_TOKEN\" https://api.test/sdk",
+            "curl -sS --fail -H \"Authorization: Bearer $API_TOKEN\" -H \"Origin: https://$API_TOKEN\" https://api.test/sdk",
         ],
     )
     .ok();
@@ -402,6 +436,20 @@ fn a_placeholder_the_program_sets_itself_is_replaced_for_the_bound_host_only() {
         format!("Bearer {TOKEN}")
     );
     assert_eq!(Upstream::header(req, "x-api-key").unwrap(), TOKEN);
+    // Never in a header hosts reflect back.
+    let origin = Upstream::header(req, "origin").unwrap();
+    assert!(origin.starts_with("https://jitc-placeholder-"), "{origin}");
+    // The bound host on another port is not bound: there the placeholder is refused.
+    let out = proxied(
+        &env,
+        &[
+            "sh",
+            "-c",
+            "curl -sS -o /dev/null -w '%{http_code}' -H \"Authorization: Bearer $API_TOKEN\" https://api.test:8443/elsewhere",
+        ],
+    );
+    assert_eq!(out.stdout, "403", "{out:?}");
+    assert_eq!(up.requests().len(), 1);
 }
 
 #[test]

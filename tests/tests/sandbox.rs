@@ -139,7 +139,7 @@ sys.stdout.write(read(s).decode("utf-8", "replace"))
 
 /// `RAW_CLIENT` speaking this build's protocol version.
 fn raw_client() -> String {
-    assert!(jitc_protocol::PROTOCOL_VERSION < 128);
+    const { assert!(jitc_protocol::PROTOCOL_VERSION < 128) };
     RAW_CLIENT.replace("@V@", &jitc_protocol::PROTOCOL_VERSION.to_string())
 }
 

@@ -229,7 +229,8 @@ pub struct Event {
 }
 
 /// A request the gateway added a credential to: where it went and what came back
-/// (`status` absent when the host could not be reached). The path has no query.
+/// (`status` and `bytes` in `gateway_response`, absent before the request is forwarded
+/// or when the host could not be reached). The path has no query.
 #[derive(Debug, Clone, Serialize)]
 pub struct HttpRecord {
     pub host: String,
@@ -237,7 +238,8 @@ pub struct HttpRecord {
     pub path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
-    pub bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
 }
 
 /// A record's request fields were cut to fit: how many bytes there were in all (command,

@@ -6,9 +6,27 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 
 use super::upstream::BoxError;
+
+/// Writes `*` over every needle in the response's header values.
+pub fn mask_headers(headers: &mut HeaderMap, needles: &[Vec<u8>]) {
+    for v in headers.values_mut() {
+        let mut bytes = v.as_bytes().to_vec();
+        let mut changed = false;
+        for n in needles {
+            while let Some(at) = memchr::memmem::find(&bytes, n) {
+                bytes[at..at + n.len()].fill(b'*');
+                changed = true;
+            }
+        }
+        if changed && let Ok(masked) = HeaderValue::from_bytes(&bytes) {
+            *v = masked;
+        }
+    }
+}
 
 /// A response body with `needles` masked and its bytes counted into `on_end`, called
 /// once when the body ends, fails or is dropped (with the count and whether it ended).
@@ -130,7 +148,13 @@ where
                                 this.pending.split_to(out).freeze(),
                             ))));
                         }
-                        Err(frame) => frame,
+                        Err(frame) => match frame.into_trailers() {
+                            Ok(mut trailers) => {
+                                mask_headers(&mut trailers, &this.needles);
+                                Frame::trailers(trailers)
+                            }
+                            Err(frame) => frame,
+                        },
                     };
                     // Trailers: whatever is held back goes first.
                     if !this.pending.is_empty() {
@@ -195,6 +219,21 @@ where
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                let trailers_hold = frame.trailers_ref().is_some_and(|t| {
+                    t.iter().any(|(k, v)| {
+                        super::proxy::has_placeholder(k.as_str().as_bytes())
+                            || super::proxy::has_placeholder(v.as_bytes())
+                    })
+                });
+                if trailers_hold {
+                    if let Some(f) = this.on_found.take() {
+                        f();
+                    }
+                    return Poll::Ready(Some(Err(
+                        "a jitc placeholder in request trailers to a host it is not bound to"
+                            .into(),
+                    )));
+                }
                 if let Some(data) = frame.data_ref() {
                     let prefix = super::PLACEHOLDER_PREFIX.as_bytes();
                     let mut hay = std::mem::take(&mut this.tail);

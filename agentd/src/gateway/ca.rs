@@ -98,12 +98,15 @@ impl Authority {
     /// A TLS server configuration presenting a certificate for `host` (a name or an IP
     /// address) signed by this CA, offering HTTP/2 and HTTP/1.1.
     pub fn server_config(&self, host: &str) -> Result<Arc<rustls::ServerConfig>, String> {
-        let mut leaves = self.leaves.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((made, config)) = leaves.get(host)
-            && made.elapsed() < LEAF_REUSE
         {
-            return Ok(config.clone());
+            let leaves = self.leaves.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((made, config)) = leaves.get(host)
+                && made.elapsed() < LEAF_REUSE
+            {
+                return Ok(config.clone());
+            }
         }
+        // Made without the lock held: other hosts' tunnels need not wait for it.
         let failed =
             |e: &dyn std::fmt::Display| format!("cannot make a certificate for {host} ({e})");
         let key = KeyPair::generate().map_err(|e| failed(&e))?;
@@ -133,6 +136,7 @@ impl Authority {
             .map_err(|e| failed(&e))?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let config = Arc::new(config);
+        let mut leaves = self.leaves.lock().unwrap_or_else(|p| p.into_inner());
         if leaves.len() >= MAX_LEAVES {
             leaves.clear();
         }

@@ -22,7 +22,7 @@ use hyper::body::Incoming;
 use jitc_protocol::kinds::{AnomalyKind, EventKind};
 use zeroize::Zeroizing;
 
-use super::body::{Masked, Scanned};
+use super::body::{Masked, Scanned, mask_headers};
 use super::proxy::{Conn, answer, exfiltration, has_placeholder};
 use super::upstream::{Body, BoxError};
 use super::{Bound, LeaseEntry, PLACEHOLDER_PREFIX, PLACEHOLDER_RANDOM};
@@ -71,6 +71,57 @@ fn strip_hop(h: &mut HeaderMap, upgrade: bool) {
     } else {
         h.remove(header::UPGRADE);
     }
+}
+
+/// Headers that ask a host to override the method or the path: dropped when a binding
+/// limits either.
+const OVERRIDES: [&str; 5] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// Headers hosts tend to reflect back (CORS, content types, identification): the
+/// placeholder is never replaced by the value there.
+const REFLECTED: [HeaderName; 9] = [
+    header::ORIGIN,
+    header::REFERER,
+    header::USER_AGENT,
+    header::CONTENT_TYPE,
+    header::COOKIE,
+    header::ACCESS_CONTROL_REQUEST_HEADERS,
+    header::ACCESS_CONTROL_REQUEST_METHOD,
+    header::ACCEPT,
+    header::CONTENT_DISPOSITION,
+];
+
+/// Why a request target may be read differently by the host than by the binding's
+/// `paths` (dot segments, encoded separators, parameters, an empty segment), if so.
+fn ambiguous_target(uri: &Uri) -> Option<&'static str> {
+    let path = uri.path();
+    let lower = path.to_ascii_lowercase();
+    let dots = path.split('/').any(|seg| {
+        matches!(
+            seg.to_ascii_lowercase().replace("%2e", ".").as_str(),
+            "." | ".."
+        )
+    });
+    if dots {
+        return Some("its path has . or .. segments");
+    }
+    if ["%2f", "%5c", "%00", "%25"]
+        .iter()
+        .any(|e| lower.contains(e))
+        || path.contains('\\')
+    {
+        return Some("its path has an encoded separator");
+    }
+    if path.contains(';') || path.contains("//") {
+        return Some("its path has parameters or an empty segment");
+    }
+    None
 }
 
 /// Every placeholder in `s` (the prefix and the hex digits after it).
@@ -145,13 +196,30 @@ fn credential_value(b: &Bound) -> Zeroizing<Vec<u8>> {
 fn needles(bound: &[&Bound]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for b in bound {
-        out.push(b.value.expose().to_vec());
+        let value = b.value.expose();
+        out.push(value.to_vec());
+        if let Ok(text) = std::str::from_utf8(value) {
+            // As JSON writes it, and as a URL does.
+            let json = serde_json::to_string(text).unwrap_or_default();
+            out.push(json.as_bytes()[1..json.len().saturating_sub(1).max(1)].to_vec());
+            let mut pct = Vec::with_capacity(value.len() * 3);
+            for &c in value {
+                if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
+                    pct.push(c);
+                } else {
+                    pct.extend_from_slice(format!("%{c:02X}").as_bytes());
+                }
+            }
+            out.push(pct);
+        }
         if b.credential.format.starts_with("Basic ") {
             let v = credential_value(b);
             out.push(v["Basic ".len()..].to_vec());
         }
     }
     out.retain(|n| n.len() >= 4);
+    out.sort();
+    out.dedup();
     out
 }
 
@@ -207,7 +275,7 @@ pub async fn forward(
         return answer(StatusCode::FORBIDDEN, "the lease has ended");
     }
     let host = target.host.as_str();
-    let bound = lease.bound_to(host);
+    let bound = lease.bound_to(host, target.port);
     // 1. Screened: the head now, the body below.
     for p in placeholders_in_head(req.uri(), req.headers()) {
         if !bound.iter().any(|b| b.placeholder == p) {
@@ -223,9 +291,19 @@ pub async fn forward(
     }
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    // 2. The bindings' limits.
+    let secrets: Vec<String> = bound.iter().map(|b| b.credential.secret.clone()).collect();
+    // 2. The bindings' limits: on a path as the host will read it.
+    let limited = bound
+        .iter()
+        .any(|b| b.credential.methods.is_some() || b.credential.paths.is_some());
+    if limited && let Some(why) = ambiguous_target(req.uri()) {
+        let why = format!("a credential here is limited to some paths, and {why}");
+        record_refusal(&conn, &lease, host, &secrets, &method, &path, &why);
+        return answer(StatusCode::FORBIDDEN, &why);
+    }
     for b in &bound {
         if let Some(why) = b.credential.refuses(method.as_str(), &path) {
+            record_refusal(&conn, &lease, host, &secrets, &method, &path, &why);
             return answer(StatusCode::FORBIDDEN, &why);
         }
         if !conn.shared.within_rate(&b.credential) {
@@ -255,13 +333,30 @@ pub async fn forward(
     // 3. The credential.
     strip_hop(&mut parts.headers, upgrade);
     parts.headers.remove(header::HOST);
+    if limited {
+        for h in OVERRIDES {
+            parts.headers.remove(h);
+        }
+    }
+    if !bound.is_empty() {
+        // What comes back must be readable to be masked: no compression, no slices.
+        parts.headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+        parts.headers.remove(header::RANGE);
+        parts.headers.remove(header::IF_RANGE);
+    }
     let replacing: Vec<&Bound> = bound
         .iter()
         .copied()
         .filter(|b| b.credential.replace_placeholder)
         .collect();
     if !replacing.is_empty() {
-        for v in parts.headers.values_mut() {
+        for (name, v) in parts.headers.iter_mut() {
+            if REFLECTED.iter().any(|r| r == name) {
+                continue;
+            }
             if let Some(new) = replace_placeholders(v, &replacing) {
                 *v = new;
             }
@@ -314,8 +409,20 @@ pub async fn forward(
         Err(r) => return r,
     };
     let recorded = (!bound.is_empty()).then(|| {
-        let secrets: Vec<String> = bound.iter().map(|b| b.credential.secret.clone()).collect();
-        (secrets, method.to_string(), path.clone())
+        let seen = Seen {
+            secrets,
+            method: method.to_string(),
+            path: path.clone(),
+        };
+        record(
+            &conn,
+            &lease,
+            EventKind::GatewayRequest,
+            host,
+            seen.clone(),
+            Outcome::default(),
+        );
+        seen
     });
     send(
         &conn,
@@ -359,6 +466,18 @@ async fn screened_body(
         .and_then(|v| v.parse::<u64>().ok())
         .is_some_and(|n| n <= SCREENED_BODY);
     if small {
+        let len = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+            .max(1);
+        let _budget = conn
+            .shared
+            .screening
+            .acquire_many(len)
+            .await
+            .map_err(|_| answer(StatusCode::SERVICE_UNAVAILABLE, "the gateway is stopping"))?;
         let collected = http_body_util::Limited::new(body, SCREENED_BODY as usize)
             .collect()
             .await
@@ -372,6 +491,10 @@ async fn screened_body(
         let bytes = collected.to_bytes();
         let mut found = Vec::new();
         placeholders_in(&bytes, &mut found);
+        for (k, v) in trailers.iter().flatten() {
+            placeholders_in(k.as_str().as_bytes(), &mut found);
+            placeholders_in(v.as_bytes(), &mut found);
+        }
         if found
             .iter()
             .any(|p| !bound.iter().any(|b| b.placeholder == *p))
@@ -410,7 +533,7 @@ async fn send(
     host: &str,
     req: Request<Body>,
     needles: Vec<Vec<u8>>,
-    recorded: Option<(Vec<String>, String, String)>,
+    recorded: Option<Seen>,
     downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<Body> {
     let client = match lease.client(&conn.shared.roots(), downstream_upgrade.is_some()) {
@@ -426,8 +549,18 @@ async fn send(
         Err(e) => {
             let why =
                 std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
-            if let Some((secrets, method, path)) = recorded {
-                record(conn, lease, host, secrets, method, path, None, 0);
+            if let Some(seen) = recorded {
+                record(
+                    conn,
+                    lease,
+                    EventKind::GatewayResponse,
+                    host,
+                    seen,
+                    Outcome {
+                        reason: Some(format!("cannot reach the host ({why})")),
+                        ..Outcome::default()
+                    },
+                );
             }
             return answer(
                 StatusCode::BAD_GATEWAY,
@@ -458,41 +591,83 @@ async fn send(
     }
     let (mut parts, body) = response.into_parts();
     strip_hop(&mut parts.headers, upgraded);
-    let on_end: Option<Box<dyn FnOnce(u64, bool) + Send>> =
-        recorded.map(|(secrets, method, path)| {
-            let (conn, lease, host) = (conn.clone(), lease.clone(), host.to_owned());
-            Box::new(move |bytes: u64, _complete: bool| {
-                record(
-                    &conn,
-                    &lease,
-                    &host,
-                    secrets,
-                    method,
-                    path,
-                    Some(status.as_u16()),
-                    bytes,
-                );
-            }) as Box<dyn FnOnce(u64, bool) + Send>
-        });
+    if recorded.is_some() {
+        let encoded = parts
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"));
+        if encoded {
+            // Asked for identity; what cannot be read cannot be checked for the value.
+            return answer(
+                StatusCode::BAD_GATEWAY,
+                &format!(
+                    "{} answered compressed though asked not to; jitc cannot check such an answer for the credential",
+                    host.escape_debug()
+                ),
+            );
+        }
+        mask_headers(&mut parts.headers, &needles);
+    }
+    let on_end: Option<Box<dyn FnOnce(u64, bool) + Send>> = recorded.map(|seen| {
+        let (conn, lease, host) = (conn.clone(), lease.clone(), host.to_owned());
+        Box::new(move |bytes: u64, _complete: bool| {
+            record(
+                &conn,
+                &lease,
+                EventKind::GatewayResponse,
+                &host,
+                seen,
+                Outcome {
+                    status: Some(status.as_u16()),
+                    bytes: Some(bytes),
+                    reason: None,
+                },
+            );
+        }) as Box<dyn FnOnce(u64, bool) + Send>
+    });
     Response::from_parts(parts, boxed(Masked::new(body, needles, on_end)))
 }
 
-/// Records a request that carried a credential (its path concealed if it holds a value
-/// of the vault), in the audit trail's group commit.
-#[allow(clippy::too_many_arguments)]
+/// A request that carried (or was refused) a credential, as recorded.
+#[derive(Clone)]
+struct Seen {
+    secrets: Vec<String>,
+    method: String,
+    path: String,
+}
+
+/// How a recorded request ended (all `None` before it is forwarded).
+#[derive(Default)]
+struct Outcome {
+    status: Option<u16>,
+    bytes: Option<u64>,
+    reason: Option<String>,
+}
+
+/// Records a request of the lease (its path concealed if it holds a value of the
+/// vault), in the audit trail's group commit: `gateway_request` before it is forwarded
+/// (or refused, with `reason`), `gateway_response` when its response has ended.
 fn record(
     conn: &Conn,
     lease: &LeaseEntry,
+    kind: EventKind,
     host: &str,
-    secrets: Vec<String>,
-    method: String,
-    mut path: String,
-    status: Option<u16>,
-    bytes: u64,
+    seen: Seen,
+    outcome: Outcome,
 ) {
+    let Outcome {
+        status,
+        bytes,
+        reason,
+    } = outcome;
     let agent = conn.agent.clone();
     let base = lease.base.clone();
     let (id, host) = (lease.id, host.to_owned());
+    let Seen {
+        secrets,
+        method,
+        mut path,
+    } = seen;
     tokio::spawn(async move {
         if path.len() > MAX_RECORDED_PATH {
             let mut end = MAX_RECORDED_PATH;
@@ -514,6 +689,8 @@ fn record(
         agent.audit().record_later(Event {
             lease: Some(id),
             secrets,
+            decision: reason.is_some().then_some("refused"),
+            reason,
             http: Some(HttpRecord {
                 host,
                 method,
@@ -521,9 +698,37 @@ fn record(
                 status,
                 bytes,
             }),
-            ..Event::new(EventKind::GatewayRequest).merge(&base)
+            ..Event::new(kind).merge(&base)
         });
     });
+}
+
+/// Records a request refused by a binding's limits.
+fn record_refusal(
+    conn: &Conn,
+    lease: &LeaseEntry,
+    host: &str,
+    secrets: &[String],
+    method: &http::Method,
+    path: &str,
+    why: &str,
+) {
+    let seen = Seen {
+        secrets: secrets.to_vec(),
+        method: method.to_string(),
+        path: path.to_owned(),
+    };
+    record(
+        conn,
+        lease,
+        EventKind::GatewayRequest,
+        host,
+        seen,
+        Outcome {
+            reason: Some(why.to_owned()),
+            ..Outcome::default()
+        },
+    );
 }
 
 /// A plain-HTTP request (`GET http://…` to the proxy): refused for a bound host (a
@@ -533,7 +738,7 @@ pub async fn plain(conn: Conn, lease: Arc<LeaseEntry>, req: Request<Incoming>) -
     let Some(host) = super::upstream::host_of(req.uri()) else {
         return answer(StatusCode::BAD_REQUEST, "an http:// URL without a host");
     };
-    if !lease.bound_to(&host).is_empty() {
+    if lease.bound.iter().any(|b| b.credential.binds(&host)) {
         return answer(
             StatusCode::FORBIDDEN,
             &format!(

@@ -38,8 +38,18 @@ use crate::policy::credential::Credential;
 pub const PLACEHOLDER_PREFIX: &str = "jitc-placeholder-";
 /// Random hex digits after the prefix.
 const PLACEHOLDER_RANDOM: usize = 32;
-/// The most connections the gateway serves at once; more are closed at once.
+/// Where the system's roots are (Debian/Ubuntu, Fedora/RHEL, Alpine/macOS, SUSE).
+const SYSTEM_BUNDLES: [&str; 4] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+    "/etc/ssl/ca-bundle.pem",
+];
+/// The most connections (and, apart, tunnels) the gateway serves at once; more are
+/// closed at once.
 const MAX_CONNECTIONS: usize = 1024;
+/// The most bytes of request bodies held for screening at once, over all requests.
+const MAX_SCREENING: usize = 64 << 20;
 
 /// The TLS implementation, on both sides.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -105,8 +115,12 @@ impl LeaseEntry {
         }
     }
 
-    /// The secrets bound to `host`.
-    fn bound_to(&self, host: &str) -> Vec<&Bound> {
+    /// The secrets bound to `host` — on port 443 only (a credential goes to the HTTPS
+    /// service it was made for, not to whatever else listens on that host).
+    fn bound_to(&self, host: &str, port: u16) -> Vec<&Bound> {
+        if port != 443 {
+            return Vec::new();
+        }
         self.bound
             .iter()
             .filter(|b| b.credential.binds(host))
@@ -135,6 +149,12 @@ struct Shared {
     /// The system's trust roots, loaded once.
     roots: OnceLock<Arc<rustls::RootCertStore>>,
     connections: Arc<tokio::sync::Semaphore>,
+    /// Tunnels open at once (they outlive the connection's slot).
+    tunnels: Arc<tokio::sync::Semaphore>,
+    /// Bytes of request bodies held for screening at once.
+    screening: Arc<tokio::sync::Semaphore>,
+    /// When a connection from each other uid was last recorded as refused.
+    refused: Mutex<HashMap<u32, Instant>>,
 }
 
 impl Shared {
@@ -151,17 +171,40 @@ impl Shared {
         self.ca.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The system's roots, from the distribution's bundle (at a fixed path: never
+    /// from the environment the agent was started with).
     fn roots(&self) -> Arc<rustls::RootCertStore> {
         self.roots
             .get_or_init(|| {
                 let mut store = rustls::RootCertStore::empty();
-                let found = rustls_native_certs::load_native_certs();
-                for cert in found.certs {
-                    let _ = store.add(cert);
+                for path in SYSTEM_BUNDLES {
+                    if let Ok(roots) = crate::policy::credential::load_roots(path) {
+                        for cert in roots.certs.iter() {
+                            let _ = store.add(cert.clone());
+                        }
+                        break;
+                    }
                 }
                 Arc::new(store)
             })
             .clone()
+    }
+
+    /// Whether a refused connection from `uid` is the first this minute (only that one
+    /// is recorded: another user cannot flood the log).
+    fn first_refusal_this_minute(&self, uid: u32) -> bool {
+        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if refused.len() > 1024 {
+            refused.clear();
+        }
+        match refused.get(&uid) {
+            Some(t) if now.duration_since(*t) < Duration::from_secs(60) => false,
+            _ => {
+                refused.insert(uid, now);
+                true
+            }
+        }
     }
 
     /// Counts a request against `c`'s rate; false if it is over.
@@ -201,6 +244,9 @@ impl Default for Gateway {
                 ca: Mutex::new(None),
                 roots: OnceLock::new(),
                 connections: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+                tunnels: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+                screening: Arc::new(tokio::sync::Semaphore::new(MAX_SCREENING)),
+                refused: Mutex::new(HashMap::new()),
             }),
             addr: tokio::sync::OnceCell::new(),
         }

@@ -33,8 +33,9 @@ pub fn uid_of(peer: &SocketAddr, local: &SocketAddr) -> Option<u32> {
         .ok()?;
     text.lines().skip(1).find_map(|line| {
         // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid …
+        // Only an established socket (state 01): one closing may show uid 0.
         let f: Vec<&str> = line.split_whitespace().take(8).collect();
-        (f.len() == 8 && f[1] == want_local && f[2] == want_remote)
+        (f.len() == 8 && f[1] == want_local && f[2] == want_remote && f[3] == "01")
             .then(|| f[7].parse().ok())
             .flatten()
     })

@@ -15,7 +15,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use jitc_protocol::kinds::{AnomalyKind, EventKind};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -45,6 +45,11 @@ pub fn answer(status: StatusCode, message: &str) -> Response<Body> {
     }
     r
 }
+
+/// How long a request's head may take to arrive.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+/// HTTP/2 streams at once in one tunnel.
+const MAX_STREAMS: u32 = 32;
 
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, agent: Weak<Agent>) {
     let own_uid = nix::unistd::getuid().as_raw();
@@ -93,11 +98,16 @@ async fn connection(
     let Ok(local) = tcp.local_addr() else {
         return;
     };
-    let uid = super::peer::uid_of(&peer, &local);
+    let uid = tokio::task::spawn_blocking(move || super::peer::uid_of(&peer, &local))
+        .await
+        .ok()
+        .flatten();
     let uid = match uid {
         Some(u) if u == own_uid || u == 0 => u,
         Some(u) => {
-            refused_uid(&agent, u);
+            if shared.first_refusal_this_minute(u) {
+                refused_uid(&agent, u);
+            }
             return;
         }
         None => {
@@ -117,7 +127,8 @@ async fn connection(
         async move { Ok::<_, Infallible>(handle(conn, req).await) }
     });
     let _ = hyper::server::conn::http1::Builder::new()
-        .preserve_header_case(false)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
         .serve_connection(TokioIo::new(tcp), service)
         .with_upgrades()
         .await;
@@ -215,7 +226,7 @@ async fn connect(conn: Conn, lease: Arc<LeaseEntry>, req: Request<Incoming>) -> 
             "a jitc placeholder is not a host name; refused",
         );
     }
-    let bound = !lease.bound_to(&host).is_empty();
+    let bound = !lease.bound_to(&host, port).is_empty();
     let mode = if bound {
         Tunnel::Intercept
     } else if lease.settings.passthrough(&host) {
@@ -243,8 +254,16 @@ async fn connect(conn: Conn, lease: Arc<LeaseEntry>, req: Request<Incoming>) -> 
         },
         Tunnel::Untouched => None,
     };
+    // The connection's own slot ends with the upgrade: a tunnel takes one of its own.
+    let Ok(slot) = conn.shared.tunnels.clone().try_acquire_owned() else {
+        return answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many tunnels are open through the gateway; close some and try again",
+        );
+    };
     let cancel = lease.cancel.clone();
     tokio::spawn(async move {
+        let _slot = slot;
         let tunnel = async {
             let upgraded = match hyper::upgrade::on(req).await {
                 Ok(u) => TokioIo::new(u),
@@ -302,7 +321,16 @@ async fn intercept(
         let (conn, lease, target) = (conn.clone(), lease.clone(), target.clone());
         async move { Ok::<_, Infallible>(super::forward::forward(conn, lease, target, req).await) }
     });
-    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS);
+    let _ = builder
         .serve_connection_with_upgrades(TokioIo::new(tls), service)
         .await;
 }

@@ -14,12 +14,12 @@ use http::Uri;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::LeaseEntry;
+use crate::policy::credential::TrustRoots;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
@@ -43,21 +43,15 @@ pub struct Connector {
 
 fn tls_config(
     roots: &rustls::RootCertStore,
-    extra: &[&str],
+    extra: &[&TrustRoots],
     h1_only: bool,
 ) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut store = roots.clone();
-    for path in extra {
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .and_then(|i| i.collect::<Result<_, _>>())
-            .map_err(|e| format!("upstream_ca {path}: {e}"))?;
-        if certs.is_empty() {
-            return Err(format!("upstream_ca {path}: no certificate in it"));
-        }
-        for c in certs {
+    for roots in extra {
+        for c in roots.certs.iter() {
             store
-                .add(c)
-                .map_err(|e| format!("upstream_ca {path}: {e}"))?;
+                .add(c.clone())
+                .map_err(|e| format!("upstream_ca {}: {e}", roots.path))?;
         }
     }
     let mut config = rustls::ClientConfig::builder_with_provider(super::provider())
@@ -74,18 +68,14 @@ fn tls_config(
 }
 
 /// The lease's client: its bindings' routes, over the system roots (HTTP/1.1 only for
-/// upgrades, which HTTP/2 does not carry).
+/// upgrades, which HTTP/2 does not carry). A binding's `upstream_ca` is trusted for
+/// its own hosts only.
 pub fn client(
     lease: &LeaseEntry,
     roots: &rustls::RootCertStore,
     h1_only: bool,
 ) -> Result<Client, String> {
-    let global: Vec<&str> = lease
-        .settings
-        .upstream_ca
-        .iter()
-        .map(String::as_str)
-        .collect();
+    let global: Vec<&TrustRoots> = lease.settings.upstream_ca.iter().collect();
     let default_tls = tls_config(roots, &global, h1_only)?;
     let mut routes = Vec::new();
     for b in &lease.bound {

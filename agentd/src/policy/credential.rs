@@ -49,8 +49,51 @@ pub struct Credential {
     pub per_minute: Option<u32>,
     pub custody: Custody,
     pub replace_placeholder: bool,
-    pub upstream_ca: Option<String>,
+    /// Extra trust roots for its hosts: the file, and its certificates as read when
+    /// the policy was loaded (a later change to the file does nothing until then).
+    pub upstream_ca: Option<TrustRoots>,
     pub connect_to: Option<String>,
+}
+
+/// Certificates read from a PEM file at policy load.
+#[derive(Debug, Clone)]
+pub struct TrustRoots {
+    pub path: String,
+    pub certs: std::sync::Arc<Vec<rustls::pki_types::CertificateDer<'static>>>,
+}
+
+impl PartialEq for TrustRoots {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path && self.certs == other.certs
+    }
+}
+
+/// The most of a CA file read.
+const MAX_CA_FILE: u64 = 4 << 20;
+
+/// Reads the certificates of PEM file `path` (at most 4 MiB; at least one).
+pub fn load_roots(path: &str) -> Result<TrustRoots, String> {
+    use rustls::pki_types::pem::PemObject;
+    use std::io::Read;
+    let mut text = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CA_FILE + 1).read_to_end(&mut text))
+        .map_err(|e| format!("upstream_ca {path}: {e}"))?;
+    if text.len() as u64 > MAX_CA_FILE {
+        return Err(format!(
+            "upstream_ca {path}: larger than 4 MiB; is it a CA bundle?"
+        ));
+    }
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&text)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("upstream_ca {path}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("upstream_ca {path}: no PEM certificate in it"));
+    }
+    Ok(TrustRoots {
+        path: path.to_owned(),
+        certs: std::sync::Arc::new(certs),
+    })
 }
 
 /// `[gateway]`: what the gateway does with hosts no credential is bound to.
@@ -69,8 +112,8 @@ pub struct GatewaySettings {
     pub passthrough_hosts: Vec<String>,
     /// Refuse every host no credential is bound to.
     pub gateway_only: bool,
-    /// Extra trust roots (PEM) for every upstream the gateway forwards to.
-    pub upstream_ca: Option<String>,
+    /// Extra trust roots for every upstream the gateway forwards to.
+    pub upstream_ca: Option<TrustRoots>,
 }
 
 impl GatewaySettings {
@@ -102,7 +145,12 @@ pub(super) fn parse_gateway(file: Option<FileGateway>) -> Result<GatewaySettings
     Ok(GatewaySettings {
         passthrough_hosts: hosts,
         gateway_only: g.gateway_only.unwrap_or(false),
-        upstream_ca: g.upstream_ca,
+        upstream_ca: g
+            .upstream_ca
+            .as_deref()
+            .map(load_roots)
+            .transpose()
+            .map_err(PolicyError::Gateway)?,
     })
 }
 
@@ -110,7 +158,7 @@ impl Credential {
     /// Why a request with `method` to `path` may not carry this credential, if so.
     pub fn refuses(&self, method: &str, path: &str) -> Option<String> {
         if let Some(m) = &self.methods
-            && !m.iter().any(|m| m.eq_ignore_ascii_case(method))
+            && !m.iter().any(|m| m == method)
         {
             return Some(format!(
                 "the credential for '{}' allows {} only",
@@ -245,7 +293,12 @@ pub(super) fn parse(file: Vec<FileCredential>) -> Result<Vec<Credential>, Policy
             per_minute,
             custody: c.custody.unwrap_or(Custody::Optional),
             replace_placeholder: c.replace_placeholder.unwrap_or(false),
-            upstream_ca: c.upstream_ca,
+            upstream_ca: c
+                .upstream_ca
+                .as_deref()
+                .map(load_roots)
+                .transpose()
+                .map_err(err)?,
             connect_to: c.connect_to,
         });
     }

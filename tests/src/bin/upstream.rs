@@ -189,7 +189,12 @@ async fn route(state: Arc<State>, mut req: Request<Incoming>) -> Response<Body> 
         return r;
     }
     if path == "/echo-auth" {
-        return Response::new(full(format!("you sent: {}\n", auth.unwrap_or_default())));
+        let auth = auth.unwrap_or_default();
+        let mut r = Response::new(full(format!("you sent: {auth}\n")));
+        if let Ok(v) = http::HeaderValue::from_str(&auth) {
+            r.headers_mut().insert("x-echo", v);
+        }
+        return r;
     }
     if path == "/ws" && req.headers().contains_key(http::header::UPGRADE) {
         let on = hyper::upgrade::on(&mut req);

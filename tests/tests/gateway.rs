@@ -759,3 +759,53 @@ fn custody_required_is_leased_only_through_the_gateway() {
         out.stderr
     );
 }
+
+#[test]
+fn a_sandboxed_agent_uses_the_gateway_and_holds_only_placeholders() {
+    let (env, _agent, up) = setup("", "\n[profiles.agent]\n");
+    let work = env.home.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    env.give(&work);
+    let mut c = env.jitc(&["sandbox", "--", "/bin/sh", "-c"]);
+    c.arg(
+        "jitc exec --proxy -s api/token -- sh -c 'curl -sS --fail https://api.test/from-sandbox && echo \"$API_TOKEN\"'",
+    )
+    .current_dir(&work)
+    .env(
+        "PATH",
+        format!("{}:/usr/local/bin:/usr/bin:/bin", bin_dir().display()),
+    );
+    let out = run_with_stdin(c, None);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("\"ok\":true"), "{}", out.stdout);
+    assert!(out.stdout.contains("jitc-placeholder-"), "{}", out.stdout);
+    no_value_in("the sandbox's output", &out.stdout);
+    let req = &up.requests()[0];
+    assert_eq!(
+        Upstream::header(req, "authorization").unwrap(),
+        format!("Bearer {TOKEN}")
+    );
+    // The grant was the sandbox's.
+    let rec = audit::wait_for_record(&env, "gateway_response", "/from-sandbox");
+    assert!(rec["peer"]["sandbox"].as_u64().is_some(), "{rec}");
+}
+
+#[test]
+fn mcp_runs_a_command_through_the_gateway_with_proxy_true() {
+    let (env, _agent, up) = setup("custody = \"required\"", "");
+    let mut c = env.command(venv_python());
+    c.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("gateway/mcp_proxy.py"))
+        .env("JITC", jitc_bin())
+        .env("TOKEN", TOKEN)
+        .env(
+            "PATH",
+            format!("{}:/usr/local/bin:/usr/bin:/bin", bin_dir().display()),
+        );
+    let out = run_with_stdin(c, None);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("ok mcp proxy"), "{}", out.stdout);
+    assert_eq!(
+        Upstream::header(&up.requests()[0], "authorization").unwrap(),
+        format!("Bearer {TOKEN}")
+    );
+}

@@ -123,16 +123,24 @@ fn no_value_in(what: &str, text: &str) {
 #[test]
 fn curl_gets_the_credential_added_and_holds_only_a_placeholder() {
     let (env, _agent, up) = setup("", "");
+    // What would send the bound host around the gateway is taken out of NO_PROXY.
+    env.set_env("NO_PROXY", "localhost,api.test,.test,10.1.2.3");
+    env.set_env("no_proxy", "*");
     let out = proxied(
         &env,
         &[
             "sh",
             "-c",
-            "curl -sS --fail https://api.test/hello && echo \"token=$API_TOKEN\" && echo \"proxy=$HTTPS_PROXY\"",
+            "curl -sS --fail https://api.test/hello && echo \"token=$API_TOKEN\" && echo \"no_proxy=$NO_PROXY|$no_proxy|\"",
         ],
     )
     .ok();
     assert!(out.stdout.contains("\"ok\":true"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("no_proxy=localhost,10.1.2.3||"),
+        "{}",
+        out.stdout
+    );
     assert!(
         out.stdout.contains("token=jitc-placeholder-"),
         "{}",
@@ -141,6 +149,8 @@ fn curl_gets_the_credential_added_and_holds_only_a_placeholder() {
     no_value_in("the command's output", &out.stdout);
     let reqs = up.requests();
     assert_eq!(reqs.len(), 1, "{reqs:?}");
+    // Over verified TLS, in HTTP/2 (which the upstream offers).
+    assert_eq!(reqs[0]["version"], "HTTP/2.0");
     assert_eq!(
         Upstream::header(&reqs[0], "authorization").as_deref(),
         Some(format!("Bearer {TOKEN}").as_str())

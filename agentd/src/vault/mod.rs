@@ -617,6 +617,27 @@ mod tests {
     }
 
     #[test]
+    fn the_gateway_ca_is_kept_sealed_and_a_vault_without_one_still_opens() {
+        let mut v = vault_with(&[("a", b"alpha")]);
+        let before = v.to_file_bytes().unwrap();
+        assert!(
+            Vault::open(&before, b"pass")
+                .unwrap()
+                .gateway_ca()
+                .is_none()
+        );
+        v.set_gateway_ca(b"cert-der".to_vec(), b"private-key-pkcs8-bytes")
+            .unwrap();
+        let bytes = v.to_file_bytes().unwrap();
+        assert!(!bytes.windows(23).any(|w| w == b"private-key-pkcs8-bytes"));
+        let w = Vault::open(&bytes, b"pass").unwrap();
+        let (cert, key) = w.gateway_ca().unwrap();
+        assert_eq!(cert, b"cert-der");
+        assert_eq!(key.expose(), b"private-key-pkcs8-bytes");
+        assert_eq!(w.open_value("a").unwrap().expose(), b"alpha");
+    }
+
+    #[test]
     fn no_plaintext_in_the_file() {
         let v = vault_with(&[("token", b"sup3r-s3cret-value")]);
         let bytes = v.to_file_bytes().unwrap();

@@ -115,6 +115,7 @@ fn main() {
                 let Ok((tcp, _)) = http.accept().await else {
                     continue;
                 };
+                let _ = tcp.set_nodelay(true);
                 let state = plain_state.clone();
                 tokio::spawn(serve(TokioIo::new(tcp), state));
             }
@@ -123,6 +124,7 @@ fn main() {
             let Ok((tcp, _)) = https.accept().await else {
                 continue;
             };
+            let _ = tcp.set_nodelay(true);
             let (acceptor, state) = (acceptor.clone(), state.clone());
             tokio::spawn(async move {
                 if let Ok(tls) = acceptor.accept(tcp).await {

@@ -222,14 +222,19 @@ fn status() -> impl Strategy<Value = AgentStatus> {
             any::<u32>(),
         ),
         (any::<u32>(), policy_state(), audit_state()),
-        (of(text()), vec(sandbox_info(), 0..3), of(any::<u64>())),
+        (
+            of(text()),
+            vec(sandbox_info(), 0..3),
+            of(any::<u64>()),
+            of(text()),
+        ),
     )
         .prop_map(
             |(
                 (agent_version, pid, socket, vault, vault_exists, locked),
                 (secrets, leases, idle_lock_secs, locks_in_secs, memory_locked, unlock_failures),
                 (pending, policy, audit),
-                (exe, sandboxes, caller_sandbox),
+                (exe, sandboxes, caller_sandbox, gateway),
             )| AgentStatus {
                 agent_version,
                 pid,
@@ -249,6 +254,7 @@ fn status() -> impl Strategy<Value = AgentStatus> {
                 exe,
                 sandboxes,
                 caller_sandbox,
+                gateway,
             },
         )
 }

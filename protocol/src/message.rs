@@ -321,6 +321,8 @@ pub struct AgentStatus {
     pub sandboxes: Vec<SandboxInfo>,
     /// The sandbox the asker lives in, if any.
     pub caller_sandbox: Option<u64>,
+    /// Where the custody-free gateway listens, once a `--proxy` lease started it.
+    pub gateway: Option<String>,
 }
 
 /// Whether `policy.toml` is in force, and if not, why every lease is refused.

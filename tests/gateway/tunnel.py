@@ -16,9 +16,12 @@ proxy, ca, host, mode = sys.argv[1:5]
 u = urlsplit(proxy)
 s = socket.create_connection((u.hostname, u.port))
 cred = base64.b64encode(f"{u.username}:{u.password}".encode()).decode()
-s.sendall(
-    f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\nProxy-Authorization: Basic {cred}\r\n\r\n".encode()
-)
+try:
+    s.sendall(
+        f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\nProxy-Authorization: Basic {cred}\r\n\r\n".encode()
+    )
+except OSError:
+    pass  # closed before a word: the reply below says so
 head = b""
 while b"\r\n\r\n" not in head:
     try:

@@ -149,6 +149,15 @@ fn curl_gets_the_credential_added_and_holds_only_a_placeholder() {
     no_value_in("the command's output", &out.stdout);
     let reqs = up.requests();
     assert_eq!(reqs.len(), 1, "{reqs:?}");
+    // The gateway listens (status says where), on loopback.
+    let status = env.status();
+    assert!(
+        status["gateway"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{status}"
+    );
     // Over verified TLS, in HTTP/2 (which the upstream offers).
     assert_eq!(reqs[0]["version"], "HTTP/2.0");
     assert_eq!(
@@ -349,7 +358,8 @@ fn a_placeholder_sent_to_an_unbound_host_is_refused_before_anything_is_forwarded
         .map(|r| r["path"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(paths, ["/ordinary"], "something was forwarded");
-    audit::wait_for_record(&env, "exfiltration_attempt", "127.0.0.1");
+    // Recorded in order: once the last (the body) is there, all are.
+    audit::wait_for_record(&env, "exfiltration_attempt", "in the request body");
     let recs = audit::records(&env);
     let found = audit::of_kind(&recs, "anomaly")
         .into_iter()

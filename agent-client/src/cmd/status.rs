@@ -78,6 +78,12 @@ pub fn run(args: Args) -> Result<u8> {
             plural(u64::from(s.unlock_failures), "wrong passphrase")
         ));
     }
+    if let Some(addr) = &s.gateway {
+        text.push_str(&format!(
+            "gateway  {} (custody-free credentials: jitc exec --proxy)\n",
+            visible(addr)
+        ));
+    }
     if let Some(id) = s.caller_sandbox {
         text.push_str(&format!(
             "you      inside sandbox {id}: requests from here get its profile\n"

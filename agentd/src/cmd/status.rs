@@ -33,5 +33,6 @@ pub async fn apply(agent: &Agent, session: &Session) -> Reply {
             .map(|p| p.display().to_string()),
         sandboxes: agent.sandboxes().list(),
         caller_sandbox: session.sandbox_id(),
+        gateway: agent.gateway().listening().map(|a| a.to_string()),
     }))
 }

@@ -299,6 +299,11 @@ impl Gateway {
         *self.shared.ca.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
+    /// Where the gateway listens, if it was started.
+    pub fn listening(&self) -> Option<SocketAddr> {
+        self.addr.get().copied()
+    }
+
     /// The gateway's address, listening from the first call on.
     pub async fn addr(&self, agent: Weak<Agent>) -> Result<SocketAddr, String> {
         let shared = self.shared.clone();

@@ -459,6 +459,28 @@ fn a_placeholder_the_program_sets_itself_is_replaced_for_the_bound_host_only() {
     // Never in a header hosts reflect back.
     let origin = Upstream::header(req, "origin").unwrap();
     assert!(origin.starts_with("https://jitc-placeholder-"), "{origin}");
+    // A Basic credential the program built around the placeholder is re-encoded with
+    // the value — and masked exactly as sent wherever the host echoes it.
+    let out = proxied(
+        &env,
+        &[
+            "sh",
+            "-c",
+            "curl -sS --fail -i -u \"$API_TOKEN:x\" https://api.test/echo-auth",
+        ],
+    )
+    .ok();
+    let sent = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(format!("{TOKEN}:x"))
+    };
+    assert_eq!(
+        Upstream::header(&up.requests()[1], "authorization").unwrap(),
+        format!("Basic {sent}")
+    );
+    assert!(!out.stdout.contains(&sent), "{}", out.stdout);
+    assert!(out.stdout.contains("you sent: ****"), "{}", out.stdout);
+    no_value_in("the echo", &out.stdout);
     // The bound host on another port is not bound: there the placeholder is refused.
     let out = proxied(
         &env,
@@ -469,7 +491,7 @@ fn a_placeholder_the_program_sets_itself_is_replaced_for_the_bound_host_only() {
         ],
     );
     assert_eq!(out.stdout, "403", "{out:?}");
-    assert_eq!(up.requests().len(), 1);
+    assert_eq!(up.requests().len(), 2);
 }
 
 #[test]

@@ -37,6 +37,8 @@ pub struct Target {
 
 /// A request body at most this long is read whole and screened before forwarding.
 const SCREENED_BODY: u64 = 1 << 20;
+/// How long a screened body (and its share of the screening budget) may take.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// The most of a path kept in a record.
 const MAX_RECORDED_PATH: usize = 1024;
 
@@ -120,6 +122,54 @@ fn ambiguous_target(uri: &Uri) -> Option<&'static str> {
     }
     if path.contains(';') || path.contains("//") {
         return Some("its path has parameters or an empty segment");
+    }
+    // Only plain ASCII, and escapes of characters that need none would be read alike by
+    // every server: anything else (overlong UTF-8, %u, raw non-ASCII) may not be.
+    if !path.is_ascii() {
+        return Some("its path has bytes outside ASCII");
+    }
+    let bytes = path.as_bytes();
+    for (i, _) in path.match_indices('%') {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        let decoded = hex.and_then(|h| u8::from_str_radix(h, 16).ok());
+        if !decoded.is_some_and(|c| c.is_ascii_alphanumeric() || b"-._~".contains(&c)) {
+            return Some("its path has an escape that servers may read differently");
+        }
+    }
+    // A method override some frameworks read from the query.
+    if uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv.to_ascii_lowercase().starts_with("_method"))
+    }) {
+        return Some("its query overrides the method");
+    }
+    None
+}
+
+/// Why a response to a credentialed request cannot be read as it will reach the
+/// command (compressed, or a part of the whole), if so. Looked at before hop-by-hop
+/// headers go (`Connection` could name `Content-Encoding` away).
+fn unreadable(parts: &http::response::Parts) -> Option<&'static str> {
+    let plain = |name: HeaderName, ok: &[&str]| {
+        parts
+            .headers
+            .get_all(name)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+            .all(|e| ok.iter().any(|o| e.trim().eq_ignore_ascii_case(o)))
+    };
+    if !plain(header::CONTENT_ENCODING, &["identity"]) {
+        return Some("compressed");
+    }
+    if !plain(header::TRANSFER_ENCODING, &["identity", "chunked"]) {
+        return Some("with a compressed transfer");
+    }
+    if parts.status == StatusCode::PARTIAL_CONTENT
+        || parts.headers.contains_key(header::CONTENT_RANGE)
+    {
+        return Some("a part of the whole");
     }
     None
 }
@@ -210,7 +260,10 @@ fn needles(bound: &[&Bound]) -> Vec<Vec<u8>> {
                     pct.extend_from_slice(format!("%{c:02X}").as_bytes());
                 }
             }
+            out.push(pct.to_ascii_lowercase());
             out.push(pct);
+            // JSON that escapes '/' (PHP), and the value with '/' so escaped.
+            out.push(text.replace('/', "\\/").into_bytes());
         }
         if b.credential.format.starts_with("Basic ") {
             let v = credential_value(b);
@@ -308,6 +361,11 @@ pub async fn forward(
         }
         if !conn.shared.within_rate(&b.credential) {
             let limit = b.credential.per_minute.unwrap_or(0);
+            let why = format!(
+                "over the rate of '{}' ({limit} a minute)",
+                b.credential.secret
+            );
+            record_refusal(&conn, &lease, host, &secrets, &method, &path, &why);
             conn.agent.raise(
                 Anomaly::new(
                     AnomalyKind::Burst,
@@ -346,18 +404,26 @@ pub async fn forward(
         );
         parts.headers.remove(header::RANGE);
         parts.headers.remove(header::IF_RANGE);
+        parts.headers.remove("request-range");
     }
     let replacing: Vec<&Bound> = bound
         .iter()
         .copied()
         .filter(|b| b.credential.replace_placeholder)
         .collect();
+    // What the replacement wrote (a Basic credential re-encoded, say) is masked in the
+    // response too, exactly as sent.
+    let mut rewritten: Vec<Vec<u8>> = Vec::new();
     if !replacing.is_empty() {
         for (name, v) in parts.headers.iter_mut() {
             if REFLECTED.iter().any(|r| r == name) {
                 continue;
             }
             if let Some(new) = replace_placeholders(v, &replacing) {
+                rewritten.push(new.as_bytes().to_vec());
+                if let Some(b64) = new.as_bytes().strip_prefix(b"Basic ") {
+                    rewritten.push(b64.to_vec());
+                }
                 *v = new;
             }
         }
@@ -408,28 +474,33 @@ pub async fn forward(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let recorded = (!bound.is_empty()).then(|| {
-        let seen = Seen {
-            secrets,
-            method: method.to_string(),
-            path: path.clone(),
-        };
-        record(
+    let recorded = (!bound.is_empty()).then(|| Seen {
+        secrets,
+        method: method.to_string(),
+        path: path.clone(),
+    });
+    if let Some(seen) = &recorded {
+        // On record (queued in the group commit) before anything is forwarded.
+        record_now(
             &conn,
             &lease,
             EventKind::GatewayRequest,
             host,
             seen.clone(),
             Outcome::default(),
-        );
-        seen
-    });
+        )
+        .await;
+    }
     send(
         &conn,
         &lease,
         host,
         Request::from_parts(parts, body),
-        needles(&bound),
+        {
+            let mut n = needles(&bound);
+            n.extend(rewritten.into_iter().filter(|r| r.len() >= 4));
+            n
+        },
         recorded,
         downstream_upgrade,
     )
@@ -472,21 +543,28 @@ async fn screened_body(
             .and_then(|v| v.parse::<u32>().ok())
             .unwrap_or(0)
             .max(1);
-        let _budget = conn
-            .shared
-            .screening
-            .acquire_many(len)
+        let slow = || {
+            answer(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time to be checked; send it again",
+            )
+        };
+        let _budget = tokio::time::timeout(BODY_TIMEOUT, conn.shared.screening.acquire_many(len))
             .await
+            .map_err(|_| slow())?
             .map_err(|_| answer(StatusCode::SERVICE_UNAVAILABLE, "the gateway is stopping"))?;
-        let collected = http_body_util::Limited::new(body, SCREENED_BODY as usize)
-            .collect()
-            .await
-            .map_err(|_| {
-                answer(
-                    StatusCode::BAD_REQUEST,
-                    "the request body could not be read",
-                )
-            })?;
+        let collected = tokio::time::timeout(
+            BODY_TIMEOUT,
+            http_body_util::Limited::new(body, SCREENED_BODY as usize).collect(),
+        )
+        .await
+        .map_err(|_| slow())?
+        .map_err(|_| {
+            answer(
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read",
+            )
+        })?;
         let trailers = collected.trailers().cloned();
         let bytes = collected.to_bytes();
         let mut found = Vec::new();
@@ -536,26 +614,47 @@ async fn send(
     recorded: Option<Seen>,
     downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<Body> {
+    let failed = |why: String| {
+        if let Some(seen) = &recorded {
+            record(
+                conn,
+                lease,
+                EventKind::GatewayResponse,
+                host,
+                seen.clone(),
+                Outcome {
+                    reason: Some(why),
+                    ..Outcome::default()
+                },
+            );
+        }
+    };
     let client = match lease.client(&conn.shared.roots(), downstream_upgrade.is_some()) {
         Ok(c) => c,
-        Err(e) => return answer(StatusCode::BAD_GATEWAY, &e),
+        Err(e) => {
+            failed(e.clone());
+            return answer(StatusCode::BAD_GATEWAY, &e);
+        }
     };
     let response = tokio::select! {
         r = client.request(req) => r,
-        () = lease.cancel.cancelled() => return answer(StatusCode::FORBIDDEN, "the lease has ended"),
+        () = lease.cancel.cancelled() => {
+            failed("the lease ended".to_owned());
+            return answer(StatusCode::FORBIDDEN, "the lease has ended");
+        }
     };
     let mut response = match response {
         Ok(r) => r,
         Err(e) => {
             let why =
                 std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
-            if let Some(seen) = recorded {
+            if let Some(seen) = &recorded {
                 record(
                     conn,
                     lease,
                     EventKind::GatewayResponse,
                     host,
-                    seen,
+                    seen.clone(),
                     Outcome {
                         reason: Some(format!("cannot reach the host ({why})")),
                         ..Outcome::default()
@@ -590,22 +689,33 @@ async fn send(
         });
     }
     let (mut parts, body) = response.into_parts();
+    // A reason phrase of the host's own would be passed on as is.
+    parts.extensions.remove::<hyper::ext::ReasonPhrase>();
+    if let Some(seen) = &recorded
+        && let Some(why) = unreadable(&parts)
+    {
+        // Asked for all of it, uncompressed: what cannot be read cannot be checked for
+        // the value.
+        let why = format!(
+            "{} answered {why} though asked not to; jitc cannot check such an answer for the credential",
+            host.escape_debug()
+        );
+        record(
+            conn,
+            lease,
+            EventKind::GatewayResponse,
+            host,
+            seen.clone(),
+            Outcome {
+                status: Some(status.as_u16()),
+                reason: Some(why.clone()),
+                ..Outcome::default()
+            },
+        );
+        return answer(StatusCode::BAD_GATEWAY, &why);
+    }
     strip_hop(&mut parts.headers, upgraded);
     if recorded.is_some() {
-        let encoded = parts
-            .headers
-            .get(header::CONTENT_ENCODING)
-            .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"));
-        if encoded {
-            // Asked for identity; what cannot be read cannot be checked for the value.
-            return answer(
-                StatusCode::BAD_GATEWAY,
-                &format!(
-                    "{} answered compressed though asked not to; jitc cannot check such an answer for the credential",
-                    host.escape_debug()
-                ),
-            );
-        }
         mask_headers(&mut parts.headers, &needles);
     }
     let on_end: Option<Box<dyn FnOnce(u64, bool) + Send>> = recorded.map(|seen| {
@@ -655,6 +765,19 @@ fn record(
     seen: Seen,
     outcome: Outcome,
 ) {
+    tokio::spawn(record_now(conn, lease, kind, host, seen, outcome));
+}
+
+/// `record`, queued by the time it returns (so that what is recorded after it comes
+/// after it).
+fn record_now(
+    conn: &Conn,
+    lease: &LeaseEntry,
+    kind: EventKind,
+    host: &str,
+    seen: Seen,
+    outcome: Outcome,
+) -> impl Future<Output = ()> + Send + 'static {
     let Outcome {
         status,
         bytes,
@@ -668,7 +791,7 @@ fn record(
         method,
         mut path,
     } = seen;
-    tokio::spawn(async move {
+    async move {
         if path.len() > MAX_RECORDED_PATH {
             let mut end = MAX_RECORDED_PATH;
             while !path.is_char_boundary(end) {
@@ -689,7 +812,7 @@ fn record(
         agent.audit().record_later(Event {
             lease: Some(id),
             secrets,
-            decision: reason.is_some().then_some("refused"),
+            decision: (kind == EventKind::GatewayRequest && reason.is_some()).then_some("refused"),
             reason,
             http: Some(HttpRecord {
                 host,
@@ -700,7 +823,7 @@ fn record(
             }),
             ..Event::new(kind).merge(&base)
         });
-    });
+    }
 }
 
 /// Records a request refused by a binding's limits.

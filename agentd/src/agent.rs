@@ -68,6 +68,8 @@ pub struct Agent {
     wanted: StdMutex<Vec<jitc_protocol::SecretWanted>>,
     /// The custody-free gateway (listening from the first `--proxy` lease).
     gateway: crate::gateway::Gateway,
+    /// Sessions with the policy's backends (`bao://`).
+    backends: crate::backend::Backends,
     /// The agent itself, for what outlives a request (the gateway's tasks).
     me: std::sync::OnceLock<std::sync::Weak<Agent>>,
 }
@@ -111,6 +113,7 @@ impl Agent {
             sandboxes: crate::sandbox::Sandboxes::new(),
             wanted: StdMutex::new(Vec::new()),
             gateway: crate::gateway::Gateway::default(),
+            backends: crate::backend::Backends::default(),
             me: std::sync::OnceLock::new(),
         }
     }
@@ -573,6 +576,7 @@ impl Agent {
         // gateway's CA key.
         self.approvals_mut().forget_all();
         self.gateway.forget();
+        self.backends.forget();
         let ended = self.leases_mut().end_all(reason);
         let any_ended = !ended.is_empty();
         if self.shutting_down.load(Ordering::SeqCst) {
@@ -670,6 +674,11 @@ impl Agent {
     /// The custody-free gateway.
     pub fn gateway(&self) -> &crate::gateway::Gateway {
         &self.gateway
+    }
+
+    /// The policy's backends, as the agent talks to them.
+    pub fn backends(&self) -> &crate::backend::Backends {
+        &self.backends
     }
 
     /// Tells the agent where it lives (`server::run` does), for tasks that outlive a

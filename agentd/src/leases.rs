@@ -38,6 +38,8 @@ pub struct Lease {
     /// Its place in the gateway (a `--proxy` lease): dropped with the lease, which
     /// ends its proxy credential and closes its tunnels.
     pub gateway: Option<crate::gateway::Registration>,
+    /// Its dynamic secrets in a backend: dropped with the lease, which revokes them.
+    pub backend: Option<crate::backend::held::Held>,
 }
 
 /// The most of a granted request's command line a lease keeps (for listings and the

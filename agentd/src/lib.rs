@@ -7,6 +7,7 @@ pub mod agent;
 pub mod anomaly;
 pub mod approval;
 pub mod audit;
+pub mod backend;
 pub mod clock;
 mod cmd;
 pub mod config;

@@ -81,6 +81,8 @@ kinds! {
         GatewayRequest = "gateway_request",
         GatewayResponse = "gateway_response",
         GatewayRefused = "gateway_refused",
+        BackendRevoked = "backend_revoked",
+        BackendRevokeFailed = "backend_revoke_failed",
     }
 }
 

@@ -217,3 +217,152 @@ mod tests {
         assert!(!is_env_var_name("A=B"));
     }
 }
+
+/// The scheme of a reference to a secret in a team's backend (`[backend.NAME]`).
+pub const BACKEND_SCHEME: &str = "bao://";
+/// Longest backend reference accepted.
+pub const MAX_REF_LEN: usize = 512;
+
+/// `bao://BACKEND/PATH[?version=N]#FIELD`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BackendRef {
+    pub backend: String,
+    /// Segments of `A-Z a-z 0-9 _ - .` joined by `/` (no `.` or `..` segment).
+    pub path: String,
+    pub version: Option<u64>,
+    pub field: String,
+}
+
+impl BackendRef {
+    /// The reference as written canonically: what leases, rules and records name.
+    pub fn canonical(&self) -> String {
+        match self.version {
+            Some(v) => format!(
+                "{BACKEND_SCHEME}{}/{}?version={v}#{}",
+                self.backend, self.path, self.field
+            ),
+            None => format!(
+                "{BACKEND_SCHEME}{}/{}#{}",
+                self.backend, self.path, self.field
+            ),
+        }
+    }
+
+    /// The read it comes from: one per backend, path and version.
+    pub fn source(&self) -> (String, String, Option<u64>) {
+        (self.backend.clone(), self.path.clone(), self.version)
+    }
+}
+
+/// Whether `s` is a backend reference (well-formed or not).
+pub fn is_backend_ref(s: &str) -> bool {
+    s.starts_with(BACKEND_SCHEME)
+}
+
+/// Parses a backend reference; says why not in a phrase that fits after "reference 'x' ".
+pub fn parse_backend_ref(s: &str) -> Result<BackendRef, String> {
+    if s.len() > MAX_REF_LEN {
+        return Err(format!("is longer than {MAX_REF_LEN} characters"));
+    }
+    let rest = s
+        .strip_prefix(BACKEND_SCHEME)
+        .ok_or_else(|| format!("does not start with {BACKEND_SCHEME}"))?;
+    let (rest, field) = rest
+        .rsplit_once('#')
+        .ok_or("names no field; end it with #FIELD (e.g. #password)")?;
+    let (rest, version) = match rest.split_once('?') {
+        None => (rest, None),
+        Some((r, q)) => {
+            let v = q
+                .strip_prefix("version=")
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|v| *v > 0)
+                .ok_or("takes only ?version=N (N from 1)")?;
+            (r, Some(v))
+        }
+    };
+    let (backend, path) = rest
+        .split_once('/')
+        .ok_or("names no path; write bao://BACKEND/PATH#FIELD")?;
+    let name_ok = |b: &str| {
+        !b.is_empty()
+            && b.len() <= 64
+            && b.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    };
+    if !name_ok(backend) {
+        return Err(format!(
+            "names backend '{backend}'; a backend is lower-case letters, digits, '-' or '_'"
+        ));
+    }
+    let seg_ok = |seg: &str| {
+        !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && seg
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    };
+    if !path.split('/').all(seg_ok) {
+        return Err(
+            "has a path segment that is empty, '.', '..', or not letters, digits, '_', '-' and '.'"
+                .into(),
+        );
+    }
+    if field.is_empty()
+        || field.len() > 128
+        || !field
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return Err("has a field that is not 1–128 letters, digits, '_', '-' and '.'".into());
+    }
+    Ok(BackendRef {
+        backend: backend.to_owned(),
+        path: path.to_owned(),
+        version,
+        field: field.to_owned(),
+    })
+}
+
+/// A name a lease may ask for: a vault secret's name, or a canonical backend reference.
+pub fn check_lease_name(name: &str) -> Result<(), String> {
+    if is_backend_ref(name) {
+        let r = parse_backend_ref(name)?;
+        if r.canonical() != name {
+            return Err("is not written canonically".into());
+        }
+        return Ok(());
+    }
+    check_secret_name(name)
+}
+
+#[cfg(test)]
+mod backend_ref_tests {
+    use super::*;
+
+    #[test]
+    fn backend_references_parse_and_are_canonical() {
+        let r = parse_backend_ref("bao://team/database/creds/ro#username").unwrap();
+        assert_eq!(r.backend, "team");
+        assert_eq!(r.path, "database/creds/ro");
+        assert_eq!(r.field, "username");
+        assert_eq!(r.canonical(), "bao://team/database/creds/ro#username");
+        let v = parse_backend_ref("bao://t/secret/app?version=3#password").unwrap();
+        assert_eq!(v.version, Some(3));
+        assert!(check_lease_name(&v.canonical()).is_ok());
+        for bad in [
+            "bao://team/secret/app",
+            "bao://Team/secret/app#x",
+            "bao://team#x",
+            "bao://team/../sys/x#x",
+            "bao://team/secret//app#x",
+            "bao://team/secret/app?version=0#x",
+            "bao://team/secret/app?v=1#x",
+            "bao://team/secret/a b#x",
+            "bao://team/secret/app#",
+        ] {
+            assert!(parse_backend_ref(bad).is_err(), "{bad}");
+        }
+    }
+}

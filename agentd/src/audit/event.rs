@@ -221,11 +221,26 @@ pub struct Event {
     /// What a requester supplied beyond what a record holds was cut (see `bound`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cut: Option<Cut>,
+    /// Values read from a backend: where from, and a dynamic secret's lease there.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backend: Vec<BackendRecord>,
     /// For `gateway_request`: the request that carried a credential.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<PeerJson>,
+}
+
+/// A read from a backend (`bao://`), as recorded: never a value.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendRecord {
+    pub backend: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// A request the gateway added a credential to: where it went and what came back

@@ -29,7 +29,7 @@ use tokio::sync::{Notify, oneshot};
 use crate::error::Refusal;
 use chain::{Key, Tag};
 pub use conceal::{Concealed, Needles, Reach, conceal, cut_tail, haystack, nul_joined, occurs};
-pub use event::{Event, HttpRecord, PeerJson};
+pub use event::{BackendRecord, Event, HttpRecord, PeerJson};
 pub use event::{LOCKED_WITHHELD, VALUE_WITHHELD};
 use writer::Writer;
 

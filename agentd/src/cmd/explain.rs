@@ -13,7 +13,7 @@ use crate::policy::Approval;
 
 pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> Reply {
     for name in &req.secrets {
-        super::check_name(name)?;
+        super::check_lease_name(name)?;
     }
     // Which names the vault does not hold (a policy would grant a lease that then
     // fails): known only while it is unlocked.
@@ -22,7 +22,7 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: LeaseRequest) -> R
             Some(v) => (
                 req.secrets
                     .iter()
-                    .filter(|n| !v.contains(n))
+                    .filter(|n| !v.contains(n) && !jitc_protocol::names::is_backend_ref(n))
                     .cloned()
                     .collect(),
                 false,

@@ -42,6 +42,17 @@ fn check_passphrase(passphrase: &SecretBytes) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Refuses a name a lease may not ask for: a secret name that breaks the rules, or a
+/// backend reference that is malformed or not written canonically.
+fn check_lease_name(name: &str) -> Result<(), Refusal> {
+    jitc_protocol::names::check_lease_name(name).map_err(|why| {
+        Refusal::bad_input(format!(
+            "invalid secret name or reference '{}': it {why}",
+            name.escape_debug()
+        ))
+    })
+}
+
 /// Refuses a secret name that breaks the naming rules, saying which.
 fn check_name(name: &str) -> Result<(), Refusal> {
     jitc_protocol::names::check_secret_name(name).map_err(|why| {

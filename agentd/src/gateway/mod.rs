@@ -19,7 +19,7 @@ pub mod ca;
 mod forward;
 mod peer;
 mod proxy;
-mod upstream;
+pub mod upstream;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -138,6 +138,21 @@ impl LeaseEntry {
     }
 }
 
+/// The system's roots, from the distribution's bundle (at a fixed path: never from the
+/// environment the agent was started with).
+pub fn system_roots() -> Arc<rustls::RootCertStore> {
+    let mut store = rustls::RootCertStore::empty();
+    for path in SYSTEM_BUNDLES {
+        if let Ok(roots) = crate::policy::credential::load_roots(path) {
+            for cert in roots.certs.iter() {
+                let _ = store.add(cert.clone());
+            }
+            break;
+        }
+    }
+    Arc::new(store)
+}
+
 /// State shared by the listener's tasks and the agent.
 struct Shared {
     /// Active leases by the SHA-256 of their proxy credential.
@@ -174,20 +189,7 @@ impl Shared {
     /// The system's roots, from the distribution's bundle (at a fixed path: never
     /// from the environment the agent was started with).
     fn roots(&self) -> Arc<rustls::RootCertStore> {
-        self.roots
-            .get_or_init(|| {
-                let mut store = rustls::RootCertStore::empty();
-                for path in SYSTEM_BUNDLES {
-                    if let Ok(roots) = crate::policy::credential::load_roots(path) {
-                        for cert in roots.certs.iter() {
-                            let _ = store.add(cert.clone());
-                        }
-                        break;
-                    }
-                }
-                Arc::new(store)
-            })
-            .clone()
+        self.roots.get_or_init(system_roots).clone()
     }
 
     /// Whether a refused connection from `uid` is the first this minute (only that one

@@ -105,6 +105,21 @@ pub fn client(
     )
 }
 
+/// A client for a backend's API: the system roots plus `ca`, HTTP/1.1 or HTTP/2.
+pub fn plain_client(ca: Option<&TrustRoots>) -> Result<Client, String> {
+    let roots = super::system_roots();
+    let extra: Vec<&TrustRoots> = ca.into_iter().collect();
+    let connector = Connector {
+        routes: Arc::new(Vec::new()),
+        default_tls: tls_config(&roots, &extra, false)?,
+    };
+    Ok(
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector),
+    )
+}
+
 /// A connection to a host: plain, or TLS.
 pub enum Upstream {
     Plain(TcpStream),

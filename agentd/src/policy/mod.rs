@@ -6,6 +6,7 @@
 //! slip it past its rule. The request as a whole takes the strictest of the outcomes:
 //! any refusal refuses, the strongest approval applies, the shortest `max_ttl` bounds.
 
+pub mod backend;
 pub mod credential;
 pub mod hours;
 mod source;
@@ -94,6 +95,8 @@ struct File {
     #[serde(default)]
     credential: Vec<credential::FileCredential>,
     gateway: Option<credential::FileGateway>,
+    #[serde(default)]
+    backend: BTreeMap<String, backend::FileBackend>,
 }
 
 /// `[defaults]`, with the design's values where the file is silent.
@@ -166,6 +169,8 @@ pub struct Policy {
     pub credentials: Vec<credential::Credential>,
     /// `[gateway]`: passthrough hosts, gateway-only, extra upstream roots.
     pub gateway: credential::GatewaySettings,
+    /// `[backend.NAME]`: clusters `bao://NAME/…` references are read from.
+    pub backends: Vec<backend::Backend>,
 }
 
 /// What the policy says about one request.
@@ -214,6 +219,8 @@ pub enum PolicyError {
     Credential { credential: u32, what: String },
     #[error("[gateway]: {0}")]
     Gateway(String),
+    #[error("[backend.{0}]: {1}")]
+    Backend(String, String),
 }
 
 fn duration(field: &'static str, value: &Option<String>) -> Result<Option<Duration>, PolicyError> {
@@ -352,6 +359,7 @@ impl Policy {
             rules,
             credentials: credential::parse(file.credential)?,
             gateway: credential::parse_gateway(file.gateway)?,
+            backends: backend::parse(file.backend)?,
         })
     }
 

@@ -22,8 +22,12 @@ pub(super) async fn grant(
     who: &Identity,
     base: &Event,
     judged: &Judged,
-    values: Vec<LeasedValue>,
+    leased: Leased,
 ) -> Result<Response, Denial> {
+    let Leased {
+        values,
+        mut fetched,
+    } = leased;
     let gateway_addr = match req.proxy {
         true => Some(
             start_gateway(agent)
@@ -66,6 +70,10 @@ pub(super) async fn grant(
                 names.join(", ")
             )
         }),
+        backend: fetched
+            .as_ref()
+            .map(|f| f.records.clone())
+            .unwrap_or_default(),
         ..Event::new(EventKind::LeaseGranted).merge(base)
     };
     agent
@@ -121,6 +129,7 @@ pub(super) async fn grant(
             warnings: warnings(req, session.peer.uid),
             guards: Vec::new(),
             gateway: registration,
+            backend: hold(agent, id, &mut fetched),
         })
     };
     if earliest {

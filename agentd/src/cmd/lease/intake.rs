@@ -34,7 +34,7 @@ pub(super) fn intake(req: &LeaseRequest) -> Result<(), (Refusal, String)> {
         return Err((Refusal::bad_input(why.clone()), why));
     }
     for name in &req.secrets {
-        crate::cmd::check_name(name).map_err(|r| recorded(r, MALFORMED))?;
+        crate::cmd::check_lease_name(name).map_err(|r| recorded(r, MALFORMED))?;
     }
     if req.task.as_deref().is_some_and(bad_task) {
         return Err(recorded(

@@ -16,6 +16,7 @@
 //! Every refusal is a `Denial`: recorded and answered in one place, `deny`.
 
 mod approve;
+mod fetch;
 mod grant;
 mod holder;
 mod identify;
@@ -27,6 +28,7 @@ mod screen;
 mod tests;
 
 use approve::*;
+use fetch::*;
 use grant::*;
 pub use holder::{guard, release};
 pub use identify::{Identity, identify};
@@ -102,11 +104,14 @@ async fn lease(
     let mut screened = screen(agent, session, req, &who, malformed).await?;
     let judged = judge(agent, session, req, &who, &screened)?;
     let values = std::mem::take(&mut screened.values);
-    let values = match approve(agent, session, req, &who, &screened.base, &judged, values).await? {
-        Some(v) => v,
-        None => open(agent, req, &screened.base, &judged).await?,
-    };
-    grant(agent, session, req, &who, &screened.base, &judged, values).await
+    let mut values =
+        match approve(agent, session, req, &who, &screened.base, &judged, values).await? {
+            Some(v) => v,
+            None => open(agent, req, &screened.base, &judged).await?,
+        };
+    let fetched = fetch(agent, req, &screened.base, &judged, &mut values).await?;
+    let leased = Leased { values, fetched };
+    grant(agent, session, req, &who, &screened.base, &judged, leased).await
 }
 
 /// Records a refusal (waiting for it to be on disk: if it cannot be, that is the

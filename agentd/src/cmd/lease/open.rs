@@ -21,7 +21,11 @@ pub(super) async fn open(
         .as_ref()
         .ok_or_else(|| Denial::plain(agent.locked_refusal(), base))?;
     let mut values = Vec::with_capacity(req.secrets.len());
-    for name in &req.secrets {
+    for name in req
+        .secrets
+        .iter()
+        .filter(|n| !jitc_protocol::names::is_backend_ref(n))
+    {
         match vault.open_value(name) {
             Ok(value) => values.push(LeasedValue {
                 name: name.clone(),

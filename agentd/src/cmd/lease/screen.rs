@@ -89,7 +89,12 @@ pub(super) async fn screen(
     let mut canaries = Vec::new();
     let mut unknown = Vec::new();
     let mut missing: Option<(Refusal, String)> = None;
-    for name in &req.secrets {
+    // Backend references are read later (`fetch`), once the policy has let them through.
+    for name in req
+        .secrets
+        .iter()
+        .filter(|n| !jitc_protocol::names::is_backend_ref(n))
+    {
         if vault.is_canary(name) {
             canaries.push(name.clone());
         }

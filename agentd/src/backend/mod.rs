@@ -1,0 +1,544 @@
+//! Backends: a team's OpenBao (or Vault) cluster behind `bao://BACKEND/PATH#FIELD`
+//! references. The agent logs in with credentials that are ordinary jitc secrets (at
+//! first use), renews its token in the background, logs in again when it has expired,
+//! and forgets it at lock. A KV v2 path reads its current (or pinned) version; any other
+//! path is an engine's endpoint, and a reply with a `lease_id` is a dynamic secret —
+//! read once per path per lease, renewed while the jitc lease lives, revoked when it
+//! ends (see `held`). Every call has a timeout; the next address is tried when one
+//! cannot be reached or is sealed or on standby.
+
+pub mod held;
+mod reply;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use jitc_protocol::{ErrorCode, SecretBytes};
+use zeroize::Zeroizing;
+
+pub use reply::Field;
+use reply::{Errors, Reply};
+
+use crate::error::Refusal;
+use crate::policy::backend::{Auth, Backend};
+
+/// How long one call may take, connection included.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most of a reply read.
+const MAX_REPLY: usize = 4 << 20;
+/// A token is renewed (or replaced) when it has less than this left.
+const RENEW_MARGIN: Duration = Duration::from_secs(30);
+
+/// Why a call failed, as the requester is told (never a value).
+#[derive(Debug)]
+pub enum BackendError {
+    Unreachable(String),
+    Sealed,
+    Denied(String),
+    NotFound(String),
+    Other(String),
+}
+
+impl BackendError {
+    pub fn refusal(&self, backend: &str) -> Refusal {
+        match self {
+            BackendError::Unreachable(why) => Refusal::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "backend '{backend}' cannot be reached ({why}); check the cluster and [backend.{backend}] addresses in policy.toml"
+                ),
+            ),
+            BackendError::Sealed => Refusal::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "backend '{backend}' is sealed (or has no active node); unseal it, then try again"
+                ),
+            ),
+            BackendError::Denied(what) => Refusal::new(
+                ErrorCode::Refused,
+                format!(
+                    "backend '{backend}' denies {what}; check the policies of jitc's role there"
+                ),
+            ),
+            BackendError::NotFound(what) => Refusal::new(
+                ErrorCode::Failure,
+                format!("backend '{backend}' has nothing at {what}"),
+            ),
+            BackendError::Other(why) => {
+                Refusal::new(ErrorCode::Failure, format!("backend '{backend}': {why}"))
+            }
+        }
+    }
+}
+
+/// The token the agent holds for one backend.
+struct Token {
+    value: Zeroizing<String>,
+    /// `None`: it does not expire (a root or periodic token as given).
+    expires: Option<Instant>,
+    renewable: bool,
+}
+
+/// One backend as the agent talks to it.
+pub struct Session {
+    pub config: Backend,
+    client: crate::gateway::upstream::Client,
+    token: tokio::sync::Mutex<Option<Token>>,
+    /// KV v2 mounts found (`secret/`), by the path asked about.
+    mounts: Mutex<HashMap<String, Option<String>>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Session({})", self.config.name)
+    }
+}
+
+/// What a read gave.
+#[derive(Debug)]
+pub struct Read {
+    pub data: Field,
+    pub request_id: String,
+    /// A dynamic secret's lease.
+    pub lease: Option<BackendLease>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendLease {
+    pub id: String,
+    pub duration: Duration,
+    pub renewable: bool,
+}
+
+/// The agent's backends, by name (made from the policy at first use).
+#[derive(Debug, Default)]
+pub struct Backends {
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+}
+
+impl Backends {
+    /// The session for `config` (a new one when the policy changed it).
+    pub fn session(&self, config: &Backend) -> Result<Arc<Session>, Refusal> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = sessions.get(&config.name)
+            && s.config == *config
+        {
+            return Ok(s.clone());
+        }
+        let client = crate::gateway::upstream::plain_client(config.ca.as_ref()).map_err(|e| {
+            Refusal::new(
+                ErrorCode::Failure,
+                format!("backend '{}': {e}", config.name),
+            )
+        })?;
+        let s = Arc::new(Session {
+            config: config.clone(),
+            client,
+            token: tokio::sync::Mutex::new(None),
+            mounts: Mutex::new(HashMap::new()),
+        });
+        sessions.insert(config.name.clone(), s.clone());
+        Ok(s)
+    }
+
+    /// At lock: every token is forgotten.
+    pub fn forget(&self) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+}
+
+/// The credentials a login needs, opened from the vault.
+pub struct Credentials(Vec<SecretBytes>);
+
+impl Credentials {
+    pub fn new(values: Vec<SecretBytes>) -> Credentials {
+        Credentials(values)
+    }
+}
+
+impl Session {
+    /// One call to each address in turn until one answers (not sealed, not standby).
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Zeroizing<Vec<u8>>>,
+        token: Option<&str>,
+    ) -> Result<(StatusCode, Zeroizing<Vec<u8>>), BackendError> {
+        let mut last = BackendError::Unreachable("no address".into());
+        for base in &self.config.addresses {
+            let mut req = Request::builder()
+                .method(method.clone())
+                .uri(format!("{base}/v1/{path}"));
+            if let Some(ns) = &self.config.namespace {
+                req = req.header("X-Vault-Namespace", ns);
+            }
+            if let Some(t) = token {
+                let mut v = http::HeaderValue::from_str(t)
+                    .map_err(|_| BackendError::Other("a token that is not text".into()))?;
+                v.set_sensitive(true);
+                req = req.header("X-Vault-Token", v);
+            }
+            let bytes = body
+                .as_ref()
+                .map_or_else(Bytes::new, |b| Bytes::copy_from_slice(b));
+            let req = req
+                .header("Content-Type", "application/json")
+                .body(
+                    Full::new(bytes)
+                        .map_err(|e: std::convert::Infallible| match e {})
+                        .boxed_unsync(),
+                )
+                .map_err(|e| BackendError::Other(format!("a bad request ({e})")))?;
+            let sent = tokio::time::timeout(CALL_TIMEOUT, async {
+                let resp = self.client.request(req).await?;
+                let status = resp.status();
+                let body = http_body_util::Limited::new(resp.into_body(), MAX_REPLY)
+                    .collect()
+                    .await?
+                    .to_bytes();
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>((status, body))
+            })
+            .await;
+            match sent {
+                Err(_) => last = BackendError::Unreachable(format!("{base} timed out")),
+                Ok(Err(e)) => {
+                    let why = std::error::Error::source(&*e)
+                        .map_or_else(|| e.to_string(), |s| s.to_string());
+                    last = BackendError::Unreachable(format!("{base}: {why}"));
+                }
+                // Sealed, or a standby that does not forward: the next one.
+                Ok(Ok((s, _)))
+                    if s == StatusCode::SERVICE_UNAVAILABLE
+                        || s.as_u16() == 429
+                        || s.as_u16() == 472
+                        || s.as_u16() == 473 =>
+                {
+                    last = BackendError::Sealed;
+                }
+                Ok(Ok((s, body))) => return Ok((s, Zeroizing::new(body.to_vec()))),
+            }
+        }
+        Err(last)
+    }
+
+    /// A reply, or the error its status means.
+    fn reply(status: StatusCode, body: &[u8], what: &str) -> Result<Reply, BackendError> {
+        if status.is_success() {
+            if body.is_empty() {
+                return Ok(Reply {
+                    request_id: String::new(),
+                    lease_id: String::new(),
+                    renewable: false,
+                    lease_duration: 0,
+                    data: None,
+                    auth: None,
+                });
+            }
+            return serde_json::from_slice(body)
+                .map_err(|e| BackendError::Other(format!("an answer jitc cannot read ({e})")));
+        }
+        let errors = serde_json::from_slice::<Errors>(body)
+            .map(|e| e.errors.join("; "))
+            .unwrap_or_default();
+        Err(match status {
+            StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => {
+                BackendError::Denied(what.to_owned())
+            }
+            StatusCode::NOT_FOUND => BackendError::NotFound(what.to_owned()),
+            _ => BackendError::Other(format!(
+                "{what}: status {status}{}",
+                if errors.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", errors.chars().take(300).collect::<String>())
+                }
+            )),
+        })
+    }
+
+    /// Logs in with `creds` (the `auth` secrets' values, in `Auth::secrets` order).
+    async fn login(&self, creds: &Credentials) -> Result<Token, BackendError> {
+        match &self.config.auth {
+            Auth::Token { .. } => {
+                let value = Zeroizing::new(
+                    String::from_utf8(
+                        creds
+                            .0
+                            .first()
+                            .map(|v| v.expose().to_vec())
+                            .unwrap_or_default(),
+                    )
+                    .map_err(|_| BackendError::Other("the token secret is not text".into()))?,
+                );
+                // What it is worth: its TTL and whether it renews.
+                let (status, body) = self
+                    .call(Method::GET, "auth/token/lookup-self", None, Some(&value))
+                    .await?;
+                let reply = Self::reply(status, &body, "the token (lookup-self)")?;
+                let data = reply.data.unwrap_or(Field::Other);
+                let num = |k: &str| {
+                    data.get(k)
+                        .and_then(Field::text)
+                        .and_then(|t| std::str::from_utf8(t).ok()?.parse::<u64>().ok())
+                };
+                let ttl = num("ttl").unwrap_or(0);
+                let renewable = data.get("renewable").and_then(Field::text) == Some(b"true");
+                Ok(Token {
+                    value,
+                    expires: (ttl > 0).then(|| Instant::now() + Duration::from_secs(ttl)),
+                    renewable,
+                })
+            }
+            Auth::AppRole { .. } => {
+                let text = |i: usize| {
+                    std::str::from_utf8(creds.0.get(i).map(|v| v.expose()).unwrap_or_default())
+                        .map(str::to_owned)
+                        .map_err(|_| {
+                            BackendError::Other("an AppRole credential that is not text".into())
+                        })
+                };
+                let (role_id, secret_id) = (Zeroizing::new(text(0)?), Zeroizing::new(text(1)?));
+                let body = Zeroizing::new(
+                    serde_json::to_vec(&serde_json::json!({
+                        "role_id": &*role_id, "secret_id": &*secret_id
+                    }))
+                    .unwrap_or_default(),
+                );
+                let (status, reply) = self
+                    .call(Method::POST, "auth/approle/login", Some(body), None)
+                    .await?;
+                let reply = Self::reply(status, &reply, "the AppRole login")?;
+                let auth = reply
+                    .auth
+                    .ok_or_else(|| BackendError::Other("a login without a token".into()))?;
+                let value = Zeroizing::new(
+                    String::from_utf8(auth.client_token.text().unwrap_or_default().to_vec())
+                        .map_err(|_| BackendError::Other("a token that is not text".into()))?,
+                );
+                Ok(Token {
+                    value,
+                    expires: (auth.lease_duration > 0)
+                        .then(|| Instant::now() + Duration::from_secs(auth.lease_duration)),
+                    renewable: auth.renewable,
+                })
+            }
+        }
+    }
+
+    /// The token to use now: renewed when it is about to expire, or a new login.
+    async fn token(&self, creds: &Credentials) -> Result<Zeroizing<String>, BackendError> {
+        let mut slot = self.token.lock().await;
+        let soon = |t: &Token| {
+            t.expires
+                .is_some_and(|e| e.saturating_duration_since(Instant::now()) < RENEW_MARGIN)
+        };
+        if let Some(t) = slot.as_mut()
+            && soon(t)
+            && t.renewable
+        {
+            let (status, body) = self
+                .call(
+                    Method::POST,
+                    "auth/token/renew-self",
+                    Some(Zeroizing::new(b"{}".to_vec())),
+                    Some(&t.value),
+                )
+                .await?;
+            match Self::reply(status, &body, "the token's renewal") {
+                Ok(Reply { auth: Some(a), .. }) if a.lease_duration > 0 => {
+                    t.expires = Some(Instant::now() + Duration::from_secs(a.lease_duration));
+                }
+                _ => *slot = None,
+            }
+        }
+        if slot
+            .as_ref()
+            .is_some_and(|t| soon(t) || t.expires.is_some_and(|e| e <= Instant::now()))
+        {
+            *slot = None;
+        }
+        if slot.is_none() {
+            *slot = Some(self.login(creds).await?);
+        }
+        Ok(slot.as_ref().map(|t| t.value.clone()).unwrap_or_default())
+    }
+
+    /// Forgets the token (it was refused: expired or revoked).
+    async fn drop_token(&self) {
+        *self.token.lock().await = None;
+    }
+
+    /// A call with the token, logging in again once if the token was refused.
+    async fn authed(
+        &self,
+        creds: &Credentials,
+        method: Method,
+        path: &str,
+        body: Option<Zeroizing<Vec<u8>>>,
+        what: &str,
+    ) -> Result<Reply, BackendError> {
+        for attempt in 0..2 {
+            let token = self.token(creds).await?;
+            let (status, reply) = self
+                .call(method.clone(), path, body.clone(), Some(&token))
+                .await?;
+            if status == StatusCode::FORBIDDEN && attempt == 0 {
+                // Perhaps the token expired under us: log in once more.
+                self.drop_token().await;
+                continue;
+            }
+            return Self::reply(status, &reply, what);
+        }
+        Err(BackendError::Denied(what.to_owned()))
+    }
+
+    /// The KV v2 mount `path` lies under (`secret/`), if it does.
+    async fn kv2_mount(
+        &self,
+        creds: &Credentials,
+        path: &str,
+    ) -> Result<Option<String>, BackendError> {
+        if let Some(m) = self
+            .mounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+        {
+            return Ok(m.clone());
+        }
+        let found = match self
+            .authed(
+                creds,
+                Method::GET,
+                &format!("sys/internal/ui/mounts/{path}"),
+                None,
+                "the mount lookup",
+            )
+            .await
+        {
+            Ok(r) => {
+                let data = r.data.unwrap_or(Field::Other);
+                let kind = data.get("type").and_then(Field::text);
+                let version = data
+                    .get("options")
+                    .and_then(|o| o.get("version"))
+                    .and_then(Field::text);
+                let mount = data
+                    .get("path")
+                    .and_then(Field::text)
+                    .and_then(|p| std::str::from_utf8(p).ok());
+                (kind == Some(b"kv") && version == Some(b"2"))
+                    .then(|| mount.map(str::to_owned))
+                    .flatten()
+            }
+            Err(BackendError::Denied(_) | BackendError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        self.mounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(path.to_owned(), found.clone());
+        Ok(found)
+    }
+
+    /// Reads `path` (`version` for KV v2).
+    pub async fn read(
+        &self,
+        creds: &Credentials,
+        path: &str,
+        version: Option<u64>,
+    ) -> Result<Read, BackendError> {
+        let shown = path.to_owned();
+        match self.kv2_mount(creds, path).await? {
+            Some(mount) => {
+                let rest = path.strip_prefix(mount.as_str()).unwrap_or(path);
+                let q = version.map(|v| format!("?version={v}")).unwrap_or_default();
+                let r = self
+                    .authed(
+                        creds,
+                        Method::GET,
+                        &format!("{mount}data/{rest}{q}"),
+                        None,
+                        &shown,
+                    )
+                    .await?;
+                let data = match r.data {
+                    Some(Field::Map(mut m)) => m.remove("data").unwrap_or(Field::Other),
+                    _ => Field::Other,
+                };
+                Ok(Read {
+                    data,
+                    request_id: r.request_id,
+                    lease: None,
+                })
+            }
+            None => {
+                if version.is_some() {
+                    return Err(BackendError::Other(format!(
+                        "{path} is not under a KV v2 mount: ?version does not apply"
+                    )));
+                }
+                let r = self.authed(creds, Method::GET, path, None, &shown).await?;
+                let lease = (!r.lease_id.is_empty()).then(|| BackendLease {
+                    id: r.lease_id.clone(),
+                    duration: Duration::from_secs(r.lease_duration),
+                    renewable: r.renewable,
+                });
+                Ok(Read {
+                    data: r.data.unwrap_or(Field::Other),
+                    request_id: r.request_id,
+                    lease,
+                })
+            }
+        }
+    }
+
+    /// Renews a dynamic secret's lease by `increment`.
+    pub async fn renew(
+        &self,
+        creds: &Credentials,
+        lease: &str,
+        increment: Duration,
+    ) -> Result<Duration, BackendError> {
+        let body = Zeroizing::new(
+            serde_json::to_vec(
+                &serde_json::json!({"lease_id": lease, "increment": increment.as_secs()}),
+            )
+            .unwrap_or_default(),
+        );
+        let r = self
+            .authed(
+                creds,
+                Method::PUT,
+                "sys/leases/renew",
+                Some(body),
+                "the renewal of a lease",
+            )
+            .await?;
+        Ok(Duration::from_secs(r.lease_duration))
+    }
+
+    /// Revokes a dynamic secret's lease.
+    pub async fn revoke(&self, creds: &Credentials, lease: &str) -> Result<(), BackendError> {
+        let body = Zeroizing::new(
+            serde_json::to_vec(&serde_json::json!({"lease_id": lease})).unwrap_or_default(),
+        );
+        self.authed(
+            creds,
+            Method::PUT,
+            "sys/leases/revoke",
+            Some(body),
+            "the revocation of a lease",
+        )
+        .await?;
+        Ok(())
+    }
+}

@@ -522,6 +522,24 @@ impl Log {
         true
     }
 
+    /// Waits until the text contains `needle` at least `n` times (true) or the stream
+    /// ends or `timeout` passes (false).
+    pub fn wait_for_count(&self, needle: &str, n: usize, timeout: Duration) -> bool {
+        let (m, cv) = &*self.inner;
+        let deadline = Instant::now() + timeout;
+        let mut g = m.lock().unwrap();
+        loop {
+            if g.0.matches(needle).count() >= n {
+                return true;
+            }
+            let now = Instant::now();
+            if g.1 || now >= deadline {
+                return false;
+            }
+            g = cv.wait_timeout(g, deadline - now).unwrap().0;
+        }
+    }
+
     /// Waits until the text contains `needle` (true) or the stream ends or `timeout`
     /// passes (false).
     pub fn wait_for(&self, needle: &str, timeout: Duration) -> bool {

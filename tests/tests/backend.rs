@@ -302,3 +302,274 @@ fn approle_logs_in_and_a_dynamic_secret_is_revoked_when_the_lease_ends() {
     .ok();
     let _ = ROOT;
 }
+
+/// Where Debian keeps PostgreSQL's programs (`initdb` is not on `PATH` there).
+fn pg_bin(name: &str) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.flatten().map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    dirs.sort();
+    dirs.into_iter()
+        .rev()
+        .map(|d| d.join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!("no PostgreSQL {name}: run scripts/test.sh (it installs postgresql)")
+        })
+}
+
+/// A PostgreSQL cluster of the tree's user on a loopback port: `admin` (password
+/// `admin-pw`) owns table `t`; connections over TCP need a password.
+struct Pg {
+    dir: PathBuf,
+    port: u16,
+}
+
+const PG_ADMIN_PW: &str = "admin-pw-6b1d";
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let _ = Command::new("setpriv")
+            .args([
+                &format!("--reuid={USER}"),
+                &format!("--regid={USER}"),
+                "--clear-groups",
+                "--",
+            ])
+            .arg(pg_bin("pg_ctl"))
+            .args([
+                "-D",
+                self.dir.join("data").to_str().unwrap(),
+                "-m",
+                "immediate",
+                "stop",
+            ])
+            .output();
+    }
+}
+
+impl Pg {
+    fn as_user(&self, program: PathBuf) -> Command {
+        let mut c = Command::new("setpriv");
+        c.args([
+            &format!("--reuid={USER}"),
+            &format!("--regid={USER}"),
+            "--clear-groups",
+            "--",
+        ])
+        .arg(program)
+        .env("HOME", &self.dir)
+        .current_dir(&self.dir);
+        c
+    }
+
+    fn start(env: &TestEnv) -> Pg {
+        let dir = env.root().join("pg");
+        std::fs::create_dir_all(&dir).unwrap();
+        env.give(&dir);
+        let mut pg = Pg { dir, port: 0 };
+        let pwfile = pg.dir.join("pw");
+        std::fs::write(&pwfile, PG_ADMIN_PW).unwrap();
+        env.give(&pwfile);
+        let out = pg
+            .as_user(pg_bin("initdb"))
+            .args([
+                "-D",
+                "data",
+                "-U",
+                "admin",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+            ])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for _ in 0..5 {
+            pg.port = free_port();
+            let out = pg
+                .as_user(pg_bin("pg_ctl"))
+                .args(["-D", "data", "-w", "-l", "log", "-o"])
+                .arg(format!(
+                    "-p {} -k {} -c listen_addresses=127.0.0.1",
+                    pg.port,
+                    pg.dir.display()
+                ))
+                .arg("start")
+                .output()
+                .unwrap();
+            if out.status.success() {
+                pg.sql("CREATE TABLE t (x int); INSERT INTO t VALUES (1);");
+                return pg;
+            }
+        }
+        panic!(
+            "PostgreSQL did not start: {}",
+            std::fs::read_to_string(pg.dir.join("log")).unwrap_or_default()
+        );
+    }
+
+    /// `psql` as admin over the socket; its output.
+    fn sql(&self, sql: &str) -> String {
+        let out = self
+            .as_user(PathBuf::from("psql"))
+            .args([
+                "-h",
+                self.dir.to_str().unwrap(),
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "admin",
+                "-d",
+                "postgres",
+                "-tAc",
+                sql,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// The roles OpenBao made (`v-…`).
+    fn dynamic_roles(&self) -> Vec<String> {
+        let out = self.sql("SELECT rolname FROM pg_roles WHERE rolname LIKE 'v-%' ORDER BY 1");
+        out.lines()
+            .map(str::to_owned)
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+}
+
+/// OpenBao's database engine over `pg`, with role `ro` (SELECT only).
+fn database_engine(bao: &Bao, pg: &Pg) {
+    bao.cli(&["secrets", "enable", "database"]);
+    bao.cli(&[
+        "write",
+        "database/config/pg",
+        "plugin_name=postgresql-database-plugin",
+        &format!(
+            "connection_url=postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/postgres?sslmode=disable",
+            pg.port
+        ),
+        "allowed_roles=ro",
+        "username=admin",
+        &format!("password={PG_ADMIN_PW}"),
+    ]);
+    bao.cli(&[
+        "write",
+        "database/roles/ro",
+        "db_name=pg",
+        "creation_statements=CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT SELECT ON ALL TABLES IN SCHEMA public TO \"{{name}}\";",
+        "default_ttl=1h",
+        "max_ttl=24h",
+    ]);
+}
+
+#[test]
+fn a_database_credential_exists_only_while_the_command_runs() {
+    let bao = Bao::start();
+    let (env, _agent) = setup(
+        &bao,
+        "{ method = \"token\", token = \"jitc://team/token\" }",
+    );
+    let pg = Pg::start(&env);
+    database_engine(&bao, &pg);
+    let creds = [
+        "-e",
+        "PGUSER=bao://team/database/creds/ro#username",
+        "-e",
+        "PGPASSWORD=bao://team/database/creds/ro#password",
+    ];
+    let port = pg.port.to_string();
+    let psql = |sql: &str, extra: &[&str]| {
+        let mut all = vec!["exec"];
+        all.extend_from_slice(extra);
+        all.extend_from_slice(&creds);
+        all.extend_from_slice(&[
+            "--",
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-d",
+            "postgres",
+            "-tAc",
+            sql,
+        ]);
+        env.run(&all, None)
+    };
+    // Both fields from one read: the user logs in with its password; it may read ...
+    let out = psql("SELECT count(*) FROM t", &[]).ok();
+    assert_eq!(out.stdout.trim(), "1");
+    // ... and only read.
+    psql("INSERT INTO t VALUES (2)", &[])
+        .code(1)
+        .says("permission denied");
+    // Each lease's credential is revoked when its command ends: no role is left.
+    let follow = env.spawn(&["audit", "--follow", "--json", "--event", "backend_revoked"]);
+    let wait_revoked = |n: usize| {
+        assert!(
+            follow.stdout.wait_for_count(
+                "\"backend_revoked\"",
+                n,
+                std::time::Duration::from_secs(60)
+            ),
+            "{}",
+            follow.stdout.text()
+        );
+    };
+    wait_revoked(2);
+    assert_eq!(pg.dynamic_roles(), Vec::<String>::new());
+    // On record: the grant named the backend lease.
+    let recs_all = audit::records(&env);
+    let granted = audit::of_kind(&recs_all, "lease_granted");
+    let lease_id = granted[0]["backend"][0]["lease_id"].as_str().unwrap();
+    assert!(lease_id.starts_with("database/creds/ro/"), "{lease_id}");
+    // Revoked by `jitc revoke` while the command runs.
+    let bg = env.spawn(&[
+        "exec",
+        "-e",
+        "PGUSER=bao://team/database/creds/ro#username",
+        "-e",
+        "PGPASSWORD=bao://team/database/creds/ro#password",
+        "--",
+        "sh",
+        "-c",
+        "echo running; exec sleep 300",
+    ]);
+    bg.expect_stdout("running");
+    assert_eq!(pg.dynamic_roles().len(), 1);
+    let id = env.json(&["leases"])[0]["id"].as_u64().unwrap();
+    env.run(&["revoke", &id.to_string()], None).ok();
+    bg.wait();
+    wait_revoked(3);
+    assert_eq!(pg.dynamic_roles(), Vec::<String>::new());
+    // And by `jitc lock`.
+    let bg = env.spawn(&[
+        "exec",
+        "-e",
+        "PGUSER=bao://team/database/creds/ro#username",
+        "-e",
+        "PGPASSWORD=bao://team/database/creds/ro#password",
+        "--",
+        "sh",
+        "-c",
+        "echo running; exec sleep 300",
+    ]);
+    bg.expect_stdout("running");
+    assert_eq!(pg.dynamic_roles().len(), 1);
+    env.run(&["lock"], None).ok();
+    bg.wait();
+    wait_revoked(4);
+    assert_eq!(pg.dynamic_roles(), Vec::<String>::new());
+}

@@ -13,9 +13,11 @@ command -v setsid >/dev/null || missing+=(util-linux)
 command -v systemd-socket-activate >/dev/null || missing+=(systemd)
 command -v sha256sum >/dev/null || missing+=(coreutils)
 command -v bwrap >/dev/null || missing+=(bubblewrap)
-# curl and git: real clients of the gateway.
+# curl and git: real clients of the gateway. PostgreSQL: the backend tests' database.
 command -v curl >/dev/null || missing+=(curl)
 command -v git >/dev/null || missing+=(git)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v psql >/dev/null || missing+=(postgresql-client)
 [ -x /usr/bin/python3 ] || missing+=(python3)
 /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v node >/dev/null || missing+=(nodejs)

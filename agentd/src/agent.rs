@@ -84,6 +84,10 @@ impl Agent {
         let vault_file = VaultFile::new(config.vault.clone());
         let policy = PolicySource::new(config.policy.clone());
         let config_audit = config.audit.clone();
+        let journal = config_audit.path.parent().map_or_else(
+            || std::path::PathBuf::from("."),
+            |p| p.join("backend-leases"),
+        );
         let idle_lock = config
             .idle_lock
             .or_else(|| policy.current().ok().map(|p| p.defaults.idle_lock))
@@ -113,7 +117,7 @@ impl Agent {
             sandboxes: crate::sandbox::Sandboxes::new(),
             wanted: StdMutex::new(Vec::new()),
             gateway: crate::gateway::Gateway::default(),
-            backends: crate::backend::Backends::default(),
+            backends: crate::backend::Backends::new(journal),
             me: std::sync::OnceLock::new(),
         }
     }

@@ -227,6 +227,8 @@ fn status() -> impl Strategy<Value = AgentStatus> {
             vec(sandbox_info(), 0..3),
             of(any::<u64>()),
             of(text()),
+            any::<u32>(),
+            texts(),
         ),
     )
         .prop_map(
@@ -234,7 +236,7 @@ fn status() -> impl Strategy<Value = AgentStatus> {
                 (agent_version, pid, socket, vault, vault_exists, locked),
                 (secrets, leases, idle_lock_secs, locks_in_secs, memory_locked, unlock_failures),
                 (pending, policy, audit),
-                (exe, sandboxes, caller_sandbox, gateway),
+                (exe, sandboxes, caller_sandbox, gateway, backend_recovered, backend_unrevoked),
             )| AgentStatus {
                 agent_version,
                 pid,
@@ -255,6 +257,8 @@ fn status() -> impl Strategy<Value = AgentStatus> {
                 sandboxes,
                 caller_sandbox,
                 gateway,
+                backend_recovered,
+                backend_unrevoked,
             },
         )
 }

@@ -323,6 +323,10 @@ pub struct AgentStatus {
     pub caller_sandbox: Option<u64>,
     /// Where the custody-free gateway listens, once a `--proxy` lease started it.
     pub gateway: Option<String>,
+    /// Dynamic secrets an earlier run left unrevoked (a crash): how many were revoked
+    /// since this one started, and the backend lease ids still not revoked.
+    pub backend_recovered: u32,
+    pub backend_unrevoked: Vec<String>,
 }
 
 /// Whether `policy.toml` is in force, and if not, why every lease is refused.

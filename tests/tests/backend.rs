@@ -573,3 +573,68 @@ fn a_database_credential_exists_only_while_the_command_runs() {
     wait_revoked(4);
     assert_eq!(pg.dynamic_roles(), Vec::<String>::new());
 }
+
+#[test]
+fn a_database_credential_outlives_neither_its_ttl_nor_a_crash_of_the_agent() {
+    let bao = Bao::start();
+    let (env, agent) = setup(
+        &bao,
+        "{ method = \"token\", token = \"jitc://team/token\" }",
+    );
+    let pg = Pg::start(&env);
+    database_engine(&bao, &pg);
+    let running = |ttl: &str| {
+        env.spawn(&[
+            "exec",
+            "--ttl",
+            ttl,
+            "-e",
+            "PGUSER=bao://team/database/creds/ro#username",
+            "-e",
+            "PGPASSWORD=bao://team/database/creds/ro#password",
+            "--",
+            "sh",
+            "-c",
+            "echo running; exec sleep 300",
+        ])
+    };
+    let follow = env.spawn(&["audit", "--follow", "--json", "--event", "backend_revoked"]);
+    // The lease's time is up: the command is stopped, the credential revoked.
+    let bg = running("2s");
+    bg.expect_stdout("running");
+    assert_eq!(pg.dynamic_roles().len(), 1);
+    let stopped = bg.wait();
+    assert!(stopped.stderr.contains("lease expired"), "{stopped:?}");
+    assert!(follow.stdout.wait_for_count(
+        "\"backend_revoked\"",
+        1,
+        std::time::Duration::from_secs(60)
+    ));
+    assert_eq!(pg.dynamic_roles(), Vec::<String>::new());
+    drop(follow);
+    // The agent is killed while a command holds one: nothing revokes it then ...
+    let bg = running("10m");
+    bg.expect_stdout("running");
+    assert_eq!(pg.dynamic_roles().len(), 1);
+    agent.kill9();
+    bg.wait();
+    assert_eq!(pg.dynamic_roles().len(), 1);
+    // ... until the agent runs again and is unlocked: then it is, and it says so.
+    let _agent = env.start_agent();
+    env.unlock().ok();
+    let rec = audit::wait_for_record(&env, "backend_revoked", "left unrevoked");
+    assert!(
+        rec["backend"][0]["lease_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("database/creds/ro/")
+    );
+    assert_eq!(pg.dynamic_roles(), Vec::<String>::new());
+    let status = env.status();
+    assert_eq!(status["backend_recovered"], 1, "{status}");
+    let text = env.run(&["status"], None).ok().stdout;
+    assert!(
+        text.contains("1 dynamic secret an earlier run left unrevoked"),
+        "{text}"
+    );
+}

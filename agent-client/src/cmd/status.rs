@@ -84,6 +84,20 @@ pub fn run(args: Args) -> Result<u8> {
             visible(addr)
         ));
     }
+    if s.backend_recovered > 0 || !s.backend_unrevoked.is_empty() {
+        text.push_str(&format!(
+            "backends {} an earlier run left unrevoked (a crash?) revoked at unlock{}\n",
+            plural(u64::from(s.backend_recovered), "dynamic secret"),
+            if s.backend_unrevoked.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} not yet: see 'jitc audit --event backend_revoke_failed'",
+                    s.backend_unrevoked.len()
+                )
+            }
+        ));
+    }
     if let Some(id) = s.caller_sandbox {
         text.push_str(&format!(
             "you      inside sandbox {id}: requests from here get its profile\n"

@@ -69,7 +69,13 @@ impl Held {
                     continue;
                 };
                 let (kind, reason) = match &result {
-                    Ok(()) => (EventKind::BackendRevoked, None),
+                    Ok(()) => {
+                        agent
+                            .backends()
+                            .journal()
+                            .remove(&l.session.config.name, &l.lease.id);
+                        (EventKind::BackendRevoked, None)
+                    }
                     Err(e) => (
                         EventKind::BackendRevokeFailed,
                         Some(e.refusal(&l.session.config.name).message),

@@ -8,6 +8,7 @@
 //! cannot be reached or is sealed or on standby.
 
 pub mod held;
+pub mod journal;
 mod reply;
 
 use std::collections::HashMap;
@@ -115,12 +116,41 @@ pub struct BackendLease {
 }
 
 /// The agent's backends, by name (made from the policy at first use).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Backends {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
+    journal: journal::Journal,
+    /// Dynamic secrets a previous run left unrevoked, revoked since this one started.
+    recovered: std::sync::atomic::AtomicU32,
+    /// Those it could not revoke yet (their backend lease ids).
+    unrevoked: Mutex<Vec<String>>,
 }
 
 impl Backends {
+    /// Backends whose dynamic secrets are journaled in `dir`.
+    pub fn new(dir: std::path::PathBuf) -> Backends {
+        Backends {
+            sessions: Mutex::new(HashMap::new()),
+            journal: journal::Journal::new(dir),
+            recovered: std::sync::atomic::AtomicU32::new(0),
+            unrevoked: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn journal(&self) -> &journal::Journal {
+        &self.journal
+    }
+
+    /// (revoked since start, still unrevoked) of what a previous run left behind.
+    pub fn recovery(&self) -> (u32, Vec<String>) {
+        (
+            self.recovered.load(std::sync::atomic::Ordering::Relaxed),
+            self.unrevoked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
     /// The session for `config` (a new one when the policy changed it).
     pub fn session(&self, config: &Backend) -> Result<Arc<Session>, Refusal> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
@@ -541,4 +571,103 @@ impl Session {
         .await?;
         Ok(())
     }
+}
+
+/// At unlock: revokes every dynamic secret the journal still holds — left by an agent
+/// that stopped without revoking it (a crash, `kill -9`) — recording each.
+pub fn recover(agent: &crate::agent::Agent) {
+    let entries = agent.backends().journal().entries();
+    if entries.is_empty() {
+        return;
+    }
+    tracing::warn!(
+        count = entries.len(),
+        "backend leases left unrevoked by an earlier run: revoking them"
+    );
+    *agent
+        .backends()
+        .unrevoked
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = entries.iter().map(|e| e.lease_id.clone()).collect();
+    let me = agent.me();
+    tokio::spawn(async move {
+        for e in entries {
+            let Some(agent) = me.upgrade() else {
+                return;
+            };
+            let result = recover_one(&agent, &e).await;
+            let (kind, reason) = match &result {
+                Ok(()) => {
+                    agent.backends().journal().remove(&e.backend, &e.lease_id);
+                    agent
+                        .backends()
+                        .recovered
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    agent
+                        .backends()
+                        .unrevoked
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .retain(|l| *l != e.lease_id);
+                    (
+                        jitc_protocol::kinds::EventKind::BackendRevoked,
+                        "left unrevoked by an agent that stopped without revoking it (a crash?); revoked at unlock".to_owned(),
+                    )
+                }
+                Err(r) => (
+                    jitc_protocol::kinds::EventKind::BackendRevokeFailed,
+                    format!(
+                        "left unrevoked by an earlier run, and still not revoked: {}",
+                        r.message
+                    ),
+                ),
+            };
+            tracing::warn!(lease_id = %e.lease_id, "{reason}");
+            agent.audit().record_later(crate::audit::Event {
+                lease: (e.lease != 0).then_some(e.lease),
+                reason: Some(reason),
+                backend: vec![crate::audit::BackendRecord {
+                    backend: e.backend.clone(),
+                    path: None,
+                    lease_id: Some(e.lease_id.clone()),
+                    request_id: None,
+                }],
+                ..crate::audit::Event::new(kind)
+            });
+        }
+    });
+}
+
+async fn recover_one(agent: &crate::agent::Agent, e: &journal::Entry) -> Result<(), Refusal> {
+    let policy = agent.policy()?;
+    let config = policy
+        .backends
+        .iter()
+        .find(|b| b.name == e.backend)
+        .ok_or_else(|| {
+            Refusal::new(
+                ErrorCode::Failure,
+                format!("no [backend.{}] in policy.toml any more", e.backend),
+            )
+        })?
+        .clone();
+    let creds = {
+        let slot = agent.unlocked().await?;
+        let vault = slot.as_ref().ok_or_else(|| agent.locked_refusal())?;
+        let mut out = Vec::new();
+        for name in config.auth.secrets() {
+            out.push(vault.open_value(name).map_err(|_| {
+                Refusal::new(
+                    ErrorCode::Failure,
+                    format!("the jitc secret '{name}' it logs in with is gone"),
+                )
+            })?);
+        }
+        Credentials::new(out)
+    };
+    let session = agent.backends().session(&config)?;
+    session
+        .revoke(&creds, &e.lease_id)
+        .await
+        .map_err(|err| err.refusal(&e.backend))
 }

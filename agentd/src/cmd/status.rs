@@ -34,5 +34,7 @@ pub async fn apply(agent: &Agent, session: &Session) -> Reply {
         sandboxes: agent.sandboxes().list(),
         caller_sandbox: session.sandbox_id(),
         gateway: agent.gateway().listening().map(|a| a.to_string()),
+        backend_recovered: agent.backends().recovery().0,
+        backend_unrevoked: agent.backends().recovery().1,
     }))
 }

@@ -78,6 +78,8 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
             drop(slot);
             drop(gate);
             agent.audit().set_tampered(problem.clone());
+            // What an earlier run left in the backends, revoked now that it can log in.
+            crate::backend::recover(agent);
             if let Some(problem) = problem {
                 agent.raise(
                     agent.detector().tampered(&problem),

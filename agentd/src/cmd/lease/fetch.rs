@@ -103,6 +103,15 @@ pub(super) async fn fetch(
             .await
             .map_err(|e| deny(e.refusal(&backend)))?;
         if let Some(lease) = &read.lease {
+            // On record before anything else: a crash from here on leaves it to be
+            // revoked at the next unlock.
+            let entry = crate::backend::journal::Entry {
+                backend: backend.clone(),
+                lease_id: lease.id.clone(),
+                lease: 0,
+            };
+            let journal = agent.backends().journal().clone();
+            let kept = tokio::task::spawn_blocking(move || journal.add(&entry)).await;
             let ttl = judged.decision.ttl;
             let held = HeldLease {
                 session: session.clone(),
@@ -110,6 +119,14 @@ pub(super) async fn fetch(
                 lease: lease.clone(),
             };
             fetched.held.push(held);
+            if !matches!(kept, Ok(Ok(()))) {
+                return Err(deny(Refusal::new(
+                    ErrorCode::IoErr,
+                    format!(
+                        "cannot keep a record of the lease backend '{backend}' gave (in the state directory); check its permissions and free space"
+                    ),
+                )));
+            }
             if !lease.renewable && lease.duration < ttl {
                 return Err(deny(Refusal::new(
                     ErrorCode::Refused,

@@ -485,8 +485,12 @@ impl Pg {
 
 /// OpenBao's database engine over `pg`, with role `ro` (SELECT only).
 fn database_engine(bao: &Bao, pg: &Pg) {
-    bao.cli(&["secrets", "enable", "database"]);
-    bao.cli(&[
+    database_engine_with(|a| bao.cli(a), pg);
+}
+
+fn database_engine_with(cli: impl Fn(&[&str]) -> String, pg: &Pg) {
+    cli(&["secrets", "enable", "database"]);
+    cli(&[
         "write",
         "database/config/pg",
         "plugin_name=postgresql-database-plugin",
@@ -498,7 +502,7 @@ fn database_engine(bao: &Bao, pg: &Pg) {
         "username=admin",
         &format!("password={PG_ADMIN_PW}"),
     ]);
-    bao.cli(&[
+    cli(&[
         "write",
         "database/roles/ro",
         "db_name=pg",
@@ -671,4 +675,243 @@ fn a_database_credential_outlives_neither_its_ttl_nor_a_crash_of_the_agent() {
         text.contains("1 dynamic secret an earlier run left unrevoked"),
         "{text}"
     );
+}
+
+/// A three-node OpenBao cluster on loopback (Raft storage): initialised, unsealed, the
+/// other two joined to the first; KV v2 at `secret/`.
+struct Cluster {
+    nodes: Vec<Option<Child>>,
+    addrs: Vec<String>,
+    root: String,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in self.nodes.iter_mut().flatten() {
+            let _ = n.kill();
+            let _ = n.wait();
+        }
+    }
+}
+
+impl Cluster {
+    fn cli_at(&self, addr: &str, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(bao_bin())
+            .args(args)
+            .env("BAO_ADDR", addr)
+            .env("BAO_TOKEN", &self.root)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// `bao ARGS` against whichever node answers.
+    fn cli(&self, args: &[&str]) -> String {
+        let live: Vec<&String> = self
+            .addrs
+            .iter()
+            .zip(&self.nodes)
+            .filter(|(_, n)| n.is_some())
+            .map(|(a, _)| a)
+            .collect();
+        // A standby forwards to the active node; until one is elected, ask again.
+        for _ in 0..200 {
+            for a in &live {
+                if let Ok(out) = self.cli_at(a, args) {
+                    return out;
+                }
+            }
+            std::thread::yield_now();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("bao {args:?}: no node of the cluster answered");
+    }
+
+    fn start(dir: &std::path::Path) -> Cluster {
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let addrs: Vec<String> = ports
+            .iter()
+            .map(|(a, _)| format!("http://127.0.0.1:{a}"))
+            .collect();
+        let mut nodes = Vec::new();
+        for (i, (api, cluster)) in ports.iter().enumerate() {
+            let data = dir.join(format!("node{i}"));
+            std::fs::create_dir_all(&data).unwrap();
+            let config = dir.join(format!("node{i}.hcl"));
+            std::fs::write(
+                &config,
+                format!(
+                    "storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"n{i}\"\n  performance_multiplier = 1\n}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{api}\"\n  cluster_address = \"127.0.0.1:{cluster}\"\n  tls_disable = true\n}}\napi_addr = \"http://127.0.0.1:{api}\"\ncluster_addr = \"http://127.0.0.1:{cluster}\"\ndisable_mlock = true\n",
+                    data.display()
+                ),
+            )
+            .unwrap();
+            let mut child = Command::new(bao_bin())
+                .args(["server", &format!("-config={}", config.display())])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let out = BufReader::new(child.stdout.take().unwrap());
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut said = false;
+                for l in out.lines().map_while(Result::ok) {
+                    if !said && l.contains("OpenBao server started") {
+                        said = true;
+                        let _ = tx.send(true);
+                    }
+                }
+                let _ = tx.send(false);
+            });
+            assert!(rx.recv().unwrap_or(false), "node {i} did not start");
+            nodes.push(Some(child));
+        }
+        let mut c = Cluster {
+            nodes,
+            addrs,
+            root: String::new(),
+        };
+        let init = c
+            .cli_at(
+                &c.addrs[0],
+                &[
+                    "operator",
+                    "init",
+                    "-key-shares=1",
+                    "-key-threshold=1",
+                    "-format=json",
+                ],
+            )
+            .unwrap();
+        let init: serde_json::Value = serde_json::from_str(&init).unwrap();
+        let key = init["unseal_keys_b64"][0].as_str().unwrap().to_owned();
+        c.root = init["root_token"].as_str().unwrap().to_owned();
+        c.cli_at(&c.addrs[0], &["operator", "unseal", &key])
+            .unwrap();
+        for i in 1..3 {
+            let leader = c.addrs[0].clone();
+            // The first node takes a moment to become active: joining waits for it.
+            let mut joined = false;
+            for _ in 0..200 {
+                if c.cli_at(&c.addrs[i], &["operator", "raft", "join", &leader])
+                    .is_ok()
+                {
+                    joined = true;
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            assert!(joined, "node {i} could not join");
+            c.cli_at(&c.addrs[i], &["operator", "unseal", &key])
+                .unwrap();
+        }
+        // Every node a voter before anything relies on a failover.
+        for _ in 0..400 {
+            let peers = c.cli(&["operator", "raft", "list-peers", "-format=json"]);
+            let v: serde_json::Value = serde_json::from_str(&peers).unwrap();
+            let voters = v["data"]["config"]["servers"]
+                .as_array()
+                .map(|s| s.iter().filter(|p| p["voter"] == true).count())
+                .unwrap_or(0);
+            if voters == 3 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        c.cli(&["secrets", "enable", "-path=secret", "-version=2", "kv"]);
+        c
+    }
+
+    /// The active node's index.
+    fn active(&self) -> usize {
+        for _ in 0..400 {
+            for (i, a) in self.addrs.iter().enumerate() {
+                if self.nodes[i].is_none() {
+                    continue;
+                }
+                if let Ok(s) = self.cli_at(a, &["status", "-format=json"]) {
+                    let v: serde_json::Value = serde_json::from_str(&s).unwrap_or_default();
+                    if v["is_self"] == true && v["ha_enabled"] == true {
+                        return i;
+                    }
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("no active node");
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut n) = self.nodes[i].take() {
+            let _ = n.kill();
+            let _ = n.wait();
+        }
+    }
+}
+
+#[test]
+fn leases_go_on_through_the_failover_of_a_three_node_cluster() {
+    let env = TestEnv::new_as(USER);
+    let _agent = env.start_agent();
+    env.init();
+    let mut cluster = Cluster::start(&env.root().join("cluster"));
+    let pg = Pg::start(&env);
+    database_engine_with(|a| cluster.cli(a), &pg);
+    cluster.cli(&[
+        "kv",
+        "put",
+        "-mount=secret",
+        "app",
+        "password=through-failover-5e2a",
+    ]);
+    env.add("team/token", &cluster.root);
+    env.write_policy(&format!(
+        "[backend.team]\nkind = \"openbao\"\naddresses = [{}]\nauth = {{ method = \"token\", token = \"jitc://team/token\" }}\n",
+        cluster
+            .addrs
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    env.set_env("WANT", "through-failover-5e2a");
+    const RUNS: usize = 16;
+    let follow = env.spawn(&["audit", "--follow", "--json", "--event", "backend_revoked"]);
+    // A run of leases, one after another, in a shell of the tree's user.
+    let mut c = env.command("sh");
+    c.arg("-c")
+        .arg(format!(
+            "for i in $(seq {RUNS}); do \
+               \"$JITC\" exec -e PGUSER=bao://team/database/creds/ro#username \
+                 -e PGPASSWORD=bao://team/database/creds/ro#password \
+                 -e PW=bao://team/secret/app#password \
+                 -- sh -c 'test -n \"$PGUSER\" && test \"$PW\" = \"$WANT\"' || echo \"FAILED $i\"; \
+               echo \"DONE $i\"; \
+             done; echo ALL"
+        ))
+        .env("JITC", jitc_bin());
+    let run = TestEnv::spawn_command(c);
+    // In the middle of the run, the active node dies.
+    run.expect_stdout("DONE 4");
+    let active = cluster.active();
+    cluster.kill(active);
+    let out = run.wait();
+    assert!(out.stdout.contains("ALL"), "{out:?}");
+    assert!(!out.stdout.contains("FAILED"), "{out:?}");
+    // Every credential revoked (by the new active node): none left in PostgreSQL.
+    assert!(
+        follow.stdout.wait_for_count(
+            "\"backend_revoked\"",
+            RUNS,
+            std::time::Duration::from_secs(120)
+        ),
+        "{}",
+        follow.stdout.text()
+    );
+    assert_eq!(pg.dynamic_roles(), Vec::<String>::new());
 }

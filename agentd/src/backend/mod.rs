@@ -31,6 +31,8 @@ use crate::policy::backend::{Auth, Backend};
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most of a reply read.
 const MAX_REPLY: usize = 4 << 20;
+/// How long a cluster may take to elect a new active node before a call fails.
+const FAILOVER: Duration = Duration::from_secs(20);
 /// A token is renewed (or replaced) when it has less than this left.
 const RENEW_MARGIN: Duration = Duration::from_secs(30);
 
@@ -202,7 +204,34 @@ impl Session {
         body: Option<Zeroizing<Vec<u8>>>,
         token: Option<&str>,
     ) -> Result<(StatusCode, Zeroizing<Vec<u8>>), BackendError> {
+        // A cluster between leaders (its active node gone, a standby not yet elected)
+        // answers 5xx for a few seconds: the round is tried again, a while. A cluster
+        // none of whose addresses answers at all is unreachable at once.
+        let deadline = Instant::now() + FAILOVER;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let (result, answered) = self.round(&method, path, &body, token).await;
+            match result {
+                Err(e) if answered && Instant::now() + pause < deadline => {
+                    tracing::debug!(backend = %self.config.name, "no active node yet ({e:?}); trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One call to each address in turn; and whether any of them answered at all.
+    async fn round(
+        &self,
+        method: &Method,
+        path: &str,
+        body: &Option<Zeroizing<Vec<u8>>>,
+        token: Option<&str>,
+    ) -> (Result<(StatusCode, Zeroizing<Vec<u8>>), BackendError>, bool) {
         let mut last = BackendError::Unreachable("no address".into());
+        let mut answered = false;
         for base in &self.config.addresses {
             let mut req = Request::builder()
                 .method(method.clone())
@@ -211,22 +240,31 @@ impl Session {
                 req = req.header("X-Vault-Namespace", ns);
             }
             if let Some(t) = token {
-                let mut v = http::HeaderValue::from_str(t)
-                    .map_err(|_| BackendError::Other("a token that is not text".into()))?;
+                let Ok(mut v) = http::HeaderValue::from_str(t) else {
+                    return (
+                        Err(BackendError::Other("a token that is not text".into())),
+                        false,
+                    );
+                };
                 v.set_sensitive(true);
                 req = req.header("X-Vault-Token", v);
             }
             let bytes = body
                 .as_ref()
                 .map_or_else(Bytes::new, |b| Bytes::copy_from_slice(b));
-            let req = req
-                .header("Content-Type", "application/json")
-                .body(
-                    Full::new(bytes)
-                        .map_err(|e: std::convert::Infallible| match e {})
-                        .boxed_unsync(),
-                )
-                .map_err(|e| BackendError::Other(format!("a bad request ({e})")))?;
+            let req = match req.header("Content-Type", "application/json").body(
+                Full::new(bytes)
+                    .map_err(|e: std::convert::Infallible| match e {})
+                    .boxed_unsync(),
+            ) {
+                Ok(r) => r,
+                Err(e) => {
+                    return (
+                        Err(BackendError::Other(format!("a bad request ({e})"))),
+                        false,
+                    );
+                }
+            };
             let sent = tokio::time::timeout(CALL_TIMEOUT, async {
                 let resp = self.client.request(req).await?;
                 let status = resp.status();
@@ -244,19 +282,25 @@ impl Session {
                         .map_or_else(|| e.to_string(), |s| s.to_string());
                     last = BackendError::Unreachable(format!("{base}: {why}"));
                 }
-                // Sealed, or a standby that does not forward: the next one.
+                // Sealed, a standby that does not forward (it redirects to the active
+                // node: only configured addresses are followed, in turn), or no active
+                // node: the next one.
                 Ok(Ok((s, _)))
                     if s == StatusCode::SERVICE_UNAVAILABLE
+                        || s == StatusCode::TEMPORARY_REDIRECT
+                        || s == StatusCode::PERMANENT_REDIRECT
+                        || s == StatusCode::INTERNAL_SERVER_ERROR
                         || s.as_u16() == 429
                         || s.as_u16() == 472
                         || s.as_u16() == 473 =>
                 {
+                    answered = true;
                     last = BackendError::Sealed;
                 }
-                Ok(Ok((s, body))) => return Ok((s, Zeroizing::new(body.to_vec()))),
+                Ok(Ok((s, body))) => return (Ok((s, Zeroizing::new(body.to_vec()))), true),
             }
         }
-        Err(last)
+        (Err(last), answered)
     }
 
     /// A reply, or the error its status means.

@@ -498,7 +498,7 @@ fn database_engine_with(cli: impl Fn(&[&str]) -> String, pg: &Pg) {
             "connection_url=postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/postgres?sslmode=disable",
             pg.port
         ),
-        "allowed_roles=ro",
+        "allowed_roles=ro,short",
         "username=admin",
         &format!("password={PG_ADMIN_PW}"),
     ]);
@@ -509,6 +509,15 @@ fn database_engine_with(cli: impl Fn(&[&str]) -> String, pg: &Pg) {
         "creation_statements=CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT SELECT ON ALL TABLES IN SCHEMA public TO \"{{name}}\";",
         "default_ttl=1h",
         "max_ttl=24h",
+    ]);
+    // One that may not outlive a minute.
+    cli(&[
+        "write",
+        "database/roles/short",
+        "db_name=pg",
+        "creation_statements=CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';",
+        "default_ttl=30s",
+        "max_ttl=60s",
     ]);
 }
 
@@ -568,6 +577,57 @@ fn a_database_credential_exists_only_while_the_command_runs() {
     };
     wait_revoked(2);
     assert_eq!(pg.dynamic_roles(), Vec::<String>::new());
+    // A credential kept by its command (here in a file of the test's) no longer logs
+    // in once its lease is over.
+    let kept = env.home.join("kept");
+    let keep = format!(
+        "printf '%s\\n%s' \"$PGUSER\" \"$PGPASSWORD\" > {}",
+        kept.display()
+    );
+    let mut all = vec!["exec"];
+    all.extend_from_slice(&creds);
+    all.extend_from_slice(&["--", "sh", "-c", &keep]);
+    env.run(&all, None).ok();
+    wait_revoked(3);
+    let text = std::fs::read_to_string(&kept).unwrap();
+    let (user, password) = text.split_once('\n').unwrap();
+    let login = pg
+        .as_user(PathBuf::from("psql"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            user,
+            "-d",
+            "postgres",
+            "-tAc",
+            "SELECT 1",
+        ])
+        .env("PGPASSWORD", password)
+        .output()
+        .unwrap();
+    assert!(
+        !login.status.success(),
+        "the revoked credential still logs in"
+    );
+    // A lease longer than the backend lets the credential live is refused, with both.
+    env.run(
+        &[
+            "exec",
+            "--ttl",
+            "10m",
+            "-e",
+            "U=bao://team/database/creds/short#username",
+            "--",
+            "true",
+        ],
+        None,
+    )
+    .code(77)
+    .one_line_error()
+    .says("lasts 10m but backend 'team' lets database/creds/short live");
     // On record: the grant named the backend lease.
     let recs_all = audit::records(&env);
     let granted = audit::of_kind(&recs_all, "lease_granted");
@@ -590,7 +650,7 @@ fn a_database_credential_exists_only_while_the_command_runs() {
     let id = env.json(&["leases"])[0]["id"].as_u64().unwrap();
     env.run(&["revoke", &id.to_string()], None).ok();
     bg.wait();
-    wait_revoked(3);
+    wait_revoked(5);
     assert_eq!(pg.dynamic_roles(), Vec::<String>::new());
     // And by `jitc lock`.
     let bg = env.spawn(&[
@@ -608,7 +668,7 @@ fn a_database_credential_exists_only_while_the_command_runs() {
     assert_eq!(pg.dynamic_roles().len(), 1);
     env.run(&["lock"], None).ok();
     bg.wait();
-    wait_revoked(4);
+    wait_revoked(6);
     assert_eq!(pg.dynamic_roles(), Vec::<String>::new());
 }
 

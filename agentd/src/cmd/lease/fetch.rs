@@ -127,14 +127,27 @@ pub(super) async fn fetch(
                     ),
                 )));
             }
-            if !lease.renewable && lease.duration < ttl {
+            // How long the backend will let it live: as given, or — renewable — as
+            // far as a renewal for the whole jitc lease reaches (its max TTL caps it).
+            let reach = if lease.duration >= ttl || !lease.renewable {
+                lease.duration
+            } else {
+                session
+                    .renew(&creds, &lease.id, ttl)
+                    .await
+                    .map_err(|e| deny(e.refusal(&backend)))?
+            };
+            if reach < ttl {
+                let secs = |d: std::time::Duration| {
+                    humantime::format_duration(std::time::Duration::from_secs(d.as_secs()))
+                };
                 return Err(deny(Refusal::new(
                     ErrorCode::Refused,
                     format!(
-                        "the lease asked for is {} but backend '{backend}' gives {path} for {} and does not renew it; ask for --ttl {} or less",
-                        humantime::format_duration(ttl),
-                        humantime::format_duration(lease.duration),
-                        humantime::format_duration(lease.duration)
+                        "the lease asked for lasts {} but backend '{backend}' lets {path} live {} at most; ask for --ttl {} or less",
+                        secs(ttl),
+                        secs(reach),
+                        secs(reach)
                     ),
                 )));
             }

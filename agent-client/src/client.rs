@@ -311,6 +311,18 @@ impl Client {
         })
     }
 
+    /// The keys under `path` in backend `backend`.
+    pub fn list_backend(&mut self, backend: &str, path: &str) -> Result<Vec<String>> {
+        let req = Request::ListBackend {
+            backend: backend.to_owned(),
+            path: path.to_owned(),
+        };
+        self.call_for(&req, "no key list", |r| match r {
+            Response::BackendKeys(k) => Some(k),
+            _ => None,
+        })
+    }
+
     pub fn list(&mut self) -> Result<Vec<SecretInfo>> {
         self.call_for(&Request::ListSecrets, "no list", |r| match r {
             Response::Secrets(s) => Some(s),

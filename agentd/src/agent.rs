@@ -470,6 +470,9 @@ impl Agent {
             Request::RegisterSandbox(req) => cmd::sandbox::register(self, session, req).await,
             Request::RequestSecret(w) => cmd::requested::request(self, session, w).await,
             Request::ListRequested => cmd::requested::list(self).await,
+            Request::ListBackend { backend, path } => {
+                crate::backend::list(self, &backend, &path).await
+            }
             Request::ImportSecrets(req) => cmd::import::apply(self, session, req).await,
         };
         Some(reply.unwrap_or_else(Response::from))

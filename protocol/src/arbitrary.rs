@@ -144,6 +144,9 @@ pub fn request() -> impl Strategy<Value = Request> {
             })
             .boxed(),
         LazyJust::new(|| Request::ListRequested).boxed(),
+        (text(), text())
+            .prop_map(|(backend, path)| Request::ListBackend { backend, path })
+            .boxed(),
         (
             text(),
             vec(
@@ -445,6 +448,7 @@ pub fn response() -> impl Strategy<Value = Response> {
         )
         .prop_map(Response::Requested)
         .boxed(),
+        texts().prop_map(Response::BackendKeys).boxed(),
         explanation().prop_map(Response::Explanation).boxed(),
         (
             texts(),
@@ -502,6 +506,7 @@ fn request_variant(r: &Request) -> &'static str {
         Request::RegisterSandbox(_) => "RegisterSandbox",
         Request::RequestSecret(_) => "RequestSecret",
         Request::ListRequested => "ListRequested",
+        Request::ListBackend { .. } => "ListBackend",
         Request::ImportSecrets(_) => "ImportSecrets",
     }
 }
@@ -527,6 +532,7 @@ fn response_variant(r: &Response) -> &'static str {
         Response::AuditReport(_) => "AuditReport",
         Response::SandboxRegistered(_) => "SandboxRegistered",
         Response::Requested(_) => "Requested",
+        Response::BackendKeys(_) => "BackendKeys",
     }
 }
 

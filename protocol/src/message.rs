@@ -106,6 +106,12 @@ pub enum Request {
     RequestSecret(SecretWanted),
     /// The secrets requested and not yet added.
     ListRequested,
+    /// The keys under `path` in a backend (`jitc ls --backend NAME PATH`): names, never
+    /// values.
+    ListBackend {
+        backend: String,
+        path: String,
+    },
     /// Store new secrets read from a plaintext file (`import_env_file`), all or none,
     /// after a human approves — always, whoever asks. Never replaces a name.
     ImportSecrets(ImportSecrets),
@@ -193,6 +199,8 @@ pub enum Response {
     SandboxRegistered(SandboxInfo),
     /// The secrets requested and not yet added (`ListRequested`).
     Requested(Vec<SecretWanted>),
+    /// The keys under a backend path (`ListBackend`); a key ending in `/` holds more.
+    BackendKeys(Vec<String>),
 }
 
 /// The result of `jitc audit verify`.

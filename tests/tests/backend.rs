@@ -217,6 +217,21 @@ fn kv_references_are_read_at_each_lease_versions_pinned_and_failures_explicit() 
     assert_eq!(rec["backend"][0]["path"], "secret/app", "{rec}");
     let log = std::fs::read_to_string(audit::audit_path(&env)).unwrap();
     assert!(!log.contains("kv-value-"), "a value in the audit log");
+    // --file too (an in-memory file).
+    check(
+        &["--file", "F=bao://team/secret/app#password"],
+        "test \"$(cat \"$F\")\" = \"$TWO\"",
+    )
+    .ok();
+    // Keys (never values) are listed.
+    bao.cli(&["kv", "put", "-mount=secret", "team/other", "x=y"]);
+    let keys = env.json(&["ls", "--backend", "team", "secret"]);
+    assert_eq!(keys, serde_json::json!(["app", "team/"]));
+    let text = env
+        .run(&["ls", "--backend", "team", "secret/team"], None)
+        .ok()
+        .stdout;
+    assert_eq!(text, "bao://team/secret/team/other\n");
     // What is not there, and what is refused, says so in one line.
     check(&["-e", "X=bao://team/secret/app#nope"], "true")
         .code(1)

@@ -9,10 +9,34 @@ pub struct Args {
     /// Print JSON instead of a table
     #[arg(long)]
     json: bool,
+    /// List the keys under PATH in a team's backend ([backend.NAME] in policy.toml)
+    #[arg(long, value_name = "NAME")]
+    backend: Option<String>,
+    /// With --backend: where to list (e.g. secret/app); a KV v2 mount lists its keys
+    #[arg(value_name = "PATH", requires = "backend")]
+    path: Option<String>,
 }
 
 pub fn run(args: Args) -> Result<u8> {
     let mut client = connect_or_start()?;
+    if let Some(backend) = &args.backend {
+        let path = args.path.as_deref().unwrap_or("secret");
+        let keys = client.list_backend(backend, path)?;
+        if args.json {
+            super::print_json(&keys)?;
+            return Ok(0);
+        }
+        let mut text = String::new();
+        for k in &keys {
+            text.push_str(&format!(
+                "bao://{backend}/{}/{}\n",
+                path.trim_end_matches('/'),
+                jitc_protocol::display::visible(k)
+            ));
+        }
+        super::emit(&text)?;
+        return Ok(0);
+    }
     let secrets = client.list()?;
     if args.json {
         super::print_json(&secrets)?;

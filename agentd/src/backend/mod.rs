@@ -575,6 +575,39 @@ impl Session {
         }
     }
 
+    /// The keys under `path` (a KV v2 mount's metadata, else the path itself listed).
+    pub async fn keys(&self, creds: &Credentials, path: &str) -> Result<Vec<String>, BackendError> {
+        let path = path.trim_matches('/');
+        let target = match self.kv2_mount(creds, &format!("{path}/")).await? {
+            Some(mount) => {
+                let rest = format!("{path}/")
+                    .strip_prefix(mount.as_str())
+                    .unwrap_or("")
+                    .to_owned();
+                format!("{mount}metadata/{rest}")
+            }
+            None => path.to_owned(),
+        };
+        let r = self
+            .authed(
+                creds,
+                Method::GET,
+                &format!("{target}?list=true"),
+                None,
+                path,
+            )
+            .await?;
+        let keys = match r.data.as_ref().and_then(|d| d.get("keys")) {
+            Some(Field::List(l)) => l
+                .iter()
+                .filter_map(Field::text)
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(keys)
+    }
+
     /// Renews a dynamic secret's lease by `increment`.
     pub async fn renew(
         &self,
@@ -695,23 +728,64 @@ async fn recover_one(agent: &crate::agent::Agent, e: &journal::Entry) -> Result<
             )
         })?
         .clone();
-    let creds = {
-        let slot = agent.unlocked().await?;
-        let vault = slot.as_ref().ok_or_else(|| agent.locked_refusal())?;
-        let mut out = Vec::new();
-        for name in config.auth.secrets() {
-            out.push(vault.open_value(name).map_err(|_| {
-                Refusal::new(
-                    ErrorCode::Failure,
-                    format!("the jitc secret '{name}' it logs in with is gone"),
-                )
-            })?);
-        }
-        Credentials::new(out)
-    };
+    let creds = credentials(agent, &config).await?;
     let session = agent.backends().session(&config)?;
     session
         .revoke(&creds, &e.lease_id)
         .await
         .map_err(|err| err.refusal(&e.backend))
+}
+
+/// `jitc ls --backend NAME PATH`: the keys, never values.
+pub async fn list(
+    agent: &crate::agent::Agent,
+    backend: &str,
+    path: &str,
+) -> Result<jitc_protocol::Response, Refusal> {
+    if path.len() > 512 || path.chars().any(|c| c.is_control() || c == '?' || c == '#') {
+        return Err(Refusal::bad_input(
+            "a backend path is at most 512 characters, without '?' or '#'",
+        ));
+    }
+    let policy = agent.policy()?;
+    let config = policy
+        .backends
+        .iter()
+        .find(|b| b.name == backend)
+        .ok_or_else(|| {
+            Refusal::new(
+                ErrorCode::Failure,
+                format!("no backend '{backend}' in policy.toml; add [backend.{backend}]"),
+            )
+        })?
+        .clone();
+    let creds = credentials(agent, &config).await?;
+    let session = agent.backends().session(&config)?;
+    let keys = session
+        .keys(&creds, path)
+        .await
+        .map_err(|e| e.refusal(backend))?;
+    Ok(jitc_protocol::Response::BackendKeys(keys))
+}
+
+/// The credentials `config` logs in with, opened from the vault.
+pub async fn credentials(
+    agent: &crate::agent::Agent,
+    config: &Backend,
+) -> Result<Credentials, Refusal> {
+    let slot = agent.unlocked().await?;
+    let vault = slot.as_ref().ok_or_else(|| agent.locked_refusal())?;
+    let mut out = Vec::new();
+    for name in config.auth.secrets() {
+        out.push(vault.open_value(name).map_err(|_| {
+            Refusal::new(
+                ErrorCode::Failure,
+                format!(
+                    "backend '{}' logs in with the jitc secret '{name}', which the vault does not hold; add it with 'jitc add {name}'",
+                    config.name
+                ),
+            )
+        })?);
+    }
+    Ok(Credentials::new(out))
 }

@@ -12,7 +12,8 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 pub enum Field {
     Value(SecretBytes),
     Map(BTreeMap<String, Field>),
-    /// A list, null, or anything else no reference can name.
+    List(Vec<Field>),
+    /// Null, or anything else no reference can name.
     Other,
 }
 
@@ -21,6 +22,7 @@ impl fmt::Debug for Field {
         match self {
             Field::Value(_) => f.write_str("[redacted]"),
             Field::Map(m) => f.debug_map().entries(m.iter()).finish(),
+            Field::List(l) => f.debug_list().entries(l.iter()).finish(),
             Field::Other => f.write_str("Other"),
         }
     }
@@ -79,8 +81,11 @@ impl<'de> Visitor<'de> for FieldVisitor {
         Ok(Field::Other)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Field, A::Error> {
-        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
-        Ok(Field::Other)
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element::<Field>()? {
+            out.push(v);
+        }
+        Ok(Field::List(out))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field, A::Error> {
         let mut out = BTreeMap::new();

@@ -35,6 +35,7 @@ pub fn forbidden(request: &Request) -> Option<&'static str> {
         | Request::Explain(_)
         | Request::RequestSecret(_)
         | Request::ListRequested
+        | Request::ListBackend { .. }
         // Always asks a human first.
         | Request::ImportSecrets(_) => return None,
         Request::Init { .. } => "create a vault",

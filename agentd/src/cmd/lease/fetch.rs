@@ -11,8 +11,8 @@ use jitc_protocol::{ErrorCode, LeaseRequest, LeasedValue};
 use super::*;
 use crate::agent::Agent;
 use crate::audit::{BackendRecord, Event};
+use crate::backend::Field;
 use crate::backend::held::{Held, HeldLease};
-use crate::backend::{Credentials, Field};
 use crate::error::Refusal;
 
 /// What the backends gave besides values. Dropped before the grant takes its dynamic
@@ -83,20 +83,11 @@ pub(super) async fn fetch(
                 ),
             )));
         };
-        let creds = {
-            let slot = agent.unlocked().await.map_err(deny)?;
-            let vault = slot.as_ref().ok_or_else(|| deny(agent.locked_refusal()))?;
-            let mut out = Vec::new();
-            for name in config.auth.secrets() {
-                out.push(vault.open_value(name).map_err(|_| {
-                    deny(Refusal::new(
-                        ErrorCode::Failure,
-                        format!("backend '{backend}' logs in with the jitc secret '{name}', which the vault does not hold; add it with 'jitc add {name}'"),
-                    ))
-                })?);
-            }
-            Arc::new(Credentials::new(out))
-        };
+        let creds = Arc::new(
+            crate::backend::credentials(agent, config)
+                .await
+                .map_err(deny)?,
+        );
         let session = agent.backends().session(config).map_err(deny)?;
         let read = session
             .read(&creds, &path, version)

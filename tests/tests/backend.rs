@@ -217,6 +217,27 @@ fn kv_references_are_read_at_each_lease_versions_pinned_and_failures_explicit() 
     assert_eq!(rec["backend"][0]["path"], "secret/app", "{rec}");
     let log = std::fs::read_to_string(audit::audit_path(&env)).unwrap();
     assert!(!log.contains("kv-value-"), "a value in the audit log");
+    // The policy judges references as it judges names; explain knows them.
+    let e = env.json(&[
+        "policy",
+        "explain",
+        "-e",
+        "PW=bao://team/secret/app#password",
+        "--",
+        "true",
+    ]);
+    assert!(e["refusal"].is_null(), "{e}");
+    env.write_policy(&format!(
+        "[backend.team]\nkind = \"openbao\"\naddresses = [\"{}\"]\nauth = {{ method = \"token\", token = \"jitc://team/token\" }}\n\n[[rule]]\nsecrets = [\"bao://team/secret/*\"]\ncommands = [\"/nonexistent/deploy\"]\n",
+        bao.addr
+    ));
+    check(&["-e", "PW=bao://team/secret/app#password"], "true")
+        .code(77)
+        .says("refused");
+    env.write_policy(&format!(
+        "[backend.team]\nkind = \"openbao\"\naddresses = [\"{}\"]\nauth = {{ method = \"token\", token = \"jitc://team/token\" }}\n",
+        bao.addr
+    ));
     // --file too (an in-memory file).
     check(
         &["--file", "F=bao://team/secret/app#password"],

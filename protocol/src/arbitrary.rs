@@ -232,6 +232,7 @@ fn status() -> impl Strategy<Value = AgentStatus> {
             of(text()),
             any::<u32>(),
             texts(),
+            texts(),
         ),
     )
         .prop_map(
@@ -239,7 +240,15 @@ fn status() -> impl Strategy<Value = AgentStatus> {
                 (agent_version, pid, socket, vault, vault_exists, locked),
                 (secrets, leases, idle_lock_secs, locks_in_secs, memory_locked, unlock_failures),
                 (pending, policy, audit),
-                (exe, sandboxes, caller_sandbox, gateway, backend_recovered, backend_unrevoked),
+                (
+                    exe,
+                    sandboxes,
+                    caller_sandbox,
+                    gateway,
+                    backend_recovered,
+                    backend_unrevoked,
+                    backends,
+                ),
             )| AgentStatus {
                 agent_version,
                 pid,
@@ -262,6 +271,7 @@ fn status() -> impl Strategy<Value = AgentStatus> {
                 gateway,
                 backend_recovered,
                 backend_unrevoked,
+                backends,
             },
         )
 }

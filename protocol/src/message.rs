@@ -335,6 +335,8 @@ pub struct AgentStatus {
     /// since this one started, and the backend lease ids still not revoked.
     pub backend_recovered: u32,
     pub backend_unrevoked: Vec<String>,
+    /// The policy's backends (`[backend.NAME]`), by name.
+    pub backends: Vec<String>,
 }
 
 /// Whether `policy.toml` is in force, and if not, why every lease is refused.

@@ -299,6 +299,13 @@ fn kv_references_are_read_at_each_lease_versions_pinned_and_failures_explicit() 
         "test \"$PW\" = \"$TWO\"",
     )
     .ok();
+    assert_eq!(env.status()["backends"], serde_json::json!(["team"]));
+    // Sealed: 69, at once, saying so.
+    bao.cli(&["operator", "seal"]);
+    check(&["-e", "X=bao://team/secret/app#password"], "true")
+        .code(69)
+        .one_line_error()
+        .says("is sealed");
 }
 
 #[test]

@@ -89,6 +89,9 @@ pub struct SecretList {
     pub secrets: Vec<SecretView>,
     /// Secrets asked for with request_secret that the user has not added yet.
     pub requested: Vec<RequestedView>,
+    /// The team's backends: their secrets go by reference, bao://NAME/PATH#FIELD, in
+    /// run_with_secrets' `env` (e.g. {"PGPASSWORD": "bao://team/database/creds/ro#password"}).
+    pub backends: Vec<String>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -414,11 +417,12 @@ impl Jitc {
                     description: w.description,
                 })
                 .collect();
-            Ok((out, requested))
+            let backends = c.status()?.backends;
+            Ok((out, requested, backends))
         })
         .await;
         Ok(match listed {
-            Ok((secrets, requested)) => {
+            Ok((secrets, requested, backends)) => {
                 let mut text = secrets
                     .iter()
                     .map(|s| format!("{} ({}) — {}", s.name, s.env_var, s.decision))
@@ -427,7 +431,20 @@ impl Jitc {
                 for r in &requested {
                     text.push_str(&format!("\n{} — requested, not added yet", r.name));
                 }
-                structured(&SecretList { secrets, requested }, text, false)
+                for b in &backends {
+                    text.push_str(&format!(
+                        "\nbackend '{b}': reference its secrets as bao://{b}/PATH#FIELD in env"
+                    ));
+                }
+                structured(
+                    &SecretList {
+                        secrets,
+                        requested,
+                        backends,
+                    },
+                    text,
+                    false,
+                )
             }
             Err(e) => failed(e),
         })

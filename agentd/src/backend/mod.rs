@@ -283,12 +283,15 @@ impl Session {
                         .map_or_else(|| e.to_string(), |s| s.to_string());
                     last = BackendError::Unreachable(format!("{base}: {why}"));
                 }
-                // Sealed, a standby that does not forward (it redirects to the active
-                // node: only configured addresses are followed, in turn), or no active
-                // node: the next one.
+                // Sealed: the next one (a sealed cluster is not waited for).
+                Ok(Ok((s, _))) if s == StatusCode::SERVICE_UNAVAILABLE => {
+                    last = BackendError::Sealed;
+                }
+                // A standby that does not forward (it redirects to the active node:
+                // only configured addresses are followed, in turn), or no active node
+                // yet: the next one, and the round again while the cluster elects.
                 Ok(Ok((s, _)))
-                    if s == StatusCode::SERVICE_UNAVAILABLE
-                        || s == StatusCode::TEMPORARY_REDIRECT
+                    if s == StatusCode::TEMPORARY_REDIRECT
                         || s == StatusCode::PERMANENT_REDIRECT
                         || s == StatusCode::INTERNAL_SERVER_ERROR
                         || s.as_u16() == 429

@@ -36,5 +36,9 @@ pub async fn apply(agent: &Agent, session: &Session) -> Reply {
         gateway: agent.gateway().listening().map(|a| a.to_string()),
         backend_recovered: agent.backends().recovery().0,
         backend_unrevoked: agent.backends().recovery().1,
+        backends: agent
+            .policy()
+            .map(|p| p.backends.iter().map(|b| b.name.clone()).collect())
+            .unwrap_or_default(),
     }))
 }

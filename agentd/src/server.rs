@@ -92,6 +92,9 @@ pub async fn run(listener: UnixListener, agent: Arc<Agent>, shutdown: impl Futur
     let _ = done_rx.recv().await;
     // Whatever finished in the meantime (a lease granted just before) is ended too.
     agent.shut_down().await;
+    // The leases' dynamic secrets are revoked before the agent goes (what cannot be in
+    // time stays in the journal, for the next unlock).
+    agent.backends().wait_for_revocations().await;
     let mut stop = crate::audit::Event::new(EventKind::Stop);
     stop.reason = stopped_by;
     let _ = agent.audit().record(stop).await;

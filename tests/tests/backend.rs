@@ -761,7 +761,7 @@ fn a_database_credential_outlives_neither_its_ttl_nor_a_crash_of_the_agent() {
     bg.wait();
     assert_eq!(pg.dynamic_roles().len(), 1);
     // ... until the agent runs again and is unlocked: then it is, and it says so.
-    let _agent = env.start_agent();
+    let mut agent = env.start_agent();
     env.unlock().ok();
     let rec = audit::wait_for_record(&env, "backend_revoked", "left unrevoked");
     assert!(
@@ -778,6 +778,14 @@ fn a_database_credential_outlives_neither_its_ttl_nor_a_crash_of_the_agent() {
         text.contains("1 dynamic secret an earlier run left unrevoked"),
         "{text}"
     );
+    // Stopped the ordinary way while a command holds one: revoked before it exits.
+    let bg = running("10m");
+    bg.expect_stdout("running");
+    assert_eq!(pg.dynamic_roles().len(), 1);
+    env.run(&["stop"], None).ok();
+    agent.wait();
+    bg.wait();
+    assert_eq!(pg.dynamic_roles(), Vec::<String>::new());
 }
 
 /// A three-node OpenBao cluster on loopback (Raft storage): initialised, unsealed, the

@@ -42,7 +42,11 @@ impl Held {
     pub fn start(leases: Vec<HeldLease>, id: u64, agent: Weak<Agent>) -> Held {
         let cancel = CancellationToken::new();
         let token = cancel.clone();
-        tokio::spawn(async move {
+        let tracker = agent
+            .upgrade()
+            .map(|a| a.backends().revocations().clone())
+            .unwrap_or_default();
+        tracker.spawn(async move {
             let mut leases = leases;
             loop {
                 let next = leases

@@ -126,6 +126,8 @@ pub struct Backends {
     recovered: std::sync::atomic::AtomicU32,
     /// Those it could not revoke yet (their backend lease ids).
     unrevoked: Mutex<Vec<String>>,
+    /// Revocations under way (shutdown waits for them).
+    revocations: tokio_util::task::TaskTracker,
 }
 
 impl Backends {
@@ -136,6 +138,25 @@ impl Backends {
             journal: journal::Journal::new(dir),
             recovered: std::sync::atomic::AtomicU32::new(0),
             unrevoked: Mutex::new(Vec::new()),
+            revocations: tokio_util::task::TaskTracker::new(),
+        }
+    }
+
+    /// Where the tasks that hold (and at the end revoke) dynamic secrets run.
+    pub fn revocations(&self) -> &tokio_util::task::TaskTracker {
+        &self.revocations
+    }
+
+    /// At shutdown: waits (at most 15 s) for the revocations under way.
+    pub async fn wait_for_revocations(&self) {
+        self.revocations.close();
+        if tokio::time::timeout(Duration::from_secs(15), self.revocations.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "some backend leases were not revoked in time; the next unlock revokes them"
+            );
         }
     }
 

@@ -541,7 +541,7 @@ fn database_engine_with(cli: impl Fn(&[&str]) -> String, pg: &Pg) {
             "connection_url=postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/postgres?sslmode=disable",
             pg.port
         ),
-        "allowed_roles=ro,short",
+        "allowed_roles=ro,short,brief",
         "username=admin",
         &format!("password={PG_ADMIN_PW}"),
     ]);
@@ -552,6 +552,15 @@ fn database_engine_with(cli: impl Fn(&[&str]) -> String, pg: &Pg) {
         "creation_statements=CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT SELECT ON ALL TABLES IN SCHEMA public TO \"{{name}}\";",
         "default_ttl=1h",
         "max_ttl=24h",
+    ]);
+    // One that lives 4 s unless renewed.
+    cli(&[
+        "write",
+        "database/roles/brief",
+        "db_name=pg",
+        "creation_statements=CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT SELECT ON ALL TABLES IN SCHEMA public TO \"{{name}}\";",
+        "default_ttl=4s",
+        "max_ttl=1h",
     ]);
     // One that may not outlive a minute.
     cli(&[
@@ -655,6 +664,20 @@ fn a_database_credential_exists_only_while_the_command_runs() {
         !login.status.success(),
         "the revoked credential still logs in"
     );
+    // A credential the backend gives for 4 s lives as long as its lease: still good
+    // after 6 s (the command's own sleep).
+    let out = env
+        .run(
+            &[
+                "exec", "--ttl", "30s", "-e", "PGUSER=bao://team/database/creds/brief#username", "-e",
+                "PGPASSWORD=bao://team/database/creds/brief#password", "--", "sh", "-c",
+                &format!("sleep 6 && psql -h 127.0.0.1 -p {port} -d postgres -tAc 'SELECT count(*) FROM t'"),
+            ],
+            None,
+        )
+        .ok();
+    assert_eq!(out.stdout.trim(), "1");
+    wait_revoked(4);
     // A lease longer than the backend lets the credential live is refused, with both.
     env.run(
         &[
@@ -693,7 +716,7 @@ fn a_database_credential_exists_only_while_the_command_runs() {
     let id = env.json(&["leases"])[0]["id"].as_u64().unwrap();
     env.run(&["revoke", &id.to_string()], None).ok();
     bg.wait();
-    wait_revoked(5);
+    wait_revoked(6);
     assert_eq!(pg.dynamic_roles(), Vec::<String>::new());
     // And by `jitc lock`.
     let bg = env.spawn(&[
@@ -711,7 +734,7 @@ fn a_database_credential_exists_only_while_the_command_runs() {
     assert_eq!(pg.dynamic_roles().len(), 1);
     env.run(&["lock"], None).ok();
     bg.wait();
-    wait_revoked(6);
+    wait_revoked(7);
     assert_eq!(pg.dynamic_roles(), Vec::<String>::new());
 }
 

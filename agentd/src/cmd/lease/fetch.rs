@@ -128,6 +128,9 @@ pub(super) async fn fetch(
                     .await
                     .map_err(|e| deny(e.refusal(&backend)))?
             };
+            if let Some(h) = fetched.held.last_mut() {
+                h.lease.duration = reach;
+            }
             if reach < ttl {
                 let secs = |d: std::time::Duration| {
                     humantime::format_duration(std::time::Duration::from_secs(d.as_secs()))

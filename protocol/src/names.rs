@@ -223,6 +223,10 @@ pub const BACKEND_SCHEME: &str = "bao://";
 /// Longest backend reference accepted.
 pub const MAX_REF_LEN: usize = 512;
 
+/// A backend's mounts that hold no secret a command may lease (the agent's own token,
+/// logins, identities, the system backend, per-token storage).
+pub const RESERVED_MOUNTS: [&str; 4] = ["sys", "auth", "identity", "cubbyhole"];
+
 /// `bao://BACKEND/PATH[?version=N]#FIELD`, parsed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BackendRef {
@@ -309,6 +313,14 @@ pub fn parse_backend_ref(s: &str) -> Result<BackendRef, String> {
                 .into(),
         );
     }
+    // The cluster's own machinery is no secret a command may lease: its logins, tokens,
+    // identities, system endpoints (reading one can hand back the agent's own token).
+    let first = path.split('/').next().unwrap_or_default();
+    if RESERVED_MOUNTS.contains(&first) {
+        return Err(format!(
+            "reads under {first}/, the cluster's own machinery, not a secret; name a secrets engine's path"
+        ));
+    }
     if field.is_empty()
         || field.len() > 128
         || !field
@@ -361,6 +373,10 @@ mod backend_ref_tests {
             "bao://team/secret/app?v=1#x",
             "bao://team/secret/a b#x",
             "bao://team/secret/app#",
+            "bao://team/auth/token/lookup-self#id",
+            "bao://team/sys/internal/ui/mounts#x",
+            "bao://team/identity/oidc/token/r#token",
+            "bao://team/cubbyhole/x#y",
         ] {
             assert!(parse_backend_ref(bad).is_err(), "{bad}");
         }

@@ -1,11 +1,14 @@
 //! What outlives a crash: every dynamic secret the agent hands out is written here
 //! (a small file, fsynced, before the value leaves) and removed once it is revoked.
-//! After a crash or `kill -9`, the next unlock revokes whatever is left.
+//! After a crash or `kill -9`, the next unlock revokes whatever is left. Each entry is
+//! sealed with a key derived from the vault key: one planted by another process (to
+//! make the agent revoke someone else's lease) is ignored.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
 
+use hmac::{KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -20,6 +23,56 @@ pub struct Entry {
     pub lease_id: String,
     /// The jitc lease it was read for.
     pub lease: u64,
+    /// HMAC-SHA256 over the rest, hex, under the journal key.
+    #[serde(default)]
+    pub mac: String,
+}
+
+impl Entry {
+    fn tag(&self, key: &[u8; 32]) -> String {
+        // HMAC takes a key of any length: this cannot fail.
+        let Ok(mut mac) = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(key) else {
+            return String::new();
+        };
+        mac.update(self.backend.as_bytes());
+        mac.update(b"\0");
+        mac.update(self.lease_id.as_bytes());
+        mac.update(b"\0");
+        mac.update(&self.lease.to_be_bytes());
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// `self`, sealed under `key`.
+    pub fn sealed(mut self, key: &[u8; 32]) -> Entry {
+        self.mac = self.tag(key);
+        self
+    }
+
+    fn verifies(&self, key: &[u8; 32]) -> bool {
+        let tag = self.tag(key);
+        !tag.is_empty() && subtle_eq::eq(self.mac.as_bytes(), tag.as_bytes())
+    }
+}
+
+/// The journal's key: derived from the vault key (so only the agent holding the vault
+/// can seal an entry).
+pub fn key_from(vault_key: &[u8]) -> [u8; 32] {
+    let Ok(mut mac) = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(vault_key) else {
+        return [0; 32];
+    };
+    mac.update(b"jitc backend journal v1");
+    mac.finalize().into_bytes().into()
+}
+
+mod subtle_eq {
+    /// Equal, in time that depends on the length only.
+    pub fn eq(a: &[u8], b: &[u8]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -66,8 +119,16 @@ impl Journal {
         }
     }
 
-    /// Every entry kept.
-    pub fn entries(&self) -> Vec<Entry> {
+    /// Every entry kept that `key` sealed (and how many others there were).
+    pub fn entries(&self, key: &[u8; 32]) -> (Vec<Entry>, usize) {
+        let all = self.all();
+        let total = all.len();
+        let good: Vec<Entry> = all.into_iter().filter(|e| e.verifies(key)).collect();
+        let bad = total - good.len();
+        (good, bad)
+    }
+
+    fn all(&self) -> Vec<Entry> {
         use std::io::Read;
         let Ok(dir) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
@@ -96,14 +157,24 @@ mod tests {
     fn entries_are_kept_until_removed() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::new(dir.path().join("backend-leases"));
+        let key = key_from(b"vault key");
         let e = Entry {
             backend: "team".into(),
             lease_id: "database/creds/ro/abc".into(),
             lease: 7,
-        };
+            mac: String::new(),
+        }
+        .sealed(&key);
         j.add(&e).unwrap();
-        assert_eq!(j.entries(), vec![e.clone()]);
+        // One planted without the key is not taken.
+        let planted = Entry {
+            lease_id: "database/creds/ro/someone-elses".into(),
+            ..e.clone()
+        };
+        j.add(&planted).unwrap();
+        assert_eq!(j.entries(&key), (vec![e.clone()], 1));
         j.remove(&e.backend, &e.lease_id);
-        assert!(j.entries().is_empty());
+        j.remove(&planted.backend, &planted.lease_id);
+        assert_eq!(j.entries(&key), (Vec::new(), 0));
     }
 }

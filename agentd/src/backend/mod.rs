@@ -31,6 +31,12 @@ use crate::policy::backend::{Auth, Backend};
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most of a reply read.
 const MAX_REPLY: usize = 4 << 20;
+/// Whether a 500's errors say the cluster has no active node (between leaders).
+fn no_active_node(body: &[u8]) -> bool {
+    serde_json::from_slice::<Errors>(body)
+        .is_ok_and(|e| e.errors.iter().any(|m| m.contains("active")))
+}
+
 /// How long a cluster may take to elect a new active node before a call fails.
 const FAILOVER: Duration = Duration::from_secs(20);
 /// A token is renewed (or replaced) when it has less than this left.
@@ -311,10 +317,10 @@ impl Session {
                 // A standby that does not forward (it redirects to the active node:
                 // only configured addresses are followed, in turn), or no active node
                 // yet: the next one, and the round again while the cluster elects.
-                Ok(Ok((s, _)))
+                Ok(Ok((s, ref body)))
                     if s == StatusCode::TEMPORARY_REDIRECT
                         || s == StatusCode::PERMANENT_REDIRECT
-                        || s == StatusCode::INTERNAL_SERVER_ERROR
+                        || (s == StatusCode::INTERNAL_SERVER_ERROR && no_active_node(body))
                         || s.as_u16() == 429
                         || s.as_u16() == 472
                         || s.as_u16() == 473 =>
@@ -341,25 +347,22 @@ impl Session {
                     auth: None,
                 });
             }
-            return serde_json::from_slice(body)
-                .map_err(|e| BackendError::Other(format!("an answer jitc cannot read ({e})")));
+            return serde_json::from_slice(body).map_err(|e| {
+                BackendError::Other(format!(
+                    "an answer jitc cannot read (at line {}, column {})",
+                    e.line(),
+                    e.column()
+                ))
+            });
         }
-        let errors = serde_json::from_slice::<Errors>(body)
-            .map(|e| e.errors.join("; "))
-            .unwrap_or_default();
+        // The backend's own error text is not passed on: it could quote what it was
+        // sent, or what it holds.
         Err(match status {
             StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => {
                 BackendError::Denied(what.to_owned())
             }
             StatusCode::NOT_FOUND => BackendError::NotFound(what.to_owned()),
-            _ => BackendError::Other(format!(
-                "{what}: status {status}{}",
-                if errors.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", errors.chars().take(300).collect::<String>())
-                }
-            )),
+            _ => BackendError::Other(format!("{what}: status {status} (its log says more)")),
         })
     }
 
@@ -509,6 +512,13 @@ impl Session {
         }
     }
 
+    /// Whether `value` holds the token the agent logs in with (never handed out).
+    pub async fn holds_token(&self, value: &[u8]) -> bool {
+        self.token.lock().await.as_ref().is_some_and(|t| {
+            !t.value.is_empty() && memchr::memmem::find(value, t.value.as_bytes()).is_some()
+        })
+    }
+
     /// Forgets the token (it was refused: expired or revoked).
     async fn drop_token(&self) {
         *self.token.lock().await = None;
@@ -529,7 +539,16 @@ impl Session {
                 .call(method.clone(), path, body.clone(), Some(&token))
                 .await?;
             if status == StatusCode::FORBIDDEN && attempt == 0 {
-                // Perhaps the token expired under us: log in once more.
+                // A token that still works was simply denied this: no new login (each
+                // would mint a token, and use up a secret_id). One that stopped working
+                // (expired, revoked) is replaced once.
+                let alive = matches!(
+                    self.call(Method::GET, "auth/token/lookup-self", None, Some(&token)).await,
+                    Ok((s, _)) if s.is_success()
+                );
+                if alive {
+                    return Err(BackendError::Denied(what.to_owned()));
+                }
                 self.drop_token().await;
                 continue;
             }
@@ -597,7 +616,13 @@ impl Session {
         let shown = path.to_owned();
         match self.kv2_mount(creds, path).await? {
             Some(mount) => {
-                let rest = path.strip_prefix(mount.as_str()).unwrap_or(path);
+                // Fail closed: a mount that does not prefix the path would read another
+                // key than the one the rules judged.
+                let Some(rest) = path.strip_prefix(mount.as_str()) else {
+                    return Err(BackendError::Other(format!(
+                        "{path} is not under its mount {mount}"
+                    )));
+                };
                 let q = version.map(|v| format!("?version={v}")).unwrap_or_default();
                 let r = self
                     .authed(
@@ -642,16 +667,22 @@ impl Session {
     /// The keys under `path` (a KV v2 mount's metadata, else the path itself listed).
     pub async fn keys(&self, creds: &Credentials, path: &str) -> Result<Vec<String>, BackendError> {
         let path = path.trim_matches('/');
-        let target = match self.kv2_mount(creds, &format!("{path}/")).await? {
-            Some(mount) => {
-                let rest = format!("{path}/")
-                    .strip_prefix(mount.as_str())
-                    .unwrap_or("")
-                    .to_owned();
-                format!("{mount}metadata/{rest}")
-            }
-            None => path.to_owned(),
+        // Only a KV v2 mount's keys: other engines' listings (roles, leases) are not
+        // secrets' names.
+        let Some(mount) = self.kv2_mount(creds, &format!("{path}/")).await? else {
+            return Err(BackendError::Other(format!(
+                "{path} is not under a KV v2 mount; only KV keys are listed"
+            )));
         };
+        let Some(rest) = format!("{path}/")
+            .strip_prefix(mount.as_str())
+            .map(str::to_owned)
+        else {
+            return Err(BackendError::Other(format!(
+                "{path} is not under its mount {mount}"
+            )));
+        };
+        let target = format!("{mount}metadata/{rest}");
         let r = self
             .authed(
                 creds,
@@ -689,7 +720,7 @@ impl Session {
             .authed(
                 creds,
                 Method::PUT,
-                "sys/leases/renew",
+                &format!("sys/leases/renew/{lease}"),
                 Some(body),
                 "the renewal of a lease",
             )
@@ -702,10 +733,12 @@ impl Session {
         let body = Zeroizing::new(
             serde_json::to_vec(&serde_json::json!({"lease_id": lease})).unwrap_or_default(),
         );
+        // The lease in the path, so that the backend's policy can bound which leases
+        // jitc's role may revoke (`sys/leases/revoke/database/creds/*`).
         self.authed(
             creds,
             Method::PUT,
-            "sys/leases/revoke",
+            &format!("sys/leases/revoke/{lease}"),
             Some(body),
             "the revocation of a lease",
         )
@@ -716,8 +749,20 @@ impl Session {
 
 /// At unlock: revokes every dynamic secret the journal still holds — left by an agent
 /// that stopped without revoking it (a crash, `kill -9`) — recording each.
-pub fn recover(agent: &crate::agent::Agent) {
-    let entries = agent.backends().journal().entries();
+pub fn recover(agent: &crate::agent::Agent, key: &[u8; 32]) {
+    let (entries, planted) = agent.backends().journal().entries(key);
+    if planted > 0 {
+        tracing::warn!(
+            planted,
+            "entries in the backend journal the agent did not seal: ignored"
+        );
+        agent.audit().record_later(crate::audit::Event {
+            reason: Some(format!(
+                "{planted} entries in the backend-leases journal were not sealed by this vault's agent (planted, or from another vault): not revoked"
+            )),
+            ..crate::audit::Event::new(jitc_protocol::kinds::EventKind::BackendRevokeFailed)
+        });
+    }
     if entries.is_empty() {
         return;
     }
@@ -806,10 +851,13 @@ pub async fn list(
     backend: &str,
     path: &str,
 ) -> Result<jitc_protocol::Response, Refusal> {
-    if path.len() > 512 || path.chars().any(|c| c.is_control() || c == '?' || c == '#') {
-        return Err(Refusal::bad_input(
-            "a backend path is at most 512 characters, without '?' or '#'",
-        ));
+    // The grammar of a reference's path (and none of the cluster's own machinery).
+    let probe = format!("bao://{backend}/{}#x", path.trim_matches('/'));
+    if let Err(why) = jitc_protocol::names::parse_backend_ref(&probe) {
+        return Err(Refusal::bad_input(format!(
+            "cannot list '{}': it {why}",
+            path.escape_debug()
+        )));
     }
     let policy = agent.policy()?;
     let config = policy
@@ -829,6 +877,15 @@ pub async fn list(
         .keys(&creds, path)
         .await
         .map_err(|e| e.refusal(backend))?;
+    agent.audit().record_later(crate::audit::Event {
+        backend: vec![crate::audit::BackendRecord {
+            backend: backend.to_owned(),
+            path: Some(path.to_owned()),
+            lease_id: None,
+            request_id: None,
+        }],
+        ..crate::audit::Event::new(jitc_protocol::kinds::EventKind::BackendListed)
+    });
     Ok(jitc_protocol::Response::BackendKeys(keys))
 }
 

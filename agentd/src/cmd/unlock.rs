@@ -75,11 +75,16 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
             if let Some(vault) = slot.as_mut() {
                 agent.persist_bookkeeping(vault).await;
             }
+            let journal_key = slot
+                .as_ref()
+                .map(|v| crate::backend::journal::key_from(v.key()));
             drop(slot);
             drop(gate);
             agent.audit().set_tampered(problem.clone());
             // What an earlier run left in the backends, revoked now that it can log in.
-            crate::backend::recover(agent);
+            if let Some(key) = journal_key {
+                crate::backend::recover(agent, &key);
+            }
             if let Some(problem) = problem {
                 agent.raise(
                     agent.detector().tampered(&problem),

@@ -94,12 +94,25 @@ pub(super) fn parse(file: BTreeMap<String, FileBackend>) -> Result<Vec<Backend>,
         }
         let mut addresses = Vec::with_capacity(b.addresses.len());
         for a in &b.addresses {
-            let ok = (a.starts_with("https://") || a.starts_with("http://"))
-                && a.parse::<http::Uri>()
-                    .is_ok_and(|u| u.host().is_some() && (u.path() == "/" || u.path().is_empty()));
-            if !ok {
+            let uri = a.parse::<http::Uri>().ok().filter(|u| {
+                u.host().is_some()
+                    && (u.path() == "/" || u.path().is_empty())
+                    && matches!(u.scheme_str(), Some("https" | "http"))
+            });
+            let Some(uri) = uri else {
                 return Err(err(format!(
                     "address '{a}' is not https://HOST:PORT (no path)"
+                )));
+            };
+            // The token and every value would cross the wire in clear: only to this
+            // machine (a test server, a local tunnel's end).
+            let loopback = matches!(
+                uri.host(),
+                Some("localhost" | "127.0.0.1" | "[::1]" | "::1")
+            );
+            if uri.scheme_str() == Some("http") && !loopback {
+                return Err(err(format!(
+                    "address '{a}' is plain http to another machine: the token and every value would cross the wire in clear; use https://"
                 )));
             }
             addresses.push(a.trim_end_matches('/').to_owned());
@@ -168,6 +181,10 @@ mod tests {
             (
                 "kind = \"openbao\"\naddresses = [\"bao-1:8200\"]\nauth = { method = \"token\", token = \"t\" }",
                 "is not https://",
+            ),
+            (
+                "kind = \"openbao\"\naddresses = [\"http://bao-1:8200\"]\nauth = { method = \"token\", token = \"t\" }",
+                "plain http to another machine",
             ),
             (
                 "kind = \"openbao\"\naddresses = [\"https://a:1/v1\"]\nauth = { method = \"token\", token = \"t\" }",

@@ -96,11 +96,18 @@ pub(super) async fn fetch(
         if let Some(lease) = &read.lease {
             // On record before anything else: a crash from here on leaves it to be
             // revoked at the next unlock.
+            let key = {
+                let slot = agent.unlocked().await.map_err(deny)?;
+                let vault = slot.as_ref().ok_or_else(|| deny(agent.locked_refusal()))?;
+                crate::backend::journal::key_from(vault.key())
+            };
             let entry = crate::backend::journal::Entry {
                 backend: backend.clone(),
                 lease_id: lease.id.clone(),
                 lease: 0,
-            };
+                mac: String::new(),
+            }
+            .sealed(&key);
             let journal = agent.backends().journal().clone();
             let kept = tokio::task::spawn_blocking(move || journal.add(&entry)).await;
             let ttl = judged.decision.ttl;
@@ -162,6 +169,15 @@ pub(super) async fn fetch(
                     )));
                 }
             };
+            if session.holds_token(value.expose()).await {
+                return Err(deny(Refusal::new(
+                    ErrorCode::Refused,
+                    format!(
+                        "refused: {} holds the token jitc logs in to backend '{backend}' with; that is never handed out",
+                        r.canonical()
+                    ),
+                )));
+            }
             values.push(LeasedValue {
                 name: r.canonical(),
                 value,

@@ -110,6 +110,10 @@ async fn lease(
             None => open(agent, req, &screened.base, &judged).await?,
         };
     let fetched = fetch(agent, req, &screened.base, &judged, &mut values).await?;
+    // The masking floor holds for what the backends gave too (a refusal here drops
+    // `fetched`: its dynamic secrets are revoked).
+    check_masking(&values, judged.decision.masking_required)
+        .map_err(|r| Denial::plain(r, &screened.base))?;
     let leased = Leased { values, fetched };
     grant(agent, session, req, &who, &screened.base, &judged, leased).await
 }

@@ -295,6 +295,31 @@ fn kv_references_are_read_at_each_lease_versions_pinned_and_failures_explicit() 
     )
     .ok();
     assert_eq!(env.status()["backends"], serde_json::json!(["team"]));
+    // --mount serves it too.
+    let mount = env.home.join("m.env");
+    check(
+        &[
+            "--mount",
+            mount.to_str().unwrap(),
+            "-e",
+            "PW=bao://team/secret/app#password",
+        ],
+        &format!("grep -q '^PW=' {}", mount.display()),
+    )
+    .ok();
+    // Through jitc mcp: the backend is listed, and references go in `env`.
+    let mut c = env.command(venv_bin("python"));
+    c.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("gateway/mcp_backend.py"))
+        .env("JITC", jitc_bin())
+        .env("VALUE", "kv-value-two-77d0")
+        .env("WANT", "kv-value-two-77d0")
+        .env(
+            "PATH",
+            format!("{}:/usr/local/bin:/usr/bin:/bin", bin_dir().display()),
+        );
+    let out = run_with_stdin(c, None);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("ok mcp backend"), "{}", out.stdout);
     // Sealed: 69, at once, saying so.
     bao.cli(&["operator", "seal"]);
     check(&["-e", "X=bao://team/secret/app#password"], "true")

@@ -337,6 +337,16 @@ pub fn parse_backend_ref(s: &str) -> Result<BackendRef, String> {
     })
 }
 
+/// A backend reference without its `?version=N` (what rules judge); any other name as is.
+pub fn without_version(name: &str) -> std::borrow::Cow<'_, str> {
+    match parse_backend_ref(name) {
+        Ok(r) if r.version.is_some() => {
+            std::borrow::Cow::Owned(BackendRef { version: None, ..r }.canonical())
+        }
+        _ => std::borrow::Cow::Borrowed(name),
+    }
+}
+
 /// A name a lease may ask for: a vault secret's name, or a canonical backend reference.
 pub fn check_lease_name(name: &str) -> Result<(), String> {
     if is_backend_ref(name) {

@@ -223,12 +223,18 @@ fn kv_references_are_read_at_each_lease_versions_pinned_and_failures_explicit() 
     ]);
     assert!(e["refusal"].is_null(), "{e}");
     env.write_policy(&format!(
-        "[backend.team]\nkind = \"openbao\"\naddresses = [\"{}\"]\nauth = {{ method = \"token\", token = \"jitc://team/token\" }}\n\n[[rule]]\nsecrets = [\"bao://team/secret/*\"]\ncommands = [\"/nonexistent/deploy\"]\n",
+        "[backend.team]\nkind = \"openbao\"\naddresses = [\"{}\"]\nauth = {{ method = \"token\", token = \"jitc://team/token\" }}\n\n[[rule]]\nsecrets = [\"bao://team/secret/app#password\"]\ncommands = [\"/nonexistent/deploy\"]\n",
         bao.addr
     ));
     check(&["-e", "PW=bao://team/secret/app#password"], "true")
         .code(77)
         .says("refused");
+    check(
+        &["-e", "PW=bao://team/secret/app?version=1#password"],
+        "true",
+    )
+    .code(77)
+    .says("refused");
     env.write_policy(&format!(
         "[backend.team]\nkind = \"openbao\"\naddresses = [\"{}\"]\nauth = {{ method = \"token\", token = \"jitc://team/token\" }}\n",
         bao.addr

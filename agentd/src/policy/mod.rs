@@ -430,7 +430,9 @@ impl Policy {
                     )
                 });
             }
-            let rule = self.rule_for(secret, profile);
+            // A pinned version of a backend reference is judged as the reference itself
+            // (`…?version=3#f` does not slip past a rule for `…#f`).
+            let rule = self.rule_for(&jitc_protocol::names::without_version(secret), profile);
             verdicts.push(SecretVerdict {
                 secret: secret.clone(),
                 rule: rule.map(|r| r.number),

@@ -457,10 +457,36 @@ fn follow(
             emit(&out)?;
         }
         if rotated {
-            // The old file's last lines were read above; on to the new one.
-            file = std::fs::File::open(path).ok();
+            // The old file's last lines were read above; on to the new one — as it is
+            // when opened (its inode taken from the open file: it may have rotated
+            // again since the look above).
+            let next = std::fs::File::open(path).ok();
+            let next_ino = next
+                .as_ref()
+                .and_then(|f| f.metadata().ok())
+                .map(|m| m.ino());
+            // A file that came and went between the two (rotated away before it could
+            // be opened): read it whole, from where rotation put it.
+            if let Some(missed) = now.map(|m| m.ino())
+                && Some(missed) != next_ino
+                && let Some(old) = (1..=jitc_protocol::audit_files::KEEP)
+                    .map(|i| jitc_protocol::audit_files::rotated(path, i))
+                    .find(|p| std::fs::metadata(p).is_ok_and(|m| m.ino() == missed))
+                && let Ok(mut f) = std::fs::File::open(old)
+            {
+                let mut lines = String::new();
+                Tail::default().read(&mut f, &mut lines);
+                let mut out = String::new();
+                for line in lines.lines() {
+                    show(line, filter, json, &mut out);
+                }
+                if !out.is_empty() {
+                    emit(&out)?;
+                }
+            }
+            file = next;
             tail = Tail {
-                ino: now.map(|m| m.ino()),
+                ino: next_ino,
                 ..Tail::default()
             };
             continue;

@@ -725,6 +725,14 @@ fn a_database_credential_exists_only_while_the_command_runs() {
     let granted = audit::of_kind(&recs_all, "lease_granted");
     let lease_id = granted[0]["backend"][0]["lease_id"].as_str().unwrap();
     assert!(lease_id.starts_with("database/creds/ro/"), "{lease_id}");
+    assert_eq!(granted[0]["backend"][0]["path"], "database/creds/ro");
+    assert!(
+        granted[0]["backend"][0]["request_id"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{}",
+        granted[0]
+    );
     // Revoked by `jitc revoke` while the command runs.
     let bg = env.spawn(&[
         "exec",

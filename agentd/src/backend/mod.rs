@@ -328,7 +328,8 @@ impl Session {
                     answered = true;
                     last = BackendError::Sealed;
                 }
-                Ok(Ok((s, body))) => return (Ok((s, Zeroizing::new(body.to_vec()))), true),
+                // Moved, not copied (the buffer is the reply's own): wiped when dropped.
+                Ok(Ok((s, body))) => return (Ok((s, Zeroizing::new(Vec::from(body)))), true),
             }
         }
         (Err(last), answered)
@@ -408,12 +409,21 @@ impl Session {
                         })
                 };
                 let (role_id, secret_id) = (Zeroizing::new(text(0)?), Zeroizing::new(text(1)?));
-                let body = Zeroizing::new(
-                    serde_json::to_vec(&serde_json::json!({
-                        "role_id": &*role_id, "secret_id": &*secret_id
-                    }))
-                    .unwrap_or_default(),
-                );
+                // Written straight into a buffer that is wiped (no intermediate copies).
+                #[derive(serde::Serialize)]
+                struct Login<'a> {
+                    role_id: &'a str,
+                    secret_id: &'a str,
+                }
+                let mut body = Zeroizing::new(Vec::new());
+                serde_json::to_writer(
+                    &mut *body,
+                    &Login {
+                        role_id: &role_id,
+                        secret_id: &secret_id,
+                    },
+                )
+                .map_err(|e| BackendError::Other(format!("cannot write the login ({e})")))?;
                 let (status, reply) = self
                     .call(Method::POST, "auth/approle/login", Some(body), None)
                     .await?;

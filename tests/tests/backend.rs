@@ -301,6 +301,23 @@ fn kv_references_are_read_at_each_lease_versions_pinned_and_failures_explicit() 
     )
     .ok();
     assert_eq!(env.status()["backends"], serde_json::json!(["team"]));
+    // The attack: the agent's own login token, asked for as a secret. Its own endpoint
+    // is refused outright; a value that holds it (planted in KV) is never handed out.
+    check(&["-e", "T=bao://team/auth/token/lookup-self#id"], "true")
+        .code(65)
+        .one_line_error()
+        .says("the cluster's own machinery");
+    bao.cli(&[
+        "kv",
+        "put",
+        "-mount=secret",
+        "planted",
+        &format!("tok=prefix-{ROOT}"),
+    ]);
+    check(&["-e", "T=bao://team/secret/planted#tok"], "true")
+        .code(77)
+        .one_line_error()
+        .says("never handed out");
     // --mount serves it too.
     let mount = env.home.join("m.env");
     check(
@@ -552,6 +569,26 @@ impl Pg {
     }
 }
 
+/// A command holding a database credential under a lease of `ttl`, started (it has
+/// said so).
+fn holding(env: &TestEnv, ttl: &str) -> Background {
+    let bg = env.spawn(&[
+        "exec",
+        "--ttl",
+        ttl,
+        "-e",
+        "PGUSER=bao://team/database/creds/ro#username",
+        "-e",
+        "PGPASSWORD=bao://team/database/creds/ro#password",
+        "--",
+        "sh",
+        "-c",
+        "echo running; exec sleep 300",
+    ]);
+    bg.expect_stdout("running");
+    bg
+}
+
 /// OpenBao's database engine over `pg`, with role `ro` (SELECT only).
 fn database_engine(bao: &Bao, pg: &Pg) {
     database_engine_with(|a| bao.cli(a), pg);
@@ -734,18 +771,7 @@ fn a_database_credential_exists_only_while_the_command_runs() {
         granted[0]
     );
     // Revoked by `jitc revoke` while the command runs.
-    let bg = env.spawn(&[
-        "exec",
-        "-e",
-        "PGUSER=bao://team/database/creds/ro#username",
-        "-e",
-        "PGPASSWORD=bao://team/database/creds/ro#password",
-        "--",
-        "sh",
-        "-c",
-        "echo running; exec sleep 300",
-    ]);
-    bg.expect_stdout("running");
+    let bg = holding(&env, "15m");
     assert_eq!(pg.dynamic_roles().len(), 1);
     // OpenBao knows the lease (what the failover test counts on to see none are left).
     let listed: serde_json::Value = serde_json::from_str(&bao.cli(&[
@@ -761,18 +787,7 @@ fn a_database_credential_exists_only_while_the_command_runs() {
     wait_revoked(6);
     assert_eq!(pg.dynamic_roles(), Vec::<String>::new());
     // And by `jitc lock`.
-    let bg = env.spawn(&[
-        "exec",
-        "-e",
-        "PGUSER=bao://team/database/creds/ro#username",
-        "-e",
-        "PGPASSWORD=bao://team/database/creds/ro#password",
-        "--",
-        "sh",
-        "-c",
-        "echo running; exec sleep 300",
-    ]);
-    bg.expect_stdout("running");
+    let bg = holding(&env, "15m");
     assert_eq!(pg.dynamic_roles().len(), 1);
     env.run(&["lock"], None).ok();
     bg.wait();
@@ -789,25 +804,9 @@ fn a_database_credential_outlives_neither_its_ttl_nor_a_crash_of_the_agent() {
     );
     let pg = Pg::start(&env);
     database_engine(&bao, &pg);
-    let running = |ttl: &str| {
-        env.spawn(&[
-            "exec",
-            "--ttl",
-            ttl,
-            "-e",
-            "PGUSER=bao://team/database/creds/ro#username",
-            "-e",
-            "PGPASSWORD=bao://team/database/creds/ro#password",
-            "--",
-            "sh",
-            "-c",
-            "echo running; exec sleep 300",
-        ])
-    };
     let follow = env.spawn(&["audit", "--follow", "--json", "--event", "backend_revoked"]);
     // The lease's time is up: the command is stopped, the credential revoked.
-    let bg = running("2s");
-    bg.expect_stdout("running");
+    let bg = holding(&env, "2s");
     assert_eq!(pg.dynamic_roles().len(), 1);
     let stopped = bg.wait();
     assert!(stopped.stderr.contains("lease expired"), "{stopped:?}");
@@ -819,8 +818,7 @@ fn a_database_credential_outlives_neither_its_ttl_nor_a_crash_of_the_agent() {
     assert_eq!(pg.dynamic_roles(), Vec::<String>::new());
     drop(follow);
     // The agent is killed while a command holds one: nothing revokes it then ...
-    let bg = running("10m");
-    bg.expect_stdout("running");
+    let bg = holding(&env, "10m");
     assert_eq!(pg.dynamic_roles().len(), 1);
     agent.kill9();
     bg.wait();
@@ -844,8 +842,7 @@ fn a_database_credential_outlives_neither_its_ttl_nor_a_crash_of_the_agent() {
         "{text}"
     );
     // Stopped the ordinary way while a command holds one: revoked before it exits.
-    let bg = running("10m");
-    bg.expect_stdout("running");
+    let bg = holding(&env, "10m");
     assert_eq!(pg.dynamic_roles().len(), 1);
     env.run(&["stop"], None).ok();
     agent.wait();

@@ -648,19 +648,7 @@ async fn send(
         Err(e) => {
             let why =
                 std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
-            if let Some(seen) = &recorded {
-                record(
-                    conn,
-                    lease,
-                    EventKind::GatewayResponse,
-                    host,
-                    seen.clone(),
-                    Outcome {
-                        reason: Some(format!("cannot reach the host ({why})")),
-                        ..Outcome::default()
-                    },
-                );
-            }
+            failed(format!("cannot reach the host ({why})"));
             return answer(
                 StatusCode::BAD_GATEWAY,
                 &format!("cannot reach {} ({why})", host.escape_debug()),

@@ -262,7 +262,9 @@ async def server_process(s, init):
     assert not r.is_error, dump(r)
     pid = r.structured_content["process"]
     text, offset = "", 0
-    while "listening" not in text:
+    # The whole line: the masker may still hold back the end of a split read that
+    # could begin the value.
+    while "listening" not in text or "\n" not in text[text.find("listening"):]:
         r = await s.call_tool("read_output", {"process": pid, "offset": offset, "wait_ms": 5000})
         text += r.structured_content["text"]
         offset = r.structured_content["next_offset"]

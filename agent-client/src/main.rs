@@ -14,11 +14,40 @@ use cmd::Command;
     name = "jitc",
     version,
     about = "Just-in-time credentials for coding agents: lease secrets to one command, never to a file",
+    long_about = "jitc leases secrets — scoped to one task and one command, time-bound, approved \
+by you where the policy says so, audited always — into the process that needs them. The \
+agent, jitc-agentd, holds the unlocked vault; coding agents use it through 'jitc exec', \
+'jitc sandbox' and 'jitc mcp' without ever seeing a value.",
+    after_long_help = "Environment:
+  JITC_SOCK    the agent's socket [default: $XDG_RUNTIME_DIR/jitc/agent.sock]
+  JITC_VAULT   the vault file [default: $XDG_DATA_HOME/jitc/vault.jitc]
+
+Files:
+  $XDG_CONFIG_HOME/jitc/policy.toml   who may lease what, and how
+  $XDG_STATE_HOME/jitc/audit.log      the audit trail ('jitc audit')
+
+Exit status:
+  0 success; 1 a failure or a failed check (doctor, scan, verify); 2 usage;
+  65 bad input; 69 no agent; 74 I/O error; 75 locked; 77 refused by the policy or
+  the human; 'jitc exec' and 'jitc sandbox' exit as their command does
+
+Examples:
+  eval \"$(jitc agent)\" && jitc init
+  jitc add GITHUB_TOKEN && jitc exec -s GITHUB_TOKEN -- gh pr list
+  jitc doctor
+
+See also: jitc-agentd(1)",
     propagate_version = true
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// The whole command line's definition: for completions and the manual pages.
+fn cli() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command()
 }
 
 /// Usage errors as one line, like every other error (exit 2); help and version as clap
@@ -110,6 +139,11 @@ fn main() -> ExitCode {
             .unwrap_or_default();
         jitc::error::note(&format!("internal error{at}; please report it"));
     }));
+    // A shell asking for completions (`JITC_COMPLETE=bash jitc -- jitc exec -s …`) gets
+    // them and nothing else.
+    clap_complete::CompleteEnv::with_factory(cli)
+        .var(cmd::completions::VAR)
+        .complete();
     let cli = match parse() {
         Ok(cli) => cli,
         Err(code) => return code,
@@ -121,5 +155,39 @@ fn main() -> ExitCode {
             jitc::error::note(&e.to_string());
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every command a person can type ends its `--help` with two or three examples.
+    #[test]
+    fn every_command_ends_its_help_with_examples() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            // `help` is clap's own (`jitc help exec` prints `jitc exec --help`).
+            for sub in cmd
+                .get_subcommands()
+                .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+            {
+                let path = format!("{path} {}", sub.get_name());
+                let help = sub
+                    .get_after_help()
+                    .map(|h| h.to_string())
+                    .unwrap_or_default();
+                let examples = help
+                    .split_once("Examples:\n")
+                    .map(|(_, rest)| rest.lines().take_while(|l| l.starts_with("  ")).count())
+                    .unwrap_or(0);
+                if !(2..=4).contains(&examples) {
+                    missing.push(format!("{path} ({examples} examples)"));
+                }
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        let mut cli = super::cli();
+        cli.build();
+        walk(&cli, "jitc", &mut missing);
+        assert!(missing.is_empty(), "without examples: {missing:?}");
     }
 }

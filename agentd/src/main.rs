@@ -20,7 +20,14 @@ use jitc_agentd::{Agent, Config, config, hardening};
 #[command(
     name = "jitc-agentd",
     version,
-    about = "The jitc credential agent (usually started by 'jitc agent')"
+    about = "The jitc credential agent (usually started by 'jitc agent')",
+    long_about = "The jitc credential agent: holds the unlocked vault in locked memory behind a \
+peer-checked Unix socket, and leases secrets to the commands 'jitc' runs. It is started by \
+'jitc agent' (detached, logging to $XDG_STATE_HOME/jitc/agentd.log) or by systemd through \
+the jitc-agentd.socket user unit (socket activation; it tells systemd READY=1 when \
+NOTIFY_SOCKET is set). SIGTERM, SIGINT and SIGHUP stop it: every lease ends, the vault is \
+locked.",
+    after_long_help = closing_help()
 )]
 struct Args {
     /// Socket to listen on [default: $XDG_RUNTIME_DIR/jitc/agent.sock]
@@ -56,6 +63,65 @@ struct Args {
     /// Run as a background agent: new session, log to $XDG_STATE_HOME/jitc/agentd.log
     #[arg(long)]
     detach: bool,
+    /// Print the manual page (roff) and exit
+    #[arg(long, hide = true)]
+    man_page: bool,
+}
+
+/// What `--help` ends with and the manual page's closing sections hold: (heading,
+/// lines).
+const CLOSING: [(&str, &[&str]); 3] = [
+    (
+        "Files",
+        &[
+            "$XDG_RUNTIME_DIR/jitc/agent.sock   the socket (JITC_SOCK overrides)",
+            "$XDG_DATA_HOME/jitc/vault.jitc     the vault (JITC_VAULT overrides)",
+            "$XDG_CONFIG_HOME/jitc/policy.toml  the policy",
+            "$XDG_STATE_HOME/jitc/audit.log     the audit trail",
+        ],
+    ),
+    (
+        "Examples",
+        &[
+            "jitc agent                                   # start it detached",
+            "systemctl --user enable --now jitc-agentd.socket",
+            "RUST_LOG=debug jitc-agentd --socket /tmp/j.sock   # in the foreground, to debug",
+        ],
+    ),
+    ("See also", &["jitc(1), jitc-doctor(1)"]),
+];
+
+fn closing_help() -> String {
+    CLOSING
+        .iter()
+        .map(|(heading, lines)| format!("{heading}:\n  {}", lines.join("\n  ")))
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+/// jitc-agentd(1): clap's sections, then `CLOSING` with its lines kept as written.
+fn man_page() -> std::io::Result<Vec<u8>> {
+    use clap::CommandFactory;
+    use clap_mangen::roff::{Roff, roman};
+    let man = clap_mangen::Man::new(Args::command());
+    let mut page = Vec::new();
+    man.render_title(&mut page)?;
+    man.render_name_section(&mut page)?;
+    man.render_synopsis_section(&mut page)?;
+    man.render_description_section(&mut page)?;
+    man.render_options_section(&mut page)?;
+    let mut roff = Roff::new();
+    for (heading, lines) in CLOSING {
+        roff.control("SH", [heading.to_uppercase().as_str()])
+            .control("nf", []);
+        for line in lines {
+            roff.text([roman(*line)]);
+        }
+        roff.control("fi", []);
+    }
+    roff.to_writer(&mut page)?;
+    man.render_version_section(&mut page)?;
+    Ok(page)
 }
 
 enum Started {
@@ -87,6 +153,15 @@ fn main() -> ExitCode {
     }
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let args = Args::parse();
+    if args.man_page {
+        return match man_page().and_then(|page| std::io::stdout().write_all(&page)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("jitc-agentd: cannot write the manual page ({e})");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let detach = args.detach;
     match start(args) {
         Ok(Started::Served) => ExitCode::SUCCESS,

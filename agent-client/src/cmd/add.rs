@@ -19,6 +19,7 @@ use super::{passphrase_from_stdin, write_with_passphrase};
   printf '%s\\n%s' \"$PASSPHRASE\" \"$NEW\" | jitc add --replace X --passphrase-stdin")]
 pub struct Args {
     /// The secret's name, e.g. GITHUB_TOKEN or prod/db-password
+    #[arg(add = clap_complete::engine::ArgValueCandidates::new(super::completions::secret_names))]
     name: String,
     /// Overwrite the secret if it exists (needs the vault passphrase)
     #[arg(long)]

@@ -9,6 +9,7 @@ use super::scope_text;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The request to approve (see 'jitc pending')
+    #[arg(add = clap_complete::engine::ArgValueCandidates::new(super::completions::pending_ids))]
     id: u64,
     /// Read the passphrase from the first line of stdin instead of the terminal
     #[arg(long)]

@@ -15,6 +15,8 @@ use serde_json::Value;
 use jitc_protocol::display::visible;
 use jitc_protocol::kinds::{AnomalyKind, EventKind};
 
+use clap_complete::engine::ArgValueCandidates;
+
 use super::emit;
 
 #[derive(Debug, clap::Args)]
@@ -31,7 +33,7 @@ pub struct Args {
     #[arg(long, value_name = "T")]
     since: Option<String>,
     /// Only records about this secret
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", add = ArgValueCandidates::new(super::completions::secret_names))]
     secret: Option<String>,
     /// Only records of this kind (lease_granted, anomaly, …)
     #[arg(long, value_name = "KIND")]
@@ -44,9 +46,15 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 enum Action {
     /// Check the chain of tags (edits, drops, reorders, insertions, a cut-off tail)
+    #[command(after_help = "Examples:
+  jitc audit verify
+  jitc audit verify || jitc audit --anomalies --since 1d")]
     Verify,
     /// Accept a log that was cut short or started afresh, so that verify goes on from
     /// it as it now is; the break stays on record. Asks for the vault passphrase
+    #[command(after_help = "Examples:
+  jitc audit accept            # after restoring the log from a backup on purpose
+  printf '%s\\n' \"$PASSPHRASE\" | jitc audit accept --passphrase-stdin")]
     Accept {
         /// Read the passphrase from the first line of stdin instead of the terminal
         #[arg(long)]

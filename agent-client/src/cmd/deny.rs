@@ -6,6 +6,7 @@ use jitc::start::connect_or_start;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The request to deny (see 'jitc pending')
+    #[arg(add = clap_complete::engine::ArgValueCandidates::new(super::completions::pending_ids))]
     id: u64,
 }
 

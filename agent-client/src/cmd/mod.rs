@@ -4,13 +4,16 @@ mod add;
 mod agent;
 mod approve;
 mod audit;
+pub mod completions;
 mod deny;
+mod doctor;
 mod exec;
 mod import;
 mod init;
 mod leases;
 mod list;
 mod lock;
+mod man;
 mod passwd;
 mod pending;
 mod policy;
@@ -34,12 +37,25 @@ pub enum Command {
     /// Start the agent if none answers, and print the shell line that points jitc at it
     Agent(agent::Args),
     /// Create a new vault
+    #[command(after_help = "Examples:
+  jitc init                                   # asks for a new passphrase, twice
+  jitc init --kdf-memory 1024 --kdf-iterations 4   # a slower, stronger key derivation
+  printf '%s\\n' \"$PASSPHRASE\" | jitc init --passphrase-stdin")]
     Init(init::Args),
     /// Unlock the vault
+    #[command(after_help = "Examples:
+  jitc unlock                                  # asks for the passphrase without echo
+  printf '%s\\n' \"$PASSPHRASE\" | jitc unlock --passphrase-stdin")]
     Unlock(unlock::Args),
     /// Lock the vault: wipe keys and values from the agent's memory, end every lease
+    #[command(after_help = "Examples:
+  jitc lock                    # wipe keys and values, end every lease
+  jitc lock && jitc status     # the vault shows as locked")]
     Lock,
     /// Show the agent and the vault
+    #[command(after_help = "Examples:
+  jitc status
+  jitc status --json | jq .locked")]
     Status(status::Args),
     /// Store a secret (value from stdin, or typed without echo)
     Add(add::Args),
@@ -50,34 +66,93 @@ pub enum Command {
     /// Change the vault passphrase
     Passwd(passwd::Args),
     /// Stop the agent: every lease ends, the vault is locked (as 'ssh-agent -k')
+    #[command(after_help = "Examples:
+  jitc stop                    # as 'ssh-agent -k'
+  jitc stop; jitc agent        # restart it (after an upgrade)")]
     Stop,
     /// List secrets: names and metadata, never values
+    #[command(after_help = "Examples:
+  jitc ls
+  jitc ls --json | jq -r '.[].name'
+  jitc ls --backend team secret/ci/      # what an OpenBao backend holds there")]
     Ls(list::Args),
     /// Run a command with secrets in its environment, under a lease
+    #[command(after_help = "Examples:
+  jitc exec -s GITHUB_TOKEN -- gh pr list
+  jitc exec -e DATABASE_URL=prod/db --ttl 10m --task 'run migrations' -- ./migrate.sh
+  jitc exec --env-file .env.jitc --proxy -- npm publish")]
     Exec(request::RequestArgs),
     /// List active leases: secrets, command, requester, expiry; never values
+    #[command(after_help = "Examples:
+  jitc leases
+  jitc leases --json | jq '.[].scope.secrets'")]
     Leases(leases::Args),
     /// End a lease (or all) now; its command is stopped
+    #[command(after_help = "Examples:
+  jitc revoke 12               # the lease's command is stopped
+  jitc revoke --all")]
     Revoke(revoke::Args),
     /// List requests waiting for approval
+    #[command(after_help = "Examples:
+  jitc pending
+  jitc pending --json")]
     Pending(pending::Args),
     /// Approve a waiting request (asks for the vault passphrase)
+    #[command(after_help = "Examples:
+  jitc approve 7               # asks for the vault passphrase
+  printf '%s\\n' \"$PASSPHRASE\" | jitc approve 7 --passphrase-stdin")]
     Approve(approve::Args),
     /// Deny a waiting request
+    #[command(after_help = "Examples:
+  jitc deny 7
+  jitc pending && jitc deny 8")]
     Deny(deny::Args),
     /// Inspect the policy
     #[command(subcommand)]
+    #[command(after_help = "Examples:
+  jitc policy explain -s prod/db -- psql
+  jitc policy reset")]
     Policy(policy::Command),
     /// Move a plaintext .env file into the vault; prints the reference file to commit
+    #[command(after_help = "Examples:
+  jitc import .env > .env.jitc          # commit .env.jitc, delete .env
+  jitc import --prefix myapp/ .env.production > .env.jitc
+  jitc exec --env-file .env.jitc -- npm start")]
     Import(import::Args),
     /// Find plaintext credentials an agent could read; exit 1 if any
+    #[command(after_help = "Examples:
+  jitc scan                     # this directory
+  jitc scan ~/src/app --json")]
     Scan(scan::Args),
     /// Read the audit trail (or check it: 'jitc audit verify')
+    #[command(after_help = "Examples:
+  jitc audit --since 1h
+  jitc audit --follow --anomalies
+  jitc audit verify")]
     Audit(audit::Args),
     /// Run a program (a coding agent) in a sandbox whose identity it cannot shed
+    #[command(after_help = "Examples:
+  jitc sandbox -- codex
+  jitc sandbox --writable ~/.claude -- claude
+  jitc sandbox --profile ci --read-only .git/hooks -- ./agent.sh")]
     Sandbox(sandbox::Args),
     /// Serve MCP on stdin/stdout: coding agents use secrets through it without seeing them
+    #[command(after_help = "Examples:
+  codex mcp add jitc -- jitc mcp
+  claude mcp add jitc -- jitc mcp
+  jitc mcp --max-runs 8          # as the MCP host starts it")]
     Mcp(McpArgs),
+    /// Check the set-up: agent, socket, vault, policy, audit, sandbox, MCP entries; exit 1
+    /// on any problem, each with the command that fixes it
+    #[command(after_help = "Examples:
+  jitc doctor
+  jitc doctor --json | jq '.[] | select(.ok | not)'")]
+    Doctor(doctor::Args),
+    /// Print the shell code that completes jitc's commands and secret names
+    Completions(completions::Args),
+    /// Write the manual pages (jitc.1 and one per subcommand) into DIR
+    #[command(name = "__man", hide = true)]
+    Man { dir: std::path::PathBuf },
     /// Inside a sandbox: scope signals, forbid terminal injection, run the program
     #[command(name = "__sandbox-init", hide = true)]
     SandboxInit(sandbox::InitArgs),
@@ -116,6 +191,9 @@ pub fn run(command: Command) -> Result<u8> {
         Command::Audit(a) => audit::run(a),
         Command::Sandbox(a) => sandbox::run(a),
         Command::Mcp(a) => jitc::mcp::run(a.max_runs),
+        Command::Doctor(a) => doctor::run(a),
+        Command::Completions(a) => completions::run(a),
+        Command::Man { dir } => man::write_pages(&dir),
         Command::SandboxInit(a) => sandbox::init(a),
     }
 }

@@ -13,6 +13,7 @@ use super::{passphrase_from_stdin, write_with_passphrase};
   echo \"$PASSPHRASE\" | jitc rm old/token --passphrase-stdin")]
 pub struct Args {
     /// The secret to remove
+    #[arg(add = clap_complete::engine::ArgValueCandidates::new(super::completions::secret_names))]
     name: String,
     /// Read the vault passphrase from the first line of stdin
     #[arg(long)]

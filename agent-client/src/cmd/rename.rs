@@ -12,6 +12,7 @@ use super::{passphrase_from_stdin, write_with_passphrase};
   echo \"$PASSPHRASE\" | jitc mv a b --passphrase-stdin")]
 pub struct Args {
     /// The secret's name now
+    #[arg(add = clap_complete::engine::ArgValueCandidates::new(super::completions::secret_names))]
     from: String,
     /// Its new name
     to: String,

@@ -4,24 +4,30 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
+use clap_complete::engine::{ArgValueCandidates, ArgValueCompleter};
 use jitc::exec::inject::{self, EnvEntry};
 use jitc::exec::{Plan, command};
 use jitc::refs::{self, Binding};
 use jitc::{Error, Result};
 
+use super::completions;
+
 #[derive(Debug, clap::Args)]
 pub struct RequestArgs {
     /// Inject secret NAME as variable NAME ('/' and '-' become '_', upper-cased)
-    #[arg(short = 's', long = "secret", value_name = "NAME")]
+    #[arg(short = 's', long = "secret", value_name = "NAME",
+          add = ArgValueCandidates::new(completions::secret_names))]
     secrets: Vec<String>,
     /// Inject a secret as VAR (REF is NAME or jitc://NAME)
-    #[arg(short = 'e', long = "env", value_name = "VAR=REF")]
+    #[arg(short = 'e', long = "env", value_name = "VAR=REF",
+          add = ArgValueCompleter::new(completions::env_bindings))]
     env: Vec<String>,
     /// Read variables from a dotenv file; values that are jitc://NAME are leased
     #[arg(long, value_name = "FILE")]
     env_file: Option<std::path::PathBuf>,
     /// Put a secret in an in-memory file; VAR holds its /dev/fd/N path
-    #[arg(long = "file", value_name = "VAR=REF")]
+    #[arg(long = "file", value_name = "VAR=REF",
+          add = ArgValueCompleter::new(completions::env_bindings))]
     files: Vec<String>,
     /// Serve the leased values in dotenv form from a FIFO at PATH while the command runs
     #[arg(long, value_name = "PATH")]

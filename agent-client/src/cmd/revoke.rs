@@ -7,7 +7,7 @@ use jitc::start::connect_or_start;
 #[command(group = clap::ArgGroup::new("which").required(true))]
 pub struct Args {
     /// The lease to end (see 'jitc leases')
-    #[arg(group = "which")]
+    #[arg(group = "which", add = clap_complete::engine::ArgValueCandidates::new(super::completions::lease_ids))]
     id: Option<u64>,
     /// End every lease
     #[arg(long, group = "which")]

@@ -8,6 +8,28 @@ pub struct Report {
     pub nofile: u64,
 }
 
+/// The pages the agent locks for keys: the vault key and the audit key (one page each,
+/// as memsec maps them), and one spare for a key being replaced (`passwd`).
+pub const MEMLOCK_NEEDED: u64 = 3 * 4096;
+
+/// What the kernel says about this process now.
+pub fn state() -> jitc_protocol::ProcessState {
+    let soft = |r| {
+        getrlimit(r)
+            .ok()
+            .map(|(soft, _)| soft)
+            .filter(|&l| l != nix::sys::resource::RLIM_INFINITY)
+    };
+    jitc_protocol::ProcessState {
+        uid: nix::unistd::getuid().as_raw(),
+        // An error reads as dumpable: the check must fail closed.
+        dumpable: nix::sys::prctl::get_dumpable().unwrap_or(true),
+        core_limit: soft(Resource::RLIMIT_CORE),
+        memlock_limit: soft(Resource::RLIMIT_MEMLOCK),
+        memlock_needed: MEMLOCK_NEEDED,
+    }
+}
+
 /// Applies every setting; any failure is fatal to the caller (an agent that cannot stop
 /// core dumps must not hold keys).
 pub fn harden() -> anyhow::Result<Report> {

@@ -234,6 +234,13 @@ fn status() -> impl Strategy<Value = AgentStatus> {
             texts(),
             texts(),
         ),
+        (
+            any::<u32>(),
+            any::<bool>(),
+            of(any::<u64>()),
+            of(any::<u64>()),
+            any::<u64>(),
+        ),
     )
         .prop_map(
             |(
@@ -249,6 +256,7 @@ fn status() -> impl Strategy<Value = AgentStatus> {
                     backend_unrevoked,
                     backends,
                 ),
+                (uid, dumpable, core_limit, memlock_limit, memlock_needed),
             )| AgentStatus {
                 agent_version,
                 pid,
@@ -272,6 +280,13 @@ fn status() -> impl Strategy<Value = AgentStatus> {
                 backend_recovered,
                 backend_unrevoked,
                 backends,
+                process: ProcessState {
+                    uid,
+                    dumpable,
+                    core_limit,
+                    memlock_limit,
+                    memlock_needed,
+                },
             },
         )
 }

@@ -337,6 +337,23 @@ pub struct AgentStatus {
     pub backend_unrevoked: Vec<String>,
     /// The policy's backends (`[backend.NAME]`), by name.
     pub backends: Vec<String>,
+    /// How the agent's own process is protected (for `jitc doctor`).
+    pub process: ProcessState,
+}
+
+/// The agent process's protections, as the kernel sees them now.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProcessState {
+    /// The uid the agent runs as.
+    pub uid: u32,
+    /// `PR_GET_DUMPABLE`: must be false (no core, no ptrace, no /proc/PID/mem).
+    pub dumpable: bool,
+    /// `RLIMIT_CORE` (soft); `None`: unlimited.
+    pub core_limit: Option<u64>,
+    /// `RLIMIT_MEMLOCK` (soft); `None`: unlimited.
+    pub memlock_limit: Option<u64>,
+    /// Bytes the agent needs to lock for its keys.
+    pub memlock_needed: u64,
 }
 
 /// Whether `policy.toml` is in force, and if not, why every lease is refused.

@@ -40,5 +40,6 @@ pub async fn apply(agent: &Agent, session: &Session) -> Reply {
             .policy()
             .map(|p| p.backends.iter().map(|b| b.name.clone()).collect())
             .unwrap_or_default(),
+        process: crate::hardening::state(),
     }))
 }

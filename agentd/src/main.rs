@@ -272,7 +272,9 @@ fn serve(args: &Args, bound: &BoundSocket) -> anyhow::Result<()> {
             "listening"
         );
         announce_ready(args.detach);
+        socket::notify_systemd("READY=1");
         jitc_agentd::run(listener, agent, shutdown).await;
+        socket::notify_systemd("STOPPING=1");
         tracing::info!("stopped");
         anyhow::Ok(())
     })

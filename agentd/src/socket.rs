@@ -143,7 +143,34 @@ pub fn bind(path: &Path) -> Result<BoundSocket, SocketError> {
 
 /// What systemd's socket activation sets in our environment: meant for us alone, so
 /// every program the agent starts is started without them (see `child_command`).
-const SYSTEMD_VARS: [&str; 3] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"];
+const SYSTEMD_VARS: [&str; 4] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", NOTIFY_ENV];
+
+/// Where systemd (`Type=notify`) listens for our state changes.
+const NOTIFY_ENV: &str = "NOTIFY_SOCKET";
+
+/// Tells systemd our state (`READY=1`, `STOPPING=1`) when it asked to be told
+/// (`NOTIFY_SOCKET`, a datagram socket by path or, with a leading `@`, in the abstract
+/// namespace) — sd_notify(3)'s protocol. Best effort: without systemd nothing happens,
+/// and a failure to tell it is logged, not fatal.
+pub fn notify_systemd(state: &str) {
+    let Some(target) = std::env::var_os(NOTIFY_ENV).filter(|t| !t.is_empty()) else {
+        return;
+    };
+    if let Err(e) = notify(&target, state) {
+        tracing::warn!(state, error = %e, "cannot tell systemd our state");
+    }
+}
+
+fn notify(target: &std::ffi::OsStr, state: &str) -> io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let addr = match target.as_encoded_bytes().strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name)?,
+        None => SocketAddr::from_pathname(Path::new(target))?,
+    };
+    UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &addr)?;
+    Ok(())
+}
 
 /// A program the agent starts (the approver, the alert command), without the variables
 /// socket activation left for the agent.
@@ -207,6 +234,20 @@ pub fn from_systemd() -> Result<Option<BoundSocket>, SocketError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn systemd_hears_us_on_an_abstract_socket_too() {
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::net::{SocketAddr, UnixDatagram};
+        let name = format!("jitc-notify-test-{}", std::process::id());
+        let listener =
+            UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap())
+                .unwrap();
+        super::notify(std::ffi::OsStr::new(&format!("@{name}")), "READY=1").unwrap();
+        let mut buf = [0u8; 64];
+        let n = listener.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+    }
+
     use super::*;
 
     #[test]

@@ -195,11 +195,19 @@ fn socket_activation_by_systemd() {
     let dir = env.runtime.join("activated");
     std::fs::create_dir(&dir).unwrap();
     let sock = dir.join("agent.sock");
+    // Type=notify: systemd hears READY=1 once the agent serves, STOPPING=1 as it stops.
+    let notify_path = env.runtime.join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     let mut c = env.command("systemd-socket-activate");
     c.arg("-l").arg(&sock);
     for (k, _) in env.envs() {
         c.arg("-E").arg(k);
     }
+    c.arg("-E")
+        .arg(format!("NOTIFY_SOCKET={}", notify_path.display()));
     c.arg(agentd_bin());
     c.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -219,6 +227,11 @@ fn socket_activation_by_systemd() {
     let out = status(&["status", "--json"]).ok();
     let s: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(s["socket"], sock.display().to_string());
+    let mut buf = [0u8; 256];
+    let n = notify
+        .recv(&mut buf)
+        .expect("the agent tells systemd it is ready");
+    assert_eq!(&buf[..n], b"READY=1");
     assert_eq!(s["vault"], env.vault().display().to_string());
     let mut init = env.jitc(&INIT_ARGS);
     init.env("JITC_SOCK", &sock);
@@ -238,10 +251,15 @@ fn socket_activation_by_systemd() {
     let approver_env = std::fs::read_to_string(&seen).unwrap();
     assert!(approver_env.contains("HOME="), "{approver_env}");
     assert!(!approver_env.contains("LISTEN_"), "{approver_env}");
+    assert!(!approver_env.contains("NOTIFY_SOCKET"), "{approver_env}");
     let agent_pid = s["pid"].as_u64().unwrap() as i32;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent_pid), Signal::SIGTERM).unwrap();
     // systemd-socket-activate execs the agent in its own place.
     assert_eq!(agent_pid as u32, activator.id());
+    let n = notify
+        .recv(&mut buf)
+        .expect("the agent tells systemd it stops");
+    assert_eq!(&buf[..n], b"STOPPING=1");
     assert!(activator.wait().unwrap().success());
     // The socket belongs to systemd: the activated agent does not remove it.
     assert!(sock.exists());

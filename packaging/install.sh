@@ -1,52 +1,212 @@
 #!/usr/bin/env bash
-# Builds jitc, installs it for the current user, and (unless --no-demo) shows it working
-# in a throwaway home directory that it removes afterwards.
+# Builds jitc and installs it: binaries, manual pages, shell completions, shell snippets
+# and systemd user units. Run it again to upgrade; --uninstall removes exactly what it
+# installed. Then (unless --no-demo) shows jitc working in a throwaway home directory
+# that it removes afterwards — your real vault is never touched.
 #
-#   ./packaging/install.sh [--prefix DIR] [--no-demo]
+#   ./packaging/install.sh [--prefix DIR] [--no-demo] [--no-build] [--profile NAME]
+#   ./packaging/install.sh --uninstall [--prefix DIR]
 #
-# Installs: DIR/bin/{jitc,jitc-agentd} (DIR defaults to ~/.local), systemd user units
-# in ~/.config/systemd/user (not enabled), and shell snippets in
-# ~/.local/share/jitc/shell. Nothing is started or changed for your real vault.
+#   --prefix DIR    where to install [default: ~/.local]; DIR/bin, DIR/share/man, …
+#   --no-build      install the binaries already built (no cargo run)
+#   --profile NAME  the cargo profile to build and install [default: release]
+#   --uninstall     remove what an earlier run installed into DIR (its manifest says)
+#
+# Honours CARGO_TARGET_DIR. Systemd user units go to ~/.config/systemd/user for a
+# prefix inside your home, else to DIR/lib/systemd/user; the socket unit is enabled
+# when a systemd user manager answers. The script prints the line to add to your
+# shell's rc file.
 set -euo pipefail
 
 prefix="${HOME}/.local"
 demo=1
+build=1
+profile=release
+uninstall=0
 while [ $# -gt 0 ]; do
     case "$1" in
-        --prefix) prefix="$2"; shift 2 ;;
+        --prefix) [ $# -ge 2 ] || { echo "install.sh: --prefix needs a directory" >&2; exit 2; }
+                  prefix="$2"; shift 2 ;;
         --prefix=*) prefix="${1#--prefix=}"; shift ;;
+        --profile) [ $# -ge 2 ] || { echo "install.sh: --profile needs a name" >&2; exit 2; }
+                   profile="$2"; shift 2 ;;
+        --profile=*) profile="${1#--profile=}"; shift ;;
         --no-demo) demo=0; shift ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        --no-build) build=0; shift ;;
+        --uninstall) uninstall=1; shift ;;
+        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "install.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
     esac
 done
 
-here="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$here"
-command -v cargo >/dev/null || { echo "install.sh: cargo is needed; install Rust from https://rustup.rs" >&2; exit 1; }
-
-echo "==> building (release)"
-cargo build --release --locked --bins
+case "$prefix" in
+    /*) ;;
+    *) prefix="$(pwd)/$prefix" ;;
+esac
+prefix="${prefix%/}"
+# systemd reads the unit's ExecStart= with its own quoting and %-specifiers: keep the
+# path plain rather than escape it.
+case "$prefix" in
+    *[[:space:]\"\'\\%\|]*)
+        echo "install.sh: the prefix '$prefix' holds a space, quote, backslash, % or |; choose a plain path" >&2
+        exit 2 ;;
+esac
 
 bindir="$prefix/bin"
-echo "==> installing jitc and jitc-agentd into $bindir"
-install -d -m 0755 "$bindir"
-install -m 0755 target/release/jitc target/release/jitc-agentd "$bindir/"
-
-unitdir="${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user"
-install -d -m 0755 "$unitdir"
-install -m 0644 packaging/systemd/jitc-agentd.socket "$unitdir/"
-sed "s|@BINDIR@|$bindir|g" packaging/systemd/jitc-agentd.service > "$unitdir/jitc-agentd.service"
-chmod 0644 "$unitdir/jitc-agentd.service"
-sharedir="${XDG_DATA_HOME:-$HOME/.local/share}/jitc/shell"
-install -d -m 0755 "$sharedir"
-install -m 0644 packaging/shell/jitc.sh packaging/shell/jitc.fish packaging/shell/jitc.csh "$sharedir/"
-echo "    systemd user units in $unitdir (optional: systemctl --user enable --now jitc-agentd.socket)"
-echo "    shell snippet: add '. $sharedir/jitc.sh' to ~/.bashrc or ~/.zshrc"
-case ":$PATH:" in
-    *":$bindir:"*) ;;
-    *) echo "    note: $bindir is not on your PATH; add it" ;;
+mandir="$prefix/share/man/man1"
+sharedir="$prefix/share/jitc"
+snippetdir="$sharedir/shell"
+manifest="$sharedir/install-manifest"
+bashdir="$prefix/share/bash-completion/completions"
+zshdir="$prefix/share/zsh/site-functions"
+fishdir="$prefix/share/fish/vendor_completions.d"
+case "$prefix/" in
+    "$HOME"/*) unitdir="${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user" ;;
+    *) unitdir="$prefix/lib/systemd/user" ;;
 esac
+
+user_systemd() {
+    command -v systemctl >/dev/null && systemctl --user show-environment >/dev/null 2>&1
+}
+
+if [ "$uninstall" = 1 ]; then
+    [ -f "$manifest" ] || { echo "install.sh: nothing to uninstall: no $manifest" >&2; exit 1; }
+    if grep -qx 'enabled jitc-agentd.socket' "$manifest" && user_systemd; then
+        systemctl --user disable --now jitc-agentd.socket jitc-agentd.service >/dev/null 2>&1 || true
+    fi
+    # Files first, then the directories this script made, deepest first, if empty.
+    while IFS= read -r line; do
+        case "$line" in "file "*) rm -f -- "${line#file }" ;; esac
+    done < "$manifest"
+    dirs="$(sed -n 's/^dir //p' "$manifest.dirs" 2>/dev/null | sort -r)"
+    rm -f -- "$manifest" "$manifest.dirs"
+    while IFS= read -r d; do
+        [ -n "$d" ] && { rmdir -- "$d" 2>/dev/null || true; }
+    done <<< "$dirs"
+    if user_systemd; then systemctl --user daemon-reload || true; fi
+    echo "==> removed jitc from $prefix"
+    exit 0
+fi
+
+here="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$here"
+target="${CARGO_TARGET_DIR:-target}"
+case "$profile" in
+    dev|debug) profile=dev; outdir="$target/debug" ;;
+    *) outdir="$target/$profile" ;;
+esac
+if [ "$build" = 1 ]; then
+    command -v cargo >/dev/null || { echo "install.sh: cargo is needed; install Rust from https://rustup.rs" >&2; exit 1; }
+    echo "==> building ($profile)"
+    cargo build --profile "$profile" --locked --bins
+fi
+for b in jitc jitc-agentd; do
+    [ -x "$outdir/$b" ] || { echo "install.sh: $outdir/$b is missing; build it (cargo build --profile $profile --bins) or drop --no-build" >&2; exit 1; }
+done
+
+# What this run installs and the directories it makes, for --uninstall. Directories made
+# by an earlier run stay ours.
+new_dirs="$(mktemp)"
+trap 'rm -f "$new_dirs"' EXIT
+[ -f "$manifest.dirs" ] && cat "$manifest.dirs" > "$new_dirs"
+files=()
+mkdirs() {
+    local d
+    for d in "$@"; do
+        local missing=() p="$d"
+        while [ ! -d "$p" ]; do missing+=("$p"); p="$(dirname "$p")"; done
+        install -d -m 0755 "$d"
+        for p in "${missing[@]}"; do echo "dir $p" >> "$new_dirs"; done
+    done
+}
+put() { # put MODE SOURCE DEST
+    install -m "$1" "$2" "$3"
+    files+=("$3")
+}
+mkdirs "$bindir" "$mandir" "$snippetdir" "$bashdir" "$zshdir" "$fishdir" "$unitdir"
+
+echo "==> installing jitc and jitc-agentd into $bindir"
+put 0755 "$outdir/jitc" "$bindir/jitc"
+put 0755 "$outdir/jitc-agentd" "$bindir/jitc-agentd"
+
+gen="$(mktemp -d)"
+trap 'rm -f "$new_dirs"; rm -rf "$gen"' EXIT
+"$bindir/jitc" __man "$gen/man"
+"$bindir/jitc-agentd" --man-page > "$gen/man/jitc-agentd.1"
+for page in "$gen"/man/*.1; do put 0644 "$page" "$mandir/$(basename "$page")"; done
+"$bindir/jitc" completions bash > "$gen/jitc.bash"
+"$bindir/jitc" completions zsh > "$gen/_jitc"
+"$bindir/jitc" completions fish > "$gen/jitc.fish"
+put 0644 "$gen/jitc.bash" "$bashdir/jitc"
+put 0644 "$gen/_jitc" "$zshdir/_jitc"
+put 0644 "$gen/jitc.fish" "$fishdir/jitc.fish"
+for s in jitc.sh jitc.fish jitc.csh; do put 0644 "packaging/shell/$s" "$snippetdir/$s"; done
+echo "    manual pages in $mandir, completions for bash, zsh and fish"
+
+# Only the ExecStart= line names the binaries' directory; comments stay as written.
+sed "s|^ExecStart=@BINDIR@/|ExecStart=$bindir/|" packaging/systemd/jitc-agentd.service > "$gen/jitc-agentd.service"
+put 0644 "$gen/jitc-agentd.service" "$unitdir/jitc-agentd.service"
+put 0644 packaging/systemd/jitc-agentd.socket "$unitdir/jitc-agentd.socket"
+enabled=0
+if user_systemd; then
+    systemctl --user daemon-reload
+    if systemctl --user enable --now jitc-agentd.socket >/dev/null 2>&1; then
+        enabled=1
+        echo "    systemd user units in $unitdir; jitc-agentd.socket enabled (the agent starts on first use)"
+    else
+        echo "    systemd user units in $unitdir; enabling jitc-agentd.socket failed: systemctl --user enable --now jitc-agentd.socket"
+    fi
+else
+    echo "    systemd user units in $unitdir (no systemd user manager answers; 'jitc agent' starts the agent instead)"
+fi
+
+# An upgrade drops what the earlier version installed and this one does not (a manual
+# page for a command that is gone).
+if [ -f "$manifest" ]; then
+    while IFS= read -r line; do
+        case "$line" in
+            "file "*)
+                old="${line#file }"
+                case " ${files[*]} " in *" $old "*) ;; *) rm -f -- "$old" ;; esac ;;
+        esac
+    done < "$manifest"
+fi
+{
+    printf 'file %s\n' "${files[@]}"
+    [ "$enabled" = 1 ] && echo 'enabled jitc-agentd.socket'
+    true
+} > "$manifest.tmp"
+mv -f "$manifest.tmp" "$manifest"
+sort -u "$new_dirs" > "$manifest.dirs"
+
+echo
+echo "==> add this to your shell's rc file:"
+shell="$(basename "${SHELL:-sh}")"
+on_path=1
+case ":$PATH:" in *":$bindir:"*) ;; *) on_path=0 ;; esac
+case "$shell" in
+    fish)
+        echo "    # ~/.config/fish/config.fish"
+        [ "$on_path" = 1 ] || echo "    fish_add_path $bindir"
+        echo "    source $snippetdir/jitc.fish" ;;
+    csh|tcsh)
+        echo "    # ~/.${shell}rc"
+        [ "$on_path" = 1 ] || echo "    set path = ($bindir \$path)"
+        echo "    source $snippetdir/jitc.csh" ;;
+    zsh)
+        echo "    # ~/.zshrc"
+        [ "$on_path" = 1 ] || echo "    export PATH=\"$bindir:\$PATH\""
+        case "$zshdir" in
+            /usr/share/*|/usr/local/share/*) ;;
+            *) echo "    fpath=($zshdir \$fpath)   # before compinit" ;;
+        esac
+        echo "    . $snippetdir/jitc.sh" ;;
+    *)
+        echo "    # ~/.bashrc"
+        [ "$on_path" = 1 ] || echo "    export PATH=\"$bindir:\$PATH\""
+        echo "    . $snippetdir/jitc.sh" ;;
+esac
+echo "    then check the set-up with: jitc doctor"
 
 [ "$demo" = 1 ] || exit 0
 
@@ -54,9 +214,9 @@ echo
 echo "==> demo, in a throwaway home (your real vault is not touched)"
 demo_home="$(mktemp -d /tmp/jitc-demo.XXXXXX)"
 cleanup() {
+    rm -f "$new_dirs"; rm -rf "$gen"
     if [ -S "$demo_home/run/jitc/agent.sock" ]; then
-        JITC_SOCK="$demo_home/run/jitc/agent.sock" "$bindir/jitc" status --json 2>/dev/null \
-            | sed -n 's/.*"pid": \([0-9]*\).*/\1/p' | xargs -r kill 2>/dev/null || true
+        JITC_SOCK="$demo_home/run/jitc/agent.sock" "$bindir/jitc" stop 2>/dev/null || true
     fi
     rm -rf "$demo_home"
 }

@@ -22,6 +22,15 @@ command -v psql >/dev/null || missing+=(postgresql-client)
 /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+# Packaging: the shells whose completions are tested, man to render the pages,
+# systemd-analyze for the units, dpkg-dev and lintian for the Debian package.
+command -v zsh >/dev/null || missing+=(zsh)
+command -v fish >/dev/null || missing+=(fish)
+command -v man >/dev/null || missing+=(man-db)
+command -v nroff >/dev/null || missing+=(groff-base)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v dpkg-shlibdeps >/dev/null || missing+=(dpkg-dev)
+command -v lintian >/dev/null || missing+=(lintian)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "==> installing test tools: ${missing[*]}"
@@ -61,6 +70,15 @@ if [ ! -f "$node_dir/node_modules/@modelcontextprotocol/sdk/package.json" ] \
 fi
 JITC_TEST_NODE="$(cd "$node_dir" && pwd)"
 export JITC_TEST_NODE
+
+# cargo-deb (pinned), which packaging/deb.sh drives, beside the build.
+tools="${CARGO_TARGET_DIR:-target}/tools"
+if ! "$tools/bin/cargo-deb" --version 2>/dev/null | grep -q "3.8.0"; then
+    echo "==> installing cargo-deb into $tools"
+    cargo install --locked --quiet cargo-deb --version 3.8.0 --root "$tools"
+fi
+PATH="$(cd "$tools/bin" && pwd):$PATH"
+export PATH
 
 echo "==> building the binaries under test"
 cargo build --workspace --bins --locked

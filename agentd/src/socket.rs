@@ -242,7 +242,7 @@ mod tests {
         let listener =
             UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap())
                 .unwrap();
-        super::notify(std::ffi::OsStr::new(&format!("@{name}")), "READY=1").unwrap();
+        notify(std::ffi::OsStr::new(&format!("@{name}")), "READY=1").unwrap();
         let mut buf = [0u8; 64];
         let n = listener.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1");

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Builds the Debian package jitc_VERSION-1_ARCH.deb: both binaries, the manual pages,
+# bash/zsh/fish completions, the systemd user units and the shell snippets.
+#
+#   ./packaging/deb.sh [--profile NAME] [--no-build] [-o DIR]
+#
+#   --profile NAME  the cargo profile to build and package [default: release]
+#   --no-build      package the binaries already built
+#   -o DIR          where to put the .deb [default: $CARGO_TARGET_DIR/debian]
+#
+# Installs cargo-deb (pinned) with cargo if it is missing. Honours CARGO_TARGET_DIR.
+# Install the result with: sudo apt install ./jitc_*.deb
+set -euo pipefail
+
+CARGO_DEB_VERSION=3.8.0
+profile=release
+build=1
+out=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --profile) [ $# -ge 2 ] || { echo "deb.sh: --profile needs a name" >&2; exit 2; }
+                   profile="$2"; shift 2 ;;
+        --profile=*) profile="${1#--profile=}"; shift ;;
+        --no-build) build=0; shift ;;
+        -o) [ $# -ge 2 ] || { echo "deb.sh: -o needs a directory" >&2; exit 2; }
+            out="$2"; shift 2 ;;
+        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "deb.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
+    esac
+done
+case "$profile" in debug) profile=dev ;; esac
+
+cd "$(dirname "$0")/.."
+command -v cargo >/dev/null || { echo "deb.sh: cargo is needed; install Rust from https://rustup.rs" >&2; exit 1; }
+if ! cargo deb --version >/dev/null 2>&1; then
+    echo "==> installing cargo-deb $CARGO_DEB_VERSION (once)"
+    cargo install --locked --quiet cargo-deb --version "$CARGO_DEB_VERSION"
+fi
+command -v dpkg-shlibdeps >/dev/null \
+    || echo "deb.sh: note: without dpkg-shlibdeps (package dpkg-dev) the package declares no dependency on libc" >&2
+
+target="${CARGO_TARGET_DIR:-target}"
+case "$profile" in dev) outdir="$target/debug" ;; *) outdir="$target/$profile" ;; esac
+if [ "$build" = 1 ]; then
+    echo "==> building ($profile)"
+    cargo build --profile "$profile" --locked --bins
+fi
+
+# What the package ships that the binaries generate (see [package.metadata.deb] in
+# agent-client/Cargo.toml).
+gen=packaging/.generated
+rm -rf "$gen"
+mkdir -p "$gen/man" "$gen/completions" "$gen/systemd"
+"$outdir/jitc" __man "$gen/man"
+"$outdir/jitc-agentd" --man-page > "$gen/man/jitc-agentd.1"
+"$outdir/jitc" completions bash > "$gen/completions/jitc.bash"
+"$outdir/jitc" completions zsh > "$gen/completions/_jitc"
+"$outdir/jitc" completions fish > "$gen/completions/jitc.fish"
+sed 's|^ExecStart=@BINDIR@/|ExecStart=/usr/bin/|' packaging/systemd/jitc-agentd.service \
+    > "$gen/systemd/jitc-agentd.service"
+
+out="${out:-$target/debian}"
+mkdir -p "$out"
+echo "==> packaging"
+# cargo-deb warns that packaging the dev profile is deprecated; the tests do it to
+# reuse the binaries they already built.
+rc=0
+deb="$(cargo deb -p jitc --no-build --locked --profile "$profile" -o "$out" 2> "$gen/cargo-deb.log")" || rc=$?
+grep -v "Only source paths starting with exactly" "$gen/cargo-deb.log" >&2 || true
+[ "$rc" = 0 ] && [ -f "$deb" ] || { echo "deb.sh: cargo deb failed (exit $rc)" >&2; exit 1; }
+echo "$deb"

@@ -29,8 +29,14 @@ while [ $# -gt 0 ]; do
     esac
 done
 case "$profile" in debug) profile=dev ;; esac
+# Relative paths as the caller meant them, before we change directory.
+target="${CARGO_TARGET_DIR:-}"
+case "$target" in ""|/*) ;; *) target="$(pwd)/$target" ;; esac
+case "$out" in ""|/*) ;; *) out="$(pwd)/$out" ;; esac
 
 cd "$(dirname "$0")/.."
+target="${target:-target}"
+export CARGO_TARGET_DIR="$target"
 command -v cargo >/dev/null || { echo "deb.sh: cargo is needed; install Rust from https://rustup.rs" >&2; exit 1; }
 if ! cargo deb --version >/dev/null 2>&1; then
     echo "==> installing cargo-deb $CARGO_DEB_VERSION (once)"
@@ -39,7 +45,6 @@ fi
 command -v dpkg-shlibdeps >/dev/null \
     || echo "deb.sh: note: without dpkg-shlibdeps (package dpkg-dev) the package declares no dependency on libc" >&2
 
-target="${CARGO_TARGET_DIR:-target}"
 case "$profile" in dev) outdir="$target/debug" ;; *) outdir="$target/$profile" ;; esac
 if [ "$build" = 1 ]; then
     echo "==> building ($profile)"

@@ -4,25 +4,29 @@
 # installed. Then (unless --no-demo) shows jitc working in a throwaway home directory
 # that it removes afterwards — your real vault is never touched.
 #
-#   ./packaging/install.sh [--prefix DIR] [--no-demo] [--no-build] [--profile NAME]
+#   ./packaging/install.sh [--prefix DIR] [--no-demo] [--no-build] [--profile NAME] [--force]
 #   ./packaging/install.sh --uninstall [--prefix DIR]
 #
 #   --prefix DIR    where to install [default: ~/.local]; DIR/bin, DIR/share/man, …
 #   --no-build      install the binaries already built (no cargo run)
 #   --profile NAME  the cargo profile to build and install [default: release]
-#   --uninstall     remove what an earlier run installed into DIR (its manifest says)
+#   --force         replace files this script did not install there (yours, another
+#                   installation's units) instead of stopping
+#   --uninstall     remove what an earlier run installed into DIR (its manifest says),
+#                   but for files changed since
 #
-# Honours CARGO_TARGET_DIR. Systemd user units go to ~/.config/systemd/user for a
-# prefix inside your home, else to DIR/lib/systemd/user; the socket unit is enabled
-# when a systemd user manager answers. The script prints the line to add to your
-# shell's rc file.
+# Honours CARGO_TARGET_DIR. Systemd user units go to DIR/lib/systemd/user for /usr and
+# /usr/local, else to ~/.config/systemd/user; the socket unit is enabled when a systemd
+# user manager answers. The script prints the lines to add to your shell's rc file.
 set -euo pipefail
 
-prefix="${HOME}/.local"
+home="${HOME%/}"
+prefix="$home/.local"
 demo=1
 build=1
 profile=release
 uninstall=0
+force=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --prefix) [ $# -ge 2 ] || { echo "install.sh: --prefix needs a directory" >&2; exit 2; }
@@ -34,52 +38,64 @@ while [ $# -gt 0 ]; do
         --no-demo) demo=0; shift ;;
         --no-build) build=0; shift ;;
         --uninstall) uninstall=1; shift ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --force) force=1; shift ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "install.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
     esac
 done
 
-case "$prefix" in
-    /*) ;;
-    *) prefix="$(pwd)/$prefix" ;;
-esac
+# Paths as the caller meant them: ~ expanded, relative ones from where we were started.
+case "$prefix" in "~") prefix="$home" ;; "~/"*) prefix="$home/${prefix#\~/}" ;; esac
+case "$prefix" in /*) ;; *) prefix="$(pwd)/$prefix" ;; esac
 prefix="${prefix%/}"
-# systemd reads the unit's ExecStart= with its own quoting and %-specifiers: keep the
-# path plain rather than escape it.
-case "$prefix" in
-    *[[:space:]\"\'\\%\|]*)
-        echo "install.sh: the prefix '$prefix' holds a space, quote, backslash, % or |; choose a plain path" >&2
-        exit 2 ;;
-esac
+target="${CARGO_TARGET_DIR:-}"
+case "$target" in ""|/*) ;; *) target="$(pwd)/$target" ;; esac
+# systemd reads the unit's ExecStart= with its own quoting, $-variables and %-specifiers,
+# and sed the replacement with its own &: keep the path plain rather than escape it.
+if ! [[ "$prefix" =~ ^[A-Za-z0-9._/+@:,=-]+$ ]]; then
+    echo "install.sh: the prefix '$prefix' holds characters systemd or the shell would read differently (space, quote, \$, %, &, …); choose a plain path" >&2
+    exit 2
+fi
 
 bindir="$prefix/bin"
 mandir="$prefix/share/man/man1"
-sharedir="$prefix/share/jitc"
-snippetdir="$sharedir/shell"
-manifest="$sharedir/install-manifest"
+# Beside the binaries, not in $XDG_DATA_HOME/jitc: that is the vault's directory (private,
+# and hidden inside 'jitc sandbox', where the rc file still sources the snippet).
+libdir="$prefix/lib/jitc"
+snippetdir="$libdir/shell"
+manifest="$libdir/install-manifest"
 bashdir="$prefix/share/bash-completion/completions"
 zshdir="$prefix/share/zsh/site-functions"
 fishdir="$prefix/share/fish/vendor_completions.d"
-case "$prefix/" in
-    "$HOME"/*) unitdir="${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user" ;;
-    *) unitdir="$prefix/lib/systemd/user" ;;
+# Where systemd's user manager looks: the system's unit directory for the system
+# prefixes, else your own.
+case "$prefix" in
+    /usr|/usr/local) unitdir="$prefix/lib/systemd/user"; standard=1 ;;
+    *) unitdir="${XDG_CONFIG_HOME:-$home/.config}/systemd/user"; standard=0 ;;
 esac
 
 user_systemd() {
     command -v systemctl >/dev/null && systemctl --user show-environment >/dev/null 2>&1
 }
+sum() { sha256sum "$1" | cut -d' ' -f1; }
 
 if [ "$uninstall" = 1 ]; then
     [ -f "$manifest" ] || { echo "install.sh: nothing to uninstall: no $manifest" >&2; exit 1; }
     if grep -qx 'enabled jitc-agentd.socket' "$manifest" && user_systemd; then
         systemctl --user disable --now jitc-agentd.socket jitc-agentd.service >/dev/null 2>&1 || true
     fi
-    # Files first, then the directories this script made, deepest first, if empty.
-    while IFS= read -r line; do
-        case "$line" in "file "*) rm -f -- "${line#file }" ;; esac
+    # Each file as this script wrote it; one changed since (by you) is kept.
+    while read -r kind hash path; do
+        [ "$kind" = file ] && [ -f "$path" ] || continue
+        if [ "$(sum "$path")" = "$hash" ]; then
+            rm -f -- "$path"
+        else
+            echo "    kept $path: it changed since it was installed"
+        fi
     done < "$manifest"
     dirs="$(sed -n 's/^dir //p' "$manifest.dirs" 2>/dev/null | sort -r)"
     rm -f -- "$manifest" "$manifest.dirs"
+    # Then the directories this script made, deepest first, if they are empty now.
     while IFS= read -r d; do
         [ -n "$d" ] && { rmdir -- "$d" 2>/dev/null || true; }
     done <<< "$dirs"
@@ -90,7 +106,7 @@ fi
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$here"
-target="${CARGO_TARGET_DIR:-target}"
+target="${target:-target}"
 case "$profile" in
     dev|debug) profile=dev; outdir="$target/debug" ;;
     *) outdir="$target/$profile" ;;
@@ -98,55 +114,91 @@ esac
 if [ "$build" = 1 ]; then
     command -v cargo >/dev/null || { echo "install.sh: cargo is needed; install Rust from https://rustup.rs" >&2; exit 1; }
     echo "==> building ($profile)"
-    cargo build --profile "$profile" --locked --bins
+    CARGO_TARGET_DIR="$target" cargo build --profile "$profile" --locked --bins
 fi
 for b in jitc jitc-agentd; do
     [ -x "$outdir/$b" ] || { echo "install.sh: $outdir/$b is missing; build it (cargo build --profile $profile --bins) or drop --no-build" >&2; exit 1; }
 done
 
-# What this run installs and the directories it makes, for --uninstall. Directories made
-# by an earlier run stay ours.
-new_dirs="$(mktemp)"
-trap 'rm -f "$new_dirs"' EXIT
+gen="$(mktemp -d)"
+trap 'rm -rf "$gen"' EXIT
+
+# What this run installs: generated first, so that nothing is written before every
+# destination is known to be free (or ours).
+"$outdir/jitc" __man "$gen/man"
+"$outdir/jitc-agentd" --man-page > "$gen/man/jitc-agentd.1"
+"$outdir/jitc" completions bash > "$gen/jitc.bash"
+"$outdir/jitc" completions zsh > "$gen/_jitc"
+"$outdir/jitc" completions fish > "$gen/jitc.fish"
+# Only the ExecStart= line names the binaries' directory; comments stay as written.
+sed "s|^ExecStart=@BINDIR@/|ExecStart=$bindir/|" packaging/systemd/jitc-agentd.service > "$gen/jitc-agentd.service"
+plan=()   # "MODE SOURCE DEST"
+plan+=("0755 $outdir/jitc $bindir/jitc" "0755 $outdir/jitc-agentd $bindir/jitc-agentd")
+for page in "$gen"/man/*.1; do plan+=("0644 $page $mandir/$(basename "$page")"); done
+plan+=("0644 $gen/jitc.bash $bashdir/jitc" "0644 $gen/_jitc $zshdir/_jitc" "0644 $gen/jitc.fish $fishdir/jitc.fish")
+for s in jitc.sh jitc.fish jitc.csh; do plan+=("0644 packaging/shell/$s $snippetdir/$s"); done
+plan+=("0644 $gen/jitc-agentd.service $unitdir/jitc-agentd.service" "0644 packaging/systemd/jitc-agentd.socket $unitdir/jitc-agentd.socket")
+
+# A file already at a destination that an earlier run of this script did not write here
+# (yours, or another installation's unit) is not overwritten unless --force.
+# Whether manifest FILE lists PATH.
+listed() {
+    local kind hash path
+    [ -f "$1" ] || return 1
+    while read -r kind hash path; do
+        [ "$kind" = file ] && [ "$path" = "$2" ] && return 0
+    done < "$1"
+    return 1
+}
+ours() { listed "$manifest" "$1"; }
+taken=()
+for entry in "${plan[@]}"; do
+    read -r _ src dest <<< "$entry"
+    if [ -e "$dest" ] && ! ours "$dest" && ! cmp -s "$src" "$dest"; then taken+=("$dest"); fi
+done
+if [ ${#taken[@]} -gt 0 ] && [ "$force" = 0 ]; then
+    echo "install.sh: these files exist and were not installed by this script into $prefix:" >&2
+    printf '    %s\n' "${taken[@]}" >&2
+    echo "install.sh: move them away (or uninstall the installation they belong to), or run again with --force to replace them" >&2
+    exit 1
+fi
+
+# The directories this run makes (and those an earlier run made) are ours to remove.
+new_dirs="$gen/dirs"
+: > "$new_dirs"
 [ -f "$manifest.dirs" ] && cat "$manifest.dirs" > "$new_dirs"
-files=()
 mkdirs() {
-    local d
+    local d p
     for d in "$@"; do
-        local missing=() p="$d"
+        local missing=()
+        p="$d"
         while [ ! -d "$p" ]; do missing+=("$p"); p="$(dirname "$p")"; done
         install -d -m 0755 "$d"
         for p in "${missing[@]}"; do echo "dir $p" >> "$new_dirs"; done
     done
 }
-put() { # put MODE SOURCE DEST
-    install -m "$1" "$2" "$3"
-    files+=("$3")
-}
 mkdirs "$bindir" "$mandir" "$snippetdir" "$bashdir" "$zshdir" "$fishdir" "$unitdir"
 
 echo "==> installing jitc and jitc-agentd into $bindir"
-put 0755 "$outdir/jitc" "$bindir/jitc"
-put 0755 "$outdir/jitc-agentd" "$bindir/jitc-agentd"
+installed="$gen/manifest"
+: > "$installed"
+for entry in "${plan[@]}"; do
+    read -r mode src dest <<< "$entry"
+    install -m "$mode" "$src" "$dest"
+    echo "file $(sum "$dest") $dest" >> "$installed"
+done
+echo "    manual pages in $mandir, completions for bash, zsh and fish, snippets in $snippetdir"
 
-gen="$(mktemp -d)"
-trap 'rm -f "$new_dirs"; rm -rf "$gen"' EXIT
-"$bindir/jitc" __man "$gen/man"
-"$bindir/jitc-agentd" --man-page > "$gen/man/jitc-agentd.1"
-for page in "$gen"/man/*.1; do put 0644 "$page" "$mandir/$(basename "$page")"; done
-"$bindir/jitc" completions bash > "$gen/jitc.bash"
-"$bindir/jitc" completions zsh > "$gen/_jitc"
-"$bindir/jitc" completions fish > "$gen/jitc.fish"
-put 0644 "$gen/jitc.bash" "$bashdir/jitc"
-put 0644 "$gen/_jitc" "$zshdir/_jitc"
-put 0644 "$gen/jitc.fish" "$fishdir/jitc.fish"
-for s in jitc.sh jitc.fish jitc.csh; do put 0644 "packaging/shell/$s" "$snippetdir/$s"; done
-echo "    manual pages in $mandir, completions for bash, zsh and fish"
+# An upgrade drops what the earlier version installed and this one does not (a manual
+# page for a command that is gone), if it is still as installed.
+if [ -f "$manifest" ]; then
+    while read -r kind hash path; do
+        [ "$kind" = file ] && [ -f "$path" ] || continue
+        listed "$installed" "$path" && continue
+        [ "$(sum "$path")" = "$hash" ] && rm -f -- "$path"
+    done < "$manifest"
+fi
 
-# Only the ExecStart= line names the binaries' directory; comments stay as written.
-sed "s|^ExecStart=@BINDIR@/|ExecStart=$bindir/|" packaging/systemd/jitc-agentd.service > "$gen/jitc-agentd.service"
-put 0644 "$gen/jitc-agentd.service" "$unitdir/jitc-agentd.service"
-put 0644 packaging/systemd/jitc-agentd.socket "$unitdir/jitc-agentd.socket"
 enabled=0
 if user_systemd; then
     systemctl --user daemon-reload
@@ -159,24 +211,8 @@ if user_systemd; then
 else
     echo "    systemd user units in $unitdir (no systemd user manager answers; 'jitc agent' starts the agent instead)"
 fi
-
-# An upgrade drops what the earlier version installed and this one does not (a manual
-# page for a command that is gone).
-if [ -f "$manifest" ]; then
-    while IFS= read -r line; do
-        case "$line" in
-            "file "*)
-                old="${line#file }"
-                case " ${files[*]} " in *" $old "*) ;; *) rm -f -- "$old" ;; esac ;;
-        esac
-    done < "$manifest"
-fi
-{
-    printf 'file %s\n' "${files[@]}"
-    [ "$enabled" = 1 ] && echo 'enabled jitc-agentd.socket'
-    true
-} > "$manifest.tmp"
-mv -f "$manifest.tmp" "$manifest"
+[ "$enabled" = 1 ] && echo 'enabled jitc-agentd.socket' >> "$installed"
+mv -f "$installed" "$manifest"
 sort -u "$new_dirs" > "$manifest.dirs"
 
 echo
@@ -188,6 +224,7 @@ case "$shell" in
     fish)
         echo "    # ~/.config/fish/config.fish"
         [ "$on_path" = 1 ] || echo "    fish_add_path $bindir"
+        [ "$standard" = 1 ] || echo "    set -p fish_complete_path $fishdir"
         echo "    source $snippetdir/jitc.fish" ;;
     csh|tcsh)
         echo "    # ~/.${shell}rc"
@@ -196,10 +233,7 @@ case "$shell" in
     zsh)
         echo "    # ~/.zshrc"
         [ "$on_path" = 1 ] || echo "    export PATH=\"$bindir:\$PATH\""
-        case "$zshdir" in
-            /usr/share/*|/usr/local/share/*) ;;
-            *) echo "    fpath=($zshdir \$fpath)   # before compinit" ;;
-        esac
+        [ "$standard" = 1 ] || echo "    fpath=($zshdir \$fpath)   # before compinit"
         echo "    . $snippetdir/jitc.sh" ;;
     *)
         echo "    # ~/.bashrc"
@@ -214,7 +248,7 @@ echo
 echo "==> demo, in a throwaway home (your real vault is not touched)"
 demo_home="$(mktemp -d /tmp/jitc-demo.XXXXXX)"
 cleanup() {
-    rm -f "$new_dirs"; rm -rf "$gen"
+    rm -rf "$gen"
     if [ -S "$demo_home/run/jitc/agent.sock" ]; then
         JITC_SOCK="$demo_home/run/jitc/agent.sock" "$bindir/jitc" stop 2>/dev/null || true
     fi

@@ -41,6 +41,12 @@ impl Client {
     /// Connects and says hello. A socket nobody answers on is `Error::NotRunning`; an
     /// agent run by another user is refused before a single byte is sent to it.
     pub fn connect(path: &Path) -> Result<Client> {
+        Self::connect_within(path, REPLY_TIMEOUT)
+    }
+
+    /// `connect`, where the agent must answer each request within `timeout` (a TAB, or
+    /// `jitc doctor`, must not wait minutes on an agent that hangs).
+    pub fn connect_within(path: &Path, timeout: Duration) -> Result<Client> {
         let stream = UnixStream::connect(path).map_err(|source| {
             if source.kind() == io::ErrorKind::PermissionDenied {
                 return permission_denied(path);
@@ -53,8 +59,8 @@ impl Client {
         })?;
         check_agent_owner(&stream, path)?;
         stream
-            .set_read_timeout(Some(REPLY_TIMEOUT))
-            .and_then(|()| stream.set_write_timeout(Some(REPLY_TIMEOUT)))
+            .set_read_timeout(Some(timeout))
+            .and_then(|()| stream.set_write_timeout(Some(timeout)))
             .map_err(|e| Error::Transport(e.into()))?;
         let mut client = Client {
             stream,

@@ -141,9 +141,13 @@ fn main() -> ExitCode {
     }));
     // A shell asking for completions (`JITC_COMPLETE=bash jitc -- jitc exec -s …`) gets
     // them and nothing else.
-    clap_complete::CompleteEnv::with_factory(cli)
-        .var(cmd::completions::VAR)
-        .complete();
+    // The registration code always passes `--` first; a stray variable alone never turns
+    // a command into a completion.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "--") {
+        clap_complete::CompleteEnv::with_factory(cli)
+            .var(cmd::completions::VAR)
+            .complete();
+    }
     let cli = match parse() {
         Ok(cli) => cli,
         Err(code) => return code,

@@ -53,6 +53,11 @@ pub struct Report {
     /// Files and directories that could not be read, and the first of them with why.
     pub unreadable: usize,
     pub first_unreadable: Option<(String, String)>,
+    /// Files looked at.
+    pub files: usize,
+    /// The walk stopped at its budget of files (`scan_at_most`): the rest was not read.
+    pub stopped: bool,
+    budget: usize,
 }
 
 impl Report {
@@ -94,6 +99,12 @@ pub fn shown(s: &str) -> String {
 
 /// Every finding in `path` (a directory, walked, or one file), in path and line order.
 pub fn scan(path: &Path) -> Result<Report> {
+    scan_at_most(path, usize::MAX)
+}
+
+/// `scan`, stopping after `budget` files (`Report::stopped` says so): for a quick look
+/// at a directory of unknown size (`jitc doctor`).
+pub fn scan_at_most(path: &Path, budget: usize) -> Result<Report> {
     let shown_arg = shown(&path.display().to_string());
     let cannot = |e: &io::Error| {
         let (code, hint) = if e.kind() == io::ErrorKind::NotFound {
@@ -123,7 +134,10 @@ pub fn scan(path: &Path) -> Result<Report> {
             .map_or_else(|| PathBuf::from("/"), Path::to_owned)
     };
     let mut ignores = Ignores::above(&dir)?;
-    let mut report = Report::default();
+    let mut report = Report {
+        budget,
+        ..Report::default()
+    };
     if meta.is_dir() {
         if !ignores.ignored(&real, true) {
             walk(&real, "", &mut ignores, &mut report)?;
@@ -284,7 +298,15 @@ fn walk(dir: &Path, prefix: &str, ignores: &mut Ignores, report: &mut Report) ->
                 walked?;
             }
         } else if ft.is_file() && !ignores.ignored(&path, false) {
+            if report.files >= report.budget {
+                report.stopped = true;
+                return Ok(());
+            }
+            report.files += 1;
             scan_file(&path, &rel, false, report);
+        }
+        if report.stopped {
+            return Ok(());
         }
     }
     Ok(())

@@ -63,6 +63,9 @@ pub fn start_agent(path: &Path) -> Result<()> {
         .arg("--socket")
         .arg(path)
         .arg("--detach")
+        // systemd's readiness socket is for the service it started, not for an agent
+        // some program under it starts: that agent must not say READY=1 for it.
+        .env_remove("NOTIFY_SOCKET")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

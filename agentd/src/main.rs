@@ -272,9 +272,15 @@ fn serve(args: &Args, bound: &BoundSocket) -> anyhow::Result<()> {
             "listening"
         );
         announce_ready(args.detach);
-        socket::notify_systemd("READY=1");
+        // Detached, we are nobody's service (and `jitc` dropped the variable anyway).
+        let service = !args.detach;
+        if service {
+            socket::notify_systemd("READY=1");
+        }
         jitc_agentd::run(listener, agent, shutdown).await;
-        socket::notify_systemd("STOPPING=1");
+        if service {
+            socket::notify_systemd("STOPPING=1");
+        }
         tracing::info!("stopped");
         anyhow::Ok(())
     })

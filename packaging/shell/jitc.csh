@@ -1,5 +1,5 @@
 # jitc: point this shell at the agent. For ~/.cshrc or ~/.tcshrc:
-#   source ~/.local/share/jitc/shell/jitc.csh
+#   source ~/.local/lib/jitc/shell/jitc.csh
 if ( `where jitc` != "" ) then
     eval `jitc agent --csh`
 endif

@@ -264,3 +264,26 @@ fn socket_activation_by_systemd() {
     // The socket belongs to systemd: the activated agent does not remove it.
     assert!(sock.exists());
 }
+
+/// An agent `jitc` starts for a program that systemd runs as a `Type=notify` service is
+/// not that service: it must not tell systemd `READY=1` (nor `STOPPING=1`) for it.
+#[test]
+fn an_agent_jitc_starts_never_speaks_for_the_service_it_runs_under() {
+    let env = TestEnv::new();
+    let notify_path = env.runtime.join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_nonblocking(true).unwrap();
+    env.set_env("NOTIFY_SOCKET", notify_path.clone());
+    // The agent is started by this command and answers it only once it serves: had it
+    // said READY=1, the datagram would be waiting by then.
+    env.run(&["status"], None).ok();
+    let mut buf = [0u8; 64];
+    let heard = notify.recv(&mut buf);
+    assert!(
+        heard
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "{:?}",
+        heard.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+    );
+}

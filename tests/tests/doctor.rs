@@ -251,12 +251,22 @@ fn an_mcp_entry_running_another_jitc_and_plaintext_credentials_are_named() {
     .unwrap();
     env.give(&codex);
     env.give(&codex.join("config.toml"));
+    // (doctor scans the directory it runs in, but not a whole home.)
+    let project = env.home.join("project");
+    fs::create_dir(&project).unwrap();
+    env.give(&project);
     fs::write(
-        env.home.join(".env"),
+        project.join(".env"),
         format!("GITHUB_TOKEN=ghp_{}\n", &sha256_hex(b"doctor")[..36]),
     )
     .unwrap();
-    let report = doctor(&env, 1);
+    let in_project = |code| {
+        let mut c = env.command(jitc_bin());
+        c.args(["doctor", "--json"]).current_dir(&project);
+        let out = run_with_stdin(c, None).code(code);
+        serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let report = in_project(1);
     let mcp = failed(&report, "mcp");
     assert!(
         mcp["detail"]
@@ -289,6 +299,106 @@ fn an_mcp_entry_running_another_jitc_and_plaintext_credentials_are_named() {
         ),
     )
     .unwrap();
-    fs::remove_file(env.home.join(".env")).unwrap();
+    fs::remove_file(project.join(".env")).unwrap();
+    in_project(0);
+}
+
+#[test]
+fn a_cloned_repository_cannot_inject_commands_hang_or_exhaust_doctor() {
+    let env = healthy();
+    // A project directory with a hostile MCP entry, a credential in a file whose name is
+    // a command, and a `.mcp.json` … that is the second of two: the first is a FIFO
+    // (would block a plain open) in a subdirectory's config that is read the same way.
+    let project = env.home.join("project");
+    fs::create_dir(&project).unwrap();
+    let name = "x; touch PWNED; \u{1b}]0;pwned\u{7}";
+    fs::write(
+        project.join(".mcp.json"),
+        serde_json::json!({"mcpServers": {name: {"command": "/opt/old/bin/jitc", "args": ["mcp"]}}})
+            .to_string(),
+    )
+    .unwrap();
+    let evil_file = "x $(touch PWNED2) .env";
+    fs::write(
+        project.join(evil_file),
+        format!("GITHUB_TOKEN=ghp_{}\n", &sha256_hex(b"doctor2")[..36]),
+    )
+    .unwrap();
+    for p in [
+        project.clone(),
+        project.join(".mcp.json"),
+        project.join(evil_file),
+    ] {
+        env.give(&p);
+    }
+    let mut c = env.command(jitc_bin());
+    c.args(["doctor", "--json"]).current_dir(&project);
+    let out = run_with_stdin(c, None).code(1);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let mcp = failed(&report, "mcp");
+    let fix = mcp["fix"].as_str().unwrap();
+    assert!(
+        fix.starts_with(r"claude mcp remove $'x; touch PWNED; \x1b]0;pwned\x07' && "),
+        "{fix}"
+    );
+    assert!(!mcp["detail"].as_str().unwrap().contains('\u{1b}'), "{mcp}");
+    let scan = failed(&report, "scan");
+    assert_eq!(
+        scan["fix"].as_str().unwrap(),
+        "jitc import 'x $(touch PWNED2) .env' > .env.jitc, then delete it ('jitc scan' lists them all)"
+    );
+    // Pasted into a shell, the fixes run nothing but what they say.
+    assert!(!project.join("PWNED").exists() && !project.join("PWNED2").exists());
+
+    // A `.mcp.json` that is a FIFO or an endless device is not read at all.
+    fs::remove_file(project.join(".mcp.json")).unwrap();
+    fs::remove_file(project.join(evil_file)).unwrap();
+    nix::unistd::mkfifo(
+        &project.join(".mcp.json"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    env.give(&project.join(".mcp.json"));
+    let mut c = env.command(jitc_bin());
+    c.args(["doctor", "--json"]).current_dir(&project);
+    run_with_stdin(c, None).code(0);
+    fs::remove_file(project.join(".mcp.json")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", project.join(".mcp.json")).unwrap();
+    let mut c = env.command(jitc_bin());
+    c.args(["doctor", "--json"]).current_dir(&project);
+    run_with_stdin(c, None).code(0);
+}
+
+#[test]
+fn a_symlinked_config_directory_and_a_root_owned_policy_are_healthy() {
+    let env = healthy();
+    // dotfiles managed by stow: ~/.config/jitc is a link to the real directory.
+    let real = env.home.join("dotfiles-jitc");
+    fs::create_dir(&real).unwrap();
+    fs::write(
+        real.join("policy.toml"),
+        "[defaults]\napproval = \"never\"\n",
+    )
+    .unwrap();
+    fs::set_permissions(real.join("policy.toml"), fs::Permissions::from_mode(0o644)).unwrap();
+    env.give(&real);
+    // The file is root's (as under /etc): the agent accepts that, and so does doctor.
+    let _ = fs::remove_dir_all(env.config.join("jitc"));
+    std::os::unix::fs::symlink(&real, env.config.join("jitc")).unwrap();
     doctor(&env, 0);
+}
+
+#[test]
+fn an_agent_that_hangs_is_named_not_waited_for() {
+    use nix::sys::signal::{Signal, kill};
+    let env = healthy();
+    let pid = nix::unistd::Pid::from_raw(env.agent_pid().unwrap() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let report = doctor(&env, 1);
+    kill(pid, Signal::SIGCONT).unwrap();
+    let agent = failed(&report, "agent");
+    assert!(
+        agent["detail"].as_str().unwrap().contains("connection"),
+        "{agent}"
+    );
 }

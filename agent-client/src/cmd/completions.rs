@@ -104,28 +104,28 @@ pub fn env_bindings(current: &std::ffi::OsStr) -> Vec<CompletionCandidate> {
 
 /// Active lease ids, for `jitc revoke ID`.
 pub fn lease_ids() -> Vec<CompletionCandidate> {
-    let Some(leases) = agent().and_then(|mut c| c.leases().ok()) else {
-        return Vec::new();
-    };
-    leases
-        .into_iter()
-        .map(|l| {
-            CompletionCandidate::new(l.id.to_string())
-                .help(Some(one_line(&l.scope.secrets.join(", ")).into()))
-        })
-        .collect()
+    let leases = agent()
+        .and_then(|mut c| c.leases().ok())
+        .unwrap_or_default();
+    ids(leases.iter().map(|l| (l.id, &l.scope)))
 }
 
 /// Waiting request ids, for `jitc approve ID` / `jitc deny ID`.
 pub fn pending_ids() -> Vec<CompletionCandidate> {
-    let Some(pending) = agent().and_then(|mut c| c.pending().ok()) else {
-        return Vec::new();
-    };
-    pending
-        .into_iter()
-        .map(|p| {
-            CompletionCandidate::new(p.id.to_string())
-                .help(Some(one_line(&p.scope.secrets.join(", ")).into()))
+    let pending = agent()
+        .and_then(|mut c| c.pending().ok())
+        .unwrap_or_default();
+    ids(pending.iter().map(|p| (p.id, &p.scope)))
+}
+
+/// Ids, each with the secrets it is about beside it.
+fn ids<'a>(
+    items: impl Iterator<Item = (u64, &'a jitc_protocol::Scope)>,
+) -> Vec<CompletionCandidate> {
+    items
+        .map(|(id, scope)| {
+            CompletionCandidate::new(id.to_string())
+                .help(Some(one_line(&scope.secrets.join(", ")).into()))
         })
         .collect()
 }

@@ -233,6 +233,11 @@ impl Client {
         self.write(&Request::AddSecret(add))
     }
 
+    /// Stores several secrets as one write (all or none, one save).
+    pub fn add_batch(&mut self, batch: jitc_protocol::AddSecrets) -> Result<Written> {
+        self.write(&Request::AddSecrets(batch))
+    }
+
     pub fn remove(&mut self, name: &str, passphrase: Option<SecretBytes>) -> Result<Written> {
         self.write(&Request::RemoveSecret {
             name: name.to_owned(),
@@ -330,10 +335,36 @@ impl Client {
     }
 
     pub fn list(&mut self) -> Result<Vec<SecretInfo>> {
-        self.call_for(&Request::ListSecrets, "no list", |r| match r {
-            Response::Secrets(s) => Some(s),
-            _ => None,
-        })
+        let mut all = Vec::new();
+        self.list_pages(|page| {
+            all.extend(page);
+            Ok(())
+        })?;
+        Ok(all)
+    }
+
+    /// Every secret's metadata, handed to `each` a page at a time as it arrives (a
+    /// listing of any length, printed as it comes).
+    pub fn list_pages(
+        &mut self,
+        mut each: impl FnMut(Vec<SecretInfo>) -> Result<()>,
+    ) -> Result<()> {
+        let mut after = String::new();
+        loop {
+            let req = Request::ListSecrets { after };
+            let (items, more) = self.call_for(&req, "no list", |r| match r {
+                Response::Secrets { items, more } => Some((items, more)),
+                _ => None,
+            })?;
+            let Some(last) = items.last() else {
+                return Ok(());
+            };
+            after = last.name.clone();
+            each(items)?;
+            if !more {
+                return Ok(());
+            }
+        }
     }
 
     /// Asks for a lease. It lasts until `release`, the agent ends it (a `LeaseEnded`

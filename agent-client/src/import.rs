@@ -336,6 +336,11 @@ fn decide<'e>(
 ) -> Result<(Vec<Fate>, Vec<&'e str>)> {
     let mut fates = Vec::new();
     let mut kept = Vec::new();
+    // Where each key is first set: one pass, so a file of many keys stays linear.
+    let mut first_line: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (unit, (key, _)) in units.iter().zip(entries) {
+        first_line.entry(key.as_str()).or_insert(unit.line);
+    }
     for (unit, (key, entry)) in units.iter().zip(entries) {
         let fate = match entry {
             EnvEntry::Secret(_) => Fate::Keep,
@@ -358,11 +363,7 @@ fn decide<'e>(
                         shown(&name)
                     ))
                 })?;
-                let first = units
-                    .iter()
-                    .zip(entries)
-                    .find(|(_, (k, _))| k == key)
-                    .map_or(unit.line, |(u, _)| u.line);
+                let first = first_line.get(key.as_str()).copied().unwrap_or(unit.line);
                 if first != unit.line {
                     return Err(Error::bad_input(format!(
                         "{shown_file}: {key} is set twice (lines {first} and {}); keep one and import again",

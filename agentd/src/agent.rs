@@ -407,6 +407,7 @@ impl Agent {
                 | Request::Stop
                 | Request::PolicyReset { .. }
                 | Request::ImportSecrets(_)
+                | Request::AddSecrets(_)
         );
         if records_peer {
             let slot = self.vault_slot().await;
@@ -441,7 +442,7 @@ impl Agent {
                 cmd::add::describe(self, session, &name, description).await
             }
             Request::Passwd { old, new } => cmd::passwd::apply(self, session, old, new).await,
-            Request::ListSecrets => cmd::list::apply(self).await,
+            Request::ListSecrets { after } => cmd::list::apply(self, &after).await,
             Request::Lease(req) => cmd::lease::apply(self, session, req).await,
             Request::Release { lease } => {
                 cmd::lease::release(self, session, lease);
@@ -474,6 +475,7 @@ impl Agent {
                 crate::backend::list(self, &backend, &path).await
             }
             Request::ImportSecrets(req) => cmd::import::apply(self, session, req).await,
+            Request::AddSecrets(req) => cmd::add::batch(self, session, req).await,
         };
         Some(reply.unwrap_or_else(Response::from))
     }

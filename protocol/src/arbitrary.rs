@@ -104,7 +104,9 @@ pub fn request() -> impl Strategy<Value = Request> {
         (secret(), secret())
             .prop_map(|(old, new)| Request::Passwd { old, new })
             .boxed(),
-        LazyJust::new(|| Request::ListSecrets).boxed(),
+        text()
+            .prop_map(|after| Request::ListSecrets { after })
+            .boxed(),
         lease_request().prop_map(Request::Lease).boxed(),
         any::<u64>()
             .prop_map(|lease| Request::Release { lease })
@@ -155,6 +157,26 @@ pub fn request() -> impl Strategy<Value = Request> {
             ),
         )
             .prop_map(|(file, entries)| Request::ImportSecrets(ImportSecrets { file, entries }))
+            .boxed(),
+        (
+            vec(
+                (text(), secret(), of(text())).prop_map(|(name, value, description)| NewSecret {
+                    name,
+                    value,
+                    description,
+                }),
+                0..3,
+            ),
+            any::<bool>(),
+            of(secret()),
+        )
+            .prop_map(|(entries, replace, passphrase)| {
+                Request::AddSecrets(AddSecrets {
+                    entries,
+                    replace,
+                    passphrase,
+                })
+            })
             .boxed(),
         (any::<u32>(), text(), texts())
             .prop_map(|(pid, profile, command)| {
@@ -414,7 +436,9 @@ pub fn response() -> impl Strategy<Value = Response> {
             .boxed(),
         LazyJust::new(|| Response::Done).boxed(),
         status().prop_map(Response::Status).boxed(),
-        vec(info, 0..4).prop_map(Response::Secrets).boxed(),
+        (vec(info, 0..4), any::<bool>())
+            .prop_map(|(items, more)| Response::Secrets { items, more })
+            .boxed(),
         (
             any::<u64>(),
             vec(leased, 0..4),
@@ -514,7 +538,7 @@ fn request_variant(r: &Request) -> &'static str {
         Request::Rename { .. } => "Rename",
         Request::Describe { .. } => "Describe",
         Request::Passwd { .. } => "Passwd",
-        Request::ListSecrets => "ListSecrets",
+        Request::ListSecrets { .. } => "ListSecrets",
         Request::Lease(_) => "Lease",
         Request::Release { .. } => "Release",
         Request::Guard { .. } => "Guard",
@@ -533,10 +557,11 @@ fn request_variant(r: &Request) -> &'static str {
         Request::ListRequested => "ListRequested",
         Request::ListBackend { .. } => "ListBackend",
         Request::ImportSecrets(_) => "ImportSecrets",
+        Request::AddSecrets(_) => "AddSecrets",
     }
 }
 
-const REQUEST_VARIANTS: usize = 29;
+const REQUEST_VARIANTS: usize = 30;
 
 /// The same for `Response`.
 fn response_variant(r: &Response) -> &'static str {
@@ -545,7 +570,7 @@ fn response_variant(r: &Response) -> &'static str {
         Response::Welcome(_) => "Welcome",
         Response::Done => "Done",
         Response::Status(_) => "Status",
-        Response::Secrets(_) => "Secrets",
+        Response::Secrets { .. } => "Secrets",
         Response::Leased(_) => "Leased",
         Response::LeaseEnded { .. } => "LeaseEnded",
         Response::Leases { .. } => "Leases",

@@ -45,7 +45,11 @@ pub enum Request {
         old: SecretBytes,
         new: SecretBytes,
     },
-    ListSecrets,
+    /// Secrets with names after `after` (in byte order; `""`: from the first), a page
+    /// at a time.
+    ListSecrets {
+        after: String,
+    },
     /// Ask for a lease; it lasts until `Release`, expiry, or the connection closes.
     Lease(LeaseRequest),
     /// Hand a lease back. The only request without an answer.
@@ -115,6 +119,27 @@ pub enum Request {
     /// Store new secrets read from a plaintext file (`import_env_file`), all or none,
     /// after a human approves — always, whoever asks. Never replaces a name.
     ImportSecrets(ImportSecrets),
+    /// Store several secrets (`jitc import`) as one write: all or none, one save, one
+    /// human check where any of them needs one (as `AddSecret` would).
+    AddSecrets(AddSecrets),
+}
+
+/// What `AddSecrets` stores.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AddSecrets {
+    pub entries: Vec<NewSecret>,
+    /// Overwrite secrets that exist instead of refusing the whole batch.
+    pub replace: bool,
+    /// The vault passphrase, where the batch needs a human.
+    pub passphrase: Option<SecretBytes>,
+}
+
+/// One secret of an `AddSecrets` batch.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NewSecret {
+    pub name: String,
+    pub value: SecretBytes,
+    pub description: Option<String>,
 }
 
 /// What `ImportSecrets` stores.
@@ -168,7 +193,11 @@ pub enum Response {
     /// The request succeeded and has nothing to report.
     Done,
     Status(AgentStatus),
-    Secrets(Vec<SecretInfo>),
+    /// A page of secrets, by name; `more`: ask again after the last name.
+    Secrets {
+        items: Vec<SecretInfo>,
+        more: bool,
+    },
     Leased(LeaseGrant),
     /// Pushed, unasked, when a lease ends before its holder released it.
     LeaseEnded {

@@ -7,7 +7,7 @@ use jitc::error::note;
 use jitc::import::prepare;
 use jitc::start::connect_or_start;
 use jitc::{Error, Result};
-use jitc_protocol::{AddSecret, ErrorCode, SecretBytes};
+use jitc_protocol::{AddSecrets, ErrorCode, NewSecret, SecretBytes};
 use zeroize::Zeroizing;
 
 use super::emit;
@@ -100,16 +100,23 @@ fn store(args: &Args, to_store: &[(&str, &str)]) -> Result<()> {
     } else {
         None
     };
-    for (stored, (name, value)) in to_store.iter().enumerate() {
-        let add = |p: Option<&Zeroizing<Vec<u8>>>| AddSecret {
-            name: (*name).to_owned(),
-            value: SecretBytes::from_slice(value.as_bytes()),
-            description: Some(format!("imported from {}", args.file.display())),
+    // In batches well inside a request's frame: each one write, one save, all or none.
+    let description = format!("imported from {}", args.file.display());
+    let mut stored = 0usize;
+    for chunk in batches(to_store, &description) {
+        let batch = |p: Option<&Zeroizing<Vec<u8>>>| AddSecrets {
+            entries: chunk
+                .iter()
+                .map(|(name, value)| NewSecret {
+                    name: (*name).to_owned(),
+                    value: SecretBytes::from_slice(value.as_bytes()),
+                    description: Some(description.clone()),
+                })
+                .collect(),
             replace: args.replace,
-            canary: false,
             passphrase: p.map(|p| SecretBytes::from_slice(p)),
         };
-        let result = client.add(add(passphrase.as_ref())).and_then(|w| match w {
+        let result = client.add_batch(batch(passphrase.as_ref())).and_then(|w| match w {
             jitc::Written::Done => Ok(()),
             jitc::Written::NeedsPassphrase(what) => {
                 if passphrase.is_some() || std::fs::File::open("/dev/tty").is_err() {
@@ -122,7 +129,7 @@ fn store(args: &Args, to_store: &[(&str, &str)]) -> Result<()> {
                 }
                 let p = jitc::prompt::ask_hidden(&format!("Vault passphrase ({what}): "))?;
                 let p = Zeroizing::new(p.expose().to_vec());
-                let again = client.add(add(Some(&p)));
+                let again = client.add_batch(batch(Some(&p)));
                 passphrase = Some(p);
                 match again? {
                     jitc::Written::Done => Ok(()),
@@ -140,8 +147,33 @@ fn store(args: &Args, to_store: &[(&str, &str)]) -> Result<()> {
                 ));
             }
         })?;
+        stored += chunk.len();
     }
     Ok(())
+}
+
+/// Most bytes of names, values and descriptions in one batch: half a frame.
+const BATCH_BYTES: usize = 512 << 10;
+
+/// `entries` cut into batches of at most `BATCH_BYTES` (at least one entry each).
+fn batches<'a>(
+    entries: &'a [(&'a str, &'a str)],
+    description: &str,
+) -> Vec<&'a [(&'a str, &'a str)]> {
+    let mut out = Vec::new();
+    let (mut start, mut used) = (0, 0);
+    for (i, (name, value)) in entries.iter().enumerate() {
+        let size = name.len() + value.len() + description.len() + 16;
+        if i > start && used + size > BATCH_BYTES {
+            out.push(&entries[start..i]);
+            (start, used) = (i, 0);
+        }
+        used += size;
+    }
+    if start < entries.len() {
+        out.push(&entries[start..]);
+    }
+    out
 }
 
 /// `n` with the singular or plural phrase.

@@ -37,10 +37,8 @@ pub fn run(args: Args) -> Result<u8> {
         super::emit(&text)?;
         return Ok(0);
     }
-    let secrets = client.list()?;
     if args.json {
-        super::print_json(&secrets)?;
-        return Ok(0);
+        return json_pages(&mut client);
     }
     // What programs asked for (`request_secret`) and you have not added yet.
     for w in client.requested()? {
@@ -54,29 +52,54 @@ pub fn run(args: Args) -> Result<u8> {
             w.name
         ));
     }
-    if secrets.is_empty() {
+    // Printed as the pages come: the first page sets the name column's width.
+    let mut width: Option<usize> = None;
+    client.list_pages(|page| {
+        let mut text = String::new();
+        let width = match width {
+            Some(w) => w,
+            None => {
+                let w = page.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
+                text.push_str(&format!(
+                    "{:w$}  {:20}  {:5}  DESCRIPTION\n",
+                    "NAME", "UPDATED", "DECOY"
+                ));
+                *width.insert(w)
+            }
+        };
+        for s in &page {
+            text.push_str(&format!(
+                "{:width$}  {:20}  {:5}  {}\n",
+                s.name,
+                super::date(s.updated),
+                if s.canary { "yes" } else { "" },
+                jitc_protocol::display::visible(s.description.as_deref().unwrap_or(""))
+            ));
+        }
+        super::emit(&text)
+    })?;
+    if width.is_none() {
         note("no secrets yet; store one with 'jitc add NAME'");
-        return Ok(0);
     }
-    let width = secrets
-        .iter()
-        .map(|s| s.name.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    let mut text = format!(
-        "{:width$}  {:20}  {:5}  DESCRIPTION\n",
-        "NAME", "UPDATED", "DECOY"
-    );
-    for s in &secrets {
-        text.push_str(&format!(
-            "{:width$}  {:20}  {:5}  {}\n",
-            s.name,
-            super::date(s.updated),
-            if s.canary { "yes" } else { "" },
-            jitc_protocol::display::visible(s.description.as_deref().unwrap_or(""))
-        ));
-    }
-    super::emit(&text)?;
+    Ok(0)
+}
+
+/// `ls --json`: the same array `serde_json` would print whole, written a page at a
+/// time.
+fn json_pages(client: &mut jitc::Client) -> Result<u8> {
+    let mut first = true;
+    client.list_pages(|page| {
+        let mut text = String::new();
+        for s in &page {
+            let item = serde_json::to_string_pretty(s)
+                .map_err(|e| jitc::Error::failure(format!("cannot format JSON ({e})")))?;
+            text.push_str(if first { "[\n" } else { ",\n" });
+            first = false;
+            let indented: Vec<String> = item.lines().map(|l| format!("  {l}")).collect();
+            text.push_str(&indented.join("\n"));
+        }
+        super::emit(&text)
+    })?;
+    super::emit(if first { "[]\n" } else { "\n]\n" })?;
     Ok(0)
 }

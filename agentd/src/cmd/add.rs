@@ -5,7 +5,7 @@
 
 use jitc_protocol::kinds::EventKind;
 use jitc_protocol::names::{MAX_DESCRIPTION_LEN, MAX_VALUE_LEN};
-use jitc_protocol::{AddSecret, Response};
+use jitc_protocol::{AddSecret, AddSecrets, Response};
 
 use crate::agent::{Agent, Session};
 use crate::audit::Event;
@@ -24,31 +24,40 @@ fn check_description(d: Option<&str>) -> Result<(), Refusal> {
     Ok(())
 }
 
-pub async fn apply(agent: &Agent, session: &mut Session, mut add: AddSecret) -> Reply {
-    super::check_name(&add.name)?;
-    if add.value.is_empty() {
-        return Err(Refusal::bad_input("the value is empty; nothing was stored"));
-    }
-    if add.value.len() > MAX_VALUE_LEN {
+/// Refuses what no secret may be, before anything else happens; then makes every record
+/// of this request show the new value — wherever the requester's command lines hold it
+/// (`printf v | jitc add NAME` run by `bash -c '…'`) — concealed.
+fn check_new(
+    session: &mut Session,
+    name: &str,
+    value: &jitc_protocol::SecretBytes,
+    description: Option<&str>,
+) -> Result<(), Refusal> {
+    super::check_name(name)?;
+    if value.is_empty() {
         return Err(Refusal::bad_input(format!(
-            "the value is over {} KiB; store a path to the file instead",
+            "the value of '{name}' is empty; nothing was stored"
+        )));
+    }
+    if value.len() > MAX_VALUE_LEN {
+        return Err(Refusal::bad_input(format!(
+            "the value of '{name}' is over {} KiB; store a path to the file instead",
             MAX_VALUE_LEN / 1024
         )));
     }
-    check_description(add.description.as_deref())?;
-    // The new value, wherever the requester's command lines hold it (`printf v | jitc
-    // add NAME` run by `bash -c '…'`): every record of this shows it concealed.
-    {
-        let mut forms = crate::vault::screen::forms(add.value.expose());
-        if forms.is_empty() {
-            forms.push(zeroize::Zeroizing::new(add.value.expose().to_vec()));
-        }
-        let list: Vec<crate::audit::Concealed<'_>> = forms
-            .iter()
-            .map(|f| (add.name.as_str(), f.as_slice()))
-            .collect();
-        session.conceal(&list, crate::audit::Reach::Known);
+    check_description(description)?;
+    let mut forms = crate::vault::screen::forms(value.expose());
+    if forms.is_empty() {
+        forms.push(zeroize::Zeroizing::new(value.expose().to_vec()));
     }
+    let list: Vec<crate::audit::Concealed<'_>> =
+        forms.iter().map(|f| (name, f.as_slice())).collect();
+    session.conceal(&list, crate::audit::Reach::Known);
+    Ok(())
+}
+
+pub async fn apply(agent: &Agent, session: &mut Session, mut add: AddSecret) -> Reply {
+    check_new(session, &add.name, &add.value, add.description.as_deref())?;
     let exists = agent
         .unlocked()
         .await?
@@ -134,6 +143,135 @@ pub async fn apply(agent: &Agent, session: &mut Session, mut add: AddSecret) -> 
         Inserted::Replaced => "secret replaced",
     };
     tracing::info!(name = %add.name, "{what}");
+    Ok(Response::Done)
+}
+
+/// `AddSecrets` (`jitc import`): every entry checked as `AddSecret` checks it, one human
+/// check for the whole batch where any entry needs one (a replaced or guarded name),
+/// then all stored and the vault saved once — all or none.
+pub async fn batch(agent: &Agent, session: &mut Session, mut req: AddSecrets) -> Reply {
+    if req.entries.is_empty() {
+        return Err(Refusal::bad_input("no secrets to add"));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(req.entries.len());
+    for e in &req.entries {
+        check_new(session, &e.name, &e.value, e.description.as_deref())?;
+        if !seen.insert(e.name.as_str()) {
+            return Err(Refusal::bad_input(format!("'{}' comes twice", e.name)));
+        }
+    }
+    let existing: Vec<bool> = {
+        let slot = agent.unlocked().await?;
+        let vault = slot.as_ref().ok_or_else(Refusal::locked)?;
+        req.entries
+            .iter()
+            .map(|e| vault.contains(&e.name))
+            .collect()
+    };
+    let replaced: Vec<&str> = req
+        .entries
+        .iter()
+        .zip(&existing)
+        .filter(|(_, x)| **x)
+        .map(|(e, _)| e.name.as_str())
+        .collect();
+    if let Some(name) = replaced.first().filter(|_| !req.replace) {
+        return Err(Refusal::from_vault(
+            agent.vault_file(),
+            crate::vault::VaultError::Exists((*name).to_owned()),
+        ));
+    }
+    let policy = agent.policy();
+    let guarded: Vec<&str> = req
+        .entries
+        .iter()
+        .filter(|e| {
+            policy
+                .as_ref()
+                .map(|p| p.guarding(&e.name).is_some())
+                .unwrap_or(true)
+        })
+        .map(|e| e.name.as_str())
+        .collect();
+    let peer = if replaced.is_empty() && guarded.is_empty() {
+        session.peer_json()
+    } else {
+        let action = format!(
+            "adding {} secrets at once ({} replaced, {} guarded by a policy rule)",
+            req.entries.len(),
+            replaced.len(),
+            guarded.len()
+        );
+        let first = replaced.first().or(guarded.first()).copied().unwrap_or("");
+        let write = super::Write {
+            action,
+            secret: first,
+            failed: if replaced.is_empty() {
+                EventKind::SecretAdded
+            } else {
+                EventKind::SecretReplaced
+            },
+        };
+        match super::human_for_write(agent, session, write, req.passphrase.take()).await? {
+            Ok(peer) => peer,
+            Err(ask) => return Ok(ask),
+        }
+    };
+    let mut slot = agent.unlocked().await?;
+    let Some(vault) = slot.as_mut() else {
+        return Err(Refusal::locked());
+    };
+    if req
+        .entries
+        .iter()
+        .zip(&existing)
+        .any(|(e, x)| vault.contains(&e.name) != *x)
+    {
+        return Err(Refusal::new(
+            jitc_protocol::ErrorCode::Failure,
+            "a secret of this batch was added or removed while it waited; nothing was stored; run the command again",
+        ));
+    }
+    // On record before it takes effect: one record for the added, one for the replaced.
+    let names = |replaced: bool| -> Vec<String> {
+        req.entries
+            .iter()
+            .zip(&existing)
+            .filter(|(_, x)| **x == replaced)
+            .map(|(e, _)| e.name.clone())
+            .collect()
+    };
+    for (kind, secrets) in [
+        (EventKind::SecretAdded, names(false)),
+        (EventKind::SecretReplaced, names(true)),
+    ] {
+        if !secrets.is_empty() {
+            agent
+                .audit()
+                .record(Event {
+                    secrets,
+                    ..Event::new(kind).peer(peer.clone())
+                })
+                .await?;
+        }
+    }
+    let mut undo = Vec::with_capacity(req.entries.len());
+    for e in &req.entries {
+        undo.push(vault.undo_point(&e.name));
+        if let Err(err) = vault.insert(&e.name, &e.value, e.description.clone(), req.replace, false)
+        {
+            undo.into_iter().rev().for_each(|u| vault.undo(u));
+            let r = Refusal::from_vault(agent.vault_file(), err);
+            agent.record_not_done(EventKind::SecretAdded, &e.name, &r.message);
+            return Err(r);
+        }
+    }
+    if let Err(err) = agent.save(vault).await {
+        undo.into_iter().rev().for_each(|u| vault.undo(u));
+        agent.record_not_done(EventKind::SecretAdded, &req.entries[0].name, &err.message);
+        return Err(err);
+    }
+    tracing::info!(count = req.entries.len(), "secrets added in one batch");
     Ok(Response::Done)
 }
 

@@ -26,7 +26,7 @@ pub fn forbidden(request: &Request) -> Option<&'static str> {
     Some(match request {
         Request::Hello(_)
         | Request::Status
-        | Request::ListSecrets
+        | Request::ListSecrets { .. }
         | Request::Lease(_)
         | Request::Release { .. }
         | Request::Guard { .. }
@@ -42,6 +42,7 @@ pub fn forbidden(request: &Request) -> Option<&'static str> {
         Request::Unlock { .. } => "unlock the vault",
         Request::Lock => "lock the vault",
         Request::AddSecret(_) => "add or replace a secret",
+        Request::AddSecrets(_) => "add or replace secrets",
         Request::RemoveSecret { .. } => "remove a secret",
         Request::Rename { .. } => "rename a secret",
         Request::Describe { .. } => "change a secret's description",

@@ -543,17 +543,31 @@ impl Vault {
         Ok(())
     }
 
+    /// Every secret's metadata, in name order.
     pub fn list(&self) -> Vec<SecretInfo> {
-        self.secrets
-            .values()
-            .map(|s| SecretInfo {
+        self.list_page("", usize::MAX).0
+    }
+
+    /// The secrets named after `after`, in name order, up to `budget` bytes encoded;
+    /// `true` if more follow.
+    pub fn list_page(&self, after: &str, budget: usize) -> (Vec<SecretInfo>, bool) {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = if after.is_empty() {
+            Unbounded
+        } else {
+            Excluded(after)
+        };
+        let items = self
+            .secrets
+            .range::<str, _>((from, Unbounded))
+            .map(|(_, s)| SecretInfo {
                 name: s.name.clone(),
                 description: s.description.clone(),
                 created: s.created,
                 updated: s.updated,
                 canary: s.canary,
-            })
-            .collect()
+            });
+        crate::leases::page(items, budget)
     }
 
     /// Opens one value for the request being served.

@@ -1,0 +1,80 @@
+//! Vaults larger than one reply: listings page, imports go in batches, and nothing hits
+//! a cap — through the real binaries.
+#![allow(clippy::unwrap_used)]
+
+use std::fmt::Write as _;
+use std::fs;
+
+use jitc_tests::*;
+
+/// 30,000 secrets: their listing is about 2 MiB, twice what one frame may carry.
+#[test]
+fn thirty_thousand_secrets_import_and_list_whole() {
+    const PER_FILE: usize = 15_000;
+    let env = TestEnv::new_as(USER);
+    env.init();
+    for part in ["a", "b"] {
+        let mut text = String::new();
+        for i in 0..PER_FILE {
+            // Values that look like credentials (hex of a hash), so import stores them.
+            let value = &sha256_hex(format!("{part}{i}").as_bytes())[..32];
+            writeln!(text, "API_KEY_{i:05}={value}").unwrap();
+        }
+        let file = env.home.join(format!("{part}.env"));
+        fs::write(&file, text).unwrap();
+        env.give(&file);
+        let out = env
+            .run(
+                &[
+                    "import",
+                    "--prefix",
+                    &format!("{part}/"),
+                    file.to_str().unwrap(),
+                ],
+                None,
+            )
+            .ok();
+        assert!(
+            out.stderr.contains(&format!("imported {PER_FILE} secrets")),
+            "{}",
+            out.stderr
+        );
+    }
+    let all = env.json(&["ls"]);
+    let names: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2 * PER_FILE);
+    // In name order, each once, across the pages.
+    assert!(names.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(names[0], "a/API_KEY_00000");
+    assert_eq!(
+        names[2 * PER_FILE - 1],
+        format!("b/API_KEY_{:05}", PER_FILE - 1)
+    );
+    let table = env.run(&["ls"], None).ok().stdout;
+    assert_eq!(
+        table.lines().count(),
+        2 * PER_FILE + 1,
+        "a header and a line each"
+    );
+    // A lease still finds any of them.
+    let out = env
+        .run(
+            &[
+                "exec",
+                "-s",
+                "b/API_KEY_14999",
+                "--",
+                "sh",
+                "-c",
+                "echo ${#B_API_KEY_14999}",
+            ],
+            None,
+        )
+        .ok();
+    assert_eq!(out.stdout.trim(), "32");
+}

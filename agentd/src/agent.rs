@@ -614,6 +614,9 @@ impl Agent {
             drop(vault);
         }
         drop(slot);
+        if was_unlocked {
+            crate::hardening::release_freed_memory();
+        }
         self.leases_changed.notify_one();
         if was_unlocked || any_ended {
             tracing::info!(leases_ended = any_ended, reason, "vault locked");

@@ -30,9 +30,37 @@ pub fn state() -> jitc_protocol::ProcessState {
     }
 }
 
+/// Hands the heap's free memory back to the kernel (glibc's `malloc_trim`). After a
+/// lock has dropped every value and the vault's maps, the freed chunks otherwise stay
+/// in the process — scattered among live ones, so ordinary trimming at the top of the
+/// heap rarely frees them — and resident memory grows with each unlock/lock cycle.
+#[allow(unsafe_code)]
+pub fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks glibc's own arenas, under their locks; it touches
+    // no memory of ours and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Keeps the heap in one arena: the agent runs one async thread and a few short-lived
+/// blocking ones (key derivation, file writes), and glibc's per-thread arenas would
+/// each keep their own freed memory that `malloc_trim` cannot gather back.
+#[allow(unsafe_code)]
+pub fn one_heap_arena() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets a glibc allocator parameter; called at start, before
+    // any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 /// Applies every setting; any failure is fatal to the caller (an agent that cannot stop
 /// core dumps must not hold keys).
 pub fn harden() -> anyhow::Result<Report> {
+    one_heap_arena();
     // Not dumpable: no core file, no ptrace attach by same-uid processes, and
     // /proc/PID/{environ,mem,maps} become root-owned.
     nix::sys::prctl::set_dumpable(false)

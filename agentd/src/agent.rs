@@ -615,7 +615,8 @@ impl Agent {
         }
         drop(slot);
         if was_unlocked {
-            crate::hardening::release_freed_memory();
+            // Off the async thread: trimming a large heap takes milliseconds.
+            tokio::task::spawn_blocking(crate::hardening::release_freed_memory);
         }
         self.leases_changed.notify_one();
         if was_unlocked || any_ended {
@@ -627,8 +628,13 @@ impl Agent {
     /// Records that a change already on record (`kind` of `secret`) did not take effect
     /// after all: the vault could not be changed or saved.
     pub fn record_not_done(&self, kind: EventKind, secret: &str, why: &str) {
+        self.record_not_done_all(kind, &[secret.to_owned()], why);
+    }
+
+    /// `record_not_done` for a change to several secrets at once.
+    pub fn record_not_done_all(&self, kind: EventKind, secrets: &[String], why: &str) {
         self.audit.record_later(Event {
-            secrets: vec![secret.to_owned()],
+            secrets: secrets.to_vec(),
             decision: Some("failed"),
             ..Event::new(kind).reason(format!("not done: {why}"))
         });

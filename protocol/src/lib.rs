@@ -45,4 +45,4 @@ pub use secret::SecretBytes;
 
 /// Bumped whenever any message changes shape. Never derived from the crate version:
 /// two builds with the same version but different messages must not talk.
-pub const PROTOCOL_VERSION: u32 = 10;
+pub const PROTOCOL_VERSION: u32 = 11;

@@ -78,3 +78,72 @@ fn thirty_thousand_secrets_import_and_list_whole() {
         .ok();
     assert_eq!(out.stdout.trim(), "32");
 }
+
+/// An import that replaces a secret whose rule asks for the passphrase cannot get it
+/// through on the click another name of the batch would get: the whole batch needs the
+/// passphrase, and every name it touches is on record.
+#[test]
+fn a_batch_needs_the_passphrase_if_any_of_its_names_does() {
+    let env = TestEnv::new_as(USER);
+    env.init();
+    // An approver that approves whatever it is shown.
+    let approver = env.root().join("yes.sh");
+    fs::write(&approver, "#!/bin/sh\nexit 0\n").unwrap();
+    fs::set_permissions(
+        &approver,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    env.give(&approver);
+    env.add("DEV_X", "dev-value-1234");
+    env.add("PROD_KEY", "prod-value-5678");
+    env.write_policy(&format!(
+        "[defaults]\napprover = [\"{}\"]\n[[rule]]\nsecrets = [\"DEV_*\"]\napproval = \"always\"\n[[rule]]\nsecrets = [\"PROD_*\"]\napproval = \"never\"\n",
+        approver.display()
+    ));
+    let file = env.home.join("evil.env");
+    fs::write(
+        &file,
+        "DEV_X=0123456789abcdef0123456789abcdef\nPROD_KEY=fedcba9876543210fedcba9876543210\n",
+    )
+    .unwrap();
+    env.give(&file);
+    env.run(&["import", "--replace", file.to_str().unwrap()], None)
+        .code(77)
+        .one_line_error()
+        .says("needs the vault passphrase");
+    let out = env
+        .run(
+            &[
+                "exec",
+                "-s",
+                "PROD_KEY",
+                "--",
+                "sh",
+                "-c",
+                "printf %s \"$PROD_KEY\"",
+            ],
+            None,
+        )
+        .ok();
+    assert_eq!(out.stdout, "<concealed:PROD_KEY>", "unchanged");
+    // With the passphrase it goes through, and both names are on the one record.
+    env.run(
+        &[
+            "import",
+            "--replace",
+            "--passphrase-stdin",
+            file.to_str().unwrap(),
+        ],
+        Some(format!("{PASSPHRASE}\n").as_bytes()),
+    )
+    .ok();
+    let records = audit::records(&env);
+    let replaced = audit::of_kind(&records, "secret_replaced");
+    let last = replaced.last().unwrap();
+    assert_eq!(
+        last["secrets"],
+        serde_json::json!(["DEV_X", "PROD_KEY"]),
+        "{last}"
+    );
+}

@@ -154,6 +154,8 @@ fn store(args: &Args, to_store: &[(&str, &str)]) -> Result<()> {
 
 /// Most bytes of names, values and descriptions in one batch: half a frame.
 const BATCH_BYTES: usize = 512 << 10;
+/// Most entries in one batch (the agent's `MAX_BATCH`).
+const BATCH_ENTRIES: usize = 8192;
 
 /// `entries` cut into batches of at most `BATCH_BYTES` (at least one entry each).
 fn batches<'a>(
@@ -164,7 +166,7 @@ fn batches<'a>(
     let (mut start, mut used) = (0, 0);
     for (i, (name, value)) in entries.iter().enumerate() {
         let size = name.len() + value.len() + description.len() + 16;
-        if i > start && used + size > BATCH_BYTES {
+        if i > start && (used + size > BATCH_BYTES || i - start == BATCH_ENTRIES) {
             out.push(&entries[start..i]);
             (start, used) = (i, 0);
         }

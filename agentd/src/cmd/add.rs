@@ -88,7 +88,7 @@ pub async fn apply(agent: &Agent, session: &mut Session, mut add: AddSecret) -> 
         };
         let write = super::Write {
             action,
-            secret: &add.name,
+            secrets: vec![add.name.clone()],
             failed: event,
         };
         match super::human_for_write(agent, session, write, add.passphrase.take()).await? {
@@ -146,12 +146,19 @@ pub async fn apply(agent: &Agent, session: &mut Session, mut add: AddSecret) -> 
     Ok(Response::Done)
 }
 
+/// Most entries in one `AddSecrets`: the work per entry runs on the agent's one async
+/// thread, so a batch must stay short; `jitc import` sends larger files in several.
+pub const MAX_BATCH: usize = 8192;
+
 /// `AddSecrets` (`jitc import`): every entry checked as `AddSecret` checks it, one human
-/// check for the whole batch where any entry needs one (a replaced or guarded name),
-/// then all stored and the vault saved once — all or none.
+/// check for the whole batch where any entry needs one (a replaced or guarded name) —
+/// the passphrase unless the policy lets every such name be changed by approval — then
+/// all stored and the vault saved once: all or none.
 pub async fn batch(agent: &Agent, session: &mut Session, mut req: AddSecrets) -> Reply {
-    if req.entries.is_empty() {
-        return Err(Refusal::bad_input("no secrets to add"));
+    if req.entries.is_empty() || req.entries.len() > MAX_BATCH {
+        return Err(Refusal::bad_input(format!(
+            "a batch adds 1 to {MAX_BATCH} secrets"
+        )));
     }
     let mut seen = std::collections::HashSet::with_capacity(req.entries.len());
     for e in &req.entries {
@@ -168,44 +175,44 @@ pub async fn batch(agent: &Agent, session: &mut Session, mut req: AddSecrets) ->
             .map(|e| vault.contains(&e.name))
             .collect()
     };
-    let replaced: Vec<&str> = req
-        .entries
-        .iter()
-        .zip(&existing)
-        .filter(|(_, x)| **x)
-        .map(|(e, _)| e.name.as_str())
-        .collect();
+    let names = |replaced: bool| -> Vec<String> {
+        req.entries
+            .iter()
+            .zip(&existing)
+            .filter(|(_, x)| **x == replaced)
+            .map(|(e, _)| e.name.clone())
+            .collect()
+    };
+    let (added, replaced) = (names(false), names(true));
     if let Some(name) = replaced.first().filter(|_| !req.replace) {
         return Err(Refusal::from_vault(
             agent.vault_file(),
-            crate::vault::VaultError::Exists((*name).to_owned()),
+            crate::vault::VaultError::Exists(name.clone()),
         ));
     }
     let policy = agent.policy();
-    let guarded: Vec<&str> = req
-        .entries
+    // A policy that cannot be read guards everything.
+    let guarded: Vec<String> = added
         .iter()
-        .filter(|e| {
+        .filter(|n| {
             policy
                 .as_ref()
-                .map(|p| p.guarding(&e.name).is_some())
+                .map(|p| p.guarding(n).is_some())
                 .unwrap_or(true)
         })
-        .map(|e| e.name.as_str())
+        .cloned()
         .collect();
     let peer = if replaced.is_empty() && guarded.is_empty() {
         session.peer_json()
     } else {
-        let action = format!(
-            "adding {} secrets at once ({} replaced, {} guarded by a policy rule)",
-            req.entries.len(),
-            replaced.len(),
-            guarded.len()
-        );
-        let first = replaced.first().or(guarded.first()).copied().unwrap_or("");
         let write = super::Write {
-            action,
-            secret: first,
+            action: format!(
+                "adding {} secrets at once ({} replaced, {} new guarded by a policy rule)",
+                req.entries.len(),
+                replaced.len(),
+                guarded.len()
+            ),
+            secrets: replaced.iter().chain(&guarded).cloned().collect(),
             failed: if replaced.is_empty() {
                 EventKind::SecretAdded
             } else {
@@ -232,27 +239,33 @@ pub async fn batch(agent: &Agent, session: &mut Session, mut req: AddSecrets) ->
             "a secret of this batch was added or removed while it waited; nothing was stored; run the command again",
         ));
     }
-    // On record before it takes effect: one record for the added, one for the replaced.
-    let names = |replaced: bool| -> Vec<String> {
-        req.entries
-            .iter()
-            .zip(&existing)
-            .filter(|(_, x)| **x == replaced)
-            .map(|(e, _)| e.name.clone())
-            .collect()
+    // On record before it takes effect: one record for the added, one for the replaced;
+    // whatever fails after the first of them is recorded as not done, for every name.
+    let records = [
+        (EventKind::SecretAdded, added),
+        (EventKind::SecretReplaced, replaced),
+    ];
+    let not_done = |why: &str| {
+        for (kind, secrets) in &records {
+            if !secrets.is_empty() {
+                agent.record_not_done_all(*kind, secrets, why);
+            }
+        }
     };
-    for (kind, secrets) in [
-        (EventKind::SecretAdded, names(false)),
-        (EventKind::SecretReplaced, names(true)),
-    ] {
-        if !secrets.is_empty() {
-            agent
-                .audit()
-                .record(Event {
-                    secrets,
-                    ..Event::new(kind).peer(peer.clone())
-                })
-                .await?;
+    for (kind, secrets) in &records {
+        if secrets.is_empty() {
+            continue;
+        }
+        let recorded = agent
+            .audit()
+            .record(Event {
+                secrets: secrets.clone(),
+                ..Event::new(*kind).peer(peer.clone())
+            })
+            .await;
+        if let Err(e) = recorded {
+            not_done("the audit record could not be written");
+            return Err(e.into());
         }
     }
     let mut undo = Vec::with_capacity(req.entries.len());
@@ -262,13 +275,13 @@ pub async fn batch(agent: &Agent, session: &mut Session, mut req: AddSecrets) ->
         {
             undo.into_iter().rev().for_each(|u| vault.undo(u));
             let r = Refusal::from_vault(agent.vault_file(), err);
-            agent.record_not_done(EventKind::SecretAdded, &e.name, &r.message);
+            not_done(&r.message);
             return Err(r);
         }
     }
     if let Err(err) = agent.save(vault).await {
         undo.into_iter().rev().for_each(|u| vault.undo(u));
-        agent.record_not_done(EventKind::SecretAdded, &req.entries[0].name, &err.message);
+        not_done(&err.message);
         return Err(err);
     }
     tracing::info!(count = req.entries.len(), "secrets added in one batch");

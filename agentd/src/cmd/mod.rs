@@ -127,10 +127,10 @@ async fn confirm_passphrase_hiding(
 }
 
 /// A write that needs a human: what it is (in words, for prompts and records) and the
-/// secret it touches.
-pub(crate) struct Write<'a> {
+/// secrets it touches that need one.
+pub(crate) struct Write {
     pub action: String,
-    pub secret: &'a str,
+    pub secrets: Vec<String>,
     /// The record kind a wrong passphrase is written as.
     pub failed: jitc_protocol::kinds::EventKind,
 }
@@ -174,29 +174,36 @@ fn write_scope(
 async fn human_for_write(
     agent: &Agent,
     session: &mut Session,
-    write: Write<'_>,
+    write: Write,
     passphrase: Option<SecretBytes>,
 ) -> Result<Result<crate::audit::PeerJson, Response>, Refusal> {
     if let Some(p) = passphrase {
         let failed = Event {
-            secrets: vec![write.secret.to_owned()],
+            secrets: write.secrets.clone(),
             ..Event::new(write.failed)
         };
         return confirm_passphrase(agent, session, p, failed).await.map(Ok);
     }
+    // The approval flow only where the policy lets every one of the secrets be changed
+    // that way: one that needs the passphrase makes the whole write need it (a requester
+    // must not slip it behind a name whose rule only asks for a click).
     let policy = agent.policy().ok();
-    let flow = policy
-        .as_ref()
-        .is_some_and(|p| p.write_approval(write.secret) != Approval::Never);
+    let flow = policy.as_ref().is_some_and(|p| {
+        !write.secrets.is_empty()
+            && write
+                .secrets
+                .iter()
+                .all(|s| p.write_approval(s) != Approval::Never)
+    });
     let Some(policy) = policy.filter(|_| flow) else {
         return Ok(Err(Response::NeedsPassphrase(format!(
             "{} needs the vault passphrase",
             write.action
         ))));
     };
-    let (scope, requesters) = write_scope(session, &policy, vec![write.secret.to_owned()]);
+    let (scope, requesters) = write_scope(session, &policy, write.secrets.clone());
     let base = Event {
-        secrets: vec![write.secret.to_owned()],
+        secrets: write.secrets,
         profile: scope.profile.clone(),
         ..Event::default().peer(session.peer_json())
     }

@@ -30,7 +30,7 @@ pub async fn apply(
     }
     let write = super::Write {
         action: format!("removing '{name}'"),
-        secret: name,
+        secrets: vec![name.to_owned()],
         failed: EventKind::SecretRemoved,
     };
     let peer = match super::human_for_write(agent, session, write, passphrase).await? {

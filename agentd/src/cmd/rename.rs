@@ -37,7 +37,7 @@ pub async fn apply(
     }
     let write = super::Write {
         action: format!("renaming '{from}' to '{to}'"),
-        secret: from,
+        secrets: vec![from.to_owned()],
         failed: EventKind::SecretRenamed,
     };
     let peer = match super::human_for_write(agent, session, write, passphrase).await? {

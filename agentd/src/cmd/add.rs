@@ -265,7 +265,7 @@ pub async fn batch(agent: &Agent, session: &mut Session, mut req: AddSecrets) ->
             .await;
         if let Err(e) = recorded {
             not_done("the audit record could not be written");
-            return Err(e.into());
+            return Err(e);
         }
     }
     let mut undo = Vec::with_capacity(req.entries.len());

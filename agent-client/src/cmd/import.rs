@@ -73,10 +73,16 @@ pub fn run(args: Args) -> Result<u8> {
 fn store(args: &Args, to_store: &[(&str, &str)]) -> Result<()> {
     let mut client = connect_or_start()?;
     if !args.replace {
-        let existing = client.list()?;
+        // A set of the vault's names: the file's are looked up in it, not compared with
+        // every one (20,000 entries against 100,000 names took 6 s that way).
+        let mut existing = std::collections::HashSet::new();
+        client.list_pages(|page| {
+            existing.extend(page.into_iter().map(|s| s.name));
+            Ok(())
+        })?;
         let clash: Vec<&str> = to_store
             .iter()
-            .filter(|(n, _)| existing.iter().any(|s| s.name == *n))
+            .filter(|(n, _)| existing.contains(*n))
             .map(|(n, _)| *n)
             .collect();
         if !clash.is_empty() {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces the figures in BENCHMARKS.md on this machine:
-#   1. wall time of `jitc status` and `jitc exec -s X -- true` against `ssh-add -l`
-#      talking to a running ssh-agent that holds one key (hyperfine, medians), and the
+#   1. wall time of `jitc status` and `jitc exec -s X -- true` against `ssh-add -l` and
+#      `gpg-connect-agent /bye` talking to running agents (ssh-agent holds one key;
+#      hyperfine, medians), and the
 #      same exec against a second agent whose audit log is not synced;
 #   2. lease grant+release pairs per second and latency with 1, 8, 32 and 128
 #      concurrent clients, beside ssh-agent answering REQUEST_IDENTITIES driven by the
@@ -38,6 +39,7 @@ cleanup() {
     [ -n "${SSH_AGENT_PID:-}" ] && kill "$SSH_AGENT_PID" 2>/dev/null || true
     [ -n "${agent_pid:-}" ] && kill "$agent_pid" 2>/dev/null || true
     [ -n "${nosync_pid:-}" ] && kill "$nosync_pid" 2>/dev/null || true
+    [ -n "${GNUPGHOME:-}" ] && gpgconf --kill gpg-agent 2>/dev/null || true
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -49,6 +51,18 @@ mkdir -m 0700 "$XDG_RUNTIME_DIR"
 eval "$(ssh-agent -s -a "$tmp/ssh-agent.sock")" >/dev/null
 ssh-keygen -q -t ed25519 -N '' -f "$tmp/id_ed25519"
 ssh-add -q "$tmp/id_ed25519"
+
+# gpg-agent too, the other agent a user already runs: `gpg-connect-agent /bye` is its
+# connect-and-hello, as `ssh-add -l` is ssh-agent's.
+if command -v gpg-connect-agent >/dev/null; then
+    export GNUPGHOME="$tmp/gnupg"
+    mkdir -m 0700 "$GNUPGHOME"
+    gpgconf --launch gpg-agent
+    gpg_cmd=('gpg-connect-agent --no-autostart /bye')
+else
+    echo "bench.sh: gpg-connect-agent not found (package gnupg): its row is left out" >&2
+    gpg_cmd=()
+fi
 
 eval "$("$jitc" agent 2>/dev/null)"
 agent_pid="$("$jitc" status --json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')"
@@ -66,7 +80,7 @@ printf 'value-of-x' | JITC_SOCK="$nosync_sock" "$jitc" add X 2>/dev/null
 echo "== start-up and one round trip (hyperfine -N, $runs runs each, after 100 warm-up runs)"
 hyperfine -N --warmup 100 --runs "$runs" --style basic \
     --export-json "$tmp/latency.json" \
-    'ssh-add -l' "$jitc status" "$jitc exec -s X -- true" >/dev/null 2>&1
+    'ssh-add -l' "${gpg_cmd[@]}" "$jitc status" "$jitc exec -s X -- true" >/dev/null 2>&1
 # The same exec against the agent whose audit is not synced (hyperfine -N cannot set
 # a variable per command, so it is a run of its own, right after).
 JITC_SOCK="$nosync_sock" hyperfine -N --warmup 100 --runs "$runs" --style basic \

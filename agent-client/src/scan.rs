@@ -315,8 +315,9 @@ fn walk(dir: &Path, prefix: &str, ignores: &mut Ignores, report: &mut Report) ->
 /// Reads a regular file of at most `cap` bytes: `Ok(None)` if it is larger. Opened
 /// without blocking (a FIFO swapped in cannot hang the scan) and, unless `follow`,
 /// without following a symlink swapped in after the directory was read.
-fn read_capped(path: &Path, cap: u64, follow: bool) -> io::Result<Option<Vec<u8>>> {
-    let mut flags = libc::O_NONBLOCK | libc::O_CLOEXEC;
+pub fn read_capped(path: &Path, cap: u64, follow: bool) -> io::Result<Option<Vec<u8>>> {
+    // O_NOCTTY: a terminal device swapped in must not become our controlling terminal.
+    let mut flags = libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY;
     if !follow {
         flags |= libc::O_NOFOLLOW;
     }

@@ -113,33 +113,11 @@ fn shown(p: &Path) -> String {
     visible(&p.display().to_string()).into_owned()
 }
 
-/// A word for a command the user may paste into a shell: as is when it is plain, else
-/// quoted — `'…'`, or `$'…'` with escapes when it holds control characters — so a file
-/// or server name can neither run anything nor hide what the line does.
+/// A word for a command the user may paste into a shell, quoted as `jitc` quotes every
+/// command line it shows: a file or server name can neither run anything nor hide what
+/// the line does.
 fn sh(word: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "_./:@%+=,-~".contains(c);
-    if !word.is_empty() && word.chars().all(plain) && !word.starts_with('~') {
-        return word.to_owned();
-    }
-    if !word.chars().any(char::is_control) {
-        return format!("'{}'", word.replace('\'', r"'\''"));
-    }
-    let mut out = String::from("$'");
-    for c in word.chars() {
-        match c {
-            '\\' => out.push_str(r"\\"),
-            '\'' => out.push_str(r"\'"),
-            c if c.is_control() => {
-                let mut buf = [0u8; 4];
-                for b in c.encode_utf8(&mut buf).bytes() {
-                    out.push_str(&format!("\\x{b:02x}"));
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
-    out
+    jitc_protocol::display::shell_quote(word).into_owned()
 }
 
 fn sh_path(p: &Path) -> String {
@@ -650,11 +628,13 @@ fn sandbox() -> Check {
     }
 }
 
+/// `name` found on `PATH` as the shell (execvp) would find it.
 fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    let path = std::env::var_os("PATH");
+    let cwd = std::env::current_dir().ok()?;
+    jitc::exec::command::resolve(vec![name.into()], path.as_deref(), &cwd)
+        .ok()
+        .map(|p| p.path)
 }
 
 /// The MCP entries of Codex (`~/.codex/config.toml`) and Claude Code (`~/.claude.json`,
@@ -756,22 +736,12 @@ fn mcp_entries() -> Vec<Check> {
 }
 
 /// A configuration file, if it is a regular file (not a FIFO that would block, nor a
-/// device that never ends — a cloned repository can hold either) of a sane size.
+/// device that never ends — a cloned repository can hold either) of a sane size: read
+/// as `jitc scan` reads files.
 fn read_small(path: &Path) -> Option<String> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
     const MAX: u64 = 64 << 20;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .ok()?;
-    if !file.metadata().ok()?.is_file() {
-        return None;
-    }
-    let mut text = String::new();
-    file.take(MAX + 1).read_to_string(&mut text).ok()?;
-    (text.len() as u64 <= MAX).then_some(text)
+    let bytes = jitc::scan::read_capped(path, MAX, true).ok()??;
+    String::from_utf8(bytes).ok()
 }
 
 /// Most files `doctor` reads in the current directory; `jitc scan` reads them all.

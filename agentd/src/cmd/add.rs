@@ -268,24 +268,39 @@ pub async fn batch(agent: &Agent, session: &mut Session, mut req: AddSecrets) ->
             return Err(e);
         }
     }
-    let mut undo = Vec::with_capacity(req.entries.len());
-    for e in &req.entries {
-        undo.push(vault.undo_point(&e.name));
-        if let Err(err) = vault.insert(&e.name, &e.value, e.description.clone(), req.replace, false)
-        {
+    let entries = req
+        .entries
+        .iter()
+        .map(|e| (e.name.as_str(), &e.value, e.description.clone()));
+    store_all(agent, vault, entries, req.replace)
+        .await
+        .inspect_err(|r| not_done(&r.message))?;
+    tracing::info!(count = req.entries.len(), "secrets added in one batch");
+    Ok(Response::Done)
+}
+
+/// Stores every `(name, value, description)` — replacing an existing one only where
+/// `replace` — and saves the vault once. All or none: on any failure every entry is
+/// undone and the refusal returned; the caller records it as not done.
+pub(super) async fn store_all<'a>(
+    agent: &Agent,
+    vault: &mut crate::vault::Vault,
+    entries: impl Iterator<Item = (&'a str, &'a jitc_protocol::SecretBytes, Option<String>)>,
+    replace: bool,
+) -> Result<(), Refusal> {
+    let mut undo = Vec::new();
+    for (name, value, description) in entries {
+        undo.push(vault.undo_point(name));
+        if let Err(err) = vault.insert(name, value, description, replace, false) {
             undo.into_iter().rev().for_each(|u| vault.undo(u));
-            let r = Refusal::from_vault(agent.vault_file(), err);
-            not_done(&r.message);
-            return Err(r);
+            return Err(Refusal::from_vault(agent.vault_file(), err));
         }
     }
     if let Err(err) = agent.save(vault).await {
         undo.into_iter().rev().for_each(|u| vault.undo(u));
-        not_done(&err.message);
         return Err(err);
     }
-    tracing::info!(count = req.entries.len(), "secrets added in one batch");
-    Ok(Response::Done)
+    Ok(())
 }
 
 /// Sets or clears a secret's description; the value stays as it is (so no human is

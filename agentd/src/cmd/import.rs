@@ -91,22 +91,15 @@ pub async fn apply(agent: &Agent, session: &mut Session, req: ImportSecrets) -> 
             ..Event::new(EventKind::SecretAdded).merge(&base)
         })
         .await?;
-    let mut undo = Vec::with_capacity(req.entries.len());
-    let description = Some(format!("imported from {}", visible(&req.file)));
-    for e in &req.entries {
-        undo.push(vault.undo_point(&e.name));
-        if let Err(err) = vault.insert(&e.name, &e.value, description.clone(), false, false) {
-            undo.into_iter().rev().for_each(|u| vault.undo(u));
-            let r = Refusal::from_vault(agent.vault_file(), err);
-            agent.record_not_done(EventKind::SecretAdded, &e.name, &r.message);
-            return Err(r);
-        }
-    }
-    if let Err(err) = agent.save(vault).await {
-        undo.into_iter().rev().for_each(|u| vault.undo(u));
-        agent.record_not_done(EventKind::SecretAdded, &names[0], &err.message);
-        return Err(err);
-    }
+    let description = format!("imported from {}", visible(&req.file));
+    let entries = req
+        .entries
+        .iter()
+        .map(|e| (e.name.as_str(), &e.value, Some(description.clone())));
+    // Not done, like the record above, for every name: nothing was stored.
+    super::add::store_all(agent, vault, entries, false)
+        .await
+        .inspect_err(|r| agent.record_not_done_all(EventKind::SecretAdded, &names, &r.message))?;
     tracing::info!(count = names.len(), "secrets imported");
     Ok(Response::Done)
 }

@@ -56,6 +56,12 @@ fn check_new(
     Ok(())
 }
 
+/// Whether adding `name` needs a human: a policy rule guards it — or the policy cannot
+/// be read, which guards everything.
+fn guards(policy: &Result<std::sync::Arc<crate::policy::Policy>, Refusal>, name: &str) -> bool {
+    policy.as_ref().map_or(true, |p| p.guarding(name).is_some())
+}
+
 pub async fn apply(agent: &Agent, session: &mut Session, mut add: AddSecret) -> Reply {
     check_new(session, &add.name, &add.value, add.description.as_deref())?;
     let exists = agent
@@ -70,11 +76,7 @@ pub async fn apply(agent: &Agent, session: &mut Session, mut add: AddSecret) -> 
             crate::vault::VaultError::Exists(add.name),
         ));
     }
-    let guarded = agent
-        .policy()
-        .map(|p| p.guarding(&add.name).is_some())
-        // A policy that cannot be read guards everything.
-        .unwrap_or(true);
+    let guarded = guards(&agent.policy(), &add.name);
     let event = if exists {
         EventKind::SecretReplaced
     } else {
@@ -191,15 +193,9 @@ pub async fn batch(agent: &Agent, session: &mut Session, mut req: AddSecrets) ->
         ));
     }
     let policy = agent.policy();
-    // A policy that cannot be read guards everything.
     let guarded: Vec<String> = added
         .iter()
-        .filter(|n| {
-            policy
-                .as_ref()
-                .map(|p| p.guarding(n).is_some())
-                .unwrap_or(true)
-        })
+        .filter(|n| guards(&policy, n))
         .cloned()
         .collect();
     let peer = if replaced.is_empty() && guarded.is_empty() {

@@ -228,6 +228,25 @@ fn audit_state() -> impl Strategy<Value = AuditState> {
     })
 }
 
+fn process_state() -> impl Strategy<Value = ProcessState> {
+    (
+        any::<u32>(),
+        any::<bool>(),
+        of(any::<u64>()),
+        of(any::<u64>()),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(uid, dumpable, core_limit, memlock_limit, memlock_needed)| ProcessState {
+                uid,
+                dumpable,
+                core_limit,
+                memlock_limit,
+                memlock_needed,
+            },
+        )
+}
+
 fn status() -> impl Strategy<Value = AgentStatus> {
     (
         (
@@ -256,13 +275,7 @@ fn status() -> impl Strategy<Value = AgentStatus> {
             texts(),
             texts(),
         ),
-        (
-            any::<u32>(),
-            any::<bool>(),
-            of(any::<u64>()),
-            of(any::<u64>()),
-            any::<u64>(),
-        ),
+        process_state(),
     )
         .prop_map(
             |(
@@ -278,7 +291,7 @@ fn status() -> impl Strategy<Value = AgentStatus> {
                     backend_unrevoked,
                     backends,
                 ),
-                (uid, dumpable, core_limit, memlock_limit, memlock_needed),
+                process,
             )| AgentStatus {
                 agent_version,
                 pid,
@@ -302,13 +315,7 @@ fn status() -> impl Strategy<Value = AgentStatus> {
                 backend_recovered,
                 backend_unrevoked,
                 backends,
-                process: ProcessState {
-                    uid,
-                    dumpable,
-                    core_limit,
-                    memlock_limit,
-                    memlock_needed,
-                },
+                process,
             },
         )
 }

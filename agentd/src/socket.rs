@@ -234,6 +234,8 @@ pub fn from_systemd() -> Result<Option<BoundSocket>, SocketError> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn systemd_hears_us_on_an_abstract_socket_too() {
         use std::os::linux::net::SocketAddrExt;
@@ -247,8 +249,6 @@ mod tests {
         let n = listener.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1");
     }
-
-    use super::*;
 
     #[test]
     fn stale_socket_is_replaced_live_one_is_not() {

@@ -8,6 +8,7 @@
 #   scripts/bench-churn.sh [SIZES…]        e.g. SIZES: 1000 100000 [default: 1000 100000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 
 cycles="${CYCLES:-100}"
 sizes=("$@")
@@ -20,10 +21,7 @@ printf '%-9s %-7s %-14s %-14s %-6s %s\n' secrets cycles rss_first_kib rss_after_
 for n in "${sizes[@]}"; do
     tmp="$(mktemp -d /tmp/jitc-bench-churn.XXXXXX)"
     (
-        export HOME="$tmp/home" XDG_RUNTIME_DIR="$tmp/run" XDG_DATA_HOME="$tmp/home/.local/share" \
-            XDG_STATE_HOME="$tmp/home/.local/state" XDG_CONFIG_HOME="$tmp/home/.config"
-        unset JITC_SOCK JITC_VAULT
-        mkdir -p "$HOME" && mkdir -m 0700 "$XDG_RUNTIME_DIR"
+        throwaway_home "$tmp"
         cd "$HOME"
         trap '"$jitc" stop >/dev/null 2>&1 || true' EXIT
         pass='bench passphrase, not a real one'

@@ -8,6 +8,7 @@
 set -euo pipefail
 keep="${OUT:+$(realpath -m "$OUT")}"
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 [ -n "${NO_BUILD:-}" ] || cargo build --release --locked --bins >/dev/null
 rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 [ -z "$(git status --porcelain --untracked-files=no -- agentd agent-client protocol 2>/dev/null)" ] || rev="$rev+changes"
@@ -30,11 +31,8 @@ cleanup() {
     rm -rf "$tmp"
 }
 trap cleanup EXIT
-export HOME="$tmp/home" XDG_RUNTIME_DIR="$tmp/run" XDG_DATA_HOME="$tmp/home/.local/share" \
-    XDG_STATE_HOME="$tmp/home/.local/state" XDG_CONFIG_HOME="$tmp/home/.config"
-unset JITC_SOCK JITC_VAULT
+throwaway_home "$tmp"
 unset HTTPS_PROXY https_proxy HTTP_PROXY http_proxy ALL_PROXY all_proxy NO_PROXY no_proxy
-mkdir -p "$HOME" && mkdir -m 0700 "$XDG_RUNTIME_DIR"
 cd "$HOME"
 eval "$("$jitc" agent 2>/dev/null)"
 printf 'bench passphrase\n' | "$jitc" init --passphrase-stdin --kdf-memory 8 --kdf-iterations 1 2>/dev/null

@@ -3,6 +3,7 @@
 # release build and the Python SDK scripts/test.sh installs (target/test-venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 [ -n "${NO_BUILD:-}" ] || cargo build --release --locked --bins >/dev/null
 jitc="$PWD/target/release/jitc"
 python="${JITC_TEST_VENV:-$PWD/target/test-venv}/bin/python"
@@ -10,10 +11,7 @@ python="${JITC_TEST_VENV:-$PWD/target/test-venv}/bin/python"
 tmp="$(mktemp -d /tmp/jitc-bench-mcp.XXXXXX)"
 cleanup() { "$jitc" stop >/dev/null 2>&1 || true; rm -rf "$tmp"; }
 trap cleanup EXIT
-export HOME="$tmp/home" XDG_RUNTIME_DIR="$tmp/run" XDG_DATA_HOME="$tmp/home/.local/share" \
-    XDG_STATE_HOME="$tmp/home/.local/state" XDG_CONFIG_HOME="$tmp/home/.config"
-unset JITC_SOCK JITC_VAULT
-mkdir -p "$HOME" && mkdir -m 0700 "$XDG_RUNTIME_DIR"
+throwaway_home "$tmp"
 cd "$HOME"
 eval "$("$jitc" agent 2>/dev/null)"
 printf 'bench passphrase\n' | "$jitc" init --passphrase-stdin --kdf-memory 8 --kdf-iterations 1 2>/dev/null

@@ -8,6 +8,7 @@
 # Runs in a throwaway home with the release build; nothing of yours is touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 
 runs="${RUNS:-300}"
 rounds="${ROUNDS:-3}"
@@ -23,10 +24,7 @@ cleanup() {
     rm -rf "$tmp"
 }
 trap cleanup EXIT
-export HOME="$tmp/home" XDG_RUNTIME_DIR="$tmp/run" XDG_DATA_HOME="$tmp/home/.local/share" \
-    XDG_STATE_HOME="$tmp/home/.local/state" XDG_CONFIG_HOME="$tmp/home/.config"
-unset JITC_SOCK JITC_VAULT
-mkdir -p "$HOME" && mkdir -m 0700 "$XDG_RUNTIME_DIR"
+throwaway_home "$tmp"
 # The sandbox makes the home read-only and refuses to start in it: run from a project.
 # And root's PATH holds /sbin and /bin, symlinks root could replace (jitc sandbox refuses
 # them, rightly, when it runs as root): the bench keeps to the real directories.

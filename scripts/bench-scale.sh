@@ -7,6 +7,7 @@
 #   scripts/bench-scale.sh [SIZES…]        [default: 10 1000 10000 100000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(10 1000 10000 100000)
 [ -n "${NO_BUILD:-}" ] || [ -n "${BIN:-}" ] || cargo build --release --locked --bins >/dev/null
@@ -17,10 +18,7 @@ printf '%-8s %-9s %-9s %-11s %-9s %-14s %s\n' secrets ls_ms add_ms unlock_ms exe
 for n in "${sizes[@]}"; do
     tmp="$(mktemp -d /tmp/jitc-bench-scale.XXXXXX)"
     (
-        export HOME="$tmp/home" XDG_RUNTIME_DIR="$tmp/run" XDG_DATA_HOME="$tmp/home/.local/share" \
-            XDG_STATE_HOME="$tmp/home/.local/state" XDG_CONFIG_HOME="$tmp/home/.config"
-        unset JITC_SOCK JITC_VAULT
-        mkdir -p "$HOME" && mkdir -m 0700 "$XDG_RUNTIME_DIR"
+        throwaway_home "$tmp"
         cd "$HOME"
         trap '"$bin/jitc" stop >/dev/null 2>&1 || true' EXIT
         python3 - "$bin/jitc" "$n" "$runs" <<'PY'

@@ -182,7 +182,7 @@ mod tests {
                     .split_once("Examples:\n")
                     .map(|(_, rest)| rest.lines().take_while(|l| l.starts_with("  ")).count())
                     .unwrap_or(0);
-                if !(2..=4).contains(&examples) {
+                if !(2..=3).contains(&examples) {
                     missing.push(format!("{path} ({examples} examples)"));
                 }
                 walk(sub, &path, missing);

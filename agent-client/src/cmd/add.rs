@@ -15,7 +15,6 @@ use super::{passphrase_from_stdin, write_with_passphrase};
 #[command(after_help = "Examples:
   jitc add GITHUB_TOKEN                      # asks for the value without echo
   op read op://vault/db/password | jitc add prod/db-password
-  jitc add prod/db-password --description 'prod Postgres'   # existing: description only
   printf '%s\\n%s' \"$PASSPHRASE\" \"$NEW\" | jitc add --replace X --passphrase-stdin")]
 pub struct Args {
     /// The secret's name, e.g. GITHUB_TOKEN or prod/db-password

@@ -17,7 +17,7 @@ use crate::error::Refusal;
 use crate::idle::Idle;
 use crate::leases::{Lease, Leases};
 use crate::policy::{Policy, PolicySource};
-use crate::vault::{Vault, VaultFile, VaultLock};
+use crate::vault::{SaveBytes, Vault, VaultFile, VaultLock};
 
 pub use crate::session::{Marks, Session};
 
@@ -504,13 +504,16 @@ impl Agent {
         }
     }
 
-    /// Writes the vault atomically, off the async threads.
+    /// Writes what changed, durably, off the async threads: a journal record, or a
+    /// snapshot when one is due. A vault file replaced behind the agent gets a
+    /// snapshot (as before the journal: the change is not lost in a journal that does
+    /// not continue the file there now).
     pub async fn save(&self, vault: &mut Vault) -> Result<(), Refusal> {
-        self.write_vault(vault, true).await
+        self.write_vault(vault).await
     }
 
-    /// Saves bookkeeping (the audit checkpoint, first uses) into the vault, leaving
-    /// `vault.jitc.bak` alone: the secrets did not change. Skipped when the file is not
+    /// Saves bookkeeping (the audit checkpoint, first uses) into the vault. Skipped
+    /// when the file is not
     /// the one the agent last read or wrote (someone restored or replaced it): nothing
     /// the user put there is overwritten for bookkeeping's sake.
     pub async fn save_checkpoint(&self, vault: &mut Vault) -> Result<(), Refusal> {
@@ -521,7 +524,7 @@ impl Agent {
             );
             return Ok(());
         }
-        self.write_vault(vault, false).await
+        self.write_vault(vault).await
     }
 
     /// Whether the vault file is the one the agent last read or wrote.
@@ -535,18 +538,44 @@ impl Agent {
         *self.vault_stamp.lock().unwrap_or_else(|p| p.into_inner()) = self.vault_file.stamp();
     }
 
-    async fn write_vault(&self, vault: &mut Vault, backup: bool) -> Result<(), Refusal> {
+    async fn write_vault(&self, vault: &mut Vault) -> Result<(), Refusal> {
         self.checkpoint(vault);
-        let bytes = vault
-            .to_file_bytes()
-            .map_err(|e| Refusal::from_vault(&self.vault_file, e))?;
-        let file = self.vault_file.clone();
-        tokio::task::spawn_blocking(move || file.replace(&bytes, backup))
+        let ours = self.vault_file_is_ours();
+        loop {
+            let how = vault
+                .save_bytes(!ours)
+                .map_err(|e| Refusal::from_vault(&self.vault_file, e))?;
+            let file = self.vault_file.clone();
+            let (how, written) = tokio::task::spawn_blocking(move || {
+                let written = match &how {
+                    SaveBytes::Append { header, record } => file.append_journal(header, record),
+                    SaveBytes::Snapshot { bytes, .. } => {
+                        file.write_atomic(bytes).map(|()| bytes.len() as u64)
+                    }
+                };
+                (how, written)
+            })
             .await
-            .map_err(|_| Refusal::internal("saving the vault"))?
-            .map_err(Refusal::from_file)?;
-        self.note_vault_file();
-        Ok(())
+            .map_err(|_| Refusal::internal("saving the vault"))?;
+            match (written, &how) {
+                (Ok(len), _) => {
+                    vault.saved(&how, len);
+                    if let SaveBytes::Snapshot { .. } = how {
+                        self.note_vault_file();
+                    }
+                    return Ok(());
+                }
+                // A journal that cannot take the record: a snapshot settles it.
+                (Err(e), SaveBytes::Append { .. }) => {
+                    tracing::warn!(error = %e, "cannot append to the vault's journal; writing a snapshot instead");
+                    vault.save_failed();
+                }
+                (Err(e), SaveBytes::Snapshot { .. }) => {
+                    vault.save_failed();
+                    return Err(Refusal::from_file(e));
+                }
+            }
+        }
     }
 
     /// Copies the audit trail's latest checkpoint into the vault (saved with it), so a

@@ -131,6 +131,14 @@ impl Refusal {
                 ErrorCode::Failure,
                 format!("no secret named '{n}'; see 'jitc ls'"),
             ),
+            e @ VaultError::TooLarge => Refusal::new(ErrorCode::Failure, e.to_string()),
+            e @ VaultError::JournalDamaged => Refusal::new(
+                ErrorCode::DataErr,
+                format!(
+                    "the vault at {path} is damaged ({e}); to open it as of its last snapshot, losing the changes since, move {} aside",
+                    file.journal_path().display()
+                ),
+            ),
             VaultError::Exists(n) => Refusal::new(
                 ErrorCode::Failure,
                 format!("a secret named '{n}' exists already; add --replace to overwrite it"),

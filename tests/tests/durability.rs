@@ -101,6 +101,9 @@ fn killing_the_agent_during_add_never_loses_an_acknowledged_secret() {
 #[test]
 fn a_damaged_vault_is_told_apart_from_a_wrong_passphrase() {
     let env = TestEnv::new();
+    // Every save writes a snapshot, as before the journal: this test is about the
+    // snapshot and its backup (the journal's damage has its own test).
+    env.set_env("JITC_TEST_COMPACT_AT", "0");
     let _agent = env.start_agent();
     env.init();
     env.add("A", "value-a");
@@ -145,10 +148,8 @@ fn a_damaged_vault_is_told_apart_from_a_wrong_passphrase() {
     // The backup the message names is the previous generation, and opens.
     fs::copy(env.backup(), env.vault()).unwrap();
     env.unlock().ok();
-    assert!(
-        env.secret_names().is_empty(),
-        "the backup is the generation before 'add A'"
-    );
+    // The snapshot before the last one (the lock's save wrote the last).
+    assert_eq!(env.secret_names(), ["A"]);
     fs::write(env.vault(), &good).unwrap();
     env.run(&["lock"], None).ok();
     env.unlock().ok();
@@ -196,24 +197,36 @@ fn a_live_agent_is_not_stolen_and_a_stale_socket_is_replaced() {
 }
 
 /// Crashes the agent at each step of a save (debug builds die on the spot when
-/// `JITC_TEST_CRASH_AT` names the step): the vault must open afterwards, holding either
-/// the old generation or the new one, and no temp file may survive the restart.
+/// `JITC_TEST_CRASH_AT` names the step): an append to the journal, and a compaction
+/// (a snapshot written, the journal removed). The vault must open afterwards, holding
+/// either the old state or the new one — with what the journal held before the
+/// compaction, and the next change appended after whatever the crash left — and no
+/// temp file may survive the restart.
 #[test]
 fn a_crash_at_every_step_of_a_save_leaves_a_whole_vault() {
     let env = TestEnv::new();
     let agent = env.start_agent();
     env.init();
+    // In the journal, not the snapshot: a compaction must carry it over.
     env.add("BEFORE", "old");
     agent.stop();
-    for (step, saved) in [
-        ("after-temp-write", false),
-        ("after-temp-sync", false),
-        ("after-backup-link", false),
-        ("after-backup", false),
-        ("after-rename", true),
+    assert!(journal(&env).exists());
+    for (step, compact, saved) in [
+        ("mid-journal-write", false, false),
+        ("after-journal-write", false, true),
+        ("after-journal-sync", false, true),
+        ("after-temp-write", true, false),
+        ("after-temp-sync", true, false),
+        ("after-backup-link", true, false),
+        ("after-backup", true, false),
+        ("after-rename", true, true),
+        ("after-snapshot", true, true),
     ] {
         let mut c = env.command(agentd_bin());
         c.env("JITC_TEST_CRASH_AT", step);
+        if compact {
+            c.env("JITC_TEST_COMPACT_AT", "0");
+        }
         let mut agent = Agent::spawn(c).unwrap();
         env.unlock().ok();
         let name = format!("NEW_{}", step.replace('-', "_").to_uppercase());
@@ -224,11 +237,20 @@ fn a_crash_at_every_step_of_a_save_leaves_a_whole_vault() {
         let status = agent.wait().unwrap();
         assert!(!status.success(), "{step}: the agent crashed");
 
-        let _agent = env.start_agent();
+        let agent = env.start_agent();
         env.unlock().ok();
         let names = env.secret_names();
         assert!(names.contains(&"BEFORE".to_owned()), "{step}: {names:?}");
         assert_eq!(names.contains(&name), saved, "{step}: {names:?}");
+        // The next change lands after whatever the crash left, and survives a restart.
+        env.add("AFTER", "next");
+        agent.stop();
+        let _agent = env.start_agent();
+        env.unlock().ok();
+        let names = env.secret_names();
+        assert!(names.contains(&"AFTER".to_owned()), "{step}: {names:?}");
+        assert_eq!(names.contains(&name), saved, "{step}: {names:?}");
+        env.run_as_human(&["rm", "AFTER"], b"").ok();
         let temps: Vec<_> = fs::read_dir(env.data.join("jitc"))
             .unwrap()
             .flatten()
@@ -241,4 +263,136 @@ fn a_crash_at_every_step_of_a_save_leaves_a_whole_vault() {
             env.run_as_human(&["rm", &name], b"").ok();
         }
     }
+}
+
+fn journal(env: &TestEnv) -> std::path::PathBuf {
+    env.vault().with_extension("jitc.journal")
+}
+
+/// A journal's records bound to their places: a record damaged in the middle (a good
+/// one after it) refuses the unlock with what to do, never drops acknowledged changes
+/// silently; a stale journal (the snapshot put back from its backup) is not applied.
+#[test]
+fn a_damaged_journal_is_refused_and_a_restored_snapshot_ignores_a_stale_one() {
+    let env = TestEnv::new();
+    let agent = env.start_agent();
+    env.init();
+    env.add("A", "value-a");
+    env.add("B", "value-b");
+    agent.stop();
+    let good = fs::read(journal(&env)).unwrap();
+    // The first record: its header is 26 bytes, then a 4-byte length, then the sealed
+    // bytes; one flipped there, with B's record (and the lock's) after it.
+    let mut bad = good.clone();
+    bad[26 + 4 + 30] ^= 0x01;
+    fs::write(journal(&env), &bad).unwrap();
+    let _agent = env.start_agent();
+    env.unlock()
+        .code(65)
+        .one_line_error()
+        .says("journal fails authentication")
+        .says("vault.jitc.journal aside");
+    // Moved aside as told: the vault as of its snapshot (no secrets yet).
+    fs::rename(
+        journal(&env),
+        env.vault().with_extension("jitc.journal.aside"),
+    )
+    .unwrap();
+    env.unlock().ok();
+    assert!(env.secret_names().is_empty());
+    env.run(&["lock"], None).ok();
+    fs::remove_file(journal(&env)).ok();
+    fs::write(journal(&env), &good).unwrap();
+    env.unlock().ok();
+    assert_eq!(env.secret_names(), ["A", "B"]);
+    env.run(&["lock"], None).ok();
+    // A snapshot of another generation (here: a new vault's) does not take the journal.
+    let snapshot = fs::read(env.vault()).unwrap();
+    let other = TestEnv::new();
+    let a2 = other.start_agent();
+    other.init();
+    a2.stop();
+    fs::write(env.vault(), fs::read(other.vault()).unwrap()).unwrap();
+    env.unlock().ok();
+    assert!(env.secret_names().is_empty());
+    assert!(!journal(&env).exists(), "the stale journal is removed");
+    env.run(&["lock"], None).ok();
+    drop(snapshot);
+}
+
+/// The golden fixture: a vault (with its audit log) written by the version-1 jitc.
+/// It opens as it is; its first save writes a version-2 snapshot, keeping the
+/// version-1 file as the backup; and from then on changes go to the journal.
+#[test]
+fn a_version_1_vault_opens_and_becomes_version_2() {
+    use std::os::unix::fs::PermissionsExt;
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/vault-v1");
+    let env = TestEnv::new();
+    let v1 = fs::read(fixture.join("vault.jitc")).unwrap();
+    assert_eq!(&v1[..10], b"JITCVLT\0\0\x01", "the fixture is version 1");
+    for (file, dir) in [
+        ("vault.jitc", env.data.join("jitc")),
+        ("audit.log", env.state.join("jitc")),
+        ("audit.checkpoint", env.state.join("jitc")),
+    ] {
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        fs::copy(fixture.join(file), dir.join(file)).unwrap();
+        fs::set_permissions(dir.join(file), fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let agent = env.start_agent();
+    env.unlock().ok();
+    assert_eq!(env.secret_names(), ["API_TOKEN", "DB_PASSWORD"]);
+    let listed = env.json(&["ls"]);
+    assert_eq!(listed[1]["description"], "written by the version-1 jitc");
+    env.run(&["audit", "verify"], None).ok();
+    let out = env
+        .run(
+            &[
+                "exec",
+                "-s",
+                "DB_PASSWORD",
+                "--",
+                "sh",
+                "-c",
+                "printf %s \"$DB_PASSWORD\" | sha256sum",
+            ],
+            None,
+        )
+        .ok();
+    assert!(out.stdout.starts_with(&sha256_hex(b"golden-v1-value-7f3a")));
+    env.add("NEW", "after-migration");
+    let v2 = fs::read(env.vault()).unwrap();
+    assert_eq!(&v2[..10], b"JITCVLT\0\0\x02", "migrated to version 2");
+    assert_eq!(
+        fs::read(env.backup()).unwrap(),
+        v1,
+        "the version-1 file is the backup"
+    );
+    assert!(journal(&env).exists(), "later changes are journaled");
+    agent.stop();
+    let _agent = env.start_agent();
+    env.unlock().ok();
+    assert_eq!(env.secret_names(), ["API_TOKEN", "DB_PASSWORD", "NEW"]);
+    let out = env
+        .run(
+            &[
+                "exec",
+                "-s",
+                "API_TOKEN",
+                "-s",
+                "NEW",
+                "--",
+                "sh",
+                "-c",
+                "printf %s \"$API_TOKEN$NEW\" | sha256sum",
+            ],
+            None,
+        )
+        .ok();
+    assert!(
+        out.stdout
+            .starts_with(&sha256_hex(b"tok-v1-19c2after-migration"))
+    );
+    env.run(&["audit", "verify"], None).ok();
 }

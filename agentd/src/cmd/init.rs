@@ -134,6 +134,10 @@ fn earlier_vault_traces(agent: &Agent) -> Vec<String> {
     if backup.exists() {
         traces.push(format!("its backup {}", backup.display()));
     }
+    let journal = agent.vault_file().journal_path();
+    if journal.exists() {
+        traces.push(format!("its journal {}", journal.display()));
+    }
     let sidecar = agent.audit().sidecar_path();
     if sidecar.exists() {
         traces.push(format!("its audit checkpoint {}", sidecar.display()));

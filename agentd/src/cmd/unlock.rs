@@ -23,15 +23,28 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
     }
     let file = agent.vault_file().clone();
     let stamp = agent.vault_file().stamp();
-    let bytes = tokio::task::spawn_blocking(move || file.read())
-        .await
-        .map_err(|_| Refusal::internal("reading the vault"))?
-        .map_err(Refusal::from_file)?
-        .ok_or_else(|| Refusal::no_vault(agent.vault_file()))?;
+    let (bytes, journal) = tokio::task::spawn_blocking(move || {
+        Ok::<_, crate::vault::FileError>((file.read()?, file.read_journal()?))
+    })
+    .await
+    .map_err(|_| Refusal::internal("reading the vault"))?
+    .map_err(Refusal::from_file)?;
+    let bytes = bytes.ok_or_else(|| Refusal::no_vault(agent.vault_file()))?;
     // The gate goes with the work: a client that hangs up mid-Argon2 does not free it
     // for the next attempt while this one still runs (nor pile up Argon2's memory).
+    let file = agent.vault_file().clone();
     let (opened, passphrase, gate) = tokio::task::spawn_blocking(move || {
-        let v = Vault::open(&bytes, passphrase.expose());
+        let v = Vault::open_with_journal(
+            &bytes,
+            journal.as_deref().map(|j| &j[..]),
+            passphrase.expose(),
+        )
+        .map(|(mut v, found)| {
+            if !settle_journal(&file, &found) {
+                v.compact_next();
+            }
+            v
+        });
         (v, passphrase, gate)
     })
     .await
@@ -102,6 +115,28 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
             Err(Refusal::from_vault(agent.vault_file(), e))
         }
     }
+}
+
+/// Leaves the journal as the vault now reads it: a stale one removed (its changes are
+/// in the snapshot, or the snapshot was put back from its backup), a record a crash cut
+/// short cut off, so the next record follows the last whole one. False if that failed:
+/// the next save then writes a snapshot instead of appending after the damage.
+fn settle_journal(file: &crate::vault::VaultFile, found: &crate::vault::JournalFound) -> bool {
+    if found.stale {
+        tracing::info!(journal = %file.journal_path().display(), "removing a journal that does not continue the vault's snapshot");
+        file.remove_journal();
+    } else if found.dropped > 0 {
+        tracing::warn!(
+            journal = %file.journal_path().display(),
+            bytes = found.dropped,
+            "the journal ends in a record cut short (a crash while saving); it was never acknowledged and is dropped"
+        );
+        if let Err(e) = file.truncate_journal(found.valid_len) {
+            tracing::warn!(error = %e, "cannot cut the journal back; the next save writes a snapshot");
+            return false;
+        }
+    }
+    true
 }
 
 /// The checkpoints the log must reach: the vault's (saved at every save and lock) and

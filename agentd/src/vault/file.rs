@@ -82,6 +82,11 @@ impl VaultFile {
         with_suffix(&self.path, ".bak")
     }
 
+    /// The journal of changes since the snapshot (see `journal.rs`).
+    pub fn journal_path(&self) -> PathBuf {
+        with_suffix(&self.path, ".journal")
+    }
+
     fn lock_path(&self) -> PathBuf {
         with_suffix(&self.path, ".lock")
     }
@@ -166,7 +171,16 @@ impl VaultFile {
     /// Reads the vault, refusing a symlink, another user's file, or one others may write.
     /// `Ok(None)` when there is no vault yet.
     pub fn read(&self) -> Result<Option<Zeroizing<Vec<u8>>>, FileError> {
-        let path = &self.path;
+        self.read_file(&self.path)
+    }
+
+    /// Reads the journal, as safely as the vault; `Ok(None)` when there is none.
+    pub fn read_journal(&self) -> Result<Option<Zeroizing<Vec<u8>>>, FileError> {
+        self.read_file(&self.journal_path())
+    }
+
+    fn read_file(&self, path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, FileError> {
+        let path = &path.to_owned();
         let file = match OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
@@ -183,7 +197,7 @@ impl VaultFile {
             Err(e) => return Err(io_err("read", path)(e)),
         };
         let meta = file.metadata().map_err(io_err("inspect", path))?;
-        self.check_meta(&meta)?;
+        check_meta(path, &meta)?;
         if meta.len() > MAX_VAULT_FILE {
             return Err(FileError::TooLarge {
                 path: path.clone(),
@@ -197,26 +211,78 @@ impl VaultFile {
         Ok(Some(buf))
     }
 
-    fn check_meta(&self, meta: &fs::Metadata) -> Result<(), FileError> {
-        let insecure = |why: String| {
-            Err(FileError::Insecure {
-                path: self.path.clone(),
-                why,
-            })
-        };
-        if !meta.is_file() {
-            return insecure("it is not a regular file".into());
+    /// Appends one record to the journal and syncs it; writes `header` first when the
+    /// journal is new, and refuses one that continues another snapshot. Returns the
+    /// journal's new length.
+    pub fn append_journal(&self, header: &[u8], record: &[u8]) -> Result<u64, FileError> {
+        use std::os::unix::fs::FileExt;
+        let path = self.journal_path();
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        let meta = f.metadata().map_err(io_err("inspect", &path))?;
+        check_meta(&path, &meta)?;
+        let fresh = meta.len() == 0;
+        let mut len = meta.len();
+        if fresh {
+            f.write_all(header).map_err(io_err("write", &path))?;
+            len = header.len() as u64;
+        } else {
+            let mut found = vec![0u8; header.len()];
+            f.read_exact_at(&mut found, 0)
+                .map_err(io_err("read", &path))?;
+            if found != header {
+                return Err(FileError::Insecure {
+                    path,
+                    why: "it continues another snapshot of the vault".into(),
+                });
+            }
         }
-        match crate::fsperm::check(meta, crate::fsperm::VAULT_FILE) {
-            Ok(()) => Ok(()),
-            Err(crate::fsperm::Unsafe::Owner { uid, me }) => insecure(format!(
-                "it belongs to uid {uid}, not to you (uid {me}); check who put it there"
-            )),
-            Err(crate::fsperm::Unsafe::Mode { .. }) => insecure(format!(
-                "it is writable by group or others; run 'chmod 600 {}'",
-                self.path.display()
-            )),
+        // Debug builds only: a crash halfway through the record, on disk.
+        #[cfg(debug_assertions)]
+        if std::env::var("JITC_TEST_CRASH_AT").is_ok_and(|s| s == "mid-journal-write") {
+            let _ = f.write_all_at(&record[..record.len() / 2], len);
+            let _ = f.sync_data();
+            std::process::abort();
         }
+        f.write_all_at(record, len)
+            .map_err(io_err("write", &path))?;
+        crash_point("after-journal-write");
+        if fresh {
+            f.sync_all().map_err(io_err("sync", &path))?;
+            let dir = self.dir();
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err("sync the directory", dir))?;
+        } else {
+            f.sync_data().map_err(io_err("sync", &path))?;
+        }
+        crash_point("after-journal-sync");
+        Ok(len + record.len() as u64)
+    }
+
+    /// Cuts the journal back to its whole records (what a crash cut short goes).
+    pub fn truncate_journal(&self, len: u64) -> Result<(), FileError> {
+        let path = self.journal_path();
+        let f = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        check_meta(&path, &f.metadata().map_err(io_err("inspect", &path))?)?;
+        f.set_len(len).map_err(io_err("truncate", &path))?;
+        f.sync_all().map_err(io_err("sync", &path))
+    }
+
+    /// Removes the journal (once a snapshot holds everything it had).
+    pub fn remove_journal(&self) {
+        let _ = fs::remove_file(self.journal_path());
     }
 
     /// Refuses to go on if whatever sits at the vault path is unsafe to overwrite.
@@ -224,17 +290,10 @@ impl VaultFile {
         self.read().map(drop)
     }
 
-    /// Replaces the vault atomically: a 0600 temp file in the same directory, fsync,
-    /// the old generation hard-linked to `.bak`, rename over, fsync the directory.
-    /// At every instant `vault.jitc` is one complete generation.
+    /// Replaces the snapshot atomically: a 0600 temp file in the same directory, fsync,
+    /// the old snapshot hard-linked to `.bak`, rename over, fsync the directory; then
+    /// the journal is removed. At every instant `vault.jitc` is one complete snapshot.
     pub fn write_atomic(&self, bytes: &[u8]) -> Result<(), FileError> {
-        self.replace(bytes, true)
-    }
-
-    /// `write_atomic`, keeping the backup as it is when `backup` is false: for a save
-    /// that changes only bookkeeping (the audit checkpoint), so `vault.jitc.bak` stays
-    /// the generation before the last real change.
-    pub fn replace(&self, bytes: &[u8], backup: bool) -> Result<(), FileError> {
         self.prepare_dir()?;
         self.check_existing()?;
         let dir = self.dir();
@@ -252,7 +311,7 @@ impl VaultFile {
             crash_point("after-temp-write");
             f.sync_all().map_err(io_err("sync", &tmp))?;
             crash_point("after-temp-sync");
-            if backup && self.exists() {
+            if self.exists() {
                 let bak = self.backup_path();
                 let bak_tmp = with_suffix(&bak, ".tmp");
                 let _ = fs::remove_file(&bak_tmp);
@@ -265,7 +324,12 @@ impl VaultFile {
             crash_point("after-rename");
             File::open(dir)
                 .and_then(|d| d.sync_all())
-                .map_err(io_err("sync the directory", dir))
+                .map_err(io_err("sync the directory", dir))?;
+            crash_point("after-snapshot");
+            // The snapshot holds all the journal had, under a new generation: a journal
+            // that survives this (a crash now) is stale and is not applied.
+            self.remove_journal();
+            Ok(())
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -291,6 +355,29 @@ impl VaultFile {
                 let _ = fs::remove_file(e.path());
             }
         }
+    }
+}
+
+/// Refuses a file that is not a regular file of ours that only we may write.
+fn check_meta(path: &Path, meta: &fs::Metadata) -> Result<(), FileError> {
+    let insecure = |why: String| {
+        Err(FileError::Insecure {
+            path: path.to_owned(),
+            why,
+        })
+    };
+    if !meta.is_file() {
+        return insecure("it is not a regular file".into());
+    }
+    match crate::fsperm::check(meta, crate::fsperm::VAULT_FILE) {
+        Ok(()) => Ok(()),
+        Err(crate::fsperm::Unsafe::Owner { uid, me }) => insecure(format!(
+            "it belongs to uid {uid}, not to you (uid {me}); check who put it there"
+        )),
+        Err(crate::fsperm::Unsafe::Mode { .. }) => insecure(format!(
+            "it is writable by group or others; run 'chmod 600 {}'",
+            path.display()
+        )),
     }
 }
 

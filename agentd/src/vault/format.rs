@@ -4,7 +4,7 @@
 //! ```text
 //! off len
 //!   0   8  magic "JITCVLT\0"
-//!   8   2  format version, big-endian (1)
+//!   8   2  format version, big-endian (2; 1 before the journal, still read)
 //!  10   1  KDF algorithm (1 = Argon2id v0x13)
 //!  11   1  reserved, 0
 //!  12   4  Argon2 memory, KiB (BE)
@@ -17,12 +17,19 @@
 //! 152  32  SHA-256 of bytes 0..152: tells a damaged header from a wrong passphrase
 //! 184   …  body: XChaCha20-Poly1305(vault key, body nonce, postcard(Body), aad = 0..184)
 //! ```
+//!
+//! Version 2 adds a `Link` after the body's other parts: the snapshot's generation,
+//! which names the journal (`vault.jitc.journal`, see `journal.rs`) that continues it.
+//! An older jitc refuses a version-2 file instead of ignoring the journal's changes.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub const MAGIC: [u8; 8] = *b"JITCVLT\0";
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
+/// The version the wrapped key is bound to: the key slot has not changed since 1.
+const SLOT_VERSION: u16 = 1;
+pub const GENERATION_LEN: usize = 16;
 pub const KDF_ARGON2ID: u8 = 1;
 pub const SALT_LEN: usize = 32;
 pub const NONCE_LEN: usize = 24;
@@ -50,6 +57,8 @@ pub struct KeySlot {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
+    /// The format version read (1 or 2); a header written now is always version 2.
+    pub version: u16,
     pub slot: KeySlot,
     pub body_nonce: [u8; NONCE_LEN],
 }
@@ -71,17 +80,17 @@ impl KeySlot {
     /// The bytes the wrapped vault key is bound to (so parameters cannot be swapped).
     pub fn wrap_aad(&self) -> [u8; 56] {
         let mut aad = [0u8; 56];
-        aad[..24].copy_from_slice(&Header::fixed_prefix(&self.kdf));
+        aad[..24].copy_from_slice(&Header::fixed_prefix(SLOT_VERSION, &self.kdf));
         aad[24..].copy_from_slice(&self.salt);
         aad
     }
 }
 
 impl Header {
-    fn fixed_prefix(kdf: &Kdf) -> [u8; 24] {
+    fn fixed_prefix(version: u16, kdf: &Kdf) -> [u8; 24] {
         let mut p = [0u8; 24];
         p[..8].copy_from_slice(&MAGIC);
-        p[8..10].copy_from_slice(&FORMAT_VERSION.to_be_bytes());
+        p[8..10].copy_from_slice(&version.to_be_bytes());
         p[10] = KDF_ARGON2ID;
         p[12..16].copy_from_slice(&kdf.memory_kib.to_be_bytes());
         p[16..20].copy_from_slice(&kdf.iterations.to_be_bytes());
@@ -91,7 +100,7 @@ impl Header {
 
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut h = [0u8; HEADER_LEN];
-        h[..24].copy_from_slice(&Self::fixed_prefix(&self.slot.kdf));
+        h[..24].copy_from_slice(&Self::fixed_prefix(self.version, &self.slot.kdf));
         h[24..56].copy_from_slice(&self.slot.salt);
         h[56..80].copy_from_slice(&self.slot.wrap_nonce);
         h[80..128].copy_from_slice(&self.slot.wrapped_key);
@@ -124,12 +133,13 @@ impl Header {
         if Sha256::digest(&h[..DIGEST_AT])[..] != h[DIGEST_AT..] {
             return Err(HeaderError::Damaged);
         }
-        if version != FORMAT_VERSION || h[10] != KDF_ARGON2ID || h[11] != 0 {
+        if version == 0 || h[10] != KDF_ARGON2ID || h[11] != 0 {
             return Err(HeaderError::Damaged);
         }
         let be = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
         let arr = |from: usize, to: usize| h[from..to].to_vec();
         Ok(Header {
+            version,
             slot: KeySlot {
                 kdf: Kdf {
                     memory_kib: be(12),
@@ -186,34 +196,58 @@ pub struct SealedCa {
     pub sealed_key: Vec<u8>,
 }
 
-/// The plaintext of a body: `Body`, then `Bookkeeping`, then `Extras`.
+/// Written after `Extras` from version 2 on: which journal continues this snapshot.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Link {
+    pub generation: [u8; GENERATION_LEN],
+}
+
+/// The parts of a body's plaintext.
+pub struct Parts {
+    pub body: Body,
+    pub bookkeeping: Bookkeeping,
+    pub extras: Extras,
+    pub link: Option<Link>,
+}
+
+/// The plaintext of a body: `Body`, `Bookkeeping`, `Extras`, then `Link`.
 pub fn encode_body(
     body: &Body,
     bookkeeping: &Bookkeeping,
     extras: &Extras,
+    link: &Link,
 ) -> Option<zeroize::Zeroizing<Vec<u8>>> {
     let mut out = zeroize::Zeroizing::new(postcard::to_allocvec(body).ok()?);
     out.extend_from_slice(&postcard::to_allocvec(bookkeeping).ok()?);
-    if *extras != Extras::default() {
-        out.extend_from_slice(&postcard::to_allocvec(extras).ok()?);
-    }
+    out.extend_from_slice(&postcard::to_allocvec(extras).ok()?);
+    out.extend_from_slice(&postcard::to_allocvec(link).ok()?);
     Some(out)
 }
 
-/// Reads a body's plaintext: `Body`, and `Bookkeeping` and `Extras` if the vault has
-/// them.
-pub fn decode_body(plain: &[u8]) -> Option<(Body, Bookkeeping, Extras)> {
+/// Reads a body's plaintext: `Body`, and what follows it if the vault has it (version
+/// 1 files may stop after any part but the first, and have no `Link`).
+pub fn decode_body(plain: &[u8]) -> Option<Parts> {
     let (body, rest) = postcard::take_from_bytes::<Body>(plain).ok()?;
+    let mut parts = Parts {
+        body,
+        bookkeeping: Bookkeeping::default(),
+        extras: Extras::default(),
+        link: None,
+    };
     if rest.is_empty() {
-        return Some((body, Bookkeeping::default(), Extras::default()));
+        return Some(parts);
     }
     let (bookkeeping, rest) = postcard::take_from_bytes::<Bookkeeping>(rest).ok()?;
-    let extras = if rest.is_empty() {
-        Extras::default()
-    } else {
-        postcard::from_bytes(rest).ok()?
-    };
-    Some((body, bookkeeping, extras))
+    parts.bookkeeping = bookkeeping;
+    if rest.is_empty() {
+        return Some(parts);
+    }
+    let (extras, rest) = postcard::take_from_bytes::<Extras>(rest).ok()?;
+    parts.extras = extras;
+    if !rest.is_empty() {
+        parts.link = Some(postcard::from_bytes(rest).ok()?);
+    }
+    Some(parts)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -240,6 +274,7 @@ mod tests {
 
     fn header() -> Header {
         Header {
+            version: FORMAT_VERSION,
             slot: KeySlot {
                 kdf: Kdf {
                     memory_kib: 8192,

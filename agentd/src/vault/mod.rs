@@ -4,9 +4,14 @@
 //! key → opens the body. Each value inside the body is sealed again on its own under the
 //! vault key, and stays sealed in memory after unlock: a value is opened only while a
 //! request that needs it is being served. The vault key lives in an `mlock`ed page.
+//!
+//! On disk a vault is a snapshot (`vault.jitc`) and a journal of the changes since
+//! (`vault.jitc.journal`): a save appends one sealed record with what changed, and the
+//! snapshot is rewritten (compacted) only once the journal outgrows it.
 
 mod file;
 mod format;
+pub mod journal;
 pub mod screen;
 
 use std::collections::BTreeMap;
@@ -19,7 +24,10 @@ use zeroize::Zeroizing;
 
 pub use file::{FileError, FileStamp, VaultFile, VaultLock};
 pub use format::{AuditCheckpoint, Bookkeeping, HeaderError};
-use format::{Body, HEADER_LEN, Header, Kdf, KeySlot, NONCE_LEN, StoredSecret, TAG_LEN};
+use format::{
+    Body, GENERATION_LEN, HEADER_LEN, Header, Kdf, KeySlot, Link, NONCE_LEN, StoredSecret, TAG_LEN,
+};
+use journal::Op;
 pub use screen::Screen;
 
 use crate::locked::{AllocError, KEY_LEN, LockedKey};
@@ -52,6 +60,69 @@ pub enum VaultError {
     Kdf(String),
     #[error("the system random generator failed")]
     Random,
+    #[error("the change is too large to save at once; save it in parts")]
+    TooLarge,
+    #[error("a record in the middle of its journal fails authentication")]
+    JournalDamaged,
+}
+
+/// The journal a vault appends to between snapshots.
+#[derive(Debug, Default)]
+struct JournalState {
+    /// The snapshot's generation, `None` until the vault has a version-2 snapshot (new,
+    /// or opened from version 1): the next save then writes one.
+    generation: Option<[u8; GENERATION_LEN]>,
+    /// The next record's sequence number.
+    seq: u64,
+    /// The journal file's length as last written or read.
+    len: u64,
+    /// The snapshot's length, against which the journal's is weighed.
+    snapshot_len: u64,
+    /// The next save writes a snapshot (a new key slot, or an append that failed).
+    snapshot_due: bool,
+    /// What changed since the last save.
+    pending: Vec<Op>,
+}
+
+/// The journal outgrows the snapshot (or this much, for a small vault): compact.
+const COMPACT_AT_LEAST: u64 = 1 << 20;
+
+/// Debug builds only: `JITC_TEST_COMPACT_AT` sets the journal length past which a save
+/// compacts, so tests can reach a compaction (and crash in it) with a few changes.
+#[cfg(debug_assertions)]
+fn compact_at() -> Option<u64> {
+    std::env::var("JITC_TEST_COMPACT_AT").ok()?.parse().ok()
+}
+
+#[cfg(not(debug_assertions))]
+fn compact_at() -> Option<u64> {
+    None
+}
+
+/// What opening found in the journal, for the caller to act on.
+#[derive(Debug, Default)]
+pub struct JournalFound {
+    pub records: u64,
+    /// Bytes of whole records: the file is cut back to this before the next append.
+    pub valid_len: u64,
+    /// Bytes past them: a record a crash cut short (it was never acknowledged).
+    pub dropped: u64,
+    /// The journal does not continue this snapshot and is to be removed.
+    pub stale: bool,
+}
+
+/// How the next save is written.
+pub enum SaveBytes {
+    /// Append this record (the header comes first when the journal is new).
+    Append {
+        header: [u8; journal::HEADER_LEN],
+        record: Vec<u8>,
+    },
+    /// Write this snapshot (and remove the journal): `generation` names it.
+    Snapshot {
+        bytes: Zeroizing<Vec<u8>>,
+        generation: [u8; GENERATION_LEN],
+    },
 }
 
 pub struct Vault {
@@ -64,6 +135,7 @@ pub struct Vault {
     extras: format::Extras,
     /// Fingerprints of every value, to check requests against all of them.
     screen: Screen,
+    journal: JournalState,
 }
 
 impl std::fmt::Debug for Vault {
@@ -231,6 +303,7 @@ impl Vault {
             bookkeeping: Bookkeeping::default(),
             extras: format::Extras::default(),
             screen: Screen::new(),
+            journal: JournalState::default(),
         })
     }
 
@@ -256,6 +329,8 @@ impl Vault {
     /// Installs a key slot made by `rewrapped`; returns the one it replaces (to put
     /// back if the save fails).
     pub fn set_passphrase(&mut self, change: PassphraseChange) -> PassphraseChange {
+        // The key slot lives in the snapshot's header.
+        self.journal.snapshot_due = true;
         PassphraseChange {
             slot: std::mem::replace(&mut self.slot, change.slot),
         }
@@ -280,14 +355,28 @@ impl Vault {
 
     /// Opens a vault file's bytes. A wrong passphrase and a damaged file are different
     /// errors: the key unwraps (proving the passphrase) before the body is checked.
+    /// Opens a snapshot alone (no journal).
     pub fn open(file: &[u8], passphrase: &[u8]) -> Result<Vault, VaultError> {
+        Self::open_with_journal(file, None, passphrase).map(|(v, _)| v)
+    }
+
+    /// Opens a snapshot and applies its journal, if there is one.
+    pub fn open_with_journal(
+        file: &[u8],
+        journal_bytes: Option<&[u8]>,
+        passphrase: &[u8],
+    ) -> Result<(Vault, JournalFound), VaultError> {
         let header = Header::decode(file)?;
         let key = Self::unwrap_key(&header.slot, passphrase)?;
         let aad = &file[..HEADER_LEN];
         let plain = open(key.expose(), &header.body_nonce, aad, &file[HEADER_LEN..])
             .ok_or(VaultError::BodyAuth)?;
-        let (body, bookkeeping, extras) =
-            format::decode_body(&plain).ok_or(VaultError::BodyDecode)?;
+        let parts = format::decode_body(&plain).ok_or(VaultError::BodyDecode)?;
+        drop(plain);
+        if header.version >= 2 && parts.link.is_none() {
+            return Err(VaultError::BodyDecode);
+        }
+        let body = parts.body;
         let secrets = body
             .secrets
             .into_iter()
@@ -299,10 +388,31 @@ impl Vault {
             secrets,
             audit_checkpoint: body.audit_checkpoint,
             seen: body.seen.into_iter().collect(),
-            bookkeeping,
-            extras,
+            bookkeeping: parts.bookkeeping,
+            extras: parts.extras,
             screen: Screen::new(),
+            journal: JournalState {
+                generation: parts.link.map(|l| l.generation),
+                snapshot_len: file.len() as u64,
+                ..JournalState::default()
+            },
         };
+        let mut found = JournalFound::default();
+        if let Some(bytes) = journal_bytes {
+            let replay =
+                journal::read(vault.key.expose(), vault.journal.generation.as_ref(), bytes)?;
+            found = JournalFound {
+                records: replay.records.len() as u64,
+                valid_len: replay.valid_len,
+                dropped: replay.dropped,
+                stale: replay.stale,
+            };
+            for op in replay.records.into_iter().flatten() {
+                vault.apply(op);
+            }
+            vault.journal.seq = found.records;
+            vault.journal.len = if found.stale { 0 } else { found.valid_len };
+        }
         // Every value once, for its fingerprints (a value that fails authentication is
         // reported when it is asked for).
         let names: Vec<String> = vault.secrets.keys().cloned().collect();
@@ -311,7 +421,122 @@ impl Vault {
                 vault.screen.insert(&name, value.expose());
             }
         }
-        Ok(vault)
+        Ok((vault, found))
+    }
+
+    /// Replays one journal operation.
+    fn apply(&mut self, op: Op) {
+        match op {
+            Op::Put(s) => {
+                self.secrets.insert(s.name.clone(), s);
+            }
+            Op::Remove(name) => {
+                self.secrets.remove(&name);
+            }
+            Op::Rename { from, to } => {
+                self.secrets.remove(&from);
+                self.move_seen(&from, &to.name);
+                self.secrets.insert(to.name.clone(), to);
+            }
+            Op::Seen(secret, exe) => {
+                self.seen.insert((secret, exe));
+            }
+            Op::GatewayCa(ca) => self.extras.gateway_ca = Some(ca),
+            Op::Meta {
+                audit_checkpoint,
+                bookkeeping,
+            } => {
+                self.audit_checkpoint = audit_checkpoint;
+                self.bookkeeping = bookkeeping;
+            }
+        }
+    }
+
+    /// How to write what changed since the last save: a journal record, or a whole
+    /// snapshot when one is due (no journal yet, a new key slot, `force_snapshot`, or a
+    /// journal grown past the snapshot). Call `saved` once it is on disk.
+    pub fn save_bytes(&self, force_snapshot: bool) -> Result<SaveBytes, VaultError> {
+        let j = &self.journal;
+        let limit = compact_at().unwrap_or(j.snapshot_len.max(COMPACT_AT_LEAST));
+        match j.generation {
+            Some(generation) if !force_snapshot && !j.snapshot_due && j.len < limit => {
+                let mut ops = j.pending.clone();
+                ops.push(Op::Meta {
+                    audit_checkpoint: self.audit_checkpoint.clone(),
+                    bookkeeping: self.bookkeeping.clone(),
+                });
+                let record = journal::seal_record(self.key.expose(), &generation, j.seq, &ops)?;
+                Ok(SaveBytes::Append {
+                    header: journal::header(&generation),
+                    record,
+                })
+            }
+            _ => {
+                let generation = random()?;
+                Ok(SaveBytes::Snapshot {
+                    bytes: self.to_file_bytes(&Link { generation })?,
+                    generation,
+                })
+            }
+        }
+    }
+
+    /// Notes a save as written: `len` is the journal's new length (after an append) or
+    /// the snapshot's (after a snapshot).
+    pub fn saved(&mut self, how: &SaveBytes, len: u64) {
+        let j = &mut self.journal;
+        j.pending.clear();
+        match how {
+            SaveBytes::Append { .. } => {
+                j.seq += 1;
+                j.len = len;
+            }
+            SaveBytes::Snapshot { generation, .. } => {
+                *j = JournalState {
+                    generation: Some(*generation),
+                    snapshot_len: len,
+                    ..JournalState::default()
+                };
+            }
+        }
+    }
+
+    /// A save that failed: what it held may or may not be on disk, so the next save
+    /// writes a whole snapshot, which settles it either way.
+    pub fn save_failed(&mut self) {
+        self.journal.pending.clear();
+        self.journal.snapshot_due = true;
+    }
+
+    /// A whole snapshot of the vault as it is now.
+    #[cfg(test)]
+    pub fn snapshot(&self) -> Zeroizing<Vec<u8>> {
+        match self.save_bytes(true).unwrap() {
+            SaveBytes::Snapshot { bytes, .. } => bytes,
+            SaveBytes::Append { .. } => unreachable!(),
+        }
+    }
+
+    /// The next save writes a snapshot rather than append to the journal.
+    pub fn compact_next(&mut self) {
+        self.journal.snapshot_due = true;
+    }
+
+    fn log(&mut self, op: Op) {
+        self.journal.pending.push(op);
+    }
+
+    fn move_seen(&mut self, from: &str, to: &str) {
+        let moved: Vec<(String, String)> = self
+            .seen
+            .iter()
+            .filter(|(s, _)| s == from)
+            .cloned()
+            .collect();
+        for (s, exe) in moved {
+            self.seen.remove(&(s, exe.clone()));
+            self.seen.insert((to.to_owned(), exe));
+        }
     }
 
     /// What re-checking a passphrase needs, so the slow part can run without holding
@@ -337,9 +562,10 @@ impl Vault {
         }
     }
 
-    /// The whole file as it should be written now, with a fresh body nonce.
-    pub fn to_file_bytes(&self) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+    /// The whole snapshot as it should be written now, with a fresh body nonce.
+    fn to_file_bytes(&self, link: &Link) -> Result<Zeroizing<Vec<u8>>, VaultError> {
         let header = Header {
+            version: format::FORMAT_VERSION,
             slot: self.slot.clone(),
             body_nonce: random()?,
         };
@@ -349,7 +575,7 @@ impl Vault {
             audit_checkpoint: self.audit_checkpoint.clone(),
             seen: self.seen.iter().cloned().collect(),
         };
-        let plain = format::encode_body(&body, &self.bookkeeping, &self.extras)
+        let plain = format::encode_body(&body, &self.bookkeeping, &self.extras, link)
             .ok_or(VaultError::BodyDecode)?;
         let mut out = Zeroizing::new(Vec::with_capacity(HEADER_LEN + plain.len() + TAG_LEN));
         out.extend_from_slice(&head);
@@ -376,7 +602,11 @@ impl Vault {
 
     /// Records that `secret` went to `exe`; true if that had never happened before.
     pub fn first_use(&mut self, secret: &str, exe: &str) -> bool {
-        self.seen.insert((secret.to_owned(), exe.to_owned()))
+        let new = self.seen.insert((secret.to_owned(), exe.to_owned()));
+        if new {
+            self.log(Op::Seen(secret.to_owned(), exe.to_owned()));
+        }
+        new
     }
 
     /// Whether `name` is a decoy (`jitc add --canary`).
@@ -445,18 +675,17 @@ impl Vault {
             (None, Some(old)) => old.description.clone(),
             (None, None) => None,
         };
-        self.secrets.insert(
-            name.to_owned(),
-            StoredSecret {
-                name: name.to_owned(),
-                description,
-                created,
-                updated: now,
-                canary,
-                nonce,
-                sealed,
-            },
-        );
+        let stored = StoredSecret {
+            name: name.to_owned(),
+            description,
+            created,
+            updated: now,
+            canary,
+            nonce,
+            sealed,
+        };
+        self.log(Op::Put(stored.clone()));
+        self.secrets.insert(name.to_owned(), stored);
         Ok(inserted)
     }
 
@@ -473,9 +702,15 @@ impl Vault {
             self.screen.remove(&undo.name, now.expose());
         }
         match undo.previous {
-            Some(old) => self.secrets.insert(undo.name.clone(), old),
-            None => self.secrets.remove(&undo.name),
-        };
+            Some(old) => {
+                self.log(Op::Put(old.clone()));
+                self.secrets.insert(undo.name.clone(), old);
+            }
+            None => {
+                self.log(Op::Remove(undo.name.clone()));
+                self.secrets.remove(&undo.name);
+            }
+        }
         if let Ok(back) = self.open_value(&undo.name) {
             self.screen.insert(&undo.name, back.expose());
         }
@@ -487,8 +722,9 @@ impl Vault {
         }
         self.secrets
             .remove(name)
-            .map(drop)
-            .ok_or_else(|| VaultError::NoSuchSecret(name.to_owned()))
+            .ok_or_else(|| VaultError::NoSuchSecret(name.to_owned()))?;
+        self.log(Op::Remove(name.to_owned()));
+        Ok(())
     }
 
     /// Renames `from` to `to` (which must not exist); the value is sealed again, bound
@@ -507,28 +743,21 @@ impl Vault {
         let sealed = seal(self.key.expose(), &nonce, &value_aad(to), value.expose());
         self.screen.remove(from, value.expose());
         self.secrets.remove(from);
-        self.secrets.insert(
-            to.to_owned(),
-            StoredSecret {
-                name: to.to_owned(),
-                updated: now_unix(),
-                nonce,
-                sealed,
-                ..old
-            },
-        );
+        let moved = StoredSecret {
+            name: to.to_owned(),
+            updated: now_unix(),
+            nonce,
+            sealed,
+            ..old
+        };
+        self.log(Op::Rename {
+            from: from.to_owned(),
+            to: moved.clone(),
+        });
+        self.secrets.insert(to.to_owned(), moved);
         self.screen.insert(to, value.expose());
         // First uses are remembered by name.
-        let moved: Vec<(String, String)> = self
-            .seen
-            .iter()
-            .filter(|(s, _)| s == from)
-            .cloned()
-            .collect();
-        for (s, exe) in moved {
-            self.seen.remove(&(s, exe.clone()));
-            self.seen.insert((to.to_owned(), exe));
-        }
+        self.move_seen(from, to);
         Ok(())
     }
 
@@ -540,6 +769,8 @@ impl Vault {
             .ok_or_else(|| VaultError::NoSuchSecret(name.to_owned()))?;
         s.description = description;
         s.updated = now_unix();
+        let op = Op::Put(s.clone());
+        self.log(op);
         Ok(())
     }
 
@@ -582,11 +813,13 @@ impl Vault {
     pub fn set_gateway_ca(&mut self, cert_der: Vec<u8>, key_der: &[u8]) -> Result<(), VaultError> {
         let nonce = random()?;
         let sealed_key = seal(self.key.expose(), &nonce, CA_AAD, key_der);
-        self.extras.gateway_ca = Some(format::SealedCa {
+        let ca = format::SealedCa {
             cert_der,
             nonce,
             sealed_key,
-        });
+        };
+        self.log(Op::GatewayCa(ca.clone()));
+        self.extras.gateway_ca = Some(ca);
         Ok(())
     }
 
@@ -619,7 +852,7 @@ mod tests {
     #[test]
     fn round_trip_through_file_bytes() {
         let v = vault_with(&[("a", b"alpha"), ("b/c", b"\x00bin\xff")]);
-        let bytes = v.to_file_bytes().unwrap();
+        let bytes = v.snapshot();
         let w = Vault::open(&bytes, b"pass").unwrap();
         assert_eq!(w.len(), 2);
         assert_eq!(w.open_value("a").unwrap().expose(), b"alpha");
@@ -630,10 +863,106 @@ mod tests {
         ));
     }
 
+    /// Saves `v` onto the in-memory "disk" (snapshot, journal) as the agent would.
+    fn save(v: &mut Vault, disk: &mut (Vec<u8>, Vec<u8>)) -> bool {
+        let how = v.save_bytes(false).unwrap();
+        let len = match &how {
+            SaveBytes::Snapshot { bytes, .. } => {
+                disk.0 = bytes.to_vec();
+                disk.1.clear();
+                disk.0.len()
+            }
+            SaveBytes::Append { header, record } => {
+                if disk.1.is_empty() {
+                    disk.1.extend_from_slice(header);
+                }
+                disk.1.extend_from_slice(record);
+                disk.1.len()
+            }
+        };
+        v.saved(&how, len as u64);
+        matches!(how, SaveBytes::Snapshot { .. })
+    }
+
+    #[test]
+    fn a_snapshot_and_its_journal_open_as_the_vault_that_wrote_them() {
+        let mut v = vault_with(&[("a", b"one"), ("b", b"two")]);
+        let mut disk = (Vec::new(), Vec::new());
+        assert!(
+            save(&mut v, &mut disk),
+            "a new vault starts with a snapshot"
+        );
+        let snapshot = disk.0.clone();
+        v.insert("c", &SecretBytes::from_slice(b"three"), None, false, false)
+            .unwrap();
+        assert!(!save(&mut v, &mut disk), "a change is appended");
+        v.rename("a", "a2").unwrap();
+        assert!(v.first_use("a2", "/usr/bin/psql"));
+        assert!(!save(&mut v, &mut disk));
+        v.remove("b").unwrap();
+        v.describe("c", Some("the third".into())).unwrap();
+        v.set_gateway_ca(b"cert".to_vec(), b"ca-private-key")
+            .unwrap();
+        v.set_audit_checkpoint(Some(AuditCheckpoint {
+            seq: 7,
+            tag: [5; 32],
+        }));
+        v.bookkeeping_mut().audit_sidecar = true;
+        assert!(!save(&mut v, &mut disk));
+        assert_eq!(disk.0, snapshot, "the snapshot is not rewritten");
+        assert!(!disk.1.windows(5).any(|w| w == b"three"));
+
+        let (w, found) = Vault::open_with_journal(&disk.0, Some(&disk.1), b"pass").unwrap();
+        assert_eq!((found.records, found.dropped, found.stale), (3, 0, false));
+        assert_eq!(w.list(), v.list());
+        assert_eq!(w.open_value("a2").unwrap().expose(), b"one");
+        assert_eq!(w.open_value("c").unwrap().expose(), b"three");
+        assert!(!w.is_new_use("a2", "/usr/bin/psql"));
+        assert_eq!(w.gateway_ca().unwrap().1.expose(), b"ca-private-key");
+        assert_eq!(w.audit_checkpoint().unwrap().seq, 7);
+        assert!(w.bookkeeping().audit_sidecar);
+        assert_eq!(w.screen(b"x three y")[..], [std::sync::Arc::from("c")]);
+        assert!(w.screen(b"two").is_empty());
+
+        // A new passphrase writes a snapshot, and the journal starts over.
+        let mut w = w;
+        let change = w
+            .rewrapped(w.passphrase_check().derive_new(b"new").unwrap())
+            .unwrap();
+        w.set_passphrase(change);
+        let mut disk2 = (Vec::new(), disk.1.clone());
+        assert!(save(&mut w, &mut disk2));
+        let (x, found) = Vault::open_with_journal(&disk2.0, Some(&disk.1), b"new").unwrap();
+        assert!(
+            found.stale,
+            "the old journal does not continue the new snapshot"
+        );
+        assert_eq!(x.list(), v.list());
+    }
+
+    #[test]
+    fn the_journal_is_compacted_once_it_outgrows_the_snapshot() {
+        let mut v = vault_with(&[]);
+        let mut disk = (Vec::new(), Vec::new());
+        assert!(save(&mut v, &mut disk));
+        let big = vec![b'x'; 64 << 10];
+        let mut saves = 0;
+        while !{
+            v.insert("big", &SecretBytes::from_slice(&big), None, true, false)
+                .unwrap();
+            saves += 1;
+            save(&mut v, &mut disk)
+        } {}
+        // 1 MiB of journal at 64 KiB a record, then the snapshot.
+        assert!((16..=18).contains(&saves), "{saves}");
+        assert!(disk.1.is_empty());
+        assert!(disk.0.len() < 70 << 10);
+    }
+
     #[test]
     fn the_gateway_ca_is_kept_sealed_and_a_vault_without_one_still_opens() {
         let mut v = vault_with(&[("a", b"alpha")]);
-        let before = v.to_file_bytes().unwrap();
+        let before = v.snapshot();
         assert!(
             Vault::open(&before, b"pass")
                 .unwrap()
@@ -642,7 +971,7 @@ mod tests {
         );
         v.set_gateway_ca(b"cert-der".to_vec(), b"private-key-pkcs8-bytes")
             .unwrap();
-        let bytes = v.to_file_bytes().unwrap();
+        let bytes = v.snapshot();
         assert!(!bytes.windows(23).any(|w| w == b"private-key-pkcs8-bytes"));
         let w = Vault::open(&bytes, b"pass").unwrap();
         let (cert, key) = w.gateway_ca().unwrap();
@@ -654,13 +983,13 @@ mod tests {
     #[test]
     fn no_plaintext_in_the_file() {
         let v = vault_with(&[("token", b"sup3r-s3cret-value")]);
-        let bytes = v.to_file_bytes().unwrap();
+        let bytes = v.snapshot();
         assert!(!bytes.windows(18).any(|w| w == b"sup3r-s3cret-value"));
     }
 
     #[test]
     fn wrong_passphrase_is_not_corruption() {
-        let bytes = vault_with(&[("a", b"alpha")]).to_file_bytes().unwrap();
+        let bytes = vault_with(&[("a", b"alpha")]).snapshot();
         assert!(matches!(
             Vault::open(&bytes, b"nope"),
             Err(VaultError::WrongPassphrase)

@@ -88,6 +88,10 @@ impl Agent {
             || std::path::PathBuf::from("."),
             |p| p.join("backend-leases"),
         );
+        let retention = policy
+            .current()
+            .map(|p| p.defaults.audit_retention)
+            .unwrap_or_default();
         let idle_lock = config
             .idle_lock
             .or_else(|| policy.current().ok().map(|p| p.defaults.idle_lock))
@@ -109,7 +113,11 @@ impl Agent {
             approver_error: StdMutex::new(None),
             stop: Notify::new(),
             stop_reason: StdMutex::new(None),
-            audit: Audit::start(config_audit),
+            audit: {
+                let audit = Audit::start(config_audit);
+                audit.set_retention(retention);
+                audit
+            },
             detector: crate::anomaly::Detector::default(),
             idle: Idle::new(idle_lock),
             shutting_down: AtomicBool::new(false),
@@ -287,6 +295,7 @@ impl Agent {
         if self.config.idle_lock.is_none() {
             self.idle.set_timeout(policy.defaults.idle_lock);
         }
+        self.audit.set_retention(policy.defaults.audit_retention);
         Ok(policy)
     }
 

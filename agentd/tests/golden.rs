@@ -63,7 +63,7 @@ fn verify(text: &[u8], checkpoint: (u64, [u8; 32])) -> Option<String> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
     std::fs::write(&path, text).unwrap();
-    let opened = vec![(path.clone(), std::fs::File::open(&path))];
+    let opened = vec![(path.clone(), jitc_protocol::audit_files::open_log(&path))];
     verify_files(opened, &derive_key(&AUDIT_VAULT_KEY), &[checkpoint], None).problem
 }
 
@@ -94,7 +94,7 @@ fn an_audit_segment_verifies_and_no_single_byte_can_change() {
     let path = dir.path().join("audit.log");
     std::fs::write(&path, &text).unwrap();
     let report = verify_files(
-        vec![(path.clone(), std::fs::File::open(&path))],
+        vec![(path.clone(), jitc_protocol::audit_files::open_log(&path))],
         &derive_key(&[0x5b; 32]),
         &[],
         None,

@@ -163,8 +163,10 @@ fn rotation_continues_the_chain_across_files() {
         tasks,
         (0..12).map(|i| format!("lease-{i}")).collect::<Vec<_>>()
     );
-    let rotated = env.state.join("jitc").join("audit.log.1");
-    assert!(rotated.is_file(), "the log was rotated");
+    assert!(
+        !jitc_protocol::audit_files::rotated_files(&audit_path(&env)).is_empty(),
+        "the log was rotated"
+    );
     let current = fs::read_to_string(audit_path(&env)).unwrap();
     assert!(
         current
@@ -270,27 +272,50 @@ fn removing_older_files_is_caught() {
     for _ in 0..12 {
         env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
     }
-    let dir = env.state.join("jitc");
-    assert!(
-        dir.join("audit.log.3").is_file(),
-        "rotated at least three times"
-    );
+    // The agent compresses rotated files in the background: wait until it has.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let rotated = loop {
+        let r = jitc_protocol::audit_files::rotated_files(&audit_path(&env));
+        if r.iter().all(|r| r.compressed) {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "never compressed");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert!(rotated.len() >= 3, "rotated at least three times");
     env.run(&["audit", "verify"], None).ok();
-    // Keep audit.log.1 (which begins with a log_continued line) and remove the older
-    // ones: every line that is left still chains, but the beginning is gone.
-    for i in 2..=9 {
-        let _ = fs::remove_file(dir.join(format!("audit.log.{i}")));
+    // Keep the newest rotated file (which begins with a log_continued line) and remove
+    // the older ones: every line that is left still chains, but the beginning is gone.
+    let (newest, older) = rotated.split_last().unwrap();
+    for r in older {
+        fs::remove_file(&r.path).unwrap();
     }
     env.run(&["audit", "verify"], None)
         .code(1)
         .says("older files were removed");
     // Empty files in their place, or a blank line on top, do not hide it.
-    for i in 2..=9 {
-        fs::write(dir.join(format!("audit.log.{i}")), "").unwrap();
+    for r in older {
+        let plain = if r.compressed {
+            r.path.with_extension("")
+        } else {
+            r.path.clone()
+        };
+        fs::write(plain, "").unwrap();
     }
-    let one = dir.join("audit.log.1");
-    let text = fs::read_to_string(&one).unwrap();
-    fs::write(&one, format!("\n{text}")).unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut jitc_protocol::audit_files::open_log(&newest.path).unwrap(),
+        &mut text,
+    )
+    .unwrap();
+    fs::remove_file(&newest.path).unwrap();
+    let plain = newest.path.with_extension("");
+    let plain = if newest.compressed {
+        plain
+    } else {
+        newest.path.clone()
+    };
+    fs::write(&plain, format!("\n{text}")).unwrap();
     env.run(&["audit", "verify"], None)
         .code(1)
         .says("older files were removed");
@@ -378,7 +403,13 @@ fn no_tampering_reported(env: &TestEnv) {
     for f in fs::read_dir(&dir).unwrap() {
         let path = f.unwrap().path();
         if path.is_file() {
-            let text = fs::read_to_string(path).unwrap();
+            let mut text = Vec::new();
+            std::io::Read::read_to_end(
+                &mut jitc_protocol::audit_files::open_log(&path).unwrap(),
+                &mut text,
+            )
+            .unwrap();
+            let text = String::from_utf8_lossy(&text);
             assert!(!text.contains("audit_log_tampered"), "{text}");
         }
     }
@@ -390,6 +421,8 @@ fn no_tampering_reported(env: &TestEnv) {
 #[test]
 fn a_rotation_while_locked_keeps_each_file_checkable() {
     let env = TestEnv::new();
+    // Retention small enough that the file where the run began goes, in a test's time.
+    env.write_policy("[defaults]\naudit_keep = \"16KiB\"\n");
     let _agent = env.start_agent_with(&["--audit-max-bytes", "4000"]);
     env.init();
     env.add("prod/db", VALUE);
@@ -414,17 +447,22 @@ fn a_rotation_while_locked_keeps_each_file_checkable() {
     env.run(&["lock"], None).ok();
     env.unlock().ok();
     no_tampering_reported(&env);
-    // Nor once the file where that run began has rotated away.
-    let began = inode(&dir.join("audit.log.1")).unwrap();
+    // Nor once the file where that run began is compressed, and once retention has
+    // removed it.
+    let began = jitc_protocol::audit_files::rotated_files(&log)
+        .pop()
+        .unwrap()
+        .path;
+    let packed = jitc_protocol::audit_files::compressed(&began);
     for _ in 0..2000 {
-        let present = (1..=9).any(|i| inode(&dir.join(format!("audit.log.{i}"))) == Some(began));
-        if !present {
+        if !began.exists() && !packed.exists() {
             break;
         }
         env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
     }
-    assert!(dir.join("audit.log.9").is_file());
+    assert!(!began.exists() && !packed.exists(), "never pruned");
     no_tampering_reported(&env);
+    env.run(&["audit", "verify"], None).ok();
 }
 
 #[test]
@@ -599,4 +637,91 @@ fn a_new_vault_that_fails_leaves_the_earlier_log_where_it_was() {
         .unwrap()
         .any(|e| e.unwrap().path().is_dir());
     assert!(!moved_aside);
+}
+
+/// Retention end to end: with a small `audit_keep`, the oldest files go (recorded on
+/// the chain), the rest are compressed, `verify` accepts exactly what retention
+/// removed, and `jitc audit --since` reads records out of the compressed files.
+#[test]
+fn retention_keeps_the_log_to_its_size_and_compressed_files_stay_readable() {
+    let env = TestEnv::new();
+    env.write_policy("[defaults]\naudit_keep = \"24KiB\"\n");
+    let _agent = env.start_agent_with(&["--audit-max-bytes", "4000"]);
+    env.init();
+    env.add("prod/db", VALUE);
+    let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let log = audit_path(&env);
+    let mut n = 0;
+    // Until retention has removed something (said on a log_continued line).
+    while !jitc_protocol::audit_files::files_of(&log).iter().any(|f| {
+        let mut t = Vec::new();
+        jitc_protocol::audit_files::open_log(f)
+            .and_then(|mut r| std::io::Read::read_to_end(&mut r, &mut t))
+            .is_ok()
+            && String::from_utf8_lossy(&t).contains("\"pruned_through\"")
+    }) {
+        let task = format!("retained-{n}");
+        env.run(
+            &["exec", "-s", "prod/db", "--task", &task, "--", "true"],
+            None,
+        )
+        .ok();
+        n += 1;
+        assert!(n < 2000, "retention never pruned");
+    }
+    // A few more leases, so some land in files compressed since.
+    for i in 0..20 {
+        let task = format!("late-{i}");
+        env.run(
+            &["exec", "-s", "prod/db", "--task", &task, "--", "true"],
+            None,
+        )
+        .ok();
+    }
+    let total: u64 = jitc_protocol::audit_files::files_of(&log)
+        .iter()
+        .map(|f| fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    assert!(total <= 24 * 1024 + 8000, "kept {total} bytes");
+    env.run(&["audit", "verify"], None)
+        .ok()
+        .says("audit log intact");
+    // What the reader shows: every late lease, including those now in .zst files.
+    let json = env
+        .run(
+            &[
+                "audit",
+                "--json",
+                "--since",
+                &started,
+                "--event",
+                "lease_granted",
+            ],
+            None,
+        )
+        .ok();
+    let tasks: Vec<String> = json
+        .stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["task"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    for i in 0..20 {
+        assert!(tasks.contains(&format!("late-{i}")), "late-{i}: {tasks:?}");
+    }
+    assert!(
+        !tasks.contains(&"retained-0".to_owned()),
+        "retention removed it"
+    );
+    let rotated = jitc_protocol::audit_files::rotated_files(&log);
+    assert!(rotated.iter().any(|r| r.compressed), "{rotated:?}");
+    // The oldest file left, removed by someone else: not retention's doing.
+    fs::remove_file(&rotated[0].path).unwrap();
+    env.run(&["audit", "verify"], None)
+        .code(1)
+        .says("older files were removed");
 }

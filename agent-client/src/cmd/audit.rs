@@ -355,14 +355,16 @@ pub fn run(args: Args) -> Result<u8> {
     }
     for f in present {
         let newest = f == path;
-        let mut file = std::fs::File::open(&f).map_err(|e| cannot_read(&f, &e))?;
         let mut text = String::new();
         if newest {
+            let mut file = std::fs::File::open(&f).map_err(|e| cannot_read(&f, &e))?;
             tail.ino = file.metadata().ok().map(|m| m.ino());
             tail.read(&mut file, &mut text);
             current = Some(file);
         } else {
-            file.read_to_string(&mut text)
+            // A rotated file, compressed (`.zst`) or not yet.
+            jitc_protocol::audit_files::open_log(&f)
+                .and_then(|mut r| r.read_to_string(&mut text))
                 .map_err(|e| cannot_read(&f, &e))?;
         }
         for line in text.lines() {
@@ -477,8 +479,10 @@ fn follow(
             // be opened): read it whole, from where rotation put it.
             if let Some(missed) = now.map(|m| m.ino())
                 && Some(missed) != next_ino
-                && let Some(old) = (1..=jitc_protocol::audit_files::KEEP)
-                    .map(|i| jitc_protocol::audit_files::rotated(path, i))
+                && let Some(old) = jitc_protocol::audit_files::rotated_files(path)
+                    .into_iter()
+                    .rev()
+                    .map(|r| r.path)
                     .find(|p| std::fs::metadata(p).is_ok_and(|m| m.ino() == missed))
                 && let Ok(mut f) = std::fs::File::open(old)
             {

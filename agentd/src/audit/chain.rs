@@ -123,6 +123,8 @@ pub struct Parsed {
     /// How many unkeyed lines just before this one the chain gave up on (they were
     /// never sealed, and this line's chain does not cover them).
     pub unsealed_before: Option<u64>,
+    /// For `log_continued`: older files retention removed, through this sequence.
+    pub pruned_through: Option<u64>,
 }
 
 pub fn parse(body: &str) -> Option<Parsed> {
@@ -140,6 +142,7 @@ pub fn parse(body: &str) -> Option<Parsed> {
             .and_then(|t| t.as_str())
             .and_then(parse_hex),
         unsealed_before: v.get("unsealed_before").and_then(|n| n.as_u64()),
+        pruned_through: v.get("pruned_through").and_then(|n| n.as_u64()),
     })
 }
 

@@ -209,6 +209,12 @@ pub struct Event {
     pub pending: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_digest: Option<String>,
+    /// For `log_continued`: retention removed the older files up to this sequence
+    /// number (and how many files), so `verify` accepts their absence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pruned_through: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pruned_files: Option<u64>,
     /// What a record leaves out, and why (a request whose values were not at hand).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub withheld: Option<&'static str>,

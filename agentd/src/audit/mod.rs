@@ -18,7 +18,6 @@ mod tests;
 pub mod verify;
 mod writer;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -184,6 +183,50 @@ pub(crate) struct Shared {
     /// Whether the writer has written `audit.checkpoint` (then the vault remembers to
     /// expect it).
     sidecar_written: bool,
+    /// How much history rotation keeps (the policy's, once loaded).
+    retention: Retention,
+}
+
+/// How much of the log's history is kept (`[defaults] audit_keep`, `audit_keep_days`):
+/// at each rotation the oldest files go while all of them together are larger than
+/// `bytes`, or older than `days`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub bytes: u64,
+    pub days: Option<u32>,
+}
+
+impl Retention {
+    /// 1 GiB of compressed files: at a lease a minute all day every day, years.
+    pub const DEFAULT_BYTES: u64 = 1 << 30;
+
+    /// As a policy would say it (`audit_keep 1 GiB, audit_keep_days 90`).
+    pub fn describe(&self) -> String {
+        let mut s = format!("audit_keep {}", human_bytes(self.bytes));
+        if let Some(d) = self.days {
+            s.push_str(&format!(", audit_keep_days {d}"));
+        }
+        s
+    }
+}
+
+/// `1 GiB`, `300 MiB`, `512 B`: the largest binary unit that divides `n`.
+pub fn human_bytes(n: u64) -> String {
+    for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if n >= 1 << shift && n.is_multiple_of(1 << shift) {
+            return format!("{} {unit}", n >> shift);
+        }
+    }
+    format!("{n} B")
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            bytes: Self::DEFAULT_BYTES,
+            days: None,
+        }
+    }
 }
 
 /// The handle requests use to record events.
@@ -406,6 +449,11 @@ impl Audit {
         &self.path
     }
 
+    /// Sets how much history later rotations keep.
+    pub fn set_retention(&self, retention: Retention) {
+        self.shared().retention = retention;
+    }
+
     /// The log's files, oldest first, opened together (no rotation in between), so
     /// that what is read from them is one consistent log however long reading takes;
     /// with `newest_only`, only the newest.
@@ -418,7 +466,7 @@ impl Audit {
         files
             .into_iter()
             .map(|f| {
-                let opened = File::open(&f);
+                let opened = jitc_protocol::audit_files::open_log(&f);
                 (f, opened)
             })
             .collect()

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::chain::derive_key;
 use super::verify::verify_files;
-use super::{Audit, AuditConfig, Event, KEEP};
+use super::{Audit, AuditConfig, Event, KEEP, Retention};
 
 const VAULT_KEY: [u8; 32] = [7; 32];
 
@@ -50,6 +50,29 @@ fn lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Every line of every file, oldest first (compressed ones decompressed).
+fn every_line(audit: &Audit) -> Vec<String> {
+    let mut all = Vec::new();
+    for (_, opened) in audit.open_files(false) {
+        let mut t = String::new();
+        std::io::Read::read_to_string(&mut opened.unwrap(), &mut t).unwrap();
+        all.extend(t.lines().map(str::to_owned));
+    }
+    all
+}
+
+/// Waits until every rotated file is compressed (the agent does it in the background).
+fn all_compressed(path: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while jitc_protocol::audit_files::rotated_files(path)
+        .iter()
+        .any(|r| !r.compressed)
+    {
+        assert!(std::time::Instant::now() < deadline, "never compressed");
+        std::thread::yield_now();
+    }
+}
+
 fn log_in(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("audit.log")
 }
@@ -62,16 +85,10 @@ async fn a_full_log_rotates_and_the_chain_goes_on_across_files() {
     for n in 0..60 {
         audit.record(event(n)).await.unwrap();
     }
-    assert!(super::rotated(&path, 1).exists(), "it never rotated");
+    assert!(super::files_of(&path).len() > 3, "it never rotated");
     verifies(&audit, &path);
     // Every record is somewhere, once, in order.
-    let mut all = Vec::new();
-    for i in (1..=KEEP).rev() {
-        if let Ok(t) = std::fs::read_to_string(super::rotated(&path, i)) {
-            all.extend(t.lines().map(str::to_owned));
-        }
-    }
-    all.extend(lines(&path));
+    let all = every_line(&audit);
     let numbers: Vec<usize> = all
         .iter()
         .filter_map(|l| l.split("record number ").nth(1))
@@ -137,5 +154,103 @@ async fn a_line_torn_by_a_crash_is_cut_off_and_the_chain_resumes() {
         "the torn line is still there: {text}"
     );
     assert!(text.ends_with("}\n"));
+    verifies(&audit, &path);
+}
+
+#[tokio::test]
+async fn rotated_files_are_compressed_and_read_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_in(&dir);
+    let audit = start(&path, 4096);
+    for n in 0..80 {
+        audit.record(event(n)).await.unwrap();
+    }
+    all_compressed(&path);
+    let rotated = jitc_protocol::audit_files::rotated_files(&path);
+    assert!(rotated.len() >= 3, "{rotated:?}");
+    let raw: u64 = 4096 * rotated.len() as u64;
+    let packed: u64 = rotated
+        .iter()
+        .map(|r| std::fs::metadata(&r.path).unwrap().len())
+        .sum();
+    assert!(packed * 3 < raw, "compressed {packed} of about {raw}");
+    verifies(&audit, &path);
+    let numbers = every_line(&audit)
+        .iter()
+        .filter(|l| l.contains("record number"))
+        .count();
+    assert_eq!(numbers, 80);
+}
+
+#[tokio::test]
+async fn retention_prunes_the_oldest_and_verify_accepts_only_what_it_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_in(&dir);
+    let audit = start(&path, 2048);
+    audit.set_retention(Retention {
+        bytes: 6 * 1024,
+        days: None,
+    });
+    for n in 0..120 {
+        audit.record(event(n)).await.unwrap();
+    }
+    all_compressed(&path);
+    let lines = every_line(&audit);
+    let first = serde_json::from_str::<serde_json::Value>(&lines[0]).unwrap();
+    assert!(first["seq"].as_u64().unwrap() > 1, "nothing was pruned");
+    assert!(
+        lines.iter().any(|l| l.contains("\"pruned_through\"")),
+        "no line says what was pruned"
+    );
+    let total: u64 = super::files_of(&path)
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    assert!(total <= 6 * 1024 + 4096, "kept {total} bytes");
+    verifies(&audit, &path);
+    // One more file removed by hand is not retention's doing.
+    let oldest = jitc_protocol::audit_files::rotated_files(&path)[0]
+        .path
+        .clone();
+    std::fs::remove_file(oldest).unwrap();
+    let report = verify_files(
+        audit.open_files(false),
+        &derive_key(&VAULT_KEY),
+        &[],
+        Some((&path, KEEP)),
+    );
+    let problem = report.problem.unwrap_or_default();
+    assert!(problem.contains("older files were removed"), "{problem}");
+}
+
+#[tokio::test]
+async fn retention_by_age_prunes_files_older_than_its_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_in(&dir);
+    let audit = start(&path, 2048);
+    for n in 0..40 {
+        audit.record(event(n)).await.unwrap();
+    }
+    all_compressed(&path);
+    let before = jitc_protocol::audit_files::rotated_files(&path);
+    assert!(before.len() >= 3);
+    // The two oldest are 100 days old.
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(100 * 86_400);
+    for r in &before[..2] {
+        let f = std::fs::File::options().write(true).open(&r.path).unwrap();
+        f.set_modified(old).unwrap();
+    }
+    audit.set_retention(Retention {
+        bytes: Retention::DEFAULT_BYTES,
+        days: Some(90),
+    });
+    // At the next rotation they go; the rest stay.
+    let mut n = 40;
+    while before[..2].iter().any(|r| r.path.exists()) {
+        audit.record(event(n)).await.unwrap();
+        n += 1;
+        assert!(n < 400, "never pruned");
+    }
+    assert!(before[2..].iter().all(|r| r.path.exists()));
     verifies(&audit, &path);
 }

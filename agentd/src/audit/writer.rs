@@ -14,7 +14,8 @@ use tokio::sync::Notify;
 
 use super::chain::{self, Key, Tag};
 use super::sidecar::Sidecar;
-use super::{AuditConfig, AuditError, Event, Job, KEEP, Shared, files_of, rotated};
+use super::{AuditConfig, AuditError, Event, Job, Retention, Shared, files_of};
+use jitc_protocol::audit_files::{self, Rotated, rotated_at};
 
 /// More rotations than `ROTATIONS_BEFORE_ALERT` within this window is an anomaly: a
 /// flood that pushes the history out.
@@ -103,6 +104,10 @@ pub(super) struct Writer {
     rotations: VecDeque<Instant>,
     /// Wakes whoever raises the anomalies the writer finds (`Shared::alerts`).
     alerts: Arc<Notify>,
+    /// Files retention removes once the marker that says so is on disk.
+    prune: Vec<PathBuf>,
+    /// The last sequence number in them, for that marker.
+    pruned_through: Option<u64>,
 }
 
 impl Writer {
@@ -116,6 +121,8 @@ impl Writer {
             sidecar: Sidecar::new(&config.path),
             rotations: VecDeque::new(),
             alerts,
+            prune: Vec::new(),
+            pruned_through: None,
             broken: None,
             needs_marker: None,
             dir_dirty: false,
@@ -141,8 +148,16 @@ impl Writer {
     /// that cannot be read leaves the writer broken — refusing — rather than starting
     /// the chain over.
     fn resume(&mut self) {
+        let rotated = audit_files::rotated_files(&self.config.path);
+        // What a crash left half done: compressions to finish, temp files to drop.
+        for r in &rotated {
+            if r.last_seq.is_some() && !r.compressed {
+                spawn_compress(r.path.clone(), self.renaming.clone());
+            }
+        }
+        remove_compress_temps(&self.config.path);
         let files = std::iter::once(self.config.path.clone())
-            .chain((1..=KEEP).map(|i| rotated(&self.config.path, i)));
+            .chain(rotated.into_iter().rev().map(|r| r.path));
         for (i, path) in files.enumerate() {
             // Only regular files (`--audit-log /dev/full` is one way to test failing).
             if !fs::metadata(&path).is_ok_and(|m| m.is_file()) {
@@ -272,22 +287,29 @@ impl Writer {
         serde_json::to_string(event).unwrap_or_default()
     }
 
-    /// Starts a new file when this one is full: `audit.log` becomes `audit.log.1` (and
-    /// so on; the oldest of `KEEP` is dropped), and the new file opens with a
-    /// `log_continued` line carrying the chain's tag.
+    /// Starts a new file when this one is full: `audit.log` becomes `audit.log.SEQ`
+    /// (its last sequence number; compressed to `.zst` in the background), and the new
+    /// file opens with a `log_continued` line carrying the chain's tag — and, when
+    /// retention removes older files, what it removes (they go once that line is on
+    /// disk).
     fn rotate_if_full(&mut self) -> Result<(), AuditError> {
         if self.size < self.config.max_bytes {
             return Ok(());
         }
         let path = self.config.path.clone();
+        let to = rotated_at(&path, self.state.seq);
+        let retention = self
+            .shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retention;
         {
             let _renaming = self.renaming.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = fs::remove_file(rotated(&path, KEEP));
-            for i in (1..KEEP).rev() {
-                let _ = fs::rename(rotated(&path, i), rotated(&path, i + 1));
-            }
-            fs::rename(&path, rotated(&path, 1)).map_err(|e| AuditError::io("rotate", &path, e))?;
+            fs::rename(&path, &to).map_err(|e| AuditError::io("rotate", &path, e))?;
         }
+        spawn_compress(to, self.renaming.clone());
+        let (prune, through) = plan_pruning(&path, retention, SystemTime::now());
+        self.prune = prune;
         let now = Instant::now();
         self.rotations.push_back(now);
         while self
@@ -301,14 +323,23 @@ impl Writer {
             self.alert(
                 AnomalyKind::LogRotation,
                 format!(
-                    "the audit log rotated {} times within 10 minutes: something may be flooding it to push history out (only {KEEP} older files are kept)",
-                    self.rotations.len()
+                    "the audit log rotated {} times within 10 minutes: something may be flooding it to push history out (retention keeps {})",
+                    self.rotations.len(),
+                    retention.describe()
                 ),
             );
         }
         self.file = None;
         self.dir_dirty = true;
-        self.needs_marker = Some(None);
+        self.needs_marker = Some(through.map(|t| {
+            format!(
+                "retention removes {} older file{} (through sequence {t}): {}",
+                self.prune.len(),
+                if self.prune.len() == 1 { "" } else { "s" },
+                retention.describe()
+            )
+        }));
+        self.pruned_through = through;
         self.ensure_open()
     }
 
@@ -334,10 +365,13 @@ impl Writer {
         if let Some(reason) = self.needs_marker.take() {
             // Where the chain stands, unkeyed lines given up now included.
             let pending = self.state.pending + self.give_up;
+            let pruned_through = self.pruned_through.take();
             let mut marker = Event {
                 prev_tag: Some(chain::hex(&self.state.prev)),
                 pending: (pending > 0).then_some(pending),
                 pending_digest: (self.state.pending > 0).then(|| chain::hex(&self.state.digest)),
+                pruned_through,
+                pruned_files: pruned_through.map(|_| self.prune.len() as u64),
                 reason,
                 ..Event::new(EventKind::LogContinued)
             };
@@ -402,6 +436,16 @@ impl Writer {
                 s.last_seq = self.state.seq;
                 if keyed.is_some() {
                     s.last_keyed = keyed;
+                }
+                drop(s);
+                // The marker that says what retention removes is on disk: remove it.
+                if !self.prune.is_empty() {
+                    let _renaming = self.renaming.lock().unwrap_or_else(|p| p.into_inner());
+                    for f in self.prune.drain(..) {
+                        if let Err(e) = fs::remove_file(&f) {
+                            tracing::warn!(file = %f.display(), error = %e, "cannot remove an audit file retention let go");
+                        }
+                    }
                 }
             }
             Err(e) => {
@@ -565,5 +609,113 @@ impl Writer {
             self.dir_dirty = true;
         }
         synced
+    }
+}
+
+/// The oldest rotated files retention lets go (oldest first, none kept before one that
+/// goes, so the log stays one run), and the last sequence number in them.
+fn plan_pruning(path: &Path, retention: Retention, now: SystemTime) -> (Vec<PathBuf>, Option<u64>) {
+    let rotated = audit_files::rotated_files(path);
+    let size = |p: &Path| fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let mut total: u64 = rotated.iter().map(|r| size(&r.path)).sum::<u64>() + size(path);
+    let cutoff = retention
+        .days
+        .and_then(|d| now.checked_sub(Duration::from_secs(u64::from(d) * 86_400)));
+    let mut out = Vec::new();
+    let mut through = None;
+    for r in rotated {
+        let old = cutoff.is_some_and(|c| {
+            fs::metadata(&r.path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|m| m < c)
+        });
+        if total <= retention.bytes && !old {
+            break;
+        }
+        let Some(last) = last_seq_of(&r) else {
+            // A file whose end cannot be read is kept (and so is all after it).
+            break;
+        };
+        total = total.saturating_sub(size(&r.path));
+        through = Some(last);
+        out.push(r.path);
+    }
+    (out, through)
+}
+
+/// The last sequence number in a rotated file: in its name, or (a numbered file of the
+/// old rotation) on its last line.
+fn last_seq_of(r: &Rotated) -> Option<u64> {
+    if let Some(seq) = r.last_seq {
+        return Some(seq);
+    }
+    let bytes = read_tail(&r.path, 1 << 20).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let last = text.lines().rev().find(|l| !l.is_empty())?;
+    Some(chain::parse(&chain::unseal(last).0)?.seq)
+}
+
+/// Compresses a rotated file in the background: `FILE.zst.tmp` written and synced,
+/// renamed to `FILE.zst` (its time kept: retention goes by it), then `FILE` removed —
+/// all under the renaming lock, so a reader sees one or the other. A file removed
+/// meanwhile (retention) is not brought back.
+fn spawn_compress(file: PathBuf, renaming: Arc<Mutex<()>>) {
+    let spawned = std::thread::Builder::new()
+        .name("audit-compress".into())
+        .spawn(move || {
+            if let Err(e) = compress(&file, &renaming) {
+                tracing::warn!(file = %file.display(), error = %e, "cannot compress a rotated audit file; it stays as it is");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start compressing a rotated audit file");
+    }
+}
+
+fn compress(file: &Path, renaming: &Mutex<()>) -> std::io::Result<()> {
+    let done = audit_files::compressed(file);
+    let tmp = PathBuf::from(format!("{}.tmp", done.display()));
+    let src = File::open(file)?;
+    let modified = src.metadata()?.modified()?;
+    let _ = fs::remove_file(&tmp);
+    let out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    let result = (|| {
+        let mut enc = zstd::stream::write::Encoder::new(&out, 9)?;
+        std::io::copy(&mut std::io::BufReader::new(src), &mut enc)?;
+        enc.finish()?;
+        out.set_modified(modified)?;
+        out.sync_all()?;
+        let _renaming = renaming.lock().unwrap_or_else(|p| p.into_inner());
+        if !file.exists() {
+            return Err(std::io::Error::other("removed while being compressed"));
+        }
+        fs::rename(&tmp, &done)?;
+        if let Some(dir) = file.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        fs::remove_file(file)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Removes `.zst.tmp` files a stopped agent left half written.
+fn remove_compress_temps(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.", name.to_string_lossy());
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with(&prefix) && n.ends_with(".zst.tmp") {
+            let _ = fs::remove_file(e.path());
+        }
     }
 }

@@ -63,6 +63,8 @@ struct FileDefaults {
     burst_per_minute: Option<u32>,
     max_leases: Option<u32>,
     max_pending: Option<u32>,
+    audit_keep: Option<String>,
+    audit_keep_days: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +121,8 @@ pub struct Defaults {
     pub max_leases: u32,
     /// Most requests waiting for approval at once for one user.
     pub max_pending: u32,
+    /// How much audit history rotation keeps.
+    pub audit_retention: crate::audit::Retention,
 }
 
 impl Default for Defaults {
@@ -136,6 +140,7 @@ impl Default for Defaults {
             burst_per_minute: 30,
             max_leases: 256,
             max_pending: 32,
+            audit_retention: crate::audit::Retention::default(),
         }
     }
 }
@@ -205,6 +210,10 @@ pub enum PolicyError {
     },
     #[error("{0} must be longer than 0s")]
     ZeroDuration(&'static str),
+    #[error("{field} = {value:?} is not a size; write e.g. \"1GiB\", \"500MiB\" or \"2GB\" ")]
+    Size { field: &'static str, value: String },
+    #[error("audit_keep_days must be at least 1; leave it out to keep by size alone")]
+    ZeroDays,
     #[error("max_leases and max_pending must be at least 1")]
     ZeroCap,
     #[error("{0} = [] names no program; remove it or give the program's path")]
@@ -234,6 +243,27 @@ fn duration(field: &'static str, value: &Option<String>) -> Result<Option<Durati
             })
         })
         .transpose()
+}
+
+/// `1GiB`, `500 MiB`, `2GB`, `1048576`: bytes, more than 0.
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(mult).filter(|&b| b > 0)
 }
 
 fn basename(path: &str) -> &str {
@@ -275,7 +305,20 @@ impl Policy {
             burst_per_minute: fd.burst_per_minute.unwrap_or(base.burst_per_minute),
             max_leases: fd.max_leases.unwrap_or(base.max_leases),
             max_pending: fd.max_pending.unwrap_or(base.max_pending),
+            audit_retention: crate::audit::Retention {
+                bytes: match &fd.audit_keep {
+                    Some(s) => parse_size(s).ok_or_else(|| PolicyError::Size {
+                        field: "audit_keep",
+                        value: s.clone(),
+                    })?,
+                    None => base.audit_retention.bytes,
+                },
+                days: fd.audit_keep_days,
+            },
         };
+        if defaults.audit_retention.days == Some(0) {
+            return Err(PolicyError::ZeroDays);
+        }
         if defaults.max_leases == 0 || defaults.max_pending == 0 {
             return Err(PolicyError::ZeroCap);
         }
@@ -637,6 +680,35 @@ masking = "required"
         );
         assert_eq!(p.rules.len(), 1);
         assert_eq!(Policy::parse("").unwrap().defaults, Defaults::default());
+    }
+
+    #[test]
+    fn audit_retention_reads_sizes_and_days() {
+        let p =
+            Policy::parse("[defaults]\naudit_keep = \"300MiB\"\naudit_keep_days = 90\n").unwrap();
+        assert_eq!(p.defaults.audit_retention.bytes, 300 << 20);
+        assert_eq!(p.defaults.audit_retention.days, Some(90));
+        assert_eq!(
+            p.defaults.audit_retention.describe(),
+            "audit_keep 300 MiB, audit_keep_days 90"
+        );
+        let d = Policy::parse("").unwrap().defaults.audit_retention;
+        assert_eq!((d.bytes, d.days), (1 << 30, None));
+        for (text, bytes) in [("2GB", 2_000_000_000), ("1 GiB", 1 << 30), ("4096", 4096)] {
+            let p = Policy::parse(&format!("[defaults]\naudit_keep = \"{text}\"\n")).unwrap();
+            assert_eq!(p.defaults.audit_retention.bytes, bytes, "{text}");
+        }
+        for bad in ["lots", "0", "1PiB", "-5MiB", "99999999999999999999"] {
+            let e = Policy::parse(&format!("[defaults]\naudit_keep = \"{bad}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("is not a size") && !e.contains('\n'),
+                "{bad}: {e}"
+            );
+        }
+        let e = Policy::parse("[defaults]\naudit_keep_days = 0\n").unwrap_err();
+        assert!(e.to_string().contains("at least 1"), "{e}");
     }
 
     #[test]

@@ -134,6 +134,25 @@ pub fn open_log(path: &Path) -> io::Result<Box<dyn Read + Send>> {
     }
 }
 
+/// Opens a file `files_of` listed, as a reader that holds no lock over the agent's
+/// renames finds it: a plain rotated file compressed since is read from its `.zst`;
+/// `Ok(None)` if retention removed it since.
+pub fn open_listed(path: &Path) -> io::Result<Option<Box<dyn Read + Send>>> {
+    let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+    match open_log(path) {
+        Ok(r) => Ok(Some(r)),
+        Err(e) if gone(&e) && !path.as_os_str().to_string_lossy().ends_with(COMPRESSED) => {
+            match open_log(&compressed(path)) {
+                Ok(r) => Ok(Some(r)),
+                Err(e) if gone(&e) => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) if gone(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The checkpoint file beside the log (`audit.checkpoint`).
 pub fn checkpoint_of(log: &Path) -> PathBuf {
     log.with_extension("checkpoint")

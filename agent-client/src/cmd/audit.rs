@@ -362,10 +362,14 @@ pub fn run(args: Args) -> Result<u8> {
             tail.read(&mut file, &mut text);
             current = Some(file);
         } else {
-            // A rotated file, compressed (`.zst`) or not yet.
-            jitc_protocol::audit_files::open_log(&f)
-                .and_then(|mut r| r.read_to_string(&mut text))
-                .map_err(|e| cannot_read(&f, &e))?;
+            // A rotated file, compressed (`.zst`) or not yet — or since (read from
+            // its `.zst`), or removed by retention since (nothing to read).
+            if let Some(mut r) =
+                jitc_protocol::audit_files::open_listed(&f).map_err(|e| cannot_read(&f, &e))?
+            {
+                r.read_to_string(&mut text)
+                    .map_err(|e| cannot_read(&f, &e))?;
+            }
         }
         for line in text.lines() {
             show(line, &filter, args.json, &mut out);

@@ -254,3 +254,27 @@ async fn retention_by_age_prunes_files_older_than_its_days() {
     assert!(before[2..].iter().all(|r| r.path.exists()));
     verifies(&audit, &path);
 }
+
+#[tokio::test]
+async fn a_restart_after_a_rotation_whose_new_file_never_began_resumes_from_the_zst() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_in(&dir);
+    {
+        let audit = start(&path, 2048);
+        for n in 0..30 {
+            audit.record(event(n)).await.unwrap();
+        }
+    }
+    all_compressed(&path);
+    // As if the agent died between a rotation and the new file's first line.
+    let last_seq = |a: &Audit| a.state().last_seq;
+    std::fs::remove_file(&path).unwrap();
+    let audit = start(&path, 2048);
+    let resumed = last_seq(&audit);
+    assert!(
+        resumed > 0,
+        "the chain did not resume from the compressed file"
+    );
+    audit.record(event(30)).await.unwrap();
+    verifies(&audit, &path);
+}

@@ -59,6 +59,36 @@ fn unclean(last: Option<&str>, last_keyed: Option<&str>) -> Option<String> {
 
 fn read_tail(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     use std::io::{Read, Seek, SeekFrom};
+    if path.to_string_lossy().ends_with(audit_files::COMPRESSED) {
+        // A compressed file is read from its start; only its tail is kept.
+        let mut r = audit_files::open_log(path)?;
+        let mut bytes = Vec::new();
+        let mut chunk = vec![0u8; 1 << 16];
+        let mut cut = false;
+        loop {
+            let n = r.read(&mut chunk)?;
+            if n == 0 {
+                break;
+            }
+            bytes.extend_from_slice(&chunk[..n]);
+            if bytes.len() as u64 > 2 * max {
+                bytes.drain(..bytes.len() - max as usize);
+                cut = true;
+            }
+        }
+        if bytes.len() as u64 > max {
+            bytes.drain(..bytes.len() - max as usize);
+            cut = true;
+        }
+        if cut {
+            let start = bytes
+                .iter()
+                .position(|b| *b == b'\n')
+                .map_or(bytes.len(), |i| i + 1);
+            bytes.drain(..start);
+        }
+        return Ok(bytes);
+    }
     let mut f = File::open(path)?;
     let len = f.metadata()?.len();
     let from = len.saturating_sub(max);
@@ -149,13 +179,14 @@ impl Writer {
     /// the chain over.
     fn resume(&mut self) {
         let rotated = audit_files::rotated_files(&self.config.path);
-        // What a crash left half done: compressions to finish, temp files to drop.
-        for r in &rotated {
-            if r.last_seq.is_some() && !r.compressed {
-                spawn_compress(r.path.clone(), self.renaming.clone());
-            }
-        }
+        // What a crash left half done: temp files to drop, and (once the files are
+        // read, below) compressions to finish.
         remove_compress_temps(&self.config.path);
+        let unpacked: Vec<PathBuf> = rotated
+            .iter()
+            .filter(|r| r.last_seq.is_some() && !r.compressed)
+            .map(|r| r.path.clone())
+            .collect();
         let files = std::iter::once(self.config.path.clone())
             .chain(rotated.into_iter().rev().map(|r| r.path));
         for (i, path) in files.enumerate() {
@@ -207,6 +238,10 @@ impl Writer {
         self.give_up_pending();
         let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         s.last_seq = self.state.seq;
+        drop(s);
+        for f in unpacked {
+            spawn_compress(f, self.renaming.clone());
+        }
     }
 
     /// Opens the log (creating it, 0600, in a 0700 directory), or reopens it when the

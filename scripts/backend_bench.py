@@ -79,6 +79,11 @@ class Env:
         self.cli_env = dict(os.environ, BAO_TOKEN=e["BAO_CLI_TOKEN"])
         self.root_env = dict(os.environ, BAO_TOKEN=e["BAO_ROOT"])
         self.errors = {}
+        # The raw HTTP GET's token goes in a header file, not in curl's argv.
+        self.header_file = os.path.join(os.environ.get("TMPDIR_BENCH", "/tmp"), "bao-token-header")
+        with open(os.open(self.header_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write("X-Vault-Token: " + e["BAO_CLI_TOKEN"] + "\n")
+        self.kv_url = e["BAO_ADDR"] + "/v1/secret/data/app"
 
     def jitc_exec(self, refs, *cmd):
         return [self.jitc, "exec", *refs, "--", *(cmd or (TRUE,))]
@@ -90,6 +95,7 @@ class Env:
             "kv": (self.jitc_exec(KV), None),
             "bao_version": ([self.bao, "version"], self.cli_env),
             "bao_kv": ([self.bao, "kv", "get", "-mount=secret", "-field=password", "app"], self.cli_env),
+            "http_kv": (["curl", "-sf", "-o", "/dev/null", "-H", "@" + self.header_file, self.kv_url], None),
             "db": (self.jitc_exec(DB), None),
             "bao_db": ([self.bao, "read", "-format=json", "database/creds/ro"], self.cli_env),
         }
@@ -318,7 +324,7 @@ def run(out_path):
     # 1. KV.
     print(f"backend_bench: part 1, {rounds} interleaved rounds…", file=sys.stderr)
     t = time.monotonic()
-    res["kv"] = interleaved(env, ["true", "local", "kv", "bao_version", "bao_kv"], rounds, warmup, 14)
+    res["kv"] = interleaved(env, ["true", "local", "kv", "bao_version", "bao_kv", "http_kv"], rounds, warmup, 14)
     res["kv_seconds"] = time.monotonic() - t
 
     # 2. The dynamic credential; each of jitc's waits (untimed) for its revocation.
@@ -406,9 +412,10 @@ def report(path):
              "kv": "`jitc exec -e X=bao://team/secret/app#password -- true`",
              "bao_version": "`bao version` (the CLI's start-up, no request)",
              "bao_kv": "`bao kv get -mount=secret -field=password app`",
+             "http_kv": "`curl` GET `/v1/secret/data/app` (raw HTTP, token in a header file)",
              "db": "`jitc exec -e PGUSER=bao://…/creds/ro#username -e PGPASSWORD=…#password -- true`",
              "bao_db": "`bao read database/creds/ro`"}
-    for n in ("true", "local", "kv", "bao_version", "bao_kv"):
+    for n in ("true", "local", "kv", "bao_version", "bao_kv", "http_kv"):
         s = kv[n]
         p.append(f"| {names[n]} | {ms(s['p50'])} | {ms(s['p10'])} | {ms(s['p90'])} | "
                  f"{s['p50'] / kv['local']['p50']:.2f}× | {s['p50'] / kv['bao_kv']['p50']:.2f}× |")

@@ -158,7 +158,7 @@ jitc_audit="$(printf '%s' "$status" | "$python" -c 'import json,sys; print(json.
 out="$tmp/results.json"
 echo "bench-backend.sh: agent pid $agent_pid, OpenBao $("$bao" version | cut -d' ' -f2) on port $bao_port (file audit on), PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}') on port $pg_port; running…" >&2
 SECONDS=0
-JITC="$jitc" BAO="$bao" BAO_CLI_TOKEN="$cli_token" BAO_ROOT="$root" BAO_AUDIT="$bao_audit" \
+JITC="$jitc" BAO="$bao" BAO_CLI_TOKEN="$cli_token" BAO_ROOT="$root" BAO_AUDIT="$bao_audit" TMPDIR_BENCH="$tmp" \
     JITC_AUDIT="$jitc_audit" AGENT_PID="$agent_pid" BAO_PID="$bao_pid" PG_DIR="$pgdir" \
     PSQL_CMD="$("$python" -c 'import json,sys; print(json.dumps(sys.argv[1:]))' "${psql_cmd[@]}")" \
     "$python" "$bench" run "$out"

@@ -79,6 +79,22 @@ pub fn backoff(failures: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(u64::from(failures))).min(Duration::from_secs(10))
 }
 
+/// What handling a request sends back: a response, or a frame encoded already (a page
+/// of secrets, encoded from the vault's own strings).
+#[derive(Debug)]
+// One per request, moved once to the writer: not worth a box.
+#[allow(clippy::large_enum_variant)]
+pub enum Outgoing {
+    Response(Response),
+    Frame(zeroize::Zeroizing<Vec<u8>>),
+}
+
+impl From<Response> for Outgoing {
+    fn from(r: Response) -> Outgoing {
+        Outgoing::Response(r)
+    }
+}
+
 impl Agent {
     pub fn new(config: Config, vault_lock: VaultLock) -> Agent {
         let vault_file = VaultFile::new(config.vault.clone());
@@ -399,7 +415,7 @@ impl Agent {
 
     /// The routing `match`: one arm per request kind, each in its own module.
     /// `None` for the one request that has no answer (`Release`).
-    pub async fn handle(&self, session: &mut Session, request: Request) -> Option<Response> {
+    pub async fn handle(&self, session: &mut Session, request: Request) -> Option<Outgoing> {
         // The records these write carry the requester's command lines: every value of
         // the vault and every passphrase given before is concealed in them first. (A
         // lease screens its own, naming the secrets it asks for; an unlock, once open.)
@@ -426,7 +442,7 @@ impl Agent {
             && let Some(what) = cmd::sandbox::forbidden(&request)
         {
             let refusal = cmd::sandbox::refuse_inside(self, session, &sandbox, &request, what);
-            return Some(Response::from(refusal));
+            return Some(Response::from(refusal).into());
         }
         let reply = match request {
             Request::Hello(_) => Err(Refusal::bad_input(
@@ -451,7 +467,12 @@ impl Agent {
                 cmd::add::describe(self, session, &name, description).await
             }
             Request::Passwd { old, new } => cmd::passwd::apply(self, session, old, new).await,
-            Request::ListSecrets { after } => cmd::list::apply(self, &after).await,
+            Request::ListSecrets { after } => {
+                return Some(match cmd::list::apply(self, &after).await {
+                    Ok(frame) => Outgoing::Frame(frame),
+                    Err(r) => Response::from(r).into(),
+                });
+            }
             Request::Lease(req) => cmd::lease::apply(self, session, req).await,
             Request::Release { lease } => {
                 cmd::lease::release(self, session, lease);
@@ -486,7 +507,7 @@ impl Agent {
             Request::ImportSecrets(req) => cmd::import::apply(self, session, req).await,
             Request::AddSecrets(req) => cmd::add::batch(self, session, req).await,
         };
-        Some(reply.unwrap_or_else(Response::from))
+        Some(reply.unwrap_or_else(Response::from).into())
     }
 
     /// The vault slot, locked or not.

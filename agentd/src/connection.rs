@@ -95,6 +95,22 @@ pub struct FrameWriter {
 }
 
 impl FrameWriter {
+    /// Writes what a request's handling produced.
+    pub async fn send(&mut self, out: &crate::agent::Outgoing) -> Result<(), ConnError> {
+        match out {
+            crate::agent::Outgoing::Response(r) => self.write(r).await,
+            crate::agent::Outgoing::Frame(f) => self.write_frame(f).await,
+        }
+    }
+
+    /// Writes a frame encoded already.
+    async fn write_frame(&mut self, frame: &[u8]) -> Result<(), ConnError> {
+        tokio::time::timeout(self.frame_timeout, self.write.write_all(frame))
+            .await
+            .map_err(|_| ConnError::WriteStalled)??;
+        Ok(())
+    }
+
     pub async fn write(&mut self, response: &Response) -> Result<(), ConnError> {
         let frame = match encode_frame(response) {
             Ok(f) => f,
@@ -107,9 +123,6 @@ impl FrameWriter {
             })?,
             Err(e) => return Err(e.into()),
         };
-        tokio::time::timeout(self.frame_timeout, self.write.write_all(&frame))
-            .await
-            .map_err(|_| ConnError::WriteStalled)??;
-        Ok(())
+        self.write_frame(&frame).await
     }
 }

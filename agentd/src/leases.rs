@@ -73,7 +73,9 @@ pub fn bounded(req: &LeaseRequest) -> LeaseRequest {
 /// As many of `items` as fit in about `budget` bytes of reply (at least one), and
 /// whether more follow: one page of a listing that may not fit in a frame.
 pub fn page<T: serde::Serialize>(items: impl Iterator<Item = T>, budget: usize) -> (Vec<T>, bool) {
-    let mut out = Vec::new();
+    // Room for a thousand items at once, rather than growing from one (and copying)
+    // a dozen times.
+    let mut out = Vec::with_capacity(items.size_hint().1.unwrap_or(1024).min(1024));
     let mut used = 0usize;
     for item in items {
         let size = postcard::experimental::serialized_size(&item).unwrap_or(usize::MAX);

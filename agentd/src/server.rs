@@ -531,7 +531,7 @@ impl Handler {
                 }
             };
             if let Some(response) = response {
-                writer.write(&response).await?;
+                writer.send(&response).await?;
             }
         }
     }

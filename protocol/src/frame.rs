@@ -236,6 +236,25 @@ mod tests {
             round_trip(&msg);
         }
 
+        /// A page encoded from borrowed items is the owned response, byte for byte.
+        #[test]
+        fn a_borrowed_page_encodes_as_the_owned_one(msg in response()) {
+            if let Response::Secrets { items, more } = &msg {
+                let refs: Vec<SecretInfoRef<'_>> = items
+                    .iter()
+                    .map(|s| SecretInfoRef {
+                        name: &s.name,
+                        description: s.description.as_deref(),
+                        created: s.created,
+                        updated: s.updated,
+                        canary: s.canary,
+                    })
+                    .collect();
+                let page = SecretsPage { items: &refs, more: *more };
+                prop_assert_eq!(encode_frame(&page).unwrap(), encode_frame(&msg).unwrap());
+            }
+        }
+
         #[test]
         fn truncated_frames_are_errors(msg in request(), cut in any::<prop::sample::Index>()) {
             let frame = encode_frame(&msg).unwrap();

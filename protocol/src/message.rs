@@ -398,6 +398,37 @@ pub struct PolicyState {
     pub approver_error: Option<String>,
 }
 
+/// `SecretInfo` borrowed from where it is kept: encodes byte for byte as `SecretInfo`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SecretInfoRef<'a> {
+    pub name: &'a str,
+    pub description: Option<&'a str>,
+    pub created: u64,
+    pub updated: u64,
+    pub canary: bool,
+}
+
+/// `Response::Secrets` over borrowed items: encodes byte for byte as the owned response,
+/// so the agent sends a page of a large vault without copying every name first.
+#[derive(Debug)]
+pub struct SecretsPage<'a, 'b> {
+    pub items: &'b [SecretInfoRef<'a>],
+    pub more: bool,
+}
+
+/// `Response::Secrets`'s place among `Response`'s variants (a test holds it to that).
+const SECRETS_VARIANT: u32 = 4;
+
+impl Serialize for SecretsPage<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStructVariant;
+        let mut v = s.serialize_struct_variant("Response", SECRETS_VARIANT, "Secrets", 2)?;
+        v.serialize_field("items", self.items)?;
+        v.serialize_field("more", &self.more)?;
+        v.end()
+    }
+}
+
 /// A secret's metadata; never its value.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SecretInfo {

@@ -67,14 +67,23 @@ pub fn run(args: Args) -> Result<u8> {
                 *width.insert(w)
             }
         };
+        use std::fmt::Write as _;
+        text.reserve(page.len() * (width + 40));
+        // Secrets stored together share their second: format each second once.
+        let mut last: Option<(u64, String)> = None;
         for s in &page {
-            text.push_str(&format!(
-                "{:width$}  {:20}  {:5}  {}\n",
+            let date = match &last {
+                Some((t, d)) if *t == s.updated => d,
+                _ => &last.insert((s.updated, super::date(s.updated))).1,
+            };
+            let _ = writeln!(
+                text,
+                "{:width$}  {:20}  {:5}  {}",
                 s.name,
-                super::date(s.updated),
+                date,
                 if s.canary { "yes" } else { "" },
                 jitc_protocol::display::visible(s.description.as_deref().unwrap_or(""))
-            ));
+            );
         }
         super::emit(&text)
     })?;

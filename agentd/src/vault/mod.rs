@@ -19,7 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use jitc_protocol::{KdfParams, SecretBytes, SecretInfo};
+use jitc_protocol::{KdfParams, SecretBytes, SecretInfo, SecretInfoRef};
 use zeroize::Zeroizing;
 
 pub use file::{FileError, FileStamp, VaultFile, VaultLock};
@@ -776,12 +776,21 @@ impl Vault {
 
     /// Every secret's metadata, in name order.
     pub fn list(&self) -> Vec<SecretInfo> {
-        self.list_page("", usize::MAX).0
+        let (page, _) = self.list_page("", usize::MAX);
+        page.iter()
+            .map(|s| SecretInfo {
+                name: s.name.to_owned(),
+                description: s.description.map(str::to_owned),
+                created: s.created,
+                updated: s.updated,
+                canary: s.canary,
+            })
+            .collect()
     }
 
     /// The secrets named after `after`, in name order, up to `budget` bytes encoded;
-    /// `true` if more follow.
-    pub fn list_page(&self, after: &str, budget: usize) -> (Vec<SecretInfo>, bool) {
+    /// `true` if more follow. Borrowed: a page of a large vault copies no name.
+    pub fn list_page(&self, after: &str, budget: usize) -> (Vec<SecretInfoRef<'_>>, bool) {
         use std::ops::Bound::{Excluded, Unbounded};
         let from = if after.is_empty() {
             Unbounded
@@ -791,9 +800,9 @@ impl Vault {
         let items = self
             .secrets
             .range::<str, _>((from, Unbounded))
-            .map(|(_, s)| SecretInfo {
-                name: s.name.clone(),
-                description: s.description.clone(),
+            .map(|(_, s)| SecretInfoRef {
+                name: &s.name,
+                description: s.description.as_deref(),
                 created: s.created,
                 updated: s.updated,
                 canary: s.canary,

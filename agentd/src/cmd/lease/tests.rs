@@ -45,7 +45,10 @@ fn session() -> Session {
 }
 
 async fn call(agent: &Agent, session: &mut Session, request: Request) -> Response {
-    agent.handle(session, request).await.unwrap()
+    match agent.handle(session, request).await.unwrap() {
+        crate::agent::Outgoing::Response(r) => r,
+        crate::agent::Outgoing::Frame(_) => panic!("a lease is answered with a Response"),
+    }
 }
 
 /// An agent with an unlocked vault holding `db/main` and the canary `decoy`, and

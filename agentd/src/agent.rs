@@ -578,7 +578,11 @@ impl Agent {
             let file = self.vault_file.clone();
             let (how, written) = tokio::task::spawn_blocking(move || {
                 let written = match &how {
-                    SaveBytes::Append { header, record } => file.append_journal(header, record),
+                    SaveBytes::Append {
+                        header,
+                        record,
+                        expect,
+                    } => file.append_journal(header, record, *expect),
                     SaveBytes::Snapshot { bytes, .. } => {
                         file.write_atomic(bytes).map(|()| bytes.len() as u64)
                     }

@@ -396,3 +396,36 @@ fn a_version_1_vault_opens_and_becomes_version_2() {
     );
     env.run(&["audit", "verify"], None).ok();
 }
+
+/// Review finding: a journal changed behind the running agent (a byte appended, or
+/// the file removed) must not make the user's later changes vanish at the next unlock.
+/// The agent refuses to append to a journal that is not as it left it, and writes a
+/// snapshot instead.
+#[test]
+fn a_journal_changed_behind_the_agent_loses_none_of_the_changes_after() {
+    for tamper in ["append", "remove"] {
+        let env = TestEnv::new_as(USER);
+        let _agent = env.start_agent();
+        env.init();
+        env.add("leaked", "old-value");
+        env.add("kept", "v");
+        let j = journal(&env);
+        match tamper {
+            "append" => {
+                let mut f = fs::OpenOptions::new().append(true).open(&j).unwrap();
+                std::io::Write::write_all(&mut f, b"\0").unwrap();
+            }
+            _ => fs::remove_file(&j).unwrap(),
+        }
+        // The user, later: removes the leaked secret and adds its replacement.
+        env.run_as_human(&["rm", "leaked"], b"").ok();
+        env.add("rotated", "new-value");
+        env.run(&["lock"], None).ok();
+        env.unlock().ok();
+        assert_eq!(
+            env.secret_names(),
+            ["kept", "rotated"],
+            "{tamper}: changes made after the tampering were lost"
+        );
+    }
+}

@@ -212,9 +212,17 @@ impl VaultFile {
     }
 
     /// Appends one record to the journal and syncs it; writes `header` first when the
-    /// journal is new, and refuses one that continues another snapshot. Returns the
-    /// journal's new length.
-    pub fn append_journal(&self, header: &[u8], record: &[u8]) -> Result<u64, FileError> {
+    /// journal is new. Refuses a journal that is not as the agent left it — another
+    /// snapshot's, or longer or shorter than `expect` (bytes appended, cut or removed
+    /// behind the agent: a record written after them would be unreadable, and every
+    /// later change lost at the next unlock); the caller then writes a snapshot.
+    /// Returns the journal's new length.
+    pub fn append_journal(
+        &self,
+        header: &[u8],
+        record: &[u8],
+        expect: u64,
+    ) -> Result<u64, FileError> {
         use std::os::unix::fs::FileExt;
         let path = self.journal_path();
         let mut f = OpenOptions::new()
@@ -230,6 +238,14 @@ impl VaultFile {
         check_meta(&path, &meta)?;
         let fresh = meta.len() == 0;
         let mut len = meta.len();
+        if len != expect {
+            return Err(FileError::Insecure {
+                path,
+                why: format!(
+                    "it is {len} bytes, not the {expect} the agent wrote; it was changed behind the agent"
+                ),
+            });
+        }
         if fresh {
             f.write_all(header).map_err(io_err("write", &path))?;
             len = header.len() as u64;

@@ -113,10 +113,12 @@ pub struct JournalFound {
 
 /// How the next save is written.
 pub enum SaveBytes {
-    /// Append this record (the header comes first when the journal is new).
+    /// Append this record (the header comes first when the journal is new) to a
+    /// journal that is `expect` bytes long (0: none yet).
     Append {
         header: [u8; journal::HEADER_LEN],
         record: Vec<u8>,
+        expect: u64,
     },
     /// Write this snapshot (and remove the journal): `generation` names it.
     Snapshot {
@@ -469,6 +471,7 @@ impl Vault {
                 Ok(SaveBytes::Append {
                     header: journal::header(&generation),
                     record,
+                    expect: j.len,
                 })
             }
             _ => {
@@ -881,7 +884,7 @@ mod tests {
                 disk.1.clear();
                 disk.0.len()
             }
-            SaveBytes::Append { header, record } => {
+            SaveBytes::Append { header, record, .. } => {
                 if disk.1.is_empty() {
                     disk.1.extend_from_slice(header);
                 }

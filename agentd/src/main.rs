@@ -39,8 +39,9 @@ struct Args {
     /// Audit log [default: $XDG_STATE_HOME/jitc/audit.log]
     #[arg(long, value_name = "PATH")]
     audit_log: Option<PathBuf>,
-    /// Rotate the audit log past this many bytes
-    #[arg(long, value_name = "BYTES", hide = true)]
+    /// Rotate the audit log past this many bytes (at most 32 MiB)
+    #[arg(long, value_name = "BYTES", hide = true,
+          value_parser = clap::value_parser!(u64).range(1..=jitc_protocol::audit_files::MAX_ROTATE))]
     audit_max_bytes: Option<u64>,
     /// Do not fdatasync audit records (only to measure what durability costs)
     #[arg(long, hide = true)]

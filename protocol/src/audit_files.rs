@@ -22,8 +22,13 @@ pub const SEQ_DIGITS: usize = 20;
 pub const COMPRESSED: &str = ".zst";
 
 /// A compressed file never reads as more than this (a planted one cannot exhaust
-/// memory); the agent rotates far below it.
-pub const MAX_DECOMPRESSED: u64 = 1 << 30;
+/// memory or time); the agent rotates below it (`--audit-max-bytes` is at most
+/// `MAX_ROTATE`), so a file cut here is one the agent did not write, and `verify`
+/// says so.
+pub const MAX_DECOMPRESSED: u64 = 64 << 20;
+
+/// The largest `--audit-max-bytes`.
+pub const MAX_ROTATE: u64 = 32 << 20;
 
 /// The `i`-th numbered file of the old rotation (`audit.log.3`; 1 is the newest).
 pub fn rotated(path: &Path, i: usize) -> PathBuf {

@@ -726,3 +726,74 @@ fn retention_keeps_the_log_to_its_size_and_compressed_files_stay_readable() {
         .code(1)
         .says("older files were removed");
 }
+
+/// Waits until the agent has compressed every rotated file; returns them.
+fn compressed_files(env: &TestEnv) -> Vec<jitc_protocol::audit_files::Rotated> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let r = jitc_protocol::audit_files::rotated_files(&audit_path(env));
+        if r.iter().all(|r| r.compressed) {
+            return r;
+        }
+        assert!(std::time::Instant::now() < deadline, "never compressed");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Review findings: a `pruned_through` that no tag vouches for (a line written while
+/// no agent ran, which the next agent gives up on), and a planted sparse file that
+/// claims gigabytes and the highest sequence number, must neither excuse removed files
+/// nor make the agent prune the real ones.
+#[test]
+fn forged_retention_claims_excuse_nothing_and_steer_nothing() {
+    let env = TestEnv::new_as(USER);
+    let agent = env.start_agent_with(&["--audit-max-bytes", "2000"]);
+    env.init();
+    env.add("prod/db", VALUE);
+    for _ in 0..10 {
+        env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    }
+    let rotated = compressed_files(&env);
+    assert!(rotated.len() >= 3);
+    // A planted file: 2 GiB by its size (sparse: nothing on disk), the highest name.
+    let planted = env
+        .state
+        .join("jitc")
+        .join(format!("audit.log.{}", u64::MAX));
+    fs::File::create(&planted)
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    for _ in 0..10 {
+        env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    }
+    for r in &rotated {
+        assert!(r.path.exists(), "{} was pruned", r.path.display());
+    }
+    fs::remove_file(&planted).unwrap();
+    agent.stop();
+    // An unkeyed line claiming that everything before it was pruned.
+    let log = audit_path(&env);
+    let last = records(&env).last().unwrap()["seq"].as_u64().unwrap();
+    let mut f = fs::OpenOptions::new().append(true).open(&log).unwrap();
+    std::io::Write::write_all(
+        &mut f,
+        format!(
+            "{{\"time\":\"2026-11-30T00:00:00.000Z\",\"seq\":{},\"event\":\"log_continued\",\"pruned_through\":{}}}\n",
+            last + 1,
+            last
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    drop(f);
+    let _agent = env.start_agent_with(&["--audit-max-bytes", "2000"]);
+    env.unlock().ok();
+    env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
+    for r in compressed_files(&env) {
+        fs::remove_file(&r.path).unwrap();
+    }
+    env.run(&["audit", "verify"], None)
+        .code(1)
+        .says("older files were removed");
+}

@@ -125,6 +125,8 @@ pub struct Parsed {
     pub unsealed_before: Option<u64>,
     /// For `log_continued`: older files retention removed, through this sequence.
     pub pruned_through: Option<u64>,
+    /// For `log_continued`: written by a writer with retention (see `Event`).
+    pub rotated_by_seq: bool,
 }
 
 pub fn parse(body: &str) -> Option<Parsed> {
@@ -143,6 +145,7 @@ pub fn parse(body: &str) -> Option<Parsed> {
             .and_then(parse_hex),
         unsealed_before: v.get("unsealed_before").and_then(|n| n.as_u64()),
         pruned_through: v.get("pruned_through").and_then(|n| n.as_u64()),
+        rotated_by_seq: v.get("rotated_by").is_some(),
     })
 }
 
@@ -249,9 +252,9 @@ pub struct Check {
 /// away); otherwise the chain starts at genesis. Each of `checkpoints`, a keyed line
 /// the agent knows it wrote (its own latest, and the one saved in the vault), must be
 /// there unchanged, or the log's tail was cut off or rewritten.
-pub fn verify<'a>(
+pub fn verify<F: std::fmt::Display, L: AsRef<str>>(
     key: &Key,
-    lines: impl IntoIterator<Item = (&'a str, usize, &'a str)>,
+    lines: impl IntoIterator<Item = (F, usize, L)>,
     checkpoints: &[(u64, Tag)],
 ) -> Check {
     let mut check = verify_lines(key, lines, checkpoints);
@@ -268,14 +271,15 @@ pub fn verify<'a>(
     check
 }
 
-fn verify_lines<'a>(
+fn verify_lines<F: std::fmt::Display, L: AsRef<str>>(
     key: &Key,
-    lines: impl IntoIterator<Item = (&'a str, usize, &'a str)>,
+    lines: impl IntoIterator<Item = (F, usize, L)>,
     checkpoints: &[(u64, Tag)],
 ) -> Check {
     let mut check = Check::default();
     let mut state: Option<State> = None;
     for (file, n, line) in lines {
+        let line = line.as_ref();
         let at = || format!("{file} line {n}");
         check.lines += 1;
         let (body, tag) = unseal(line);

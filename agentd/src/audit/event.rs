@@ -215,6 +215,11 @@ pub struct Event {
     pub pruned_through: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pruned_files: Option<u64>,
+    /// For `log_continued`: written by a writer that names rotated files by sequence
+    /// and records what retention removes (`"seq"`), so `verify` never applies the old
+    /// rotation's "nine numbered files" rule to its files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotated_by: Option<&'static str>,
     /// What a record leaves out, and why (a request whose values were not at hand).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub withheld: Option<&'static str>,

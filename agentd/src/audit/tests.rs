@@ -228,30 +228,44 @@ async fn retention_by_age_prunes_files_older_than_its_days() {
     let dir = tempfile::tempdir().unwrap();
     let path = log_in(&dir);
     let audit = start(&path, 2048);
+    // Records of 100 days ago (a record keeps the time it was given), then today's.
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(100 * 86_400);
+    let old = humantime::format_rfc3339_millis(old).to_string();
     for n in 0..40 {
-        audit.record(event(n)).await.unwrap();
+        let mut e = event(n);
+        e.time = old.clone();
+        audit.record(e).await.unwrap();
     }
     all_compressed(&path);
     let before = jitc_protocol::audit_files::rotated_files(&path);
     assert!(before.len() >= 3);
-    // The two oldest are 100 days old.
-    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(100 * 86_400);
-    for r in &before[..2] {
-        let f = std::fs::File::options().write(true).open(&r.path).unwrap();
-        f.set_modified(old).unwrap();
+    // A file's mtime is nobody's word: made old, a recent file is not pruned for it.
+    for n in 40..60 {
+        audit.record(event(n)).await.unwrap();
     }
+    all_compressed(&path);
+    let recent = jitc_protocol::audit_files::rotated_files(&path)
+        .pop()
+        .unwrap()
+        .path;
+    std::fs::File::options()
+        .write(true)
+        .open(&recent)
+        .unwrap()
+        .set_modified(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap();
     audit.set_retention(Retention {
         bytes: Retention::DEFAULT_BYTES,
         days: Some(90),
     });
-    // At the next rotation they go; the rest stay.
-    let mut n = 40;
-    while before[..2].iter().any(|r| r.path.exists()) {
+    // At the next rotation the old ones go; the rest stay.
+    let mut n = 60;
+    while before.iter().any(|r| r.path.exists()) {
         audit.record(event(n)).await.unwrap();
         n += 1;
         assert!(n < 400, "never pruned");
     }
-    assert!(before[2..].iter().all(|r| r.path.exists()));
+    assert!(recent.exists(), "pruned by its mtime");
     verifies(&audit, &path);
 }
 

@@ -25,92 +25,46 @@ pub fn verify_files(
     whole_log: Option<(&Path, usize)>,
 ) -> AuditReport {
     let names: Vec<String> = opened.iter().map(|f| f.0.display().to_string()).collect();
-    let mut texts = Vec::with_capacity(opened.len());
-    let mut files = Vec::with_capacity(opened.len());
-    for (f, handle) in opened {
-        let read = handle.and_then(|mut h| {
-            let mut t = String::new();
-            h.read_to_string(&mut t).map(|_| t)
-        });
-        files.push(f.clone());
-        match read {
-            Ok(t) => texts.push(t),
-            Err(e) => {
-                return AuditReport {
-                    files: names,
-                    lines: 0,
-                    problem: Some(format!("cannot read {} ({e})", f.display())),
-                    unsealed: 0,
-                    never_sealed: 0,
-                    never_sealed_at: None,
-                };
-            }
-        }
+    let mut stats = Stats::default();
+    let mut lines = Lines {
+        files: opened.into_iter().collect(),
+        whole_log: whole_log.map(|(p, _)| p),
+        numbered: false,
+        current: None,
+        stats: &mut stats,
+    };
+    let mut check = chain::verify(key, lines.by_ref(), checkpoints);
+    // Drain what the chain did not read (it stops at the first problem): the counts
+    // below are of the whole log.
+    if check.problem.is_none() {
+        lines.for_each(drop);
     }
-    let short: Vec<String> = files
-        .iter()
-        .map(|f| {
-            f.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        })
-        .collect();
-    // The newest file's last line may be being written right now: only whole lines.
-    if let Some(last) = texts.last_mut() {
-        last.truncate(last.rfind('\n').map_or(0, |i| i + 1));
+    if let Some(e) = stats.error.take() {
+        return AuditReport {
+            files: names,
+            lines: 0,
+            problem: Some(e),
+            unsealed: 0,
+            never_sealed: 0,
+            never_sealed_at: None,
+        };
     }
-    let lines = texts.iter().zip(&short).flat_map(|(text, name)| {
-        text.lines()
-            .enumerate()
-            .filter(|(_, l)| !l.is_empty())
-            .map(move |(i, l)| (name.as_str(), i + 1, l))
-    });
-    let mut check = chain::verify(key, lines, checkpoints);
-    // What retention says it removed, from lines the chain vouches for (not the
-    // unkeyed tail, which anyone could have appended).
-    let total: u64 = texts
-        .iter()
-        .map(|t| t.lines().filter(|l| !l.is_empty()).count() as u64)
-        .sum();
-    let vouched = total.saturating_sub(check.unsealed);
-    let pruned_through = texts
-        .iter()
-        .flat_map(|t| t.lines().filter(|l| !l.is_empty()))
-        .take(vouched as usize)
-        .filter(|l| l.contains("\"pruned_through\""))
-        .filter_map(|l| chain::parse(&chain::unseal(l).0)?.pruned_through)
-        .max();
-    let has_lines = |t: &String| t.lines().any(|l| !l.is_empty());
-    let rotated_files = files
-        .iter()
-        .zip(&texts)
-        .filter(|(f, t)| {
-            whole_log.is_some_and(|(current, _)| f.as_path() != current) && has_lines(t)
-        })
-        .count();
-    let numbered = files
-        .iter()
-        .zip(&texts)
-        .filter(|(f, t)| {
-            whole_log.is_some_and(|(current, _)| {
-                (1..=jitc_protocol::audit_files::KEEP)
-                    .any(|i| *f == &jitc_protocol::audit_files::rotated(current, i))
-            }) && has_lines(t)
-        })
-        .count();
-    let first = texts.iter().zip(&short).find_map(|(t, name)| {
-        t.lines()
-            .enumerate()
-            .find(|(_, l)| !l.is_empty())
-            .map(|(i, l)| (name, i + 1, l))
-    });
-    let first_parsed = first.and_then(|(_, _, l)| chain::parse(&chain::unseal(l).0));
+    let (rotated_files, numbered) = (stats.rotated, stats.numbered);
+    let first_parsed = stats
+        .first
+        .as_ref()
+        .and_then(|(_, _, l)| chain::parse(&chain::unseal(l).0));
+    // The old rotation's rule (it dropped a file only when all nine numbered ones were
+    // there) holds only for a log that old rotation wrote: not when the first marker
+    // is one a writer with retention wrote (numbered files made of its files).
     if let Some((_, keep)) = whole_log
-        && numbered < keep
-        && let Some((name, n, _)) = first
+        && let Some((name, n, _)) = &stats.first
         && let Some(p) = first_parsed
+        && (numbered < keep || p.rotated_by_seq)
         && p.event == "log_continued"
-        && pruned_through.is_none_or(|through| through.saturating_add(1) < p.seq)
+        && stats
+            .pruned_through
+            .is_none_or(|through| through.saturating_add(1) < p.seq)
     {
         check.problem.get_or_insert_with(|| {
             format!(
@@ -126,5 +80,136 @@ pub fn verify_files(
         unsealed: check.unsealed,
         never_sealed: check.never_sealed,
         never_sealed_at: check.never_sealed_at,
+    }
+}
+
+/// A line longer than this is none the agent wrote (records are bounded far below).
+const MAX_LINE: u64 = 4 << 20;
+
+/// What reading the files found, besides the chain.
+#[derive(Default)]
+struct Stats {
+    /// Rotated files with a line in them, and how many are numbered ones of the old
+    /// rotation (`audit.log.1` … `.9`).
+    rotated: usize,
+    numbered: usize,
+    /// The first line of the log: (file, line number, text).
+    first: Option<(String, usize, String)>,
+    /// The most that keyed `log_continued` lines say retention removed.
+    pruned_through: Option<u64>,
+    /// A file that could not be read (then nothing else counts).
+    error: Option<String>,
+}
+
+/// The file being read: its short name, reader, line number, whether it is the newest,
+/// and whether it is a rotated file not yet counted.
+type Reading = (
+    std::rc::Rc<str>,
+    std::io::BufReader<Box<dyn Read + Send>>,
+    usize,
+    bool,
+    bool,
+);
+
+/// Every non-empty line of the files, oldest first, read a line at a time: the log is
+/// never held whole (a year of it is gigabytes), and no line or file can make the
+/// reader allocate without bound.
+struct Lines<'s> {
+    files: std::collections::VecDeque<(PathBuf, std::io::Result<Box<dyn Read + Send>>)>,
+    whole_log: Option<&'s Path>,
+    /// Whether the file being read is a numbered one of the old rotation.
+    numbered: bool,
+    current: Option<Reading>,
+    stats: &'s mut Stats,
+}
+
+impl Iterator for Lines<'_> {
+    type Item = (std::rc::Rc<str>, usize, String);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use std::io::BufRead;
+        loop {
+            if self.stats.error.is_some() {
+                return None;
+            }
+            if self.current.is_none() {
+                let (path, handle) = self.files.pop_front()?;
+                let reader = match handle {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.stats.error = Some(format!("cannot read {} ({e})", path.display()));
+                        return None;
+                    }
+                };
+                let short: std::rc::Rc<str> = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+                    .into();
+                let newest = self.files.is_empty();
+                // A rotated file (and whether a numbered one) counts once it shows a line.
+                let rotated = self.whole_log.is_some_and(|current| current != path);
+                self.numbered = self.whole_log.is_some_and(|current| {
+                    (1..=jitc_protocol::audit_files::KEEP)
+                        .any(|i| path == jitc_protocol::audit_files::rotated(current, i))
+                });
+                self.current = Some((short, std::io::BufReader::new(reader), 0, newest, rotated));
+            }
+            let (name, reader, n, newest, rotated) = self.current.as_mut()?;
+            let mut buf = Vec::new();
+            let read = reader.by_ref().take(MAX_LINE).read_until(b'\n', &mut buf);
+            match read {
+                Err(e) => {
+                    self.stats.error = Some(format!("cannot read {name} ({e})"));
+                    return None;
+                }
+                Ok(0) => {
+                    self.current = None;
+                    continue;
+                }
+                Ok(_) => {}
+            }
+            *n += 1;
+            let ended = buf.last() == Some(&b'\n');
+            if !ended && buf.len() as u64 >= MAX_LINE {
+                self.stats.error = Some(format!(
+                    "{name} line {n}: longer than any record the agent writes"
+                ));
+                return None;
+            }
+            // The newest file's last line may be being written right now: whole lines
+            // only.
+            if !ended && *newest {
+                self.current = None;
+                continue;
+            }
+            let line = String::from_utf8_lossy(&buf)
+                .trim_end_matches('\n')
+                .to_owned();
+            if line.is_empty() {
+                continue;
+            }
+            if *rotated {
+                *rotated = false;
+                self.stats.rotated += 1;
+                if self.numbered {
+                    self.stats.numbered += 1;
+                }
+            }
+            if self.stats.first.is_none() {
+                self.stats.first = Some((name.to_string(), *n, line.clone()));
+            }
+            if line.contains("\"pruned_through\"") {
+                let (body, tag) = chain::unseal(&line);
+                if tag.is_some()
+                    && let Some(p) = chain::parse(&body)
+                    && p.event == "log_continued"
+                    && let Some(through) = p.pruned_through.filter(|&t| t < p.seq)
+                {
+                    self.stats.pruned_through = self.stats.pruned_through.max(Some(through));
+                }
+            }
+            return Some((name.clone(), *n, line));
+        }
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use super::chain::{self, Key, Tag};
 use super::sidecar::Sidecar;
 use super::{AuditConfig, AuditError, Event, Job, Retention, Shared, files_of};
-use jitc_protocol::audit_files::{self, Rotated, rotated_at};
+use jitc_protocol::audit_files::{self, rotated_at};
 
 /// More rotations than `ROTATIONS_BEFORE_ALERT` within this window is an anomaly: a
 /// flood that pushes the history out.
@@ -343,7 +343,19 @@ impl Writer {
             fs::rename(&path, &to).map_err(|e| AuditError::io("rotate", &path, e))?;
         }
         spawn_compress(to, self.renaming.clone());
-        let (prune, through) = plan_pruning(&path, retention, SystemTime::now());
+        // Only while keyed: the marker that says what goes must carry a tag, or
+        // `verify` could not tell it from one anybody wrote.
+        let (prune, through) = if self.key.is_some() {
+            plan_pruning(
+                &path,
+                retention,
+                self.state.seq,
+                self.config.max_bytes,
+                SystemTime::now(),
+            )
+        } else {
+            (Vec::new(), None)
+        };
         self.prune = prune;
         let now = Instant::now();
         self.rotations.push_back(now);
@@ -407,6 +419,7 @@ impl Writer {
                 pending_digest: (self.state.pending > 0).then(|| chain::hex(&self.state.digest)),
                 pruned_through,
                 pruned_files: pruned_through.map(|_| self.prune.len() as u64),
+                rotated_by: Some("seq"),
                 reason,
                 ..Event::new(EventKind::LogContinued)
             };
@@ -649,9 +662,24 @@ impl Writer {
 
 /// The oldest rotated files retention lets go (oldest first, none kept before one that
 /// goes, so the log stays one run), and the last sequence number in them.
-fn plan_pruning(path: &Path, retention: Retention, now: SystemTime) -> (Vec<PathBuf>, Option<u64>) {
+/// `seq` is the last sequence number written (in the file just rotated); no file the
+/// agent wrote goes past it, nor past `max_bytes` (plus a batch) in size.
+fn plan_pruning(
+    path: &Path,
+    retention: Retention,
+    seq: u64,
+    max_bytes: u64,
+    now: SystemTime,
+) -> (Vec<PathBuf>, Option<u64>) {
+    use std::os::unix::fs::MetadataExt;
     let rotated = audit_files::rotated_files(path);
-    let size = |p: &Path| fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    // What a file holds on disk (a sparse planted one holds nothing), and never more
+    // than a file of the agent's can: planted files cannot push the real ones out.
+    let size = |p: &Path| {
+        fs::metadata(p)
+            .map(|m| m.len().min(m.blocks() * 512).min(max_bytes + (1 << 20)))
+            .unwrap_or(0)
+    };
     let mut total: u64 = rotated.iter().map(|r| size(&r.path)).sum::<u64>() + size(path);
     let cutoff = retention
         .days
@@ -659,18 +687,19 @@ fn plan_pruning(path: &Path, retention: Retention, now: SystemTime) -> (Vec<Path
     let mut out = Vec::new();
     let mut through = None;
     for r in rotated {
-        let old = cutoff.is_some_and(|c| {
-            fs::metadata(&r.path)
-                .and_then(|m| m.modified())
-                .is_ok_and(|m| m < c)
-        });
+        // Its last record as written — sequence number and time — not its name or its
+        // mtime, which anybody can set; a file whose end cannot be read, or that
+        // claims to be newer than the log, is kept (and so is all after it).
+        let Some((last, time)) = last_record_of(&r.path).filter(|(s, _)| *s <= seq) else {
+            break;
+        };
+        if r.last_seq.is_some_and(|named| named != last) {
+            break;
+        }
+        let old = cutoff.is_some_and(|c| time < c);
         if total <= retention.bytes && !old {
             break;
         }
-        let Some(last) = last_seq_of(&r) else {
-            // A file whose end cannot be read is kept (and so is all after it).
-            break;
-        };
         total = total.saturating_sub(size(&r.path));
         through = Some(last);
         out.push(r.path);
@@ -678,16 +707,15 @@ fn plan_pruning(path: &Path, retention: Retention, now: SystemTime) -> (Vec<Path
     (out, through)
 }
 
-/// The last sequence number in a rotated file: in its name, or (a numbered file of the
-/// old rotation) on its last line.
-fn last_seq_of(r: &Rotated) -> Option<u64> {
-    if let Some(seq) = r.last_seq {
-        return Some(seq);
-    }
-    let bytes = read_tail(&r.path, 1 << 20).ok()?;
+/// The sequence number and time of a rotated file's last record.
+fn last_record_of(path: &Path) -> Option<(u64, SystemTime)> {
+    let bytes = read_tail(path, 1 << 20).ok()?;
     let text = String::from_utf8_lossy(&bytes);
     let last = text.lines().rev().find(|l| !l.is_empty())?;
-    Some(chain::parse(&chain::unseal(last).0)?.seq)
+    let (body, _) = chain::unseal(last);
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let time = humantime::parse_rfc3339_weak(v.get("time")?.as_str()?).ok()?;
+    Some((v.get("seq")?.as_u64()?, time))
 }
 
 /// Compresses a rotated file in the background: `FILE.zst.tmp` written and synced,

@@ -396,7 +396,8 @@ def run(out_path):
 
 
 def ms(x):
-    return f"{1000 * x:.2f} ms"
+    # A figure a short run did not reach (no revocation timed, say) is a dash.
+    return "—" if x is None else f"{1000 * x:.2f} ms"
 
 
 def report(path):

@@ -149,16 +149,7 @@ fn rotation_continues_the_chain_across_files() {
         .ok();
     }
     follower.expect_stdout("lease-11");
-    let followed = follower.stdout.text();
-    let tasks: Vec<String> = followed
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["task"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let tasks = tasks_of(&follower.stdout.text());
     assert_eq!(
         tasks,
         (0..12).map(|i| format!("lease-{i}")).collect::<Vec<_>>()
@@ -273,15 +264,7 @@ fn removing_older_files_is_caught() {
         env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
     }
     // The agent compresses rotated files in the background: wait until it has.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let rotated = loop {
-        let r = jitc_protocol::audit_files::rotated_files(&audit_path(&env));
-        if r.iter().all(|r| r.compressed) {
-            break r;
-        }
-        assert!(std::time::Instant::now() < deadline, "never compressed");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
+    let rotated = compressed_files(&env);
     assert!(rotated.len() >= 3, "rotated at least three times");
     env.run(&["audit", "verify"], None).ok();
     // Keep the newest rotated file (which begins with a log_continued line) and remove
@@ -701,16 +684,7 @@ fn retention_keeps_the_log_to_its_size_and_compressed_files_stay_readable() {
             None,
         )
         .ok();
-    let tasks: Vec<String> = json
-        .stdout
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["task"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let tasks = tasks_of(&json.stdout);
     for i in 0..20 {
         assert!(tasks.contains(&format!("late-{i}")), "late-{i}: {tasks:?}");
     }
@@ -725,6 +699,19 @@ fn retention_keeps_the_log_to_its_size_and_compressed_files_stay_readable() {
     env.run(&["audit", "verify"], None)
         .code(1)
         .says("older files were removed");
+}
+
+/// The `task` of each record `jitc audit --json` printed.
+fn tasks_of(json_lines: &str) -> Vec<String> {
+    json_lines
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["task"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
 }
 
 /// Waits until the agent has compressed every rotated file; returns them.

@@ -141,15 +141,7 @@ impl VaultFile {
     pub fn lock(&self) -> Result<VaultLock, FileError> {
         self.prepare_dir()?;
         let path = self.lock_path();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(io_err("open the lock file", &path))?;
+        let mut file = open_private(&path).map_err(io_err("open the lock file", &path))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
@@ -225,15 +217,7 @@ impl VaultFile {
     ) -> Result<u64, FileError> {
         use std::os::unix::fs::FileExt;
         let path = self.journal_path();
-        let mut f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(io_err("open", &path))?;
+        let mut f = open_private(&path).map_err(io_err("open", &path))?;
         let meta = f.metadata().map_err(io_err("inspect", &path))?;
         check_meta(&path, &meta)?;
         let fresh = meta.len() == 0;
@@ -372,6 +356,18 @@ impl VaultFile {
             }
         }
     }
+}
+
+/// Opens `path` for reading and writing, creating it 0600, never through a symlink.
+fn open_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
 }
 
 /// Refuses a file that is not a regular file of ours that only we may write.

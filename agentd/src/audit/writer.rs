@@ -687,6 +687,12 @@ fn plan_pruning(
     let mut out = Vec::new();
     let mut through = None;
     for r in rotated {
+        let over = total > retention.bytes;
+        // Within the size and with no age limit, nothing goes: the oldest file is not
+        // read (a compressed one would be decompressed whole) at every rotation.
+        if !over && cutoff.is_none() {
+            break;
+        }
         // Its last record as written — sequence number and time — not its name or its
         // mtime, which anybody can set; a file whose end cannot be read, or that
         // claims to be newer than the log, is kept (and so is all after it).
@@ -697,7 +703,7 @@ fn plan_pruning(
             break;
         }
         let old = cutoff.is_some_and(|c| time < c);
-        if total <= retention.bytes && !old {
+        if !over && !old {
             break;
         }
         total = total.saturating_sub(size(&r.path));

@@ -29,7 +29,6 @@ pub fn verify_files(
     let mut lines = Lines {
         files: opened.into_iter().collect(),
         whole_log: whole_log.map(|(p, _)| p),
-        numbered: false,
         current: None,
         stats: &mut stats,
     };
@@ -101,15 +100,20 @@ struct Stats {
     error: Option<String>,
 }
 
-/// The file being read: its short name, reader, line number, whether it is the newest,
-/// and whether it is a rotated file not yet counted.
-type Reading = (
-    std::rc::Rc<str>,
-    std::io::BufReader<Box<dyn Read + Send>>,
-    usize,
-    bool,
-    bool,
-);
+/// The file being read.
+struct Reading {
+    /// Its name, without the directory.
+    name: std::rc::Rc<str>,
+    reader: std::io::BufReader<Box<dyn Read + Send>>,
+    /// The number of the last line read.
+    line: usize,
+    /// The newest file: its last line may be being written.
+    newest: bool,
+    /// A rotated file not counted yet (it counts once it shows a line), and whether a
+    /// numbered one of the old rotation.
+    uncounted: bool,
+    numbered: bool,
+}
 
 /// Every non-empty line of the files, oldest first, read a line at a time: the log is
 /// never held whole (a year of it is gigabytes), and no line or file can make the
@@ -117,8 +121,6 @@ type Reading = (
 struct Lines<'s> {
     files: std::collections::VecDeque<(PathBuf, std::io::Result<Box<dyn Read + Send>>)>,
     whole_log: Option<&'s Path>,
-    /// Whether the file being read is a numbered one of the old rotation.
-    numbered: bool,
     current: Option<Reading>,
     stats: &'s mut Stats,
 }
@@ -141,21 +143,30 @@ impl Iterator for Lines<'_> {
                         return None;
                     }
                 };
-                let short: std::rc::Rc<str> = path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-                    .into();
-                let newest = self.files.is_empty();
-                // A rotated file (and whether a numbered one) counts once it shows a line.
-                let rotated = self.whole_log.is_some_and(|current| current != path);
-                self.numbered = self.whole_log.is_some_and(|current| {
-                    (1..=jitc_protocol::audit_files::KEEP)
-                        .any(|i| path == jitc_protocol::audit_files::rotated(current, i))
+                self.current = Some(Reading {
+                    name: path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                        .into(),
+                    reader: std::io::BufReader::new(reader),
+                    line: 0,
+                    newest: self.files.is_empty(),
+                    uncounted: self.whole_log.is_some_and(|current| current != path),
+                    numbered: self.whole_log.is_some_and(|current| {
+                        (1..=jitc_protocol::audit_files::KEEP)
+                            .any(|i| path == jitc_protocol::audit_files::rotated(current, i))
+                    }),
                 });
-                self.current = Some((short, std::io::BufReader::new(reader), 0, newest, rotated));
             }
-            let (name, reader, n, newest, rotated) = self.current.as_mut()?;
+            let Reading {
+                name,
+                reader,
+                line: n,
+                newest,
+                uncounted,
+                numbered,
+            } = self.current.as_mut()?;
             let mut buf = Vec::new();
             let read = reader.by_ref().take(MAX_LINE).read_until(b'\n', &mut buf);
             match read {
@@ -183,16 +194,17 @@ impl Iterator for Lines<'_> {
                 self.current = None;
                 continue;
             }
-            let line = String::from_utf8_lossy(&buf)
-                .trim_end_matches('\n')
-                .to_owned();
+            // As `str::lines` splits: without the `\n`, nor a `\r` before it.
+            let text = String::from_utf8_lossy(&buf);
+            let text = text.strip_suffix('\n').unwrap_or(&text);
+            let line = text.strip_suffix('\r').unwrap_or(text).to_owned();
             if line.is_empty() {
                 continue;
             }
-            if *rotated {
-                *rotated = false;
+            if *uncounted {
+                *uncounted = false;
                 self.stats.rotated += 1;
-                if self.numbered {
+                if *numbered {
                     self.stats.numbered += 1;
                 }
             }

@@ -758,15 +758,38 @@ fn forged_retention_claims_excuse_nothing_and_steer_nothing() {
         assert!(r.path.exists(), "{} was pruned", r.path.display());
     }
     fs::remove_file(&planted).unwrap();
+    // The files written before the forged line (it may rotate into a file of its own).
+    let older = compressed_files(&env);
     agent.stop();
-    // An unkeyed line claiming that everything before it was pruned.
+    // An unkeyed `log_continued` line claiming that everything before it was pruned,
+    // forged to pass the chain: what it must say (the last tag, the unkeyed lines since
+    // and their digest) is in the file for anyone to read and needs no key. Only its
+    // missing tag gives it away.
     let log = audit_path(&env);
+    let text = fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let keyed = lines
+        .iter()
+        .rposition(|l| l.contains(",\"tag\":\""))
+        .unwrap();
+    let prev_tag = &lines[keyed][lines[keyed].rfind(",\"tag\":\"").unwrap() + 8..][..64];
+    let mut digest = [0u8; 32];
+    for body in &lines[keyed + 1..] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(digest);
+        h.update((body.len() as u64).to_be_bytes());
+        h.update(body.as_bytes());
+        digest = h.finalize().into();
+    }
+    let pending = lines.len() - keyed - 1;
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     let last = records(&env).last().unwrap()["seq"].as_u64().unwrap();
     let mut f = fs::OpenOptions::new().append(true).open(&log).unwrap();
     std::io::Write::write_all(
         &mut f,
         format!(
-            "{{\"time\":\"2026-11-30T00:00:00.000Z\",\"seq\":{},\"event\":\"log_continued\",\"pruned_through\":{}}}\n",
+            "{{\"time\":\"2026-11-30T00:00:00.000Z\",\"seq\":{},\"event\":\"log_continued\",\"pending\":{pending},\"pending_digest\":\"{hex}\",\"prev_tag\":\"{prev_tag}\",\"pruned_through\":{}}}\n",
             last + 1,
             last
         )
@@ -777,7 +800,10 @@ fn forged_retention_claims_excuse_nothing_and_steer_nothing() {
     let _agent = env.start_agent_with(&["--audit-max-bytes", "2000"]);
     env.unlock().ok();
     env.run(&["exec", "-s", "prod/db", "--", "true"], None).ok();
-    for r in compressed_files(&env) {
+    // Before anything is removed, the forged line passes the chain (so only the tag
+    // check below stands between it and the removal).
+    env.run(&["audit", "verify"], None).ok();
+    for r in older {
         fs::remove_file(&r.path).unwrap();
     }
     env.run(&["audit", "verify"], None)

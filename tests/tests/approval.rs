@@ -366,3 +366,28 @@ fn an_approver_that_cannot_start_falls_back_to_jitc_approve_at_once() {
     env.approve(id).ok();
     assert_eq!(bg.wait().code, 0);
 }
+
+/// `jitc exec` forks the command before the lease is answered (so that the fork
+/// overlaps the agent's work on it), but the command's process group takes the terminal
+/// only at the go: a ^C typed while the lease waits for approval still reaches jitc,
+/// which stops, and nothing of the command runs. With masking the command has a pty of
+/// its own; without, it shares ours in a group of its own.
+#[test]
+fn ctrl_c_at_the_terminal_while_waiting_for_approval_runs_nothing() {
+    let (env, _agent) = setup("[[rule]]\nsecrets = [\"prod/*\"]\napproval = \"always\"\n");
+    for masking in [true, false] {
+        let marker = env.root().join(format!("ran-{masking}"));
+        let marker_arg = marker.to_str().unwrap();
+        let mut args = vec!["exec", "-s", "prod/db"];
+        if !masking {
+            args.push("--no-masking");
+        }
+        args.extend(["--", "touch", marker_arg]);
+        let mut t = PtySession::spawn(&env, &jitc_bin(), &args);
+        t.expect("in your terminal");
+        t.send(b"\x03");
+        t.expect("interrupted while waiting");
+        assert_eq!(t.wait(), 130, "masking {masking}");
+        assert!(!marker.exists(), "masking {masking}: the command ran");
+    }
+}

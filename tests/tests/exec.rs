@@ -304,3 +304,112 @@ fn ctrl_c_at_the_terminal_reaches_the_command_once() {
     assert_eq!(t.wait(), 0);
     assert!(t.output.text().contains("count=1"), "{:?}", t.output.text());
 }
+
+/// Issue 16, point 5: the command is forked while the agent syncs the grant's audit
+/// record, and runs only once that record is on disk. The agent (a debug build) holds
+/// the sync of the log while a FIFO is at `JITC_TEST_SYNC_GATE`; meanwhile the grant is
+/// written to the log but not synced, jitc has a child, and that child is still jitc
+/// (not yet exec'd: it holds no value and has run nothing). Once the sync is let go,
+/// the command runs. Everything runs as uid 1000.
+#[test]
+fn the_command_is_forked_during_the_grants_sync_and_runs_only_after_it() {
+    use std::time::Instant;
+    let env = TestEnv::new_as(USER);
+    let gate = env.root().join("sync-gate");
+    env.set_env("JITC_TEST_SYNC_GATE", &gate);
+    let _agent = env.start_agent();
+    env.init();
+    env.add("X", "the-value-of-x");
+    let log = audit::audit_path(&env);
+    let granted_before = std::fs::read_to_string(&log)
+        .unwrap()
+        .matches("\"lease_granted\"")
+        .count();
+    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    env.give(&gate);
+    // Should an assertion fail, the agent's sync is let go all the same (or the agent
+    // would never stop).
+    struct Release<'a>(&'a std::path::Path);
+    impl Drop for Release<'_> {
+        fn drop(&mut self) {
+            use std::os::unix::fs::OpenOptionsExt;
+            let fifo = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(self.0);
+            let _ = std::fs::remove_file(self.0);
+            if let Ok(mut f) = fifo {
+                let _ = std::io::Write::write_all(&mut f, b"x");
+            }
+        }
+    }
+    let release = Release(&gate);
+    let marker = env.root().join("ran");
+    let bg = env.spawn(&[
+        "exec",
+        "-s",
+        "X",
+        "--",
+        "sh",
+        "-c",
+        "touch \"$0\"",
+        marker.to_str().unwrap(),
+    ]);
+    let within = |what: &str, mut done: Box<dyn FnMut() -> bool + '_>| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(
+                Instant::now() < deadline,
+                "{what}; jitc said: {}",
+                bg.stderr.text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    within(
+        "the grant was never written to the log",
+        Box::new(|| {
+            std::fs::read_to_string(&log)
+                .unwrap()
+                .matches("\"lease_granted\"")
+                .count()
+                > granted_before
+        }),
+    );
+    let children = format!("/proc/{0}/task/{0}/children", bg.pid());
+    let mut child = 0u32;
+    within(
+        "jitc forked nothing while the grant was being synced",
+        Box::new(|| {
+            child = std::fs::read_to_string(&children)
+                .unwrap_or_default()
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            child != 0
+        }),
+    );
+    let exe = std::fs::read_link(format!("/proc/{child}/exe")).unwrap();
+    assert_eq!(
+        exe,
+        jitc_bin(),
+        "the child exec'd before the grant was on disk"
+    );
+    assert!(
+        !marker.exists(),
+        "the command ran before the grant was on disk"
+    );
+    // Let the sync go: the next syncs find no FIFO and do not wait. (The agent is
+    // waiting to read, so the FIFO opens at once.)
+    drop(release);
+    assert!(!gate.exists());
+    let out = bg
+        .wait_at_most(Duration::from_secs(60))
+        .expect("jitc exec finished");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        marker.exists(),
+        "the command ran once the grant was on disk"
+    );
+}

@@ -22,6 +22,23 @@ use jitc_protocol::audit_files::{self, rotated_at};
 const ROTATION_WINDOW: Duration = Duration::from_secs(600);
 const ROTATIONS_BEFORE_ALERT: usize = 2;
 
+/// Debug builds only: while a FIFO is at `JITC_TEST_SYNC_GATE`, each sync of the log
+/// first reads a byte from it, so a test can hold a record written but not yet on
+/// disk for as long as it needs to look (a lease granted, its values not yet sent).
+#[cfg(debug_assertions)]
+fn test_sync_gate() {
+    use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
+    let Some(path) = std::env::var_os("JITC_TEST_SYNC_GATE") else {
+        return;
+    };
+    if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_fifo())
+        && let Ok(mut fifo) = File::open(&path)
+    {
+        let _ = fifo.read(&mut [0u8]);
+    }
+}
+
 /// Where a batch found the chain, to go back to if it cannot be written.
 struct Snapshot {
     state: chain::State,
@@ -641,6 +658,8 @@ impl Writer {
             })
         });
         let synced = tokio::task::spawn_blocking(move || {
+            #[cfg(debug_assertions)]
+            test_sync_gate();
             file.sync_data()?;
             match dir {
                 Some(d) => File::open(d)?.sync_all(),

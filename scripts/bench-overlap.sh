@@ -3,7 +3,7 @@
 # the disk quiet and then loaded by a parallel `dd oflag=dsync` loop on the audit log's
 # filesystem: `jitc exec -s X -- true` of each, hyperfine -N, medians and ratios.
 # Made for issue 16, point 5 — A forks the command after the values arrive, B (commit
-# 5d1c0a6, "fork during the sync") while the agent syncs the grant — and good for any
+# 4cf6eb1, "fork during the sync") while the agent syncs the grant — and good for any
 # two clients that speak the same protocol.
 #
 #   scripts/bench-overlap.sh A_RELEASE_DIR B_RELEASE_DIR

@@ -367,11 +367,11 @@ fn an_approver_that_cannot_start_falls_back_to_jitc_approve_at_once() {
     assert_eq!(bg.wait().code, 0);
 }
 
-/// `jitc exec` forks the command before the lease is answered (so that the fork
-/// overlaps the agent's work on it), but the command's process group takes the terminal
-/// only at the go: a ^C typed while the lease waits for approval still reaches jitc,
-/// which stops, and nothing of the command runs. With masking the command has a pty of
-/// its own; without, it shares ours in a group of its own.
+/// A ^C typed at the terminal while the lease waits for approval reaches jitc, which
+/// stops, and nothing of the command runs — with masking (the command would have a pty
+/// of its own) and without (it would share ours in a group of its own). Kept from the
+/// experiment of forking the command before the lease is answered (4cf6eb1), where the
+/// command's group had to take the terminal only at the go for this to hold.
 #[test]
 fn ctrl_c_at_the_terminal_while_waiting_for_approval_runs_nothing() {
     let (env, _agent) = setup("[[rule]]\nsecrets = [\"prod/*\"]\napproval = \"always\"\n");

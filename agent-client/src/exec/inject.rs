@@ -126,32 +126,17 @@ pub fn read_env_file(path: &Path) -> Result<Vec<(String, EnvEntry)>> {
 
 /// `value` in a sealed, in-memory file the command inherits (not close-on-exec).
 pub fn memfd(var: &str, value: &[u8]) -> Result<OwnedFd> {
-    let fd = memfd_for(var)?;
-    fill(&fd, var, value)?;
-    Ok(fd)
-}
-
-/// An empty in-memory file for `var`, made before the command is forked so that it
-/// inherits it (not close-on-exec); `fill` puts the value in.
-pub fn memfd_for(var: &str) -> Result<OwnedFd> {
-    let name =
-        CString::new(format!("jitc:{var}")).map_err(|_| Error::bad_input("bad variable name"))?;
-    memfd_create(name.as_c_str(), MFdFlags::MFD_ALLOW_SEALING)
-        .map_err(|e| Error::failure(format!("cannot make the in-memory file for {var} ({e})")))
-}
-
-/// Writes `value` into the in-memory file `fd` and seals it: no one, the command
-/// included, can change it after.
-pub fn fill(fd: &OwnedFd, var: &str, value: &[u8]) -> Result<()> {
     let failed =
         |e: nix::Error| Error::failure(format!("cannot make the in-memory file for {var} ({e})"));
-    let io =
-        |e: std::io::Error| failed(nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)));
-    std::fs::File::from(fd.try_clone().map_err(io)?)
-        .write_all(value)
-        .map_err(io)?;
+    let name =
+        CString::new(format!("jitc:{var}")).map_err(|_| Error::bad_input("bad variable name"))?;
+    let fd = memfd_create(name.as_c_str(), MFdFlags::MFD_ALLOW_SEALING).map_err(failed)?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(value)
+        .map_err(|e| failed(nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
+    let fd = OwnedFd::from(file);
     fcntl(
-        fd,
+        &fd,
         FcntlArg::F_ADD_SEALS(
             SealFlag::F_SEAL_SHRINK
                 | SealFlag::F_SEAL_GROW
@@ -160,7 +145,7 @@ pub fn fill(fd: &OwnedFd, var: &str, value: &[u8]) -> Result<()> {
         ),
     )
     .map_err(failed)?;
-    Ok(())
+    Ok(fd)
 }
 
 /// The `/dev/fd/N` path of an inherited descriptor.

@@ -9,7 +9,7 @@ pub mod spawn;
 pub mod supervise;
 pub mod terminal;
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -117,13 +117,14 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     Ok((r, w))
 }
 
-/// Waits for the lease asked for, telling the user while it waits for approval.
-/// `Err(code)`: interrupted before anything ran.
+/// Asks for the lease, telling the user while it waits for approval. `Err(code)`:
+/// interrupted before anything ran.
 fn lease(
     plan: &Plan,
     client: &mut Client,
     signals: &SignalFd,
 ) -> Result<std::result::Result<LeaseGrant, u8>> {
+    client.send(&jitc_protocol::Request::Lease(plan.lease_request()))?;
     loop {
         if let Some(code) = supervise::wait_for_reply(client, signals)? {
             return Ok(Err(code));
@@ -153,75 +154,19 @@ pub fn run(plan: Plan, mut client: Option<&mut Client>) -> Result<u8> {
     let signals = SignalFd::with_flags(&handled, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| Error::failure(format!("cannot set up signal handling ({e})")))?;
 
-    let leasing = client.is_some();
-    if leasing {
-        // Nothing that holds a value may be dumped or read by a same-user process;
-        // and what the command orphans (a daemon it starts) comes to us, so that the
-        // end of the lease can reach it.
-        spawn::harden()?;
-        let _ = nix::sys::prctl::set_child_subreaper(true);
-    }
-    // Output is masked whenever something is leased, unless the plan says not to.
-    let masking = leasing && plan.masking;
-
-    // Where the command's output goes: straight to ours without masking; through the
-    // masker on a pty when we are on a terminal; through pipes otherwise. Set up, like
-    // the in-memory files (filled later), before the child is forked.
-    let mut io = ChildIo::default();
-    let mut streams: Vec<(OwnedFd, BorrowedFd<'static>, Source)> = Vec::new();
-    let mut write_ends: Vec<OwnedFd> = Vec::new();
-    let pty = match masking {
-        true if terminal::stdout_is_terminal() => Some(terminal::open_like(terminal::stdout_fd())?),
-        _ => None,
-    };
-    if masking {
-        let (stdout, stderr) = (terminal::stdout_fd(), terminal::stderr_fd());
-        if let Some(p) = &pty {
-            io.tty = Some(p.slave_path.clone());
-            io.tty_stdin = terminal::stdin_is_terminal();
-            io.tty_stderr = terminal::stderr_is_terminal();
-            let master = p.master.try_clone().map_err(|e| {
-                Error::failure(format!("cannot set up the command's terminal ({e})"))
-            })?;
-            let kind = Source::Pty {
-                onlcr_by_jitc: p.onlcr_by_jitc,
-            };
-            streams.push((master, stdout, kind));
-        } else {
-            let (r, w) = pipe()?;
-            io.stdout = Some(std::os::fd::AsRawFd::as_raw_fd(&w));
-            write_ends.push(w);
-            streams.push((r, stdout, Source::Pipe));
-        }
-        if !io.tty_stderr {
-            let (r, w) = pipe()?;
-            io.stderr = Some(std::os::fd::AsRawFd::as_raw_fd(&w));
-            write_ends.push(w);
-            streams.push((r, stderr, Source::Pipe));
-        }
-    }
-    let memfds = match leasing {
-        true => plan
-            .files
-            .iter()
-            .map(|b| inject::memfd_for(&b.var))
-            .collect::<Result<Vec<_>>>()?,
-        false => Vec::new(),
-    };
-
-    // The child is forked while the agent works on the lease — its audit record's
-    // sync above all — and waits, holding no value, for `start`: the values come only
-    // once the grant is on disk, and nothing of the command runs before they do.
-    let (grant, forked) = match client.as_deref_mut() {
+    let grant = match client.as_deref_mut() {
         Some(c) => {
-            c.send(&jitc_protocol::Request::Lease(plan.lease_request()))?;
-            let forked = spawn::fork(&plan.program, &io)?;
+            // Nothing that holds a value may be dumped or read by a same-user process;
+            // and what the command orphans (a daemon it starts) comes to us, so that
+            // the end of the lease can reach it.
+            spawn::harden()?;
+            let _ = nix::sys::prctl::set_child_subreaper(true);
             match lease(&plan, c, &signals)? {
-                Ok(g) => (Some(g), forked),
+                Ok(g) => Some(g),
                 Err(code) => return Ok(code),
             }
         }
-        None => (None, spawn::fork(&plan.program, &io)?),
+        None => None,
     };
     let lease_id = grant.as_ref().map(|g| g.lease);
     let strict_env = grant.as_ref().is_some_and(|g| g.strict_env);
@@ -237,7 +182,7 @@ pub fn run(plan: Plan, mut client: Option<&mut Client>) -> Result<u8> {
             ));
         }
     }
-    let masker = match (&grant, masking) {
+    let masker = match (&grant, plan.masking) {
         // Masking that cannot be set up stops the command (fail closed). Placeholders
         // are nothing to hide.
         (Some(grant), true) => Some(
@@ -277,6 +222,7 @@ pub fn run(plan: Plan, mut client: Option<&mut Client>) -> Result<u8> {
     for (k, v) in &plan.plain {
         env.set_plain(k, v);
     }
+    let mut memfds = Vec::with_capacity(plan.files.len());
     let mut _mount = None;
     if let Some(g) = gateway {
         proxy::apply(&mut env, g)?;
@@ -285,9 +231,10 @@ pub fn run(plan: Plan, mut client: Option<&mut Client>) -> Result<u8> {
         for b in &plan.bindings {
             env.set(&b.var, &b.secret, value(grant, &b.secret)?)?;
         }
-        for (b, fd) in plan.files.iter().zip(&memfds) {
-            inject::fill(fd, &b.var, value(grant, &b.secret)?)?;
-            env.set_plain(&b.var, &inject::fd_path(fd));
+        for b in &plan.files {
+            let fd = inject::memfd(&b.var, value(grant, &b.secret)?)?;
+            env.set_plain(&b.var, &inject::fd_path(&fd));
+            memfds.push(fd);
         }
         if let Some(path) = &plan.mount {
             let mut entries: Vec<(&str, &[u8])> = Vec::new();
@@ -298,11 +245,44 @@ pub fn run(plan: Plan, mut client: Option<&mut Client>) -> Result<u8> {
         }
     }
 
+    // Where the command's output goes: straight to ours without masking; through the
+    // masker on a pty when we are on a terminal; through pipes otherwise.
+    let mut io = ChildIo::default();
     let write_errors = WriteErrors::default();
-    let outputs: Vec<Pump<'_>> = streams
-        .into_iter()
-        .map(|(source, sink, kind)| Pump::new(source, sink, masker.as_ref(), kind, &write_errors))
-        .collect();
+    let mut outputs: Vec<Pump<'_>> = Vec::new();
+    let mut write_ends: Vec<OwnedFd> = Vec::new();
+    let pty = match &masker {
+        Some(_) if terminal::stdout_is_terminal() => {
+            Some(terminal::open_like(terminal::stdout_fd())?)
+        }
+        _ => None,
+    };
+    if let Some(m) = &masker {
+        let (stdout, stderr) = (terminal::stdout_fd(), terminal::stderr_fd());
+        if let Some(p) = &pty {
+            io.tty = Some(p.slave_path.clone());
+            io.tty_stdin = terminal::stdin_is_terminal();
+            io.tty_stderr = terminal::stderr_is_terminal();
+            let master = p.master.try_clone().map_err(|e| {
+                Error::failure(format!("cannot set up the command's terminal ({e})"))
+            })?;
+            let kind = Source::Pty {
+                onlcr_by_jitc: p.onlcr_by_jitc,
+            };
+            outputs.push(Pump::new(master, stdout, Some(m), kind, &write_errors));
+        } else {
+            let (r, w) = pipe()?;
+            io.stdout = Some(std::os::fd::AsRawFd::as_raw_fd(&w));
+            write_ends.push(w);
+            outputs.push(Pump::new(r, stdout, Some(m), Source::Pipe, &write_errors));
+        }
+        if !io.tty_stderr {
+            let (r, w) = pipe()?;
+            io.stderr = Some(std::os::fd::AsRawFd::as_raw_fd(&w));
+            write_ends.push(w);
+            outputs.push(Pump::new(r, stderr, Some(m), Source::Pipe, &write_errors));
+        }
+    }
     if let Some(m) = &masker {
         for name in m.unmasked() {
             crate::error::note(&format!(
@@ -325,7 +305,7 @@ pub fn run(plan: Plan, mut client: Option<&mut Client>) -> Result<u8> {
         },
         _ => Ok(()),
     };
-    let child = forked.start(&env, guard)?;
+    let child = spawn::spawn(&plan.program, &env, &io, guard)?;
     // Our copies would keep the command's streams (and values) alive.
     drop(write_ends);
     drop(memfds);

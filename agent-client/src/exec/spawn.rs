@@ -31,21 +31,6 @@ impl std::fmt::Debug for ChildEnv {
 }
 
 impl ChildEnv {
-    /// The entries, each NUL-terminated, back to back (for the child; wiped when
-    /// dropped).
-    fn encode(&self) -> Zeroizing<Vec<u8>> {
-        let len = self
-            .entries
-            .iter()
-            .map(|e| e.as_bytes_with_nul().len())
-            .sum();
-        let mut out = Zeroizing::new(Vec::with_capacity(len));
-        for e in self.entries.iter() {
-            out.extend_from_slice(e.as_bytes_with_nul());
-        }
-        out
-    }
-
     /// Starts from this process's environment, without the variables `drop` names.
     pub fn inherit(drop: impl Fn(&[u8]) -> bool) -> ChildEnv {
         let mut entries = Zeroizing::new(Vec::new());
@@ -146,6 +131,7 @@ pub struct Child {
 struct Exec<'a> {
     path: CString,
     argv: Vec<*const c_char>,
+    envp: Vec<*const c_char>,
     /// For a script without a `#!` line: `/bin/sh PATH ARGS…`, as `execvp` does.
     sh_argv: Vec<*const c_char>,
     tty: Option<CString>,
@@ -156,8 +142,7 @@ struct Exec<'a> {
     parent: libc::pid_t,
     core: Option<libc::rlimit>,
     report: RawFd,
-    /// From the parent: the environment (its length, 8 bytes, then its NUL-terminated
-    /// entries), then one byte that lets the command run; end of file stops it.
+    /// One byte from the parent here lets the command run; end of file stops it.
     go: RawFd,
     /// The parent's end of `go`, closed first thing (so that the parent's death is an
     /// end of file here).
@@ -266,29 +251,15 @@ pub fn give_terminal(tty: &OwnedFd, pgid: Pid) {
     }
 }
 
-/// The largest environment the child takes (what `execve` accepts is far less).
-const MAX_ENV: usize = 64 << 20;
-
-/// The command, forked and set up but not yet running anything of its own: it waits
-/// for its environment and the go (see `Forked::start`). Forked before the values
-/// arrive, so that the fork overlaps the agent's work on the lease, the audit record's
-/// sync above all; dropped without starting, it exits having run nothing.
-#[derive(Debug)]
-pub struct Forked {
-    pid: Pid,
-    job: Job,
-    /// The child's reports (see `start`).
-    report: std::fs::File,
-    /// Carries the environment, then the go byte; closing it unstarted ends the child.
-    go: Option<OwnedFd>,
-    cannot: String,
-    started: bool,
-}
-
-/// Forks the command. The child sets itself up (its group or session, its streams),
-/// then waits for `Forked::start`; nothing of the command runs before that, and the
-/// values are not in the child until then.
-pub fn fork(program: &Program, io: &ChildIo) -> Result<Forked> {
+/// Forks the command and, once it is set up but before it runs anything of its own,
+/// calls `ready` with its pid: the command execs only if that succeeds (the agent has
+/// taken hold of its process group, so there is no moment it runs unguarded).
+pub fn spawn(
+    program: &Program,
+    env: &ChildEnv,
+    io: &ChildIo,
+    ready: impl FnOnce(Pid) -> Result<()>,
+) -> Result<Child> {
     let cannot = |e: nix::Error| {
         Error::failure(format!(
             "cannot run {} ({}); check the command",
@@ -314,8 +285,7 @@ pub fn fork(program: &Program, io: &ChildIo) -> Result<Forked> {
         .map_err(|_| Error::bad_input("the terminal path contains a NUL byte"))?;
     // A command on a pty of its own leads its session there. Otherwise it keeps our
     // terminal if we have one (programs that ask for a password open /dev/tty), in a
-    // process group of its own, in the foreground if we are — from the go on, so that
-    // a ^C while the lease waits for approval still reaches jitc.
+    // process group of its own, in the foreground if we are.
     let (job, foreground) = match (&tty, controlling_terminal()) {
         (None, Some(t)) => {
             let fg = in_foreground(&t);
@@ -334,6 +304,7 @@ pub fn fork(program: &Program, io: &ChildIo) -> Result<Forked> {
     let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(cannot)?;
     let exec = Exec {
         argv: null_terminated(&argv),
+        envp: null_terminated(&env.entries),
         sh_argv: null_terminated(&sh),
         path,
         tty,
@@ -362,108 +333,43 @@ pub fn fork(program: &Program, io: &ChildIo) -> Result<Forked> {
     // A group of its own, done on both sides so that neither depends on which runs
     // first (as shells do; it fails harmlessly once the child has exec'd). Not for a
     // session leader to be: a group leader cannot make a session.
-    if let Job::Group { .. } = &job {
+    if let Job::Group { tty, foreground } = &job {
         let _ = nix::unistd::setpgid(pid, pid);
+        if *foreground {
+            give_terminal(tty, pid);
+        }
     }
-    Ok(Forked {
-        pid,
-        job,
-        report: std::fs::File::from(report_r),
-        go: Some(go_w),
-        cannot: format!("cannot run {}", program.path.display()),
-        started: false,
-    })
-}
-
-impl Forked {
-    /// Hands the child its environment and, once `ready` (given its pid) succeeds, the
-    /// go: the command execs only then (the agent has taken hold of its process group,
-    /// so there is no moment it runs unguarded).
-    pub fn start(mut self, env: &ChildEnv, ready: impl FnOnce(Pid) -> Result<()>) -> Result<Child> {
-        let cannot = |e: nix::Error| {
-            Error::failure(format!("{} ({}); check the command", self.cannot, e.desc()))
-        };
-        // The child reports, 4 bytes each: 0 once it is set up (its group or session
-        // made) and waits; an errno if that or the exec fails. The pipe closes at a
-        // good exec.
-        match read_report(&mut self.report) {
-            Some(0) => {}
-            Some(errno) => return Err(cannot(nix::Error::from_raw(errno))),
-            None => return Err(cannot(nix::Error::ECHILD)),
-        }
-        let Some(go) = self.go.take() else {
-            return Err(Error::Unexpected("a command started twice"));
-        };
-        let bytes = env.encode();
-        if bytes.len() > MAX_ENV {
-            return Err(Error::bad_input(
-                "the command's environment is too large; unset some variables",
-            ));
-        }
-        let sent = write_all(&go, &(bytes.len() as u64).to_ne_bytes())
-            .and_then(|()| write_all(&go, &bytes))
-            .map_err(cannot);
-        drop(bytes);
-        sent.and_then(|()| ready(self.pid))?;
+    // The child reports, 4 bytes each: 0 once it is set up (its group or session made)
+    // and waits for the go; an errno if that or the exec fails. The pipe closes at a
+    // good exec.
+    let mut report = std::fs::File::from(report_r);
+    let failed = |job: &Job, e: Error| {
+        // No go came, or the exec failed: the child exits without running anything.
+        let _ = nix::sys::wait::waitpid(pid, None);
         if let Job::Group {
             tty,
             foreground: true,
-        } = &self.job
-        {
-            give_terminal(tty, self.pid);
-        }
-        let went = write_all(&go, &[1]).map_err(cannot);
-        drop(go);
-        if let Err(e) = went {
-            self.give_back();
-            return Err(e);
-        }
-        if let Some(errno) = read_report(&mut self.report) {
-            self.give_back();
-            return Err(cannot(nix::Error::from_raw(errno)));
-        }
-        // Started: not ours to reap here any more.
-        self.started = true;
-        Ok(Child {
-            pid: self.pid,
-            job: std::mem::replace(&mut self.job, Job::Session),
-        })
-    }
-
-    /// The terminal back to us if the child was given it and never ran.
-    fn give_back(&self) {
-        if let Job::Group {
-            tty,
-            foreground: true,
-        } = &self.job
+        } = job
         {
             give_terminal(tty, nix::unistd::getpgrp());
         }
+        Err(e)
+    };
+    match read_report(&mut report) {
+        Some(0) => {}
+        Some(errno) => return failed(&job, cannot(nix::Error::from_raw(errno))),
+        None => return failed(&job, cannot(nix::Error::ECHILD)),
     }
-}
-
-impl Drop for Forked {
-    /// Not started (or it failed to): without the go the child exits having run
-    /// nothing; it is reaped here.
-    fn drop(&mut self) {
-        if self.started {
-            return;
-        }
-        drop(self.go.take());
-        let _ = nix::sys::wait::waitpid(self.pid, None);
+    let readied =
+        ready(pid).and_then(|()| nix::unistd::write(&go_w, &[1]).map(drop).map_err(cannot));
+    drop(go_w);
+    if let Err(e) = readied {
+        return failed(&job, e);
     }
-}
-
-/// Writes all of `bytes` to the pipe `fd`.
-fn write_all(fd: &OwnedFd, mut bytes: &[u8]) -> nix::Result<()> {
-    while !bytes.is_empty() {
-        match nix::unistd::write(fd, bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(nix::Error::EINTR) => {}
-            Err(e) => return Err(e),
-        }
+    if let Some(errno) = read_report(&mut report) {
+        return failed(&job, cannot(nix::Error::from_raw(errno)));
     }
-    Ok(())
+    Ok(Child { pid, job })
 }
 
 /// The next 4-byte report of the child; `None` at the end of the pipe.
@@ -518,6 +424,9 @@ unsafe fn exec_child(exec: &Exec<'_>) -> ! {
             libc::setsid();
         } else {
             libc::setpgid(0, 0);
+            if let Some(tty) = exec.foreground {
+                libc::tcsetpgrp(tty, libc::getpid());
+            }
         }
         if let Some(tty) = &exec.tty {
             // A session leader without a terminal acquires the first one it opens.
@@ -565,88 +474,31 @@ unsafe fn exec_child(exec: &Exec<'_>) -> ! {
         ] {
             libc::signal(sig, libc::SIG_DFL);
         }
-        // Set up: nothing of the command runs before jitc says go (see `Forked`).
+        // Set up: nothing of the command runs before jitc says go (see `spawn`).
         let zero = 0i32.to_ne_bytes();
         libc::write(exec.report, zero.as_ptr().cast(), zero.len());
-        // The environment: its length, then its entries, into memory of our own
-        // (`mmap`, not the allocator: the parent may have other threads).
-        let mut len = [0u8; 8];
-        if !read_exact(exec.go, len.as_mut_ptr(), len.len()) {
-            libc::_exit(127);
-        }
-        let len = usize::try_from(u64::from_ne_bytes(len)).unwrap_or(usize::MAX);
-        if len > MAX_ENV {
-            fail(libc::E2BIG);
-        }
-        let map = |size: usize| -> *mut u8 {
-            let p = libc::mmap(
-                std::ptr::null_mut(),
-                size.max(1),
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            if p == libc::MAP_FAILED {
-                fail(errno());
-            }
-            p.cast()
-        };
-        let entries = map(len);
-        if !read_exact(exec.go, entries, len) {
-            libc::_exit(127);
-        }
-        let entries = std::slice::from_raw_parts(entries, len);
-        if entries.last().is_some_and(|b| *b != 0) {
-            fail(libc::EINVAL);
-        }
-        let count = entries.iter().filter(|b| **b == 0).count();
-        let envp: *mut *const c_char = map((count + 1) * size_of::<*const c_char>()).cast();
-        let mut at = 0;
-        for i in 0..count {
-            *envp.add(i) = entries.as_ptr().add(at).cast();
-            while entries[at] != 0 {
-                at += 1;
-            }
-            at += 1;
-        }
-        *envp.add(count) = std::ptr::null();
         let mut go = 0u8;
-        if !read_exact(exec.go, &raw mut go, 1) {
+        loop {
+            let n = libc::read(exec.go, (&raw mut go).cast(), 1);
+            if n == 1 {
+                break;
+            }
+            if n < 0 && errno() == libc::EINTR {
+                continue;
+            }
             libc::_exit(127);
-        }
-        if let Some(tty) = exec.foreground {
-            libc::tcsetpgrp(tty, libc::getpid());
         }
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-        libc::execve(exec.path.as_ptr(), exec.argv.as_ptr(), envp);
+        libc::execve(exec.path.as_ptr(), exec.argv.as_ptr(), exec.envp.as_ptr());
         if errno() == libc::ENOEXEC {
-            libc::execve(c"/bin/sh".as_ptr(), exec.sh_argv.as_ptr(), envp);
+            libc::execve(
+                c"/bin/sh".as_ptr(),
+                exec.sh_argv.as_ptr(),
+                exec.envp.as_ptr(),
+            );
         }
         fail(errno())
     }
-}
-
-/// Reads exactly `len` bytes from `fd` into `buf`; false at the end of the pipe or an
-/// error. Async-signal-safe (for the child).
-///
-/// # Safety
-/// `buf` must be valid for `len` bytes of writes.
-unsafe fn read_exact(fd: RawFd, buf: *mut u8, len: usize) -> bool {
-    let mut got = 0;
-    while got < len {
-        // SAFETY: `buf + got` has `len - got` writable bytes (the caller's promise).
-        let n = unsafe { libc::read(fd, buf.add(got).cast(), len - got) };
-        if n > 0 {
-            got += n as usize;
-        // SAFETY: errno is thread-local and always readable.
-        } else if n < 0 && unsafe { *libc::__errno_location() } == libc::EINTR {
-            continue;
-        } else {
-            return false;
-        }
-    }
-    true
 }

@@ -49,6 +49,61 @@ pub fn encode_frame<T: Serialize + ?Sized>(msg: &T) -> Result<Zeroizing<Vec<u8>>
     Ok(buf)
 }
 
+/// Appends one secret's metadata to `out` as it is encoded inside a page: pieces made
+/// this way, back to back, are the items of [`secrets_page_frame`].
+pub fn encode_secret_info(
+    item: &crate::SecretInfoRef<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), FrameError> {
+    let taken = std::mem::take(out);
+    *out = postcard::to_extend(item, taken).map_err(FrameError::Encode)?;
+    Ok(())
+}
+
+/// The frame of `Response::Secrets` whose items are `count` pieces of
+/// [`encode_secret_info`] back to back in `items`: byte for byte the frame of the
+/// owned response, built with one copy (the agent keeps its listing encoded).
+pub fn secrets_page_frame(
+    items: &[u8],
+    count: usize,
+    more: bool,
+) -> Result<Zeroizing<Vec<u8>>, FrameError> {
+    let variant =
+        postcard::to_allocvec(&crate::message::SECRETS_VARIANT).map_err(FrameError::Encode)?;
+    let length = postcard::to_allocvec(&count).map_err(FrameError::Encode)?;
+    let len = variant.len() + length.len() + items.len() + 1;
+    if len > MAX_FRAME_LEN {
+        return Err(FrameError::TooLarge { len });
+    }
+    let mut buf = Zeroizing::new(Vec::with_capacity(FRAME_PREFIX_LEN + len));
+    buf.extend_from_slice(&(len as u32).to_be_bytes());
+    buf.extend_from_slice(&variant);
+    buf.extend_from_slice(&length);
+    buf.extend_from_slice(items);
+    buf.push(u8::from(more));
+    Ok(buf)
+}
+
+/// A page of `Response::Secrets` borrowed from the payload it arrived in (its items and
+/// whether more follow), with no copy of a name; `None` if the payload is another
+/// response (decode that with [`decode`]).
+pub fn borrow_secrets_page(
+    payload: &[u8],
+) -> Result<Option<(Vec<crate::SecretInfoRef<'_>>, bool)>, FrameError> {
+    let (variant, rest): (u32, &[u8]) =
+        postcard::take_from_bytes(payload).map_err(FrameError::Decode)?;
+    if variant != crate::message::SECRETS_VARIANT {
+        return Ok(None);
+    }
+    let (items, rest) = postcard::take_from_bytes(rest).map_err(FrameError::Decode)?;
+    let (more, rest): (bool, &[u8]) =
+        postcard::take_from_bytes(rest).map_err(FrameError::Decode)?;
+    if !rest.is_empty() {
+        return Err(FrameError::Decode(postcard::Error::DeserializeBadEncoding));
+    }
+    Ok(Some((items, more)))
+}
+
 /// Decodes one payload; trailing bytes are an error, not silently ignored.
 pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
     let (msg, rest) = postcard::take_from_bytes(payload).map_err(FrameError::Decode)?;
@@ -114,6 +169,16 @@ impl FrameBuf {
 
     /// Decodes the next whole frame, if one is buffered.
     pub fn take<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
+        let mut decoder = Some(|payload: &[u8]| decode(payload));
+        self.take_with(&mut decoder)?.transpose()
+    }
+
+    /// Hands the next whole frame's payload to `f` (taken out of its option: once), if
+    /// one is buffered; the payload is wiped after.
+    fn take_with<T>(
+        &mut self,
+        f: &mut Option<impl FnOnce(&[u8]) -> T>,
+    ) -> Result<Option<T>, FrameError> {
         let avail = self.end - self.start;
         if avail < FRAME_PREFIX_LEN {
             return Ok(None);
@@ -125,7 +190,10 @@ impl FrameBuf {
             return Ok(None);
         }
         let frame = self.start..self.start + total;
-        let msg = decode(&self.buf[frame.start + FRAME_PREFIX_LEN..frame.end]);
+        let Some(f) = f.take() else {
+            return Ok(None);
+        };
+        let msg = f(&self.buf[frame.start + FRAME_PREFIX_LEN..frame.end]);
         self.buf[frame.clone()].zeroize();
         self.start = frame.end;
         if self.start == self.end {
@@ -135,7 +203,7 @@ impl FrameBuf {
                 self.buf = Zeroizing::new(vec![0; READ_CHUNK]);
             }
         }
-        msg.map(Some)
+        Ok(Some(msg))
     }
 
     /// Room to read into: enough for the rest of a frame whose prefix is in (checked
@@ -175,9 +243,21 @@ impl FrameBuf {
         &mut self,
         r: &mut R,
     ) -> Result<Option<T>, FrameError> {
+        self.read_with(r, |payload| decode(payload))?.transpose()
+    }
+
+    /// A blocking read of the next frame, whose payload is handed to `f` (which may
+    /// borrow from it, as [`borrow_secrets_page`] does) and wiped after. `Ok(None)` is a
+    /// clean end of stream between frames.
+    pub fn read_with<T, R: Read + ?Sized>(
+        &mut self,
+        r: &mut R,
+        f: impl FnOnce(&[u8]) -> T,
+    ) -> Result<Option<T>, FrameError> {
+        let mut f = Some(f);
         loop {
-            if let Some(msg) = self.take()? {
-                return Ok(Some(msg));
+            if let Some(out) = self.take_with(&mut f)? {
+                return Ok(Some(out));
             }
             let n = loop {
                 match r.read(self.spare()?) {
@@ -252,6 +332,25 @@ mod tests {
                     .collect();
                 let page = SecretsPage { items: &refs, more: *more };
                 prop_assert_eq!(encode_frame(&page).unwrap(), encode_frame(&msg).unwrap());
+                // And built from pieces encoded one at a time.
+                let mut pieces = Vec::new();
+                for r in &refs {
+                    encode_secret_info(r, &mut pieces).unwrap();
+                }
+                let built = secrets_page_frame(&pieces, refs.len(), *more).unwrap();
+                prop_assert_eq!(&built, &encode_frame(&msg).unwrap());
+                // Read back borrowed, the same items.
+                let (back, more_back) = borrow_secrets_page(&built[FRAME_PREFIX_LEN..]).unwrap().unwrap();
+                prop_assert_eq!(more_back, *more);
+                prop_assert_eq!(back.len(), items.len());
+                for (b, s) in back.iter().zip(items) {
+                    prop_assert_eq!(b.name, s.name.as_str());
+                    prop_assert_eq!(b.description, s.description.as_deref());
+                    prop_assert_eq!((b.created, b.updated, b.canary), (s.created, s.updated, s.canary));
+                }
+            } else {
+                let frame = encode_frame(&msg).unwrap();
+                prop_assert!(borrow_secrets_page(&frame[FRAME_PREFIX_LEN..]).unwrap().is_none());
             }
         }
 

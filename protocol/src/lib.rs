@@ -37,8 +37,8 @@ mod secret;
 
 pub use code::ErrorCode;
 pub use frame::{
-    FRAME_PREFIX_LEN, FrameBuf, FrameError, MAX_FRAME_LEN, decode, encode_frame, frame_len,
-    read_frame, write_frame,
+    FRAME_PREFIX_LEN, FrameBuf, FrameError, MAX_FRAME_LEN, borrow_secrets_page, decode,
+    encode_frame, encode_secret_info, frame_len, read_frame, secrets_page_frame, write_frame,
 };
 pub use message::*;
 pub use secret::SecretBytes;

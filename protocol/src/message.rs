@@ -398,10 +398,12 @@ pub struct PolicyState {
     pub approver_error: Option<String>,
 }
 
-/// `SecretInfo` borrowed from where it is kept: encodes byte for byte as `SecretInfo`.
-#[derive(Debug, Clone, Copy, Serialize)]
+/// `SecretInfo` borrowed from where it is kept: encodes byte for byte as `SecretInfo`,
+/// and decodes from its bytes without copying them.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct SecretInfoRef<'a> {
     pub name: &'a str,
+    #[serde(borrow)]
     pub description: Option<&'a str>,
     pub created: u64,
     pub updated: u64,
@@ -417,7 +419,7 @@ pub struct SecretsPage<'a, 'b> {
 }
 
 /// `Response::Secrets`'s place among `Response`'s variants (a test holds it to that).
-const SECRETS_VARIANT: u32 = 4;
+pub(crate) const SECRETS_VARIANT: u32 = 4;
 
 impl Serialize for SecretsPage<'_, '_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

@@ -61,6 +61,24 @@ fn thirty_thousand_secrets_import_and_list_whole() {
         2 * PER_FILE + 1,
         "a header and a line each"
     );
+    // Every change shows in the next listing, whichever page it falls on (the agent
+    // keeps the listing encoded between changes).
+    env.run_as_human(&["rm", "a/API_KEY_00000"], b"").ok();
+    env.run_as_human(&["mv", "b/API_KEY_00001", "c/MOVED"], b"")
+        .ok();
+    env.add("a/API_KEY_00000x", "a-new-value-1234567890");
+    let again = env.json(&["ls"]);
+    let names: Vec<&str> = again
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2 * PER_FILE);
+    assert!(names.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(names[0], "a/API_KEY_00000x");
+    assert_eq!(names[2 * PER_FILE - 1], "c/MOVED");
+    assert!(!names.contains(&"b/API_KEY_00001"));
     // A lease still finds any of them.
     let out = env
         .run(

@@ -12,14 +12,14 @@
 mod file;
 mod format;
 pub mod journal;
+mod listing;
 pub mod screen;
 
-use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use jitc_protocol::{KdfParams, SecretBytes, SecretInfo, SecretInfoRef};
+use jitc_protocol::{KdfParams, SecretBytes, SecretInfo};
 use zeroize::Zeroizing;
 
 pub use file::{FileError, FileStamp, VaultFile, VaultLock};
@@ -130,7 +130,7 @@ pub enum SaveBytes {
 pub struct Vault {
     key: LockedKey,
     slot: KeySlot,
-    secrets: BTreeMap<String, StoredSecret>,
+    secrets: listing::Secrets,
     audit_checkpoint: Option<AuditCheckpoint>,
     seen: std::collections::BTreeSet<(String, String)>,
     bookkeeping: Bookkeeping,
@@ -299,7 +299,7 @@ impl Vault {
         Ok(Vault {
             key,
             slot,
-            secrets: BTreeMap::new(),
+            secrets: listing::Secrets::default(),
             audit_checkpoint: None,
             seen: Default::default(),
             bookkeeping: Bookkeeping::default(),
@@ -779,11 +779,11 @@ impl Vault {
 
     /// Every secret's metadata, in name order.
     pub fn list(&self) -> Vec<SecretInfo> {
-        let (page, _) = self.list_page("", usize::MAX);
-        page.iter()
+        self.secrets
+            .values()
             .map(|s| SecretInfo {
-                name: s.name.to_owned(),
-                description: s.description.map(str::to_owned),
+                name: s.name.clone(),
+                description: s.description.clone(),
                 created: s.created,
                 updated: s.updated,
                 canary: s.canary,
@@ -791,26 +791,15 @@ impl Vault {
             .collect()
     }
 
-    /// The secrets named after `after`, in name order, up to `budget` bytes encoded;
-    /// `true` if more follow. Borrowed: a page of a large vault copies no name.
-    pub fn list_page(&self, after: &str, budget: usize) -> (Vec<SecretInfoRef<'_>>, bool) {
-        use std::ops::Bound::{Excluded, Unbounded};
-        let from = if after.is_empty() {
-            Unbounded
-        } else {
-            Excluded(after)
-        };
-        let items = self
-            .secrets
-            .range::<str, _>((from, Unbounded))
-            .map(|(_, s)| SecretInfoRef {
-                name: &s.name,
-                description: s.description.as_deref(),
-                created: s.created,
-                updated: s.updated,
-                canary: s.canary,
-            });
-        crate::leases::page(items, budget)
+    /// The frame of one page of the listing: the secrets named after `after`, in name
+    /// order, up to about `budget` bytes (at least one); its `more` says whether more
+    /// follow. From the listing the vault keeps encoded (see `listing`).
+    pub fn list_page_frame(
+        &self,
+        after: &str,
+        budget: usize,
+    ) -> Result<Zeroizing<Vec<u8>>, jitc_protocol::FrameError> {
+        self.secrets.page_frame(after, budget)
     }
 
     /// Opens one value for the request being served.

@@ -62,7 +62,8 @@ fn escape_into(out: &mut String, c: char) {
 /// `s` with every disguising character escaped (`\x1b`, `\n`, `\u202e`); unchanged, and
 /// not copied, when there is none.
 pub fn visible(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(disguises) {
+    // Printable ASCII, the common case, is checked a byte at a time.
+    if s.bytes().all(|b| (0x20..0x7f).contains(&b)) || !s.chars().any(disguises) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);

@@ -155,15 +155,7 @@ impl Client {
             match self.recv()? {
                 Some(Response::LeaseEnded { lease, reason }) => self.ended.push((lease, reason)),
                 Some(r) => return Ok(r),
-                None => {
-                    return Err(Error::Transport(
-                        io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "the agent closed the connection",
-                        )
-                        .into(),
-                    ));
-                }
+                None => return Err(closed()),
             }
         }
     }
@@ -382,33 +374,39 @@ impl Client {
         loop {
             self.send(&Request::ListSecrets { after })?;
             let mut next = String::new();
-            let got = self
-                .buf
-                .read_with(&mut &self.stream, |payload| -> Result<Got> {
-                    match jitc_protocol::borrow_secrets_page(payload)? {
-                        Some((items, more)) => {
-                            let Some(last) = items.last() else {
-                                return Ok(Got::Page { more: false });
-                            };
-                            next = last.name.to_owned();
-                            each(&items)?;
-                            Ok(Got::Page { more })
+            // The page, past any lease ending pushed in between (kept, as
+            // `expect_reply` keeps it).
+            let more = loop {
+                let got = self
+                    .buf
+                    .read_with(&mut &self.stream, |payload| -> Result<Got> {
+                        match jitc_protocol::borrow_secrets_page(payload)? {
+                            Some((items, more)) => {
+                                let Some(last) = items.last() else {
+                                    return Ok(Got::Page { more: false });
+                                };
+                                next = last.name.to_owned();
+                                each(&items)?;
+                                Ok(Got::Page { more })
+                            }
+                            None => Ok(Got::Other(Box::new(jitc_protocol::decode(payload)?))),
                         }
-                        None => Ok(Got::Other(Box::new(jitc_protocol::decode(payload)?))),
-                    }
-                })?;
-            match got {
-                None => return Err(Error::Unexpected("no list")),
-                Some(Err(e)) => return Err(e),
-                Some(Ok(Got::Page { more: false })) => return Ok(()),
-                Some(Ok(Got::Page { more: true })) => after = next,
-                Some(Ok(Got::Other(other))) => {
-                    return Err(match *other {
-                        Response::Error { code, message } => Error::Agent { code, message },
-                        _ => Error::Unexpected("no list"),
-                    });
+                    })?;
+                match got.ok_or_else(closed)?? {
+                    Got::Page { more } => break more,
+                    Got::Other(other) => match *other {
+                        Response::LeaseEnded { lease, reason } => self.ended.push((lease, reason)),
+                        Response::Error { code, message } => {
+                            return Err(Error::Agent { code, message });
+                        }
+                        _ => return Err(Error::Unexpected("no list")),
+                    },
                 }
+            };
+            if !more {
+                return Ok(());
             }
+            after = next;
         }
     }
 
@@ -621,4 +619,15 @@ impl AsFd for Client {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.stream.as_fd()
     }
+}
+
+/// The error for an agent that closed the connection before answering.
+fn closed() -> Error {
+    Error::Transport(
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the agent closed the connection",
+        )
+        .into(),
+    )
 }

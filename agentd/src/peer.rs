@@ -84,25 +84,33 @@ pub fn process_info(pid: u32) -> (Option<String>, Vec<String>) {
     (exe, argv)
 }
 
+/// A `/proc` file, read whole. Not `fs::read_to_string`, whose size hint costs a
+/// `statx` per file (and `/proc` says 0 bytes anyway): a lease reads a dozen of these.
+pub fn read_proc(path: impl AsRef<std::path::Path>) -> std::io::Result<String> {
+    let mut text = String::with_capacity(512);
+    std::io::Read::read_to_string(&mut fs::File::open(path)?, &mut text)?;
+    Ok(text)
+}
+
 /// The parent of `pid`, from `/proc/PID/stat` (the field after the parenthesised
 /// command name, which may itself contain spaces and parentheses).
 /// When `pid` started (clock ticks since boot): with the pid, it names one process for
 /// good — a pid the kernel hands out again belongs to a process that started later.
 pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = read_proc(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 1..];
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
 pub fn parent_of(pid: u32) -> Option<u32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = read_proc(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 1..];
     after.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The real uid of `pid`, from `/proc/PID/status`.
 pub fn uid_of(pid: u32) -> Option<u32> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let status = read_proc(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("Uid:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }

@@ -23,7 +23,7 @@ pub struct Guard {
 /// The parent and the process group of `pid`, from `/proc/PID/stat` (the fields after
 /// the parenthesised command name, which may itself hold spaces and parentheses).
 fn parent_and_group(pid: u32) -> Option<(u32, u32)> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = crate::peer::read_proc(format!("/proc/{pid}/stat")).ok()?;
     let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
     let ppid = fields.nth(1)?.parse().ok()?;
     let pgid = fields.next()?.parse().ok()?;
@@ -44,7 +44,7 @@ pub fn command_groups(parent: u32) -> Vec<Guard> {
     let mut children: Vec<u32> = Vec::new();
     if let Ok(tasks) = fs::read_dir(format!("/proc/{parent}/task")) {
         for t in tasks.flatten() {
-            let listed = fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            let listed = crate::peer::read_proc(t.path().join("children")).unwrap_or_default();
             children.extend(
                 listed
                     .split_whitespace()

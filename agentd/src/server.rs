@@ -296,7 +296,7 @@ impl Admission {
 
 /// The session id of `pid` (field 6 of `/proc/PID/stat`), or 0.
 fn session_of(pid: u32) -> u32 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+    crate::peer::read_proc(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|stat| {
             let after = stat[stat.rfind(')')? + 1..].to_owned();

@@ -19,20 +19,12 @@ secs="${SECONDS_PER_RUN:-5}"
 bin="$PWD/target/release"
 tmp="$(mktemp -d /tmp/jitc-cpu.XXXXXX)"
 cleanup() {
-    [ -n "${SSH_AGENT_PID:-}" ] && kill "$SSH_AGENT_PID" 2>/dev/null || true
-    [ -n "${agent_pid:-}" ] && kill "$agent_pid" 2>/dev/null || true
-    while [ -n "${agent_pid:-}" ] && kill -0 "$agent_pid" 2>/dev/null; do sleep 0.05; done
+    agents_down
     rm -rf "$tmp"
 }
 trap cleanup EXIT
 throwaway_home "$tmp"
-eval "$(ssh-agent -s -a "$tmp/ssh-agent.sock")" >/dev/null
-ssh-keygen -q -t ed25519 -N '' -f "$tmp/id_ed25519"
-ssh-add -q "$tmp/id_ed25519"
-eval "$("$bin/jitc" agent 2>/dev/null)"
-agent_pid="$("$bin/jitc" status --json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')"
-printf 'bench passphrase\n' | "$bin/jitc" init --passphrase-stdin 2>/dev/null
-printf 'value-of-x-123456' | "$bin/jitc" add X 2>/dev/null
+agents_up "$bin"
 tick="$(getconf CLK_TCK)"
 # cpu PID: user and system ticks so far.
 cpu() { awk '{print $14, $15}' "/proc/$1/stat"; }

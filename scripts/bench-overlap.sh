@@ -19,20 +19,12 @@ tmp="$(mktemp -d /tmp/jitc-overlap.XXXXXX)"
 load_pid=""
 cleanup() {
     [ -n "$load_pid" ] && kill "$load_pid" 2>/dev/null || true
-    [ -n "${SSH_AGENT_PID:-}" ] && kill "$SSH_AGENT_PID" 2>/dev/null || true
-    [ -n "${agent_pid:-}" ] && kill "$agent_pid" 2>/dev/null || true
-    while [ -n "${agent_pid:-}" ] && kill -0 "$agent_pid" 2>/dev/null; do sleep 0.05; done
+    agents_down
     rm -rf "$tmp"
 }
 trap cleanup EXIT
 throwaway_home "$tmp"
-eval "$(ssh-agent -s -a "$tmp/ssh-agent.sock")" >/dev/null
-ssh-keygen -q -t ed25519 -N '' -f "$tmp/id_ed25519"
-ssh-add -q "$tmp/id_ed25519"
-eval "$("$new/jitc" agent 2>/dev/null)"
-agent_pid="$("$new/jitc" status --json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')"
-printf 'bench passphrase\n' | "$new/jitc" init --passphrase-stdin 2>/dev/null
-printf 'value-of-x' | "$new/jitc" add X 2>/dev/null
+agents_up "$new"
 
 measure() {
     hyperfine -N --warmup 50 --runs "$runs" --style basic --export-json "$tmp/$1.json" \

@@ -810,3 +810,44 @@ fn forged_retention_claims_excuse_nothing_and_steer_nothing() {
         .code(1)
         .says("older files were removed");
 }
+
+/// A rotated file that decompresses to far more than any log holds — a zstd bomb put
+/// among the rotated files by anything running as the user — is neither read whole nor
+/// passed over in silence: `jitc audit` says which line it will not show and shows the
+/// rest, and `jitc audit verify` names it. (Before, `jitc audit` read up to 64 MiB of
+/// it into memory and printed nothing about it.)
+#[test]
+fn a_compressed_bomb_among_the_rotated_files_is_named_not_swallowed() {
+    use std::io::Write;
+    let env = TestEnv::new_as(USER);
+    let _agent = env.start_agent();
+    env.init();
+    env.add("X", "value-of-x-1234567890");
+    env.run(&["exec", "-s", "X", "--", "true"], None).ok();
+    // 256 MiB of zeros, in about 10 kB: past every cap.
+    let bomb = audit_path(&env).with_file_name("audit.log.00000000000000000001.zst");
+    let mut z = zstd::stream::write::Encoder::new(fs::File::create(&bomb).unwrap(), 1).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..256 {
+        z.write_all(&zeros).unwrap();
+    }
+    z.finish().unwrap();
+    env.give(&bomb);
+    assert!(fs::metadata(&bomb).unwrap().len() < 1 << 20);
+    let shown = env.run(&["audit", "--json"], None).ok();
+    assert!(
+        shown
+            .stderr
+            .contains("audit.log.00000000000000000001.zst line 1: longer than any record"),
+        "{}",
+        shown.stderr
+    );
+    assert!(
+        shown.stdout.contains("\"lease_granted\""),
+        "{}",
+        shown.stdout
+    );
+    env.run(&["audit", "verify"], None)
+        .code(1)
+        .says("audit.log.00000000000000000001.zst line 1: longer than any record");
+}

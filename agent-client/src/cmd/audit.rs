@@ -363,12 +363,19 @@ pub fn run(args: Args) -> Result<u8> {
             current = Some(file);
         } else {
             // A rotated file, compressed (`.zst`) or not yet — or since (read from
-            // its `.zst`), or removed by retention since (nothing to read).
-            if let Some(mut r) =
+            // its `.zst`), or removed by retention since (nothing to read). Read a
+            // line at a time: a year of history is gigabytes.
+            if let Some(r) =
                 jitc_protocol::audit_files::open_listed(&f).map_err(|e| cannot_read(&f, &e))?
             {
-                r.read_to_string(&mut text)
-                    .map_err(|e| cannot_read(&f, &e))?;
+                each_line(&f, r, |line| {
+                    show(line, &filter, args.json, &mut out);
+                    if out.len() >= EMIT_AT {
+                        emit(&out)?;
+                        out.clear();
+                    }
+                    Ok(())
+                })?;
             }
         }
         for line in text.lines() {
@@ -380,6 +387,44 @@ pub fn run(args: Args) -> Result<u8> {
         follow(&path, watch, current, tail, &filter, args.json)?;
     }
     Ok(0)
+}
+
+/// Output is written out whenever this much is waiting.
+const EMIT_AT: usize = 1 << 20;
+
+/// Longer than any record the agent writes (as `jitc audit verify` counts it).
+const MAX_LINE: u64 = 4 << 20;
+
+/// Hands each line of `r` (the log file `path`) to `each`, one at a time. A line longer
+/// than any record is not held: it is skipped, and said, for `jitc audit verify` to
+/// judge.
+fn each_line(path: &Path, r: impl Read, mut each: impl FnMut(&str) -> Result<()>) -> Result<()> {
+    use std::io::BufRead;
+    let mut r = std::io::BufReader::new(r);
+    let mut buf = Vec::new();
+    let mut n = 0u64;
+    let next = |r: &mut std::io::BufReader<_>, buf: &mut Vec<u8>| {
+        buf.clear();
+        r.by_ref()
+            .take(MAX_LINE)
+            .read_until(b'\n', buf)
+            .map_err(|e| cannot_read(path, &e))
+    };
+    while next(&mut r, &mut buf)? > 0 {
+        n += 1;
+        if buf.last() != Some(&b'\n') && buf.len() as u64 >= MAX_LINE {
+            jitc::error::note(&format!(
+                "{} line {n}: longer than any record the agent writes, so not shown; run 'jitc audit verify'",
+                path.display()
+            ));
+            // The rest of that line, a piece at a time.
+            while next(&mut r, &mut buf)? > 0 && buf.last() != Some(&b'\n') {}
+            continue;
+        }
+        let line = String::from_utf8_lossy(&buf);
+        each(line.trim_end_matches('\n').trim_end_matches('\r'))?;
+    }
+    Ok(())
 }
 
 fn cannot_read(path: &Path, e: &std::io::Error) -> Error {

@@ -9,7 +9,7 @@
 //! - `audit.log.1` … `audit.log.9`: rotated files of jitc before retention (1 the
 //!   newest), read and pruned but no longer written.
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 use std::path::{Path, PathBuf};
 
 /// The numbered files of the old rotation (`audit.log.1` … `audit.log.9`).
@@ -156,6 +156,36 @@ pub fn open_listed(path: &Path) -> io::Result<Option<Box<dyn Read + Send>>> {
         Err(e) if gone(&e) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// A line longer than this is none the agent wrote (its records are bounded far
+/// below): a reader holds no more of one.
+pub const MAX_LINE: u64 = 4 << 20;
+
+/// One line of a log file, as [`next_line`] reads it.
+pub enum LogLine {
+    /// Without its `\n`, nor a `\r` before it (as `str::lines` splits). `ended` is false
+    /// for a last line with no `\n` (it may be being written).
+    Line { text: String, ended: bool },
+    /// Longer than [`MAX_LINE`]: that much of it was read; the next call reads on.
+    TooLong,
+}
+
+/// The next line of a log file, reading at most [`MAX_LINE`] bytes of it; `None` at
+/// the end.
+pub fn next_line(r: &mut impl BufRead) -> io::Result<Option<LogLine>> {
+    let mut buf = Vec::new();
+    if r.by_ref().take(MAX_LINE).read_until(b'\n', &mut buf)? == 0 {
+        return Ok(None);
+    }
+    let ended = buf.last() == Some(&b'\n');
+    if !ended && buf.len() as u64 >= MAX_LINE {
+        return Ok(Some(LogLine::TooLong));
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    let text = text.strip_suffix('\r').unwrap_or(text).to_owned();
+    Ok(Some(LogLine::Line { text, ended }))
 }
 
 /// The checkpoint file beside the log (`audit.checkpoint`).

@@ -392,37 +392,27 @@ pub fn run(args: Args) -> Result<u8> {
 /// Output is written out whenever this much is waiting.
 const EMIT_AT: usize = 1 << 20;
 
-/// Longer than any record the agent writes (as `jitc audit verify` counts it).
-const MAX_LINE: u64 = 4 << 20;
-
 /// Hands each line of `r` (the log file `path`) to `each`, one at a time. A line longer
 /// than any record is not held: it is skipped, and said, for `jitc audit verify` to
 /// judge.
 fn each_line(path: &Path, r: impl Read, mut each: impl FnMut(&str) -> Result<()>) -> Result<()> {
-    use std::io::BufRead;
+    use jitc_protocol::audit_files::{LogLine, next_line};
     let mut r = std::io::BufReader::new(r);
-    let mut buf = Vec::new();
+    let mut next = || next_line(&mut r).map_err(|e| cannot_read(path, &e));
     let mut n = 0u64;
-    let next = |r: &mut std::io::BufReader<_>, buf: &mut Vec<u8>| {
-        buf.clear();
-        r.by_ref()
-            .take(MAX_LINE)
-            .read_until(b'\n', buf)
-            .map_err(|e| cannot_read(path, &e))
-    };
-    while next(&mut r, &mut buf)? > 0 {
+    while let Some(line) = next()? {
         n += 1;
-        if buf.last() != Some(&b'\n') && buf.len() as u64 >= MAX_LINE {
-            jitc::error::note(&format!(
-                "{} line {n}: longer than any record the agent writes, so not shown; run 'jitc audit verify'",
-                path.display()
-            ));
-            // The rest of that line, a piece at a time.
-            while next(&mut r, &mut buf)? > 0 && buf.last() != Some(&b'\n') {}
-            continue;
+        match line {
+            LogLine::Line { text, .. } => each(&text)?,
+            LogLine::TooLong => {
+                jitc::error::note(&format!(
+                    "{} line {n}: longer than any record the agent writes, so not shown; run 'jitc audit verify'",
+                    path.display()
+                ));
+                // The rest of that line, a piece at a time.
+                while let Some(LogLine::TooLong | LogLine::Line { ended: false, .. }) = next()? {}
+            }
         }
-        let line = String::from_utf8_lossy(&buf);
-        each(line.trim_end_matches('\n').trim_end_matches('\r'))?;
     }
     Ok(())
 }

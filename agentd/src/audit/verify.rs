@@ -5,6 +5,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use jitc_protocol::AuditReport;
+use jitc_protocol::audit_files::{self, LogLine};
 
 use super::chain::{self, Key, Tag};
 
@@ -82,9 +83,6 @@ pub fn verify_files(
     }
 }
 
-/// A line longer than this is none the agent wrote (records are bounded far below).
-const MAX_LINE: u64 = 4 << 20;
-
 /// What reading the files found, besides the chain.
 #[derive(Default)]
 struct Stats {
@@ -129,7 +127,6 @@ impl Iterator for Lines<'_> {
     type Item = (std::rc::Rc<str>, usize, String);
 
     fn next(&mut self) -> Option<Self::Item> {
-        use std::io::BufRead;
         loop {
             if self.stats.error.is_some() {
                 return None;
@@ -154,8 +151,7 @@ impl Iterator for Lines<'_> {
                     newest: self.files.is_empty(),
                     uncounted: self.whole_log.is_some_and(|current| current != path),
                     numbered: self.whole_log.is_some_and(|current| {
-                        (1..=jitc_protocol::audit_files::KEEP)
-                            .any(|i| path == jitc_protocol::audit_files::rotated(current, i))
+                        (1..=audit_files::KEEP).any(|i| path == audit_files::rotated(current, i))
                     }),
                 });
             }
@@ -167,37 +163,31 @@ impl Iterator for Lines<'_> {
                 uncounted,
                 numbered,
             } = self.current.as_mut()?;
-            let mut buf = Vec::new();
-            let read = reader.by_ref().take(MAX_LINE).read_until(b'\n', &mut buf);
-            match read {
+            let (line, ended) = match audit_files::next_line(reader) {
                 Err(e) => {
                     self.stats.error = Some(format!("cannot read {name} ({e})"));
                     return None;
                 }
-                Ok(0) => {
+                Ok(None) => {
                     self.current = None;
                     continue;
                 }
-                Ok(_) => {}
-            }
+                Ok(Some(LogLine::TooLong)) => {
+                    self.stats.error = Some(format!(
+                        "{name} line {}: longer than any record the agent writes",
+                        *n + 1
+                    ));
+                    return None;
+                }
+                Ok(Some(LogLine::Line { text, ended })) => (text, ended),
+            };
             *n += 1;
-            let ended = buf.last() == Some(&b'\n');
-            if !ended && buf.len() as u64 >= MAX_LINE {
-                self.stats.error = Some(format!(
-                    "{name} line {n}: longer than any record the agent writes"
-                ));
-                return None;
-            }
             // The newest file's last line may be being written right now: whole lines
             // only.
             if !ended && *newest {
                 self.current = None;
                 continue;
             }
-            // As `str::lines` splits: without the `\n`, nor a `\r` before it.
-            let text = String::from_utf8_lossy(&buf);
-            let text = text.strip_suffix('\n').unwrap_or(&text);
-            let line = text.strip_suffix('\r').unwrap_or(text).to_owned();
             if line.is_empty() {
                 continue;
             }

@@ -410,26 +410,9 @@ pub struct SecretInfoRef<'a> {
     pub canary: bool,
 }
 
-/// `Response::Secrets` over borrowed items: encodes byte for byte as the owned response,
-/// so the agent sends a page of a large vault without copying every name first.
-#[derive(Debug)]
-pub struct SecretsPage<'a, 'b> {
-    pub items: &'b [SecretInfoRef<'a>],
-    pub more: bool,
-}
-
-/// `Response::Secrets`'s place among `Response`'s variants (a test holds it to that).
+/// `Response::Secrets`'s place among `Response`'s variants (a test holds it to that:
+/// `frame::tests::a_borrowed_page_encodes_as_the_owned_one`).
 pub(crate) const SECRETS_VARIANT: u32 = 4;
-
-impl Serialize for SecretsPage<'_, '_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStructVariant;
-        let mut v = s.serialize_struct_variant("Response", SECRETS_VARIANT, "Secrets", 2)?;
-        v.serialize_field("items", self.items)?;
-        v.serialize_field("more", &self.more)?;
-        v.end()
-    }
-}
 
 /// A secret's metadata; never its value.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

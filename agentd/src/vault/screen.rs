@@ -14,10 +14,10 @@
 //! candidate before any value is opened. Nothing stored is a value or a piece of one;
 //! the keys are random per unlock and live only in the agent's (non-dumpable) memory.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
+use hashbrown::HashTable;
 use jitc_protocol::names::MIN_MASKED_LEN;
 use zeroize::Zeroizing;
 
@@ -26,68 +26,111 @@ const WIDE: usize = 8;
 /// The window of shorter forms (each at least `MIN_MASKED_LEN`).
 const NARROW: usize = MIN_MASKED_LEN;
 
-#[derive(Debug, Clone)]
+/// One filed form: 16 bytes, stored in the table itself (no allocation of its own).
+/// Its hashes are 32 bits: a hit is only a candidate, confirmed by opening the value,
+/// and a false one among 2^32 costs no more than that.
+#[derive(Debug, Clone, Copy)]
 struct Entry {
+    /// The keyed hash of the form's window (what the table is keyed by).
+    window: u32,
     /// Keyed hash of the whole form.
-    full: u64,
+    full: u32,
     len: u32,
-    secret: Arc<str>,
+    /// The secret's slot in `Screen::names`.
+    id: u32,
 }
 
-/// The keyed window hashes are uniform already: the map uses them as they are.
-#[derive(Default)]
-struct Identity(u64);
+/// The smallest window bitmap (bits); it grows to about 8 bits a filed window.
+const MIN_BITMAP_BITS: u32 = 16;
+const MAX_BITMAP_BITS: u32 = 26;
 
-impl Hasher for Identity {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
+/// The table's 64-bit hash of a 32-bit window hash (which is uniform already): its low
+/// bits pick the bucket, its top bits the tag.
+fn spread(window: u32) -> u64 {
+    (u64::from(window) << 32) | u64::from(window)
 }
 
-type Windows = HashMap<u64, Vec<Entry>, BuildHasherDefault<Identity>>;
-
-/// Bits in each window bitmap (one per value of the hash's top bits).
-const BITMAP_BITS: usize = 1 << 16;
-
-/// The windows of one width: a bitmap of their hashes' top 16 bits, and the map.
+/// The windows of one width: a bitmap of their hashes' top bits (a hit there is only a
+/// maybe), and the table.
 struct Width {
+    bits: u32,
     bitmap: Vec<u64>,
-    map: Windows,
+    table: HashTable<Entry>,
+    /// Windows removed since the bitmap was built: their bits may still be set, which
+    /// costs only a look in the table. The bitmap is rebuilt when they are many.
+    stale: usize,
 }
 
 impl Width {
     fn new() -> Width {
         Width {
-            bitmap: vec![0; BITMAP_BITS / 64],
-            map: Windows::default(),
+            bits: MIN_BITMAP_BITS,
+            bitmap: vec![0; (1 << MIN_BITMAP_BITS) / 64],
+            table: HashTable::new(),
+            stale: 0,
         }
     }
 
-    fn bit(h: u64) -> (usize, u64) {
-        let top = (h >> 48) as usize;
+    fn bit(&self, h: u32) -> (usize, u64) {
+        let top = (h >> (32 - self.bits)) as usize;
         (top / 64, 1 << (top % 64))
     }
 
-    fn may_hold(&self, h: u64) -> bool {
-        let (word, mask) = Width::bit(h);
+    fn may_hold(&self, h: u32) -> bool {
+        let (word, mask) = self.bit(h);
         self.bitmap[word] & mask != 0
     }
 
-    /// Rebuilt after a removal (a bit may serve several windows).
-    fn rebuild_bitmap(&mut self) {
-        self.bitmap.iter_mut().for_each(|w| *w = 0);
-        for h in self.map.keys() {
-            let (word, mask) = Width::bit(*h);
-            self.bitmap[word] |= mask;
+    fn set(&mut self, h: u32) {
+        let (word, mask) = self.bit(h);
+        self.bitmap[word] |= mask;
+    }
+
+    fn add(&mut self, e: Entry) {
+        self.table
+            .insert_unique(spread(e.window), e, |e| spread(e.window));
+        let want = (self.table.len() * 8)
+            .next_power_of_two()
+            .trailing_zeros()
+            .clamp(MIN_BITMAP_BITS, MAX_BITMAP_BITS);
+        if want > self.bits {
+            self.rebuild(want);
+        } else {
+            self.set(e.window);
         }
+    }
+
+    /// Removes what `gone` picks among the entries filed under `window`; the ids of
+    /// those removed go to `ids`.
+    fn take(&mut self, window: u32, mut gone: impl FnMut(&Entry) -> bool, ids: &mut Vec<u32>) {
+        let hash = spread(window);
+        while let Ok(found) = self
+            .table
+            .find_entry(hash, |e| e.window == window && gone(e))
+        {
+            let (e, _) = found.remove();
+            if !ids.contains(&e.id) {
+                ids.push(e.id);
+            }
+            self.stale += 1;
+        }
+        if self.stale > self.table.len() / 2 + 64 {
+            self.table.shrink_to_fit(|e| spread(e.window));
+            self.rebuild(self.bits);
+        }
+    }
+
+    /// The bitmap anew, `bits` wide, from the table (amortised: after the table doubles
+    /// or half of it is removed).
+    fn rebuild(&mut self, bits: u32) {
+        self.bits = bits;
+        let mut bitmap = vec![0u64; (1usize << bits) / 64];
+        for e in self.table.iter() {
+            let top = (e.window >> (32 - bits)) as usize;
+            bitmap[top / 64] |= 1 << (top % 64);
+        }
+        self.bitmap = bitmap;
+        self.stale = 0;
     }
 }
 
@@ -101,6 +144,9 @@ pub struct Screen {
     wide: Width,
     /// Shorter forms, by the keyed hash of their last `NARROW` bytes.
     narrow: Width,
+    /// The names of the secrets filed, by id; a freed id is reused.
+    names: Vec<Option<Box<str>>>,
+    free: Vec<u32>,
     /// Unique to this screen as it is now, among all screens of this process: what a
     /// cached answer about an unchanging haystack is keyed by.
     generation: u64,
@@ -117,8 +163,8 @@ impl std::fmt::Debug for Screen {
         write!(
             f,
             "Screen({} wide, {} narrow windows)",
-            self.wide.map.len(),
-            self.narrow.map.len()
+            self.wide.table.len(),
+            self.narrow.table.len()
         )
     }
 }
@@ -167,6 +213,8 @@ impl Screen {
             keys,
             wide: Width::new(),
             narrow: Width::new(),
+            names: Vec::new(),
+            free: Vec::new(),
             generation: next_generation(),
         }
     }
@@ -176,77 +224,99 @@ impl Screen {
         self.generation
     }
 
-    fn width(&mut self, wide: bool) -> &mut Width {
-        if wide {
-            &mut self.wide
-        } else {
-            &mut self.narrow
-        }
-    }
-
     /// The keyed hash of a window of 8 (or 4) bytes.
     #[inline]
-    fn mix(&self, w: &[u8]) -> u64 {
+    fn mix(&self, w: &[u8]) -> u32 {
         let n = match w.len() {
             WIDE => u64::from_le_bytes(w.try_into().unwrap_or_default()),
             _ => u64::from(u32::from_le_bytes(w.try_into().unwrap_or_default())),
         };
         let x = (n ^ self.xor).wrapping_mul(self.mul);
-        (x ^ (x >> 29)).wrapping_mul(self.mul)
+        ((x ^ (x >> 29)).wrapping_mul(self.mul) >> 32) as u32
+    }
+
+    /// The keyed hash of a whole form.
+    fn full(&self, form: &[u8]) -> u32 {
+        self.keys.hash_one(form) as u32
     }
 
     /// Files every form of `secret`'s `value`.
     pub fn insert(&mut self, secret: &str, value: &[u8]) {
         self.generation = next_generation();
-        let name: Arc<str> = Arc::from(secret);
-        for form in forms(value) {
+        let forms = forms(value);
+        if forms.is_empty() {
+            return;
+        }
+        let name = Some(Box::<str>::from(secret));
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.names[id as usize] = name;
+                id
+            }
+            None => {
+                self.names.push(name);
+                u32::try_from(self.names.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        for form in forms {
             let (w, wide) = window(&form);
-            let key = self.mix(w);
             let entry = Entry {
-                full: self.keys.hash_one(&form[..]),
+                window: self.mix(w),
+                full: self.full(&form),
                 len: u32::try_from(form.len()).unwrap_or(u32::MAX),
-                secret: name.clone(),
+                id,
             };
-            let width = self.width(wide);
-            let (word, mask) = Width::bit(key);
-            width.bitmap[word] |= mask;
-            width.map.entry(key).or_default().push(entry);
+            if wide {
+                self.wide.add(entry)
+            } else {
+                self.narrow.add(entry)
+            }
         }
     }
 
     /// Forgets `secret` (whose value was `value`).
     pub fn remove(&mut self, secret: &str, value: &[u8]) {
         self.generation = next_generation();
+        let mut ids = Vec::new();
         for form in forms(value) {
             let (w, wide) = window(&form);
             let key = self.mix(w);
-            let width = self.width(wide);
-            if let Some(list) = width.map.get_mut(&key) {
-                list.retain(|e| &*e.secret != secret);
-                if list.is_empty() {
-                    width.map.remove(&key);
-                    width.rebuild_bitmap();
-                }
+            let names = &self.names;
+            let named = |e: &Entry| names[e.id as usize].as_deref() == Some(secret);
+            if wide {
+                self.wide.take(key, named, &mut ids)
+            } else {
+                self.narrow.take(key, named, &mut ids)
             }
+        }
+        for id in ids {
+            self.names[id as usize] = None;
+            self.free.push(id);
+        }
+        if self.wide.table.is_empty() && self.narrow.table.is_empty() {
+            self.names = Vec::new();
+            self.free = Vec::new();
         }
     }
 
     /// The secrets one of whose forms may occur in `hay` (confirm by opening them).
     pub fn find(&self, hay: &[u8]) -> Vec<Arc<str>> {
-        let mut found: Vec<Arc<str>> = Vec::new();
-        self.each_hit(hay, |_, e| {
-            if !found.contains(&e.secret) {
-                found.push(e.secret.clone());
+        let mut ids: Vec<u32> = Vec::new();
+        self.each_hit(hay, |e| {
+            if !ids.contains(&e.id) {
+                ids.push(e.id);
             }
         });
-        found
+        ids.into_iter()
+            .filter_map(|id| self.names[id as usize].as_deref().map(Arc::from))
+            .collect()
     }
 
-    /// Calls `hit(end, entry)` for every place in `hay` (ending at `end`) where the
-    /// keyed hash of a whole form matches.
-    fn each_hit(&self, hay: &[u8], mut hit: impl FnMut(usize, &Entry)) {
+    /// Calls `hit(entry)` for every place in `hay` where the keyed hash of a whole form
+    /// matches.
+    fn each_hit(&self, hay: &[u8], mut hit: impl FnMut(&Entry)) {
         for (filed, width) in [(&self.wide, WIDE), (&self.narrow, NARROW)] {
-            if filed.map.is_empty() || hay.len() < width {
+            if filed.table.is_empty() || hay.len() < width {
                 continue;
             }
             for end in width..=hay.len() {
@@ -254,13 +324,10 @@ impl Screen {
                 if !filed.may_hold(h) {
                     continue;
                 }
-                let Some(list) = filed.map.get(&h) else {
-                    continue;
-                };
-                for e in list {
+                for e in filed.table.iter_hash(spread(h)) {
                     let len = e.len as usize;
-                    if len <= end && self.keys.hash_one(&hay[end - len..end]) == e.full {
-                        hit(end, e);
+                    if e.window == h && len <= end && self.full(&hay[end - len..end]) == e.full {
+                        hit(e);
                     }
                 }
             }
@@ -269,7 +336,7 @@ impl Screen {
 
     /// Whether nothing is filed.
     pub fn is_empty(&self) -> bool {
-        self.wide.map.is_empty() && self.narrow.map.is_empty()
+        self.wide.table.is_empty() && self.narrow.table.is_empty()
     }
 }
 
@@ -325,5 +392,63 @@ mod tests {
         // Too short to mask: not screened (as the argv check and masking treat them).
         s.insert("tiny", b"abc");
         assert!(s.find(b"abc").is_empty());
+    }
+
+    /// Thousands of secrets filed, half forgotten, some filed again: every value still
+    /// filed is found under its name only, none forgotten is, the bitmap grew with the
+    /// table and freed slots are reused.
+    #[test]
+    fn churn_keeps_every_answer_and_reuses_slots() {
+        let mut s = Screen::new();
+        let value = |i: usize, round: usize| format!("value-{round}-{i:05}-tail{}", i * 7919);
+        let n = 4000;
+        for i in 0..n {
+            s.insert(&format!("s{i}"), value(i, 0).as_bytes());
+        }
+        assert!(
+            s.wide.bits > MIN_BITMAP_BITS,
+            "the bitmap grows with the table"
+        );
+        let slots = s.names.len();
+        for i in (0..n).step_by(2) {
+            s.remove(&format!("s{i}"), value(i, 0).as_bytes());
+        }
+        for i in (0..n).step_by(4) {
+            s.insert(&format!("s{i}"), value(i, 1).as_bytes());
+        }
+        assert_eq!(s.names.len(), slots, "freed slots are reused");
+        for i in 0..n {
+            let name = format!("s{i}");
+            let now = match i % 4 {
+                0 => Some(value(i, 1)),
+                2 => None,
+                _ => Some(value(i, 0)),
+            };
+            let found = |v: String| -> Vec<String> {
+                s.find(format!("run --token={v} now").as_bytes())
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect()
+            };
+            if let Some(v) = now {
+                assert_eq!(found(v), std::slice::from_ref(&name));
+            }
+            if i % 2 == 0 {
+                assert!(
+                    found(value(i, 0)).is_empty(),
+                    "{name}'s old value is forgotten"
+                );
+            }
+        }
+        for i in 0..n {
+            let name = format!("s{i}");
+            match i % 4 {
+                0 => s.remove(&name, value(i, 1).as_bytes()),
+                2 => {}
+                _ => s.remove(&name, value(i, 0).as_bytes()),
+            }
+        }
+        assert!(s.is_empty());
+        assert!(s.names.is_empty());
     }
 }

@@ -8,8 +8,8 @@
 //! one copy. Every change goes through [`Secrets`], which drops the listing, so a page
 //! never shows a stale entry.
 
-use std::collections::BTreeMap;
-use std::ops::Deref;
+use std::borrow::Borrow;
+use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
 use jitc_protocol::{FrameError, SecretInfoRef, encode_secret_info, secrets_page_frame};
@@ -17,45 +17,85 @@ use zeroize::Zeroizing;
 
 use super::format::StoredSecret;
 
-/// The secrets by name. Reads go through `Deref`; every change goes through the
-/// methods here, which drop the encoded listing.
+/// The secrets, ordered by name. Every change goes through the methods here, which
+/// drop the encoded listing. Each secret is keyed by the name it holds: a map from name
+/// to secret held every name twice (5 MB at 100,000 secrets).
 #[derive(Default)]
 pub(super) struct Secrets {
-    map: BTreeMap<String, StoredSecret>,
+    set: BTreeSet<ByName>,
     listing: OnceLock<Listing>,
 }
 
-impl Deref for Secrets {
-    type Target = BTreeMap<String, StoredSecret>;
+/// A secret, compared by its name alone.
+struct ByName(StoredSecret);
 
-    fn deref(&self) -> &Self::Target {
-        &self.map
+impl PartialEq for ByName {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
+}
+impl Eq for ByName {}
+impl PartialOrd for ByName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for ByName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.name.cmp(&other.0.name)
+    }
+}
+impl Borrow<str> for ByName {
+    fn borrow(&self) -> &str {
+        &self.0.name
     }
 }
 
-impl FromIterator<(String, StoredSecret)> for Secrets {
-    fn from_iter<I: IntoIterator<Item = (String, StoredSecret)>>(iter: I) -> Self {
+impl FromIterator<StoredSecret> for Secrets {
+    fn from_iter<I: IntoIterator<Item = StoredSecret>>(iter: I) -> Self {
         Secrets {
-            map: iter.into_iter().collect(),
+            set: iter.into_iter().map(ByName).collect(),
             listing: OnceLock::new(),
         }
     }
 }
 
 impl Secrets {
-    pub(super) fn insert(&mut self, name: String, s: StoredSecret) -> Option<StoredSecret> {
+    /// Files `s` under its name; the secret it replaces, if any.
+    pub(super) fn insert(&mut self, s: StoredSecret) -> Option<StoredSecret> {
         self.listing = OnceLock::new();
-        self.map.insert(name, s)
+        self.set.replace(ByName(s)).map(|b| b.0)
     }
 
     pub(super) fn remove(&mut self, name: &str) -> Option<StoredSecret> {
         self.listing = OnceLock::new();
-        self.map.remove(name)
+        self.set.take(name).map(|b| b.0)
     }
 
-    pub(super) fn get_mut(&mut self, name: &str) -> Option<&mut StoredSecret> {
-        self.listing = OnceLock::new();
-        self.map.get_mut(name)
+    pub(super) fn get(&self, name: &str) -> Option<&StoredSecret> {
+        self.set.get(name).map(|b| &b.0)
+    }
+
+    pub(super) fn contains_key(&self, name: &str) -> bool {
+        self.set.contains(name)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+
+    /// The secrets in name order.
+    pub(super) fn values(&self) -> impl ExactSizeIterator<Item = &StoredSecret> {
+        self.set.iter().map(|b| &b.0)
+    }
+
+    /// The names in order.
+    pub(super) fn keys(&self) -> impl Iterator<Item = &str> {
+        self.values().map(|s| s.name.as_str())
     }
 
     /// The frame of one page of the listing: the secrets named after `after`, in name
@@ -68,7 +108,7 @@ impl Secrets {
         let listing = match self.listing.get() {
             Some(l) => l,
             None => {
-                let built = Listing::build(&self.map)?;
+                let built = Listing::build(self.values())?;
                 self.listing.get_or_init(|| built)
             }
         };
@@ -84,10 +124,12 @@ struct Listing {
 }
 
 impl Listing {
-    fn build(map: &BTreeMap<String, StoredSecret>) -> Result<Listing, FrameError> {
-        let mut bytes = Vec::with_capacity(map.len() * 64);
-        let mut starts = Vec::with_capacity(map.len() + 1);
-        for s in map.values() {
+    fn build<'a>(
+        secrets: impl ExactSizeIterator<Item = &'a StoredSecret>,
+    ) -> Result<Listing, FrameError> {
+        let mut bytes = Vec::with_capacity(secrets.len() * 64);
+        let mut starts = Vec::with_capacity(secrets.len() + 1);
+        for s in secrets {
             starts.push(bytes.len());
             let item = SecretInfoRef {
                 name: &s.name,
@@ -198,7 +240,7 @@ mod tests {
             .map(|i| {
                 let name = format!("app/secret-{i:04}");
                 let desc = (i % 3 == 0).then(|| "x".repeat(i % 200));
-                (name.clone(), secret(&name, desc.as_deref()))
+                secret(&name, desc.as_deref())
             })
             .collect();
         let expect = |s: &Secrets| -> Vec<SecretInfo> {
@@ -227,8 +269,10 @@ mod tests {
         };
         assert_eq!(items[0].name, "app/secret-0500");
         s.remove("app/secret-0000");
-        s.insert("a".into(), secret("a", Some("first")));
-        s.get_mut("app/secret-0999").unwrap().description = Some("changed".into());
+        s.insert(secret("a", Some("first")));
+        let mut changed = s.remove("app/secret-0999").unwrap();
+        changed.description = Some("changed".into());
+        s.insert(changed);
         let listed: Vec<SecretInfo> = pages(&s, 4096).into_iter().flat_map(|(p, _)| p).collect();
         assert_eq!(listed, expect(&s));
         // Empty: one empty page.

@@ -379,11 +379,7 @@ impl Vault {
             return Err(VaultError::BodyDecode);
         }
         let body = parts.body;
-        let secrets = body
-            .secrets
-            .into_iter()
-            .map(|s| (s.name.clone(), s))
-            .collect();
+        let secrets = body.secrets.into_iter().collect();
         let mut vault = Vault {
             key,
             slot: header.slot,
@@ -417,7 +413,7 @@ impl Vault {
         }
         // Every value once, for its fingerprints (a value that fails authentication is
         // reported when it is asked for).
-        let names: Vec<String> = vault.secrets.keys().cloned().collect();
+        let names: Vec<String> = vault.secrets.keys().map(str::to_owned).collect();
         for name in names {
             if let Ok(value) = vault.open_value(&name) {
                 vault.screen.insert(&name, value.expose());
@@ -430,7 +426,7 @@ impl Vault {
     fn apply(&mut self, op: Op) {
         match op {
             Op::Put(s) => {
-                self.secrets.insert(s.name.clone(), s);
+                self.secrets.insert(s);
             }
             Op::Remove(name) => {
                 self.secrets.remove(&name);
@@ -438,7 +434,7 @@ impl Vault {
             Op::Rename { from, to } => {
                 self.secrets.remove(&from);
                 self.move_seen(&from, &to.name);
-                self.secrets.insert(to.name.clone(), to);
+                self.secrets.insert(to);
             }
             Op::Seen(secret, exe) => {
                 self.seen.insert((secret, exe));
@@ -688,7 +684,7 @@ impl Vault {
             sealed,
         };
         self.log(Op::Put(stored.clone()));
-        self.secrets.insert(name.to_owned(), stored);
+        self.secrets.insert(stored);
         Ok(inserted)
     }
 
@@ -707,7 +703,7 @@ impl Vault {
         match undo.previous {
             Some(old) => {
                 self.log(Op::Put(old.clone()));
-                self.secrets.insert(undo.name.clone(), old);
+                self.secrets.insert(old);
             }
             None => {
                 self.log(Op::Remove(undo.name.clone()));
@@ -757,7 +753,7 @@ impl Vault {
             from: from.to_owned(),
             to: moved.clone(),
         });
-        self.secrets.insert(to.to_owned(), moved);
+        self.secrets.insert(moved);
         self.screen.insert(to, value.expose());
         // First uses are remembered by name.
         self.move_seen(from, to);
@@ -766,14 +762,14 @@ impl Vault {
 
     /// Sets (or clears) a secret's description.
     pub fn describe(&mut self, name: &str, description: Option<String>) -> Result<(), VaultError> {
-        let s = self
+        let mut s = self
             .secrets
-            .get_mut(name)
+            .remove(name)
             .ok_or_else(|| VaultError::NoSuchSecret(name.to_owned()))?;
         s.description = description;
         s.updated = now_unix();
-        let op = Op::Put(s.clone());
-        self.log(op);
+        self.log(Op::Put(s.clone()));
+        self.secrets.insert(s);
         Ok(())
     }
 
@@ -1039,10 +1035,11 @@ mod tests {
     #[test]
     fn values_are_bound_to_their_names() {
         let mut v = vault_with(&[("a", b"one"), ("b", b"two")]);
-        let a = v.secrets["a"].clone();
-        let b = v.secrets.get_mut("b").unwrap();
+        let a = v.secrets.get("a").unwrap().clone();
+        let mut b = v.secrets.remove("b").unwrap();
         b.nonce = a.nonce;
         b.sealed = a.sealed;
+        v.secrets.insert(b);
         assert!(matches!(v.open_value("b"), Err(VaultError::ValueAuth(_))));
     }
 

@@ -269,8 +269,7 @@ impl Agent {
     /// SHA-256), each failure as a `policy_error`. Also carries a changed `idle_lock`
     /// over to the idle timer (unless a flag fixed it).
     pub fn policy(&self) -> Result<Arc<Policy>, Refusal> {
-        let current = self.policy_source.current();
-        let stamp = self.policy_source.stamp();
+        let (current, stamp) = self.policy_source.current_and_stamp();
         let vanished = !stamp.exists && current.is_ok() && self.required_policy().is_some();
         if let (Ok(_), Some(digest)) = (&current, stamp.sha256) {
             *self

@@ -113,9 +113,17 @@ impl PolicySource {
 
     /// Which load is in force and the file's digest.
     pub fn stamp(&self) -> LoadStamp {
-        let _ = self.current();
-        let slot = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        match slot.as_ref() {
+        self.current_and_stamp().1
+    }
+
+    /// `current` and `stamp` from one look at the file (each request asks for both).
+    pub fn current_and_stamp(&self) -> (Result<Arc<Policy>, LoadError>, LoadStamp) {
+        let slot = self.refreshed();
+        let policy = match slot.as_ref() {
+            Some(l) => l.policy.clone(),
+            None => Err(LoadError::NotLoaded),
+        };
+        let stamp = match slot.as_ref() {
             Some(l) => LoadStamp {
                 generation: l.generation,
                 sha256: l.sha256,
@@ -126,7 +134,8 @@ impl PolicySource {
                 sha256: None,
                 exists: false,
             },
-        }
+        };
+        (policy, stamp)
     }
 
     pub fn path(&self) -> &Path {
@@ -152,6 +161,12 @@ impl PolicySource {
 
     /// The policy in force now, or why every lease is refused.
     pub fn current(&self) -> Result<Arc<Policy>, LoadError> {
+        self.current_and_stamp().0
+    }
+
+    /// The policy as loaded, loaded again first if the file (or a directory it depends
+    /// on) changed.
+    fn refreshed(&self) -> std::sync::MutexGuard<'_, Option<Loaded>> {
         let mut slot = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         let meta = fs::metadata(&self.path);
         let stamp = meta.as_ref().ok().map(|m| Stamp {
@@ -184,10 +199,7 @@ impl PolicySource {
                 generation,
             });
         }
-        match slot.as_ref() {
-            Some(l) => l.policy.clone(),
-            None => Err(LoadError::NotLoaded),
-        }
+        slot
     }
 
     /// For `jitc status`.

@@ -35,6 +35,10 @@ pub struct Session {
     marks_applied: u64,
     /// A command line of the chain held a value of the vault: shown as pids alone.
     withheld: bool,
+    /// Keyed hashes of the sets of values whose cut beginnings were concealed in the
+    /// chain as shown (`known_concealed`): the same set again changes nothing.
+    known: Vec<u64>,
+    known_keys: std::hash::RandomState,
     /// The sandbox the peer lives in (`None`: outside every sandbox). Decided when the
     /// connection was accepted; `peer.sandbox` carries its id into records.
     pub sandbox: Option<Arc<crate::sandbox::Registration>>,
@@ -51,6 +55,8 @@ impl Session {
             leases: Vec::new(),
             chain: None,
             shown: None,
+            known: Vec::new(),
+            known_keys: std::hash::RandomState::new(),
             peer_json: None,
             haystack: None,
             found: Vec::new(),
@@ -184,6 +190,34 @@ impl Session {
         // The requester typed these itself: nothing to learn from how far they reach.
         self.conceal(&list, crate::audit::Reach::Known);
         self.peer_json()
+    }
+
+    /// The keyed hash of a set of `(name, value)` pairs, for `known_done`.
+    pub fn known_key<'a>(&self, values: impl Iterator<Item = (&'a str, &'a [u8])>) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = self.known_keys.build_hasher();
+        for (name, value) in values {
+            h.write_usize(name.len());
+            h.write(name.as_bytes());
+            h.write_usize(value.len());
+            h.write(value);
+        }
+        h.finish()
+    }
+
+    /// Whether the values hashed to `key` were concealed in the chain as shown; marks
+    /// them so when `done`. The last 16 sets are kept.
+    pub fn known_done(&mut self, key: u64, done: bool) -> bool {
+        if self.known.contains(&key) {
+            return true;
+        }
+        if done {
+            if self.known.len() >= 16 {
+                self.known.remove(0);
+            }
+            self.known.push(key);
+        }
+        false
     }
 
     /// Conceals `values` (as far as `reach` goes) in the peer and its ancestry as they

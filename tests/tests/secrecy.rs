@@ -467,3 +467,32 @@ fn policy_explain_shows_the_chain_as_records_do() {
         out.stdout
     );
 }
+
+/// A connection that leases again and again (an MCP server, a long-lived client): the
+/// record of every grant conceals a value's beginning where an argument of the chain was
+/// cut, not only the first (the agent remembers per connection which values it has
+/// concealed in the chain it shows).
+#[test]
+fn every_grant_on_a_held_connection_conceals_a_cut_beginning() {
+    let (env, _agent) = setup();
+    let guess = &LEASED[..10];
+    let long = format!("{}{guess}{}", "x".repeat(244), "z".repeat(40));
+    let mut c = env.command("/bin/sh");
+    c.arg("-c").arg(format!(
+        ": {long}; {} jitc {} app/key 1 1",
+        env!("CARGO_BIN_EXE_jitc-lease-bench"),
+        env.socket().display()
+    ));
+    run_with_stdin(c, None).ok();
+    let text = log(&env);
+    let grants: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("lease_granted"))
+        .collect();
+    assert!(grants.len() >= 3, "{text}");
+    let cut = format!("{guess}…");
+    for g in &grants {
+        assert!(!g.contains(&cut), "a grant shows the cut beginning: {g}");
+        assert!(g.contains("<concealed:app/key>"), "{g}");
+    }
+}

@@ -282,6 +282,15 @@ pub(super) fn known_concealed(
     if !short && !cut {
         return base.clone();
     }
+    // Only the chain's cut arguments to conceal: the chain does not change, and `base`
+    // shows it as the session does — concealed already if these values were before.
+    let key = (!short)
+        .then(|| session.known_key(values.iter().map(|v| (v.name.as_str(), v.value.expose()))));
+    if let Some(k) = key
+        && session.known_done(k, false)
+    {
+        return base.clone();
+    }
     let mut needles = Needles::new(Vec::new());
     for v in values {
         needles.add(&v.name, v.value.expose());
@@ -291,6 +300,9 @@ pub(super) fn known_concealed(
     event.conceal(&list, Reach::Known);
     if session.conceal(&list, Reach::Known) {
         event.peer = Some(session.peer_json());
+    }
+    if let Some(k) = key {
+        session.known_done(k, true);
     }
     event
 }

@@ -1,6 +1,8 @@
 //! Stage 5, `approve`: a human, where the policy asks for one (the waiting itself is
 //! `approval::ask`).
 
+use std::path::Path;
+
 use jitc_protocol::{LeaseRequest, LeasedValue, Scope};
 
 use super::*;
@@ -16,7 +18,7 @@ use crate::policy::Approval;
 pub fn warnings(req: &LeaseRequest, uid: u32) -> Vec<String> {
     use std::os::unix::fs::MetadataExt;
     let mut out = Vec::new();
-    let path = std::path::Path::new(&req.command.path);
+    let path = Path::new(&req.command.path);
     let base = |p: &str| p.rsplit('/').next().unwrap_or(p).to_owned();
     if let Some(first) = req.command.argv.first()
         && base(first) != base(&req.command.path)
@@ -28,29 +30,26 @@ pub fn warnings(req: &LeaseRequest, uid: u32) -> Vec<String> {
         ));
     }
     if let Some(dir) = path.parent() {
-        let home = directories::BaseDirs::new().map(|d| d.home_dir().to_path_buf());
-        let usual: Vec<std::path::PathBuf> = [
+        const SYSTEM: [&str; 6] = [
             "/usr/bin",
             "/bin",
             "/usr/sbin",
             "/sbin",
             "/usr/local/bin",
             "/usr/local/sbin",
-        ]
-        .iter()
-        .map(std::path::PathBuf::from)
-        .chain(home.iter().flat_map(|h| {
-            [".local/bin", "bin", ".cargo/bin", "go/bin"]
-                .iter()
-                .map(move |d| h.join(d))
-        }))
-        .collect();
+        ];
+        const IN_HOME: [&str; 4] = [".local/bin", "bin", ".cargo/bin", "go/bin"];
+        let usual = SYSTEM.iter().any(|u| dir == Path::new(u))
+            || directories::BaseDirs::new().is_some_and(|d| {
+                dir.strip_prefix(d.home_dir())
+                    .is_ok_and(|rel| IN_HOME.iter().any(|u| rel == Path::new(u)))
+            });
         // The usual directories first: they need no look at the disk.
         let writable = || {
             std::fs::metadata(dir)
                 .is_ok_and(|m| (m.uid() == uid && m.mode() & 0o200 != 0) || m.mode() & 0o002 != 0)
         };
-        if !usual.iter().any(|u| u == dir) && writable() {
+        if !usual && writable() {
             out.push(format!(
                 "the program is in {}, a directory the requester can write: it runs whatever was put there",
                 dir.display()

@@ -45,14 +45,7 @@ fi
 cleanup() {
     # The agent first: it revokes what it still holds while OpenBao is up.
     "$jitc" stop >/dev/null 2>&1 || true
-    if [ -n "$bao_pid" ]; then
-        kill "$bao_pid" 2>/dev/null || true
-        wait "$bao_pid" 2>/dev/null || true
-    fi
-    if [ -n "$drain_pid" ]; then
-        kill "$drain_pid" 2>/dev/null || true
-        wait "$drain_pid" 2>/dev/null || true
-    fi
+    bao_down
     [ ! -f "$pgdir/data/postmaster.pid" ] \
         || (cd "$pgdir" && "${as_pg[@]}" "$pgbin/pg_ctl" -D data -m immediate stop >/dev/null 2>&1) || true
     rm -rf "$tmp" "$pgdir"
@@ -62,43 +55,9 @@ throwaway_home "$tmp"
 unset BAO_NAMESPACE VAULT_ADDR VAULT_TOKEN
 unset HTTPS_PROXY https_proxy HTTP_PROXY http_proxy ALL_PROXY all_proxy NO_PROXY no_proxy
 cd "$HOME"
-free_port() { "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
-# OpenBao, dev mode, with its file audit device (declared in a config file: OpenBao does
-# not enable audit devices through its API). Up once it says so; gone (the port was
-# taken meanwhile) when its output ends. The rest of its output is drained, or it would
-# die writing it.
+# OpenBao, dev mode, with its file audit device (bench-lib.sh).
 root="bench-root-token-3f9c"
-bao_audit="$tmp/bao-audit.log"
-cat >"$tmp/audit.hcl" <<EOF
-audit "file" "to-file" {
-  options {
-    file_path = "$bao_audit"
-  }
-}
-EOF
-for _ in 1 2 3 4 5; do
-    bao_port="$(free_port)"
-    coproc BAO { exec "$bao" server -dev "-dev-root-token-id=$root" \
-        "-dev-listen-address=127.0.0.1:$bao_port" -dev-no-store-token \
-        "-config=$tmp/audit.hcl" 2>"$tmp/bao.stderr"; }
-    bao_pid=$BAO_PID
-    up=
-    while IFS= read -r -t 60 line <&"${BAO[0]}"; do
-        case "$line" in *"Development mode should NOT be used"*) up=1; break ;; esac
-    done
-    if [ -n "$up" ]; then
-        exec {bao_out}<&"${BAO[0]}"
-        cat <&"$bao_out" >/dev/null &
-        drain_pid=$!
-        exec {bao_out}<&-
-        break
-    fi
-    wait "$bao_pid" 2>/dev/null || true
-    bao_pid=
-done
-[ -n "$bao_pid" ] || { echo "bench-backend.sh: bao server -dev did not start: $(tail -n 5 "$tmp/bao.stderr")" >&2; exit 1; }
-export BAO_ADDR="http://127.0.0.1:$bao_port"
+bao_dev_up "$bao" "$tmp" "$root" || exit 1
 bao_root() { BAO_TOKEN="$root" "$bao" "$@"; }
 bao_root status >/dev/null
 

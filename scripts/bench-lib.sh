@@ -29,3 +29,57 @@ agents_down() {
     # The agent is not our child: wait for it to go before its home is removed.
     while [ -n "${agent_pid:-}" ] && kill -0 "$agent_pid" 2>/dev/null; do sleep 0.05; done
 }
+
+# free_port: a TCP port on loopback that was free a moment ago.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# bao_dev_up BAO DIR ROOT_TOKEN: `bao server -dev` on a free loopback port with its
+# file audit device on (declared in a config file: OpenBao does not enable audit
+# devices through its API), writing to DIR/bao-audit.log. Sets bao_pid, drain_pid,
+# bao_port, bao_audit and exports BAO_ADDR. Up once it says so; tried again on another
+# port when its output ends first (the port was taken meanwhile). The rest of its
+# output is drained, or it would die writing it. `bao_down` stops it.
+bao_dev_up() {
+    local bin="$1" dir="$2" root="$3" line up
+    bao_audit="$dir/bao-audit.log"
+    cat >"$dir/audit.hcl" <<HCL
+audit "file" "to-file" {
+  options {
+    file_path = "$bao_audit"
+  }
+}
+HCL
+    bao_pid=
+    for _ in 1 2 3 4 5; do
+        bao_port="$(free_port)"
+        coproc BAO { exec "$bin" server -dev "-dev-root-token-id=$root" \
+            "-dev-listen-address=127.0.0.1:$bao_port" -dev-no-store-token \
+            "-config=$dir/audit.hcl" 2>"$dir/bao.stderr"; }
+        bao_pid=$BAO_PID
+        up=
+        while IFS= read -r -t 60 line <&"${BAO[0]}"; do
+            case "$line" in *"Development mode should NOT be used"*) up=1; break ;; esac
+        done
+        if [ -n "$up" ]; then
+            exec {bao_out}<&"${BAO[0]}"
+            cat <&"$bao_out" >/dev/null &
+            drain_pid=$!
+            exec {bao_out}<&-
+            break
+        fi
+        wait "$bao_pid" 2>/dev/null || true
+        bao_pid=
+    done
+    [ -n "$bao_pid" ] || { echo "bao server -dev did not start: $(tail -n 5 "$dir/bao.stderr")" >&2; return 1; }
+    export BAO_ADDR="http://127.0.0.1:$bao_port"
+}
+bao_down() {
+    if [ -n "${bao_pid:-}" ]; then
+        kill "$bao_pid" 2>/dev/null || true
+        wait "$bao_pid" 2>/dev/null || true
+    fi
+    if [ -n "${drain_pid:-}" ]; then
+        kill "$drain_pid" 2>/dev/null || true
+        wait "$drain_pid" 2>/dev/null || true
+    fi
+}

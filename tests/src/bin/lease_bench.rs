@@ -3,11 +3,16 @@
 //!
 //!   jitc-lease-bench jitc SOCKET SECRET CLIENTS SECONDS   # lease grant + release pairs
 //!   jitc-lease-bench ssh  SOCKET -      CLIENTS SECONDS   # ssh-agent REQUEST_IDENTITIES
+//!   jitc-lease-bench http HOST:PORT PATH CLIENTS SECONDS  # HTTP/1.1 GETs, kept alive
+//!
+//! `http` sends `$BAO_TOKEN` (never an argument) as `X-Vault-Token`: an OpenBao KV
+//! read, for the grant rate against OpenBao's.
 //!
 //! The same loop drives both, so the figures compare the agents, not the clients.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
@@ -50,10 +55,61 @@ impl Op for Identities {
     }
 }
 
+/// One GET on a kept-alive connection; the whole response read (status 200 only).
+struct HttpGet {
+    reader: BufReader<TcpStream>,
+    request: Vec<u8>,
+    line: String,
+    body: Vec<u8>,
+}
+
+impl HttpGet {
+    fn connect(addr: &str, path: &str) -> HttpGet {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_nodelay(true).unwrap();
+        let token = std::env::var("BAO_TOKEN").unwrap_or_default();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nX-Vault-Token: {token}\r\nConnection: keep-alive\r\n\r\n"
+        )
+        .into_bytes();
+        HttpGet {
+            reader: BufReader::new(stream),
+            request,
+            line: String::new(),
+            body: Vec::new(),
+        }
+    }
+}
+
+impl Op for HttpGet {
+    fn once(&mut self) {
+        self.reader.get_mut().write_all(&self.request).unwrap();
+        let mut len = None;
+        let mut first = true;
+        loop {
+            self.line.clear();
+            self.reader.read_line(&mut self.line).unwrap();
+            let l = self.line.trim_end();
+            if first {
+                assert!(l.starts_with("HTTP/1.1 200"), "status: {l}");
+                first = false;
+            } else if l.is_empty() {
+                break;
+            } else if let Some((k, v)) = l.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                len = v.trim().parse::<usize>().ok();
+            }
+        }
+        self.body.resize(len.expect("a Content-Length"), 0);
+        self.reader.read_exact(&mut self.body).unwrap();
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 6 {
-        eprintln!("usage: jitc-lease-bench jitc|ssh SOCKET SECRET CLIENTS SECONDS");
+        eprintln!("usage: jitc-lease-bench jitc|ssh|http SOCKET SECRET CLIENTS SECONDS");
         std::process::exit(2);
     }
     let kind = args[1].clone();
@@ -84,6 +140,8 @@ fn main() {
                         client: Client::connect(&socket).expect("connect"),
                         req,
                     })
+                } else if kind == "http" {
+                    Box::new(HttpGet::connect(&socket.to_string_lossy(), &secret))
                 } else {
                     Box::new(Identities {
                         stream: UnixStream::connect(&socket).expect("connect"),

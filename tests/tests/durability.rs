@@ -292,6 +292,18 @@ fn a_damaged_journal_is_refused_and_a_restored_snapshot_ignores_a_stale_one() {
         .one_line_error()
         .says("journal fails authentication")
         .says("vault.jitc.journal aside");
+    // The first record's length made shorter, or absurd: B's record after it would
+    // have been dropped as a crash's leftover, without a word.
+    for len in [60u32, u32::MAX] {
+        let mut bad = good.clone();
+        bad[26..30].copy_from_slice(&len.to_be_bytes());
+        fs::write(journal(&env), &bad).unwrap();
+        env.unlock()
+            .code(65)
+            .one_line_error()
+            .says("is misframed")
+            .says("vault.jitc.journal aside");
+    }
     // Moved aside as told: the vault as of its snapshot (no secrets yet).
     fs::rename(
         journal(&env),

@@ -153,8 +153,25 @@ pub fn read(
         at = end;
         seq += 1;
     }
+    if !torn_tail(&bytes[at..]) {
+        return Err(VaultError::JournalDamaged);
+    }
     replay.dropped = bytes.len() as u64 - replay.valid_len;
     Ok(replay)
+}
+
+/// Whether what follows the last record that opens is what a crash can leave: nothing,
+/// the record being appended — whole or in part, its length first —, or zeros where
+/// the file grew before its data reached the disk. Anything else is damage: a length
+/// changed in the middle would otherwise drop every record after it unsaid. (A length
+/// raised past the end of the file still reads as a record cut short.)
+fn torn_tail(rest: &[u8]) -> bool {
+    let Some(len) = rest.get(..4) else {
+        return true;
+    };
+    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    rest.iter().all(|b| *b == 0)
+        || ((NONCE_LEN + TAG_LEN..=MAX_RECORD).contains(&len) && 4 + len >= rest.len())
 }
 
 /// Whether `rest` starts with an authentic record number `seq`.
@@ -244,24 +261,31 @@ mod tests {
     fn reordered_flipped_or_foreign_records_are_not_applied() {
         let j = journal(2);
         let one = journal(1).len();
-        // The second record moved first: bound to seq 1, it fails at seq 0.
+        // The second record moved first: bound to seq 1, it fails at seq 0, and what
+        // follows is no crash's leftover.
         let mut swapped = header(&GEN).to_vec();
         swapped.extend_from_slice(&j[one..]);
         swapped.extend_from_slice(&j[HEADER_LEN..one]);
-        assert!(read(&KEY, Some(&GEN), &swapped).unwrap().records.is_empty());
-        // A flipped byte in the last record: cut short, as a crash would leave it. In
-        // the first record's sealed part, with a good record after it: damage.
+        assert!(matches!(
+            read(&KEY, Some(&GEN), &swapped),
+            Err(VaultError::JournalDamaged)
+        ));
+        // A flipped byte in the last record's sealed part: cut short, as a crash would
+        // leave it. In the first record's sealed part, with a good record after it:
+        // damage. In a length: damage, or — raised past the end of the file — a record
+        // cut short (see `torn_tail`).
+        let length =
+            |i: usize| (HEADER_LEN..HEADER_LEN + 4).contains(&i) || (one..one + 4).contains(&i);
         for i in HEADER_LEN..j.len() {
             let mut bad = j.clone();
             bad[i] ^= 0x20;
             match read(&KEY, Some(&GEN), &bad) {
+                Ok(r) if length(i) => assert!(r.records.len() <= 1, "byte {i}"),
                 Ok(r) => {
-                    assert!(r.records.len() < 2, "byte {i}");
-                    assert!(i >= one || i < HEADER_LEN + 4, "byte {i}");
+                    assert_eq!(r.records.len(), 1, "byte {i}");
+                    assert!(i >= one, "byte {i}");
                 }
-                Err(VaultError::JournalDamaged) => {
-                    assert!((HEADER_LEN + 4..one).contains(&i), "byte {i}")
-                }
+                Err(VaultError::JournalDamaged) => assert!(i < one + 4, "byte {i}"),
                 Err(e) => panic!("byte {i}: {e}"),
             }
         }
@@ -275,12 +299,49 @@ mod tests {
     }
 
     #[test]
-    fn an_absurd_length_is_a_cut_not_an_allocation() {
+    fn an_absurd_length_is_damage_not_an_allocation() {
         let mut j = journal(1);
         j.extend_from_slice(&u32::MAX.to_be_bytes());
         j.extend_from_slice(&[0; 64]);
+        assert!(matches!(
+            read(&KEY, Some(&GEN), &j),
+            Err(VaultError::JournalDamaged)
+        ));
+    }
+
+    /// The file grew before its data reached the disk: zeros, a torn tail.
+    #[test]
+    fn zeros_after_the_last_record_are_a_torn_tail() {
+        let mut j = journal(1);
+        j.extend_from_slice(&[0; 4096]);
         let r = read(&KEY, Some(&GEN), &j).unwrap();
         assert_eq!(r.records.len(), 1);
-        assert_eq!(r.dropped, 68);
+        assert_eq!(r.dropped, 4096);
+    }
+
+    /// A length changed in the middle — shorter, or out of range —: every record after
+    /// it would be dropped unsaid; it is damage. (One raised past the end of the file
+    /// reads as the last record cut short: telling the two apart would take a search
+    /// for the next record, a decryption at every byte.)
+    #[test]
+    fn a_changed_length_in_the_middle_is_damage() {
+        let j = journal(3);
+        for len in [
+            NONCE_LEN + TAG_LEN,
+            100,
+            MAX_RECORD + 1,
+            u32::MAX as usize,
+            0,
+        ] {
+            let mut bad = j.clone();
+            bad[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&(len as u32).to_be_bytes());
+            assert!(
+                matches!(
+                    read(&KEY, Some(&GEN), &bad),
+                    Err(VaultError::JournalDamaged)
+                ),
+                "length {len}"
+            );
+        }
     }
 }

@@ -62,7 +62,7 @@ pub enum VaultError {
     Random,
     #[error("the change is too large to save at once; save it in parts")]
     TooLarge,
-    #[error("a record in the middle of its journal fails authentication")]
+    #[error("a record in the middle of its journal fails authentication or is misframed")]
     JournalDamaged,
 }
 

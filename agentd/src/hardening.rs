@@ -46,14 +46,19 @@ pub fn release_freed_memory() {
 
 /// Keeps the heap in one arena: the agent runs one async thread and a few short-lived
 /// blocking ones (key derivation, file writes), and glibc's per-thread arenas would
-/// each keep their own freed memory that `malloc_trim` cannot gather back.
+/// each keep their own freed memory that `malloc_trim` cannot gather back. Blocks of
+/// 128 KiB and more (a listing's pages, a batch's buffers) are always mapped on their
+/// own and unmapped when freed: left to itself, glibc raises that threshold to the
+/// largest block freed so far and serves such blocks from the heap, where they stay
+/// resident after use (3 MB after one `jitc ls` of 100,000 secrets).
 #[allow(unsafe_code)]
 pub fn one_heap_arena() {
     #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only sets a glibc allocator parameter; called at start, before
+    // SAFETY: mallopt only sets glibc allocator parameters; called at start, before
     // any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 

@@ -169,6 +169,11 @@ impl Detector {
         )
     }
 
+    /// The vault's journal ended in bytes no crash explains (see `journal::torn_tail`).
+    pub fn journal_tail(&self, said: &str) -> Anomaly {
+        Anomaly::new(AnomalyKind::UncleanShutdown, said.to_owned())
+    }
+
     /// A vault was made where an earlier one had been (`traces`: what it left).
     pub fn vault_replaced(&self, traces: &[String]) -> Anomaly {
         Anomaly::new(

@@ -292,19 +292,48 @@ fn a_damaged_journal_is_refused_and_a_restored_snapshot_ignores_a_stale_one() {
         .one_line_error()
         .says("journal fails authentication")
         .says("vault.jitc.journal aside");
-    // The first record's length made shorter, or absurd: B's record after it would
-    // have been dropped as a crash's leftover, without a word.
+    // The first record's length made shorter, or absurd: no crash leaves that (nor a
+    // power cut that wrote the end of an append but not its head, which reads the
+    // same). The vault opens without what follows — said, as an anomaly — and the
+    // bytes are kept beside the journal; they used to be dropped without a word.
     for len in [60u32, u32::MAX] {
         let mut bad = good.clone();
         bad[26..30].copy_from_slice(&len.to_be_bytes());
         fs::write(journal(&env), &bad).unwrap();
-        env.unlock()
-            .code(65)
-            .one_line_error()
-            .says("is misframed")
-            .says("vault.jitc.journal aside");
+        env.unlock().ok();
+        assert!(env.secret_names().is_empty());
+        env.run(&["lock"], None).ok();
+        let dir = env.vault().parent().unwrap().to_path_buf();
+        let kept: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("vault.jitc.journal.dropped-")
+            })
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(
+            fs::read(&kept[0]).unwrap(),
+            bad[26..],
+            "the bytes are kept whole"
+        );
+        fs::remove_file(&kept[0]).unwrap();
+        let recs = audit::records(&env);
+        let said = recs
+            .iter()
+            .rev()
+            .find(|r| r["anomaly"] == "unclean_shutdown")
+            .unwrap_or_else(|| panic!("{recs:#?}"));
+        let reason = said["reason"].as_str().unwrap();
+        assert!(reason.contains("no record a crash cuts short"), "{reason}");
+        assert!(reason.contains(&kept[0].display().to_string()), "{reason}");
     }
-    // Moved aside as told: the vault as of its snapshot (no secrets yet).
+    // Damage with a good record after it is refused: moved aside as told, the vault
+    // as of its snapshot (no secrets yet).
+    fs::write(journal(&env), &bad).unwrap();
     fs::rename(
         journal(&env),
         env.vault().with_extension("jitc.journal.aside"),

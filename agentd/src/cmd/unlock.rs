@@ -40,10 +40,11 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
             passphrase.expose(),
         )
         .map(|(mut v, found)| {
-            if !settle_journal(&file, &found) {
+            let (settled, said) = settle_journal(&file, &found);
+            if !settled {
                 v.compact_next();
             }
-            v
+            (v, said)
         });
         (v, passphrase, gate)
     })
@@ -52,7 +53,7 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
     let peer = agent.hiding_passphrases(session, &[passphrase.expose()]);
     drop(passphrase);
     match opened {
-        Ok(vault) => {
+        Ok((vault, journal_said)) => {
             agent.screen_session(session, Some(&vault));
             let peer = session.peer_json();
             tracing::info!(
@@ -101,6 +102,12 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
             if let Some(key) = journal_key {
                 crate::backend::recover(agent, &key);
             }
+            if let Some(said) = journal_said {
+                agent.raise(
+                    agent.detector().journal_tail(&said),
+                    Event::default().peer(peer.clone()),
+                );
+            }
             if let Some(problem) = problem {
                 agent.raise(
                     agent.detector().tampered(&problem),
@@ -122,9 +129,38 @@ pub async fn apply(agent: &Agent, session: &mut Session, passphrase: SecretBytes
 
 /// Leaves the journal as the vault now reads it: a stale one removed (its changes are
 /// in the snapshot, or the snapshot was put back from its backup), a record a crash cut
-/// short cut off, so the next record follows the last whole one. False if that failed:
-/// the next save then writes a snapshot instead of appending after the damage.
-fn settle_journal(file: &crate::vault::VaultFile, found: &crate::vault::JournalFound) -> bool {
+/// short cut off, so the next record follows the last whole one — and bytes no crash
+/// explains kept aside first, with what to tell the user. False if cutting failed: the
+/// next save then writes a snapshot instead of appending after the damage.
+fn settle_journal(
+    file: &crate::vault::VaultFile,
+    found: &crate::vault::JournalFound,
+) -> (bool, Option<String>) {
+    if found.unexplained {
+        let kept = file.keep_journal_tail(found.valid_len);
+        let said = match &kept {
+            Ok(path) => format!(
+                "the vault's journal ended in {} bytes that are no record a crash cuts short (a power cut that wrote the end of the last save but not its head, or the file was changed): the vault opened without them, and any change they held; they are kept in {}",
+                found.dropped,
+                path.display()
+            ),
+            Err(e) => format!(
+                "the vault's journal ended in {} bytes that are no record a crash cuts short (a power cut that wrote the end of the last save but not its head, or the file was changed): the vault opened without them, and any change they held; they could not be kept ({e}) and stay in {} until the next save",
+                found.dropped,
+                file.journal_path().display()
+            ),
+        };
+        tracing::error!("{said}");
+        if kept.is_err() {
+            // Not cut: the next save writes a snapshot, and the bytes stay until then.
+            return (false, Some(said));
+        }
+        if let Err(e) = file.truncate_journal(found.valid_len) {
+            tracing::warn!(error = %e, "cannot cut the journal back; the next save writes a snapshot");
+            return (false, Some(said));
+        }
+        return (true, Some(said));
+    }
     if found.stale {
         tracing::info!(journal = %file.journal_path().display(), "removing a journal that does not continue the vault's snapshot");
         file.remove_journal();
@@ -136,10 +172,10 @@ fn settle_journal(file: &crate::vault::VaultFile, found: &crate::vault::JournalF
         );
         if let Err(e) = file.truncate_journal(found.valid_len) {
             tracing::warn!(error = %e, "cannot cut the journal back; the next save writes a snapshot");
-            return false;
+            return (false, None);
         }
     }
-    true
+    (true, None)
 }
 
 /// The checkpoints the log must reach: the vault's (saved at every save and lock) and

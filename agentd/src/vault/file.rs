@@ -267,6 +267,51 @@ impl VaultFile {
         Ok(len + record.len() as u64)
     }
 
+    /// Copies the journal's bytes from `from` on into a new private file beside it
+    /// (`vault.jitc.journal.dropped-SECONDS`), synced: bytes the vault opens without
+    /// that no crash explains. Its path.
+    pub fn keep_journal_tail(&self, from: u64) -> Result<PathBuf, FileError> {
+        use std::io::{Seek, SeekFrom};
+        let path = self.journal_path();
+        let mut src = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        check_meta(&path, &src.metadata().map_err(io_err("inspect", &path))?)?;
+        src.seek(SeekFrom::Start(from))
+            .map_err(io_err("read", &path))?;
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut n = 0;
+        let (kept, mut out) = loop {
+            let name = match n {
+                0 => format!(".journal.dropped-{secs}"),
+                _ => format!(".journal.dropped-{secs}-{n}"),
+            };
+            let kept = with_suffix(&self.path, &name);
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&kept)
+            {
+                Ok(f) => break (kept, f),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 100 => n += 1,
+                Err(e) => return Err(io_err("create", &kept)(e)),
+            }
+        };
+        io::copy(&mut src, &mut out).map_err(io_err("write", &kept))?;
+        out.sync_all().map_err(io_err("sync", &kept))?;
+        let dir = self.dir();
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("sync the directory", dir))?;
+        Ok(kept)
+    }
+
     /// Cuts the journal back to its whole records (what a crash cut short goes).
     pub fn truncate_journal(&self, len: u64) -> Result<(), FileError> {
         let path = self.journal_path();

@@ -102,6 +102,8 @@ pub struct Replay {
     /// The journal does not continue this snapshot: its changes are in the snapshot
     /// already (a compaction was cut short) or the snapshot was put back from a backup.
     pub stale: bool,
+    /// The dropped bytes are not what a crash leaves at the end (see `torn_tail`).
+    pub unexplained: bool,
 }
 
 /// Reads a journal for the snapshot of `generation` (`None`: a version-1 snapshot,
@@ -153,18 +155,19 @@ pub fn read(
         at = end;
         seq += 1;
     }
-    if !torn_tail(&bytes[at..]) {
-        return Err(VaultError::JournalDamaged);
-    }
+    replay.unexplained = !torn_tail(&bytes[at..]);
     replay.dropped = bytes.len() as u64 - replay.valid_len;
     Ok(replay)
 }
 
-/// Whether what follows the last record that opens is what a crash can leave: nothing,
-/// the record being appended — whole or in part, its length first —, or zeros where
-/// the file grew before its data reached the disk. Anything else is damage: a length
-/// changed in the middle would otherwise drop every record after it unsaid. (A length
-/// raised past the end of the file still reads as a record cut short.)
+/// Whether what follows the last record that opens is what a crash ordinarily leaves:
+/// nothing, the record being appended — whole or in part, its length first —, or zeros
+/// where the file grew before its data reached the disk. Anything else is unexplained:
+/// a length changed in the middle (every record after it would otherwise be dropped
+/// unsaid) — or a power cut that wrote the end of the last append but not its head,
+/// which no reader can tell from it. The caller keeps such bytes aside and says so; it
+/// does not refuse the vault (a refusal would cost every change since the snapshot).
+/// (A length raised past the end of the file still reads as a record cut short.)
 fn torn_tail(rest: &[u8]) -> bool {
     let Some(len) = rest.get(..4) else {
         return true;
@@ -266,14 +269,12 @@ mod tests {
         let mut swapped = header(&GEN).to_vec();
         swapped.extend_from_slice(&j[one..]);
         swapped.extend_from_slice(&j[HEADER_LEN..one]);
-        assert!(matches!(
-            read(&KEY, Some(&GEN), &swapped),
-            Err(VaultError::JournalDamaged)
-        ));
+        let r = read(&KEY, Some(&GEN), &swapped).unwrap();
+        assert!(r.records.is_empty() && r.unexplained);
         // A flipped byte in the last record's sealed part: cut short, as a crash would
         // leave it. In the first record's sealed part, with a good record after it:
-        // damage. In a length: damage, or — raised past the end of the file — a record
-        // cut short (see `torn_tail`).
+        // damage. In a length: unexplained, or — raised past the end of the file — a
+        // record cut short (see `torn_tail`).
         let length =
             |i: usize| (HEADER_LEN..HEADER_LEN + 4).contains(&i) || (one..one + 4).contains(&i);
         for i in HEADER_LEN..j.len() {
@@ -281,11 +282,14 @@ mod tests {
             bad[i] ^= 0x20;
             match read(&KEY, Some(&GEN), &bad) {
                 Ok(r) if length(i) => assert!(r.records.len() <= 1, "byte {i}"),
+                Ok(r) if r.unexplained => panic!("byte {i}: unexplained"),
                 Ok(r) => {
                     assert_eq!(r.records.len(), 1, "byte {i}");
                     assert!(i >= one, "byte {i}");
                 }
-                Err(VaultError::JournalDamaged) => assert!(i < one + 4, "byte {i}"),
+                Err(VaultError::JournalDamaged) => {
+                    assert!((HEADER_LEN + 4..one).contains(&i), "byte {i}")
+                }
                 Err(e) => panic!("byte {i}: {e}"),
             }
         }
@@ -299,14 +303,26 @@ mod tests {
     }
 
     #[test]
-    fn an_absurd_length_is_damage_not_an_allocation() {
+    fn an_absurd_length_is_unexplained_not_an_allocation() {
         let mut j = journal(1);
         j.extend_from_slice(&u32::MAX.to_be_bytes());
         j.extend_from_slice(&[0; 64]);
-        assert!(matches!(
-            read(&KEY, Some(&GEN), &j),
-            Err(VaultError::JournalDamaged)
-        ));
+        let r = read(&KEY, Some(&GEN), &j).unwrap();
+        assert_eq!((r.records.len(), r.dropped, r.unexplained), (1, 68, true));
+    }
+
+    /// A power cut that wrote the end of the last append but not its head (its length
+    /// and first bytes still zeros): the records before it open, the rest is
+    /// unexplained — kept aside by the caller, not a refusal.
+    #[test]
+    fn an_append_whose_head_never_reached_the_disk_is_unexplained() {
+        let mut j = journal(2);
+        let one = journal(1).len();
+        j[one..one + 20].fill(0);
+        let r = read(&KEY, Some(&GEN), &j).unwrap();
+        assert_eq!(names(&r), ["name-0"]);
+        assert!(r.unexplained);
+        assert_eq!(r.valid_len, one as u64);
     }
 
     /// The file grew before its data reached the disk: zeros, a torn tail.
@@ -317,14 +333,15 @@ mod tests {
         let r = read(&KEY, Some(&GEN), &j).unwrap();
         assert_eq!(r.records.len(), 1);
         assert_eq!(r.dropped, 4096);
+        assert!(!r.unexplained);
     }
 
     /// A length changed in the middle — shorter, or out of range —: every record after
-    /// it would be dropped unsaid; it is damage. (One raised past the end of the file
-    /// reads as the last record cut short: telling the two apart would take a search
-    /// for the next record, a decryption at every byte.)
+    /// it would be dropped unsaid; it is unexplained. (One raised past the end of the
+    /// file reads as the last record cut short: telling the two apart would take a
+    /// search for the next record, a decryption at every byte.)
     #[test]
-    fn a_changed_length_in_the_middle_is_damage() {
+    fn a_changed_length_in_the_middle_is_unexplained() {
         let j = journal(3);
         for len in [
             NONCE_LEN + TAG_LEN,
@@ -335,13 +352,8 @@ mod tests {
         ] {
             let mut bad = j.clone();
             bad[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&(len as u32).to_be_bytes());
-            assert!(
-                matches!(
-                    read(&KEY, Some(&GEN), &bad),
-                    Err(VaultError::JournalDamaged)
-                ),
-                "length {len}"
-            );
+            let r = read(&KEY, Some(&GEN), &bad).unwrap();
+            assert!(r.records.is_empty() && r.unexplained, "length {len}");
         }
     }
 }

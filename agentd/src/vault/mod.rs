@@ -62,7 +62,7 @@ pub enum VaultError {
     Random,
     #[error("the change is too large to save at once; save it in parts")]
     TooLarge,
-    #[error("a record in the middle of its journal fails authentication or is misframed")]
+    #[error("a record in the middle of its journal fails authentication")]
     JournalDamaged,
 }
 
@@ -109,6 +109,9 @@ pub struct JournalFound {
     pub dropped: u64,
     /// The journal does not continue this snapshot and is to be removed.
     pub stale: bool,
+    /// The dropped bytes are no crash's leftover: kept aside, and said (see
+    /// `journal::torn_tail`).
+    pub unexplained: bool,
 }
 
 /// How the next save is written.
@@ -403,6 +406,7 @@ impl Vault {
                 records: replay.records.len() as u64,
                 valid_len: replay.valid_len,
                 dropped: replay.dropped,
+                unexplained: replay.unexplained,
                 stale: replay.stale,
             };
             for op in replay.records.into_iter().flatten() {

@@ -131,6 +131,8 @@ impl Session {
         }
         self.shown = Some((peer, chain.into()));
         self.peer_json = None;
+        // A marked form replaced what was concealed in it: conceal again.
+        self.known.clear();
     }
 
     /// What `screen` finds in the peer's and its ancestors' strings (remembered while
@@ -297,6 +299,7 @@ impl Session {
         self.shown = Some((peer, chain.iter().map(bare).collect()));
         self.peer_json = None;
         self.withheld = true;
+        self.known.clear();
     }
 
     /// Who asked, as records say it: the executable as shown (see `shown`), and the pid.

@@ -272,3 +272,36 @@ async fn a_clean_request_reaches_approval_and_waits_there() {
     assert_eq!(code, ErrorCode::Refused);
     assert_eq!(last_denial(&f)["event"], "lease_denied");
 }
+
+/// A held connection whose chain shows a value's beginning where an argument was cut:
+/// after a process of the chain is marked (a passphrase was checked from it, which
+/// replaces its shown form), the next grant of the same values on that connection still
+/// conceals the cut beginning (review finding: the per-connection memory of what was
+/// concealed went stale).
+#[tokio::test]
+async fn a_mark_after_a_grant_does_not_bring_a_cut_beginning_back() {
+    let f = fixture("[[rule]]\nsecrets = [\"*\"]\napproval = \"never\"\n").await;
+    let extra = [
+        "--pw=Qsomepass-1234".to_owned(),
+        format!("{}value-of-db-7f\u{2026}", "x".repeat(200)),
+    ];
+    let mut s = session();
+    s.peer.argv.extend(extra.iter().cloned());
+    let r = call(&f.agent, &mut s, lease(&["db/main"], &["env"], None)).await;
+    assert!(matches!(r, Response::Leased(_)), "{r:?}");
+    // Another connection from the same process gives a passphrase: the process is marked.
+    let mut s2 = session();
+    s2.peer.argv.extend(extra.iter().cloned());
+    let _ = f.agent.hiding_passphrases(&mut s2, &[b"Qsomepass-1234"]);
+    let r = call(&f.agent, &mut s, lease(&["db/main"], &["env"], None)).await;
+    assert!(matches!(r, Response::Leased(_)), "{r:?}");
+    let grants: Vec<String> = records(&f)
+        .into_iter()
+        .filter(|r| r["event"] == "lease_granted")
+        .map(|r| r["peer"].to_string())
+        .collect();
+    assert_eq!(grants.len(), 2);
+    for g in &grants {
+        assert!(!g.contains("value-of-db-7f\u{2026}"), "{g}");
+    }
+}

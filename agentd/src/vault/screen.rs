@@ -50,12 +50,20 @@ fn spread(window: u32) -> u64 {
     (u64::from(window) << 32) | u64::from(window)
 }
 
+/// `Entry::id` of a table entry whose window has several forms filed under it: they are
+/// in `Width::shared`. (All forms of a window share one table hash, so filing them in
+/// the table itself would make each insert walk all the others: PEM keys all end in
+/// the same 8 bytes, and equal values share every window.)
+const SHARED: u32 = u32::MAX;
+
 /// The windows of one width: a bitmap of their hashes' top bits (a hit there is only a
-/// maybe), and the table.
+/// maybe), and the table — one entry a window.
 struct Width {
     bits: u32,
     bitmap: Vec<u64>,
     table: HashTable<Entry>,
+    /// The forms of windows that have more than one.
+    shared: std::collections::HashMap<u32, Vec<Entry>>,
     /// Windows removed since the bitmap was built: their bits may still be set, which
     /// costs only a look in the table. The bitmap is rebuilt when they are many.
     stale: usize,
@@ -67,7 +75,17 @@ impl Width {
             bits: MIN_BITMAP_BITS,
             bitmap: vec![0; (1 << MIN_BITMAP_BITS) / 64],
             table: HashTable::new(),
+            shared: std::collections::HashMap::new(),
             stale: 0,
+        }
+    }
+
+    /// The forms filed under `window`.
+    fn under(&self, window: u32) -> &[Entry] {
+        match self.table.find(spread(window), |e| e.window == window) {
+            Some(e) if e.id == SHARED => self.shared.get(&window).map_or(&[], Vec::as_slice),
+            Some(e) => std::slice::from_ref(e),
+            None => &[],
         }
     }
 
@@ -87,8 +105,17 @@ impl Width {
     }
 
     fn add(&mut self, e: Entry) {
-        self.table
-            .insert_unique(spread(e.window), e, |e| spread(e.window));
+        let w = e.window;
+        match self.table.find_mut(spread(w), |x| x.window == w) {
+            Some(first) if first.id == SHARED => self.shared.entry(w).or_default().push(e),
+            Some(first) => {
+                let alone = std::mem::replace(first, Entry { id: SHARED, ..e });
+                self.shared.insert(w, vec![alone, e]);
+            }
+            None => {
+                self.table.insert_unique(spread(w), e, |e| spread(e.window));
+            }
+        }
         let want = (self.table.len() * 8)
             .next_power_of_two()
             .trailing_zeros()
@@ -103,16 +130,44 @@ impl Width {
     /// Removes what `gone` picks among the entries filed under `window`; the ids of
     /// those removed go to `ids`.
     fn take(&mut self, window: u32, mut gone: impl FnMut(&Entry) -> bool, ids: &mut Vec<u32>) {
-        let hash = spread(window);
-        while let Ok(found) = self
+        let Ok(mut found) = self
             .table
-            .find_entry(hash, |e| e.window == window && gone(e))
-        {
-            let (e, _) = found.remove();
+            .find_entry(spread(window), |e| e.window == window)
+        else {
+            return;
+        };
+        let mut note = |e: &Entry| {
             if !ids.contains(&e.id) {
                 ids.push(e.id);
             }
-            self.stale += 1;
+        };
+        if found.get().id != SHARED {
+            if gone(found.get()) {
+                note(found.get());
+                found.remove();
+                self.stale += 1;
+            }
+        } else {
+            let list = self.shared.entry(window).or_default();
+            list.retain(|e| {
+                let go = gone(e);
+                if go {
+                    note(e);
+                }
+                !go
+            });
+            match list.len() {
+                0 => {
+                    self.shared.remove(&window);
+                    found.remove();
+                    self.stale += 1;
+                }
+                1 => {
+                    *found.get_mut() = list[0];
+                    self.shared.remove(&window);
+                }
+                _ => {}
+            }
         }
         if self.stale > self.table.len() / 2 + 64 {
             self.table.shrink_to_fit(|e| spread(e.window));
@@ -324,9 +379,9 @@ impl Screen {
                 if !filed.may_hold(h) {
                     continue;
                 }
-                for e in filed.table.iter_hash(spread(h)) {
+                for e in filed.under(h) {
                     let len = e.len as usize;
-                    if e.window == h && len <= end && self.full(&hay[end - len..end]) == e.full {
+                    if len <= end && self.full(&hay[end - len..end]) == e.full {
                         hit(e);
                     }
                 }
@@ -450,5 +505,43 @@ mod tests {
         }
         assert!(s.is_empty());
         assert!(s.names.is_empty());
+    }
+
+    /// Values that share their last bytes (PEM keys all end alike) or are equal: each
+    /// is found under its own names, and removing some leaves the others found.
+    #[test]
+    fn shared_windows_keep_every_form_apart() {
+        let mut s = Screen::new();
+        let pem = |i: usize| format!("-----BEGIN KEY-----\n{i:06}abcdef\n-----END KEY-----\n");
+        let n = 3000;
+        for i in 0..n {
+            s.insert(&format!("k{i}"), pem(i).as_bytes());
+        }
+        s.insert("same-a", b"one-equal-value-42");
+        s.insert("same-b", b"one-equal-value-42");
+        let found = |s: &Screen, hay: &[u8]| -> Vec<String> {
+            let mut v: Vec<String> = s.find(hay).iter().map(|n| n.to_string()).collect();
+            v.sort();
+            v
+        };
+        for i in (0..n).step_by(2) {
+            s.remove(&format!("k{i}"), pem(i).as_bytes());
+        }
+        s.remove("same-a", b"one-equal-value-42");
+        for i in 0..n {
+            let got = found(&s, format!("x {} y", pem(i)).as_bytes());
+            if i % 2 == 0 {
+                assert!(got.is_empty(), "k{i}: {got:?}");
+            } else {
+                assert_eq!(got, [format!("k{i}")]);
+            }
+        }
+        assert_eq!(found(&s, b"[one-equal-value-42]"), ["same-b"]);
+        for i in (1..n).step_by(2) {
+            s.remove(&format!("k{i}"), pem(i).as_bytes());
+        }
+        s.remove("same-b", b"one-equal-value-42");
+        assert!(s.is_empty());
+        assert!(s.wide.shared.is_empty() && s.narrow.shared.is_empty());
     }
 }

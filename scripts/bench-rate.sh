@@ -11,6 +11,7 @@
 #   scripts/bench-rate.sh            [CLIENTS="1 8 32 128" SECONDS_PER_RUN=3 ROUNDS=3 NO_BUILD=1]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts="$PWD/scripts"
 . scripts/bench-lib.sh
 clients_list="${CLIENTS:-1 8 32 128}"
 secs="${SECONDS_PER_RUN:-3}"
@@ -44,18 +45,4 @@ for clients in $clients_list; do
             "$clients" "$secs" >>"$out"
     done
 done
-python3 - "$out" <<'PY'
-import re, statistics, sys
-runs = {}
-for line in open(sys.argv[1]):
-    kind, clients = line.split()[0], int(re.search(r"clients=(\d+)", line).group(1))
-    rate = float(re.search(r"rate=([\d.]+)", line).group(1))
-    p99 = float(re.search(r"p99=([\d.]+)us", line).group(1))
-    runs.setdefault((kind, clients), []).append((rate, p99))
-print(f"{'clients':>7}  {'jitc grants/s':>13}  {'jitc p99':>9}  {'OpenBao reads/s':>15}  {'bao p99':>9}  ratio")
-for clients in sorted({c for _, c in runs}):
-    j, b = runs[("jitc", clients)], runs[("http", clients)]
-    jr = statistics.median(r for r, _ in j); jp = statistics.median(p for _, p in j)
-    br = statistics.median(r for r, _ in b); bp = statistics.median(p for _, p in b)
-    print(f"{clients:>7}  {jr:>13.0f}  {jp/1000:>7.2f}ms  {br:>15.0f}  {bp/1000:>7.2f}ms  {jr/br:5.2f}x")
-PY
+python3 "$scripts/lease_table.py" "$out" http "jitc grants/s" "OpenBao reads/s" "bao p99"

@@ -114,21 +114,7 @@ for clients in 1 8 32 128; do
         "$lease_bench" ssh "$SSH_AUTH_SOCK" - "$clients" "$seconds" >> "$tmp/leases.txt"
     done
 done
-python3 - "$tmp/leases.txt" <<'PY'
-import re, statistics, sys
-runs = {}
-for line in open(sys.argv[1]):
-    kind, clients = line.split()[0], int(re.search(r"clients=(\d+)", line).group(1))
-    rate = float(re.search(r"rate=(\d+)", line).group(1))
-    p99 = float(re.search(r"p99=([\d.]+)", line).group(1))
-    runs.setdefault((kind, clients), []).append((rate, p99))
-print(f"{'clients':>7}  {'jitc pairs/s':>12}  {'jitc p99':>9}  {'ssh-agent req/s':>15}  {'ssh p99':>9}  ratio")
-for clients in sorted({c for _, c in runs}):
-    j, s = runs[("jitc", clients)], runs[("ssh", clients)]
-    jr, jp = statistics.median(r for r, _ in j), statistics.median(p for _, p in j)
-    sr, sp = statistics.median(r for r, _ in s), statistics.median(p for _, p in s)
-    print(f"{clients:>7}  {jr:>12.0f}  {jp/1000:>7.2f}ms  {sr:>15.0f}  {sp/1000:>7.2f}ms  {jr/sr:5.2f}x")
-PY
+python3 scripts/lease_table.py "$tmp/leases.txt" ssh "jitc pairs/s" "ssh-agent req/s" "ssh p99"
 
 echo
 echo "== the cost of durability: 32 clients, audit records fdatasync'd (group commit)"

@@ -251,15 +251,18 @@ pub fn decode_body(plain: &[u8]) -> Option<Parts> {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// Boxed strings and bytes, not `String` and `Vec`: 24 bytes less a secret in memory
+/// (2.4 MB at 100,000), and the same bytes in the file (postcard writes both as a
+/// length and the bytes).
 pub struct StoredSecret {
-    pub name: String,
-    pub description: Option<String>,
+    pub name: Box<str>,
+    pub description: Option<Box<str>>,
     pub created: u64,
     pub updated: u64,
     pub canary: bool,
     pub nonce: [u8; NONCE_LEN],
     /// XChaCha20-Poly1305(vault key, nonce, value, aad = VALUE_AAD ‖ name).
-    pub sealed: Vec<u8>,
+    pub sealed: Box<[u8]>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -95,7 +95,7 @@ impl Secrets {
 
     /// The names in order.
     pub(super) fn keys(&self) -> impl Iterator<Item = &str> {
-        self.values().map(|s| s.name.as_str())
+        self.values().map(|s| &*s.name)
     }
 
     /// The frame of one page of the listing: the secrets named after `after`, in name
@@ -202,13 +202,13 @@ mod tests {
 
     fn secret(name: &str, description: Option<&str>) -> StoredSecret {
         StoredSecret {
-            name: name.to_owned(),
-            description: description.map(str::to_owned),
+            name: name.into(),
+            description: description.map(Into::into),
             created: 1_700_000_000,
             updated: 1_700_000_123,
             canary: name.ends_with('7'),
             nonce: [0; 24],
-            sealed: Vec::new(),
+            sealed: Box::default(),
         }
     }
 
@@ -246,8 +246,8 @@ mod tests {
         let expect = |s: &Secrets| -> Vec<SecretInfo> {
             s.values()
                 .map(|v| SecretInfo {
-                    name: v.name.clone(),
-                    description: v.description.clone(),
+                    name: v.name.to_string(),
+                    description: v.description.as_deref().map(str::to_owned),
                     created: v.created,
                     updated: v.updated,
                     canary: v.canary,

@@ -674,18 +674,18 @@ impl Vault {
         }
         self.screen.insert(name, value.expose());
         let description = match (description, self.secrets.get(name)) {
-            (Some(d), _) => Some(d),
+            (Some(d), _) => Some(d.into_boxed_str()),
             (None, Some(old)) => old.description.clone(),
             (None, None) => None,
         };
         let stored = StoredSecret {
-            name: name.to_owned(),
+            name: name.into(),
             description,
             created,
             updated: now,
             canary,
             nonce,
-            sealed,
+            sealed: sealed.into(),
         };
         self.log(Op::Put(stored.clone()));
         self.secrets.insert(stored);
@@ -747,10 +747,10 @@ impl Vault {
         self.screen.remove(from, value.expose());
         self.secrets.remove(from);
         let moved = StoredSecret {
-            name: to.to_owned(),
+            name: to.into(),
             updated: now_unix(),
             nonce,
-            sealed,
+            sealed: sealed.into(),
             ..old
         };
         self.log(Op::Rename {
@@ -770,7 +770,7 @@ impl Vault {
             .secrets
             .remove(name)
             .ok_or_else(|| VaultError::NoSuchSecret(name.to_owned()))?;
-        s.description = description;
+        s.description = description.map(String::into_boxed_str);
         s.updated = now_unix();
         self.log(Op::Put(s.clone()));
         self.secrets.insert(s);
@@ -782,8 +782,8 @@ impl Vault {
         self.secrets
             .values()
             .map(|s| SecretInfo {
-                name: s.name.clone(),
-                description: s.description.clone(),
+                name: s.name.to_string(),
+                description: s.description.as_deref().map(str::to_owned),
                 created: s.created,
                 updated: s.updated,
                 canary: s.canary,

@@ -5,6 +5,8 @@
 //!   jitc-lease-bench ssh  SOCKET -      CLIENTS SECONDS   # ssh-agent REQUEST_IDENTITIES
 //!   jitc-lease-bench http HOST:PORT PATH CLIENTS SECONDS  # HTTP/1.1 GETs, kept alive
 //!
+//! SECONDS may be `xN` instead: exactly N requests per client (after one to warm up).
+//!
 //! `http` sends `$BAO_TOKEN` (never an argument) as `X-Vault-Token`: an OpenBao KV
 //! read, for the grant rate against OpenBao's.
 //!
@@ -116,7 +118,11 @@ fn main() {
     let socket = PathBuf::from(&args[2]);
     let secret = args[3].clone();
     let clients: usize = args[4].parse().unwrap();
-    let seconds: u64 = args[5].parse().unwrap();
+    // SECONDS, or xN for exactly N requests per client (for tests: no clock involved).
+    let (seconds, count): (u64, Option<usize>) = match args[5].strip_prefix('x') {
+        Some(n) => (0, Some(n.parse().unwrap())),
+        None => (args[5].parse().unwrap(), None),
+    };
     let start = Arc::new(Barrier::new(clients + 1));
     let workers: Vec<_> = (0..clients)
         .map(|_| {
@@ -152,7 +158,10 @@ fn main() {
                 start.wait();
                 let end = Instant::now() + Duration::from_secs(seconds);
                 let mut lat = Vec::with_capacity(1 << 16);
-                while Instant::now() < end {
+                while match count {
+                    Some(n) => lat.len() < n,
+                    None => Instant::now() < end,
+                } {
                     let t = Instant::now();
                     op.once();
                     lat.push(t.elapsed());

@@ -12,7 +12,9 @@ use std::borrow::Borrow;
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
-use jitc_protocol::{FrameError, SecretInfoRef, encode_secret_info, secrets_page_frame};
+use jitc_protocol::{
+    FrameError, SecretInfo, SecretInfoRef, encode_secret_info, secrets_page_frame,
+};
 use zeroize::Zeroizing;
 
 use super::format::StoredSecret;
@@ -24,6 +26,31 @@ use super::format::StoredSecret;
 pub(super) struct Secrets {
     set: BTreeSet<ByName>,
     listing: OnceLock<Listing>,
+}
+
+impl StoredSecret {
+    /// The secret's metadata as a listing carries it.
+    pub(super) fn info_ref(&self) -> SecretInfoRef<'_> {
+        SecretInfoRef {
+            name: &self.name,
+            description: self.description.as_deref(),
+            created: self.created,
+            updated: self.updated,
+            canary: self.canary,
+        }
+    }
+
+    /// The same, owned.
+    pub(super) fn info(&self) -> SecretInfo {
+        let r = self.info_ref();
+        SecretInfo {
+            name: r.name.to_owned(),
+            description: r.description.map(str::to_owned),
+            created: r.created,
+            updated: r.updated,
+            canary: r.canary,
+        }
+    }
 }
 
 /// A secret, compared by its name alone.
@@ -131,14 +158,7 @@ impl Listing {
         let mut starts = Vec::with_capacity(secrets.len() + 1);
         for s in secrets {
             starts.push(bytes.len());
-            let item = SecretInfoRef {
-                name: &s.name,
-                description: s.description.as_deref(),
-                created: s.created,
-                updated: s.updated,
-                canary: s.canary,
-            };
-            encode_secret_info(&item, &mut bytes)?;
+            encode_secret_info(&s.info_ref(), &mut bytes)?;
         }
         starts.push(bytes.len());
         bytes.shrink_to_fit();
@@ -198,7 +218,7 @@ impl Listing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jitc_protocol::{Response, SecretInfo, encode_frame};
+    use jitc_protocol::{Response, encode_frame};
 
     fn secret(name: &str, description: Option<&str>) -> StoredSecret {
         StoredSecret {
@@ -243,17 +263,8 @@ mod tests {
                 secret(&name, desc.as_deref())
             })
             .collect();
-        let expect = |s: &Secrets| -> Vec<SecretInfo> {
-            s.values()
-                .map(|v| SecretInfo {
-                    name: v.name.to_string(),
-                    description: v.description.as_deref().map(str::to_owned),
-                    created: v.created,
-                    updated: v.updated,
-                    canary: v.canary,
-                })
-                .collect()
-        };
+        let expect =
+            |s: &Secrets| -> Vec<SecretInfo> { s.values().map(StoredSecret::info).collect() };
         for budget in [1, 500, 4096, 1 << 20] {
             let got = pages(&s, budget);
             let listed: Vec<SecretInfo> = got.iter().flat_map(|(p, _)| p.clone()).collect();

@@ -779,16 +779,7 @@ impl Vault {
 
     /// Every secret's metadata, in name order.
     pub fn list(&self) -> Vec<SecretInfo> {
-        self.secrets
-            .values()
-            .map(|s| SecretInfo {
-                name: s.name.to_string(),
-                description: s.description.as_deref().map(str::to_owned),
-                created: s.created,
-                updated: s.updated,
-                canary: s.canary,
-            })
-            .collect()
+        self.secrets.values().map(StoredSecret::info).collect()
     }
 
     /// The frame of one page of the listing: the secrets named after `after`, in name

@@ -207,19 +207,17 @@ impl Session {
         h.finish()
     }
 
-    /// Whether the values hashed to `key` were concealed in the chain as shown; marks
-    /// them so when `done`. The last 16 sets are kept.
-    pub fn known_done(&mut self, key: u64, done: bool) -> bool {
-        if self.known.contains(&key) {
-            return true;
+    /// Whether the values hashed to `key` were concealed in the chain as shown.
+    pub fn known_done(&self, key: u64) -> bool {
+        self.known.contains(&key)
+    }
+
+    /// Remembers that the values hashed to `key` were; the last 16 sets are kept.
+    pub fn remember_known(&mut self, key: u64) {
+        if self.known.len() >= 16 {
+            self.known.remove(0);
         }
-        if done {
-            if self.known.len() >= 16 {
-                self.known.remove(0);
-            }
-            self.known.push(key);
-        }
-        false
+        self.known.push(key);
     }
 
     /// Conceals `values` (as far as `reach` goes) in the peer and its ancestry as they

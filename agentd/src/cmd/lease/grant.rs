@@ -286,9 +286,7 @@ pub(super) fn known_concealed(
     // shows it as the session does — concealed already if these values were before.
     let key = (!short)
         .then(|| session.known_key(values.iter().map(|v| (v.name.as_str(), v.value.expose()))));
-    if let Some(k) = key
-        && session.known_done(k, false)
-    {
+    if key.is_some_and(|k| session.known_done(k)) {
         return base.clone();
     }
     let mut needles = Needles::new(Vec::new());
@@ -302,7 +300,7 @@ pub(super) fn known_concealed(
         event.peer = Some(session.peer_json());
     }
     if let Some(k) = key {
-        session.known_done(k, true);
+        session.remember_known(k);
     }
     event
 }

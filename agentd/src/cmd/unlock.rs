@@ -136,46 +136,46 @@ fn settle_journal(
     file: &crate::vault::VaultFile,
     found: &crate::vault::JournalFound,
 ) -> (bool, Option<String>) {
-    if found.unexplained {
-        let kept = file.keep_journal_tail(found.valid_len);
-        let said = match &kept {
-            Ok(path) => format!(
-                "the vault's journal ended in {} bytes that are no record a crash cuts short (a power cut that wrote the end of the last save but not its head, or the file was changed): the vault opened without them, and any change they held; they are kept in {}",
-                found.dropped,
-                path.display()
-            ),
-            Err(e) => format!(
-                "the vault's journal ended in {} bytes that are no record a crash cuts short (a power cut that wrote the end of the last save but not its head, or the file was changed): the vault opened without them, and any change they held; they could not be kept ({e}) and stay in {} until the next save",
-                found.dropped,
-                file.journal_path().display()
-            ),
-        };
-        tracing::error!("{said}");
-        if kept.is_err() {
-            // Not cut: the next save writes a snapshot, and the bytes stay until then.
-            return (false, Some(said));
-        }
-        if let Err(e) = file.truncate_journal(found.valid_len) {
-            tracing::warn!(error = %e, "cannot cut the journal back; the next save writes a snapshot");
-            return (false, Some(said));
-        }
-        return (true, Some(said));
-    }
     if found.stale {
         tracing::info!(journal = %file.journal_path().display(), "removing a journal that does not continue the vault's snapshot");
         file.remove_journal();
-    } else if found.dropped > 0 {
+        return (true, None);
+    }
+    if found.dropped == 0 {
+        return (true, None);
+    }
+    let mut said = None;
+    if found.unexplained {
+        let what = format!(
+            "the vault's journal ended in {} bytes that are no record a crash cuts short (a power cut that wrote the end of the last save but not its head, or the file was changed): the vault opened without them, and any change they held",
+            found.dropped
+        );
+        let kept = file.keep_journal_tail(found.valid_len);
+        let text = match &kept {
+            Ok(path) => format!("{what}; they are kept in {}", path.display()),
+            Err(e) => format!(
+                "{what}; they could not be kept ({e}) and stay in {} until the next save",
+                file.journal_path().display()
+            ),
+        };
+        tracing::error!("{text}");
+        if kept.is_err() {
+            // Not cut: the next save writes a snapshot, and the bytes stay until then.
+            return (false, Some(text));
+        }
+        said = Some(text);
+    } else {
         tracing::warn!(
             journal = %file.journal_path().display(),
             bytes = found.dropped,
             "the journal ends in a record cut short (a crash while saving); it was never acknowledged and is dropped"
         );
-        if let Err(e) = file.truncate_journal(found.valid_len) {
-            tracing::warn!(error = %e, "cannot cut the journal back; the next save writes a snapshot");
-            return (false, None);
-        }
     }
-    (true, None)
+    if let Err(e) = file.truncate_journal(found.valid_len) {
+        tracing::warn!(error = %e, "cannot cut the journal back; the next save writes a snapshot");
+        return (false, said);
+    }
+    (true, said)
 }
 
 /// The checkpoints the log must reach: the vault's (saved at every save and lock) and

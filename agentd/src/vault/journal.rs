@@ -173,8 +173,8 @@ fn torn_tail(rest: &[u8]) -> bool {
         return true;
     };
     let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-    rest.iter().all(|b| *b == 0)
-        || ((NONCE_LEN + TAG_LEN..=MAX_RECORD).contains(&len) && 4 + len >= rest.len())
+    ((NONCE_LEN + TAG_LEN..=MAX_RECORD).contains(&len) && 4 + len >= rest.len())
+        || rest.iter().all(|b| *b == 0)
 }
 
 /// Whether `rest` starts with an authentic record number `seq`.

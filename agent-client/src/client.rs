@@ -336,31 +336,16 @@ impl Client {
     }
 
     /// Every secret's metadata, handed to `each` a page at a time as it arrives (a
-    /// listing of any length, printed as it comes).
+    /// listing of any length, printed as it comes); `list_pages_ref`'s pages, owned.
     pub fn list_pages(
         &mut self,
         mut each: impl FnMut(Vec<SecretInfo>) -> Result<()>,
     ) -> Result<()> {
-        let mut after = String::new();
-        loop {
-            let req = Request::ListSecrets { after };
-            let (items, more) = self.call_for(&req, "no list", |r| match r {
-                Response::Secrets { items, more } => Some((items, more)),
-                _ => None,
-            })?;
-            let Some(last) = items.last() else {
-                return Ok(());
-            };
-            after = last.name.clone();
-            each(items)?;
-            if !more {
-                return Ok(());
-            }
-        }
+        self.list_pages_ref(|items| each(items.iter().map(|&i| i.into()).collect()))
     }
 
-    /// As `list_pages`, each page borrowed from the frame it came in (no name is copied:
-    /// what `jitc ls` prints of 100,000 secrets).
+    /// Every secret's metadata, a page at a time, each page borrowed from the frame it
+    /// came in (no name is copied: what `jitc ls` prints of 100,000 secrets).
     pub fn list_pages_ref(
         &mut self,
         mut each: impl FnMut(&[jitc_protocol::SecretInfoRef<'_>]) -> Result<()>,

@@ -426,6 +426,18 @@ pub struct SecretInfo {
     pub canary: bool,
 }
 
+impl From<SecretInfoRef<'_>> for SecretInfo {
+    fn from(r: SecretInfoRef<'_>) -> SecretInfo {
+        SecretInfo {
+            name: r.name.to_owned(),
+            description: r.description.map(str::to_owned),
+            created: r.created,
+            updated: r.updated,
+            canary: r.canary,
+        }
+    }
+}
+
 /// The command a lease is for, as the client will run it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CommandLine {

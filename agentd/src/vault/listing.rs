@@ -42,14 +42,7 @@ impl StoredSecret {
 
     /// The same, owned.
     pub(super) fn info(&self) -> SecretInfo {
-        let r = self.info_ref();
-        SecretInfo {
-            name: r.name.to_owned(),
-            description: r.description.map(str::to_owned),
-            created: r.created,
-            updated: r.updated,
-            canary: r.canary,
-        }
+        self.info_ref().into()
     }
 }
 

@@ -342,9 +342,7 @@ mod tests {
                 prop_assert_eq!(more_back, *more);
                 prop_assert_eq!(back.len(), items.len());
                 for (b, s) in back.iter().zip(items) {
-                    prop_assert_eq!(b.name, s.name.as_str());
-                    prop_assert_eq!(b.description, s.description.as_deref());
-                    prop_assert_eq!((b.created, b.updated, b.canary), (s.created, s.updated, s.canary));
+                    prop_assert_eq!(&SecretInfo::from(*b), s);
                 }
             } else {
                 let frame = encode_frame(&msg).unwrap();

@@ -292,6 +292,48 @@ fn a_damaged_journal_is_refused_and_a_restored_snapshot_ignores_a_stale_one() {
         .one_line_error()
         .says("journal fails authentication")
         .says("vault.jitc.journal aside");
+    // Damage with a good record after it is refused: moved aside as told, the vault
+    // as of its snapshot (no secrets yet).
+    fs::write(journal(&env), &bad).unwrap();
+    fs::rename(
+        journal(&env),
+        env.vault().with_extension("jitc.journal.aside"),
+    )
+    .unwrap();
+    env.unlock().ok();
+    assert!(env.secret_names().is_empty());
+    env.run(&["lock"], None).ok();
+    fs::remove_file(journal(&env)).ok();
+    fs::write(journal(&env), &good).unwrap();
+    env.unlock().ok();
+    assert_eq!(env.secret_names(), ["A", "B"]);
+    env.run(&["lock"], None).ok();
+    // A snapshot of another generation (here: a new vault's) does not take the journal.
+    let snapshot = fs::read(env.vault()).unwrap();
+    let other = TestEnv::new();
+    let a2 = other.start_agent();
+    other.init();
+    a2.stop();
+    fs::write(env.vault(), fs::read(other.vault()).unwrap()).unwrap();
+    env.unlock().ok();
+    assert!(env.secret_names().is_empty());
+    assert!(!journal(&env).exists(), "the stale journal is removed");
+    env.run(&["lock"], None).ok();
+    drop(snapshot);
+}
+
+/// A journal edited behind the agent (as uid 1000, the agent's own user) so that a
+/// record's length no longer frames it — the shape a power cut can also leave.
+#[test]
+fn an_unexplained_journal_tail_is_kept_and_said() {
+    let env = TestEnv::new_as(USER);
+    let agent = env.start_agent();
+    env.init();
+    env.add("A", "value-a");
+    env.add("B", "value-b");
+    agent.stop();
+    let good = fs::read(journal(&env)).unwrap();
+    let _agent = env.start_agent();
     // The first record's length made shorter, or absurd: no crash leaves that (nor a
     // power cut that wrote the end of an append but not its head, which reads the
     // same). The vault opens without what follows — said, as an anomaly — and the
@@ -331,34 +373,6 @@ fn a_damaged_journal_is_refused_and_a_restored_snapshot_ignores_a_stale_one() {
         assert!(reason.contains("no record a crash cuts short"), "{reason}");
         assert!(reason.contains(&kept[0].display().to_string()), "{reason}");
     }
-    // Damage with a good record after it is refused: moved aside as told, the vault
-    // as of its snapshot (no secrets yet).
-    fs::write(journal(&env), &bad).unwrap();
-    fs::rename(
-        journal(&env),
-        env.vault().with_extension("jitc.journal.aside"),
-    )
-    .unwrap();
-    env.unlock().ok();
-    assert!(env.secret_names().is_empty());
-    env.run(&["lock"], None).ok();
-    fs::remove_file(journal(&env)).ok();
-    fs::write(journal(&env), &good).unwrap();
-    env.unlock().ok();
-    assert_eq!(env.secret_names(), ["A", "B"]);
-    env.run(&["lock"], None).ok();
-    // A snapshot of another generation (here: a new vault's) does not take the journal.
-    let snapshot = fs::read(env.vault()).unwrap();
-    let other = TestEnv::new();
-    let a2 = other.start_agent();
-    other.init();
-    a2.stop();
-    fs::write(env.vault(), fs::read(other.vault()).unwrap()).unwrap();
-    env.unlock().ok();
-    assert!(env.secret_names().is_empty());
-    assert!(!journal(&env).exists(), "the stale journal is removed");
-    env.run(&["lock"], None).ok();
-    drop(snapshot);
 }
 
 /// The golden fixture: a vault (with its audit log) written by the version-1 jitc.

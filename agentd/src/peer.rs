@@ -42,7 +42,7 @@ const MAX_ARG: usize = 256;
 /// Most of a process's argv kept in all (the rest is cut, marked `…`).
 const MAX_ARGV_BYTES: usize = 4096;
 /// Most of `/proc/PID/cmdline` read.
-const MAX_CMDLINE: u64 = 64 << 10;
+const MAX_CMDLINE: usize = 64 << 10;
 
 /// Executable path and argv of `pid`, as far as `/proc` will tell (another user's
 /// process, or one that already exited, tells nothing).
@@ -50,14 +50,11 @@ pub fn process_info(pid: u32) -> (Option<String>, Vec<String>) {
     let exe = fs::read_link(format!("/proc/{pid}/exe"))
         .ok()
         .map(|p| p.to_string_lossy().into_owned());
-    let mut raw = Vec::new();
-    let read = fs::File::open(format!("/proc/{pid}/cmdline")).and_then(|f| {
-        std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_CMDLINE), &mut raw)
-    });
+    let read = read_small(format!("/proc/{pid}/cmdline"), 4096, MAX_CMDLINE);
     let mut argv: Vec<String> = Vec::new();
-    if read.is_ok() {
+    if let Ok(raw) = read {
         // The read stopped inside an argument: it is cut short like a long one.
-        let cut_last = raw.len() as u64 == MAX_CMDLINE && raw.last() != Some(&0);
+        let cut_last = raw.len() == MAX_CMDLINE && raw.last() != Some(&0);
         let pieces = raw.split(|b| *b == 0).count();
         let mut total = 0;
         for (i, a) in raw
@@ -84,12 +81,41 @@ pub fn process_info(pid: u32) -> (Option<String>, Vec<String>) {
     (exe, argv)
 }
 
-/// A `/proc` file, read whole. Not `fs::read_to_string`, whose size hint costs a
-/// `statx` per file (and `/proc` says 0 bytes anyway): a lease reads a dozen of these.
+/// A `/proc` file, read whole. A lease reads a dozen of these, walking the requester's
+/// ancestry: std's `read_to_string` would spend a `statx` and an `lseek` on a size hint
+/// (`/proc` says 0 bytes anyway) and a last `read` to see the end.
 pub fn read_proc(path: impl AsRef<std::path::Path>) -> std::io::Result<String> {
-    let mut text = String::with_capacity(512);
-    std::io::Read::read_to_string(&mut fs::File::open(path)?, &mut text)?;
-    Ok(text)
+    let raw = read_small(path, 1024, 64 << 10)?;
+    String::from_utf8(raw).map_err(|_| std::io::ErrorKind::InvalidData.into())
+}
+
+/// At most `max` bytes of a `/proc` file, in one `read` when it fits in `first`. The
+/// kernel makes these files whole at the first read (`seq_file`, and the argv pages of
+/// `cmdline`) and hands out all that fits, so a read that leaves room is the end: no
+/// last read is spent to see it.
+fn read_small(
+    path: impl AsRef<std::path::Path>,
+    first: usize,
+    max: usize,
+) -> std::io::Result<Vec<u8>> {
+    let mut file = fs::File::open(path)?;
+    let mut buf = vec![0u8; first.min(max)];
+    let mut len = 0;
+    loop {
+        match std::io::Read::read(&mut file, &mut buf[len..]) {
+            Ok(n) => {
+                len += n;
+                if len < buf.len() || len == max {
+                    break;
+                }
+                buf.resize((buf.len() * 2).min(max), 0);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    Ok(buf)
 }
 
 /// The parent of `pid`, from `/proc/PID/stat` (the field after the parenthesised
@@ -141,6 +167,45 @@ pub fn chain(pid: u32) -> Vec<jitc_protocol::ProcessInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_small_read_grows_to_the_whole_file_and_stops_at_its_cap() {
+        let dir = std::env::temp_dir().join(format!("jitc-peer-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f");
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(&path, &data).unwrap();
+        assert_eq!(read_small(&path, 16, 1 << 20).unwrap(), data);
+        assert_eq!(read_small(&path, 16, 100).unwrap(), &data[..100]);
+        assert_eq!(read_small(&path, 10_000, 1 << 20).unwrap(), data);
+        fs::write(&path, b"").unwrap();
+        assert!(read_small(&path, 16, 100).unwrap().is_empty());
+        fs::remove_dir_all(&dir).unwrap();
+        // A long argv comes whole, past the first read's 4 KiB: `cat` reads its stdin
+        // (left open) before it would look at the file the long argument names. A
+        // line echoed back says it runs (a spawn returns before the exec has set up
+        // the argv that `/proc` reads).
+        use std::io::{BufRead, Write};
+        let long = "x".repeat(10_000);
+        let mut child = std::process::Command::new("cat")
+            .arg("-")
+            .arg(&long)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.as_mut().unwrap().write_all(b"up\n").unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "up\n");
+        let (_, argv) = process_info(child.id());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(argv.len(), 3, "{argv:?}");
+        assert_eq!(argv[2], format!("{}…", "x".repeat(MAX_ARG)));
+    }
 
     #[test]
     fn our_own_chain_reaches_init() {

@@ -35,6 +35,8 @@ pub struct Client {
     ended: Vec<(u64, String)>,
     /// Frames read ahead (one read usually brings a whole answer).
     buf: FrameBuf,
+    /// How long the agent may take to answer (the socket's read timeout).
+    timeout: Duration,
 }
 
 impl Client {
@@ -72,6 +74,7 @@ impl Client {
             },
             ended: Vec::new(),
             buf: FrameBuf::default(),
+            timeout,
         };
         let hello = client.call(&Request::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
@@ -135,7 +138,11 @@ impl Client {
     /// Reads the next message from the agent (a reply, or a push such as `LeaseEnded`).
     /// `Ok(None)` when the agent closed the connection.
     pub fn recv(&mut self) -> Result<Option<Response>> {
-        match self.buf.read(&mut &self.stream)? {
+        let mut from = Readable {
+            stream: &self.stream,
+            timeout: self.timeout,
+        };
+        match self.buf.read(&mut from)? {
             None => Ok(None),
             Some(Response::Error { code, message }) => Err(Error::Agent { code, message }),
             Some(r) => Ok(Some(r)),
@@ -615,4 +622,33 @@ fn closed() -> Error {
         )
         .into(),
     )
+}
+
+/// The socket, read only once it polls readable.
+///
+/// A reader blocked in `read` sleeps on the socket's one wait queue, where the kernel
+/// also wakes waiters for room to write: each time the agent takes in one of our
+/// requests, it would wake us for nothing, and pay for that wakeup (an IPI to another
+/// CPU) on its own time. `poll` for `POLLIN` is woken for data only.
+struct Readable<'a> {
+    stream: &'a UnixStream,
+    timeout: Duration,
+}
+
+impl io::Read for Readable<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let ms = i32::try_from(self.timeout.as_millis()).unwrap_or(i32::MAX);
+        let mut fds = [PollFd::new(self.stream.as_fd(), PollFlags::POLLIN)];
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
+            // As the socket's own read timeout would say it.
+            Ok(0) => return Err(io::ErrorKind::WouldBlock.into()),
+            Ok(_) => {}
+            Err(e) => return Err(e.into()),
+        }
+        io::Read::read(&mut &*self.stream, buf)
+    }
 }

@@ -625,9 +625,9 @@ impl Writer {
         self.needs_marker = snapshot.needs_marker;
     }
 
-    /// Appends `lines`: one small write to the page cache, done in place.
+    /// Appends `lines`: one small write to the page cache, done in place, to the file
+    /// `commit` has just made sure of (`ensure_open`, then `rotate_if_full`).
     fn write(&mut self, lines: &str) -> Result<(), AuditError> {
-        self.ensure_open()?;
         let file = self.file.as_deref().ok_or(AuditError::NotOpen)?;
         let mut file: &File = file;
         file.write_all(lines.as_bytes())

@@ -33,6 +33,9 @@ use jitc_protocol::SecretBytes;
 use jitc_protocol::display::{MAX_SHOWN_ARGV, command_line, visible};
 
 #[derive(Debug, Subcommand)]
+// Each command's arguments are defined only when it is the one run: defining all of
+// them took a tenth of a millisecond at every start (BENCHMARKS.md).
+#[command(defer = true)]
 pub enum Command {
     /// Start the agent if none answers, and print the shell line that points jitc at it
     Agent(agent::Args),

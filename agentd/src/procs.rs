@@ -44,7 +44,8 @@ pub fn command_groups(parent: u32) -> Vec<Guard> {
     let mut children: Vec<u32> = Vec::new();
     if let Ok(tasks) = fs::read_dir(format!("/proc/{parent}/task")) {
         for t in tasks.flatten() {
-            let listed = crate::peer::read_proc(t.path().join("children")).unwrap_or_default();
+            // Read to its end: one record per child, at most a page of them per read.
+            let listed = fs::read_to_string(t.path().join("children")).unwrap_or_default();
             children.extend(
                 listed
                     .split_whitespace()
@@ -161,5 +162,37 @@ mod tests {
         g.kill();
         let status = child.wait().unwrap();
         assert!(!status.success());
+    }
+
+    /// `children` is a seq_file of one record per child, handed out at most a page
+    /// per read: a read that leaves room is not its end. A requester with many
+    /// children still has its command's group found.
+    #[tokio::test]
+    async fn finds_a_group_past_the_first_pages_of_children() {
+        use std::os::unix::process::CommandExt;
+        let mut others: Vec<std::process::Child> = (0..1500)
+            .map(|_| {
+                std::process::Command::new("sleep")
+                    .arg("30")
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let found = command_groups(std::process::id())
+            .iter()
+            .any(|g| g.leader == child.id() as i32);
+        for c in others.iter_mut().chain(std::iter::once(&mut child)) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        assert!(
+            found,
+            "the command's group, listed after 1500 other children"
+        );
     }
 }

@@ -43,6 +43,8 @@ const MAX_ARG: usize = 256;
 const MAX_ARGV_BYTES: usize = 4096;
 /// Most of `/proc/PID/cmdline` read.
 const MAX_CMDLINE: usize = 64 << 10;
+/// How much of `/proc/PID/cmdline` the first read asks for (most argvs fit).
+const FIRST_CMDLINE_READ: usize = 4096;
 
 /// Executable path and argv of `pid`, as far as `/proc` will tell (another user's
 /// process, or one that already exited, tells nothing).
@@ -50,11 +52,18 @@ pub fn process_info(pid: u32) -> (Option<String>, Vec<String>) {
     let exe = fs::read_link(format!("/proc/{pid}/exe"))
         .ok()
         .map(|p| p.to_string_lossy().into_owned());
-    let read = read_small(format!("/proc/{pid}/cmdline"), 4096, MAX_CMDLINE);
+    let read = read_small(
+        format!("/proc/{pid}/cmdline"),
+        FIRST_CMDLINE_READ,
+        MAX_CMDLINE,
+    );
     let mut argv: Vec<String> = Vec::new();
     if let Ok(raw) = read {
-        // The read stopped inside an argument: it is cut short like a long one.
-        let cut_last = raw.len() == MAX_CMDLINE && raw.last() != Some(&0);
+        // The read stopped inside an argument: it is cut short like a long one. The
+        // kernel ends an argv with its NUL; past the first read, one without it was cut
+        // (the process exited between reads) — a title a process set itself over 4 KiB
+        // is taken as cut too.
+        let cut_last = raw.last() != Some(&0) && raw.len() >= FIRST_CMDLINE_READ;
         let pieces = raw.split(|b| *b == 0).count();
         let mut total = 0;
         for (i, a) in raw
@@ -81,18 +90,27 @@ pub fn process_info(pid: u32) -> (Option<String>, Vec<String>) {
     (exe, argv)
 }
 
-/// A `/proc` file, read whole. A lease reads a dozen of these, walking the requester's
-/// ancestry: std's `read_to_string` would spend a `statx` and an `lseek` on a size hint
-/// (`/proc` says 0 bytes anyway) and a last `read` to see the end.
+/// A one-record `/proc` file (`stat`, `status`), read whole. A lease reads a dozen of
+/// these, walking the requester's ancestry: std's `read_to_string` would spend a
+/// `statx` and an `lseek` on a size hint (`/proc` says 0 bytes anyway) and a last
+/// `read` to see the end. Not for a file of many records (`children`): see
+/// `read_small`. Bytes that are not UTF-8 (a process may name itself anything with
+/// `PR_SET_NAME`, and `stat` shows that name raw) are replaced, not an error: the fields
+/// read after the name are numbers, and a name must not stop the ancestry walk there.
 pub fn read_proc(path: impl AsRef<std::path::Path>) -> std::io::Result<String> {
     let raw = read_small(path, 1024, 64 << 10)?;
-    String::from_utf8(raw).map_err(|_| std::io::ErrorKind::InvalidData.into())
+    Ok(match String::from_utf8(raw) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
 }
 
-/// At most `max` bytes of a `/proc` file, in one `read` when it fits in `first`. The
-/// kernel makes these files whole at the first read (`seq_file`, and the argv pages of
-/// `cmdline`) and hands out all that fits, so a read that leaves room is the end: no
-/// last read is spent to see it.
+/// At most `max` bytes of a `/proc` file, in one `read` when it fits in `first`, for
+/// the files the kernel makes whole at the first read and hands out all that fits of:
+/// a one-record `seq_file` (`stat`, `status`) and `cmdline` (its argv pages, a page at
+/// a time until the read is filled). There a read that leaves room is the end, and no
+/// last read is spent to see it. A `seq_file` of many records (`children`) hands out at
+/// most a page of records per read, and must be read to its end.
 fn read_small(
     path: impl AsRef<std::path::Path>,
     first: usize,
@@ -205,6 +223,32 @@ mod tests {
         child.wait().unwrap();
         assert_eq!(argv.len(), 3, "{argv:?}");
         assert_eq!(argv[2], format!("{}…", "x".repeat(MAX_ARG)));
+    }
+
+    /// A process whose name is not UTF-8 (`stat` shows it raw) still has a parent and a
+    /// start time: the ancestry walk does not stop at it.
+    #[test]
+    fn a_name_that_is_not_utf8_does_not_end_the_walk() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = std::env::temp_dir().join(format!("jitc-peer-name-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let exe = dir.join(std::ffi::OsStr::from_bytes(b"sl\xff\xfeep"));
+        fs::copy("/bin/sleep", &exe).unwrap();
+        let mut child = std::process::Command::new(&exe).arg("30").spawn().unwrap();
+        // The exec is done once its stat names the new program.
+        let pid = child.id();
+        while !fs::read(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.windows(2).any(|w| w == b"\xff\xfe"))
+        {
+            std::thread::yield_now();
+        }
+        let parent = parent_of(pid);
+        let started = start_time(pid);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(parent, Some(std::process::id()));
+        assert!(started.is_some());
     }
 
     #[test]

@@ -117,7 +117,10 @@ fn usage_error(e: &clap::Error) -> String {
 /// that carry no usage line, such as a value that does not parse).
 fn named_subcommand(args: impl Iterator<Item = std::ffi::OsString>) -> String {
     use clap::CommandFactory;
+    // Built whole: the commands' own subcommands are defined only when built
+    // (`#[command(defer = true)]`), and this runs only on the way out with an error.
     let mut cmd = Cli::command();
+    cmd.build();
     let mut path = vec!["jitc".to_owned()];
     for arg in args {
         let Some(arg) = arg.to_str() else { break };
@@ -193,5 +196,28 @@ mod tests {
         cli.build();
         walk(&cli, "jitc", &mut missing);
         assert!(missing.is_empty(), "without examples: {missing:?}");
+    }
+
+    /// A usage error that carries no usage line (a value that does not parse) points at
+    /// the help of the command typed, however deep: `jitc audit accept`, not `jitc audit`.
+    #[test]
+    fn a_usage_error_names_every_nested_command() {
+        fn walk(cmd: &clap::Command, path: &mut Vec<String>, wrong: &mut Vec<String>) {
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                path.push(sub.get_name().to_owned());
+                let named = super::named_subcommand(path.iter().map(std::ffi::OsString::from));
+                let want = format!("jitc {}", path.join(" "));
+                if named != want {
+                    wrong.push(format!("{want} named as {named}"));
+                }
+                walk(sub, path, wrong);
+                path.pop();
+            }
+        }
+        let mut cli = super::cli();
+        cli.build();
+        let mut wrong = Vec::new();
+        walk(&cli, &mut Vec::new(), &mut wrong);
+        assert!(wrong.is_empty(), "{wrong:?}");
     }
 }

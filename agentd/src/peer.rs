@@ -166,8 +166,18 @@ const MAX_CHAIN: usize = 64;
 /// `pid` and its ancestors up to init, each with its executable and argv as `/proc`
 /// shows them now.
 pub fn chain(pid: u32) -> Vec<jitc_protocol::ProcessInfo> {
-    let mut out = Vec::new();
-    let mut next = Some(pid);
+    if pid == 0 {
+        return Vec::new();
+    }
+    let (exe, argv) = process_info(pid);
+    chain_from(jitc_protocol::ProcessInfo { pid, exe, argv })
+}
+
+/// `first` (a process already looked at) and its ancestors up to init, each of those
+/// as `/proc` shows them now.
+pub fn chain_from(first: jitc_protocol::ProcessInfo) -> Vec<jitc_protocol::ProcessInfo> {
+    let mut next = (first.pid != 1).then(|| parent_of(first.pid)).flatten();
+    let mut out = vec![first];
     while let Some(p) = next.filter(|p| *p > 0) {
         if out.len() >= MAX_CHAIN {
             break;

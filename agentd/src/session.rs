@@ -157,12 +157,15 @@ impl Session {
         let peer = &self.peer;
         self.chain
             .get_or_insert_with(|| {
-                let mut chain = crate::peer::chain(peer.pid);
-                if let Some(first) = chain.first_mut().filter(|p| p.pid == peer.pid) {
-                    first.exe = peer.exe.clone();
-                    first.argv = peer.argv.clone();
+                if peer.pid == 0 {
+                    return Vec::new().into();
                 }
-                chain.into()
+                crate::peer::chain_from(ProcessInfo {
+                    pid: peer.pid,
+                    exe: peer.exe.clone(),
+                    argv: peer.argv.clone(),
+                })
+                .into()
             })
             .clone()
     }

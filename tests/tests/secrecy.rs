@@ -496,3 +496,38 @@ fn every_grant_on_a_held_connection_conceals_a_cut_beginning() {
         assert!(g.contains("<concealed:app/key>"), "{g}");
     }
 }
+
+/// A process of the chain names itself with bytes that are not UTF-8 (any program can,
+/// with `PR_SET_NAME`, or by its file's name), which `/proc/PID/stat` shows raw: the
+/// walk of the requester's ancestry goes on past it, so a process cannot hide its
+/// ancestors from the records by its name. Here a copy of `sh` named `sh\xff\xfe`,
+/// run as the user, leases through `jitc-lease-bench`.
+#[test]
+fn a_name_that_is_not_utf8_hides_no_ancestor() {
+    use std::os::unix::ffi::OsStrExt;
+    let (env, _agent) = setup();
+    let sh = env.home.join(std::ffi::OsStr::from_bytes(b"sh\xff\xfe"));
+    fs::copy("/bin/sh", &sh).unwrap();
+    let mut c = env.command(&sh);
+    c.arg("-c").arg(format!(
+        "{} jitc {} app/key 1 x1; true",
+        env!("CARGO_BIN_EXE_jitc-lease-bench"),
+        env.socket().display()
+    ));
+    run_with_stdin(c, None).ok();
+    let text = log(&env);
+    let grant = text
+        .lines()
+        .find(|l| l.contains("lease_granted"))
+        .unwrap_or_else(|| panic!("no grant: {text}"));
+    let rec: serde_json::Value = serde_json::from_str(grant).unwrap();
+    let chain = rec["peer"]["chain"].as_array().unwrap();
+    let at = chain
+        .iter()
+        .position(|p| p["exe"].as_str().is_some_and(|e| e.contains("/sh")))
+        .unwrap_or_else(|| panic!("the renamed sh is not in the chain: {grant}"));
+    assert!(
+        chain.len() > at + 1,
+        "the chain stops at the renamed sh: {grant}"
+    );
+}

@@ -118,24 +118,24 @@ impl PolicySource {
 
     /// `current` and `stamp` from one look at the file (each request asks for both).
     pub fn current_and_stamp(&self) -> (Result<Arc<Policy>, LoadError>, LoadStamp) {
-        let slot = self.refreshed();
-        let policy = match slot.as_ref() {
-            Some(l) => l.policy.clone(),
-            None => Err(LoadError::NotLoaded),
-        };
-        let stamp = match slot.as_ref() {
-            Some(l) => LoadStamp {
-                generation: l.generation,
-                sha256: l.sha256,
-                exists: l.stamp.is_some(),
-            },
-            None => LoadStamp {
-                generation: 0,
-                sha256: None,
-                exists: false,
-            },
-        };
-        (policy, stamp)
+        match self.refreshed().as_ref() {
+            Some(l) => (
+                l.policy.clone(),
+                LoadStamp {
+                    generation: l.generation,
+                    sha256: l.sha256,
+                    exists: l.stamp.is_some(),
+                },
+            ),
+            None => (
+                Err(LoadError::NotLoaded),
+                LoadStamp {
+                    generation: 0,
+                    sha256: None,
+                    exists: false,
+                },
+            ),
+        }
     }
 
     pub fn path(&self) -> &Path {

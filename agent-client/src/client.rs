@@ -638,12 +638,9 @@ struct Readable<'a> {
 impl io::Read for Readable<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-        let ms = i32::try_from(self.timeout.as_millis()).unwrap_or(i32::MAX);
+        let timeout = PollTimeout::try_from(self.timeout).unwrap_or(PollTimeout::MAX);
         let mut fds = [PollFd::new(self.stream.as_fd(), PollFlags::POLLIN)];
-        match poll(
-            &mut fds,
-            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
-        ) {
+        match poll(&mut fds, timeout) {
             // As the socket's own read timeout would say it.
             Ok(0) => return Err(io::ErrorKind::WouldBlock.into()),
             Ok(_) => {}

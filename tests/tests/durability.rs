@@ -7,14 +7,20 @@ use std::time::Duration;
 
 use jitc_tests::*;
 
-#[test]
-fn secrets_survive_a_restart() {
-    let env = TestEnv::new();
+/// A new vault in `env` holding A and B, its agent stopped (the vault locked on disk,
+/// the two saves in its journal).
+fn with_a_and_b(env: &TestEnv) {
     let agent = env.start_agent();
     env.init();
     env.add("A", "value-a");
     env.add("B", "value-b");
     agent.stop();
+}
+
+#[test]
+fn secrets_survive_a_restart() {
+    let env = TestEnv::new();
+    with_a_and_b(&env);
     let _agent = env.start_agent();
     env.run(&["ls"], None).code(75);
     env.unlock().ok();
@@ -275,11 +281,7 @@ fn journal(env: &TestEnv) -> std::path::PathBuf {
 #[test]
 fn a_damaged_journal_is_refused_and_a_restored_snapshot_ignores_a_stale_one() {
     let env = TestEnv::new();
-    let agent = env.start_agent();
-    env.init();
-    env.add("A", "value-a");
-    env.add("B", "value-b");
-    agent.stop();
+    with_a_and_b(&env);
     let good = fs::read(journal(&env)).unwrap();
     // The first record: its header is 26 bytes, then a 4-byte length, then the sealed
     // bytes; one flipped there, with B's record (and the lock's) after it.
@@ -327,11 +329,7 @@ fn a_damaged_journal_is_refused_and_a_restored_snapshot_ignores_a_stale_one() {
 #[test]
 fn an_unexplained_journal_tail_is_kept_and_said() {
     let env = TestEnv::new_as(USER);
-    let agent = env.start_agent();
-    env.init();
-    env.add("A", "value-a");
-    env.add("B", "value-b");
-    agent.stop();
+    with_a_and_b(&env);
     let good = fs::read(journal(&env)).unwrap();
     let _agent = env.start_agent();
     // The first record's length made shorter, or absurd: no crash leaves that (nor a

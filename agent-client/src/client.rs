@@ -155,9 +155,9 @@ impl Client {
         self.buf.has_data()
     }
 
-    /// The reply to the request just sent. A `LeaseEnded` pushed in between is kept for
+    /// The reply to the request sent last. A `LeaseEnded` pushed in between is kept for
     /// `take_ended` rather than mistaken for the reply.
-    fn expect_reply(&mut self) -> Result<Response> {
+    pub fn expect_reply(&mut self) -> Result<Response> {
         loop {
             match self.recv()? {
                 Some(Response::LeaseEnded { lease, reason }) => self.ended.push((lease, reason)),

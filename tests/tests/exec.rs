@@ -307,9 +307,10 @@ fn ctrl_c_at_the_terminal_reaches_the_command_once() {
 
 /// The command runs only once the grant's audit record is on disk. The agent (a debug
 /// build) holds the sync of the log while a FIFO is at `JITC_TEST_SYNC_GATE`; meanwhile
-/// the grant is written to the log but not synced, and nothing of the command has run
-/// (jitc's children, if any, are still jitc). Once the sync is let go, the command
-/// runs. Everything runs as uid 1000.
+/// the grant is written to the log but not synced, and nothing of the command has run:
+/// jitc has started the command's process, which is still jitc, and which another
+/// process of the user cannot read. Once the sync is let go, the command runs.
+/// Everything runs as uid 1000.
 #[test]
 fn the_command_runs_only_once_the_grant_is_on_disk() {
     use std::time::Instant;
@@ -368,19 +369,38 @@ fn the_command_runs_only_once_the_grant_is_on_disk() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    // A child of jitc, if any, is still jitc: nothing was exec'd.
+    // The command's process is started while the agent syncs, and waits: jitc's child
+    // is still jitc, nothing was exec'd.
     let children = format!("/proc/{0}/task/{0}/children", bg.pid());
-    for child in std::fs::read_to_string(&children)
-        .unwrap()
-        .split_whitespace()
-    {
-        let exe = std::fs::read_link(format!("/proc/{child}/exe")).unwrap();
-        assert_eq!(
-            exe,
-            jitc_bin(),
-            "the command ran before the grant was on disk"
+    let child = loop {
+        let listed = std::fs::read_to_string(&children).unwrap();
+        if let Some(pid) = listed.split_whitespace().next() {
+            break pid.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jitc started no process for the command while the agent synced"
         );
-    }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let exe = std::fs::read_link(format!("/proc/{child}/exe")).unwrap();
+    assert_eq!(
+        exe,
+        jitc_bin(),
+        "the command ran before the grant was on disk"
+    );
+    // It runs in jitc's memory until it execs, where the values will arrive: another
+    // process of the user can read neither that memory nor its environment.
+    let mut py = env.command("/usr/bin/python3");
+    py.arg("-c").arg(format!(
+        "for f in ('mem', 'environ'):\n    try:\n        open('/proc/{child}/' + f, 'rb').read(1)\n        print(f, 'readable')\n    except OSError as e:\n        print(f, 'denied', e.errno)\n"
+    ));
+    let out = run_with_stdin(py, None).ok();
+    assert!(
+        out.stdout.contains("mem denied 13") && out.stdout.contains("environ denied 13"),
+        "{}",
+        out.stdout
+    );
     assert!(
         !marker.exists(),
         "the command ran before the grant was on disk"

@@ -124,19 +124,26 @@ pub fn read_env_file(path: &Path) -> Result<Vec<(String, EnvEntry)>> {
     Ok(out)
 }
 
-/// `value` in a sealed, in-memory file the command inherits (not close-on-exec).
-pub fn memfd(var: &str, value: &[u8]) -> Result<OwnedFd> {
-    let failed =
-        |e: nix::Error| Error::failure(format!("cannot make the in-memory file for {var} ({e})"));
+/// An empty in-memory file for `var`, made before the command is started so that it
+/// inherits it (not close-on-exec); `fill` puts the value in.
+pub fn memfd_for(var: &str) -> Result<OwnedFd> {
     let name =
         CString::new(format!("jitc:{var}")).map_err(|_| Error::bad_input("bad variable name"))?;
-    let fd = memfd_create(name.as_c_str(), MFdFlags::MFD_ALLOW_SEALING).map_err(failed)?;
-    let mut file = std::fs::File::from(fd);
-    file.write_all(value)
-        .map_err(|e| failed(nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
-    let fd = OwnedFd::from(file);
+    memfd_create(name.as_c_str(), MFdFlags::MFD_ALLOW_SEALING)
+        .map_err(|e| Error::failure(format!("cannot make the in-memory file for {var} ({e})")))
+}
+
+/// Writes `value` into the in-memory file `fd` and seals it: no one, the command
+/// included, can change it after.
+pub fn fill(fd: &OwnedFd, var: &str, value: &[u8]) -> Result<()> {
+    let failed =
+        |e: nix::Error| Error::failure(format!("cannot make the in-memory file for {var} ({e})"));
+    let io =
+        |e: std::io::Error| failed(nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)));
+    let mut file: &std::fs::File = &std::fs::File::from(fd.try_clone().map_err(io)?);
+    file.write_all(value).map_err(io)?;
     fcntl(
-        &fd,
+        fd,
         FcntlArg::F_ADD_SEALS(
             SealFlag::F_SEAL_SHRINK
                 | SealFlag::F_SEAL_GROW
@@ -145,7 +152,7 @@ pub fn memfd(var: &str, value: &[u8]) -> Result<OwnedFd> {
         ),
     )
     .map_err(failed)?;
-    Ok(fd)
+    Ok(())
 }
 
 /// The `/dev/fd/N` path of an inherited descriptor.
@@ -389,7 +396,8 @@ mod tests {
 
     #[test]
     fn memfd_is_sealed_and_readable() {
-        let fd = memfd("X", b"the value").unwrap();
+        let fd = memfd_for("X").unwrap();
+        fill(&fd, "X", b"the value").unwrap();
         assert_eq!(std::fs::read(fd_path(&fd)).unwrap(), b"the value");
         // Writing through a fresh open fails: the file is sealed.
         assert!(

@@ -9,7 +9,7 @@ pub mod spawn;
 pub mod supervise;
 pub mod terminal;
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -117,14 +117,13 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     Ok((r, w))
 }
 
-/// Asks for the lease, telling the user while it waits for approval. `Err(code)`:
-/// interrupted before anything ran.
+/// Waits for the lease asked for, telling the user while it waits for approval.
+/// `Err(code)`: interrupted before anything ran.
 fn lease(
     plan: &Plan,
     client: &mut Client,
     signals: &SignalFd,
 ) -> Result<std::result::Result<LeaseGrant, u8>> {
-    client.send(&jitc_protocol::Request::Lease(plan.lease_request()))?;
     loop {
         if let Some(code) = supervise::wait_for_reply(client, signals)? {
             return Ok(Err(code));
@@ -154,21 +153,88 @@ pub fn run(plan: Plan, mut client: Option<&mut Client>) -> Result<u8> {
     let signals = SignalFd::with_flags(&handled, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| Error::failure(format!("cannot set up signal handling ({e})")))?;
 
-    let grant = match client.as_deref_mut() {
+    let leasing = client.is_some();
+    if leasing {
+        // Nothing that holds a value may be dumped or read by a same-user process; and
+        // what the command orphans (a daemon it starts) comes to us, so that the end of
+        // the lease can reach it.
+        spawn::harden()?;
+        let _ = nix::sys::prctl::set_child_subreaper(true);
+    }
+    // Output is masked whenever something is leased, unless the plan says not to.
+    let masking = leasing && plan.masking;
+
+    // Where the command's output goes: straight to ours without masking; through the
+    // masker on a pty when we are on a terminal; through pipes otherwise. Set up, like
+    // the in-memory files (filled later), before the command's process is started.
+    let mut io = ChildIo::default();
+    let mut streams: Vec<(OwnedFd, BorrowedFd<'static>, Source)> = Vec::new();
+    let mut write_ends: Vec<OwnedFd> = Vec::new();
+    let pty = match masking {
+        true if terminal::stdout_is_terminal() => Some(terminal::open_like(terminal::stdout_fd())?),
+        _ => None,
+    };
+    if masking {
+        let (stdout, stderr) = (terminal::stdout_fd(), terminal::stderr_fd());
+        if let Some(p) = &pty {
+            io.tty = Some(p.slave_path.clone());
+            io.tty_stdin = terminal::stdin_is_terminal();
+            io.tty_stderr = terminal::stderr_is_terminal();
+            let master = p.master.try_clone().map_err(|e| {
+                Error::failure(format!("cannot set up the command's terminal ({e})"))
+            })?;
+            let kind = Source::Pty {
+                onlcr_by_jitc: p.onlcr_by_jitc,
+            };
+            streams.push((master, stdout, kind));
+        } else {
+            let (r, w) = pipe()?;
+            io.stdout = Some(std::os::fd::AsRawFd::as_raw_fd(&w));
+            write_ends.push(w);
+            streams.push((r, stdout, Source::Pipe));
+        }
+        if !io.tty_stderr {
+            let (r, w) = pipe()?;
+            io.stderr = Some(std::os::fd::AsRawFd::as_raw_fd(&w));
+            write_ends.push(w);
+            streams.push((r, stderr, Source::Pipe));
+        }
+    }
+    let memfds = match leasing {
+        true => plan
+            .files
+            .iter()
+            .map(|b| inject::memfd_for(&b.var))
+            .collect::<Result<Vec<_>>>()?,
+        false => Vec::new(),
+    };
+
+    // The command's process is started while the agent works on the lease — its audit
+    // record's sync above all — and waits, holding no value, for `start`: the values
+    // come only once the grant is on disk, and nothing of the command runs before.
+    let (grant, forked) = match client.as_deref_mut() {
         Some(c) => {
-            // Nothing that holds a value may be dumped or read by a same-user process;
-            // and what the command orphans (a daemon it starts) comes to us, so that
-            // the end of the lease can reach it.
-            spawn::harden()?;
-            let _ = nix::sys::prctl::set_child_subreaper(true);
+            c.send(&jitc_protocol::Request::Lease(plan.lease_request()))?;
+            let forked = spawn::fork(&plan.program, &io)?;
             match lease(&plan, c, &signals)? {
-                Ok(g) => Some(g),
+                Ok(g) => (Some(g), forked),
                 Err(code) => return Ok(code),
             }
         }
-        None => None,
+        None => (None, spawn::fork(&plan.program, &io)?),
     };
     let lease_id = grant.as_ref().map(|g| g.lease);
+    // The agent learns which processes are the command's, to stop them itself if we
+    // cannot (killed, frozen) when the lease ends — before the command runs at all.
+    // Asked now, and answered while the environment is built; the command runs only
+    // once it is (see `Forked::start`).
+    let guarding = match (client.as_deref_mut(), lease_id) {
+        (Some(c), Some(id)) => {
+            c.send(&jitc_protocol::Request::Guard { lease: id })?;
+            true
+        }
+        _ => false,
+    };
     let strict_env = grant.as_ref().is_some_and(|g| g.strict_env);
 
     let gateway = grant.as_ref().and_then(|g| g.gateway.as_ref());
@@ -182,7 +248,7 @@ pub fn run(plan: Plan, mut client: Option<&mut Client>) -> Result<u8> {
             ));
         }
     }
-    let masker = match (&grant, plan.masking) {
+    let masker = match (&grant, masking) {
         // Masking that cannot be set up stops the command (fail closed). Placeholders
         // are nothing to hide.
         (Some(grant), true) => Some(
@@ -222,7 +288,6 @@ pub fn run(plan: Plan, mut client: Option<&mut Client>) -> Result<u8> {
     for (k, v) in &plan.plain {
         env.set_plain(k, v);
     }
-    let mut memfds = Vec::with_capacity(plan.files.len());
     let mut _mount = None;
     if let Some(g) = gateway {
         proxy::apply(&mut env, g)?;
@@ -231,10 +296,9 @@ pub fn run(plan: Plan, mut client: Option<&mut Client>) -> Result<u8> {
         for b in &plan.bindings {
             env.set(&b.var, &b.secret, value(grant, &b.secret)?)?;
         }
-        for b in &plan.files {
-            let fd = inject::memfd(&b.var, value(grant, &b.secret)?)?;
-            env.set_plain(&b.var, &inject::fd_path(&fd));
-            memfds.push(fd);
+        for (b, fd) in plan.files.iter().zip(&memfds) {
+            inject::fill(fd, &b.var, value(grant, &b.secret)?)?;
+            env.set_plain(&b.var, &inject::fd_path(fd));
         }
         if let Some(path) = &plan.mount {
             let mut entries: Vec<(&str, &[u8])> = Vec::new();
@@ -245,44 +309,11 @@ pub fn run(plan: Plan, mut client: Option<&mut Client>) -> Result<u8> {
         }
     }
 
-    // Where the command's output goes: straight to ours without masking; through the
-    // masker on a pty when we are on a terminal; through pipes otherwise.
-    let mut io = ChildIo::default();
     let write_errors = WriteErrors::default();
-    let mut outputs: Vec<Pump<'_>> = Vec::new();
-    let mut write_ends: Vec<OwnedFd> = Vec::new();
-    let pty = match &masker {
-        Some(_) if terminal::stdout_is_terminal() => {
-            Some(terminal::open_like(terminal::stdout_fd())?)
-        }
-        _ => None,
-    };
-    if let Some(m) = &masker {
-        let (stdout, stderr) = (terminal::stdout_fd(), terminal::stderr_fd());
-        if let Some(p) = &pty {
-            io.tty = Some(p.slave_path.clone());
-            io.tty_stdin = terminal::stdin_is_terminal();
-            io.tty_stderr = terminal::stderr_is_terminal();
-            let master = p.master.try_clone().map_err(|e| {
-                Error::failure(format!("cannot set up the command's terminal ({e})"))
-            })?;
-            let kind = Source::Pty {
-                onlcr_by_jitc: p.onlcr_by_jitc,
-            };
-            outputs.push(Pump::new(master, stdout, Some(m), kind, &write_errors));
-        } else {
-            let (r, w) = pipe()?;
-            io.stdout = Some(std::os::fd::AsRawFd::as_raw_fd(&w));
-            write_ends.push(w);
-            outputs.push(Pump::new(r, stdout, Some(m), Source::Pipe, &write_errors));
-        }
-        if !io.tty_stderr {
-            let (r, w) = pipe()?;
-            io.stderr = Some(std::os::fd::AsRawFd::as_raw_fd(&w));
-            write_ends.push(w);
-            outputs.push(Pump::new(r, stderr, Some(m), Source::Pipe, &write_errors));
-        }
-    }
+    let outputs: Vec<Pump<'_>> = streams
+        .into_iter()
+        .map(|(source, sink, kind)| Pump::new(source, sink, masker.as_ref(), kind, &write_errors))
+        .collect();
     if let Some(m) = &masker {
         for name in m.unmasked() {
             crate::error::note(&format!(
@@ -295,17 +326,14 @@ pub fn run(plan: Plan, mut client: Option<&mut Client>) -> Result<u8> {
         Some(_) if io.tty_stdin => terminal::RawMode::stdin(),
         _ => None,
     };
-    // The agent learns which processes are the command's, to stop them itself if we
-    // cannot (killed, frozen) when the lease ends — before the command runs at all.
-    let guard = |_: nix::unistd::Pid| match (client.as_deref_mut(), lease_id) {
-        (Some(c), Some(id)) => match c.call(&jitc_protocol::Request::Guard { lease: id }) {
-            Ok(jitc_protocol::Response::Done) => Ok(()),
-            Ok(_) => Err(Error::Unexpected("an answer to Guard")),
-            Err(e) => Err(e),
+    let guard = |_: nix::unistd::Pid| match client.as_deref_mut() {
+        Some(c) if guarding => match c.expect_reply()? {
+            jitc_protocol::Response::Done => Ok(()),
+            _ => Err(Error::Unexpected("an answer to Guard")),
         },
         _ => Ok(()),
     };
-    let child = spawn::spawn(&plan.program, &env, &io, guard)?;
+    let child = forked.start(&env, guard)?;
     // Our copies would keep the command's streams (and values) alive.
     drop(write_ends);
     drop(memfds);

@@ -1,6 +1,6 @@
-//! Starting the child: `fork` and `execve` from an environment built in buffers we own
-//! and wipe (not `std::process::Command`'s), with what `posix_spawn` cannot do done in
-//! between: the child dies with jitc (`PR_SET_PDEATHSIG`), and it leads a process group
+//! Starting the child: `clone` (`CLONE_VM`, as `posix_spawn` does) and `execve` from an
+//! environment built in buffers we own and wipe (not `std::process::Command`'s), with
+//! what `posix_spawn` cannot do done in between: the child dies with jitc (`PR_SET_PDEATHSIG`), and it leads a process group
 //! of its own — a session of its own where there is no terminal to keep — so that
 //! ending the lease can stop everything the command started, not just its first process.
 #![allow(unsafe_code)]
@@ -9,6 +9,7 @@ use std::ffi::{CString, c_char};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use nix::fcntl::OFlag;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
@@ -126,17 +127,22 @@ pub struct Child {
     pub job: Job,
 }
 
-/// Everything the forked child needs, prepared before the fork: after it, only
-/// async-signal-safe calls may be made (the parent may have other threads).
-struct Exec<'a> {
+/// Everything the child needs, prepared before it is cloned. The child shares our
+/// memory until it execs (`CLONE_VM`, see `fork`) and only reads this; the environment
+/// comes last, through `envp`, once the values have arrived.
+struct Exec {
     path: CString,
     argv: Vec<*const c_char>,
-    envp: Vec<*const c_char>,
     /// For a script without a `#!` line: `/bin/sh PATH ARGS…`, as `execvp` does.
     sh_argv: Vec<*const c_char>,
+    /// What `argv` and `sh_argv` point into.
+    _strings: Vec<CString>,
     tty: Option<CString>,
-    io: &'a ChildIo,
-    /// The terminal to make the command's group the foreground of.
+    tty_stdin: bool,
+    tty_stderr: bool,
+    stdout: Option<RawFd>,
+    stderr: Option<RawFd>,
+    /// The terminal to make the command's group the foreground of, at the go.
     foreground: Option<RawFd>,
     own_session: bool,
     parent: libc::pid_t,
@@ -147,6 +153,66 @@ struct Exec<'a> {
     /// The parent's end of `go`, closed first thing (so that the parent's death is an
     /// end of file here).
     go_parent: RawFd,
+    /// The environment (NULL-terminated), stored by the parent before it writes the go
+    /// byte, loaded by the child after it has read it.
+    envp: AtomicPtr<*const c_char>,
+}
+
+/// The child's stack until it execs: a mapping of its own with a guard page below, so
+/// that an overflow faults instead of writing over our memory.
+struct Stack {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+impl Stack {
+    /// Far more than the child's few frames of system calls need.
+    const SIZE: usize = 128 << 10;
+
+    fn new() -> nix::Result<Stack> {
+        // SAFETY: sysconf only reads a constant.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .ok()
+            .filter(|p| p.is_power_of_two())
+            .unwrap_or(4096);
+        let len = Stack::SIZE + page;
+        // SAFETY: a new private anonymous mapping; nothing else refers to it.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(nix::Error::last());
+        }
+        let stack = Stack { base, len };
+        // SAFETY: the lowest page of the mapping made above.
+        if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } != 0 {
+            return Err(nix::Error::last());
+        }
+        Ok(stack)
+    }
+
+    /// Where the child's stack starts (it grows down), 16-byte aligned.
+    fn top(&self) -> *mut libc::c_void {
+        // SAFETY: one past the end of the mapping, which is page-aligned.
+        unsafe { self.base.cast::<u8>().add(self.len).cast() }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, no longer used: `Forked` drops its stack
+        // only once the child has exec'd or exited.
+        unsafe {
+            libc::munmap(self.base, self.len);
+        }
+    }
 }
 
 fn null_terminated(strings: &[CString]) -> Vec<*const c_char> {
@@ -251,15 +317,50 @@ pub fn give_terminal(tty: &OwnedFd, pgid: Pid) {
     }
 }
 
-/// Forks the command and, once it is set up but before it runs anything of its own,
-/// calls `ready` with its pid: the command execs only if that succeeds (the agent has
-/// taken hold of its process group, so there is no moment it runs unguarded).
-pub fn spawn(
-    program: &Program,
-    env: &ChildEnv,
-    io: &ChildIo,
-    ready: impl FnOnce(Pid) -> Result<()>,
-) -> Result<Child> {
+/// The command, set up but not yet running anything of its own: it waits for
+/// `Forked::start`. Started before the values arrive, so that the child's set-up
+/// overlaps the agent's work on the lease (its audit record's sync above all); dropped
+/// without starting, it exits having run nothing, and is reaped.
+pub struct Forked {
+    pid: Pid,
+    job: Job,
+    /// The child's reports (see `fork`).
+    report: std::fs::File,
+    /// The go byte; closing it unstarted ends the child.
+    go: Option<OwnedFd>,
+    program: PathBuf,
+    started: bool,
+    /// Shared with the child until it has exec'd or exited: dropped after `drop` has
+    /// reaped it, or once it has exec'd.
+    exec: Box<Exec>,
+    _stack: Stack,
+}
+
+impl std::fmt::Debug for Forked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Forked({})", self.pid)
+    }
+}
+
+/// The child's first code, on its own stack, in our memory.
+extern "C" fn child_main(exec: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `fork` passes its boxed `Exec`, alive until this child has exec'd or
+    // exited (see `Forked`).
+    unsafe { exec_child(&*exec.cast::<Exec>()) }
+}
+
+/// Starts the command's process. It sets itself up — its group or session, its
+/// streams — and waits for `Forked::start`; nothing of the command runs before that,
+/// and no value is in its reach until then.
+///
+/// The child is cloned with `CLONE_VM`, as `posix_spawn` does (but without
+/// `CLONE_VFORK`: it must wait for the go): it runs in our memory, on a stack of its
+/// own, until it execs, so nothing is copied for it and no page of ours is copied on
+/// write while it waits. It only makes async-signal-safe system calls on what is
+/// prepared here. A failing one writes `errno`, in the thread-local memory of the
+/// thread that cloned it: that thread is blocked reading the child's report while the
+/// child sets up and once it has said go, and reads no `errno` while the child waits.
+pub fn fork(program: &Program, io: &ChildIo) -> Result<Forked> {
     let cannot = |e: nix::Error| {
         Error::failure(format!(
             "cannot run {} ({}); check the command",
@@ -285,7 +386,8 @@ pub fn spawn(
         .map_err(|_| Error::bad_input("the terminal path contains a NUL byte"))?;
     // A command on a pty of its own leads its session there. Otherwise it keeps our
     // terminal if we have one (programs that ask for a password open /dev/tty), in a
-    // process group of its own, in the foreground if we are.
+    // process group of its own, in the foreground if we are — from the go on, so that
+    // a ^C while the lease waits for approval still reaches jitc.
     let (job, foreground) = match (&tty, controlling_terminal()) {
         (None, Some(t)) => {
             let fg = in_foreground(&t);
@@ -302,13 +404,17 @@ pub fn spawn(
     };
     let (report_r, report_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(cannot)?;
     let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(cannot)?;
-    let exec = Exec {
+    let stack = Stack::new().map_err(cannot)?;
+    let exec = Box::new(Exec {
         argv: null_terminated(&argv),
-        envp: null_terminated(&env.entries),
         sh_argv: null_terminated(&sh),
+        _strings: argv.into_iter().chain(sh).collect(),
         path,
         tty,
-        io,
+        tty_stdin: io.tty_stdin,
+        tty_stderr: io.tty_stderr,
+        stdout: io.stdout,
+        stderr: io.stderr,
         foreground,
         own_session: matches!(job, Job::Session),
         parent: nix::unistd::getpid().as_raw(),
@@ -316,60 +422,115 @@ pub fn spawn(
         report: report_w.as_raw_fd(),
         go: go_r.as_raw_fd(),
         go_parent: go_w.as_raw_fd(),
+        envp: AtomicPtr::new(std::ptr::null_mut()),
+    });
+    // SAFETY: the child runs `child_main` on `stack`, reading `exec` (both kept alive
+    // by `Forked` until it has exec'd or exited), and makes only async-signal-safe
+    // system calls; it never returns (it execs or `_exit`s). Not `CLONE_FILES`: the
+    // descriptors closed below stay open in the child.
+    let pid = unsafe {
+        libc::clone(
+            child_main,
+            stack.top(),
+            libc::CLONE_VM | libc::SIGCHLD,
+            (&raw const *exec).cast_mut().cast(),
+        )
     };
-    // SAFETY: the child runs only `exec_child`, which makes async-signal-safe system
-    // calls on data prepared above and never returns (it execs or `_exit`s).
-    let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(cannot(nix::Error::last()));
     }
-    if pid == 0 {
-        // SAFETY: see above; this is the child.
-        unsafe { exec_child(&exec) }
-    }
     drop(report_w);
     drop(go_r);
-    let pid = Pid::from_raw(pid);
-    // A group of its own, done on both sides so that neither depends on which runs
-    // first (as shells do; it fails harmlessly once the child has exec'd). Not for a
-    // session leader to be: a group leader cannot make a session.
-    if let Job::Group { tty, foreground } = &job {
-        let _ = nix::unistd::setpgid(pid, pid);
-        if *foreground {
-            give_terminal(tty, pid);
-        }
-    }
+    let mut forked = Forked {
+        pid: Pid::from_raw(pid),
+        job,
+        report: std::fs::File::from(report_r),
+        go: Some(go_w),
+        program: program.path.clone(),
+        started: false,
+        exec,
+        _stack: stack,
+    };
     // The child reports, 4 bytes each: 0 once it is set up (its group or session made)
     // and waits for the go; an errno if that or the exec fails. The pipe closes at a
-    // good exec.
-    let mut report = std::fs::File::from(report_r);
-    let failed = |job: &Job, e: Error| {
-        // No go came, or the exec failed: the child exits without running anything.
-        let _ = nix::sys::wait::waitpid(pid, None);
+    // good exec. Blocked here meanwhile (see above).
+    match read_report(&mut forked.report) {
+        Some(0) => Ok(forked),
+        Some(errno) => Err(cannot(nix::Error::from_raw(errno))),
+        None => Err(cannot(nix::Error::ECHILD)),
+    }
+}
+
+impl Forked {
+    /// Runs the command with `env`, once `ready` (given its pid) succeeds: the agent has
+    /// taken hold of its process group, so there is no moment it runs unguarded.
+    pub fn start(mut self, env: &ChildEnv, ready: impl FnOnce(Pid) -> Result<()>) -> Result<Child> {
+        let program = self.program.clone();
+        let cannot = |e: nix::Error| {
+            Error::failure(format!(
+                "cannot run {} ({}); check the command",
+                program.display(),
+                e.desc()
+            ))
+        };
+        // Read by the child only after the go byte, and alive until it has exec'd or
+        // exited: we return only once it has (an end of file or an errno on `report`,
+        // then `drop` reaps it).
+        let envp = null_terminated(&env.entries);
+        self.exec
+            .envp
+            .store(envp.as_ptr().cast_mut(), Ordering::Release);
+        ready(self.pid)?;
         if let Job::Group {
             tty,
             foreground: true,
-        } = job
+        } = &self.job
+        {
+            give_terminal(tty, self.pid);
+        }
+        let Some(go) = self.go.take() else {
+            return Err(Error::Unexpected("a command started twice"));
+        };
+        let went = nix::unistd::write(&go, &[1]).map(drop).map_err(cannot);
+        drop(go);
+        if let Err(e) = went {
+            self.give_back();
+            return Err(e);
+        }
+        if let Some(errno) = read_report(&mut self.report) {
+            self.give_back();
+            return Err(cannot(nix::Error::from_raw(errno)));
+        }
+        // Exec'd: ours to supervise, no longer to reap here.
+        self.started = true;
+        Ok(Child {
+            pid: self.pid,
+            job: std::mem::replace(&mut self.job, Job::Session),
+        })
+    }
+
+    /// The terminal back to us if the child was given it and never ran.
+    fn give_back(&self) {
+        if let Job::Group {
+            tty,
+            foreground: true,
+        } = &self.job
         {
             give_terminal(tty, nix::unistd::getpgrp());
         }
-        Err(e)
-    };
-    match read_report(&mut report) {
-        Some(0) => {}
-        Some(errno) => return failed(&job, cannot(nix::Error::from_raw(errno))),
-        None => return failed(&job, cannot(nix::Error::ECHILD)),
     }
-    let readied =
-        ready(pid).and_then(|()| nix::unistd::write(&go_w, &[1]).map(drop).map_err(cannot));
-    drop(go_w);
-    if let Err(e) = readied {
-        return failed(&job, e);
+}
+
+impl Drop for Forked {
+    /// Not started (or it failed to): without the go the child exits having run
+    /// nothing. It is reaped before its stack and `Exec` are freed.
+    fn drop(&mut self) {
+        if self.started {
+            return;
+        }
+        drop(self.go.take());
+        while let Err(nix::Error::EINTR) = nix::sys::wait::waitpid(self.pid, None) {}
     }
-    if let Some(errno) = read_report(&mut report) {
-        return failed(&job, cannot(nix::Error::from_raw(errno)));
-    }
-    Ok(Child { pid, job })
 }
 
 /// The next 4-byte report of the child; `None` at the end of the pipe.
@@ -387,15 +548,16 @@ fn read_report(report: &mut std::fs::File) -> Option<i32> {
     Some(i32::from_ne_bytes(errno))
 }
 
-/// The child's side of `spawn`: set up and exec, or report why not and exit.
+/// The child's side of `fork`: set up, wait for the go, and exec; or report why not
+/// and exit.
 ///
 /// # Safety
-/// Call only in the child of a `fork`, with `exec`'s pointers alive. Everything here is
-/// an async-signal-safe system call.
-unsafe fn exec_child(exec: &Exec<'_>) -> ! {
-    // SAFETY: raw system calls on descriptors and C strings prepared by the parent
-    // before the fork (all alive: the parent's memory is ours, copied); nothing here
-    // allocates, locks or unwinds.
+/// Call only in the child `fork` clones, with `exec` and what it points to alive.
+/// Everything here is an async-signal-safe system call.
+unsafe fn exec_child(exec: &Exec) -> ! {
+    // SAFETY: raw system calls on descriptors and C strings the parent prepared before
+    // the clone (alive: see `Forked`), in its memory; nothing here allocates, locks,
+    // unwinds or writes to memory the parent uses, but `errno` (see `fork`).
     unsafe {
         let fail = |errno: i32| -> ! {
             let bytes = errno.to_ne_bytes();
@@ -424,9 +586,6 @@ unsafe fn exec_child(exec: &Exec<'_>) -> ! {
             libc::setsid();
         } else {
             libc::setpgid(0, 0);
-            if let Some(tty) = exec.foreground {
-                libc::tcsetpgrp(tty, libc::getpid());
-            }
         }
         if let Some(tty) = &exec.tty {
             // A session leader without a terminal acquires the first one it opens.
@@ -437,22 +596,22 @@ unsafe fn exec_child(exec: &Exec<'_>) -> ! {
             if fd != 1 && libc::dup2(fd, 1) < 0 {
                 fail(errno());
             }
-            if exec.io.tty_stdin && libc::dup2(1, 0) < 0 {
+            if exec.tty_stdin && libc::dup2(1, 0) < 0 {
                 fail(errno());
             }
-            if exec.io.tty_stderr && libc::dup2(1, 2) < 0 {
+            if exec.tty_stderr && libc::dup2(1, 2) < 0 {
                 fail(errno());
             }
             if fd > 2 {
                 libc::close(fd);
             }
-        } else if let Some(out) = exec.io.stdout
+        } else if let Some(out) = exec.stdout
             && libc::dup2(out, 1) < 0
         {
             fail(errno());
         }
-        if !(exec.tty.is_some() && exec.io.tty_stderr)
-            && let Some(err) = exec.io.stderr
+        if !(exec.tty.is_some() && exec.tty_stderr)
+            && let Some(err) = exec.stderr
             && libc::dup2(err, 2) < 0
         {
             fail(errno());
@@ -474,7 +633,7 @@ unsafe fn exec_child(exec: &Exec<'_>) -> ! {
         ] {
             libc::signal(sig, libc::SIG_DFL);
         }
-        // Set up: nothing of the command runs before jitc says go (see `spawn`).
+        // Set up: nothing of the command runs before jitc says go (see `Forked::start`).
         let zero = 0i32.to_ne_bytes();
         libc::write(exec.report, zero.as_ptr().cast(), zero.len());
         let mut go = 0u8;
@@ -488,16 +647,19 @@ unsafe fn exec_child(exec: &Exec<'_>) -> ! {
             }
             libc::_exit(127);
         }
+        let envp: *const *const c_char = exec.envp.load(Ordering::Acquire);
+        if envp.is_null() {
+            libc::_exit(127);
+        }
+        if let Some(tty) = exec.foreground {
+            libc::tcsetpgrp(tty, libc::getpid());
+        }
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-        libc::execve(exec.path.as_ptr(), exec.argv.as_ptr(), exec.envp.as_ptr());
+        libc::execve(exec.path.as_ptr(), exec.argv.as_ptr(), envp);
         if errno() == libc::ENOEXEC {
-            libc::execve(
-                c"/bin/sh".as_ptr(),
-                exec.sh_argv.as_ptr(),
-                exec.envp.as_ptr(),
-            );
+            libc::execve(c"/bin/sh".as_ptr(), exec.sh_argv.as_ptr(), envp);
         }
         fail(errno())
     }

@@ -280,6 +280,16 @@ impl Sandboxes {
         }
     }
 
+    /// The sandboxes whose first process has exited, whether or not the task that
+    /// waits for their ends has been woken for them yet.
+    pub fn exited(&self) -> Vec<u64> {
+        self.regs()
+            .iter()
+            .filter(|r| ns::exited(&r.first))
+            .map(|r| r.id())
+            .collect()
+    }
+
     /// Drops registration `id` (its sandbox ended); what it was.
     pub fn end(&self, id: u64) -> Option<Arc<Registration>> {
         let mut regs = self.regs();

@@ -418,12 +418,12 @@ impl Writer {
     /// Writes one batch (with a sync, unless turned off) and answers its waiters. What
     /// nobody waits for comes back if the batch could not be written, to be tried again.
     pub(super) async fn commit(&mut self, batch: Vec<Job>) -> Vec<Job> {
-        // One request, and only one, waits for this batch (a lone `jitc exec`).
-        let alone = batch
-            .iter()
-            .filter(|j| matches!(j, Job::Record(_, Some(_)) | Job::Flush(_)))
-            .count()
-            == 1;
+        // One decision, and nothing else, waits for this batch (a lone `jitc exec`'s
+        // grant). A flush (`jitc status`, `jitc audit`) keeps the blocking thread, so
+        // that what the runtime has to do meanwhile is done before it answers.
+        let waiting = |j: &&Job| matches!(j, Job::Record(_, Some(_)) | Job::Flush(_));
+        let alone = batch.iter().filter(waiting).count() == 1
+            && !batch.iter().any(|j| matches!(j, Job::Flush(_)));
         let mut waiters = Vec::new();
         let mut retry = Vec::new();
         let ready = match &self.broken {

@@ -6,6 +6,12 @@ use crate::agent::{Agent, Session};
 use crate::error::Reply;
 
 pub async fn apply(agent: &Agent, session: &Session) -> Reply {
+    // A sandbox that has ended is not listed, even when the task that notices ends has
+    // not run yet (a sync on the runtime's thread may have held it): its end is
+    // recorded now, before the flush.
+    for id in agent.sandboxes().exited() {
+        agent.sandbox_ended(id);
+    }
     // `jitc audit` reads the log after asking this: everything so far is in it.
     agent.audit().flush().await;
     let slot = agent.vault_slot().await;

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jitc_tests::*;
 use nix::sys::signal::Signal;
@@ -244,7 +244,7 @@ fn a_command_that_ignores_sigterm_is_killed() {
         "trap '' TERM; echo ready; while :; do sleep 0.05; done",
     );
     env.run(&["lock"], None).ok();
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let status = child.wait().unwrap();
     // SIGKILL comes 5 s after SIGTERM: 128 + 9.
     assert_eq!(status.code(), Some(137));
@@ -313,7 +313,6 @@ fn ctrl_c_at_the_terminal_reaches_the_command_once() {
 /// Everything runs as uid 1000.
 #[test]
 fn the_command_runs_only_once_the_grant_is_on_disk() {
-    use std::time::Instant;
     let env = TestEnv::new_as(USER);
     let gate = env.root().join("sync-gate");
     env.set_env("JITC_TEST_SYNC_GATE", &gate);
@@ -416,5 +415,112 @@ fn the_command_runs_only_once_the_grant_is_on_disk() {
     assert!(
         marker.exists(),
         "the command ran once the grant was on disk"
+    );
+}
+
+/// Review of cec9956. An early return after the command's process is started: a value with a NUL byte (env error) fails
+/// cleanly, without running anything, with and without masking (pipes), and jitc exits
+/// (the waiting child is reaped before its stack and Exec are freed).
+#[test]
+fn a_nul_byte_value_after_the_clone_runs_nothing() {
+    let env = TestEnv::new_as(USER);
+    let _agent = env.start_agent();
+    env.init();
+    env.run(&["add", "nul"], Some(b"a\0b")).ok();
+    for masking in [true, false] {
+        let marker = env.root().join(format!("ran-{masking}"));
+        let mut args = vec!["exec", "-s", "nul"];
+        if !masking {
+            args.push("--no-masking");
+        }
+        args.extend(["--", "touch", marker.to_str().unwrap()]);
+        let out = env.run(&args, None);
+        assert_ne!(out.code, 0, "{out:?}");
+        assert!(out.stderr.contains("NUL byte"), "{out:?}");
+        assert!(!marker.exists());
+    }
+    // --file takes it (a memfd made before the clone, filled after).
+    let out = env
+        .run(
+            &[
+                "exec",
+                "--file",
+                "F=nul",
+                "--",
+                "sh",
+                "-c",
+                "wc -c < \"$F\"",
+            ],
+            None,
+        )
+        .ok();
+    assert_eq!(out.stdout.trim(), "3");
+}
+
+/// Review of 590582c (since reverted), finding F1. A sync that does not end must not stop
+/// the agent: the debug sync gate stands for a slow fdatasync (a busy or failing disk,
+/// NFS, FUSE) under a lone `jitc exec`, and a new connection is still welcomed. With
+/// that sync on the runtime's own thread, it was not, for as long as the sync lasted.
+#[test]
+fn a_sync_that_does_not_end_does_not_stop_the_agent() {
+    // The test's own uid: it speaks to the agent itself.
+    let env = TestEnv::new();
+    let gate = env.root().join("sync-gate");
+    env.set_env("JITC_TEST_SYNC_GATE", &gate);
+    let _agent = env.start_agent();
+    env.init();
+    env.add("X", "the-value-of-x");
+    let log = audit::audit_path(&env);
+    let count = || {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .matches("\"lease_granted\"")
+            .count()
+    };
+    let before = count();
+    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    env.give(&gate);
+    struct Release<'a>(&'a std::path::Path);
+    impl Drop for Release<'_> {
+        fn drop(&mut self) {
+            use std::os::unix::fs::OpenOptionsExt;
+            let fifo = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(self.0);
+            let _ = std::fs::remove_file(self.0);
+            if let Ok(mut f) = fifo {
+                let _ = std::io::Write::write_all(&mut f, b"x");
+            }
+        }
+    }
+    let release = Release(&gate);
+    let lease = env.spawn(&["exec", "-s", "X", "--", "true"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count() == before {
+        assert!(Instant::now() < deadline, "the grant was never written");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // A new connection's Hello: nothing but the runtime is needed to answer it.
+    let t0 = Instant::now();
+    let mut s = std::os::unix::net::UnixStream::connect(env.socket()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    jitc_protocol::write_frame(
+        &mut s,
+        &jitc_protocol::Request::Hello(jitc_protocol::Hello {
+            protocol_version: jitc_protocol::PROTOCOL_VERSION,
+        }),
+    )
+    .unwrap();
+    let answered = jitc_protocol::read_frame(&mut s).is_ok_and(|f| f.is_some());
+    let waited = t0.elapsed();
+    drop(release);
+    let out = lease
+        .wait_at_most(Duration::from_secs(60))
+        .expect("exec ends");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        answered,
+        "the agent answered nothing for {waited:?} while one record's sync was held"
     );
 }

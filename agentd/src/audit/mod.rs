@@ -299,8 +299,7 @@ impl Audit {
     /// Writes what is queued, batch after batch, for as long as the agent runs. It is
     /// a task on the agent's runtime, not a thread of its own: a request and the line
     /// that records it are handed over without waking another thread. Only the
-    /// `fdatasync`, once per batch, runs on a blocking thread — unless one request alone
-    /// waits for it on a fast disk (see `Writer::sync`).
+    /// `fdatasync`, once per batch, runs on a blocking thread.
     pub async fn run_writer(&self) {
         let taken = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         let Some(mut writer) = taken else { return };

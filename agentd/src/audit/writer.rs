@@ -155,14 +155,7 @@ pub(super) struct Writer {
     prune: Vec<PathBuf>,
     /// The last sequence number in them, for that marker.
     pruned_through: Option<u64>,
-    /// Whether the last sync took less than `INLINE_SYNC_UNDER`: a lone record's sync
-    /// may then be done on the runtime's thread (see `sync`).
-    syncs_fast: bool,
 }
-
-/// A lone record's sync is done on the runtime's own thread while syncs take less than
-/// this; a slower disk gets the blocking thread (the runtime goes on serving meanwhile).
-const INLINE_SYNC_UNDER: Duration = Duration::from_millis(1);
 
 impl Writer {
     pub(super) fn open(
@@ -177,7 +170,6 @@ impl Writer {
             alerts,
             prune: Vec::new(),
             pruned_through: None,
-            syncs_fast: true,
             broken: None,
             needs_marker: None,
             dir_dirty: false,
@@ -418,12 +410,6 @@ impl Writer {
     /// Writes one batch (with a sync, unless turned off) and answers its waiters. What
     /// nobody waits for comes back if the batch could not be written, to be tried again.
     pub(super) async fn commit(&mut self, batch: Vec<Job>) -> Vec<Job> {
-        // One decision, and nothing else, waits for this batch (a lone `jitc exec`'s
-        // grant). A flush (`jitc status`, `jitc audit`) keeps the blocking thread, so
-        // that what the runtime has to do meanwhile is done before it answers.
-        let waiting = |j: &&Job| matches!(j, Job::Record(_, Some(_)) | Job::Flush(_));
-        let alone = batch.iter().filter(waiting).count() == 1
-            && !batch.iter().any(|j| matches!(j, Job::Flush(_)));
         let mut waiters = Vec::new();
         let mut retry = Vec::new();
         let ready = match &self.broken {
@@ -484,7 +470,7 @@ impl Writer {
             return Vec::new();
         }
         let result = match ready.and_then(|()| self.write(&lines)) {
-            Ok(()) => self.sync(alone).await,
+            Ok(()) => self.sync().await,
             Err(e) => Err(e),
         };
         match &result {
@@ -650,16 +636,9 @@ impl Writer {
         Ok(())
     }
 
-    /// `fdatasync`: everything written so far is on disk — and the directory too when
-    /// a file was created or renamed in it.
-    ///
-    /// A batch of one record (`alone`) is synced on the runtime's own thread while
-    /// syncs are fast: handing the sync to a blocking thread and back costs two
-    /// wake-ups, ~0.1 ms on the path of a lone `jitc exec` here, for nothing — nobody
-    /// else is waiting. Anything more, or a disk slower than `INLINE_SYNC_UNDER`, syncs
-    /// on a blocking thread, and the runtime goes on serving (and gathers the next
-    /// batch) meanwhile.
-    async fn sync(&mut self, alone: bool) -> Result<(), AuditError> {
+    /// `fdatasync`, off the runtime: everything written so far is on disk — and the
+    /// directory too when a file was created or renamed in it.
+    async fn sync(&mut self) -> Result<(), AuditError> {
         if !self.config.sync {
             return Ok(());
         }
@@ -671,39 +650,32 @@ impl Writer {
             .then(|| path.parent().map(Path::to_path_buf))
             .flatten();
         // The checkpoint written after the last batch, synced beside this one.
-        let sidecar = self.sidecar.take_unsynced();
-        let sync = move || {
+        let sidecar = self.sidecar.take_unsynced().map(|f| {
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = f.sync_data() {
+                    tracing::warn!(error = %e, "cannot sync the audit checkpoint");
+                }
+            })
+        });
+        let synced = tokio::task::spawn_blocking(move || {
             #[cfg(debug_assertions)]
             test_sync_gate();
-            let started = Instant::now();
-            if let Some(f) = sidecar
-                && let Err(e) = f.sync_data()
-            {
-                tracing::warn!(error = %e, "cannot sync the audit checkpoint");
-            }
             file.sync_data()?;
-            if let Some(d) = dir {
-                File::open(d)?.sync_all()?;
+            match dir {
+                Some(d) => File::open(d)?.sync_all(),
+                None => Ok(()),
             }
-            Ok::<_, std::io::Error>(started.elapsed())
-        };
-        let synced = if alone && self.syncs_fast {
-            sync()
-        } else {
-            tokio::task::spawn_blocking(sync)
-                .await
-                .map_err(|_| AuditError::io("sync", &self.config.path, "the sync did not finish"))?
-        };
-        match synced {
-            Ok(took) => {
-                self.syncs_fast = took < INLINE_SYNC_UNDER;
-                Ok(())
-            }
-            Err(e) => {
-                self.dir_dirty = true;
-                Err(AuditError::io("sync", &self.config.path, e))
-            }
+        })
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::other("the sync did not finish")))
+        .map_err(|e| AuditError::io("sync", &self.config.path, e));
+        if let Some(s) = sidecar {
+            let _ = s.await;
         }
+        if synced.is_err() {
+            self.dir_dirty = true;
+        }
+        synced
     }
 }
 

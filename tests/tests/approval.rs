@@ -5,7 +5,11 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
+use std::time::{Duration, Instant};
+
 use jitc_tests::*;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 fn setup(policy: &str) -> (TestEnv, Agent) {
     let env = TestEnv::new();
@@ -115,17 +119,14 @@ fn an_approver_that_never_answers_is_killed_at_the_timeout() {
         .parse()
         .unwrap();
     // Killed (and reaped by the agent): gone within moments.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while std::path::Path::new(&format!("/proc/{pid}")).exists() {
         let zombie = proc_status_field(pid as u32, "State").is_some_and(|s| s.starts_with('Z'));
         if zombie {
             break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the approver still runs"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(Instant::now() < deadline, "the approver still runs");
+        std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(env.status()["pending"], 0);
 }
@@ -217,18 +218,14 @@ fn a_requester_that_gives_up_leaves_no_pending_request() {
     let bg = env.spawn(&["exec", "-s", "prod/db", "--", "true"]);
     bg.approval_id();
     assert_eq!(env.status()["pending"], 1);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(bg.pid() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    kill(Pid::from_raw(bg.pid() as i32), Signal::SIGINT).unwrap();
     let out = bg.wait();
     assert_eq!(out.code, 130);
     // The agent notices the hang-up and withdraws the request.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while env.status()["pending"] != 0 {
-        assert!(std::time::Instant::now() < deadline);
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -275,7 +272,7 @@ fn once_per_task_is_remembered_for_the_same_task_until_it_expires() {
         .ok();
     assert_eq!(more.wait().code, 77);
     // After approval_memory (2s) it asks again.
-    std::thread::sleep(std::time::Duration::from_millis(2100));
+    std::thread::sleep(Duration::from_millis(2100));
     let later = ask("deploy");
     env.run(&["deny", &later.approval_id().to_string()], None)
         .ok();
@@ -390,4 +387,185 @@ fn ctrl_c_at_the_terminal_while_waiting_for_approval_runs_nothing() {
         assert_eq!(t.wait(), 130, "masking {masking}");
         assert!(!marker.exists(), "masking {masking}: the command ran");
     }
+}
+
+const ALWAYS_60: &str = "[defaults]\napproval_timeout = \"60s\"\n[[rule]]\nsecrets = [\"prod/*\"]\napproval = \"always\"\n";
+
+fn approval_env(uid: Option<u32>) -> (TestEnv, Agent) {
+    let env = match uid {
+        Some(u) => TestEnv::new_as(u),
+        None => TestEnv::new(),
+    };
+    let agent = env.start_agent();
+    env.init();
+    env.add("prod/db", "pw-prod-1");
+    env.write_policy(ALWAYS_60);
+    (env, agent)
+}
+
+/// The first child of `pid` (jitc's waiting command process), waiting for it.
+fn first_child(pid: u32) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        if let Some(c) = listed.split_whitespace().next() {
+            return c.parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "jitc {pid} has no child");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn sig_mask(pid: u32, field: &str) -> u64 {
+    u64::from_str_radix(&proc_status_field(pid, field).unwrap(), 16).unwrap()
+}
+
+fn bit(sig: Signal) -> u64 {
+    1u64 << (sig as i32 - 1)
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Review of cec9956, finding F2. The command's process waits for the go in jitc's
+/// memory (`CLONE_VM`); none of jitc's signal handlers (Rust's SIGSEGV/SIGBUS handler)
+/// may run there, in memory and thread-local state it shares with jitc. It resets them
+/// all and keeps every signal blocked until the go, as `posix_spawn` does: a same-uid
+/// `kill` can neither run jitc's code in it nor interrupt its wait. Runs as uid 1000.
+#[test]
+fn the_waiting_command_process_has_none_of_jitcs_signal_handlers() {
+    let (env, _agent) = approval_env(Some(USER));
+    let bg = env.spawn(&["exec", "-s", "prod/db", "--", "true"]);
+    // Waiting for approval: the command's process was set up before that was said.
+    let id = bg.approval_id();
+    let child = first_child(bg.pid());
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{child}/exe")).unwrap(),
+        jitc_bin()
+    );
+    let caught = sig_mask(child, "SigCgt");
+    let blocked = sig_mask(child, "SigBlk");
+    env.approve(id).ok();
+    assert_eq!(bg.wait().code, 0);
+    assert_eq!(
+        caught, 0,
+        "jitc's handlers in its waiting child: SigCgt {caught:#x}"
+    );
+    for sig in [
+        Signal::SIGSEGV,
+        Signal::SIGBUS,
+        Signal::SIGTERM,
+        Signal::SIGUSR1,
+    ] {
+        assert_ne!(
+            blocked & bit(sig),
+            0,
+            "{sig} not blocked in the waiting child"
+        );
+    }
+}
+
+/// Review of cec9956, finding F3. Job control while the lease waits: jitc is in the foreground when the command's
+/// process is cloned (before the lease is even answered), then put in the background
+/// (^Z + bg: the shell takes the terminal back). At the go, a stale `foreground` flag
+/// handed the terminal to the command anyway (tcsetpgrp with SIGTTOU blocked), stealing
+/// it from the shell; and at the end jitc took it "back" to its own group.
+/// Now whether jitc holds the terminal is read at the go, and only jitc hands it over.
+#[test]
+fn a_terminal_given_back_while_the_lease_waits_stays_with_the_shell() {
+    let (env, _agent) = approval_env(None);
+    let out = env.root().join("fg-state");
+    let ctl = env.root().join("ctl");
+    nix::unistd::mkfifo(&ctl, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // A tiny job-control shell: runs jitc in a group of its own in the foreground, and
+    // takes the terminal back when told (as `bg` leaves it).
+    let helper = r#"
+import os, sys, signal
+jitc, out, ctl = sys.argv[1], sys.argv[2], sys.argv[3]
+signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(w); os.read(r, 1)
+    cmd = "import os,sys\nfd=os.open('/dev/tty',os.O_RDWR)\nopen(sys.argv[1],'w').write('fg' if os.tcgetpgrp(fd)==os.getpgrp() else 'bg')\n"
+    os.execv(jitc, [jitc, 'exec', '-s', 'prod/db', '--no-masking', '--', '/usr/bin/python3', '-c', cmd, out])
+os.setpgid(pid, pid)
+os.tcsetpgrp(0, pid)
+os.write(w, b'x')
+open(ctl).read()
+os.tcsetpgrp(0, os.getpgrp())
+print('helper: took the terminal back', flush=True)
+os.waitpid(pid, 0)
+print('helper: after jitc the terminal is ' + ('mine' if os.tcgetpgrp(0) == os.getpgrp() else 'NOT mine'), flush=True)
+"#;
+    let mut t = PtySession::spawn(
+        &env,
+        std::path::Path::new("/usr/bin/python3"),
+        &[
+            "-c",
+            helper,
+            jitc_bin().to_str().unwrap(),
+            out.to_str().unwrap(),
+            ctl.to_str().unwrap(),
+        ],
+    );
+    t.expect("in your terminal");
+    let text = t.output.text();
+    let at = text.find("jitc approve ").unwrap() + "jitc approve ".len();
+    let id: u64 = text[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    std::fs::write(&ctl, b"bg\n").unwrap();
+    t.expect("helper: took the terminal back");
+    env.approve(id).ok();
+    t.expect("helper: after jitc");
+    t.wait();
+    let state = std::fs::read_to_string(&out).unwrap();
+    let text = t.output.text();
+    assert!(
+        state == "bg" && text.contains("the terminal is mine"),
+        "command saw the terminal as {state:?}; {text:?}"
+    );
+}
+
+/// Review of cec9956, finding F4. A waiting command process stopped (SIGSTOP: same uid, a debugger) makes jitc hang when the
+/// user gives up (^C / SIGINT while waiting for approval) unless jitc kills it: closing
+/// the go pipe is not enough, a stopped process never reads it.
+#[test]
+fn a_stopped_waiting_command_process_does_not_hang_jitc() {
+    let (env, _agent) = approval_env(None);
+    let bg = env.spawn(&["exec", "-s", "prod/db", "--", "true"]);
+    bg.approval_id();
+    let jitc = bg.pid();
+    let child = first_child(jitc);
+    kill(Pid::from_raw(child as i32), Signal::SIGSTOP).unwrap();
+    wait_until("the child is stopped", || {
+        proc_status_field(child, "State").is_some_and(|s| s.starts_with('T'))
+    });
+    kill(Pid::from_raw(jitc as i32), Signal::SIGINT).unwrap();
+    // jitc has read the SIGINT and waits for the stopped child (do_wait), or has exited.
+    let mut hung = false;
+    wait_until("jitc exits or waits for its stopped child", || {
+        let wchan = std::fs::read_to_string(format!("/proc/{jitc}/wchan")).unwrap_or_default();
+        let state = proc_status_field(jitc, "State").unwrap_or_default();
+        let child_stopped = proc_status_field(child, "State").is_some_and(|s| s.starts_with('T'));
+        hung = wchan == "do_wait" && child_stopped;
+        hung || state.starts_with('Z') || state.is_empty()
+    });
+    let _ = kill(Pid::from_raw(child as i32), Signal::SIGCONT);
+    let out = bg.wait();
+    assert_eq!(out.code, 130, "{out:?}");
+    assert!(
+        !hung,
+        "jitc hung in waitpid on its stopped, never-started child after ^C"
+    );
 }

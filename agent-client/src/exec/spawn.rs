@@ -142,8 +142,6 @@ struct Exec {
     tty_stderr: bool,
     stdout: Option<RawFd>,
     stderr: Option<RawFd>,
-    /// The terminal to make the command's group the foreground of, at the go.
-    foreground: Option<RawFd>,
     own_session: bool,
     parent: libc::pid_t,
     core: Option<libc::rlimit>,
@@ -357,9 +355,14 @@ extern "C" fn child_main(exec: *mut libc::c_void) -> libc::c_int {
 /// `CLONE_VFORK`: it must wait for the go): it runs in our memory, on a stack of its
 /// own, until it execs, so nothing is copied for it and no page of ours is copied on
 /// write while it waits. It only makes async-signal-safe system calls on what is
-/// prepared here. A failing one writes `errno`, in the thread-local memory of the
-/// thread that cloned it: that thread is blocked reading the child's report while the
-/// child sets up and once it has said go, and reads no `errno` while the child waits.
+/// prepared here, with every signal blocked until the go and each of our handlers reset
+/// first, as `posix_spawn` does: no handler of ours ever runs in it, and nothing
+/// interrupts its wait. A failing call writes `errno`, in the thread-local memory of
+/// the thread that cloned it: that thread is blocked reading the child's report while
+/// the child sets up and once it has said go, and reads no `errno` while the child
+/// waits (blocked in `read`, which nothing can interrupt). While another thread of
+/// ours runs (`--mount`'s server), glibc's cancellable calls in the child also update
+/// the cloning thread's cancellation state; nothing here ever cancels a thread.
 pub fn fork(program: &Program, io: &ChildIo) -> Result<Forked> {
     let cannot = |e: nix::Error| {
         Error::failure(format!(
@@ -388,19 +391,12 @@ pub fn fork(program: &Program, io: &ChildIo) -> Result<Forked> {
     // terminal if we have one (programs that ask for a password open /dev/tty), in a
     // process group of its own, in the foreground if we are — from the go on, so that
     // a ^C while the lease waits for approval still reaches jitc.
-    let (job, foreground) = match (&tty, controlling_terminal()) {
-        (None, Some(t)) => {
-            let fg = in_foreground(&t);
-            let raw = t.as_raw_fd();
-            (
-                Job::Group {
-                    tty: t,
-                    foreground: fg,
-                },
-                fg.then_some(raw),
-            )
-        }
-        _ => (Job::Session, None),
+    let job = match (&tty, controlling_terminal()) {
+        (None, Some(t)) => Job::Group {
+            tty: t,
+            foreground: false,
+        },
+        _ => Job::Session,
     };
     let (report_r, report_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(cannot)?;
     let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(cannot)?;
@@ -415,7 +411,6 @@ pub fn fork(program: &Program, io: &ChildIo) -> Result<Forked> {
         tty_stderr: io.tty_stderr,
         stdout: io.stdout,
         stderr: io.stderr,
-        foreground,
         own_session: matches!(job, Job::Session),
         parent: nix::unistd::getpid().as_raw(),
         core: CORE_LIMIT.get().copied(),
@@ -424,6 +419,15 @@ pub fn fork(program: &Program, io: &ChildIo) -> Result<Forked> {
         go_parent: go_w.as_raw_fd(),
         envp: AtomicPtr::new(std::ptr::null_mut()),
     });
+    // Every signal blocked across the clone, as posix_spawn does: none of our handlers
+    // may run in the child, which shares our memory (it resets them, then waits for the
+    // go with all signals still blocked, so nothing interrupts it either).
+    let mut old_mask = SigSet::empty();
+    let _ = nix::sys::signal::pthread_sigmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut old_mask),
+    );
     // SAFETY: the child runs `child_main` on `stack`, reading `exec` (both kept alive
     // by `Forked` until it has exec'd or exited), and makes only async-signal-safe
     // system calls; it never returns (it execs or `_exit`s). Not `CLONE_FILES`: the
@@ -436,8 +440,10 @@ pub fn fork(program: &Program, io: &ChildIo) -> Result<Forked> {
             (&raw const *exec).cast_mut().cast(),
         )
     };
+    let clone_errno = nix::Error::last();
+    let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
     if pid < 0 {
-        return Err(cannot(nix::Error::last()));
+        return Err(cannot(clone_errno));
     }
     drop(report_w);
     drop(go_r);
@@ -481,12 +487,13 @@ impl Forked {
             .envp
             .store(envp.as_ptr().cast_mut(), Ordering::Release);
         ready(self.pid)?;
-        if let Job::Group {
-            tty,
-            foreground: true,
-        } = &self.job
-        {
-            give_terminal(tty, self.pid);
+        // Whether we hold the terminal now, not when the child was cloned (job control
+        // may have moved us while the lease waited).
+        if let Job::Group { tty, foreground } = &mut self.job {
+            *foreground = in_foreground(tty);
+            if *foreground {
+                give_terminal(tty, self.pid);
+            }
         }
         let Some(go) = self.go.take() else {
             return Err(Error::Unexpected("a command started twice"));
@@ -529,6 +536,8 @@ impl Drop for Forked {
             return;
         }
         drop(self.go.take());
+        // It runs nothing of its own yet; a stopped one would never see the end of file.
+        let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
         while let Err(nix::Error::EINTR) = nix::sys::wait::waitpid(self.pid, None) {}
     }
 }
@@ -577,11 +586,18 @@ unsafe fn exec_child(exec: &Exec) -> ! {
         if libc::getppid() != exec.parent {
             libc::_exit(127);
         }
-        // Taking the terminal from the background would stop us with SIGTTOU.
-        let mut ttou: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut ttou);
-        libc::sigaddset(&mut ttou, libc::SIGTTOU);
-        libc::sigprocmask(libc::SIG_BLOCK, &ttou, std::ptr::null_mut());
+        // Every signal is blocked (see `fork`): no handler of jitc's runs here. Reset them
+        // all, as posix_spawn does.
+        for sig in 1..=libc::SIGRTMAX() {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut sa) == 0
+                && sa.sa_sigaction != libc::SIG_DFL
+                && sa.sa_sigaction != libc::SIG_IGN
+            {
+                sa.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(sig, &sa, std::ptr::null_mut());
+            }
+        }
         if exec.own_session {
             libc::setsid();
         } else {
@@ -650,9 +666,6 @@ unsafe fn exec_child(exec: &Exec) -> ! {
         let envp: *const *const c_char = exec.envp.load(Ordering::Acquire);
         if envp.is_null() {
             libc::_exit(127);
-        }
-        if let Some(tty) = exec.foreground {
-            libc::tcsetpgrp(tty, libc::getpid());
         }
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);

@@ -305,6 +305,65 @@ fn ctrl_c_at_the_terminal_reaches_the_command_once() {
     assert!(t.output.text().contains("count=1"), "{:?}", t.output.text());
 }
 
+/// The agent's audit sync, held (a debug build) while a FIFO is at
+/// `JITC_TEST_SYNC_GATE`: `SyncGate::new` names it before the agent starts, `hold` makes
+/// the FIFO, and the sync is let go when what `hold` returns is dropped — also when an
+/// assertion fails, or the agent would never stop.
+struct SyncGate(std::path::PathBuf);
+
+impl SyncGate {
+    fn new(env: &TestEnv) -> SyncGate {
+        let gate = env.root().join("sync-gate");
+        env.set_env("JITC_TEST_SYNC_GATE", &gate);
+        SyncGate(gate)
+    }
+
+    fn hold(&self, env: &TestEnv) -> HeldSync<'_> {
+        nix::unistd::mkfifo(&self.0, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        env.give(&self.0);
+        HeldSync(&self.0)
+    }
+}
+
+struct HeldSync<'a>(&'a std::path::Path);
+
+impl Drop for HeldSync<'_> {
+    /// The agent is waiting to read, so the FIFO opens at once; the next syncs find no
+    /// FIFO and do not wait.
+    fn drop(&mut self) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let fifo = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(self.0);
+        let _ = std::fs::remove_file(self.0);
+        if let Ok(mut f) = fifo {
+            let _ = std::io::Write::write_all(&mut f, b"x");
+        }
+    }
+}
+
+/// How many grants the audit log at `log` holds.
+fn grants_in(log: &std::path::Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .matches("\"lease_granted\"")
+        .count()
+}
+
+/// Waits until the log holds more than `before` grants (`jitc` is the one asking).
+fn wait_for_a_grant(log: &std::path::Path, before: usize, jitc: &Background) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while grants_in(log) == before {
+        assert!(
+            Instant::now() < deadline,
+            "the grant was never written to the log; jitc said: {}",
+            jitc.stderr.text()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The command runs only once the grant's audit record is on disk. The agent (a debug
 /// build) holds the sync of the log while a FIFO is at `JITC_TEST_SYNC_GATE`; meanwhile
 /// the grant is written to the log but not synced, and nothing of the command has run:
@@ -314,35 +373,13 @@ fn ctrl_c_at_the_terminal_reaches_the_command_once() {
 #[test]
 fn the_command_runs_only_once_the_grant_is_on_disk() {
     let env = TestEnv::new_as(USER);
-    let gate = env.root().join("sync-gate");
-    env.set_env("JITC_TEST_SYNC_GATE", &gate);
+    let gate = SyncGate::new(&env);
     let _agent = env.start_agent();
     env.init();
     env.add("X", "the-value-of-x");
     let log = audit::audit_path(&env);
-    let granted_before = std::fs::read_to_string(&log)
-        .unwrap()
-        .matches("\"lease_granted\"")
-        .count();
-    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    env.give(&gate);
-    // Should an assertion fail, the agent's sync is let go all the same (or the agent
-    // would never stop).
-    struct Release<'a>(&'a std::path::Path);
-    impl Drop for Release<'_> {
-        fn drop(&mut self) {
-            use std::os::unix::fs::OpenOptionsExt;
-            let fifo = std::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_NONBLOCK)
-                .open(self.0);
-            let _ = std::fs::remove_file(self.0);
-            if let Ok(mut f) = fifo {
-                let _ = std::io::Write::write_all(&mut f, b"x");
-            }
-        }
-    }
-    let release = Release(&gate);
+    let granted_before = grants_in(&log);
+    let release = gate.hold(&env);
     let marker = env.root().join("ran");
     let bg = env.spawn(&[
         "exec",
@@ -354,23 +391,11 @@ fn the_command_runs_only_once_the_grant_is_on_disk() {
         "touch \"$0\"",
         marker.to_str().unwrap(),
     ]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::read_to_string(&log)
-        .unwrap()
-        .matches("\"lease_granted\"")
-        .count()
-        == granted_before
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the grant was never written to the log; jitc said: {}",
-            bg.stderr.text()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_a_grant(&log, granted_before, &bg);
     // The command's process is started while the agent syncs, and waits: jitc's child
     // is still jitc, nothing was exec'd.
     let children = format!("/proc/{0}/task/{0}/children", bg.pid());
+    let deadline = Instant::now() + Duration::from_secs(30);
     let child = loop {
         let listed = std::fs::read_to_string(&children).unwrap();
         if let Some(pid) = listed.split_whitespace().next() {
@@ -404,10 +429,9 @@ fn the_command_runs_only_once_the_grant_is_on_disk() {
         !marker.exists(),
         "the command ran before the grant was on disk"
     );
-    // Let the sync go: the next syncs find no FIFO and do not wait. (The agent is
-    // waiting to read, so the FIFO opens at once.)
+    // Let the sync go.
     drop(release);
-    assert!(!gate.exists());
+    assert!(!gate.0.exists());
     let out = bg
         .wait_at_most(Duration::from_secs(60))
         .expect("jitc exec finished");
@@ -465,46 +489,21 @@ fn a_nul_byte_value_after_the_clone_runs_nothing() {
 fn a_sync_that_does_not_end_does_not_stop_the_agent() {
     // The test's own uid: it speaks to the agent itself.
     let env = TestEnv::new();
-    let gate = env.root().join("sync-gate");
-    env.set_env("JITC_TEST_SYNC_GATE", &gate);
+    let gate = SyncGate::new(&env);
     let _agent = env.start_agent();
     env.init();
     env.add("X", "the-value-of-x");
     let log = audit::audit_path(&env);
-    let count = || {
-        std::fs::read_to_string(&log)
-            .unwrap()
-            .matches("\"lease_granted\"")
-            .count()
-    };
-    let before = count();
-    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    env.give(&gate);
-    struct Release<'a>(&'a std::path::Path);
-    impl Drop for Release<'_> {
-        fn drop(&mut self) {
-            use std::os::unix::fs::OpenOptionsExt;
-            let fifo = std::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_NONBLOCK)
-                .open(self.0);
-            let _ = std::fs::remove_file(self.0);
-            if let Ok(mut f) = fifo {
-                let _ = std::io::Write::write_all(&mut f, b"x");
-            }
-        }
-    }
-    let release = Release(&gate);
+    let before = grants_in(&log);
+    let release = gate.hold(&env);
     let lease = env.spawn(&["exec", "-s", "X", "--", "true"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while count() == before {
-        assert!(Instant::now() < deadline, "the grant was never written");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    // A new connection's Hello: nothing but the runtime is needed to answer it.
+    wait_for_a_grant(&log, before, &lease);
+    // A new connection's Hello: nothing but the runtime is needed to answer it. The
+    // wait is the suite's usual limit for an event, not a speed bound: an agent held
+    // by the sync would never answer.
     let t0 = Instant::now();
     let mut s = std::os::unix::net::UnixStream::connect(env.socket()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     jitc_protocol::write_frame(
         &mut s,
         &jitc_protocol::Request::Hello(jitc_protocol::Hello {

@@ -1,8 +1,9 @@
 //! Starting the child: `clone` (`CLONE_VM`, as `posix_spawn` does) and `execve` from an
 //! environment built in buffers we own and wipe (not `std::process::Command`'s), with
-//! what `posix_spawn` cannot do done in between: the child dies with jitc (`PR_SET_PDEATHSIG`), and it leads a process group
-//! of its own — a session of its own where there is no terminal to keep — so that
-//! ending the lease can stop everything the command started, not just its first process.
+//! what `posix_spawn` cannot do done in between: the child dies with jitc
+//! (`PR_SET_PDEATHSIG`), and it leads a process group of its own — a session of its
+//! own where there is no terminal to keep — so that ending the lease can stop
+//! everything the command started, not just its first process.
 #![allow(unsafe_code)]
 
 use std::ffi::{CString, c_char};
@@ -364,13 +365,7 @@ extern "C" fn child_main(exec: *mut libc::c_void) -> libc::c_int {
 /// ours runs (`--mount`'s server), glibc's cancellable calls in the child also update
 /// the cloning thread's cancellation state; nothing here ever cancels a thread.
 pub fn fork(program: &Program, io: &ChildIo) -> Result<Forked> {
-    let cannot = |e: nix::Error| {
-        Error::failure(format!(
-            "cannot run {} ({}); check the command",
-            program.path.display(),
-            e.desc()
-        ))
-    };
+    let cannot = |e| cannot_run(&program.path, e);
     let argv: Vec<CString> = program
         .argv
         .iter()
@@ -472,13 +467,7 @@ impl Forked {
     /// taken hold of its process group, so there is no moment it runs unguarded.
     pub fn start(mut self, env: &ChildEnv, ready: impl FnOnce(Pid) -> Result<()>) -> Result<Child> {
         let program = self.program.clone();
-        let cannot = |e: nix::Error| {
-            Error::failure(format!(
-                "cannot run {} ({}); check the command",
-                program.display(),
-                e.desc()
-            ))
-        };
+        let cannot = |e| cannot_run(&program, e);
         // Read by the child only after the go byte, and alive until it has exec'd or
         // exited: we return only once it has (an end of file or an errno on `report`,
         // then `drop` reaps it).
@@ -540,6 +529,15 @@ impl Drop for Forked {
         let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
         while let Err(nix::Error::EINTR) = nix::sys::wait::waitpid(self.pid, None) {}
     }
+}
+
+/// Why `program` could not be started.
+fn cannot_run(program: &std::path::Path, e: nix::Error) -> Error {
+    Error::failure(format!(
+        "cannot run {} ({}); check the command",
+        program.display(),
+        e.desc()
+    ))
 }
 
 /// The next 4-byte report of the child; `None` at the end of the pipe.

@@ -7,8 +7,7 @@ use crate::error::Reply;
 
 pub async fn apply(agent: &Agent, session: &Session) -> Reply {
     // A sandbox that has ended is not listed, even when the task that notices ends has
-    // not run yet (a sync on the runtime's thread may have held it): its end is
-    // recorded now, before the flush.
+    // not been woken for it yet: its end is recorded now, before the flush.
     for id in agent.sandboxes().exited() {
         agent.sandbox_ended(id);
     }

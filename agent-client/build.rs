@@ -5,12 +5,15 @@
 //! without that constructor; with it linked whole, the linker's --as-needed drops
 //! libgcc_s.so. Where the compiler has no libgcc_eh.a (not gcc), or when building for
 //! another machine than this one (the host's archive would not fit the target), nothing
-//! changes.
+//! changes. Nor when `packaging/build.sh` links `jitc` static-pie (`JITC_STATIC_PIE`):
+//! rustc then links libgcc_eh.a itself, and twice would be one definition too many.
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=CC");
+    println!("cargo:rerun-if-env-changed=JITC_STATIC_PIE");
     let env = |k: &str| std::env::var(k).unwrap_or_default();
-    if env("CARGO_CFG_TARGET_OS") != "linux"
+    if !env("JITC_STATIC_PIE").is_empty()
+        || env("CARGO_CFG_TARGET_OS") != "linux"
         || env("CARGO_CFG_TARGET_ENV") != "gnu"
         || env("TARGET") != env("HOST")
         || env("CARGO_CFG_TARGET_FEATURE")

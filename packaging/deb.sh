@@ -48,7 +48,7 @@ command -v dpkg-shlibdeps >/dev/null \
 case "$profile" in dev) outdir="$target/debug" ;; *) outdir="$target/$profile" ;; esac
 if [ "$build" = 1 ]; then
     echo "==> building ($profile)"
-    cargo build --profile "$profile" --locked --bins
+    packaging/build.sh --profile "$profile"
 fi
 
 # What the package ships that the binaries generate (see [package.metadata.deb] in

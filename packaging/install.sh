@@ -114,10 +114,10 @@ esac
 if [ "$build" = 1 ]; then
     command -v cargo >/dev/null || { echo "install.sh: cargo is needed; install Rust from https://rustup.rs" >&2; exit 1; }
     echo "==> building ($profile)"
-    CARGO_TARGET_DIR="$target" cargo build --profile "$profile" --locked --bins
+    CARGO_TARGET_DIR="$target" packaging/build.sh --profile "$profile"
 fi
 for b in jitc jitc-agentd; do
-    [ -x "$outdir/$b" ] || { echo "install.sh: $outdir/$b is missing; build it (cargo build --profile $profile --bins) or drop --no-build" >&2; exit 1; }
+    [ -x "$outdir/$b" ] || { echo "install.sh: $outdir/$b is missing; build it (packaging/build.sh --profile $profile) or drop --no-build" >&2; exit 1; }
 done
 
 gen="$(mktemp -d)"

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 cycles="${CYCLES:-100}"
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(1000 100000)
-[ -n "${NO_BUILD:-}" ] || [ -n "${BIN:-}" ] || cargo build --release --locked --bins >/dev/null
+[ -n "${NO_BUILD:-}" ] || [ -n "${BIN:-}" ] || packaging/build.sh >/dev/null
 bin="$(cd "${BIN:-target/release}" && pwd)"
 jitc="$bin/jitc"
 

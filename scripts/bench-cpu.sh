@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 . scripts/bench-lib.sh
 n="${N:-1000}"
 secs="${SECONDS_PER_RUN:-5}"
-[ -n "${NO_BUILD:-}" ] || cargo build --release --locked --bins >/dev/null
+[ -n "${NO_BUILD:-}" ] || packaging/build.sh >/dev/null
 bin="$PWD/target/release"
 tmp="$(mktemp -d /tmp/jitc-cpu.XXXXXX)"
 cleanup() {

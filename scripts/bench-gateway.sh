@@ -9,7 +9,7 @@ set -euo pipefail
 keep="${OUT:+$(realpath -m "$OUT")}"
 cd "$(dirname "$0")/.."
 . scripts/bench-lib.sh
-[ -n "${NO_BUILD:-}" ] || cargo build --release --locked --bins >/dev/null
+[ -n "${NO_BUILD:-}" ] || packaging/build.sh >/dev/null
 rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 [ -z "$(git status --porcelain --untracked-files=no -- agentd agent-client protocol 2>/dev/null)" ] || rev="$rev+changes"
 jitc="$PWD/target/release/jitc"

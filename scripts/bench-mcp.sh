@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bench-lib.sh
-[ -n "${NO_BUILD:-}" ] || cargo build --release --locked --bins >/dev/null
+[ -n "${NO_BUILD:-}" ] || packaging/build.sh >/dev/null
 jitc="$PWD/target/release/jitc"
 python="${JITC_TEST_VENV:-$PWD/target/test-venv}/bin/python"
 [ -x "$python" ] || { echo "bench-mcp.sh: run scripts/test.sh first (it makes $python)" >&2; exit 1; }

@@ -16,7 +16,7 @@ scripts="$PWD/scripts"
 clients_list="${CLIENTS:-1 8 32 128}"
 secs="${SECONDS_PER_RUN:-3}"
 rounds="${ROUNDS:-3}"
-[ -n "${NO_BUILD:-}" ] || cargo build --release --locked --bins >/dev/null
+[ -n "${NO_BUILD:-}" ] || packaging/build.sh >/dev/null
 bin="$PWD/target/release"
 venv="${JITC_TEST_VENV:-$PWD/target/test-venv}"
 [ -x "$venv/bin/python" ] || { echo "bench-rate.sh: run scripts/test.sh first (it makes $venv)" >&2; exit 1; }

@@ -14,7 +14,7 @@ runs="${RUNS:-300}"
 rounds="${ROUNDS:-3}"
 command -v hyperfine >/dev/null || { echo "bench-sandbox.sh: please install hyperfine" >&2; exit 1; }
 command -v bwrap >/dev/null || { echo "bench-sandbox.sh: please install bubblewrap" >&2; exit 1; }
-[ -n "${NO_BUILD:-}" ] || cargo build --release --locked --bins >/dev/null
+[ -n "${NO_BUILD:-}" ] || packaging/build.sh >/dev/null
 jitc="$PWD/target/release/jitc"
 
 tmp="$(mktemp -d /tmp/jitc-bench-sandbox.XXXXXX)"

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 . scripts/bench-lib.sh
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(10 1000 10000 100000)
-[ -n "${NO_BUILD:-}" ] || [ -n "${BIN:-}" ] || cargo build --release --locked --bins >/dev/null
+[ -n "${NO_BUILD:-}" ] || [ -n "${BIN:-}" ] || packaging/build.sh >/dev/null
 bin="$(cd "${BIN:-target/release}" && pwd)"
 runs="${RUNS:-7}"
 

@@ -25,7 +25,7 @@ if ! command -v hyperfine >/dev/null; then
 fi
 command -v ssh-agent >/dev/null || { echo "bench.sh: please install openssh-client" >&2; exit 1; }
 
-cargo build --release --locked --bins >/dev/null
+packaging/build.sh >/dev/null
 # The masker's criterion bench runs now, while HOME is still the real one (cargo and
 # rustup live there); its figures are printed in their place below.
 masker_bench="$(cargo bench --locked -p jitc --bench mask -- --noplot 2>/dev/null \

@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-500}"
 command -v valgrind >/dev/null || { echo "profile-lease.sh: please install valgrind" >&2; exit 1; }
-[ -n "${NO_BUILD:-}" ] || cargo build --release --locked --bins >/dev/null
+[ -n "${NO_BUILD:-}" ] || packaging/build.sh >/dev/null
 bin="$PWD/target/release"
 out="$(mktemp -d /tmp/jitc-profile.XXXXXX)"
 

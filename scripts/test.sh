@@ -80,7 +80,7 @@ fi
 PATH="$(cd "$tools/bin" && pwd):$PATH"
 export PATH
 
-echo "==> building the binaries under test"
-cargo build --workspace --bins --locked
+echo "==> building the binaries under test (jitc static-pie, as shipped)"
+packaging/build.sh --profile dev
 echo "==> cargo test --workspace"
 cargo test --workspace --locked --no-fail-fast "$@"

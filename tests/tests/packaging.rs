@@ -487,3 +487,44 @@ fn the_debian_package_installs_into_a_throwaway_root_and_lintian_finds_no_fault(
     dpkg(&["--purge", "jitc"]);
     assert!(!root.join("usr/bin/jitc").exists());
 }
+
+/// `jitc` as packaging/build.sh links it (and scripts/test.sh builds it for every test
+/// here): static-pie — no program interpreter, so no loader and no shared library at
+/// start-up (BENCHMARKS.md: 0.4 ms of each `jitc exec`), and still position-independent
+/// for ASLR. Where the compiler has no static C library, build.sh links it dynamically
+/// and says so; this test then says so too.
+#[test]
+fn the_jitc_under_test_is_linked_static_pie_as_shipped() {
+    let libc_a = Command::new("cc")
+        .arg("-print-file-name=libc.a")
+        .output()
+        .unwrap();
+    let libc_a = PathBuf::from(String::from_utf8_lossy(&libc_a.stdout).trim());
+    if !(libc_a.is_absolute() && libc_a.is_file()) {
+        eprintln!("no static C library here: build.sh links jitc dynamically");
+        return;
+    }
+    let elf = fs::read(jitc_bin()).unwrap();
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]);
+    let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().unwrap());
+    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap());
+    assert_eq!(&elf[..5], b"\x7fELF\x02", "not a 64-bit ELF file");
+    const ET_DYN: u16 = 3;
+    const PT_DYNAMIC: u32 = 2;
+    const PT_INTERP: u32 = 3;
+    assert_eq!(u16_at(16), ET_DYN, "jitc is not position-independent");
+    let (phoff, phentsize, phnum) = (u64_at(32) as usize, u16_at(54) as usize, u16_at(56));
+    let types: Vec<u32> = (0..phnum as usize)
+        .map(|i| u32_at(phoff + i * phentsize))
+        .collect();
+    assert!(
+        !types.contains(&PT_INTERP),
+        "{} has a program interpreter: build it with packaging/build.sh --profile dev \
+         (scripts/test.sh does)",
+        jitc_bin().display()
+    );
+    assert!(
+        types.contains(&PT_DYNAMIC),
+        "not static-pie: no dynamic section to relocate"
+    );
+}

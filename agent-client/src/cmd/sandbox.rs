@@ -118,10 +118,8 @@ pub fn run(args: Args) -> Result<u8> {
     let env_home = std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .map(|h| canonical(PathBuf::from(h)));
-    let pw_home = nix::unistd::User::from_uid(nix::unistd::geteuid())
-        .ok()
-        .flatten()
-        .map(|u| canonical(u.dir))
+    let pw_home = password_home(nix::unistd::geteuid())
+        .map(canonical)
         .filter(|d| d.is_dir() && d.parent().is_some());
     let home = env_home.clone().or_else(|| pw_home.clone());
     let Some(home_dir) = home.clone().filter(|h| h.parent().is_some()) else {
@@ -358,4 +356,50 @@ fn private_cache(home: &std::path::Path) -> Option<(PathBuf, PathBuf)> {
 
 pub fn init(args: InitArgs) -> Result<u8> {
     inner::run(args.stderr_fd, &args.command, args.quiet)
+}
+
+/// The home the password database gives `uid`. Through NSS first (LDAP, sssd, …). A
+/// static-pie `jitc` (packaging/build.sh) loads the NSS modules of the glibc it was built
+/// with at run time; copied to a system with another glibc they may not load, so
+/// `/etc/passwd` is read directly when NSS gives nothing.
+fn password_home(uid: nix::unistd::Uid) -> Option<PathBuf> {
+    if let Ok(Some(u)) = nix::unistd::User::from_uid(uid) {
+        return Some(u.dir);
+    }
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open("/etc/passwd")
+        .ok()?
+        .take(16 << 20)
+        .read_to_string(&mut text)
+        .ok()?;
+    home_in_passwd(&text, uid.as_raw())
+}
+
+/// The home field of `uid`'s first line in a passwd(5) file.
+fn home_in_passwd(text: &str, uid: u32) -> Option<PathBuf> {
+    text.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() == 7 && f[2].parse::<u32>().ok() == Some(uid) && !f[5].is_empty())
+            .then(|| PathBuf::from(f[5]))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_home_of_a_uid_is_read_from_a_passwd_file() {
+        let text = "root:x:0:0:root:/root:/bin/bash\n\
+                    # a comment\n\
+                    broken:x:1000\n\
+                    dev:x:1000:1000:Dev,,,:/home/dev:/bin/zsh\n\
+                    dup:x:1000:1000::/home/dup:/bin/sh\n\
+                    nohome:x:1001:1001:::/bin/sh\n";
+        assert_eq!(home_in_passwd(text, 0), Some(PathBuf::from("/root")));
+        assert_eq!(home_in_passwd(text, 1000), Some(PathBuf::from("/home/dev")));
+        assert_eq!(home_in_passwd(text, 1001), None);
+        assert_eq!(home_in_passwd(text, 4242), None);
+    }
 }

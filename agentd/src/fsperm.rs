@@ -96,3 +96,66 @@ mod tests {
         assert!(check(&meta(0o777), SHARED_DIR).is_err());
     }
 }
+
+/// Makes the first of `base`, `base-1` … `base-99` that is free: `create` makes the one
+/// it is given and fails with `AlreadyExists` where one is taken. The name made and
+/// what `create` returned; or the last name tried and why it failed.
+pub fn create_first_free<T>(
+    base: &str,
+    mut create: impl FnMut(&str) -> std::io::Result<T>,
+) -> Result<(String, T), (String, std::io::Error)> {
+    let mut name = base.to_owned();
+    let mut n = 1;
+    loop {
+        match create(&name) {
+            Ok(made) => return Ok((name, made)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100 => {
+                name = format!("{base}-{n}");
+                n += 1;
+            }
+            Err(e) => return Err((name, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod first_free_tests {
+    use super::create_first_free;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn the_first_free_name_is_made_and_a_hundred_taken_ones_give_up() {
+        let taken = |upto: usize| {
+            move |name: &str| {
+                let n = name
+                    .rsplit_once('-')
+                    .map_or(0, |(_, n)| n.parse().unwrap_or(0));
+                if name == "x" || n < upto {
+                    Err(Error::from(ErrorKind::AlreadyExists))
+                } else {
+                    Ok(n)
+                }
+            }
+        };
+        let free = |_: &str| Ok(());
+        assert_eq!(
+            create_first_free("x", free).ok(),
+            Some(("x".to_owned(), ()))
+        );
+        assert_eq!(
+            create_first_free("x", taken(3)).ok(),
+            Some(("x-3".to_owned(), 3))
+        );
+        let (last, e) = create_first_free("x", taken(1000)).unwrap_err();
+        assert_eq!(
+            (last.as_str(), e.kind()),
+            ("x-99", ErrorKind::AlreadyExists)
+        );
+        let denied = |_: &str| Err::<(), _>(Error::from(ErrorKind::PermissionDenied));
+        let (last, e) = create_first_free("x", denied).unwrap_err();
+        assert_eq!(
+            (last.as_str(), e.kind()),
+            ("x", ErrorKind::PermissionDenied)
+        );
+    }
+}

@@ -551,18 +551,11 @@ impl Writer {
         let name = path
             .file_name()
             .map_or("audit.log".into(), |n| n.to_string_lossy());
-        let mut dir = parent.join(format!("{name}.earlier-vault-{stamp}"));
-        let mut n = 1;
-        loop {
-            match fs::DirBuilder::new().mode(0o700).create(&dir) {
-                Ok(()) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100 => {
-                    dir = parent.join(format!("{name}.earlier-vault-{stamp}-{n}"));
-                    n += 1;
-                }
-                Err(e) => return Err(AuditError::io("create", &dir, e)),
-            }
-        }
+        let dir = crate::fsperm::create_first_free(&format!("{name}.earlier-vault-{stamp}"), |n| {
+            fs::DirBuilder::new().mode(0o700).create(parent.join(n))
+        })
+        .map(|(n, ())| parent.join(n))
+        .map_err(|(n, e)| AuditError::io("create", &parent.join(n), e))?;
         {
             // All the files or none: a move that fails is undone.
             let _renaming = self.renaming.lock().unwrap_or_else(|p| p.into_inner());

@@ -284,25 +284,17 @@ impl VaultFile {
         let secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let mut n = 0;
-        let (kept, mut out) = loop {
-            let name = match n {
-                0 => format!(".journal.dropped-{secs}"),
-                _ => format!(".journal.dropped-{secs}-{n}"),
-            };
-            let kept = with_suffix(&self.path, &name);
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&kept)
-            {
-                Ok(f) => break (kept, f),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 100 => n += 1,
-                Err(e) => return Err(io_err("create", &kept)(e)),
-            }
-        };
+        let (name, mut out) =
+            crate::fsperm::create_first_free(&format!(".journal.dropped-{secs}"), |n| {
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(with_suffix(&self.path, n))
+            })
+            .map_err(|(n, e)| io_err("create", &with_suffix(&self.path, &n))(e))?;
+        let kept = with_suffix(&self.path, &name);
         io::copy(&mut src, &mut out).map_err(io_err("write", &kept))?;
         out.sync_all().map_err(io_err("sync", &kept))?;
         let dir = self.dir();

@@ -851,3 +851,39 @@ fn a_compressed_bomb_among_the_rotated_files_is_named_not_swallowed() {
         .code(1)
         .says("audit.log.00000000000000000001.zst line 1: longer than any record");
 }
+
+/// The newest file is read a chunk at a time, as the rotated ones are a line at a time:
+/// a line in it longer than any record (planted by anything running as the user) is
+/// named and not held, a byte that is not UTF-8 hides nothing after it, and every record
+/// after them still shows — across chunk boundaries. (Before, the newest file was read
+/// whole into memory, and one invalid byte hid the rest of it.)
+#[test]
+fn the_newest_file_is_read_in_chunks_and_a_planted_line_hides_nothing() {
+    use std::io::Write;
+    let env = TestEnv::new_as(USER);
+    let _agent = env.start_agent_with(&["--audit-max-bytes", "30000000"]);
+    env.init();
+    env.add("X", "value-of-x-1234567890");
+    env.run(&["exec", "-s", "X", "--", "true"], None).ok();
+    let log = audit_path(&env);
+    let mut f = fs::OpenOptions::new().append(true).open(&log).unwrap();
+    f.write_all(&vec![b'a'; 5 << 20]).unwrap();
+    f.write_all(b"\n{\"planted\":\"\xff\xfe\"}\n").unwrap();
+    drop(f);
+    env.run(&["exec", "-s", "X", "--", "true"], None).ok();
+    let shown = env.run(&["audit", "--json"], None).ok();
+    assert!(
+        shown
+            .stderr
+            .contains("audit.log: a line longer than any record the agent writes, not shown"),
+        "{}",
+        shown.stderr
+    );
+    assert_eq!(
+        shown.stdout.matches("\"lease_granted\"").count(),
+        2,
+        "{}",
+        &shown.stdout[..shown.stdout.len().min(4000)]
+    );
+    assert!(!shown.stdout.contains("aaaa"));
+}

@@ -354,12 +354,11 @@ pub fn run(args: Args) -> Result<u8> {
         ));
     }
     for f in present {
-        let newest = f == path;
-        let mut text = String::new();
-        if newest {
+        if f == path {
             let mut file = std::fs::File::open(&f).map_err(|e| cannot_read(&f, &e))?;
             tail.ino = file.metadata().ok().map(|m| m.ino());
-            tail.read(&mut file, &mut text);
+            emit(&std::mem::take(&mut out))?;
+            show_new_lines(&mut tail, &f, &mut file, &filter, args.json)?;
             current = Some(file);
         } else {
             // A rotated file, compressed (`.zst`) or not yet — or since (read from
@@ -377,9 +376,6 @@ pub fn run(args: Args) -> Result<u8> {
                     Ok(())
                 })?;
             }
-        }
-        for line in text.lines() {
-            show(line, &filter, args.json, &mut out);
         }
     }
     emit(&out)?;
@@ -430,22 +426,54 @@ struct Tail {
     ino: Option<u64>,
     pos: u64,
     /// A line not yet ended (being written right now).
-    partial: String,
+    partial: Vec<u8>,
+    /// The line being skipped: longer than any record.
+    skipping: bool,
 }
 
+/// The newest file is read this much at a time, so that it is never held whole.
+const CHUNK: usize = 256 << 10;
+
 impl Tail {
-    /// Appends the whole lines written to `file` since the last read to `out`.
-    fn read(&mut self, file: &mut std::fs::File, out: &mut String) {
+    /// Hands `each` the whole lines written to `file` (at `path`) since the last read,
+    /// reading a chunk at a time. A line longer than any record is skipped, and said.
+    fn read(
+        &mut self,
+        path: &Path,
+        file: &mut std::fs::File,
+        mut each: impl FnMut(&str) -> Result<()>,
+    ) -> Result<()> {
         if file.seek(SeekFrom::Start(self.pos)).is_err() {
-            return;
+            return Ok(());
         }
-        let mut chunk = String::new();
-        if let Ok(n) = file.read_to_string(&mut chunk) {
+        let mut chunk = vec![0; CHUNK];
+        loop {
+            let n = match file.read(&mut chunk) {
+                Ok(0) | Err(_) => return Ok(()),
+                Ok(n) => n,
+            };
             self.pos += n as u64;
-        }
-        self.partial.push_str(&chunk);
-        if let Some(at) = self.partial.rfind('\n') {
-            out.extend(self.partial.drain(..=at));
+            let mut rest = &chunk[..n];
+            while let Some(at) = rest.iter().position(|&b| b == b'\n') {
+                if !std::mem::take(&mut self.skipping) {
+                    self.partial.extend_from_slice(&rest[..at]);
+                    // Whole lines only: a '\n' never falls inside a UTF-8 sequence.
+                    each(&String::from_utf8_lossy(&self.partial))?;
+                }
+                self.partial.clear();
+                rest = &rest[at + 1..];
+            }
+            if !self.skipping {
+                self.partial.extend_from_slice(rest);
+            }
+            if self.partial.len() as u64 > jitc_protocol::audit_files::MAX_LINE {
+                jitc::error::note(&format!(
+                    "{}: a line longer than any record the agent writes, not shown; run 'jitc audit verify'",
+                    path.display()
+                ));
+                self.partial = Vec::new();
+                self.skipping = true;
+            }
         }
     }
 }
@@ -480,6 +508,26 @@ impl Watch {
 /// Prints records as they are appended, across rotation, until interrupted.
 /// `file` is the handle the listing read `audit.log` through (so nothing written between
 /// the two is missed, even across a rotation in between).
+/// Prints the lines `tail` has not read yet from `file` (at `path`) that `filter` keeps.
+fn show_new_lines(
+    tail: &mut Tail,
+    path: &Path,
+    file: &mut std::fs::File,
+    filter: &Filter,
+    json: bool,
+) -> Result<()> {
+    let mut out = String::new();
+    tail.read(path, file, |line| {
+        show(line, filter, json, &mut out);
+        if out.len() >= EMIT_AT {
+            emit(&out)?;
+            out.clear();
+        }
+        Ok(())
+    })?;
+    if out.is_empty() { Ok(()) } else { emit(&out) }
+}
+
 fn follow(
     path: &Path,
     watch: Watch,
@@ -494,16 +542,8 @@ fn follow(
             || now.as_ref().is_some_and(|m| m.len() < tail.pos);
         // Read after looking: once rotated, the old file gets nothing more, so reading
         // it to the end now leaves nothing behind.
-        let mut lines = String::new();
         if let Some(f) = file.as_mut() {
-            tail.read(f, &mut lines);
-        }
-        let mut out = String::new();
-        for line in lines.lines() {
-            show(line, filter, json, &mut out);
-        }
-        if !out.is_empty() {
-            emit(&out)?;
+            show_new_lines(&mut tail, path, f, filter, json)?;
         }
         if rotated {
             // The old file's last lines were read above; on to the new one — as it is
@@ -523,17 +563,9 @@ fn follow(
                     .rev()
                     .map(|r| r.path)
                     .find(|p| std::fs::metadata(p).is_ok_and(|m| m.ino() == missed))
-                && let Ok(mut f) = std::fs::File::open(old)
+                && let Ok(mut f) = std::fs::File::open(&old)
             {
-                let mut lines = String::new();
-                Tail::default().read(&mut f, &mut lines);
-                let mut out = String::new();
-                for line in lines.lines() {
-                    show(line, filter, json, &mut out);
-                }
-                if !out.is_empty() {
-                    emit(&out)?;
-                }
+                show_new_lines(&mut Tail::default(), &old, &mut f, filter, json)?;
             }
             file = next;
             tail = Tail {

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Builds every binary of the workspace, with `jitc` itself linked static-pie where the
-# toolchain can (glibc's libc.a, from libc6-dev, beside the compiler): a `jitc` with no
-# loader and no shared library to map and bind starts ~0.2 ms sooner, and
-# `jitc exec -s X -- true` ran 0.4 ms faster side by side (BENCHMARKS.md). It stays
-# position-independent, so ASLR is as before. The agent and the test tools stay
-# dynamic. Where libc.a is missing, `jitc` is linked as usual and a note says so.
+# toolchain can (glibc's libc.a and rcrt1.o, from libc6-dev): no dynamic loader runs in
+# the process that receives the values, so `LD_PRELOAD`/`LD_AUDIT` set by whoever
+# starts it load nothing into it, and with no shared library to map and bind it starts
+# ~0.2 ms sooner (`jitc exec -s X -- true` 0.4 ms, BENCHMARKS.md). It stays
+# position-independent; on kernels that align large file mappings to 2 MiB its image
+# gets ~9 bits less ASLR entropy than a dynamic PIE's (README, "How it is built"). The
+# agent and the test tools stay dynamic. Where libc.a is missing, `jitc` is linked
+# dynamically and a note says so.
 #
 #   ./packaging/build.sh [--profile NAME]      [default: release]
 #
@@ -22,10 +25,20 @@ while [ $# -gt 0 ]; do
     esac
 done
 case "$profile" in debug) profile=dev ;; esac
+# A relative target directory as the caller meant it, before we change directory.
+case "${CARGO_TARGET_DIR:-}" in ""|/*) ;; *) export CARGO_TARGET_DIR="$PWD/$CARGO_TARGET_DIR" ;; esac
 cd "$(dirname "$0")/.."
 
-libc_a="$("${CC:-cc}" -print-file-name=libc.a 2>/dev/null || true)"
-if [ "$(uname -s)" = Linux ] && [ "${libc_a#/}" != "$libc_a" ] && [ -f "$libc_a" ]; then
+# rustc links with `cc` (unless a linker is configured for the target): ask it.
+static_ok() {
+    local f p
+    [ "$(uname -s)" = Linux ] || return 1
+    for f in libc.a rcrt1.o; do
+        p="$(cc -print-file-name="$f" 2>/dev/null)" || return 1
+        [ "${p#/}" != "$p" ] && [ -f "$p" ] || return 1
+    done
+}
+if static_ok; then
     # build.rs leaves the unwinder to rustc's static link. Set for both commands, so
     # that the jitc library the other binaries use is not rebuilt between them.
     export JITC_STATIC_PIE=1
@@ -34,6 +47,6 @@ if [ "$(uname -s)" = Linux ] && [ "${libc_a#/}" != "$libc_a" ] && [ -f "$libc_a"
     # proc-macros that must load into the compiler, are built as usual.
     cargo rustc --profile "$profile" --locked -p jitc --bin jitc -- -C target-feature=+crt-static
 else
-    echo "build.sh: note: no static C library (libc6-dev's libc.a): jitc is linked dynamically" >&2
+    echo "build.sh: note: no static C library (libc6-dev's libc.a, rcrt1.o): jitc is linked dynamically" >&2
     cargo build --profile "$profile" --locked --workspace --bins
 fi

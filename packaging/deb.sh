@@ -73,4 +73,26 @@ rc=0
 deb="$(cargo deb -p jitc --no-build --locked --profile "$profile" -o "$out" 2> "$gen/cargo-deb.log")" || rc=$?
 grep -v "Only source paths starting with exactly" "$gen/cargo-deb.log" >&2 || true
 [ "$rc" = 0 ] && [ -f "$deb" ] || { echo "deb.sh: cargo deb failed (exit $rc)" >&2; exit 1; }
+
+# A static-pie jitc (packaging/build.sh) carries this system's glibc: the package says
+# so (Built-Using, as Debian Policy 7.8 asks), and depends on that upstream version only,
+# because the NSS modules jitc loads at run time must come from the same glibc.
+if ! readelf -lW "$outdir/jitc" 2>/dev/null | grep -q INTERP; then
+    glibc_src="$(dpkg-query -W -f='${source:Version}' libc6-dev 2>/dev/null || true)"
+    glibc_up="${glibc_src%%-*}"
+    case "$glibc_up" in
+        [0-9]*.[0-9]*)
+            next="${glibc_up%%.*}.$(( ${glibc_up#*.} + 1 ))"
+            unpacked="$(mktemp -d)"
+            dpkg-deb -R "$deb" "$unpacked/pkg"
+            control="$unpacked/pkg/DEBIAN/control"
+            sed -i "s/^Depends: \(.*\)$/Depends: \1, libc6 (<< $next)/" "$control"
+            grep -q '^Depends:' "$control" || echo "Depends: libc6 (>= $glibc_up), libc6 (<< $next)" >> "$control"
+            sed -i "/^Description:/i Built-Using: glibc (= $glibc_src)" "$control"
+            dpkg-deb --root-owner-group -Zxz -b "$unpacked/pkg" "$deb" >/dev/null
+            rm -rf "$unpacked"
+            ;;
+        *) echo "deb.sh: note: cannot tell which glibc jitc was linked with (dpkg-query libc6-dev): no Built-Using" >&2 ;;
+    esac
+fi
 echo "$deb"

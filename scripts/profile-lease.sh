@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 n="${1:-500}"
 command -v valgrind >/dev/null || { echo "profile-lease.sh: please install valgrind" >&2; exit 1; }
 [ -n "${NO_BUILD:-}" ] || packaging/build.sh >/dev/null
-bin="$PWD/target/release"
+bin="${BIN:-$PWD/target/release}"
 out="$(mktemp -d /tmp/jitc-profile.XXXXXX)"
 
 profile() { # profile LEASES

@@ -82,5 +82,10 @@ export PATH
 
 echo "==> building the binaries under test (jitc static-pie, as shipped)"
 packaging/build.sh --profile dev
+# As build.sh built it: build.rs then leaves the jitc library as it is, not rebuilt for
+# the tests.
+if ! readelf -lW "${CARGO_TARGET_DIR:-target}/debug/jitc" 2>/dev/null | grep -q INTERP; then
+    export JITC_STATIC_PIE=1
+fi
 echo "==> cargo test --workspace"
 cargo test --workspace --locked --no-fail-fast "$@"

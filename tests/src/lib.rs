@@ -1,7 +1,7 @@
 //! jitc-tests: a harness for black-box tests that drive the real `jitc` and `jitc-agentd`
 //! binaries in a private temporary `HOME`/`XDG_*` tree.
 //!
-//! The binaries are the ones `cargo build --workspace --bins` put beside the test
+//! The binaries are the ones `packaging/build.sh --profile dev` put beside the test
 //! executable (`scripts/test.sh` builds them first); `JITC_BIN_DIR` overrides.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -46,7 +46,7 @@ fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
     assert!(
         p.is_file(),
-        "{} is missing: run 'cargo build --workspace --bins' first (scripts/test.sh does)",
+        "{} is missing: run 'packaging/build.sh --profile dev' first (scripts/test.sh does)",
         p.display()
     );
     p

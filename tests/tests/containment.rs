@@ -421,3 +421,79 @@ fn a_reused_group_number_is_not_killed() {
     let _ = victim.kill();
     let _ = victim.wait();
 }
+
+/// The attack a pinned command's stripped environment does not cover by itself: a
+/// same-user process that may only have `true` run with T sets `LD_PRELOAD` for
+/// `jitc exec` itself, with a library that copies everything jitc receives — the
+/// grant's values among it — to a file. `jitc` is static-pie (packaging/build.sh, as
+/// scripts/test.sh builds it): no dynamic loader reads `LD_PRELOAD`/`LD_AUDIT`, so the
+/// library never loads. (A dynamically linked `jitc`, from a plain `cargo build`,
+/// loads it, and this test fails: checked.)
+#[test]
+fn a_loader_hook_for_jitc_itself_never_loads_so_reads_no_value() {
+    let (env, _agent) = setup();
+    let src = env.root().join("dump.c");
+    fs::write(
+        &src,
+        r#"#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+static void dump(const void *b, ssize_t n) {
+    const char *p = getenv("DUMP");
+    if (!p || n <= 0) return;
+    FILE *f = fopen(p, "a");
+    if (f) { fwrite(b, 1, (size_t)n, f); fclose(f); }
+}
+__attribute__((constructor)) static void mark(void) { dump("loaded\n", 7); }
+ssize_t recv(int fd, void *b, size_t l, int fl) {
+    ssize_t (*real)(int, void *, size_t, int) = dlsym(RTLD_NEXT, "recv");
+    ssize_t n = real(fd, b, l, fl); dump(b, n); return n;
+}
+ssize_t recvfrom(int fd, void *b, size_t l, int fl, struct sockaddr *a, socklen_t *al) {
+    ssize_t (*real)(int, void *, size_t, int, struct sockaddr *, socklen_t *) = dlsym(RTLD_NEXT, "recvfrom");
+    ssize_t n = real(fd, b, l, fl, a, al); dump(b, n); return n;
+}
+ssize_t read(int fd, void *b, size_t l) {
+    ssize_t (*real)(int, void *, size_t) = dlsym(RTLD_NEXT, "read");
+    ssize_t n = real(fd, b, l); dump(b, n); return n;
+}
+"#,
+    )
+    .unwrap();
+    let so = env.root().join("dump.so");
+    let built = std::process::Command::new("gcc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&so)
+        .arg(&src)
+        .arg("-ldl")
+        .status()
+        .expect("gcc is needed to build the preload library (scripts/test.sh installs it)");
+    assert!(built.success());
+    let dump = env.root().join("dump");
+    fs::write(&dump, "").unwrap();
+    env.give(&dump);
+    env.write_policy("[[rule]]\nsecrets = [\"T\"]\ncommands = [\"true\"]\n");
+    // Set by `env` for jitc alone (setpriv, which runs it as the user, would load the
+    // library too).
+    let mut c = env.command("/usr/bin/env");
+    c.arg(format!("DUMP={}", dump.display()))
+        .arg(format!("LD_PRELOAD={}", so.display()))
+        .arg(format!("LD_AUDIT={}", so.display()))
+        .arg(jitc_bin())
+        .args(["exec", "-s", "T", "--", "/usr/bin/true"]);
+    run_with_stdin(c, None).ok();
+    let got = fs::read(&dump).unwrap();
+    assert!(
+        got.is_empty(),
+        "the library loaded into jitc or its command ({} bytes copied; the value {})",
+        got.len(),
+        if got.windows(VALUE.len()).any(|w| w == VALUE.as_bytes()) {
+            "among them"
+        } else {
+            "not among them"
+        }
+    );
+}

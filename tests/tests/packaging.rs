@@ -410,6 +410,22 @@ fn the_debian_package_installs_into_a_throwaway_root_and_lintian_finds_no_fault(
     );
     let deb = PathBuf::from(String::from_utf8_lossy(&deb.stdout).lines().last().unwrap());
     assert!(deb.is_file(), "{}", deb.display());
+    // The static-pie jitc carries this glibc: said, and held to its version.
+    let info = Command::new("dpkg-deb")
+        .args(["-f"])
+        .arg(&deb)
+        .args(["Depends", "Built-Using"])
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    if !fs::read(jitc_bin())
+        .unwrap()
+        .windows(b"/lib64/ld-linux".len())
+        .any(|w| w == b"/lib64/ld-linux")
+    {
+        assert!(info.contains("Built-Using: glibc (= "), "{info}");
+        assert!(info.contains("libc6 (<< "), "{info}");
+    }
     let root = out_dir.path().join("root");
     fs::create_dir(&root).unwrap();
     let dpkg = |args: &[&str]| {
@@ -495,12 +511,16 @@ fn the_debian_package_installs_into_a_throwaway_root_and_lintian_finds_no_fault(
 /// and says so; this test then says so too.
 #[test]
 fn the_jitc_under_test_is_linked_static_pie_as_shipped() {
-    let libc_a = Command::new("cc")
-        .arg("-print-file-name=libc.a")
-        .output()
-        .unwrap();
-    let libc_a = PathBuf::from(String::from_utf8_lossy(&libc_a.stdout).trim());
-    if !(libc_a.is_absolute() && libc_a.is_file()) {
+    // build.sh's test: `cc` finds glibc's libc.a and rcrt1.o.
+    let static_ok = ["libc.a", "rcrt1.o"].iter().all(|f| {
+        let out = Command::new("cc")
+            .arg(format!("-print-file-name={f}"))
+            .output()
+            .unwrap();
+        let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        p.is_absolute() && p.is_file()
+    });
+    if !static_ok {
         eprintln!("no static C library here: build.sh links jitc dynamically");
         return;
     }

@@ -3,7 +3,7 @@
 # toolchain can (glibc's libc.a and rcrt1.o, from libc6-dev): no dynamic loader runs in
 # the process that receives the values, so `LD_PRELOAD`/`LD_AUDIT` set by whoever
 # starts it load nothing into it, and with no shared library to map and bind it starts
-# ~0.2 ms sooner (`jitc exec -s X -- true` 0.4 ms, BENCHMARKS.md). It stays
+# ~0.3 ms sooner (`jitc exec -s X -- true` 0.4–0.6 ms, BENCHMARKS.md). It stays
 # position-independent; on kernels that align large file mappings to 2 MiB its image
 # gets ~9 bits less ASLR entropy than a dynamic PIE's (README, "How it is built"). The
 # agent and the test tools stay dynamic. Where libc.a is missing, `jitc` is linked

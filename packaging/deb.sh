@@ -84,13 +84,21 @@ if ! readelf -lW "$outdir/jitc" 2>/dev/null | grep -q INTERP; then
         [0-9]*.[0-9]*)
             next="${glibc_up%%.*}.$(( ${glibc_up#*.} + 1 ))"
             unpacked="$(mktemp -d)"
+            trap 'rm -rf "$unpacked"' EXIT
             dpkg-deb -R "$deb" "$unpacked/pkg"
             control="$unpacked/pkg/DEBIAN/control"
-            sed -i "s/^Depends: \(.*\)$/Depends: \1, libc6 (<< $next)/" "$control"
-            grep -q '^Depends:' "$control" || echo "Depends: libc6 (>= $glibc_up), libc6 (<< $next)" >> "$control"
+            # cargo-deb writes one Depends line (the agent's libc6 from shlibdeps) and
+            # no Built-Using.
+            grep -q '^Built-Using:' "$control" && { echo "deb.sh: cargo deb wrote a Built-Using field; cannot add glibc's" >&2; exit 1; }
+            pin="libc6 (>= $glibc_up), libc6 (<< $next)"
+            if grep -q '^Depends:' "$control"; then
+                sed -i "s/^Depends: \(.*\)$/Depends: \1, $pin/" "$control"
+            else
+                sed -i "/^Description:/i Depends: $pin" "$control"
+            fi
             sed -i "/^Description:/i Built-Using: glibc (= $glibc_src)" "$control"
-            dpkg-deb --root-owner-group -Zxz -b "$unpacked/pkg" "$deb" >/dev/null
-            rm -rf "$unpacked"
+            dpkg-deb --root-owner-group -Zxz -b "$unpacked/pkg" "$deb.new" >/dev/null
+            mv "$deb.new" "$deb"
             ;;
         *) echo "deb.sh: note: cannot tell which glibc jitc was linked with (dpkg-query libc6-dev): no Built-Using" >&2 ;;
     esac

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod error;
 pub mod exec;
+pub mod home;
 pub mod import;
 pub mod mask;
 pub mod mcp;

@@ -59,7 +59,15 @@ pub fn agentd_binary() -> PathBuf {
 /// agent that won the race does).
 pub fn start_agent(path: &Path) -> Result<()> {
     let bin = agentd_binary();
-    let mut child = Command::new(&bin)
+    let mut agent = Command::new(&bin);
+    // The agent holds the unlocked vault: nothing in the environment of whoever ran this
+    // `jitc` may load code into it (`LD_PRELOAD`, `LD_AUDIT`, `GCONV_PATH`, …).
+    for (k, _) in std::env::vars_os() {
+        if k.to_str().is_some_and(jitc_protocol::names::is_hook_var) {
+            agent.env_remove(&k);
+        }
+    }
+    let mut child = agent
         .arg("--socket")
         .arg(path)
         .arg("--detach")
@@ -114,13 +122,20 @@ pub fn start_agent(path: &Path) -> Result<()> {
     ))
 }
 
-/// Where an agent started by `jitc` logs: `$XDG_STATE_HOME/jitc/agentd.log`.
+/// Where an agent started by `jitc` logs: `$XDG_STATE_HOME/jitc/agentd.log` (as the
+/// agent finds it: an absolute `XDG_STATE_HOME`, else `~/.local/state`, your home from
+/// `$HOME` or the password database).
 pub fn agent_log_path() -> PathBuf {
-    let state = directories::BaseDirs::new()
-        .map(|d| {
-            d.state_dir()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| d.home_dir().join(".local/state"))
+    let absolute = |k: &str| {
+        std::env::var_os(k)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    let state = absolute("XDG_STATE_HOME")
+        .or_else(|| {
+            absolute("HOME")
+                .or_else(|| crate::home::password_home(nix::unistd::geteuid().as_raw()))
+                .map(|h| h.join(".local/state"))
         })
         .unwrap_or_else(|| PathBuf::from("~/.local/state"));
     state.join("jitc").join("agentd.log")

@@ -422,13 +422,14 @@ fn a_reused_group_number_is_not_killed() {
     let _ = victim.wait();
 }
 
-/// The attack a pinned command's stripped environment does not cover by itself: a
-/// same-user process that may only have `true` run with T sets `LD_PRELOAD` for
-/// `jitc exec` itself, with a library that copies everything jitc receives — the
-/// grant's values among it — to a file. `jitc` is static-pie (packaging/build.sh, as
-/// scripts/test.sh builds it): no dynamic loader reads `LD_PRELOAD`/`LD_AUDIT`, so the
-/// library never loads. (A dynamically linked `jitc`, from a plain `cargo build`,
-/// loads it, and this test fails: checked.)
+/// A loader hook in the environment `jitc exec` runs in — set there by a repository's
+/// tooling, say, in the user's own shell — with a library that copies everything `jitc`
+/// receives, the grant's values among it, to a file. `jitc` is static-pie
+/// (packaging/build.sh, as scripts/test.sh builds it): no dynamic loader reads
+/// `LD_PRELOAD`/`LD_AUDIT`, so the library never loads. (A dynamically linked `jitc`,
+/// from a plain `cargo build`, loads it, and this test fails: checked.) Hardening, not
+/// a boundary: a same-user process can speak to the agent with a client of its own
+/// (README, "What a same-user process can still do").
 #[test]
 fn a_loader_hook_for_jitc_itself_never_loads_so_reads_no_value() {
     let (env, _agent) = setup();
@@ -475,6 +476,17 @@ ssize_t read(int fd, void *b, size_t l) {
     let dump = env.root().join("dump");
     fs::write(&dump, "").unwrap();
     env.give(&dump);
+    // The library loads into a dynamic program in that environment, and can write there.
+    let mut c = env.command("/usr/bin/env");
+    c.arg(format!("DUMP={}", dump.display()))
+        .arg(format!("LD_PRELOAD={}", so.display()))
+        .arg("/usr/bin/true");
+    run_with_stdin(c, None).ok();
+    assert!(
+        fs::read(&dump).unwrap().starts_with(b"loaded\n"),
+        "the library does not load even where it should"
+    );
+    fs::write(&dump, "").unwrap();
     env.write_policy("[[rule]]\nsecrets = [\"T\"]\ncommands = [\"true\"]\n");
     // Set by `env` for jitc alone (setpriv, which runs it as the user, would load the
     // library too).
@@ -484,7 +496,15 @@ ssize_t read(int fd, void *b, size_t l) {
         .arg(format!("LD_AUDIT={}", so.display()))
         .arg(jitc_bin())
         .args(["exec", "-s", "T", "--", "/usr/bin/true"]);
+    // Granted and run: the values did come to jitc.
     run_with_stdin(c, None).ok();
+    assert!(
+        env.run(&["audit", "--json", "--event", "lease_granted"], None)
+            .ok()
+            .stdout
+            .contains("\"lease_granted\""),
+        "no lease was granted"
+    );
     let got = fs::read(&dump).unwrap();
     assert!(
         got.is_empty(),
@@ -496,4 +516,46 @@ ssize_t read(int fd, void *b, size_t l) {
             "not among them"
         }
     );
+}
+
+/// An agent that `jitc` starts (none was running) does not inherit the loader hooks of
+/// the environment `jitc` was run in: it is about to hold the unlocked vault. (Before,
+/// `LD_PRELOAD` set for `jitc status` loaded its library into the new agent.) The same
+/// library does load into a dynamic program in that environment: the test would see it.
+#[test]
+fn an_agent_jitc_starts_takes_no_loader_hook_from_its_environment() {
+    let env = TestEnv::new_as(USER);
+    let so = preload_library(&env);
+    let mark = env.root().join("marks");
+    fs::write(&mark, "").unwrap();
+    env.give(&mark);
+    let hooked = |program: &std::ffi::OsStr, args: &[&str]| {
+        let mut c = env.command("/usr/bin/env");
+        c.arg(format!("MARK={}", mark.display()))
+            .arg(format!("LD_PRELOAD={}", so.display()))
+            .arg(program)
+            .args(args);
+        run_with_stdin(c, None)
+    };
+    hooked("/usr/bin/true".as_ref(), &[]).ok();
+    assert_eq!(
+        fs::read_to_string(&mark).unwrap(),
+        "preloaded into true\n",
+        "the library does not load even where it should"
+    );
+    fs::write(&mark, "").unwrap();
+    // No agent runs: `jitc status` starts one.
+    hooked(jitc_bin().as_os_str(), &["status"]).ok();
+    let _stop = Stop(&env);
+    let marks = fs::read_to_string(&mark).unwrap();
+    assert!(!marks.contains("jitc-agentd"), "{marks}");
+    assert!(!marks.contains("jitc"), "{marks}");
+}
+
+/// Stops the agent `jitc` started, whatever the test's outcome.
+struct Stop<'a>(&'a TestEnv);
+impl Drop for Stop<'_> {
+    fn drop(&mut self) {
+        let _ = run_with_stdin(self.0.jitc(&["stop"]), None);
+    }
 }

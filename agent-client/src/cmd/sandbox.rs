@@ -118,7 +118,7 @@ pub fn run(args: Args) -> Result<u8> {
     let env_home = std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .map(|h| canonical(PathBuf::from(h)));
-    let pw_home = password_home(nix::unistd::geteuid())
+    let pw_home = jitc::home::password_home(nix::unistd::geteuid().as_raw())
         .map(canonical)
         .filter(|d| d.is_dir() && d.parent().is_some());
     let home = env_home.clone().or_else(|| pw_home.clone());
@@ -356,97 +356,4 @@ fn private_cache(home: &std::path::Path) -> Option<(PathBuf, PathBuf)> {
 
 pub fn init(args: InitArgs) -> Result<u8> {
     inner::run(args.stderr_fd, &args.command, args.quiet)
-}
-
-/// The home the password database gives `uid`. Through NSS first (LDAP, sssd, …). A
-/// static-pie `jitc` (packaging/build.sh) loads the system's NSS modules at run time,
-/// which work only with the glibc it was built with (the Debian package depends on that
-/// version); elsewhere they may not load, so `/etc/passwd` is read directly when NSS
-/// gives nothing. (A user only a module knows then has no home here, and only `$HOME`
-/// is protected.)
-fn password_home(uid: nix::unistd::Uid) -> Option<PathBuf> {
-    if let Ok(Some(u)) = nix::unistd::User::from_uid(uid) {
-        return Some(u.dir);
-    }
-    let file = std::fs::File::open("/etc/passwd").ok()?;
-    home_in_passwd(std::io::BufReader::new(file), uid.as_raw())
-}
-
-/// The home field of `uid`'s first line in a passwd(5) file, a line at a time, as bytes
-/// (another user's name may not be UTF-8). A line longer than any passwd line is skipped.
-fn home_in_passwd(r: impl std::io::BufRead, uid: u32) -> Option<PathBuf> {
-    use std::io::BufRead;
-    use std::os::unix::ffi::OsStrExt;
-    let mut r = r.take(u64::MAX);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        r.set_limit(64 << 10);
-        match r.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return None,
-            Ok(_) if line.last() != Some(&b'\n') && r.limit() == 0 => {
-                // Too long: skip to its end, a piece at a time.
-                loop {
-                    line.clear();
-                    r.set_limit(64 << 10);
-                    match r.read_until(b'\n', &mut line) {
-                        Ok(0) | Err(_) => return None,
-                        Ok(_) if line.last() == Some(&b'\n') => break,
-                        Ok(_) => {}
-                    }
-                }
-                continue;
-            }
-            Ok(_) => {}
-        }
-        let f: Vec<&[u8]> = line
-            .strip_suffix(b"\n")
-            .unwrap_or(&line)
-            .split(|&b| b == b':')
-            .collect();
-        if f.len() == 7
-            && std::str::from_utf8(f[2])
-                .ok()
-                .and_then(|s| s.parse::<u32>().ok())
-                == Some(uid)
-            && !f[5].is_empty()
-        {
-            return Some(PathBuf::from(std::ffi::OsStr::from_bytes(f[5])));
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_home_of_a_uid_is_read_from_a_passwd_file() {
-        let mut text = b"root:x:0:0:root:/root:/bin/bash\n\
-                    # a comment\n\
-                    broken:x:1000\n\
-                    jos:x:999:999:Jos\xe9:/home/jos\xe9:/bin/sh\n"
-            .to_vec();
-        // A line longer than any passwd line, naming uid 1000: skipped whole.
-        text.extend(b"long:x:1000:1000:");
-        text.extend(vec![b'a'; 100 << 10]);
-        text.extend(b":/home/long:/bin/sh\n");
-        text.extend(
-            b"dev:x:1000:1000:Dev,,,:/home/dev:/bin/zsh\n\
-              dup:x:1000:1000::/home/dup:/bin/sh\n\
-              nohome:x:1001:1001:::/bin/sh\n\
-              last:x:1002:1002::/home/last:/bin/sh",
-        );
-        let home = |uid| home_in_passwd(&text[..], uid);
-        use std::os::unix::ffi::OsStrExt;
-        assert_eq!(home(0), Some(PathBuf::from("/root")));
-        assert_eq!(
-            home(999),
-            Some(PathBuf::from(std::ffi::OsStr::from_bytes(b"/home/jos\xe9")))
-        );
-        assert_eq!(home(1000), Some(PathBuf::from("/home/dev")));
-        assert_eq!(home(1001), None);
-        assert_eq!(home(1002), Some(PathBuf::from("/home/last")));
-        assert_eq!(home(4242), None);
-    }
 }

@@ -76,7 +76,8 @@ grep -v "Only source paths starting with exactly" "$gen/cargo-deb.log" >&2 || tr
 
 # A static-pie jitc (packaging/build.sh) carries this system's glibc: the package says
 # so (Built-Using, as Debian Policy 7.8 asks), and depends on that upstream version only,
-# because the NSS modules jitc loads at run time must come from the same glibc.
+# so that a system whose glibc moves on asks for a rebuilt package rather than keeping
+# a stale copy of it.
 if ! readelf -lW "$outdir/jitc" 2>/dev/null | grep -q INTERP; then
     glibc_src="$(dpkg-query -W -f='${source:Version}' libc6-dev 2>/dev/null || true)"
     glibc_up="${glibc_src%%-*}"

@@ -44,25 +44,17 @@ fn home_in_passwd(r: impl std::io::BufRead, uid: u32) -> Option<PathBuf> {
     use std::os::unix::ffi::OsStrExt;
     let mut r = r.take(u64::MAX);
     let mut line = Vec::new();
+    // Inside a line too long to hold, read a piece at a time up to its end.
+    let mut skipping = false;
     loop {
         line.clear();
         r.set_limit(64 << 10);
-        match r.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return None,
-            Ok(_) if line.last() != Some(&b'\n') && r.limit() == 0 => {
-                // Too long: skip to its end, a piece at a time.
-                loop {
-                    line.clear();
-                    r.set_limit(64 << 10);
-                    match r.read_until(b'\n', &mut line) {
-                        Ok(0) | Err(_) => return None,
-                        Ok(_) if line.last() == Some(&b'\n') => break,
-                        Ok(_) => {}
-                    }
-                }
-                continue;
-            }
-            Ok(_) => {}
+        if matches!(r.read_until(b'\n', &mut line), Ok(0) | Err(_)) {
+            return None;
+        }
+        let cut = line.last() != Some(&b'\n') && r.limit() == 0;
+        if std::mem::replace(&mut skipping, cut) || cut {
+            continue;
         }
         if matches!(line.first(), Some(b'#' | b'+' | b'-')) {
             continue;

@@ -71,6 +71,27 @@ pub fn check(meta: &Metadata, rule: Rule) -> Result<(), Unsafe> {
     Ok(())
 }
 
+/// Makes the first of `base`, `base-1` … `base-99` that is free: `create` makes the one
+/// it is given and fails with `AlreadyExists` where one is taken. The name made and
+/// what `create` returned; or the last name tried and why it failed.
+pub fn create_first_free<T>(
+    base: &str,
+    mut create: impl FnMut(&str) -> std::io::Result<T>,
+) -> Result<(String, T), (String, std::io::Error)> {
+    let mut name = base.to_owned();
+    let mut n = 1;
+    loop {
+        match create(&name) {
+            Ok(made) => return Ok((name, made)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100 => {
+                name = format!("{base}-{n}");
+                n += 1;
+            }
+            Err(e) => return Err((name, e)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,36 +116,10 @@ mod tests {
         assert_eq!(check(&meta(0o1777), SHARED_DIR), Ok(()));
         assert!(check(&meta(0o777), SHARED_DIR).is_err());
     }
-}
-
-/// Makes the first of `base`, `base-1` … `base-99` that is free: `create` makes the one
-/// it is given and fails with `AlreadyExists` where one is taken. The name made and
-/// what `create` returned; or the last name tried and why it failed.
-pub fn create_first_free<T>(
-    base: &str,
-    mut create: impl FnMut(&str) -> std::io::Result<T>,
-) -> Result<(String, T), (String, std::io::Error)> {
-    let mut name = base.to_owned();
-    let mut n = 1;
-    loop {
-        match create(&name) {
-            Ok(made) => return Ok((name, made)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100 => {
-                name = format!("{base}-{n}");
-                n += 1;
-            }
-            Err(e) => return Err((name, e)),
-        }
-    }
-}
-
-#[cfg(test)]
-mod first_free_tests {
-    use super::create_first_free;
-    use std::io::{Error, ErrorKind};
 
     #[test]
     fn the_first_free_name_is_made_and_a_hundred_taken_ones_give_up() {
+        use std::io::{Error, ErrorKind};
         let taken = |upto: usize| {
             move |name: &str| {
                 let n = name

@@ -200,17 +200,23 @@ fn jitc_exec_cannot_be_dumped_or_read_while_it_holds_values() {
 /// A shared object that, preloaded, leaves a mark and dumps nothing (it only proves it
 /// ran inside the command).
 fn preload_library(env: &TestEnv) -> std::path::PathBuf {
-    let src = env.root().join("mark.c");
-    fs::write(
-        &src,
+    shared_library(
+        env,
+        "mark",
         "#define _GNU_SOURCE\n#include <errno.h>\n#include <stdio.h>\n#include <stdlib.h>\n__attribute__((constructor)) static void mark(void) { const char *p = getenv(\"MARK\"); if (p) { FILE *f = fopen(p, \"a\"); if (f) { fprintf(f, \"preloaded into %s\\n\", program_invocation_short_name); fclose(f); } } }\n",
     )
-    .unwrap();
-    let so = env.root().join("mark.so");
+}
+
+/// `NAME.so`, built by gcc from the C `source`, in the test's tree.
+fn shared_library(env: &TestEnv, name: &str, source: &str) -> std::path::PathBuf {
+    let src = env.root().join(format!("{name}.c"));
+    fs::write(&src, source).unwrap();
+    let so = env.root().join(format!("{name}.so"));
     let built = std::process::Command::new("gcc")
         .args(["-shared", "-fPIC", "-o"])
         .arg(&so)
         .arg(&src)
+        .arg("-ldl")
         .status()
         .expect("gcc is needed to build the preload library (scripts/test.sh installs it)");
     assert!(built.success());
@@ -433,9 +439,9 @@ fn a_reused_group_number_is_not_killed() {
 #[test]
 fn a_loader_hook_for_jitc_itself_never_loads_so_reads_no_value() {
     let (env, _agent) = setup();
-    let src = env.root().join("dump.c");
-    fs::write(
-        &src,
+    let so = shared_library(
+        &env,
+        "dump",
         r#"#define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stdio.h>
@@ -462,17 +468,7 @@ ssize_t read(int fd, void *b, size_t l) {
     ssize_t n = real(fd, b, l); dump(b, n); return n;
 }
 "#,
-    )
-    .unwrap();
-    let so = env.root().join("dump.so");
-    let built = std::process::Command::new("gcc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&so)
-        .arg(&src)
-        .arg("-ldl")
-        .status()
-        .expect("gcc is needed to build the preload library (scripts/test.sh installs it)");
-    assert!(built.success());
+    );
     let dump = env.root().join("dump");
     fs::write(&dump, "").unwrap();
     env.give(&dump);

@@ -505,9 +505,6 @@ impl Watch {
     }
 }
 
-/// Prints records as they are appended, across rotation, until interrupted.
-/// `file` is the handle the listing read `audit.log` through (so nothing written between
-/// the two is missed, even across a rotation in between).
 /// Prints the lines `tail` has not read yet from `file` (at `path`) that `filter` keeps.
 fn show_new_lines(
     tail: &mut Tail,
@@ -528,6 +525,9 @@ fn show_new_lines(
     if out.is_empty() { Ok(()) } else { emit(&out) }
 }
 
+/// Prints records as they are appended, across rotation, until interrupted.
+/// `file` is the handle the listing read `audit.log` through (so nothing written between
+/// the two is missed, even across a rotation in between).
 fn follow(
     path: &Path,
     watch: Watch,

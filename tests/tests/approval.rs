@@ -405,16 +405,14 @@ fn approval_env(uid: Option<u32>) -> (TestEnv, Agent) {
 
 /// The first child of `pid` (jitc's waiting command process), waiting for it.
 fn first_child(pid: u32) -> u32 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let mut child = None;
+    wait_until(&format!("jitc {pid} has a child"), || {
         let listed =
             std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-        if let Some(c) = listed.split_whitespace().next() {
-            return c.parse().unwrap();
-        }
-        assert!(Instant::now() < deadline, "jitc {pid} has no child");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        child = listed.split_whitespace().next().map(|c| c.parse().unwrap());
+        child.is_some()
+    });
+    child.unwrap()
 }
 
 fn sig_mask(pid: u32, field: &str) -> u64 {

@@ -22,6 +22,9 @@ use jitc_protocol::audit_files::{self, rotated_at};
 const ROTATION_WINDOW: Duration = Duration::from_secs(600);
 const ROTATIONS_BEFORE_ALERT: usize = 2;
 
+/// The largest batch buffer kept between batches (one burst's is given back).
+const KEPT_BUFFER: usize = 256 << 10;
+
 /// Debug builds only: while a FIFO is at `JITC_TEST_SYNC_GATE`, each sync of the log
 /// first reads a byte from it, so a test can hold a record written but not yet on
 /// disk for as long as it needs to look (a lease granted, its values not yet sent).
@@ -155,6 +158,9 @@ pub(super) struct Writer {
     prune: Vec<PathBuf>,
     /// The last sequence number in them, for that marker.
     pruned_through: Option<u64>,
+    /// Buffers kept for the next line and the next batch (see `body`).
+    scratch: Vec<u8>,
+    lines: String,
 }
 
 impl Writer {
@@ -170,6 +176,8 @@ impl Writer {
             alerts,
             prune: Vec::new(),
             pruned_through: None,
+            scratch: Vec::new(),
+            lines: String::new(),
             broken: None,
             needs_marker: None,
             dir_dirty: false,
@@ -325,8 +333,11 @@ impl Writer {
         self.state.drop_pending();
     }
 
-    /// The body of the next line: the event with its sequence number and time.
-    fn body(&mut self, event: &mut Event) -> String {
+    /// The body of the next line, the event with its sequence number and time, in
+    /// `self.scratch` (kept from line to line, as `self.lines` is from batch to batch:
+    /// a grant's line is ~1–2 KB, and allocating, growing and freeing buffers that size
+    /// cost more instructions per lease than serializing; callgrind, BENCHMARKS.md).
+    fn body(&mut self, event: &mut Event) -> &str {
         event.unsealed_before = (self.give_up > 0).then(|| std::mem::take(&mut self.give_up));
         self.state.seq += 1;
         event.seq = self.state.seq;
@@ -335,8 +346,12 @@ impl Writer {
         if event.time.is_empty() {
             event.time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         }
-        // Strings, numbers and raw JSON: serializing cannot fail.
-        serde_json::to_string(event).unwrap_or_default()
+        // Strings, numbers and raw JSON: serializing cannot fail, and makes UTF-8.
+        self.scratch.clear();
+        if serde_json::to_writer(&mut self.scratch, event).is_err() {
+            self.scratch.clear();
+        }
+        std::str::from_utf8(&self.scratch).unwrap_or_default()
     }
 
     /// Starts a new file when this one is full: `audit.log` becomes `audit.log.SEQ`
@@ -423,7 +438,8 @@ impl Writer {
             size: self.size,
             needs_marker: self.needs_marker.clone(),
         };
-        let mut lines = String::new();
+        let mut lines = std::mem::take(&mut self.lines);
+        lines.clear();
         let mut keyed = None;
         let mut decisions = false;
         if let Some(reason) = self.needs_marker.take() {
@@ -464,12 +480,15 @@ impl Writer {
         }
         if lines.is_empty() {
             // Nothing to write (a key change, a flush): nothing learnt about the log.
+            self.keep_lines(lines);
             for w in waiters {
                 let _ = w.send(Ok(()));
             }
             return Vec::new();
         }
-        let result = match ready.and_then(|()| self.write(&lines)) {
+        let written = ready.and_then(|()| self.write(&lines));
+        self.keep_lines(lines);
+        let result = match written {
             Ok(()) => self.sync().await,
             Err(e) => Err(e),
         };
@@ -601,13 +620,23 @@ impl Writer {
 
     /// Adds `event`'s line to `lines`.
     fn append(&mut self, event: &mut Event, lines: &mut String, keyed: &mut Option<(u64, Tag)>) {
-        let body = self.body(event);
-        let line = self.state.append(body, self.key.as_ref());
+        let start = lines.len();
+        lines.push_str(self.body(event));
+        self.state.append_in_place(lines, start, self.key.as_ref());
+        if self.scratch.capacity() > KEPT_BUFFER {
+            self.scratch = Vec::new();
+        }
         if self.key.is_some() {
             *keyed = Some((self.state.seq, self.state.prev));
         }
-        lines.push_str(&line);
         lines.push('\n');
+    }
+
+    /// Keeps a batch's buffer for the next batch, unless a burst grew it large.
+    fn keep_lines(&mut self, lines: String) {
+        if lines.capacity() <= KEPT_BUFFER {
+            self.lines = lines;
+        }
     }
 
     /// Puts the chain back where `snapshot` found it.

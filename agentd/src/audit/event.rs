@@ -446,21 +446,27 @@ impl Event {
 
     /// Fills the fields this event leaves empty from `base` (who asked, for what).
     pub fn merge(mut self, base: &Event) -> Event {
-        let b = base.clone();
-        self.lease = self.lease.or(b.lease);
-        if self.secrets.is_empty() {
-            self.secrets = b.secrets;
+        // Field by field: only what `self` lacks is copied (a lease's record merges
+        // its base once or twice, and the base's chain is most of its size).
+        fn or<T: Clone>(mine: &mut Option<T>, base: &Option<T>) {
+            if mine.is_none() {
+                mine.clone_from(base);
+            }
         }
-        self.task = self.task.or(b.task);
-        self.command = self.command.or(b.command);
-        self.argv = self.argv.or(b.argv);
-        self.peer = self.peer.or(b.peer);
-        self.profile = self.profile.or(b.profile);
-        self.decision = self.decision.or(b.decision);
-        self.reason = self.reason.or(b.reason);
-        self.approval = self.approval.or(b.approval);
-        self.ttl_secs = self.ttl_secs.or(b.ttl_secs);
-        self.withheld = self.withheld.or(b.withheld);
+        or(&mut self.lease, &base.lease);
+        if self.secrets.is_empty() {
+            self.secrets.clone_from(&base.secrets);
+        }
+        or(&mut self.task, &base.task);
+        or(&mut self.command, &base.command);
+        or(&mut self.argv, &base.argv);
+        or(&mut self.peer, &base.peer);
+        or(&mut self.profile, &base.profile);
+        or(&mut self.decision, &base.decision);
+        or(&mut self.reason, &base.reason);
+        or(&mut self.approval, &base.approval);
+        or(&mut self.ttl_secs, &base.ttl_secs);
+        or(&mut self.withheld, &base.withheld);
         self
     }
 }

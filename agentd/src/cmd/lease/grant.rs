@@ -1,6 +1,7 @@
 //! Stage 7, `grant`: on record first, then in the lease table, then to the requester.
 
 use jitc_protocol::kinds::EventKind;
+use std::borrow::Cow;
 use std::time::SystemTime;
 
 use jitc_protocol::{
@@ -53,7 +54,8 @@ pub(super) async fn grant(
         (new_uses, leases.next_id(), leases.epoch)
     };
     let ttl = judged.decision.ttl;
-    let base = &known_concealed(session, base, &values);
+    let concealed = known_concealed(session, base, &values);
+    let base: &Event = &concealed;
     let shown_chain = session.shown_chain();
     let (values, bound) = match gateway_addr {
         Some(_) => split_bound(&judged.policy, values).map_err(|r| Denial::plain(r, base))?,
@@ -142,7 +144,10 @@ pub(super) async fn grant(
     }
     let limit = judged.policy.defaults.burst_per_minute;
     for secret in &req.secrets {
-        agent.raise_if(agent.detector().granted(secret, limit), base.clone());
+        // The record is copied only for an anomaly (rare), not for every grant.
+        if let Some(anomaly) = agent.detector().granted(secret, limit) {
+            agent.raise(anomaly, base.clone());
+        }
     }
     Ok(Response::Leased(LeaseGrant {
         lease: id,
@@ -259,35 +264,42 @@ fn register(
 /// The record of a grant: the requester receives these values, so there is nothing to
 /// learn from concealing them further — a value too short to mask where it is a whole
 /// argument, a value's beginning where an argument of the requester's chain was cut.
-pub(super) fn known_concealed(
+/// Most grants change nothing: `base` itself then, not a copy.
+pub(super) fn known_concealed<'a>(
     session: &mut Session,
-    base: &Event,
+    base: &'a Event,
     values: &[LeasedValue],
-) -> Event {
+) -> Cow<'a, Event> {
     // Whole occurrences of values long enough to mask are concealed already (the
     // screen found them): only a short value or an argument cut short can add anything.
     let hay = session.haystack();
-    let asked = nul_joined(
-        [&base.task, &base.command]
-            .into_iter()
-            .flatten()
-            .chain(base.argv.iter().flatten()),
-    );
+    let mut asked = None;
     let short = values.iter().any(|v| {
         v.value.len() < jitc_protocol::names::MIN_MASKED_LEN
             && (crate::audit::occurs(&hay, v.value.expose(), Reach::Known)
-                || crate::audit::occurs(&asked, v.value.expose(), Reach::Known))
+                || crate::audit::occurs(
+                    asked.get_or_insert_with(|| {
+                        nul_joined(
+                            [&base.task, &base.command]
+                                .into_iter()
+                                .flatten()
+                                .chain(base.argv.iter().flatten()),
+                        )
+                    }),
+                    v.value.expose(),
+                    Reach::Known,
+                ))
     });
     let cut = memchr::memmem::find(&hay, "…\0".as_bytes()).is_some();
     if !short && !cut {
-        return base.clone();
+        return Cow::Borrowed(base);
     }
     // Only the chain's cut arguments to conceal: the chain does not change, and `base`
     // shows it as the session does — concealed already if these values were before.
     let key = (!short)
         .then(|| session.known_key(values.iter().map(|v| (v.name.as_str(), v.value.expose()))));
     if key.is_some_and(|k| session.known_done(k)) {
-        return base.clone();
+        return Cow::Borrowed(base);
     }
     let mut needles = Needles::new(Vec::new());
     for v in values {
@@ -302,7 +314,7 @@ pub(super) fn known_concealed(
     if let Some(k) = key {
         session.remember_known(k);
     }
-    event
+    Cow::Owned(event)
 }
 
 /// Remembers (in the vault, across restarts) that these secrets went to `exe`, once

@@ -99,15 +99,8 @@ pub fn parse_hex(s: &str) -> Option<Tag> {
     Some(t)
 }
 
-/// A body (a JSON object) with its tag appended as the last field.
-pub fn seal(body: &str, tag: &Tag) -> String {
-    let mut line = String::with_capacity(body.len() + TAG_FIELD.len() + 66);
-    line.push_str(body);
-    seal_in_place(&mut line, 0, tag);
-    line
-}
-
-/// `seal` for the body that `out` holds from `start` on, in place.
+/// Seals the body (a JSON object) that `out` holds from `start` on, in place: its tag
+/// appended as the last field.
 fn seal_in_place(out: &mut String, start: usize, tag: &Tag) {
     if out[start..].ends_with('}') {
         out.pop();
@@ -528,6 +521,47 @@ mod tests {
         assert_eq!(in_place, one_by_one);
         let lines: Vec<String> = expected.lines().map(str::to_owned).collect();
         assert_eq!(check(&lines).problem, None);
+    }
+
+    /// How lines were sealed before they were sealed in place: the format is the
+    /// contract `verify` and older logs hold to.
+    fn sealed_as_before(body: &str, tag: &Tag) -> String {
+        let open = body.strip_suffix('}').unwrap_or(body);
+        format!("{open}{TAG_FIELD}{}\"}}", hex(tag))
+    }
+
+    #[test]
+    fn sealing_in_place_makes_the_bytes_sealing_made_before() {
+        let k = key();
+        let bodies = [
+            "",
+            "}",
+            "{}",
+            "}}",
+            "no brace",
+            "{\"a\":\"}\"}",
+            "{\"tag\":\"00\"}",
+            "{\"x\":\"é…\\u0000\"}",
+        ];
+        for prefix in ["", "an earlier line\n", "é"] {
+            let (mut before, mut now) = (State::default(), State::default());
+            let (mut expected, mut buf) = (prefix.to_owned(), prefix.to_owned());
+            for (i, body) in bodies.iter().enumerate() {
+                let key = (i % 3 != 1).then_some(&k);
+                let t = key.map(|k| tag(k, &before.prev, before.pending, &before.digest, body));
+                before.take(body, t);
+                expected.push_str(
+                    &t.map_or_else(|| (*body).to_owned(), |t| sealed_as_before(body, &t)),
+                );
+                expected.push('\n');
+                let start = buf.len();
+                buf.push_str(body);
+                now.append_in_place(&mut buf, start, key);
+                buf.push('\n');
+            }
+            assert_eq!(buf, expected);
+            assert_eq!(now, before);
+        }
     }
 
     #[test]

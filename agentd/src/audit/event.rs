@@ -476,6 +476,60 @@ mod tests {
     use super::*;
 
     #[test]
+    fn merging_copies_what_merging_the_whole_base_copied() {
+        // `merge` as it was: the whole base cloned, then each field taken if missing.
+        fn merged_as_before(mut e: Event, base: &Event) -> Event {
+            let b = base.clone();
+            e.lease = e.lease.or(b.lease);
+            if e.secrets.is_empty() {
+                e.secrets = b.secrets;
+            }
+            e.task = e.task.or(b.task);
+            e.command = e.command.or(b.command);
+            e.argv = e.argv.or(b.argv);
+            e.peer = e.peer.or(b.peer);
+            e.profile = e.profile.or(b.profile);
+            e.decision = e.decision.or(b.decision);
+            e.reason = e.reason.or(b.reason);
+            e.approval = e.approval.or(b.approval);
+            e.ttl_secs = e.ttl_secs.or(b.ttl_secs);
+            e.withheld = e.withheld.or(b.withheld);
+            e
+        }
+        let full = |tag: &str| Event {
+            lease: Some(7),
+            secrets: vec![format!("S_{tag}")],
+            task: Some(format!("task {tag}")),
+            command: Some(format!("/bin/{tag}")),
+            argv: Some(vec![tag.to_owned(), "--x".into()]),
+            profile: Some(tag.to_owned()),
+            decision: Some("granted"),
+            reason: Some(format!("because {tag}")),
+            approval: Some(3),
+            ttl_secs: Some(900),
+            withheld: Some("withheld"),
+            ..Event::new(EventKind::LeaseGranted)
+        };
+        let empty = || Event::new(EventKind::LeaseEnded);
+        let no_args = Event {
+            argv: Some(Vec::new()),
+            ..empty()
+        };
+        let cases = [
+            (empty(), full("base")),
+            (full("mine"), full("base")),
+            (full("mine"), empty()),
+            (empty(), empty()),
+            (no_args, full("base")),
+        ];
+        for (mine, base) in cases {
+            let before = serde_json::to_string(&merged_as_before(mine.clone(), &base)).unwrap();
+            let now = serde_json::to_string(&mine.merge(&base)).unwrap();
+            assert_eq!(now, before);
+        }
+    }
+
+    #[test]
     fn long_command_lines_cannot_push_an_ancestor_out_of_the_record() {
         let peer = Peer {
             pid: 1000,

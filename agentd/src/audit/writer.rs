@@ -601,6 +601,9 @@ impl Writer {
         }
         self.file = None;
         self.sidecar.reset();
+        // Nothing of the earlier vault's records stays in memory either.
+        self.lines = String::new();
+        self.scratch = Vec::new();
         self.state = chain::State::default();
         self.give_up = 0;
         self.needs_marker = None;

@@ -83,3 +83,22 @@ bao_down() {
         wait "$drain_pid" 2>/dev/null || true
     fi
 }
+
+# callgrind_agent_up BIN_DIR CALLGRIND_OUT: in the throwaway home set up by
+# throwaway_home, BIN_DIR's agent under callgrind (its pid in vg, its output in
+# $HOME/agent.out and .err), serving once it says "ready", with a new vault holding X
+# (a cheap KDF: valgrind is slow). JITC_SOCK is exported. Stop it with `jitc stop`,
+# then `wait "$vg"`.
+callgrind_agent_up() {
+    mkdir -p -m 0700 "$XDG_RUNTIME_DIR/jitc"
+    export JITC_SOCK="$XDG_RUNTIME_DIR/jitc/agent.sock"
+    valgrind --tool=callgrind --callgrind-out-file="$2" "$1/jitc-agentd" --socket "$JITC_SOCK" \
+        >"$HOME/agent.out" 2>"$HOME/agent.err" &
+    vg=$!
+    until grep -q ready "$HOME/agent.out" 2>/dev/null; do
+        kill -0 "$vg" 2>/dev/null || { cat "$HOME/agent.err" >&2; return 1; }
+        sleep 0.1
+    done
+    printf 'profile passphrase\n' | "$1/jitc" init --passphrase-stdin --kdf-memory 8 --kdf-iterations 1 >/dev/null 2>&1
+    printf 'value-of-x-123456' | "$1/jitc" add X >/dev/null 2>&1
+}

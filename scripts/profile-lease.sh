@@ -11,6 +11,7 @@
 # (sha2::sha256::soft); natively it is several times cheaper.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 n="${1:-500}"
 command -v valgrind >/dev/null || { echo "profile-lease.sh: please install valgrind" >&2; exit 1; }
 [ -n "${NO_BUILD:-}" ] || packaging/build.sh >/dev/null
@@ -20,20 +21,9 @@ out="$(mktemp -d /tmp/jitc-profile.XXXXXX)"
 profile() { # profile LEASES
     local tmp; tmp="$(mktemp -d /tmp/jitc-profile-home.XXXXXX)"
     (
-        export HOME="$tmp" XDG_RUNTIME_DIR="$tmp/run"
-        unset JITC_SOCK JITC_VAULT
-        mkdir -m 0700 "$XDG_RUNTIME_DIR"
+        throwaway_home "$tmp"
         cd "$HOME"
-        valgrind --tool=callgrind --callgrind-out-file="$out/cg.$1" "$bin/jitc-agentd" \
-            > "$tmp/agent.out" 2> "$tmp/agent.err" &
-        vg=$!
-        # The agent says "ready" once it serves.
-        until grep -q ready "$tmp/agent.out" 2>/dev/null; do
-            kill -0 "$vg" 2>/dev/null || { cat "$tmp/agent.err" >&2; exit 1; }
-            sleep 0.1
-        done
-        printf 'profile passphrase\n' | "$bin/jitc" init --passphrase-stdin --kdf-memory 8 --kdf-iterations 1 >/dev/null 2>&1
-        printf 'value-of-x-123456' | "$bin/jitc" add X >/dev/null 2>&1
+        callgrind_agent_up "$bin" "$out/cg.$1"
         for _ in $(seq 1 "$1"); do "$bin/jitc" exec -s X -- true; done
         "$bin/jitc" stop >/dev/null 2>&1 || true
         wait "$vg" || true

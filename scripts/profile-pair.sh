@@ -21,17 +21,7 @@ run() {
     (
         trap 'rm -rf "$tmp"' EXIT
         throwaway_home "$tmp"
-        mkdir -m 0700 "$XDG_RUNTIME_DIR/jitc"
-        export JITC_SOCK="$XDG_RUNTIME_DIR/jitc/agent.sock"
-        valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" \
-            "$bin/jitc-agentd" --socket "$JITC_SOCK" >"$tmp/agent.out" 2>"$tmp/agent.err" &
-        vg=$!
-        until grep -q ready "$tmp/agent.out" 2>/dev/null; do
-            kill -0 "$vg" 2>/dev/null || { cat "$tmp/agent.err" >&2; exit 1; }
-            sleep 0.1
-        done
-        printf 'profile passphrase\n' | "$bin/jitc" init --passphrase-stdin --kdf-memory 8 --kdf-iterations 1 >/dev/null 2>&1
-        printf 'value-of-x-123456' | "$bin/jitc" add X >/dev/null 2>&1
+        callgrind_agent_up "$bin" "$tmp/cg.out"
         out="$("$bin/jitc-lease-bench" jitc "$JITC_SOCK" X 1 "$1")"
         "$bin/jitc" stop >/dev/null 2>&1 || true
         wait "$vg" || true

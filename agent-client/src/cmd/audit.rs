@@ -429,6 +429,8 @@ struct Tail {
     partial: Vec<u8>,
     /// The line being skipped: longer than any record.
     skipping: bool,
+    /// The read buffer, kept: `--follow` reads at every change to the log.
+    chunk: Vec<u8>,
 }
 
 /// The newest file is read this much at a time, so that it is never held whole.
@@ -441,14 +443,28 @@ impl Tail {
         &mut self,
         path: &Path,
         file: &mut std::fs::File,
-        mut each: impl FnMut(&str) -> Result<()>,
+        each: impl FnMut(&str) -> Result<()>,
     ) -> Result<()> {
         if file.seek(SeekFrom::Start(self.pos)).is_err() {
             return Ok(());
         }
-        let mut chunk = vec![0; CHUNK];
+        let mut chunk = std::mem::take(&mut self.chunk);
+        chunk.resize(CHUNK, 0);
+        let read = self.read_through(&mut chunk, path, file, each);
+        self.chunk = chunk;
+        read
+    }
+
+    /// `read`'s loop, with its buffer.
+    fn read_through(
+        &mut self,
+        chunk: &mut [u8],
+        path: &Path,
+        file: &mut std::fs::File,
+        mut each: impl FnMut(&str) -> Result<()>,
+    ) -> Result<()> {
         loop {
-            let n = match file.read(&mut chunk) {
+            let n = match file.read(chunk) {
                 Ok(0) | Err(_) => return Ok(()),
                 Ok(n) => n,
             };

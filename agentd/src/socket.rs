@@ -269,7 +269,18 @@ mod tests {
         // Dead: drop the listener and lock, leave the path behind.
         drop(first);
         assert!(path.exists());
-        let second = bind(&path).unwrap();
+        // The tests run on threads of one process, and some start children
+        // (`procs`, `peer`): one forked but not yet exec'd holds a copy of the lock
+        // and of the listening socket until it execs. Wait for that, not for a time.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let second = loop {
+            match bind(&path) {
+                Err(SocketError::AlreadyRunning(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                other => break other.unwrap(),
+            }
+        };
         second.unlink();
         assert!(!path.exists());
     }

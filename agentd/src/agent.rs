@@ -776,10 +776,11 @@ impl Agent {
         &self.detector
     }
 
-    /// Raises `anomaly` if there is one (see `raise`).
-    pub fn raise_if(&self, anomaly: Option<crate::anomaly::Anomaly>, base: Event) {
+    /// Raises `anomaly` if there is one (see `raise`). `base` is copied only then: the
+    /// checks run on every grant, and a lease's record is mostly its chain.
+    pub fn raise_if(&self, anomaly: Option<crate::anomaly::Anomaly>, base: &Event) {
         if let Some(a) = anomaly {
-            self.raise(a, base);
+            self.raise(a, base.clone());
         }
     }
 
@@ -850,7 +851,7 @@ impl Agent {
         self.audit.record_later(failed.reason("wrong passphrase"));
         self.raise_if(
             self.detector.wrong_passphrase(failures),
-            Event {
+            &Event {
                 peer,
                 ..Event::default()
             },
@@ -886,7 +887,7 @@ impl Agent {
                 .and_then(PeerJson::parent_exe)
                 .unwrap_or_else(|| "an unknown program".into()),
         };
-        self.raise_if(self.detector.denied(&who), base);
+        self.raise_if(self.detector.denied(&who), &base);
     }
 
     fn record_failure(&self) -> u32 {

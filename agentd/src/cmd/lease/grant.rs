@@ -144,10 +144,7 @@ pub(super) async fn grant(
     }
     let limit = judged.policy.defaults.burst_per_minute;
     for secret in &req.secrets {
-        // The record is copied only for an anomaly (rare), not for every grant.
-        if let Some(anomaly) = agent.detector().granted(secret, limit) {
-            agent.raise(anomaly, base.clone());
-        }
+        agent.raise_if(agent.detector().granted(secret, limit), base);
     }
     Ok(Response::Leased(LeaseGrant {
         lease: id,
@@ -273,19 +270,21 @@ pub(super) fn known_concealed<'a>(
     // Whole occurrences of values long enough to mask are concealed already (the
     // screen found them): only a short value or an argument cut short can add anything.
     let hay = session.haystack();
+    // What the request itself says, joined only if a value is short enough to look.
+    let joined = || {
+        nul_joined(
+            [&base.task, &base.command]
+                .into_iter()
+                .flatten()
+                .chain(base.argv.iter().flatten()),
+        )
+    };
     let mut asked = None;
     let short = values.iter().any(|v| {
         v.value.len() < jitc_protocol::names::MIN_MASKED_LEN
             && (crate::audit::occurs(&hay, v.value.expose(), Reach::Known)
                 || crate::audit::occurs(
-                    asked.get_or_insert_with(|| {
-                        nul_joined(
-                            [&base.task, &base.command]
-                                .into_iter()
-                                .flatten()
-                                .chain(base.argv.iter().flatten()),
-                        )
-                    }),
+                    asked.get_or_insert_with(joined),
                     v.value.expose(),
                     Reach::Known,
                 ))

@@ -97,5 +97,5 @@ pub(super) fn working_hours(agent: &Agent, policy: &Policy, base: &Event) {
     let found = agent
         .detector()
         .outside_hours(&base.secrets, (text, hours), now);
-    agent.raise_if(found, base.clone());
+    agent.raise_if(found, base);
 }

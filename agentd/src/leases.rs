@@ -136,7 +136,9 @@ pub struct Leases {
     /// be inserted after it.
     pub epoch: u64,
     next_id: u64,
-    active: BTreeMap<u64, Lease>,
+    /// Boxed: a lease is several hundred bytes, and a B-tree node holds eleven of them
+    /// inline, moved about at every insert and remove.
+    active: BTreeMap<u64, Box<Lease>>,
     /// (expiry, id) of every active lease, earliest first.
     by_expiry: BTreeSet<(Duration, u64)>,
 }
@@ -151,7 +153,7 @@ impl Leases {
     pub fn insert(&mut self, lease: Lease) -> bool {
         let key = (lease.expires, lease.id);
         self.by_expiry.insert(key);
-        self.active.insert(lease.id, lease);
+        self.active.insert(lease.id, Box::new(lease));
         self.by_expiry.first() == Some(&key)
     }
 
@@ -160,7 +162,7 @@ impl Leases {
     pub fn remove(&mut self, id: u64) -> Option<Lease> {
         let lease = self.active.remove(&id)?;
         self.by_expiry.remove(&(lease.expires, id));
-        Some(lease)
+        Some(*lease)
     }
 
     pub fn len(&self) -> usize {
@@ -191,7 +193,7 @@ impl Leases {
 
     /// Whether lease `id` is active and `keep` keeps it.
     pub fn has(&self, id: u64, keep: impl Fn(&Lease) -> bool) -> bool {
-        self.active.get(&id).is_some_and(keep)
+        self.active.get(&id).is_some_and(|l| keep(l))
     }
 
     /// The ids of the active leases `keep` keeps.
@@ -210,7 +212,7 @@ impl Leases {
 
     /// The lease `id`, if active.
     pub fn get_mut(&mut self, id: u64) -> Option<&mut Lease> {
-        self.active.get_mut(&id)
+        self.active.get_mut(&id).map(|l| &mut **l)
     }
 
     /// Ends one lease, telling its holder why.
@@ -226,7 +228,7 @@ impl Leases {
         for lease in ended.values() {
             lease.end(reason);
         }
-        ended.into_values().collect()
+        ended.into_values().map(|l| *l).collect()
     }
 
     /// The earliest boot-time expiry, if any lease is active.

@@ -15,11 +15,11 @@ use crate::policy::Approval;
 /// What a human approving this request should know about its command: an argv[0]
 /// that names another program than the one that runs, a program in a directory the
 /// requester can write (outside the usual places for programs).
-pub fn warnings(req: &LeaseRequest, uid: u32) -> Vec<String> {
+pub fn warnings<'a>(req: &'a LeaseRequest, uid: u32) -> Vec<String> {
     use std::os::unix::fs::MetadataExt;
     let mut out = Vec::new();
     let path = Path::new(&req.command.path);
-    let base = |p: &str| p.rsplit('/').next().unwrap_or(p).to_owned();
+    let base = |p: &'a str| p.rsplit('/').next().unwrap_or(p);
     if let Some(first) = req.command.argv.first()
         && base(first) != base(&req.command.path)
     {
@@ -40,8 +40,8 @@ pub fn warnings(req: &LeaseRequest, uid: u32) -> Vec<String> {
         ];
         const IN_HOME: [&str; 4] = [".local/bin", "bin", ".cargo/bin", "go/bin"];
         let usual = SYSTEM.iter().any(|u| dir == Path::new(u))
-            || directories::BaseDirs::new().is_some_and(|d| {
-                dir.strip_prefix(d.home_dir())
+            || home().is_some_and(|home| {
+                dir.strip_prefix(home)
                     .is_ok_and(|rel| IN_HOME.iter().any(|u| rel == Path::new(u)))
             });
         // The usual directories first: they need no look at the disk.
@@ -57,6 +57,13 @@ pub fn warnings(req: &LeaseRequest, uid: u32) -> Vec<String> {
         }
     }
     out
+}
+
+/// The agent's home directory, looked up once (every grant asks).
+fn home() -> Option<&'static Path> {
+    static HOME: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    HOME.get_or_init(|| directories::BaseDirs::new().map(|d| d.home_dir().to_path_buf()))
+        .as_deref()
 }
 
 /// Asks a human where the policy says so. The values are not held while anyone waits:

@@ -487,10 +487,17 @@ impl Handler {
             return Ok(());
         }
         let idle_limit = self.agent.config().connection_timeout;
+        // One future each for the connection's life, not one per request: a shutdown
+        // receiver and a timer cost a lock or a timer-wheel entry to set up and drop.
+        let shutdown = self.shutdown.recv();
+        tokio::pin!(shutdown);
+        // A connection that holds nothing and says nothing is let go: silent ones must
+        // not use up the connections others need. Silent since `last`: the timer is
+        // moved on only when it fires early.
+        let idle = tokio::time::sleep(idle_limit);
+        tokio::pin!(idle);
+        let mut last = tokio::time::Instant::now();
         loop {
-            // A connection that holds nothing and says nothing is let go: silent ones
-            // must not use up the connections others need.
-            let idle = tokio::time::sleep(idle_limit);
             let request = tokio::select! {
                 // Pushes first, so a lease holder hears why before shutdown closes it.
                 biased;
@@ -499,16 +506,22 @@ impl Handler {
                     if let Response::LeaseEnded { lease, .. } = push {
                         session.leases.retain(|l| *l != lease);
                     }
+                    last = tokio::time::Instant::now();
                     continue;
                 }
-                _ = self.shutdown.recv() => return Ok(()),
+                _ = &mut shutdown => return Ok(()),
                 request = reader.read_request() => match request? {
                     Some(r) => r,
                     None => return Ok(()),
                 },
                 // A connection that holds a lease, or that registered a sandbox (its
                 // launcher waits on it for the agent's end), is not idle.
-                () = idle, if session.leases.is_empty() && !session.registered_sandbox => {
+                () = &mut idle, if session.leases.is_empty() && !session.registered_sandbox => {
+                    let due = last + idle_limit;
+                    if due > tokio::time::Instant::now() {
+                        idle.as_mut().reset(due);
+                        continue;
+                    }
                     tracing::debug!(pid = session.peer.pid, "idle connection dropped");
                     return Ok(());
                 }
@@ -522,7 +535,7 @@ impl Handler {
                 tokio::select! {
                     biased;
                     Some(push) = pushed.recv() => writer.write(&push).await?,
-                    _ = self.shutdown.recv() => return Ok(()),
+                    _ = &mut shutdown => return Ok(()),
                     // Most requests finish at once: try that before touching the socket.
                     response = &mut handling => break response,
                     // Our client never sends while it waits: a frame or EOF here means it
@@ -533,6 +546,7 @@ impl Handler {
             if let Some(response) = response {
                 writer.send(&response).await?;
             }
+            last = tokio::time::Instant::now();
         }
     }
 }

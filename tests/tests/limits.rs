@@ -221,6 +221,30 @@ fn hanging_up_does_not_skip_the_wrong_passphrase_backoff() {
 }
 
 #[test]
+fn a_connection_that_keeps_talking_outlives_the_idle_limit_then_goes_once_silent() {
+    // The agent's idle timer is moved on only when it fires: it must count from the
+    // last request, not from the connection's start, nor run for ever.
+    let (env, _agent) = setup_with(&["--connection-timeout", "6s"]);
+    let mut s = connection(&env);
+    let began = std::time::Instant::now();
+    // Requests about a second apart, for half as long again as the limit.
+    while began.elapsed() < Duration::from_secs(9) {
+        write_frame(&mut s, &Request::ListLeases { after: 0 }).unwrap();
+        assert!(
+            matches!(raw_read(&mut s), Some(Response::Leases { .. })),
+            "a talking connection was dropped after {:?}",
+            began.elapsed()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // Silent from here: let go (end of stream), well before this read gives up.
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut buf = Vec::new();
+    let ended = s.read_to_end(&mut buf);
+    assert!(ended.is_ok(), "a silent connection was kept: {ended:?}");
+}
+
+#[test]
 fn silent_connections_cannot_lock_out_a_human_and_are_let_go() {
     let (env, _agent) = setup_with(&["--max-connections", "64", "--connection-timeout", "3s"]);
     // A lease holder, idle between requests: it is not let go.

@@ -806,7 +806,10 @@ fn compress(file: &Path, renaming: &Mutex<()>) -> std::io::Result<()> {
     let result = (|| {
         let mut enc = zstd::stream::write::Encoder::new(&out, COMPRESSION_LEVEL)?;
         // A zstd block at a time: BufReader's 8 KiB made ~1,300 reads of a 10 MiB file.
-        std::io::copy(&mut std::io::BufReader::with_capacity(128 << 10, src), &mut enc)?;
+        std::io::copy(
+            &mut std::io::BufReader::with_capacity(128 << 10, src),
+            &mut enc,
+        )?;
         enc.finish()?;
         out.set_modified(modified)?;
         out.sync_all()?;

@@ -487,8 +487,9 @@ impl Handler {
             return Ok(());
         }
         let idle_limit = self.agent.config().connection_timeout;
-        // One future each for the connection's life, not one per request: a shutdown
-        // receiver and a timer cost a lock or a timer-wheel entry to set up and drop.
+        // One future each for the connection's life, not one per request: a new
+        // shutdown receiver queues and unlinks its waiter under a lock, a new timer
+        // takes and gives back a timer-wheel entry.
         let shutdown = self.shutdown.recv();
         tokio::pin!(shutdown);
         // A connection that holds nothing and says nothing is let go: silent ones must

@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jitc_protocol::{CommandLine, LeaseRequest, Request, Response, SecretBytes, write_frame};
 use jitc_tests::*;
@@ -198,12 +198,9 @@ fn hanging_up_does_not_skip_the_wrong_passphrase_backoff() {
             },
         )
         .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while failures(&env) < n {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "attempt {n} not on record"
-            );
+            assert!(Instant::now() < deadline, "attempt {n} not on record");
             std::thread::sleep(Duration::from_millis(5));
         }
         drop(s);
@@ -226,22 +223,67 @@ fn a_connection_that_keeps_talking_outlives_the_idle_limit_then_goes_once_silent
     // last request, not from the connection's start, nor run for ever.
     let (env, _agent) = setup_with(&["--connection-timeout", "6s"]);
     let mut s = connection(&env);
-    let began = std::time::Instant::now();
+    let began = Instant::now();
     // Requests about a second apart, for half as long again as the limit.
+    let mut answered = began;
     while began.elapsed() < Duration::from_secs(9) {
-        write_frame(&mut s, &Request::ListLeases { after: 0 }).unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        let served = write_frame(&mut s, &Request::ListLeases { after: 0 }).is_ok()
+            && matches!(raw_read(&mut s), Some(Response::Leases { .. }));
         assert!(
-            matches!(raw_read(&mut s), Some(Response::Leases { .. })),
+            served,
             "a talking connection was dropped after {:?}",
             began.elapsed()
         );
-        std::thread::sleep(Duration::from_secs(1));
+        answered = Instant::now();
     }
-    // Silent from here: let go (end of stream), well before this read gives up.
+    expect_let_go(&mut s, answered, Duration::from_secs(6));
+}
+
+#[test]
+fn idle_time_counts_from_the_push_that_ends_a_lease() {
+    // The lease outlives the idle limit: the connection is not idle while it holds it,
+    // and from its end (a push, not a request) it has the whole limit again.
+    let (env, _agent) = setup_with(&["--connection-timeout", "3s"]);
+    let mut s = connection(&env);
+    let Request::Lease(mut req) = lease_request(vec!["true".into()]) else {
+        unreachable!()
+    };
+    req.ttl_ms = Some(5_000);
+    write_frame(&mut s, &Request::Lease(req)).unwrap();
+    assert!(matches!(raw_read(&mut s), Some(Response::Leased(_))));
+    let pushed = raw_read(&mut s);
+    assert!(
+        matches!(pushed, Some(Response::LeaseEnded { .. })),
+        "{pushed:?}"
+    );
+    let ended = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    let served = write_frame(&mut s, &Request::ListLeases { after: 0 }).is_ok()
+        && matches!(raw_read(&mut s), Some(Response::Leases { .. }));
+    assert!(
+        served,
+        "dropped {:?} after its lease ended",
+        ended.elapsed()
+    );
+    expect_let_go(&mut s, Instant::now(), Duration::from_secs(3));
+}
+
+/// Waits for the agent to let a silent connection go (end of stream): not long before
+/// `limit` from `since`, and long before this read would give up.
+fn expect_let_go(s: &mut std::os::unix::net::UnixStream, since: Instant, limit: Duration) {
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     let mut buf = Vec::new();
     let ended = s.read_to_end(&mut buf);
     assert!(ended.is_ok(), "a silent connection was kept: {ended:?}");
+    // Our clock started after the agent's (it answered, then we read), by as much as
+    // this machine kept us waiting: half the limit is the bound, to catch a drop that
+    // does not wait for it at all.
+    let after = since.elapsed();
+    assert!(
+        after >= limit / 2,
+        "let go {after:?} after the last word, within the {limit:?} limit"
+    );
 }
 
 #[test]

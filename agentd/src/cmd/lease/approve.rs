@@ -15,11 +15,13 @@ use crate::policy::Approval;
 /// What a human approving this request should know about its command: an argv[0]
 /// that names another program than the one that runs, a program in a directory the
 /// requester can write (outside the usual places for programs).
-pub fn warnings<'a>(req: &'a LeaseRequest, uid: u32) -> Vec<String> {
+pub fn warnings(req: &LeaseRequest, uid: u32) -> Vec<String> {
     use std::os::unix::fs::MetadataExt;
     let mut out = Vec::new();
     let path = Path::new(&req.command.path);
-    let base = |p: &'a str| p.rsplit('/').next().unwrap_or(p);
+    fn base(p: &str) -> &str {
+        p.rsplit('/').next().unwrap_or(p)
+    }
     if let Some(first) = req.command.argv.first()
         && base(first) != base(&req.command.path)
     {

@@ -26,7 +26,7 @@ one() {
         read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$agent_pid/stat")
         out="$("$bin/jitc-lease-bench" jitc "$JITC_SOCK" X "$clients" "$secs")"
         read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$agent_pid/stat")
-        ops="$(sed -n 's/.* ops=\([0-9]*\).*/\1/p' <<<"$out")"
+        ops="$(ops_of "$out")"
         awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v n="$ops" -v t="$tick" \
             'BEGIN { printf "%.1f %.1f %.1f\n", (u+s)*1e6/t/n, u*1e6/t/n, s*1e6/t/n }'
     )
@@ -36,7 +36,6 @@ for i in $(seq "$rounds"); do
     read -r t u s < <(one "$a"); ra+=("$t"); echo "round $i  A  $t us (user $u, system $s)"
     read -r t u s < <(one "$b"); rb+=("$t"); echo "round $i  B  $t us (user $u, system $s)"
 done
-median() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
-ma="$(median "${ra[@]}")" mb="$(median "${rb[@]}")"
+ma="$(printf '%s\n' "${ra[@]}" | median)" mb="$(printf '%s\n' "${rb[@]}" | median)"
 awk -v a="$ma" -v b="$mb" -v c="$clients" \
     'BEGIN { printf "agent CPU per grant+release, %d clients, median: A %.1f us, B %.1f us (B/A %.2f)\n", c, a, b, b/a }'

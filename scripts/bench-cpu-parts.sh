@@ -50,73 +50,66 @@ parts() {
             printf "%.1f %.1f %.1f %.1f\n", d["total"] * s, d["runtime"] * s, d["sync"] * s, d["compress"] * s
         }' "$1" "$2"
 }
-# one AGENTD [policy]: one round in a throwaway home; prints parts.
+# one KIND (synced, nosync, policy or ssh): one round in a throwaway home. Prints the
+# jitc agent's parts, or ssh-agent's CPU per request.
 one() {
-    local tmp="$work/home.$RANDOM" out ops
+    local tmp="$work/home.$RANDOM" agentd="$bin/jitc-agentd" out
     mkdir "$tmp"
+    [ "$1" != nosync ] || agentd="$work/nosync-agentd"
     (
         trap 'agents_down; rm -rf "$tmp"' EXIT
         throwaway_home "$tmp"
-        JITC_AGENTD="$1" agents_up "$bin" >/dev/null
-        if [ "${2:-}" = policy ]; then
+        JITC_AGENTD="$agentd" agents_up "$bin" >/dev/null
+        if [ "$1" = ssh ]; then
+            ticks "$SSH_AGENT_PID" >"$tmp/before"
+            out="$("$bin/jitc-lease-bench" ssh "$SSH_AUTH_SOCK" - "$clients" "$secs")"
+            ticks "$SSH_AGENT_PID" >"$tmp/after"
+            parts "$tmp/before" "$tmp/after" "$(ops_of "$out")" | awk '{print $1}'
+            exit
+        fi
+        if [ "$1" = policy ]; then
             mkdir -p "$XDG_CONFIG_HOME/jitc"
             (umask 077 && printf '[defaults]\n' >"$XDG_CONFIG_HOME/jitc/policy.toml")
         fi
         "$bin/jitc-lease-bench" jitc "$JITC_SOCK" X "$clients" 2 >/dev/null
-        if [ "${2:-}" = policy ] && "$bin/jitc" status | grep -q '^policy .*absent'; then
+        if [ "$1" = policy ] && "$bin/jitc" status | grep -q '^policy .*absent'; then
             echo "the policy file was not taken up" >&2
             exit 1
         fi
         ticks "$agent_pid" >"$tmp/before"
         out="$("$bin/jitc-lease-bench" jitc "$JITC_SOCK" X "$clients" "$secs")"
         ticks "$agent_pid" >"$tmp/after"
-        ops="$(sed -n 's/.* ops=\([0-9]*\).*/\1/p' <<<"$out")"
-        parts "$tmp/before" "$tmp/after" "$ops"
-    )
-}
-ssh_one() {
-    local tmp="$work/home.$RANDOM" out ops a b
-    mkdir "$tmp"
-    (
-        trap 'agents_down; rm -rf "$tmp"' EXIT
-        throwaway_home "$tmp"
-        agents_up "$bin" >/dev/null
-        a="$(awk '{print $14 + $15}' "/proc/$SSH_AGENT_PID/stat")"
-        out="$("$bin/jitc-lease-bench" ssh "$SSH_AUTH_SOCK" - "$clients" "$secs")"
-        b="$(awk '{print $14 + $15}' "/proc/$SSH_AGENT_PID/stat")"
-        ops="$(sed -n 's/.* ops=\([0-9]*\).*/\1/p' <<<"$out")"
-        awk -v d=$((b - a)) -v n="$ops" -v t="$tick" 'BEGIN { printf "%.1f\n", d * 1e6 / t / n }'
+        parts "$tmp/before" "$tmp/after" "$(ops_of "$out")"
     )
 }
 declare -a synced nosync policy ssh
 for i in $(seq "$rounds"); do
-    r="$(one "$bin/jitc-agentd")"; synced+=("$r")
+    r="$(one synced)"; synced+=("$r")
     echo "round $i  synced     total/runtime/sync/compress us: $r"
-    r="$(one "$work/nosync-agentd")"; nosync+=("$r")
+    r="$(one nosync)"; nosync+=("$r")
     echo "round $i  no sync    total/runtime/sync/compress us: $r"
     if [ -n "${POLICY:-}" ]; then
-        r="$(one "$bin/jitc-agentd" policy)"; policy+=("$r")
+        r="$(one policy)"; policy+=("$r")
         echo "round $i  policy     total/runtime/sync/compress us: $r"
     fi
-    r="$(ssh_one)"; ssh+=("$r")
+    r="$(one ssh)"; ssh+=("$r")
     echo "round $i  ssh-agent  per request us: $r"
 done
-# median COLUMN ROWS...: the median of one column.
-median() {
+# column N ROWS...: the median of column N.
+column() {
     local c="$1"
     shift
-    printf '%s\n' "$@" | awk -v c="$c" '{print $c}' | sort -n |
-        awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+    printf '%s\n' "$@" | awk -v c="$c" '{print $c}' | median
 }
 row() {
     local name="$1"
     shift
-    printf '%-28s %8s %8s %8s %8s\n' "$name" "$(median 1 "$@")" "$(median 2 "$@")" \
-        "$(median 3 "$@")" "$(median 4 "$@")"
+    printf '%-28s %8s %8s %8s %8s\n' "$name" "$(column 1 "$@")" "$(column 2 "$@")" \
+        "$(column 3 "$@")" "$(column 4 "$@")"
 }
 echo "== agent CPU per grant+release, $clients clients, medians of $rounds rounds (us)"
 printf '%-28s %8s %8s %8s %8s\n' "" total runtime sync compress
 row "jitc-agentd" "${synced[@]}"
 row "jitc-agentd --no-audit-sync" "${nosync[@]}"
 [ -z "${POLICY:-}" ] || row "jitc-agentd, a policy file" "${policy[@]}"
-printf '%-28s %8s\n' "ssh-agent, per request" "$(median 1 "${ssh[@]}")"
+printf '%-28s %8s\n' "ssh-agent, per request" "$(column 1 "${ssh[@]}")"

@@ -43,11 +43,9 @@ for _ in $(seq "$n"); do ssh-add -l >/dev/null; done
 echo "ssh-agent   per 'ssh-add -l':             $(per "$a" "$(cpu "$SSH_AGENT_PID")" "$n")"
 for clients in 1 32; do
     a="$(cpu "$agent_pid")"
-    out="$("$bin/jitc-lease-bench" jitc "$JITC_SOCK" X "$clients" "$secs")"
-    ops="$(sed -n 's/.* ops=\([0-9]*\).*/\1/p' <<<"$out")"
+    ops="$(ops_of "$("$bin/jitc-lease-bench" jitc "$JITC_SOCK" X "$clients" "$secs")")"
     echo "jitc-agentd per grant+release, $clients clients ($ops pairs): $(per "$a" "$(cpu "$agent_pid")" "$ops")"
     a="$(cpu "$SSH_AGENT_PID")"
-    out="$("$bin/jitc-lease-bench" ssh "$SSH_AUTH_SOCK" - "$clients" "$secs")"
-    ops="$(sed -n 's/.* ops=\([0-9]*\).*/\1/p' <<<"$out")"
+    ops="$(ops_of "$("$bin/jitc-lease-bench" ssh "$SSH_AUTH_SOCK" - "$clients" "$secs")")"
     echo "ssh-agent   per request,        $clients clients ($ops requests): $(per "$a" "$(cpu "$SSH_AGENT_PID")" "$ops")"
 done

@@ -102,3 +102,9 @@ callgrind_agent_up() {
     printf 'profile passphrase\n' | "$1/jitc" init --passphrase-stdin --kdf-memory 8 --kdf-iterations 1 >/dev/null 2>&1
     printf 'value-of-x-123456' | "$1/jitc" add X >/dev/null 2>&1
 }
+
+# ops_of OUTPUT: the count in jitc-lease-bench's "ops=N".
+ops_of() { sed -n 's/.* ops=\([0-9]*\).*/\1/p' <<<"$1"; }
+
+# median: the median of the numbers on standard input, one a line.
+median() { sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }

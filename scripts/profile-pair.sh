@@ -26,7 +26,7 @@ run() {
         "$bin/jitc" stop >/dev/null 2>&1 || true
         wait "$vg" || true
         callgrind_annotate "$tmp/cg.out" 2>/dev/null >"$tmp/annotated"
-        printf '%s %s %s\n' "$(sed -n 's/.* ops=\([0-9]*\).*/\1/p' <<<"$out")" \
+        printf '%s %s %s\n' "$(ops_of "$out")" \
             "$(awk '/PROGRAM TOTALS/ && !d {gsub(",","",$1); print $1; d=1}' "$tmp/annotated")" \
             "$(awk '/sha256::soft::.*compress/ && !d {gsub(",","",$1); print $1; d=1}' "$tmp/annotated" | grep . || echo 0)"
     )
